@@ -1,0 +1,1 @@
+"""fer-edge convert package (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""fer-edge deeplens package (filled by its issue)."""

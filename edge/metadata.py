@@ -1,0 +1,153 @@
+"""Model metadata: what every artifact carries so that agents preprocess as training did.
+
+The metadata is one JSON object (format documented in README.md, "Model metadata"). It is
+written by ``train.export`` and copied into every converted artifact: embedded where the format
+allows (ONNX ``metadata_props`` key ``fer_edge``), otherwise in a sidecar file.
+
+Python 3.6 compatible: device code reads it.
+"""
+
+import copy
+import json
+import os
+
+from .labels import EMOTIONS
+
+FORMAT_VERSION = 1
+
+# File name of the metadata inside a SavedModel / model directory, and suffix of sidecars.
+METADATA_FILENAME = "fer_edge.json"
+SIDECAR_SUFFIX = ".fer_edge.json"
+# Key under which ONNX models embed the metadata JSON in metadata_props.
+ONNX_METADATA_KEY = "fer_edge"
+
+LAYOUTS = ("NHWC", "NCHW")
+
+
+class MetadataError(ValueError):
+    """Raised when model metadata is missing or malformed; the message names file and field."""
+
+
+def default_metadata(height=48, width=48, layout="NHWC", scale=1.0 / 127.5, offset=-1.0):
+    """Metadata for a model taking gray faces of ``height`` x ``width``, normalised in-model."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "labels": list(EMOTIONS),
+        "input": {
+            "name": "face",
+            "height": int(height),
+            "width": int(width),
+            "channels": 1,
+            "layout": layout,
+            "dtype": "float32",
+            "color": "gray",
+            "value_range": [0.0, 255.0],
+            "resize": "area-down-linear-up",
+        },
+        "normalization": {
+            # Applied inside the model graph: x * scale + offset. Agents must not apply it
+            # again; ``in_model: false`` would tell them to apply it before inference.
+            "in_model": True,
+            "scale": float(scale),
+            "offset": float(offset),
+        },
+        "output": {"name": "probabilities", "kind": "softmax"},
+        "model": {},
+    }
+
+
+def _require(mapping, key, where, kind=None):
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise MetadataError("{}: missing field '{}'".format(where, key))
+    value = mapping[key]
+    if kind is not None and not isinstance(value, kind):
+        raise MetadataError("{}: field '{}' has type {}, expected {}".format(
+            where, key, type(value).__name__, getattr(kind, "__name__", kind)))
+    return value
+
+
+def validate(meta, source="metadata"):
+    """Check ``meta`` and return it; raise MetadataError naming ``source`` and the field."""
+    if not isinstance(meta, dict):
+        raise MetadataError("{}: expected a JSON object".format(source))
+    version = _require(meta, "format_version", source, int)
+    if version > FORMAT_VERSION:
+        raise MetadataError("{}: format_version {} is newer than this code understands ({})".format(
+            source, version, FORMAT_VERSION))
+    labels = _require(meta, "labels", source, list)
+    if not labels or not all(isinstance(x, str) for x in labels):
+        raise MetadataError("{}: field 'labels' must be a non-empty list of strings".format(source))
+    inp = _require(meta, "input", source, dict)
+    where = source + ": input"
+    for key in ("height", "width", "channels"):
+        value = _require(inp, key, where, int)
+        if value <= 0:
+            raise MetadataError("{}: field '{}' must be positive, got {}".format(where, key, value))
+    if _require(inp, "layout", where, str) not in LAYOUTS:
+        raise MetadataError("{}: field 'layout' must be one of {}, got {!r}".format(
+            where, LAYOUTS, inp["layout"]))
+    norm = _require(meta, "normalization", source, dict)
+    _require(norm, "in_model", source + ": normalization", bool)
+    for key in ("scale", "offset"):
+        _require(norm, key, source + ": normalization", (int, float))
+    return meta
+
+
+def with_layout(meta, layout):
+    """A copy of ``meta`` whose input layout is ``layout`` (for converted artifacts)."""
+    if layout not in LAYOUTS:
+        raise MetadataError("layout must be one of {}, got {!r}".format(LAYOUTS, layout))
+    out = copy.deepcopy(meta)
+    out["input"]["layout"] = layout
+    return out
+
+
+def input_shape(meta, batch=None):
+    """The model input shape for ``batch`` faces (None: dynamic) in the metadata's layout."""
+    inp = meta["input"]
+    h, w, c = inp["height"], inp["width"], inp["channels"]
+    if inp["layout"] == "NCHW":
+        return (batch, c, h, w)
+    return (batch, h, w, c)
+
+
+def loads(text, source="metadata"):
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise MetadataError("{}: not valid JSON ({})".format(source, exc))
+    return validate(meta, source)
+
+
+def dumps(meta):
+    return json.dumps(validate(meta), indent=2, sort_keys=True)
+
+
+def read(path):
+    """Read metadata from a JSON file; a clear MetadataError when missing or malformed."""
+    if not os.path.isfile(path):
+        raise MetadataError("{}: model metadata file not found".format(path))
+    with open(path, "r", encoding="utf-8") as handle:
+        return loads(handle.read(), path)
+
+
+def write(meta, path):
+    """Write metadata JSON atomically (temporary file, then rename)."""
+    text = dumps(meta)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def sidecar_path(artifact_path):
+    """Sidecar metadata path of an artifact file (``model.xml`` -> ``model.xml.fer_edge.json``)."""
+    return artifact_path + SIDECAR_SUFFIX
+
+
+def find(artifact_path):
+    """Metadata of an artifact: inside a model directory, or in the artifact's sidecar."""
+    if os.path.isdir(artifact_path):
+        return read(os.path.join(artifact_path, METADATA_FILENAME))
+    return read(sidecar_path(artifact_path))

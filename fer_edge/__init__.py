@@ -1,0 +1,1 @@
+"""The ``fer-edge`` command line: thin subcommands over the train/convert/edge libraries."""

@@ -1,0 +1,144 @@
+"""``fer-edge``: one CLI, thin subcommands over library functions.
+
+Heavy imports (TensorFlow, Keras) happen inside the subcommand that needs them, so
+``fer-edge --help`` and device-side subcommands stay fast.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+
+def _print_counts(counts):
+    from edge.labels import EMOTIONS
+    for split, (mode, rows, kept, per_class) in counts.items():
+        print("{} ({} mode): {} of {} faces labelled".format(split, mode, kept, rows))
+        print("  " + "  ".join("{} {}".format(e, int(n)) for e, n in zip(EMOTIONS, per_class)))
+
+
+def cmd_data_build(args):
+    from train.dataset import read_source, save_cache, split_counts
+    data = read_source(args.src, kaggle=args.kaggle, ferplus_votes=args.ferplus_votes)
+    save_cache(data, args.out)
+    print("wrote {} ({} faces)".format(args.out, len(data)))
+    _print_counts(split_counts(data, args.mode))
+    return 0
+
+
+def cmd_data_stats(args):
+    from train.dataset import read_source, split_counts
+    _print_counts(split_counts(read_source(args.data), args.mode))
+    return 0
+
+
+def cmd_train(args):
+    from train.config import TrainConfig
+    from train.trainer import train
+    if args.resume:
+        config = TrainConfig.in_run(args.resume)
+        config.run_dir = args.resume
+        if args.epochs:
+            config.epochs = args.epochs
+    else:
+        config = TrainConfig.load(args.config) if args.config else TrainConfig()
+        for field in dataclasses.fields(TrainConfig):
+            value = getattr(args, field.name, None)
+            if value is not None:
+                setattr(config, field.name, value)
+        if not config.data:
+            raise ValueError("no training data: give --data (a FERPlus folder, .tar.gz or .npz cache)")
+    metrics = train(config, resume=bool(args.resume))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_evaluate(args):
+    from train.evaluate import evaluate
+    report = evaluate(args.model, args.data, args.split, out_dir=args.out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(report["text"])
+    return 0
+
+
+def cmd_export(args):
+    from train.export import export_savedmodel
+    path = export_savedmodel(args.model, args.out, force=args.force)
+    print("exported SavedModel with metadata to {}".format(path))
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    data = sub.add_parser("data", help="read FER+ and write the compact dataset cache").add_subparsers(
+        dest="data_command", metavar="ACTION")
+    data.required = True
+    p = data.add_parser("build", help="FERPlus folder/.tar.gz or Kaggle csv pair -> .npz cache")
+    p.add_argument("--src", help="FERPlus folder (FER2013Train/label.csv + PNGs) or a .tar/.tar.gz of it")
+    p.add_argument("--kaggle", help="Kaggle fer2013.csv (emotion, pixels, Usage)")
+    p.add_argument("--ferplus-votes", help="FER+ fer2013new.csv paired with --kaggle")
+    p.add_argument("--out", default="data/ferplus.npz", help="cache to write (default: %(default)s)")
+    p.add_argument("--mode", default="majority", help="label mode for the printed Train counts")
+    p.set_defaults(func=cmd_data_build)
+    p = data.add_parser("stats", help="per-class counts of a dataset under a label mode")
+    p.add_argument("--data", required=True)
+    p.add_argument("--mode", default="majority")
+    p.set_defaults(func=cmd_data_stats)
+
+    p = sub.add_parser("train", help="train a model on FER+ (writes a run directory)")
+    p.add_argument("--data", help="FERPlus folder, .tar.gz or .npz cache")
+    p.add_argument("--run-dir", dest="run_dir")
+    p.add_argument("--config", help="JSON TrainConfig; flags override it")
+    p.add_argument("--arch")
+    p.add_argument("--size", type=int, help="input size (default: the architecture's)")
+    p.add_argument("--mode", help="majority | probability | crossentropy | multi_target")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--optimizer")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", dest="weight_decay", type=float)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit-train", dest="limit_train", type=int)
+    p.add_argument("--limit-valid", dest="limit_valid", type=int)
+    p.add_argument("--verbose", type=int, help="1: progress bar, 2: one line per epoch")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.keras")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix on a split")
+    p.add_argument("--model", required=True, help=".keras, run directory or SavedModel directory")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="FER2013Valid")
+    p.add_argument("--out", help="folder for confusion_matrix.png and report.json")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="SavedModel + metadata from a trained model")
+    p.add_argument("--model", required=True, help=".keras file or run directory (uses best.keras)")
+    p.add_argument("--out", required=True, help="SavedModel directory to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        print("fer-edge {}: error: {}".format(args.command, exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""fer-edge jetson package (filled by its issue)."""

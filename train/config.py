@@ -1,0 +1,63 @@
+"""Training configuration: one JSON file in every run directory, CLI flags on top."""
+
+import dataclasses
+import json
+import os
+
+from .labels import MODES
+from .models import ARCHITECTURES
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str = ""
+    run_dir: str = "runs/latest"
+    arch: str = "vgg13-bn-half"
+    size: int = 0  # 0: the architecture's default input size
+    mode: str = "crossentropy"
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    patience: int = 10  # early stopping on Valid accuracy; 0 disables it
+    augment: bool = True
+    seed: int = 0
+    limit_train: int = 0  # >0: only the first N training faces (smoke runs, tests)
+    limit_valid: int = 0
+    verbose: int = 1
+
+    def validate(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError("config 'arch': unknown architecture {!r} (choose from {})".format(
+                self.arch, ", ".join(ARCHITECTURES)))
+        if self.mode not in MODES:
+            raise ValueError("config 'mode': unknown label mode {!r} (choose from {})".format(
+                self.mode, ", ".join(MODES)))
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError("config 'optimizer': {!r} is not adamw or sgd".format(self.optimizer))
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError("config '{}': must be positive, got {}".format(name, getattr(self, name)))
+        if self.lr <= 0:
+            raise ValueError("config 'lr': must be positive, got {}".format(self.lr))
+        return self
+
+    def save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, path):
+        with open(path, "r", encoding="utf-8") as f:
+            raw = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError("{}: unknown config keys {}".format(path, ", ".join(unknown)))
+        return cls(**raw).validate()
+
+    @classmethod
+    def in_run(cls, run_dir):
+        return cls.load(os.path.join(run_dir, "config.json"))

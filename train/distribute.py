@@ -1,0 +1,26 @@
+"""Multi-device training: tf.distribute / keras.distribution when several GPUs exist."""
+
+import contextlib
+
+import keras
+
+
+@contextlib.contextmanager
+def scope(log=print):
+    """Build and compile models inside this: data-parallel over all GPUs when there are several."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) > 1:
+            strategy = tf.distribute.MirroredStrategy()
+            log("tf.distribute.MirroredStrategy over {} GPUs".format(len(gpus)))
+            with strategy.scope():
+                yield
+            return
+    elif backend == "jax":
+        devices = keras.distribution.list_devices("gpu")
+        if len(devices) > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+            log("keras.distribution.DataParallel over {} GPUs".format(len(devices)))
+    yield

@@ -1,0 +1,65 @@
+"""Export a trained Keras model as a TensorFlow SavedModel with its fer-edge metadata.
+
+Layout of the export directory::
+
+    saved_model.pb, variables/   serving signature ``serving_default``:
+                                 input  ``face``  float32 [N, H, W, 1], gray values in [0, 255]
+                                 output ``output_0`` float32 [N, 8], softmax in metadata label order
+    fer_edge.json                the model metadata (README, "Model metadata")
+
+The export is written to a temporary sibling directory, checked (the reloaded SavedModel must
+reproduce the Keras model's probabilities), and only then moved into place.
+"""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from edge import metadata as md
+
+from .predictors import metadata_for, resolve
+
+PARITY_ATOL = 1e-5
+
+
+def export_savedmodel(model_path, out_dir, force=False, check_faces=None):
+    """Export ``model_path`` (.keras or run dir) to ``out_dir``; returns ``out_dir``.
+
+    ``check_faces``: optional float32 NHWC batch used for the parity check (default: 64
+    deterministic pseudo-faces); raises RuntimeError when the SavedModel disagrees.
+    """
+    import keras
+    import tensorflow as tf
+
+    artifact, kind = resolve(model_path)
+    if kind != "keras":
+        raise ValueError("{}: already a SavedModel; export takes a .keras file or run directory".format(model_path))
+    meta = metadata_for(artifact, kind)
+    out_dir = os.path.abspath(str(out_dir))
+    if os.path.exists(out_dir) and not force:
+        raise FileExistsError("{}: output directory exists (use --force to replace it)".format(out_dir))
+    model = keras.saving.load_model(artifact)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        target = os.path.join(tmp, "model")
+        model.export(target, format="tf_saved_model", verbose=False)
+        md.write(meta, os.path.join(target, md.METADATA_FILENAME))
+        if check_faces is None:
+            rng = np.random.default_rng(0)
+            check_faces = rng.integers(0, 256, size=(64,) + md.input_shape(meta)[1:]).astype(np.float32)
+        expected = np.asarray(model.predict(check_faces, verbose=0))
+        serve = tf.saved_model.load(target).signatures["serving_default"]
+        got = next(iter(serve(face=tf.constant(check_faces)).values())).numpy()
+        diff = float(np.max(np.abs(expected - got)))
+        if diff > PARITY_ATOL:
+            raise RuntimeError("SavedModel disagrees with the Keras model: max |diff| {:.2e}".format(diff))
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(target, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

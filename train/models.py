@@ -1,0 +1,133 @@
+"""Keras 3 model builders (backend-agnostic: TensorFlow, JAX or torch).
+
+Every model takes gray faces as float32 [N, H, W, 1] in [0, 255], normalises them inside the
+graph (``Rescaling``: x * scale + offset, recorded in the metadata) and outputs softmax
+probabilities over the 8 FER+ emotions in ``edge.labels.EMOTIONS`` order.
+"""
+
+import keras
+from keras import layers
+
+from edge.labels import NUM_CLASSES
+
+NORM_SCALE = 1.0 / 127.5
+NORM_OFFSET = -1.0
+
+
+def _inputs(size):
+    inp = keras.Input(shape=(size, size, 1), name="face")
+    x = layers.Rescaling(NORM_SCALE, offset=NORM_OFFSET, name="normalize")(inp)
+    return inp, x
+
+
+def _head(x, dropout, name):
+    x = layers.Dropout(dropout)(x) if dropout else x
+    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+
+
+def vgg13(size=64, width=1.0, fc=1024, dropout=0.5, batchnorm=False):
+    """The FER+ paper's VGG13 (Barsoum et al. 2016): 10 conv, 3 fc, dropout; ``width`` scales it.
+
+    ``batchnorm`` adds BatchNormalization after every convolution (not in the paper; it trains
+    faster and more robustly from scratch, and folds into the convolutions at conversion).
+    """
+    inp, x = _inputs(size)
+    for block, (n, ch) in enumerate([(2, 64), (2, 128), (3, 256), (3, 256)]):
+        for _ in range(n):
+            if batchnorm:
+                x = _conv_bn(x, int(ch * width))
+            else:
+                x = layers.Conv2D(int(ch * width), 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    for _ in range(2):
+        x = layers.Dense(int(fc * width), activation="relu")(x)
+        x = layers.Dropout(dropout)(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    name = "vgg13" + ("_bn" if batchnorm else "") + ("" if width == 1.0 else "_w{:g}".format(width))
+    return keras.Model(inp, out, name=name)
+
+
+def _conv_bn(x, ch, stride=1, act=True):
+    x = layers.Conv2D(ch, 3, strides=stride, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x) if act else x
+
+
+def _basic_block(x, ch, stride):
+    shortcut = x
+    y = _conv_bn(x, ch, stride)
+    y = _conv_bn(y, ch, 1, act=False)
+    if stride != 1 or shortcut.shape[-1] != ch:
+        shortcut = layers.Conv2D(ch, 1, strides=stride, use_bias=False)(shortcut)
+        shortcut = layers.BatchNormalization()(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def resnet(size=48, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2), dropout=0.3, name="resnet"):
+    """A compact ResNet (basic blocks, BN), sized for the edge budget."""
+    inp, x = _inputs(size)
+    x = _conv_bn(x, widths[0])
+    for stage, (ch, n) in enumerate(zip(widths, blocks)):
+        for b in range(n):
+            x = _basic_block(x, ch, 2 if (b == 0 and stage > 0) else 1)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, _head(x, dropout, "head"), name=name)
+
+
+def _ds_block(x, ch, stride):
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.Conv2D(ch, 1, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU(6.0)(x)
+
+
+def mobilenet(size=64, width=1.0, dropout=0.3):
+    """MobileNet-v1-style depthwise-separable net for 64x64 faces."""
+    inp, x = _inputs(size)
+    x = _conv_bn(x, int(32 * width))
+    plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 3 + [(1024, 2)]
+    for ch, stride in plan:
+        x = _ds_block(x, int(ch * width), stride)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, _head(x, dropout, "head"), name="mobilenet_w{:g}".format(width))
+
+
+ARCHITECTURES = {
+    # name: (builder, default input size)
+    "vgg13": (lambda size: vgg13(size), 64),
+    "vgg13-half": (lambda size: vgg13(size, width=0.5), 64),
+    "vgg13-bn-half": (lambda size: vgg13(size, width=0.5, batchnorm=True), 48),
+    "resnet-s": (lambda size: resnet(size, widths=(24, 48, 96, 192), name="resnet_s"), 48),
+    "resnet": (lambda size: resnet(size), 48),
+    "mobilenet": (lambda size: mobilenet(size), 64),
+}
+
+
+def build(arch, size=None):
+    """Build a registered architecture; ``size`` overrides its default input size."""
+    if arch not in ARCHITECTURES:
+        raise ValueError("unknown architecture {!r}; choose from {}".format(arch, ", ".join(ARCHITECTURES)))
+    builder, default = ARCHITECTURES[arch]
+    return builder(int(size or default))
+
+
+def count_macs(model):
+    """Multiply-accumulates of one forward pass for one face (conv, depthwise and dense layers)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.DepthwiseConv2D):
+            out = layer.output.shape
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += out[1] * out[2] * out[3] * k
+        elif isinstance(layer, layers.Conv2D):
+            out = layer.output.shape
+            cin = layer.input.shape[-1]
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += out[1] * out[2] * out[3] * cin * k
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)

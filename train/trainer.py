@@ -1,0 +1,184 @@
+"""The FER+ trainer: Keras 3, backend-agnostic (TensorFlow here; JAX or torch on a GPU machine).
+
+A run directory holds everything needed to reproduce and continue a run:
+
+    config.json      the TrainConfig
+    fer_edge.json    the model metadata (labels, input, normalisation, mode, Valid accuracy)
+    history.csv      one row per epoch (loss, accuracy, val_loss, val_accuracy, lr)
+    best.keras       best model on Valid accuracy (majority protocol)
+    last.keras       model + optimizer state after the last finished epoch (for --resume)
+    metrics.json     Valid evaluation of best.keras at the end
+    tensorboard/     TensorBoard logs (TensorFlow backend)
+"""
+
+import csv
+import datetime
+import json
+import math
+import os
+
+import keras
+import numpy as np
+
+from edge import metadata as md
+from edge.labels import NUM_CLASSES
+from edge.preprocess import prepare_faces
+
+from . import distribute
+from .augment import augment_batch
+from .config import TrainConfig
+from .dataset import read_source
+from .labels import EVAL_MODE, class_counts, training_target
+from .losses import loss_for
+from .models import ARCHITECTURES, NORM_OFFSET, NORM_SCALE, build, count_macs
+from .provenance import source_commit
+
+
+class FerPlusSequence(keras.utils.PyDataset):
+    """Training batches: per-epoch shuffle, mode targets resampled, paper augmentation."""
+
+    def __init__(self, faces, dists, mode, size, batch_size, augment, seed, meta):
+        super().__init__()
+        self.faces, self.dists, self.mode = faces, dists, mode
+        self.size, self.batch_size, self.augment, self.meta = size, batch_size, augment, meta
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self):
+        return int(math.ceil(len(self.faces) / float(self.batch_size)))
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.faces))
+        self.targets = training_target(self.dists, self.mode, self.rng)
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        if self.augment:
+            x = augment_batch(self.faces[idx], self.size, self.size, self.rng)[..., None]
+        else:
+            x = prepare_faces(self.faces[idx], self.meta)
+        return x, self.targets[idx]
+
+
+def lr_at(epoch, config):
+    """Linear warm-up, then cosine decay to 1% of the peak, by epoch."""
+    if epoch < config.warmup_epochs:
+        return config.lr * (epoch + 1) / float(config.warmup_epochs + 1)
+    span = max(1, config.epochs - config.warmup_epochs)
+    t = min(1.0, (epoch - config.warmup_epochs) / float(span))
+    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def make_optimizer(config):
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.9, nesterov=True)
+    return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay)
+
+
+def compile_model(model, config):
+    model.compile(optimizer=make_optimizer(config), loss=loss_for(config.mode),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def _history_rows(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def build_metadata(config, model):
+    size = model.input_shape[1]
+    meta = md.default_metadata(size, size, "NHWC", NORM_SCALE, NORM_OFFSET)
+    meta["model"] = {
+        "name": model.name,
+        "architecture": config.arch,
+        "training_mode": config.mode,
+        "macs": count_macs(model),
+        "parameters": int(model.count_params()),
+        "source_commit": source_commit(),
+        "keras_backend": keras.backend.backend(),
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    return meta
+
+
+def valid_arrays(data, meta, limit=0):
+    """Valid faces preprocessed by the one preprocessing, with majority one-hot targets."""
+    valid = data.split("FER2013Valid")
+    faces, dists, _ = valid.labelled(EVAL_MODE)
+    if limit:
+        faces, dists = faces[:limit], dists[:limit]
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[np.argmax(dists, axis=1)]
+    return prepare_faces(faces, meta), onehot
+
+
+def train(config, resume=False, log=print):
+    """Run (or resume) training; returns the metrics dict written to metrics.json."""
+    config.validate()
+    run = config.run_dir
+    os.makedirs(run, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    data = read_source(config.data)
+    if "FER2013Train" not in data.available_splits() or "FER2013Valid" not in data.available_splits():
+        raise ValueError("{}: training needs FER2013Train and FER2013Valid splits, found {}".format(
+            config.data, ", ".join(data.available_splits()) or "none"))
+    size = config.size or ARCHITECTURES[config.arch][1]
+    history_path = os.path.join(run, "history.csv")
+    last_path = os.path.join(run, "last.keras")
+    rows = _history_rows(history_path) if resume else []
+    with distribute.scope(log):
+        if resume and os.path.isfile(last_path) and rows:
+            model = keras.saving.load_model(last_path)
+            log("resuming {} from epoch {}".format(run, len(rows)))
+        else:
+            rows = []
+            model = compile_model(build(config.arch, size), config)
+    config.size = model.input_shape[1]
+    config.save(os.path.join(run, "config.json"))
+    meta = build_metadata(config, model)
+    md.write(meta, os.path.join(run, md.METADATA_FILENAME))
+
+    train_part = data.split("FER2013Train")
+    faces, dists, _ = train_part.labelled(config.mode)
+    if config.limit_train:
+        faces, dists = faces[:config.limit_train], dists[:config.limit_train]
+    x_val, y_val = valid_arrays(data, meta, config.limit_valid)
+    log("model {}: {:.1f} M MACs, {:.2f} M parameters, input {}x{}".format(
+        model.name, meta["model"]["macs"] / 1e6, meta["model"]["parameters"] / 1e6, size, size))
+    log("train faces ({} mode): {} {}".format(config.mode, len(faces), class_counts(dists).tolist()))
+    log("valid faces (majority): {}".format(len(x_val)))
+
+    seq = FerPlusSequence(faces, dists, config.mode, config.size, config.batch_size, config.augment,
+                          config.seed + len(rows), meta)
+    best_so_far = max(float(r["val_accuracy"]) for r in rows) if rows else None
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch: lr_at(epoch, config)),
+        keras.callbacks.ModelCheckpoint(os.path.join(run, "best.keras"), monitor="val_accuracy",
+                                        mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
+        keras.callbacks.ModelCheckpoint(last_path),
+        keras.callbacks.CSVLogger(history_path, append=bool(rows)),
+    ]
+    if config.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                                       patience=config.patience))
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False))
+    if len(rows) < config.epochs:
+        model.fit(seq, validation_data=(x_val, y_val), epochs=config.epochs, initial_epoch=len(rows),
+                  callbacks=callbacks, verbose=config.verbose)
+
+    best = keras.saving.load_model(os.path.join(run, "best.keras"))
+    probs = best.predict(x_val, batch_size=256, verbose=0)
+    accuracy = float(np.mean(np.argmax(probs, 1) == np.argmax(y_val, 1)))
+    history = _history_rows(history_path)
+    metrics = {"valid_accuracy": accuracy, "valid_faces": int(len(x_val)), "epochs_run": len(history),
+               "best_epoch": 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])) if history else 0}
+    meta["model"]["valid_accuracy"] = accuracy
+    md.write(meta, os.path.join(run, md.METADATA_FILENAME))
+    with open(os.path.join(run, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    log("best Valid accuracy (majority): {:.4f} at epoch {}".format(accuracy, metrics["best_epoch"]))
+    return metrics
