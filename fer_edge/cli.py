@@ -21,6 +21,8 @@ def _print_counts(counts):
 def cmd_data_build(args):
     from train.dataset import read_source, save_cache, split_counts
     data = read_source(args.src, kaggle=args.kaggle, ferplus_votes=args.ferplus_votes)
+    for note in data.notes:
+        print("note: " + note)
     save_cache(data, args.out)
     print("wrote {} ({} faces)".format(args.out, len(data)))
     _print_counts(split_counts(data, args.mode))

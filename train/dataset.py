@@ -49,7 +49,8 @@ class DatasetError(ValueError):
 class FerPlusData:
     """Faces, votes, split and image name per sample (all splits in one set of arrays)."""
 
-    def __init__(self, images, votes, splits, names):
+    def __init__(self, images, votes, splits, names, notes=()):
+        self.notes = list(notes)  # things the reader noticed and handled (printed by the CLI)
         self.images = np.ascontiguousarray(images, dtype=np.uint8)
         self.votes = np.asarray(votes, dtype=np.int16)
         self.splits = np.asarray(splits, dtype="U16")
@@ -235,7 +236,8 @@ def read_kaggle(fer2013_csv, fer2013new_csv):
     """Kaggle fer2013.csv paired row by row with FER+ fer2013new.csv.
 
     Rows whose FER+ image name is empty were judged not to be faces and are skipped, as
-    Microsoft's generate_training_data.py does. Rows are numbered as in the files (header = 1).
+    Microsoft's generate_training_data.py does. An image name used twice keeps its last row,
+    as that tool's PNG writes would. Rows are numbered as in the files (header = 1).
     """
     fer_path, new_path = str(fer2013_csv), str(fer2013new_csv)
     fer_header, fer_rows = _csv_rows(fer_path)
@@ -248,7 +250,8 @@ def read_kaggle(fer2013_csv, fer2013new_csv):
     n_use = _column(new_header, "Usage", new_path)
     n_name = _column(new_header, "Image name", new_path)
     n_votes = _column(new_header, VOTE_COLUMNS[0], new_path)
-    images, votes, splits, names = [], [], [], []
+    images, votes, splits, names, notes = [], [], [], [], []
+    seen = {}
     for i, (frow, nrow) in enumerate(zip(fer_rows, new_rows), start=2):
         if len(nrow) != n_votes + NUM_VOTES:
             raise DatasetError(new_path, "expected {} columns, found {}".format(
@@ -276,13 +279,23 @@ def read_kaggle(fer2013_csv, fer2013new_csv):
             raise DatasetError(fer_path, "pixel values must be integers", row=i, field="pixels") from None
         if face.min() < 0 or face.max() > 255:
             raise DatasetError(fer_path, "pixel values must be within 0..255", row=i, field="pixels")
-        images.append(face.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
-        votes.append(_parse_votes(nrow[n_votes:], new_path, i, n_votes))
+        face = face.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
+        row_votes = _parse_votes(nrow[n_votes:], new_path, i, n_votes)
+        if name in seen:
+            j, first_row = seen[name]
+            notes.append("{}: image name {} on rows {} and {}; kept row {}".format(
+                new_path, name, first_row, i, i))
+            images[j], votes[j], splits[j] = face, row_votes, KAGGLE_USAGE[usage]
+            seen[name] = (j, i)
+            continue
+        seen[name] = (len(images), i)
+        images.append(face)
+        votes.append(row_votes)
         splits.append(KAGGLE_USAGE[usage])
         names.append(name)
     if not images:
         raise DatasetError(new_path, "no rows with an image name")
-    return FerPlusData(np.stack(images), votes, splits, names)
+    return FerPlusData(np.stack(images), votes, splits, names, notes)
 
 
 # ---------------------------------------------------------------- the cache
