@@ -1,0 +1,46 @@
+# fer-edge: the two commands are `make demo` and `make test` (README.md).
+# Both create or reuse .venv in this folder; nothing else on the machine is changed
+# except the Debian packages listed in SYSTEM_PACKAGES (installed only when missing).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FER_EDGE_DATA ?= $(abspath ../shared/data)
+export FER_EDGE_DATA
+SYSTEM_PACKAGES :=
+
+.PHONY: demo test test-slow vermin venv system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,convert,dev]'
+	@touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# Device code (edge/, jetson/, deeplens/) must run on Python 3.6 (JetPack 4.6, DeepLens).
+vermin: venv
+	$(VENV)/bin/vermin --no-tips --violations -t=3.6- --backport dataclasses --backport typing \
+	  --exclude-regex '(^|/)(tests|__pycache__)/' edge jetson deeplens
+
+test: venv system-deps vermin
+	$(PY) -m pytest -q
+
+# Long runs (full-data training and evaluation) kept out of `make test`.
+test-slow: venv system-deps
+	$(PY) -m pytest -q -m slow
+
+demo: venv
+	$(PY) -m fer_edge.demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info
