@@ -1,0 +1,59 @@
+"""``load_classifier``: the library entry point for classifying face crops.
+
+    from edge import load_classifier
+    clf = load_classifier()            # the shipped model, best runtime available here
+    probs = clf.predict(faces)         # uint8 gray crops [N, H, W] (any H, W) -> float32 [N, 8]
+    clf.labels                         # label order of the columns
+
+Python 3.6 compatible (device code).
+"""
+
+import os
+
+import numpy as np
+
+from .backends import load_backend
+from .preprocess import prepare_faces
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_ENV = "FER_EDGE_MODEL"
+# The model the project ships (models/README.md is its card); devices consume its ONNX.
+SHIPPED_MODEL_NAME = "ferplus-vgg13bn-48"
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "models", SHIPPED_MODEL_NAME, "model.onnx")
+
+
+def default_model_path():
+    """$FER_EDGE_MODEL when set, else the shipped model's ONNX."""
+    return os.environ.get(MODEL_ENV) or SHIPPED_MODEL
+
+
+class EmotionClassifier(object):
+    """Face crops in, probabilities out, through one backend and the model's metadata."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.meta = backend.meta
+        self.labels = tuple(self.meta["labels"])
+        self.runtime = backend.name
+
+    @property
+    def model_id(self):
+        model = self.meta.get("model", {})
+        return model.get("name") or os.path.basename(str(self.backend.path))
+
+    def predict(self, faces):
+        """uint8 face crops (gray [N, H, W] array, or a list of gray/BGR crops) -> float32 [N, L]."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.backend.infer(prepare_faces(faces, self.meta))
+
+    def close(self):
+        self.backend.close()
+
+    def __repr__(self):
+        return "EmotionClassifier({}, runtime={})".format(self.backend.path, self.runtime)
+
+
+def load_classifier(path=None, runtime=None, **options):
+    """Load an exported artifact (.onnx, .xml, .engine); default: the shipped model."""
+    return EmotionClassifier(load_backend(path or default_model_path(), runtime=runtime, **options))

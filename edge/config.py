@@ -1,0 +1,143 @@
+"""Agent configuration: one file (JSON or INI), environment variables, then command-line flags.
+
+Precedence: defaults < file < environment (FER_EDGE_<KEY>, e.g. FER_EDGE_DEVICE_ID) < flags.
+Unknown keys and bad values are rejected with a message naming the source and the key.
+Python 3.6 compatible (the Jetson service reads /etc/fer-edge/agent.json or .ini).
+"""
+
+import collections
+import configparser
+import json
+import os
+import socket
+
+from .policy import POLICIES
+
+Option = collections.namedtuple("Option", "name type default help choices")
+
+
+def _opt(name, kind, default, help_text, choices=None):
+    return Option(name, kind, default, help_text, choices)
+
+
+OPTIONS = (
+    _opt("source", str, "0", "frame source URI: video/image file or folder, 0, v4l2:///dev/video0, csi://0, rtsp://..."),
+    _opt("broker", str, "", "mqtt://[user@]host[:port] or mqtts://host[:port]; empty: no broker"),
+    _opt("device_id", str, "", "device id in topics and events (default: the host name)"),
+    _opt("topic_prefix", str, "fer-edge", "topic prefix: <prefix>/<device_id>/events|status|stats"),
+    _opt("publish", str, "every-frame", "publish policy", POLICIES),
+    _opt("interval", float, 5.0, "seconds between events per track (publish=interval)"),
+    _opt("qos", int, 1, "MQTT QoS of events", (0, 1)),
+    _opt("model", str, "", "model artifact (.onnx, .xml, .engine); empty: the shipped model"),
+    _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
+    _opt("detector", str, "haar", "face detector", ("haar", "yunet")),
+    _opt("yunet_model", str, "", "path of face_detection_yunet_*.onnx for detector=yunet"),
+    _opt("min_face", int, 40, "smallest face (pixels) to classify"),
+    _opt("smoothing", float, 0.6, "per-track score smoothing, 0 (off) to <1"),
+    _opt("iou", float, 0.3, "IoU needed to continue a track"),
+    _opt("max_missed", int, 15, "frames a track survives unseen"),
+    _opt("stats_interval", float, 10.0, "seconds between stats logs/messages"),
+    _opt("annotate", str, "", "write annotated frames to this video (.mp4/.avi) or folder"),
+    _opt("ca_file", str, "", "CA certificate for mqtts://"),
+    _opt("cert_file", str, "", "client certificate for mqtts:// (AWS IoT Core)"),
+    _opt("key_file", str, "", "client private key for mqtts://"),
+    _opt("username", str, "", "MQTT user name"),
+    _opt("password_file", str, "", "file holding the MQTT password (never put it in the config)"),
+    _opt("log_level", str, "INFO", "logging level", ("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+BY_NAME = dict((o.name, o) for o in OPTIONS)
+ENV_PREFIX = "FER_EDGE_"
+RANGES = {"min_face": (1, 10000), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
+          "stats_interval": (0.0, 1e6)}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names where it came from and the key."""
+
+
+def _convert(option, value, where):
+    if isinstance(value, str) and option.type is not str:
+        value = value.strip()
+    try:
+        if option.type is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            value = int(value)
+        elif option.type is float:
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        elif not isinstance(value, str):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError("{}: key '{}': expected {}, got {!r}".format(
+            where, option.name, {int: "an integer", float: "a number", str: "a string"}[option.type], value))
+    if option.choices and value not in option.choices:
+        raise ConfigError("{}: key '{}': {!r} is not one of {}".format(
+            where, option.name, value, ", ".join(str(c) for c in option.choices)))
+    if option.name in RANGES:
+        lo, hi = RANGES[option.name]
+        if not lo <= value <= hi:
+            raise ConfigError("{}: key '{}': {} is outside {}..{}".format(where, option.name, value, lo, hi))
+    if option.name == "smoothing" and not 0.0 <= value < 1.0:
+        raise ConfigError("{}: key 'smoothing': {} is outside [0, 1)".format(where, value))
+    return value
+
+
+def _apply(config, values, where):
+    unknown = sorted(k for k in values if k not in BY_NAME)
+    if unknown:
+        raise ConfigError("{}: unknown key(s) {} (known: {})".format(where, ", ".join(unknown), ", ".join(BY_NAME)))
+    for key, value in values.items():
+        config[key] = _convert(BY_NAME[key], value, where)
+
+
+def read_file(path):
+    """Key/values of a JSON object or an INI file's [agent] section."""
+    if not os.path.isfile(path):
+        raise ConfigError("{}: config file not found".format(path))
+    with open(path, "r", encoding="utf-8") as handle:
+        text = handle.read()
+    if path.endswith(".json") or text.lstrip().startswith("{"):
+        try:
+            values = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError("{}: not valid JSON ({})".format(path, exc))
+        if not isinstance(values, dict):
+            raise ConfigError("{}: expected a JSON object of settings".format(path))
+        return values
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as exc:
+        raise ConfigError("{}: not a valid INI file ({})".format(path, exc))
+    extra = [s for s in parser.sections() if s != "agent"]
+    if extra:
+        raise ConfigError("{}: unknown section(s) {} (settings go under [agent])".format(path, ", ".join(extra)))
+    return dict(parser.items("agent")) if parser.has_section("agent") else {}
+
+
+def load_config(path=None, env=None, overrides=None):
+    """The agent settings as a dict: defaults, then ``path``, then FER_EDGE_* env, then ``overrides``."""
+    config = dict((o.name, o.default) for o in OPTIONS)
+    if path:
+        _apply(config, read_file(path), path)
+    env = os.environ if env is None else env
+    from_env = dict((k[len(ENV_PREFIX):].lower(), v) for k, v in env.items()
+                    if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in BY_NAME)
+    _apply(config, from_env, "environment")
+    _apply(config, dict((k, v) for k, v in (overrides or {}).items() if v is not None), "command line")
+    if not config["device_id"]:
+        config["device_id"] = socket.gethostname().split(".")[0] or "fer-edge"
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
+        if config[key] and not os.path.isfile(config[key]):
+            raise ConfigError("key '{}': file {} not found".format(key, config[key]))
+    if config["detector"] == "yunet" and not config["yunet_model"]:
+        raise ConfigError("key 'yunet_model': required when detector is yunet")
+    return config
+
+
+def read_secret(path):
+    """A secret from a file (first line, stripped); never logged."""
+    with open(path, "r", encoding="utf-8") as handle:
+        return handle.readline().strip()

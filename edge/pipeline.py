@@ -1,0 +1,47 @@
+"""``detect_emotions(image)``: faces and emotions of one image, as the agent sees them.
+
+    from edge import detect_emotions
+    detect_emotions(cv2.imread("people.jpg"))
+    # [{'box': [x, y, w, h], 'emotion': 'happiness', 'confidence': 0.93, 'scores': {...}}, ...]
+
+The same detector, preprocessing and model as the agent (like the ``fer`` package's
+``FER().detect_emotions``). ``FaceEmotionPipeline`` holds the loaded parts for repeated calls.
+"""
+
+import functools
+
+import numpy as np
+
+from .classifier import load_classifier
+from .detect import crop, make_detector
+
+
+class FaceEmotionPipeline(object):
+    def __init__(self, model=None, detector="haar", min_face=40, yunet_model=None, runtime=None):
+        self.classifier = load_classifier(model, runtime=runtime)
+        self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model)
+        self.labels = self.classifier.labels
+
+    def detect_emotions(self, image):
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError("expected a uint8 BGR or grayscale image, got {} {}".format(image.dtype, image.shape))
+        detections = self.detector.detect(image)
+        probs = self.classifier.predict([crop(image, d.box) for d in detections])
+        out = []
+        for det, p in zip(detections, probs):
+            top = int(np.argmax(p))
+            out.append({"box": [int(v) for v in det.box], "emotion": self.labels[top],
+                        "confidence": round(float(p[top]), 4),
+                        "scores": dict((label, round(float(v), 4)) for label, v in zip(self.labels, p))})
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _pipeline(model, detector, min_face, yunet_model):
+    return FaceEmotionPipeline(model, detector, min_face, yunet_model)
+
+
+def detect_emotions(image, model=None, detector="haar", min_face=40, yunet_model=None):
+    """Faces in ``image`` (BGR or gray uint8) with their emotions; parts are loaded once and reused."""
+    return _pipeline(model, detector, min_face, yunet_model).detect_emotions(image)
