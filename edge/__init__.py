@@ -2,10 +2,12 @@
 
 Modules: ``labels`` (the FER+ label list), ``metadata`` (artifact metadata), ``preprocess``
 (the one face preprocessing), ``backends`` (one class per runtime), ``classifier``
-(``load_classifier``).
+(``load_classifier``), ``pipeline`` (``detect_emotions``), and the agent parts: ``sources``,
+``detect``, ``track``, ``policy``, ``events``, ``publish``, ``agent``, ``service``, ``config``.
 """
 
 from .classifier import load_classifier  # noqa: F401
 from .labels import EMOTIONS  # noqa: F401
+from .pipeline import detect_emotions  # noqa: F401
 
 __version__ = "0.1.0"

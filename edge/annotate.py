@@ -19,12 +19,19 @@ def draw(image, faces):
         color = COLORS.get(face["emotion"], (0, 255, 0))
         cv2.rectangle(out, (x, y), (x + w, y + h), color, 2)
         label = "#{} {} {:.0%}".format(face.get("track_id", ""), face["emotion"], face["confidence"])
-        cv2.putText(out, label, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+        _text(out, label, (x, max(14, y - 6)), 0.5, color)
         top = sorted(face["scores"].items(), key=lambda kv: -kv[1])[:3]
         for i, (name, p) in enumerate(top):
-            cv2.putText(out, "{} {:.2f}".format(name, p), (x, y + h + 14 + 14 * i), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4, color, 1, cv2.LINE_AA)
+            _text(out, "{} {:.2f}".format(name, p), (x, y + h + 16 + 16 * i), 0.45, color)
     return out
+
+
+def _text(image, text, origin, scale, color):
+    """Text on a dark backdrop, legible on any background."""
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(image, (x - 1, y - h - 3), (x + w + 1, y + base), (0, 0, 0), -1)
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
 class AnnotatedWriter(object):

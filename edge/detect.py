@@ -58,10 +58,22 @@ def _clip(box, width, height):
     return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
 
+def _downscaled(gray, max_side):
+    """(image, factor): ``gray`` shrunk so its longer side is at most ``max_side`` (0: unchanged)."""
+    longest = max(gray.shape[:2])
+    if not max_side or longest <= max_side:
+        return gray, 1.0
+    factor = max_side / float(longest)
+    size = (int(round(gray.shape[1] * factor)), int(round(gray.shape[0] * factor)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), factor
+
+
 class HaarDetector(object):
+    """Haar cascade on the gray frame, shrunk to ``max_side`` pixels for speed (boxes mapped back)."""
+
     name = "haar"
 
-    def __init__(self, min_size=40, scale_factor=1.1, min_neighbors=5, cascade=None):
+    def __init__(self, min_size=40, scale_factor=1.2, min_neighbors=6, cascade=None, max_side=640):
         if not hasattr(cv2, "CascadeClassifier"):
             raise DetectorError("this OpenCV ({}) has no CascadeClassifier (removed in OpenCV 5): install "
                                 "opencv-python-headless<5 or use the YuNet detector".format(cv2.__version__))
@@ -72,16 +84,19 @@ class HaarDetector(object):
         self.min_size = int(min_size)
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
+        self.max_side = int(max_side)
 
     def detect(self, image):
         gray = to_gray(image)
-        found = self.classifier.detectMultiScale(gray, scaleFactor=self.scale_factor,
+        small, factor = _downscaled(gray, self.max_side)
+        min_small = max(12, int(self.min_size * factor))
+        found = self.classifier.detectMultiScale(small, scaleFactor=self.scale_factor,
                                                  minNeighbors=self.min_neighbors,
-                                                 minSize=(self.min_size, self.min_size))
+                                                 minSize=(min_small, min_small))
         h, w = gray.shape[:2]
         out = []
         for box in (found if len(found) else []):
-            box = _clip(box, w, h)
+            box = _clip([v / factor for v in box], w, h)
             if box[2] >= self.min_size and box[3] >= self.min_size:
                 out.append(Detection(box, 1.0))
         return out

@@ -23,10 +23,7 @@ several levels (``site-a/fer-edge``) but no empty level, no wildcard and no lead
 import collections
 import re
 
-try:  # Python 3
-    from urllib.parse import unquote
-except ImportError:  # pragma: no cover - Python 2 is not supported, kept for clarity
-    from urllib import unquote  # type: ignore
+from urllib.parse import unquote
 
 DEFAULT_PREFIX = "fer-edge"
 SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}

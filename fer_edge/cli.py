@@ -73,6 +73,33 @@ def cmd_export(args):
     return 0
 
 
+def cmd_convert(args):
+    from convert.formats import converter
+    options = {"data": args.data, "faces": args.faces, "force": args.force, "limit": args.check_faces,
+               "log": print}
+    specific = {"opset": ("onnx", "tensorrt"), "precision": ("tensorrt",), "max_batch": ("tensorrt",)}
+    for option, formats in specific.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if args.format not in formats:
+            raise ValueError("--{} applies to {} only".format(option.replace("_", "-"), " and ".join(formats)))
+        options[option] = value
+    path = converter(args.format)(args.model, args.out, **options)
+    print("wrote {} artifact {}".format(args.format, path))
+    return 0
+
+
+def cmd_run(args):
+    from .run import cmd_run as run
+    return run(args)
+
+
+def cmd_image(args):
+    from .run import cmd_image as image
+    return image(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -127,6 +154,36 @@ def build_parser():
     p.add_argument("--out", required=True, help="SavedModel directory to create")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_export)
+
+    from convert.formats import NAMES
+    p = sub.add_parser("convert", help="convert an exported SavedModel to an edge format, checked on real faces")
+    p.add_argument("format", choices=NAMES, help="artifact format (docs/convert.md)")
+    p.add_argument("--model", required=True, help="SavedModel directory from `fer-edge export`")
+    p.add_argument("--out", required=True, help="output directory to create")
+    p.add_argument("--data", help="FER+ data whose FER2013Valid faces check the conversion (default: "
+                                  "$FER_EDGE_DATA/ferplus-trainval.tar.gz, then data/ferplus.npz)")
+    p.add_argument("--faces", help=".npy of uint8 faces [N,48,48] to check the conversion on instead")
+    p.add_argument("--check-faces", dest="check_faces", type=int, default=512,
+                   help="how many faces the parity check uses (0: all; default %(default)s)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 13, the highest TensorRT 8.2 parses)")
+    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), help="TensorRT precision (default fp16)")
+    p.add_argument("--max-batch", dest="max_batch", type=int, help="TensorRT max batch (default 8)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_convert)
+
+    from .run import add_agent_options
+    p = sub.add_parser("run", help="the edge agent on this host: camera/video -> emotions -> MQTT events")
+    add_agent_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("image", help="print the faces and emotions of image files (JSON lines)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", help="model artifact (default: the shipped model)")
+    p.add_argument("--runtime")
+    p.add_argument("--detector", default="haar", choices=["haar", "yunet"])
+    p.add_argument("--yunet-model", dest="yunet_model")
+    p.add_argument("--min-face", dest="min_face", type=int, default=40)
+    p.set_defaults(func=cmd_image)
     return parser
 
 
@@ -134,7 +191,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print("fer-edge {}: error: {}".format(args.command, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,48 +1,39 @@
-"""`make demo` until the edge agent lands: a short train + evaluate + export on FER+ data.
+"""`make demo`: the edge agent on built-in defaults.
 
-Uses ferplus-trainval.tar.gz from $FER_EDGE_DATA (default ../shared/data), builds the cache once,
-trains the compact model for one epoch on a subset, evaluates it on FER2013Valid (majority
-protocol, confusion matrix PNG) and exports it as a SavedModel with metadata, all under runs/demo/.
-The shipped model in models/ (when present) is evaluated beside it.
+1. a sample video generated from a face photograph that ships inside scikit-image
+   (fer_edge/samples.py), written to data/samples/;
+2. the shipped model (models/, ONNX through ONNX Runtime);
+3. an MQTT broker started in-process (amqtt), a subscriber printing the events as they arrive;
+4. the agent publishing an event per frame, and an annotated copy of the video under runs/demo/.
 """
 
 import os
-import shutil
 import sys
 
+from edge.classifier import SHIPPED_MODEL
+
+from .cli import main as cli_main
+from .samples import make_sample_video
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.join(REPO, "models", "fer-edge-vgg13bn-48", "saved_model")
 
 
 def main():
-    data_dir = os.environ.get("FER_EDGE_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
-    tarball = os.path.join(data_dir, "ferplus-trainval.tar.gz")
-    cache = os.path.join(REPO, "data", "ferplus.npz")
-    if not os.path.isfile(cache) and not os.path.isfile(tarball):
-        print("demo: FER+ data not found at {} (set FER_EDGE_DATA to the folder holding "
-              "ferplus-trainval.tar.gz, or see README 'Data')".format(tarball), file=sys.stderr)
+    if not os.path.isfile(SHIPPED_MODEL):
+        print("demo: the shipped model {} is missing from this checkout".format(SHIPPED_MODEL), file=sys.stderr)
         return 2
-    from train.config import TrainConfig
-    from train.dataset import read_source, save_cache
-    from train.evaluate import evaluate
-    from train.export import export_savedmodel
-    from train.trainer import train
-
-    if not os.path.isfile(cache):
-        print("demo: building the dataset cache {} from {}".format(cache, tarball))
-        save_cache(read_source(tarball), cache)
-    run = os.path.join(REPO, "runs", "demo")
-    shutil.rmtree(run, ignore_errors=True)
-    print("demo: training vgg13-bn-half for 1 epoch on 4000 FER+ training faces (a smoke run, not the shipped model)")
-    train(TrainConfig(data=cache, run_dir=run, epochs=1, limit_train=4000, verbose=2))
-    report = evaluate(run, cache, "FER2013Valid", out_dir=os.path.join(run, "eval"))
-    print(report["text"])
-    saved = export_savedmodel(run, os.path.join(run, "saved_model"), force=True)
-    print("demo: exported {}; confusion matrix at {}".format(saved, report["confusion_matrix_png"]))
-    if os.path.isdir(SHIPPED):
-        shipped = evaluate(SHIPPED, cache, "FER2013Valid", out_dir=os.path.join(run, "shipped_eval"))
-        print(shipped["text"])
-    return 0
+    video = os.path.join(REPO, "data", "samples", "astronaut-640x480.mp4")
+    if not os.path.isfile(video):
+        make_sample_video(video)
+        print("demo: generated the sample video {}".format(video))
+    out_dir = os.path.join(REPO, "runs", "demo")
+    os.makedirs(out_dir, exist_ok=True)
+    annotated = os.path.join(out_dir, "annotated.mp4")
+    status = cli_main(["run", "--source", video, "--device-id", "demo", "--publish", "every-frame",
+                       "--annotate", annotated, "--stats-interval", "5"])
+    if status == 0:
+        print("demo: annotated video written to {}".format(annotated))
+    return status
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import numpy as np
 
 
 def astronaut_bgr():
+    """The astronaut photograph, cropped to her head and shoulders (BGR)."""
     from skimage import data
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(data.astronaut()[0:300, 80:380], cv2.COLOR_RGB2BGR)
 
 
 def make_sample_video(path, frames=90, width=640, height=480, faces=2, fps=15.0):

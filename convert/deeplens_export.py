@@ -1,0 +1,166 @@
+"""SavedModel -> AWS DeepLens model artifact: a frozen TF1-style GraphDef and its metadata in a .tar.gz.
+
+The graph: input node ``face`` (Placeholder, float32 [N, H, W, 1], NHWC, gray values 0..255; the
+normalisation is inside the graph), output node ``probabilities`` (Identity, softmax [N, 8] in
+metadata label order). Variables are frozen into constants, function calls inlined, constants
+folded and batch norms folded into the convolutions by Grappler (constant folding, arithmetic and
+dependency optimizers; no fused or layout-changed ops), attributes equal to their defaults are
+stripped and AddV2 is written as Add (so TensorFlow 1.x and the DeepLens model optimizer can read
+the graph), and nothing but the path from ``face`` to
+``probabilities`` is kept (no variables, no training ops, no function library).
+
+``<name>.tar.gz`` holds ``<name>.pb`` and ``<name>.pb.fer_edge.json`` (the metadata, layout NHWC);
+it is what DeepLens imports from S3. The same metadata is also written beside the tarball as
+``<name>.tar.gz.fer_edge.json``. On the device, the DeepLens model optimizer reads the .pb with
+``mo.optimize(name, 48, 48, platform='tf')`` (input [1, 48, 48, 1]).
+
+Verification: the .pb is read back from the tarball, imported into a fresh graph and run in a
+``tf.compat.v1.Session``; its probabilities must equal the SavedModel's within 1e-5 with the same
+argmax on every face.
+"""
+
+import io
+import os
+import tarfile
+import time
+
+from edge import metadata as md
+
+from . import parity
+from .common import SavedModelSource, final_path, refuse_existing, say, staged_output, stem_of
+from .errors import ConversionError
+
+ATOL = 1e-5
+LAYOUT = "NHWC"
+GRAPPLER_PASSES = ("pruning", "function", "constfold", "arithmetic", "dependency", "constfold")
+# Ops that must not survive in a frozen inference graph.
+FORBIDDEN_OPS = frozenset([
+    "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp", "AssignVariableOp", "Assign",
+    "PartitionedCall", "StatefulPartitionedCall", "SaveV2", "RestoreV2", "NoOp",
+])
+# Newer ops with an older twin of the same inputs and attributes (AddV2 appeared in TF 1.15; the
+# DeepLens model optimizer and TF 1.x before it know Add).
+TF1_OP_RENAMES = {"AddV2": "Add"}
+
+
+def _grappler(graph_def, output):
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+    from tensorflow.python.grappler import tf_optimizer
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+        meta_graph = tf.compat.v1.train.export_meta_graph(graph=graph)
+    fetch = meta_graph_pb2.CollectionDef()
+    fetch.node_list.value.append(output)
+    meta_graph.collection_def["train_op"].CopyFrom(fetch)
+    config = config_pb2.ConfigProto()
+    rewrite = config.graph_options.rewrite_options
+    rewrite.optimizers[:] = list(GRAPPLER_PASSES)
+    return tf_optimizer.OptimizeGraph(config, meta_graph)
+
+
+def strip_default_attrs(graph_def):
+    """Remove attributes whose value is the op's default (TF 1.x readers may not know newer attrs)."""
+    from tensorflow.python.framework import op_def_registry
+    for node in graph_def.node:
+        op_def = op_def_registry.get(node.op)
+        if op_def is None:
+            continue
+        for attr in op_def.attr:
+            if attr.HasField("default_value") and attr.name in node.attr and \
+                    node.attr[attr.name] == attr.default_value:
+                del node.attr[attr.name]
+    return graph_def
+
+
+def freeze(source):
+    """The frozen, folded GraphDef ``face -> probabilities`` of a :class:`SavedModelSource`."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    concrete = source.serving_function().get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    graph_def = frozen.graph.as_graph_def()
+    graph_def = _grappler(graph_def, source.prob_name)
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [source.prob_name])
+    for node in graph_def.node:
+        node.op = TF1_OP_RENAMES.get(node.op, node.op)
+    return strip_default_attrs(graph_def)
+
+
+def check_graph(graph_def, source):
+    """Named input/output nodes, one placeholder, nothing left of variables or function calls."""
+    nodes = {n.name: n for n in graph_def.node}
+    placeholders = [n.name for n in graph_def.node if n.op == "Placeholder"]
+    if placeholders != [source.face_name]:
+        raise ConversionError("frozen graph placeholders are {} (expected only '{}')".format(
+            placeholders, source.face_name))
+    out = nodes.get(source.prob_name)
+    if out is None or out.op != "Identity":
+        raise ConversionError("frozen graph has no Identity node '{}'".format(source.prob_name))
+    bad = sorted({n.op for n in graph_def.node if n.op in FORBIDDEN_OPS})
+    if bad or len(graph_def.library.function):
+        raise ConversionError("frozen graph still holds {} and {} library functions".format(
+            ", ".join(bad) or "no variable/call ops", len(graph_def.library.function)))
+
+
+def frozen_predictor(pb_bytes, input_name, output_name):
+    """predict(x NHWC float32) -> probabilities by running the frozen graph in a TF1 Session."""
+    import tensorflow as tf
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(pb_bytes)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    session = tf.compat.v1.Session(graph=graph)
+    feed, fetch = input_name + ":0", output_name + ":0"
+
+    def predict(x):
+        import numpy as np
+        return np.concatenate([session.run(fetch, {feed: x[i:i + 256]}) for i in range(0, len(x), 256)])
+    return predict
+
+
+def read_pb(tar_path, stem):
+    """The .pb bytes and metadata packed in a DeepLens artifact."""
+    with tarfile.open(tar_path, "r:gz") as tar:
+        pb = tar.extractfile(stem + ".pb").read()
+        meta = md.loads(tar.extractfile(md.sidecar_path(stem + ".pb")).read().decode("utf-8"),
+                        "{}:{}".format(tar_path, md.sidecar_path(stem + ".pb")))
+    return pb, meta
+
+
+def _add_bytes(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def export_deeplens(savedmodel_dir, out_dir, faces=None, data=None, force=False, name="model",
+                    limit=parity.DEFAULT_LIMIT, log=None):
+    """SavedModel -> ``out_dir/<name>.tar.gz`` (frozen graph + metadata); returns the tarball path."""
+    stem = stem_of(name)
+    refuse_existing(out_dir, force)
+    check_faces, described = parity.parity_faces(faces, data, limit)
+    source = SavedModelSource(savedmodel_dir)
+    meta = md.with_layout(source.meta, LAYOUT)
+    graph_def = freeze(source)
+    check_graph(graph_def, source)
+    ops = sorted({n.op for n in graph_def.node})
+    say(log, "frozen graph: {} nodes, ops: {}".format(len(graph_def.node), " ".join(ops)))
+    with staged_output(out_dir, force) as stage:
+        tar_path = os.path.join(stage, stem + ".tar.gz")
+        with tarfile.open(tar_path, "w:gz") as tar:
+            _add_bytes(tar, stem + ".pb", graph_def.SerializeToString())
+            _add_bytes(tar, md.sidecar_path(stem + ".pb"), (md.dumps(meta) + "\n").encode("utf-8"))
+        md.write(meta, md.sidecar_path(tar_path))
+        pb, packed_meta = read_pb(tar_path, stem)
+        if packed_meta != meta:
+            raise ConversionError("{}: packed metadata differs from the SavedModel's".format(tar_path))
+        say(log, "checking the frozen graph (tf.compat.v1.Session) on {}".format(described))
+        parity.check("DeepLens frozen graph", source, frozen_predictor(pb, source.face_name, source.prob_name),
+                     check_faces, LAYOUT, ATOL, log=log)
+        result = final_path(stage, out_dir, tar_path)
+    return result

@@ -1,0 +1,57 @@
+"""Assemble and run the agent from a config dict (``edge.config.load_config``).
+
+Shared by ``fer-edge run`` on a host and ``python3 -m jetson`` on a Jetson; each passes its own
+classifier or publisher when it has one (TensorRT backend, embedded broker). Python 3.6 compatible.
+"""
+
+import logging
+
+from .agent import run_agent
+from .annotate import AnnotatedWriter
+from .classifier import load_classifier
+from .config import read_secret
+from .detect import make_detector
+from .policy import PublishPolicy
+from .publish import MemoryPublisher, MqttPublisher
+from .sources import open_source
+from .track import IouTracker
+
+log = logging.getLogger("fer_edge.service")
+
+
+def make_publisher(config):
+    """MqttPublisher for ``config['broker']``; a MemoryPublisher (nothing leaves) when it is empty."""
+    if not config["broker"]:
+        return MemoryPublisher(config["device_id"], config["topic_prefix"])
+    password = read_secret(config["password_file"]) if config["password_file"] else None
+    return MqttPublisher(config["broker"], config["device_id"], prefix=config["topic_prefix"], qos=config["qos"],
+                         username=config["username"] or None, password=password,
+                         ca_certs=config["ca_file"] or None, certfile=config["cert_file"] or None,
+                         keyfile=config["key_file"] or None)
+
+
+def serve(config, stop=None, classifier=None, publisher=None, source=None):
+    """Run the agent until its source ends or ``stop`` is set; returns the run summary.
+
+    Parts are created before anything is published, so a bad model, source or detector is
+    reported before the agent goes online. The publisher is always closed (offline status sent,
+    pending events flushed), the source released and the annotated output finished.
+    """
+    classifier = classifier or load_classifier(config["model"] or None, runtime=config["runtime"] or None)
+    detector = make_detector(config["detector"], min_size=config["min_face"], yunet_model=config["yunet_model"])
+    tracker = IouTracker(config["iou"], config["max_missed"], config["smoothing"])
+    policy = PublishPolicy(config["publish"], config["interval"])
+    publisher = publisher or make_publisher(config)
+    source = source or open_source(config["source"])
+    annotator = AnnotatedWriter(config["annotate"]) if config["annotate"] else None
+    log.info("agent %s: source %s, model %s on %s, publisher %r", config["device_id"], config["source"],
+             classifier.model_id, classifier.runtime, publisher)
+    publisher.start()
+    try:
+        return run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"], stop=stop,
+                         stats_interval=config["stats_interval"], annotator=annotator)
+    finally:
+        source.close()
+        if annotator is not None:
+            annotator.close()
+        publisher.close()

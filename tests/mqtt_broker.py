@@ -1,0 +1,182 @@
+"""A real mosquitto broker for tests (importable as ``mqtt_broker``).
+
+    from mqtt_broker import running_mosquitto, mosquitto_fixture
+
+    broker = mosquitto_fixture(scope="module")     # a pytest fixture in the test module
+
+    with running_mosquitto(tmp_path) as broker:    # or a context manager
+        broker.url   # mqtt://127.0.0.1:<port>
+        broker.stop(); broker.start()              # restart on the same port (outage tests)
+
+The broker listens on 127.0.0.1 only, on a free port, anonymous, without persistence (unless
+``persistence=True``: then its in-memory state, e.g. persistent sessions, survives
+``stop()``/``start()``). Tests skip with the reason when the ``mosquitto`` binary is missing
+(``apt-get install mosquitto``).
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+HOST = "127.0.0.1"
+
+
+def find_mosquitto():
+    """Path of the mosquitto binary, or None."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for path in MOSQUITTO_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def require_mosquitto():
+    """Path of mosquitto; skips the calling test with the reason when it is missing."""
+    path = find_mosquitto()
+    if path is None:
+        pytest.skip("mosquitto broker not installed (apt-get install mosquitto; `make test` "
+                    "installs it)")
+    return path
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port, host=HOST, timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Mosquitto(object):
+    """One mosquitto process on ``host:port`` with its own config in ``directory``."""
+
+    def __init__(self, directory, port=None, extra_conf="", persistence=False, binary=None):
+        self.binary = binary or require_mosquitto()
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.host = HOST
+        self.port = port or free_port()
+        self.conf_path = self.directory / "mosquitto.conf"
+        self.log_path = self.directory / "mosquitto.log"
+        self.process = None
+        self._log_file = None
+        lines = [
+            "listener {} {}".format(self.port, HOST),
+            "allow_anonymous true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+        ]
+        if persistence:
+            lines += ["persistence true", "persistence_location {}/".format(self.directory),
+                      "persistence_file mosquitto.db", "autosave_interval 0"]
+        else:
+            lines.append("persistence false")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # else mosquitto drops to a user that cannot read tmp dirs
+        if extra_conf:
+            lines.append(extra_conf)
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self):
+        return "mqtt://{}:{}".format(self.host, self.port)
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self, timeout=10.0):
+        """Start the broker (no-op if running) and wait until the port accepts connections."""
+        if self.running:
+            return self
+        self._log_file = open(str(self.log_path), "ab")
+        self.process = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
+                                        stdout=self._log_file, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._close_log()
+                raise RuntimeError("mosquitto exited with {} on port {}:\n{}".format(
+                    self.process.returncode, self.port, self.log_text()))
+            if port_accepts(self.port):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("mosquitto did not accept connections on port {} within {} s:\n{}".format(
+            self.port, timeout, self.log_text()))
+
+    def stop(self, timeout=5.0):
+        """Stop the broker (SIGTERM, then SIGKILL); the port can be reused by ``start()``."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        self._close_log()
+        return self
+
+    def _close_log(self):
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+@contextlib.contextmanager
+def running_mosquitto(tmp_dir, port=None, extra_conf="", persistence=False):
+    """A started :class:`Mosquitto` in ``tmp_dir``; stopped at the end."""
+    broker = Mosquitto(tmp_dir, port=port, extra_conf=extra_conf, persistence=persistence)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def mosquitto_fixture(scope="module", extra_conf="", persistence=False):
+    """A pytest fixture (assign it to a name in a test module) yielding a running broker."""
+
+    @pytest.fixture(scope=scope)
+    def _broker(tmp_path_factory):
+        with running_mosquitto(tmp_path_factory.mktemp("mosquitto"), extra_conf=extra_conf,
+                               persistence=persistence) as broker:
+            yield broker
+
+    return _broker

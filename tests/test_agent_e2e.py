@@ -1,0 +1,183 @@
+"""The host agent end to end, with real parts: a video file -> Haar -> ONNX Runtime -> mosquitto.
+
+mosquitto (Debian) is started by the fixture on a free loopback port; a subscriber built on
+edge.subscribe collects what the agent publishes; every event is validated against the schema.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+
+from edge.classifier import default_model_path
+from edge.events import load_schema
+from edge.subscribe import subscribe
+from fer_testdata import REPO
+from mqtt_broker import mosquitto_fixture
+
+broker = mosquitto_fixture(scope="module")
+FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    path = default_model_path()
+    assert os.path.isfile(path), "the shipped model {} is missing".format(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from fer_edge.samples import make_sample_video
+    return make_sample_video(str(tmp_path_factory.mktemp("v") / "two-faces.mp4"), frames=FRAMES)
+
+
+class Collector(object):
+    def __init__(self, url, device_id):
+        self.messages = []
+        self.lock = threading.Lock()
+        ready = threading.Event()
+        self.sub = subscribe(url, device_id=device_id, on_message=self.add, ready=ready)
+        assert ready.wait(10), "subscriber did not connect"
+
+    def add(self, message):
+        with self.lock:
+            self.messages.append(message)
+
+    def of(self, kind):
+        with self.lock:
+            return [m for m in self.messages if m.kind == kind]
+
+    def wait_for(self, predicate, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        self.sub.stop()
+
+
+def agent(*args, timeout=180, **kw):
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING"] + [str(a) for a in args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, tmp_path):
+    collector = Collector(broker.url, "cam-e2e")
+    try:
+        proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-e2e", "--model", model_path,
+                     "--publish", "every-frame", "--annotate", tmp_path / "out.mp4", "--stats-interval", "0.5")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+        assert summary["frames"] == FRAMES and summary["events"] == FRAMES and summary["errors"] == 0
+        assert collector.wait_for(lambda: len(collector.of("events")) >= FRAMES)
+        assert collector.wait_for(lambda: any(m.data.get("state") == "offline" for m in collector.of("status")))
+    finally:
+        collector.stop()
+    events = [m.data for m in collector.of("events")]
+    schema = load_schema("emotion-event")
+    for event in events:
+        jsonschema.validate(event, schema)
+    assert [e["frame"] for e in events] == list(range(FRAMES))  # every frame, once, in order
+    assert all(e["device_id"] == "cam-e2e" for e in events)
+    assert all(len(e["faces"]) == 2 for e in events)  # the sample video shows two faces
+    assert {f["track_id"] for e in events for f in e["faces"]} == {1, 2}  # stable ids
+    for face in events[0]["faces"]:
+        assert abs(sum(face["scores"].values()) - 1.0) < 1e-3
+        assert face["emotion"] == max(face["scores"], key=face["scores"].get)
+    assert collector.of("stats"), "no stats message"
+    jsonschema.validate(collector.of("stats")[-1].data, load_schema("stats"))
+    assert cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES
+
+
+def test_on_change_publishes_fewer_events(broker, video, model_path):
+    collector = Collector(broker.url, "cam-change")
+    try:
+        proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-change", "--model", model_path,
+                     "--publish", "on-change")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+        assert collector.wait_for(lambda: len(collector.of("events")) >= summary["events"])
+    finally:
+        collector.stop()
+    events = [m.data for m in collector.of("events")]
+    assert 1 <= len(events) < FRAMES and events[0]["frame"] == 0
+    assert {f["track_id"] for f in events[0]["faces"]} == {1, 2}
+
+
+def test_corrupt_frames_are_skipped_and_counted(broker, video, model_path, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    capture = cv2.VideoCapture(video)
+    for i in range(6):
+        ok, image = capture.read()
+        cv2.imwrite(str(frames / "f{:02d}.jpg".format(i)), image)
+    (frames / "f02.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    proc = agent("--source", frames, "--broker", broker.url, "--device-id", "cam-corrupt", "--model", model_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 5 and summary["corrupt_frames"] == 1
+
+
+def test_missing_model_and_bad_config_are_clear_errors(broker, video, tmp_path):
+    proc = agent("--source", video, "--broker", broker.url, "--model", tmp_path / "nope.onnx", timeout=60)
+    assert proc.returncode == 2 and "nope.onnx" in proc.stderr and "not found" in proc.stderr
+    config = tmp_path / "agent.json"
+    config.write_text('{"source": "x.mp4", "publsh": "every-frame"}')
+    proc = agent("--config", config, timeout=60)
+    assert proc.returncode == 2 and "unknown key(s) publsh" in proc.stderr and str(config) in proc.stderr
+    proc = agent("--source", video, "--broker", "mqtt://127.0.0.1:70000", timeout=60)
+    assert proc.returncode == 2 and "70000" in proc.stderr
+
+
+def test_sigterm_finishes_the_frame_flushes_and_goes_offline(broker, model_path, tmp_path):
+    from fer_edge.samples import make_sample_video
+    long_video = make_sample_video(str(tmp_path / "long.mp4"), frames=400)
+    collector = Collector(broker.url, "cam-term")
+    try:
+        cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--source", long_video, "--broker", broker.url,
+               "--device-id", "cam-term", "--model", model_path]
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert collector.wait_for(lambda: len(collector.of("events")) >= 5, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        summary = json.loads(out.strip().splitlines()[-1])["summary"]
+        assert 5 <= summary["frames"] < 400
+        assert collector.wait_for(lambda: len(collector.of("events")) == summary["events"])
+        assert collector.wait_for(lambda: collector.of("status")[-1].data["state"] == "offline")
+    finally:
+        collector.stop()
+
+
+def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
+    from edge import detect_emotions, load_classifier
+    ok, frame = cv2.VideoCapture(video).read()
+    faces = detect_emotions(frame, model=model_path)
+    assert len(faces) == 2
+    for face in faces:
+        assert set(face) == {"box", "emotion", "confidence", "scores"}
+        assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
+        assert face["emotion"] in face["scores"] and face["confidence"] == face["scores"][face["emotion"]]
+    gray_faces = detect_emotions(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), model=model_path)
+    assert [f["box"] for f in gray_faces] == [f["box"] for f in faces]
+    clf = load_classifier(model_path)
+    crops = [cv2.cvtColor(frame[y:y + h, x:x + w], cv2.COLOR_BGR2GRAY) for x, y, w, h in (f["box"] for f in faces)]
+    np.testing.assert_allclose(clf.predict(crops), [[f["scores"][k] for k in clf.labels] for f in faces], atol=1e-4)
+    path = tmp_path / "frame.png"
+    cv2.imwrite(str(path), frame)
+    proc = subprocess.run([sys.executable, "-m", "fer_edge", "image", str(path), "--model", model_path],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads(proc.stdout)["faces"]) == 2

@@ -1,0 +1,169 @@
+"""Emotion event, status and stats payloads against their JSON Schemas (edge/schema/)."""
+
+import copy
+import datetime
+import json
+import re
+
+import numpy as np
+import pytest
+
+jsonschema = pytest.importorskip("jsonschema")
+
+from edge.events import (EVENT_SCHEMA, SCHEMA_VERSION, face_entry, format_timestamp,
+                         load_schema, make_event, schema_path, stats_payload, status_payload,
+                         to_json)
+from edge.labels import EMOTIONS
+
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+PROBS = [0.05, 0.7, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+
+
+def validator(name):
+    schema = load_schema(name)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def errors(name, obj):
+    return [e.message for e in validator(name).iter_errors(obj)]
+
+
+def sample_event(**kwargs):
+    faces = [face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS),
+             face_entry(8, np.array([100.4, 0, 30.6, 31]), EMOTIONS, np.array(PROBS[::-1], np.float32))]
+    args = dict(device_id="cam-01", frame_index=1234, faces=faces, model_id="ferplus-cnn",
+                model_version="3", timestamp=1795515303.1239, source="camera:0")
+    args.update(kwargs)
+    return make_event(**args)
+
+
+def test_schema_files_are_valid_draft07():
+    for name in ("emotion-event", "status", "stats"):
+        assert schema_path(name).endswith(name + ".schema.json")
+        validator(name)
+    assert schema_path("emotion-event.schema.json") == schema_path("emotion-event")
+    with pytest.raises(ValueError, match="unknown schema"):
+        schema_path("nope")
+
+
+def test_schema_emotion_enum_is_the_label_list():
+    schema = load_schema("emotion-event")
+    assert tuple(schema["definitions"]["emotion"]["enum"]) == EMOTIONS
+
+
+def test_made_event_matches_schema_and_layout():
+    event = sample_event()
+    assert errors("emotion-event", event) == []
+    assert event["schema"] == EVENT_SCHEMA and event["schema_version"] == SCHEMA_VERSION == 1
+    assert event["timestamp"] == "2026-11-24T10:15:03.123Z"
+    assert event["frame"] == 1234 and event["model"] == {"id": "ferplus-cnn", "version": "3"}
+    assert event["source"] == "camera:0"
+    face = event["faces"][0]
+    assert face == {"track_id": 7, "box": [10, 20, 48, 50], "emotion": "happiness",
+                    "confidence": 0.7, "scores": dict(zip(EMOTIONS, PROBS))}
+    # numpy inputs become plain JSON numbers; float32 scores rounded to 4 decimals
+    second = event["faces"][1]
+    assert second["box"] == [100, 0, 31, 31] and second["emotion"] == "fear"
+    assert all(type(v) is float for v in second["scores"].values())
+    assert second["scores"]["happiness"] == 0.02 and second["confidence"] == 0.7
+    text = to_json(event)
+    assert json.loads(text) == event
+    assert " " not in text.replace("camera:0", "") and text.startswith('{"device_id":')
+    assert "source" not in sample_event(source=None)
+
+
+def test_event_without_faces_is_valid():
+    assert errors("emotion-event", sample_event(faces=[])) == []
+
+
+def test_face_entry_rules():
+    face = face_entry(1, (-3, -2, 20, 10), EMOTIONS, [0.5, 0.5, 0, 0, 0, 0, 0, 0])
+    assert face["box"] == [0, 0, 17, 8]            # clipped at the frame's top-left corner
+    assert face["emotion"] == "neutral"            # first of equal maxima
+    assert face_entry(1, (0, 0, 0.2, 0), EMOTIONS, PROBS)["box"] == [0, 0, 1, 1]
+    assert face_entry(2, (0, 0, 5, 5), EMOTIONS, [0.123456] + [0.0] * 7)["confidence"] == 0.1235
+    sub = face_entry(3, (0, 0, 5, 5), ("neutral", "anger"), [0.2, 0.8])
+    assert sub["emotion"] == "anger" and sub["scores"] == {"neutral": 0.2, "anger": 0.8}
+    with pytest.raises(ValueError, match="unknown emotion label 'joy'"):
+        face_entry(1, (0, 0, 5, 5), ("joy", "anger"), [0.5, 0.5])
+    with pytest.raises(ValueError, match="8 labels but 7"):
+        face_entry(1, (0, 0, 5, 5), EMOTIONS, PROBS[:7])
+    with pytest.raises(ValueError, match="nan"):
+        face_entry(1, (0, 0, 5, 5), EMOTIONS, [float("nan")] + PROBS[1:])
+    with pytest.raises(ValueError, match="box"):
+        face_entry(1, (0, 0, 5), EMOTIONS, PROBS)
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    (lambda e: e["faces"][0].__setitem__("emotion", "joy"), "joy"),
+    (lambda e: e["faces"][0]["scores"].__setitem__("joy", 0.1), "joy"),
+    (lambda e: e["faces"][0].__setitem__("box", [-1, 0, 10, 10]), "-1"),
+    (lambda e: e["faces"][0].__setitem__("box", [0, 0, 0, 10]), "0"),
+    (lambda e: e["faces"][0].__setitem__("box", [0, 0, 10]), "short"),
+    (lambda e: e["faces"][0].__setitem__("box", [0, 0, 10, 10.5]), "10.5"),
+    (lambda e: e["faces"][0].__setitem__("confidence", 1.5), "1.5"),
+    (lambda e: e["faces"][0].__setitem__("image", "AAAA"), "image"),
+    (lambda e: e["faces"][0].pop("track_id"), "track_id"),
+    (lambda e: e.pop("timestamp"), "timestamp"),
+    (lambda e: e.pop("model"), "model"),
+    (lambda e: e.__setitem__("timestamp", "2026-11-24 10:15:03"), "2026-11-24 10:15:03"),
+    (lambda e: e.__setitem__("timestamp", "2026-11-24T10:15:03Z"), "2026-11-24T10:15:03Z"),
+    (lambda e: e.__setitem__("schema_version", 2), "1 was expected"),
+    (lambda e: e.__setitem__("device_id", "cam/1"), "cam/1"),
+    (lambda e: e.__setitem__("frame", -1), "-1"),
+    (lambda e: e.__setitem__("jpeg", "..."), "jpeg"),
+], ids=["unknown-emotion", "unknown-score-label", "negative-box", "zero-width", "short-box",
+        "float-box", "confidence-over-1", "face-image", "missing-track-id", "missing-timestamp",
+        "missing-model", "timestamp-space", "timestamp-no-millis", "schema-version",
+        "device-id-slash", "negative-frame", "event-image"])
+def test_bad_events_are_rejected(mutate, expect):
+    event = copy.deepcopy(sample_event())
+    mutate(event)
+    found = errors("emotion-event", event)
+    assert found, "schema accepted a bad event"
+    assert any(expect in m for m in found), found
+
+
+def test_timestamp_format():
+    assert TS_RE.match(format_timestamp())
+    assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert format_timestamp(1795515303.9999) == "2026-11-24T10:15:03.999Z"  # truncated, no 1000 ms
+    utc = datetime.timezone.utc
+    assert format_timestamp(datetime.datetime(2026, 11, 24, 10, 15, 3, 123456, tzinfo=utc)) == \
+        "2026-11-24T10:15:03.123Z"
+    cet = datetime.timezone(datetime.timedelta(hours=1))
+    assert format_timestamp(datetime.datetime(2026, 11, 24, 11, 15, 3, tzinfo=cet)) == \
+        "2026-11-24T10:15:03.000Z"
+    for bad in (float("nan"), -1, "yesterday"):
+        with pytest.raises(ValueError):
+            format_timestamp(bad)
+
+
+def test_event_arguments_are_checked():
+    with pytest.raises(ValueError, match="wildcard"):
+        sample_event(device_id="cam+1")
+    with pytest.raises(ValueError, match="empty"):
+        sample_event(device_id="")
+    with pytest.raises(ValueError):
+        to_json({"x": float("nan")})
+
+
+def test_status_and_stats_payloads_match_schemas():
+    online = status_payload("cam-01", "online", model="ferplus-cnn")
+    offline = status_payload("cam-01", "offline", reason="shutdown")
+    for payload in (online, offline):
+        assert errors("status", json.loads(to_json(payload))) == []
+    assert online["state"] == "online" and online["model"] == "ferplus-cnn"
+    assert TS_RE.match(online["timestamp"]) and isinstance(online["version"], str)
+    with pytest.raises(ValueError, match="state"):
+        status_payload("cam-01", "sleeping")
+    assert errors("status", dict(online, state="sleeping"))
+
+    stats = stats_payload("cam-01", np.float32(14.25), {"detect": 11.0, "classify": np.float64(4.2)},
+                          frames=300, faces=120, extra={"queue": 0})
+    assert errors("stats", json.loads(to_json(stats))) == []
+    assert stats["fps"] == 14.25 and stats["stage_ms"] == {"detect": 11.0, "classify": 4.2}
+    assert stats["extra"] == {"queue": 0}
+    assert errors("stats", dict(stats, fps=-1))
+    assert errors("stats", dict(stats, unknown=1))

@@ -1,0 +1,484 @@
+"""MQTT publishing against a real mosquitto on 127.0.0.1 (skipped without the binary).
+
+Covers: ordered QoS 1 delivery of schema-valid events, retained online/offline status, the last
+will on an abrupt kill, a broker that is down when the agent starts (and an outage later),
+TLS with host name verification, the subscriber output, URL/topic errors and running without
+paho-mqtt. Written for Python 3.6 too (run with paho-mqtt 1.x there).
+"""
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mqtt_broker import Mosquitto, free_port, mosquitto_fixture, running_mosquitto
+
+from edge.events import face_entry, load_schema, make_event, stats_payload
+from edge.labels import EMOTIONS
+from edge.mqtt_url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subscription_topics,
+                           topics)
+from edge.publish import MemoryPublisher, MqttPublisher, PAHO_MISSING, PahoMissingError
+from edge.subscribe import format_event_lines, run_subscriber, subscribe
+
+REPO = Path(__file__).resolve().parents[1]
+PROBS = [0.05, 0.7, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+WAIT = 10.0  # generous upper bound for things that take milliseconds
+
+broker = mosquitto_fixture(scope="module")
+
+
+@pytest.fixture(scope="module")
+def validators():
+    jsonschema = pytest.importorskip("jsonschema")
+    return dict((name, jsonschema.Draft7Validator(load_schema(name)))
+                for name in ("emotion-event", "status", "stats"))
+
+
+def event(device, frame, faces=1):
+    return make_event(device, frame,
+                      [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],
+                      "ferplus-test", "1", source="test")
+
+
+class Collector(object):
+    """Collects subscriber messages; ``wait(predicate)`` until they satisfy it."""
+
+    def __init__(self):
+        self.messages = []
+        self._cond = threading.Condition()
+
+    def __call__(self, message):
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+
+    def wait(self, predicate, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("timed out; got {}".format(
+                        [(m.topic, m.data) for m in self.messages]))
+                self._cond.wait(remaining)
+            return list(self.messages)
+
+    def of_kind(self, kind):
+        with self._cond:
+            return [m for m in self.messages if m.kind == kind]
+
+
+def listen(url, device, kinds=("events", "status", "stats"), **kwargs):
+    collector = Collector()
+    sub = subscribe(url, device_id=device, on_message=collector, kinds=kinds, **kwargs)
+    assert sub.wait_subscribed(WAIT), sub.last_error
+    return sub, collector
+
+
+def retained_status(url, device):
+    """The retained status of ``device`` as a fresh subscriber sees it."""
+    sub, got = listen(url, device, kinds=("status",))
+    try:
+        return got.wait(lambda ms: ms)[0]
+    finally:
+        sub.stop()
+
+
+def wait_until(predicate, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# --- delivery ---------------------------------------------------------------------------------
+
+def test_events_arrive_in_order_and_match_schema(broker, validators):
+    device, n = "cam-order", 60
+    sub, got = listen(broker.url, device)
+    pub = MqttPublisher(broker.url, device)
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT)
+        for i in range(n):
+            assert pub.publish_event(event(device, i, faces=i % 3)) is True
+        assert pub.publish_stats(stats_payload(device, 12.5, {"detect": 10.0}, n, n)) is True
+        pub.close(timeout=WAIT)
+        got.wait(lambda ms: sum(m.kind == "events" for m in ms) >= n and
+                 any(m.kind == "status" and m.data["state"] == "offline" for m in ms))
+    finally:
+        pub.close()
+        sub.stop()
+    events = got.of_kind("events")
+    assert [m.data["frame"] for m in events] == list(range(n))
+    for m in events:
+        assert m.topic == "fer-edge/cam-order/events" and m.device_id == device and m.qos == 1
+        assert not m.retain
+        assert list(validators["emotion-event"].iter_errors(m.data)) == []
+        assert m.payload.decode("utf-8") == json.dumps(m.data, sort_keys=True, separators=(",", ":"))
+    stats = got.of_kind("stats")
+    assert len(stats) == 1 and list(validators["stats"].iter_errors(stats[0].data)) == []
+    states = [m.data["state"] for m in got.of_kind("status")]
+    assert states == ["online", "offline"]
+    for m in got.of_kind("status"):
+        assert list(validators["status"].iter_errors(m.data)) == []
+    counters = pub.counters
+    assert counters["published"] == counters["acknowledged"] == n + 1
+    assert counters["dropped"] == counters["failed"] == counters["in_flight"] == 0
+    assert counters["connects"] == 1 and counters["reconnects"] == 0
+    assert not pub.connected
+
+
+def test_retained_online_then_offline_status_for_late_subscribers(broker, validators):
+    device = "cam-retained"
+    pub = MqttPublisher(broker.url, device)
+    pub.start()
+    try:
+        assert pub.wait_connected(WAIT)
+        online = retained_status(broker.url, device)
+        assert online.retain and online.topic == "fer-edge/cam-retained/status"
+        assert online.data["state"] == "online" and online.data["device_id"] == device
+        assert list(validators["status"].iter_errors(online.data)) == []
+    finally:
+        pub.close()
+    offline = retained_status(broker.url, device)
+    assert offline.retain and offline.data["state"] == "offline"
+    assert offline.data["reason"] == "shutdown"
+    pub.close()  # idempotent
+
+
+KILLED_AGENT = """
+import sys, time
+from edge.publish import MqttPublisher
+pub = MqttPublisher(sys.argv[1], sys.argv[2], keepalive=5)
+pub.start()
+if not pub.wait_connected(20):
+    sys.exit(3)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_last_will_is_published_when_the_agent_dies(broker, validators):
+    device = "cam-killed"
+    sub, got = listen(broker.url, device, kinds=("status",))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    agent = subprocess.Popen([sys.executable, "-c", KILLED_AGENT, broker.url, device], cwd=str(REPO),
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True)
+    try:
+        line = agent.stdout.readline()
+        assert line.strip() == "ready", agent.stderr.read() if agent.poll() is not None else line
+        got.wait(lambda ms: any(m.data["state"] == "online" for m in ms))
+        agent.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker must publish the will
+        agent.wait(WAIT)
+        msgs = got.wait(lambda ms: any(m.data["state"] == "offline" for m in ms))
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        agent.stdout.close()
+        agent.stderr.close()
+        sub.stop()
+    will = [m for m in msgs if m.data["state"] == "offline"][0]
+    assert will.data["reason"] == "connection-lost" and will.data["device_id"] == device
+    assert list(validators["status"].iter_errors(will.data)) == []
+    late = retained_status(broker.url, device)
+    assert late.retain and late.data["state"] == "offline"
+    assert late.data["reason"] == "connection-lost"
+
+
+def test_broker_down_at_start_and_outage_then_queued_events_are_delivered(tmp_path, validators):
+    """paho's in-memory queue: events published while the broker is down arrive afterwards."""
+    device = "cam-outage"
+    mosq = Mosquitto(tmp_path / "broker", persistence=True)  # keeps the subscriber's session
+    mosq.start()
+    try:
+        # A persistent subscriber session collects QoS 1 events while the subscriber is away.
+        sub, _ = listen(mosq.url, device, kinds=("events",), client_id="outage-listener",
+                        clean_session=False)
+        sub.stop()
+        mosq.stop()
+
+        pub = MqttPublisher(mosq.url, device, reconnect_delay=(1, 2))
+        try:
+            pub.start()  # broker down: must neither raise nor block
+            assert not pub.wait_connected(0.3)
+            for i in range(5):
+                assert pub.publish_event(event(device, i)) is True
+            assert pub.counters["in_flight"] == 5 and pub.counters["acknowledged"] == 0
+
+            mosq.start()
+            assert pub.wait_connected(WAIT)
+            assert wait_until(lambda: pub.counters["acknowledged"] == 5), pub.counters
+
+            # An outage while running: the loss is noticed, events queue, reconnect delivers.
+            mosq.stop()
+            assert wait_until(lambda: not pub.connected), "disconnect not noticed"
+            for i in range(5, 8):
+                assert pub.publish_event(event(device, i)) is True
+            mosq.start()
+            assert wait_until(lambda: pub.counters["acknowledged"] == 8), pub.counters
+            counters = pub.counters
+            assert counters["reconnects"] == 1 and counters["disconnects"] == 1
+        finally:
+            pub.close(timeout=WAIT)
+        assert pub.counters["dropped"] == 0
+
+        sub, got = listen(mosq.url, device, kinds=("events",), client_id="outage-listener",
+                          clean_session=False)
+        try:
+            msgs = got.wait(lambda ms: len(ms) >= 8)
+        finally:
+            sub.stop()
+        assert [m.data["frame"] for m in msgs] == list(range(8))
+        for m in msgs:
+            assert list(validators["emotion-event"].iter_errors(m.data)) == []
+    finally:
+        mosq.stop()
+
+
+def test_close_is_bounded_when_the_broker_never_comes(validators):
+    pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-nobroker")
+    pub.start()
+    for i in range(3):
+        pub.publish_event(event("cam-nobroker", i))
+    started = time.monotonic()
+    pub.close(timeout=0.5)
+    assert time.monotonic() - started < 3.0
+    counters = pub.counters
+    assert counters["published"] == 3 and counters["dropped"] == 3 and counters["in_flight"] == 0
+    assert pub.publish_event(event("cam-nobroker", 3)) is False  # after close: dropped
+
+
+def test_publish_before_start_is_an_error():
+    pub = MqttPublisher("mqtt://127.0.0.1:1", "cam-x")
+    with pytest.raises(RuntimeError, match="start"):
+        pub.publish_event(event("cam-x", 0))
+
+
+def test_unserializable_event_is_counted_as_failed(broker):
+    pub = MqttPublisher(broker.url, "cam-nan")
+    pub.start()
+    try:
+        assert pub.wait_connected(WAIT)
+        assert pub.publish_event({"bad": float("nan")}) is False
+        assert pub.counters["failed"] == 1 and pub.counters["published"] == 0
+    finally:
+        pub.close()
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+def _openssl(*args, cwd):
+    subprocess.check_call(("openssl",) + args, cwd=str(cwd), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def make_certificates(folder):
+    """A CA and a server certificate for DNS:localhost (not for 127.0.0.1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.crt", "-days", "2", "-subj", "/CN=fer-edge test CA", cwd=folder)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+             "server.csr", "-subj", "/CN=localhost", cwd=folder)
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext",
+             cwd=folder)
+    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
+
+
+def test_tls_with_host_name_verification(tmp_path):
+    if subprocess.call("command -v openssl", shell=True, stdout=subprocess.DEVNULL) != 0:
+        pytest.skip("openssl command not installed")
+    ca, cert, key = make_certificates(tmp_path / "certs")
+    conf = "cafile {}\ncertfile {}\nkeyfile {}".format(ca, cert, key)
+    with running_mosquitto(tmp_path / "broker", extra_conf=conf) as mosq:
+        good = "mqtts://localhost:{}".format(mosq.port)
+        sub, got = listen(good, "cam-tls", kinds=("events",), ca_certs=str(ca))
+        pub = MqttPublisher(good, "cam-tls", ca_certs=str(ca))
+        try:
+            pub.start()
+            assert pub.wait_connected(WAIT), pub.last_error
+            pub.publish_event(event("cam-tls", 0))
+            assert got.wait(lambda ms: ms)[0].data["frame"] == 0
+        finally:
+            pub.close()
+            sub.stop()
+        # Same broker, but the certificate does not name 127.0.0.1: refused.
+        wrong_name = MqttPublisher("mqtts://127.0.0.1:{}".format(mosq.port), "cam-tls2",
+                                   ca_certs=str(ca), reconnect_delay=(1, 1))
+        wrong_name.start()
+        try:
+            assert not wrong_name.wait_connected(1.5)
+        finally:
+            wrong_name.close(timeout=0.2)
+
+
+# --- subscriber output ------------------------------------------------------------------------
+
+def _subscriber_thread(url, device, json_mode, n):
+    out, ready, result = io.StringIO(), threading.Event(), {}
+
+    def run():
+        result["n"] = run_subscriber(url, device, DEFAULT_PREFIX, json_mode, out=out,
+                                     max_messages=n, timeout=WAIT, kinds=("events",), ready=ready)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert ready.wait(WAIT)
+    return thread, out, result
+
+
+@pytest.mark.parametrize("json_mode", [False, True], ids=["human", "json"])
+def test_run_subscriber_prints_events(broker, json_mode):
+    device = "cam-print-json" if json_mode else "cam-print"
+    thread, out, result = _subscriber_thread(broker.url, device, json_mode, 3)
+    sent = [event(device, 0, faces=2), event(device, 1, faces=0), event(device, 2, faces=1)]
+    pub = MqttPublisher(broker.url, device)
+    pub.start()
+    try:
+        for e in sent:
+            pub.publish_event(e)
+    finally:
+        pub.close()
+    thread.join(WAIT)
+    assert result["n"] == 3
+    lines = out.getvalue().splitlines()
+    if json_mode:
+        assert [json.loads(line) for line in lines] == sent
+        return
+    ts = sent[0]["timestamp"]
+    assert lines[0] == "{} cam-print frame 0 track 0 happiness 0.70 box 0,20,48,48".format(ts)
+    assert lines[1] == "{} cam-print frame 0 track 1 happiness 0.70 box 10,20,48,48".format(ts)
+    assert re.match(r"^\S+ cam-print frame 1 no faces$", lines[2])
+    assert lines[3].endswith("cam-print frame 2 track 0 happiness 0.70 box 0,20,48,48")
+    assert len(lines) == 4
+
+
+def test_run_subscriber_timeout_without_messages(broker):
+    started = time.monotonic()
+    assert run_subscriber(broker.url, "cam-silent", json_mode=False, out=io.StringIO(),
+                          timeout=0.3) == 0
+    assert time.monotonic() - started < 3.0
+
+
+def test_format_event_lines():
+    e = make_event("dev", 5, [face_entry(3, (1, 2, 30, 40), EMOTIONS, PROBS[::-1])], "m", "1",
+                   timestamp=0)
+    assert format_event_lines(e) == [
+        "1970-01-01T00:00:00.000Z dev frame 5 track 3 fear 0.70 box 1,2,30,40"]
+    assert format_event_lines(make_event("dev", 6, [], "m", "1")) == []
+
+
+# --- URLs, topics, no paho --------------------------------------------------------------------
+
+def test_parse_url():
+    assert parse_url("mqtt://broker.local") == MqttUrl("mqtt", "broker.local", 1883, None, None, False)
+    assert parse_url("mqtts://broker.local") == MqttUrl("mqtts", "broker.local", 8883, None, None, True)
+    url = parse_url("MQTT://agent%40site:p%3Ass@10.0.0.5:1884/")
+    assert (url.host, url.port, url.username, url.password) == ("10.0.0.5", 1884, "agent@site", "p:ss")
+    assert "p:ss" not in repr(url) and "p%3Ass" not in repr(url) and "p:ss" not in str(url)
+    assert url.redacted() == "mqtt://agent%40site:***@10.0.0.5:1884"
+    assert parse_url("mqtt://[::1]:1999").host == "::1"
+    assert parse_url("mqtt://user@h").username == "user"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://broker:1883", "scheme 'http' is not supported"),
+    ("broker:1883", "no scheme"),
+    ("mqtt://", "missing host"),
+    ("mqtt://:1883", "missing host"),
+    ("mqtt://user:secret@:1883", "missing host"),
+    ("mqtt://broker:0", "port 0 is out of range 1..65535"),
+    ("mqtt://broker:65536", "port 65536 is out of range 1..65535"),
+    ("mqtt://broker:http", "port 'http' is not a number"),
+    ("mqtt://broker:", "empty port"),
+    ("mqtt://broker:1883/topic", "unexpected path"),
+    ("mqtt://::1:1883", "IPv6"),
+])
+def test_bad_urls_give_clear_errors(url, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        MqttPublisher(url, "cam-1")
+    assert "secret" not in str(info.value)
+
+
+def test_topics_and_bad_names():
+    assert topics(DEFAULT_PREFIX, "cam-1") == ("fer-edge/cam-1/events", "fer-edge/cam-1/status",
+                                               "fer-edge/cam-1/stats")
+    assert topics("site/a", "cam-1").events == "site/a/cam-1/events"
+    assert subscription_topics("fer-edge", "+", ("events",)) == ["fer-edge/+/events"]
+    assert parse_topic("fer-edge", "fer-edge/cam-1/stats") == ("cam-1", "stats")
+    assert parse_topic("fer-edge", "other/cam-1/stats") == (None, None)
+    for device, message in (("cam+1", "'+'"), ("cam#", "'#'"), ("", "empty"), ("a/b", "'/'"),
+                            ("a b", "white space"), ("+", "'+'")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            topics("fer-edge", device)
+        with pytest.raises(ValueError, match="device id"):
+            MqttPublisher("mqtt://h", device)
+    for prefix, message in (("", "empty"), ("a/+", "'+'"), ("#", "'#'"), ("a//b", "empty level"),
+                            ("/a", "empty level"), ("$SYS", "'$'")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            topics(prefix, "cam-1")
+    with pytest.raises(ValueError, match="not mqtts"):
+        MqttPublisher("mqtt://h", "cam-1", ca_certs="/ca.crt")
+
+
+def test_memory_publisher():
+    pub = MemoryPublisher("cam-mem")
+    with pub:
+        assert pub.connected
+        assert pub.publish_event(event("cam-mem", 0))
+        assert pub.publish_stats(stats_payload("cam-mem", 1.0, {}, 1, 1))
+    assert not pub.connected and pub.publish_event(event("cam-mem", 1)) is False
+    assert [e["frame"] for e in pub.events] == [0] and len(pub.stats) == 1
+    assert [s["state"] for s in pub.statuses] == ["online", "offline"]
+    assert [t for t, _ in pub.messages] == ["fer-edge/cam-mem/status", "fer-edge/cam-mem/events",
+                                            "fer-edge/cam-mem/stats", "fer-edge/cam-mem/status"]
+    with pytest.raises(ValueError):
+        MemoryPublisher("cam-mem").publish_event({"x": float("inf")})
+
+
+def test_without_paho_the_error_says_how_to_install(monkeypatch):
+    for name in ("paho", "paho.mqtt", "paho.mqtt.client"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import paho...` fail
+    pub = MqttPublisher("mqtt://127.0.0.1:1883", "cam-nopaho")  # constructing needs no paho
+    with pytest.raises(PahoMissingError) as info:
+        pub.start()
+    assert str(info.value) == PAHO_MISSING == "paho-mqtt is not installed: pip install 'paho-mqtt>=1.5,<3'"
+    assert isinstance(info.value, ImportError)
+    MemoryPublisher("cam-nopaho").start()
+
+
+def test_importing_edge_modules_does_not_import_paho():
+    code = ("import sys; import edge.events, edge.mqtt_url, edge.publish, edge.subscribe; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paho'))")
+    out = subprocess.check_output([sys.executable, "-c", code], cwd=str(REPO),
+                                  universal_newlines=True)
+    assert out.strip() == "[]"
+
+
+def test_only_edge_publish_imports_paho():
+    importing = []
+    skip = ("tests", "build", "dist", "data", "runs", "models")
+    paths = list(REPO.glob("*.py"))
+    for top in REPO.iterdir():
+        if top.is_dir() and not top.name.startswith(".") and top.name not in skip:
+            paths += top.rglob("*.py")
+    for path in paths:
+        rel = path.relative_to(REPO)
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if re.search(r"^\s*(import|from)\s+paho\b", text, re.M):
+            importing.append(rel.as_posix())
+    assert importing == ["edge/publish.py"]
