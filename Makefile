@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
-SYSTEM_PACKAGES :=
+SYSTEM_PACKAGES := mosquitto
 
 .PHONY: demo test test-slow vermin venv system-deps clean
 
@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,convert,dev]'
+	$(PY) -m pip install --quiet -e '.[train,convert,demo,dev]'
 	@touch $(STAMP)
 
 system-deps:

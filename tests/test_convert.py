@@ -317,6 +317,14 @@ def test_engine_naming_trtexec_and_staleness_without_tensorrt(onnx_path, tmp_pat
     assert tb.engine_staleness(engine, onnx_copy, "8.2.1.8", "NVIDIA Tegra X1") == "the ONNX model changed"
 
 
+def test_check_set_for_devices_round_trips(source, synthetic_faces, tmp_path):
+    from convert.tensorrt_build import load_check_set
+    path = parity.write_check_set(source, synthetic_faces[:8], str(tmp_path / "check.npz"))
+    faces, probs = load_check_set(path)
+    np.testing.assert_array_equal(faces, synthetic_faces[:8])
+    np.testing.assert_allclose(probs, reference(source, synthetic_faces[:8]), atol=1e-6)
+
+
 def test_tensorrt_build_file_is_python36(tmp_path):
     vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
     if not os.path.isfile(vermin):
