@@ -10,7 +10,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto
 
-.PHONY: demo test test-slow vermin venv system-deps clean
+.PHONY: demo test test-slow vermin typecheck venv system-deps clean
 
 venv: $(STAMP)
 
@@ -32,7 +32,21 @@ vermin: venv
 	$(VENV)/bin/vermin --no-tips --violations -t=3.6- --backport dataclasses --backport typing \
 	  --exclude-regex '(^|/)(tests|__pycache__)/' edge jetson deeplens
 
-test: venv system-deps vermin
+# The TensorRT 10 code paths checked against NVIDIA's API with type stubs (tensorrt-stubs), in a
+# venv of their own: the stubs make `import tensorrt` succeed as an empty package.
+TYPECHECK_VENV := .venv-typecheck
+TRT_FILES := convert/tensorrt_build.py $(wildcard jetson/trt_backend.py)
+$(TYPECHECK_VENV)/.installed:
+	$(PYTHON) -m venv $(TYPECHECK_VENV)
+	$(TYPECHECK_VENV)/bin/pip install --quiet "mypy>=1.8,<2" "numpy>=1.23,<3"
+	$(TYPECHECK_VENV)/bin/pip install --quiet --no-deps "tensorrt-stubs>=10.0,<11"
+	@touch $@
+
+typecheck: $(TYPECHECK_VENV)/.installed
+	$(TYPECHECK_VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent --check-untyped-defs \
+	  --no-error-summary $(TRT_FILES) && echo "typecheck: TensorRT 10 paths OK against tensorrt-stubs"
+
+test: venv system-deps vermin typecheck
 	$(PY) -m pytest -q
 
 # Long runs (full-data training and evaluation) kept out of `make test`.
@@ -43,4 +57,4 @@ demo: venv
 	$(PY) -m fer_edge.demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TYPECHECK_VENV) build *.egg-info

@@ -54,6 +54,10 @@ def import_tensorrt():
         import tensorrt
     except ImportError as exc:
         raise ConversionError("{} ({})".format(NOT_INSTALLED, exc))
+    if not hasattr(tensorrt, "__version__") or not hasattr(tensorrt, "Builder"):
+        # e.g. only the type stubs (tensorrt-stubs) are installed: an empty namespace package
+        raise ConversionError("{} (the 'tensorrt' found at {} has no runtime: type stubs only?)".format(
+            NOT_INSTALLED, getattr(tensorrt, "__path__", None)))
     if version_major(tensorrt.__version__) >= 11:
         raise ConversionError("TensorRT {} is not supported: 11 removed the FP16/INT8 builder flags and the "
                               "calibrators this builder uses (supported: 8.x, 10.x)".format(tensorrt.__version__))
@@ -309,7 +313,7 @@ def _make_calibrator(trt, batches, cache_path):
     import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
     import pycuda.driver as cuda
 
-    class FaceCalibrator(trt.IInt8EntropyCalibrator2):
+    class FaceCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined]
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)  # required for TensorRT's Python trampolines
             self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]

@@ -1,23 +1,25 @@
-"""Inference backends, chosen from the artifact (suffix table, then availability).
+"""Inference backends, chosen from the artifact: its format (``edge.formats``, by suffix) names
+the runtimes that load it in order of preference, and the first one installed here is used.
 
-``BACKENDS`` lists, per runtime, where its class lives; classes are imported lazily so that a
+``RUNTIMES`` says where each runtime's class lives; classes are imported lazily so that a
 device only needs the runtime it uses. ``load_backend(path)`` reads the artifact's metadata and
-returns the first available backend that loads its suffix, or a BackendError saying what is
-missing.
+returns the backend, or a BackendError saying what is missing.
 """
 
 import importlib
 import os
 
+from .. import formats
 from .. import metadata as md
 from .base import Backend, BackendError  # noqa: F401
 
-# (runtime name, suffixes, module, class) in order of preference for a suffix.
-BACKENDS = (
-    ("tensorrt", (".engine",), "jetson.trt_backend", "TensorRTBackend"),
-    ("onnxruntime", (".onnx",), "edge.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
-    ("openvino", (".xml", ".onnx"), "edge.backends.openvino_backend", "OpenVinoBackend"),
-)
+# runtime name -> (module, class); device adapters (jetson/, deeplens/) provide theirs.
+RUNTIMES = {
+    "onnxruntime": ("edge.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "openvino": ("edge.backends.openvino_backend", "OpenVinoBackend"),
+    "tensorrt": ("jetson.trt_backend", "TensorRTBackend"),
+    "awscam": ("deeplens.awscam_backend", "AwscamBackend"),
+}
 
 
 def _onnx_metadata(path):
@@ -55,12 +57,11 @@ def artifact_metadata(path):
 
 
 def backend_classes(path):
-    """Backend classes able to load ``path`` by suffix, in order of preference (not yet checked)."""
-    out = []
-    for name, suffixes, module, cls in BACKENDS:
-        if str(path).endswith(suffixes):
-            out.append((name, module, cls))
-    return out
+    """(runtime, module, class) able to load ``path``, in order of preference (not yet imported)."""
+    fmt = formats.for_path(path)
+    if fmt is None:
+        return []
+    return [(name,) + RUNTIMES[name] for name in fmt.runtimes if name in RUNTIMES]
 
 
 def load_backend(path, runtime=None, **options):
@@ -72,9 +73,9 @@ def load_backend(path, runtime=None, **options):
     if runtime:
         candidates = [c for c in candidates if c[0] == runtime]
     if not candidates:
-        raise BackendError("{}: no backend{} loads this kind of artifact (known suffixes: {})".format(
+        raise BackendError("{}: no backend{} loads this kind of artifact (formats: {})".format(
             path, " '{}'".format(runtime) if runtime else "",
-            ", ".join(sorted({s for _, suffixes, _, _ in BACKENDS for s in suffixes}))))
+            ", ".join("{} ({})".format(f.suffix, "/".join(f.runtimes)) for f in formats.FORMATS)))
     meta = artifact_metadata(path)
     missing = []
     for name, module, cls_name in candidates:

@@ -3,6 +3,16 @@
 import importlib
 
 
+def module_installed(name):
+    """True when ``name`` imports as a real module: not missing, not failing to load its libraries,
+    and not an empty namespace package (what type-stub packages such as tensorrt-stubs leave)."""
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # ImportError, or a runtime that fails to load its shared libraries
+        return False
+    return getattr(module, "__file__", None) is not None
+
+
 class BackendError(RuntimeError):
     """A model artifact that cannot be loaded or run; the message names the artifact."""
 
@@ -25,13 +35,8 @@ class Backend(object):
 
     @classmethod
     def available(cls):
-        """True when every module in ``requires`` can be imported here."""
-        for module in cls.requires:
-            try:
-                importlib.import_module(module)
-            except Exception:  # ImportError, or a runtime that fails to load its libraries
-                return False
-        return True
+        """True when every module in ``requires`` is really installed here (see ``module_installed``)."""
+        return all(module_installed(m) for m in cls.requires)
 
     def infer(self, batch):
         raise NotImplementedError
