@@ -10,7 +10,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto
 
-.PHONY: demo test test-slow vermin typecheck venv system-deps clean
+.PHONY: shipped-model demo test test-slow vermin typecheck venv system-deps clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,16 @@ test: venv system-deps vermin typecheck
 # Long runs (full-data training and evaluation) kept out of `make test`.
 test-slow: venv system-deps
 	$(PY) -m pytest -q -m slow
+
+# Rebuild the shipped model's files from a training run (models/README.md says which run).
+SHIP_RUN ?= runs/vgg13bn-ce-48
+SHIP := models/ferplus-vgg13bn-48
+SHIP_DATA ?= data/ferplus.npz
+shipped-model: venv
+	$(PY) -m fer_edge export --model $(SHIP_RUN) --out $(SHIP)/saved_model --force
+	$(PY) -m fer_edge convert onnx --model $(SHIP)/saved_model --out $(SHIP)/onnx --data $(SHIP_DATA) --check-faces 0 --force
+	$(PY) -m fer_edge evaluate --model $(SHIP)/saved_model --data $(SHIP_DATA) --out $(SHIP)/eval
+	mkdir -p $(SHIP)/training && cp $(SHIP_RUN)/config.json $(SHIP_RUN)/history.csv $(SHIP_RUN)/metrics.json $(SHIP)/training/
 
 demo: venv
 	$(PY) -m fer_edge.demo

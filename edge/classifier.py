@@ -19,7 +19,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ENV = "FER_EDGE_MODEL"
 # The model the project ships (models/README.md is its card); devices consume its ONNX.
 SHIPPED_MODEL_NAME = "ferplus-vgg13bn-48"
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "models", SHIPPED_MODEL_NAME, "model.onnx")
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "models", SHIPPED_MODEL_NAME, "onnx", "model.onnx")
 
 
 def default_model_path():

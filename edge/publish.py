@@ -282,6 +282,9 @@ class MqttPublisher(Publisher):
         self._client = None
         self._mqtt = None
         self._lock = threading.Condition()
+        self._status_lock = threading.Lock()
+        self._generation = 0       # changes on every connect and disconnect
+        self._session_up = False   # CONNACK accepted and not disconnected since
         self._connected_event = threading.Event()
         self._pending = {}        # mid -> "data" | "status": sent, not yet acknowledged
         self._early_acks = set()  # acks that arrived before publish() returned the mid
@@ -290,6 +293,7 @@ class MqttPublisher(Publisher):
                         "connect_failures": 0}
         self.last_error = None
         self._warned_unreachable = False
+        self._warned_drop = False
         self._started = False
         self._closed = False
 
@@ -355,7 +359,9 @@ class MqttPublisher(Publisher):
         deadline = _monotonic() + timeout
         # Keep a little of the time for the offline status.
         self._wait_pending(deadline - min(1.0, timeout * 0.25), "data")
-        if self.connected:
+        with self._status_lock:  # no online status can follow once _closed is set
+            connected = self.connected
+        if connected:
             payload = to_json(status_payload(self.device_id, "offline", reason="shutdown"))
             self._publish(self.topics.status, payload, 1, True, "status")
             self._wait_pending(deadline, "status")
@@ -418,12 +424,16 @@ class MqttPublisher(Publisher):
             return False
         rc = rc_value(info.rc)
         queued = rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)
-        with self._lock:
-            if not queued:
+        if not queued:
+            with self._lock:
                 if kind == "data":
                     self._counts["dropped"] += 1
-                log.debug("MQTT message to %s dropped: %s", topic, mqtt.error_string(rc))
-                return False
+                first, self._warned_drop = not self._warned_drop, True
+            (log.warning if first else log.debug)(
+                "MQTT message to %s dropped (%s); later drops are only counted", topic,
+                "queue full" if rc == mqtt.MQTT_ERR_QUEUE_SIZE else mqtt.error_string(rc))
+            return False
+        with self._lock:
             if kind == "data":
                 self._counts["published"] += 1
             if info.mid in self._early_acks:
@@ -448,14 +458,34 @@ class MqttPublisher(Publisher):
                 self._counts["connects"] += 1
                 if self._counts["connects"] > 1:
                     self._counts["reconnects"] += 1
+                self._generation += 1
+                generation = self._generation
+                self._session_up = True
             self.last_error = None
             self._warned_unreachable = False
             log.info("MQTT connected to %s", self.url.redacted())
-            self._publish(self.topics.status, to_json(status_payload(self.device_id, "online")),
-                          1, True, "status")
-            self._connected_event.set()
+            # Publishing from inside on_connect can deadlock paho 1.5 (lock order between its
+            # callback and message mutexes) when another thread publishes at the same time, so
+            # the online status is sent from a short-lived thread.
+            thread = threading.Thread(target=self._announce_online, args=(generation,),
+                                      name="fer-edge-mqtt-online")
+            thread.daemon = True
+            thread.start()
         except Exception:  # pragma: no cover - never kill paho's thread
             log.exception("error in MQTT on_connect")
+
+    def _announce_online(self, generation):
+        try:
+            with self._status_lock:
+                if self._closed or generation != self._generation:
+                    return  # closing, or this connection is already gone
+                self._publish(self.topics.status,
+                              to_json(status_payload(self.device_id, "online")), 1, True, "status")
+                with self._lock:
+                    if generation == self._generation:
+                        self._connected_event.set()
+        except Exception:  # pragma: no cover
+            log.exception("cannot publish the MQTT online status")
 
     def _on_connect_fail(self, client, userdata, *args):
         try:
@@ -471,16 +501,18 @@ class MqttPublisher(Publisher):
 
     def _on_disconnect(self, client, userdata, *args):
         try:
-            was_connected = self._connected_event.is_set()
-            self._connected_event.clear()
             rc = disconnect_rc(args)
-            if rc_value(rc) != 0 and not self._closed:
+            with self._lock:
+                self._generation += 1
+                was_connected, self._session_up = self._session_up, False
+                self._connected_event.clear()
+                unexpected = rc_value(rc) != 0 and not self._closed
+                if unexpected and was_connected:
+                    self._counts["disconnects"] += 1
+            if unexpected and was_connected:  # (a refused CONNACK keeps its own last_error)
                 self.last_error = rc_text(rc)
-                if was_connected:
-                    with self._lock:
-                        self._counts["disconnects"] += 1
-                    log.warning("MQTT connection to %s lost (%s); queued messages wait for the "
-                                "reconnection", self.url.redacted(), self.last_error)
+                log.warning("MQTT connection to %s lost (%s); queued messages wait for the "
+                            "reconnection", self.url.redacted(), self.last_error)
         except Exception:  # pragma: no cover
             log.exception("error in MQTT on_disconnect")
 

@@ -109,12 +109,17 @@ class Subscription(object):
             log.exception("error in MQTT on_connect")
 
     def _on_disconnect(self, client, userdata, *args):
-        self._connected.clear()
-        self._subscribed.clear()
-        rc = disconnect_rc(args)
-        if rc_value(rc) != 0 and not self._stopped:
-            self.last_error = rc_text(rc)
-            log.warning("MQTT connection to %s lost (%s)", self.url.redacted(), self.last_error)
+        try:
+            was_connected = self._connected.is_set()
+            self._connected.clear()
+            self._subscribed.clear()
+            rc = disconnect_rc(args)
+            if rc_value(rc) != 0 and not self._stopped and was_connected:
+                self.last_error = rc_text(rc)
+                log.warning("MQTT connection to %s lost (%s); reconnecting", self.url.redacted(),
+                            self.last_error)
+        except Exception:  # pragma: no cover
+            log.exception("error in MQTT on_disconnect")
 
     def _on_subscribe(self, client, userdata, mid, granted, *args):
         try:

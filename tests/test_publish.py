@@ -8,8 +8,10 @@ paho-mqtt. Written for Python 3.6 too (run with paho-mqtt 1.x there).
 
 import io
 import json
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +250,23 @@ def test_broker_down_at_start_and_outage_then_queued_events_are_delivered(tmp_pa
         mosq.stop()
 
 
+def test_publishing_while_connecting_does_not_deadlock(broker):
+    """The agent publishes from its own thread while paho connects: publishing the online
+    status inside on_connect deadlocked paho 1.5 here about once in five connections."""
+    device, n = "cam-busy", 200
+    for _ in range(5):
+        pub = MqttPublisher(broker.url, device)
+        pub.start()
+        worker = threading.Thread(target=lambda: [pub.publish_event(event(device, i, faces=0))
+                                                  for i in range(n)])
+        worker.daemon = True
+        worker.start()
+        worker.join(WAIT)
+        assert not worker.is_alive(), "publish_event blocked (deadlock with paho's thread?)"
+        pub.close(timeout=WAIT)
+        assert pub.counters["acknowledged"] == n, pub.counters
+
+
 def test_close_is_bounded_when_the_broker_never_comes(validators):
     pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-nobroker")
     pub.start()
@@ -259,6 +278,18 @@ def test_close_is_bounded_when_the_broker_never_comes(validators):
     counters = pub.counters
     assert counters["published"] == 3 and counters["dropped"] == 3 and counters["in_flight"] == 0
     assert pub.publish_event(event("cam-nobroker", 3)) is False  # after close: dropped
+
+
+def test_in_memory_queue_is_bounded():
+    pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-full", max_queued=3)
+    pub.start()
+    try:
+        accepted = [pub.publish_event(event("cam-full", i)) for i in range(5)]
+        assert accepted == [True, True, True, False, False]
+        assert pub.counters["dropped"] == 2 and pub.counters["in_flight"] == 3
+    finally:
+        pub.close(timeout=0)
+    assert pub.counters["dropped"] == 5
 
 
 def test_publish_before_start_is_an_error():
@@ -324,6 +355,45 @@ def test_tls_with_host_name_verification(tmp_path):
             assert not wrong_name.wait_connected(1.5)
         finally:
             wrong_name.close(timeout=0.2)
+
+
+def test_credentials_from_the_url_and_no_secret_in_logs(tmp_path, caplog):
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not os.access(tool, os.X_OK):
+        pytest.skip("mosquitto_passwd not installed")
+    passwords = tmp_path / "passwd"
+    subprocess.check_call([tool, "-b", "-c", str(passwords), "agent", "s3cr:t@x"])
+    conf = "allow_anonymous false\npassword_file {}".format(passwords)
+    caplog.set_level(logging.DEBUG)
+    with running_mosquitto(tmp_path / "broker", extra_conf=conf) as mosq:
+        good = "mqtt://agent:s3cr%3At%40x@127.0.0.1:{}".format(mosq.port)
+        sub, got = listen(good, "cam-auth", kinds=("events",))
+        pub = MqttPublisher(good, "cam-auth")
+        try:
+            pub.start()
+            assert pub.wait_connected(WAIT), pub.last_error
+            pub.publish_event(event("cam-auth", 0))
+            got.wait(lambda ms: ms)
+        finally:
+            pub.close()
+            sub.stop()
+        bad = MqttPublisher("mqtt://agent:wrong@127.0.0.1:{}".format(mosq.port), "cam-auth2",
+                            reconnect_delay=(1, 1))
+        bad.start()
+        try:
+            assert not bad.wait_connected(1.0)
+            assert "auth" in (bad.last_error or "").lower(), bad.last_error
+        finally:
+            bad.close(timeout=0)
+        anonymous = MqttPublisher("mqtt://127.0.0.1:{}".format(mosq.port), "cam-auth3",
+                                  username="agent", password="s3cr:t@x")
+        anonymous.start()
+        try:
+            assert anonymous.wait_connected(WAIT), "username/password arguments not used"
+        finally:
+            anonymous.close()
+    text = caplog.text + repr(pub) + repr(bad) + repr(pub.url)
+    assert "s3cr" not in text and "wrong" not in text
 
 
 # --- subscriber output ------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""The model the project ships (models/): its formats agree, and its card's numbers are true.
+
+Fast: the ONNX (and an OpenVINO IR converted from the shipped SavedModel) agree with the
+SavedModel on real Valid faces; load_classifier() works on crops of any size. Slow (make
+test-slow): load_classifier() on all 3,191 Valid faces reproduces the card's accuracy within 0.5
+points.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from edge import load_classifier
+from edge import metadata as md
+from edge.classifier import SHIPPED_MODEL
+
+MODEL_DIR = os.path.dirname(os.path.dirname(SHIPPED_MODEL))
+SAVED_MODEL = os.path.join(MODEL_DIR, "saved_model")
+EVALUATION = os.path.join(MODEL_DIR, "eval", "report.json")
+
+
+@pytest.fixture(scope="module")
+def card_accuracy():
+    with open(EVALUATION) as f:
+        return json.load(f)["accuracy"]
+
+
+def test_shipped_files_and_metadata():
+    for path in (SHIPPED_MODEL, os.path.join(SAVED_MODEL, "saved_model.pb"), EVALUATION,
+                 os.path.join(MODEL_DIR, "eval", "confusion_matrix.png"),
+                 os.path.join(MODEL_DIR, "training", "config.json")):
+        assert os.path.isfile(path), path
+    meta = md.find(SAVED_MODEL)
+    clf = load_classifier()
+    assert clf.runtime == "onnxruntime"
+    assert list(clf.labels) == meta["labels"]
+    assert clf.meta["input"]["layout"] == "NCHW" and meta["input"]["layout"] == "NHWC"
+    for key in ("height", "width", "channels"):
+        assert clf.meta["input"][key] == meta["input"][key]
+    assert clf.meta["model"]["valid_accuracy"] == pytest.approx(meta["model"]["valid_accuracy"])
+    assert meta["model"]["macs"] <= 0.5e9 and meta["model"]["parameters"] <= 5e6  # the edge budget
+    assert os.path.getsize(SHIPPED_MODEL) < 10e6
+
+
+def test_classifier_takes_crops_of_any_size():
+    clf = load_classifier()
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, size).astype(np.uint8) for size in ((48, 48), (120, 97), (30, 30))]
+    probs = clf.predict(faces)
+    assert probs.shape == (3, 8) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    batch = rng.integers(0, 256, (5, 64, 64)).astype(np.uint8)
+    assert clf.predict(batch).shape == (5, 8)
+    assert clf.predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 8)
+
+
+@pytest.fixture(scope="module")
+def savedmodel_probs(valid_faces):
+    from train.predictors import load_predictor
+    from edge.preprocess import prepare_faces
+    meta, predict = load_predictor(SAVED_MODEL)
+    faces = valid_faces[0][:400]
+    return faces, predict(prepare_faces(faces, meta))
+
+
+@pytest.mark.ferdata
+def test_onnx_agrees_with_the_savedmodel_on_valid_faces(savedmodel_probs):
+    faces, expected = savedmodel_probs
+    got = load_classifier().predict(faces)
+    assert np.max(np.abs(got - expected)) <= 1e-4
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.ferdata
+def test_openvino_ir_from_the_shipped_savedmodel_agrees(savedmodel_probs, tmp_path):
+    from convert.formats import converter
+    faces, expected = savedmodel_probs
+    xml = converter("openvino")(SAVED_MODEL, str(tmp_path / "ir"), faces=faces[:128])
+    got = load_classifier(xml).predict(faces)
+    assert load_classifier(xml).runtime == "openvino"
+    assert np.max(np.abs(got - expected)) <= 1e-3
+    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.995
+
+
+@pytest.mark.ferdata
+def test_valid_subset_accuracy_is_plausible(valid_faces, card_accuracy):
+    faces, labels = valid_faces
+    acc = np.mean(load_classifier().predict(faces[:600]).argmax(1) == labels[:600])
+    assert abs(acc - card_accuracy) < 0.05  # a 600-face subset; the full check is the slow test
+
+
+@pytest.mark.slow
+@pytest.mark.ferdata
+def test_valid_accuracy_reproduces_the_model_card(valid_faces, card_accuracy):
+    faces, labels = valid_faces
+    assert len(faces) == 3191
+    acc = float(np.mean(load_classifier().predict(faces).argmax(1) == labels))
+    assert abs(acc - card_accuracy) <= 0.005, (acc, card_accuracy)
