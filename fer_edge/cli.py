@@ -100,6 +100,23 @@ def cmd_image(args):
     return image(args)
 
 
+def cmd_subscribe(args):
+    from edge.subscribe import run_subscriber
+    options = {}
+    if args.password_file:
+        from edge.config import read_secret
+        options["password"] = read_secret(args.password_file)
+    for key in ("username", "ca_file", "cert_file", "key_file"):
+        if getattr(args, key):
+            options[{"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}.get(key, key)] = getattr(args, key)
+    try:
+        count = run_subscriber(args.broker, device_id=args.device_id, prefix=args.topic_prefix, json_mode=args.json,
+                               max_messages=args.count, timeout=args.timeout, **options)
+    except KeyboardInterrupt:
+        return 0
+    return 0 if count or not args.count else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -184,6 +201,20 @@ def build_parser():
     p.add_argument("--yunet-model", dest="yunet_model")
     p.add_argument("--min-face", dest="min_face", type=int, default=40)
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("subscribe", help="print the emotion events (and status, stats) devices publish")
+    p.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://host[:port]")
+    p.add_argument("--device-id", dest="device_id", default="+", help="one device, or + for all (default)")
+    p.add_argument("--topic-prefix", dest="topic_prefix", default="fer-edge")
+    p.add_argument("--json", action="store_true", help="raw JSON payloads, one per line")
+    p.add_argument("--count", type=int, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    p.add_argument("--username")
+    p.add_argument("--password-file", dest="password_file")
+    p.add_argument("--ca-file", dest="ca_file")
+    p.add_argument("--cert-file", dest="cert_file")
+    p.add_argument("--key-file", dest="key_file")
+    p.set_defaults(func=cmd_subscribe)
     return parser
 
 

@@ -31,20 +31,12 @@ def add_agent_options(parser):
 
 
 def print_events(url, device_id, prefix, out=sys.stdout):
-    """Subscribe to the agent's events and print one line per face (the demo's subscriber)."""
-    from edge.subscribe import format_event_lines, subscribe
+    """Subscribe to the agent's topics and print what arrives (the demo's subscriber)."""
+    from edge.subscribe import format_message_lines, subscribe
 
     def on_message(message):
-        if message.kind == "events" and isinstance(message.data, dict):
-            faces = message.data.get("faces") or []
-            if faces:
-                for line in format_event_lines(message.data):
-                    print(line, file=out, flush=True)
-            else:
-                print("{} {} frame {}: no face".format(message.data.get("timestamp"), message.device_id,
-                                                        message.data.get("frame")), file=out, flush=True)
-        elif message.kind == "status" and isinstance(message.data, dict):
-            print("status {}: {}".format(message.device_id, message.data.get("state")), file=out, flush=True)
+        for line in format_message_lines(message):
+            print(line, file=out, flush=True)
     ready = threading.Event()
     sub = subscribe(url, device_id=device_id, prefix=prefix, on_message=on_message, ready=ready)
     if not ready.wait(10):
