@@ -62,7 +62,8 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
         if chosen is not None:
             with metrics.stage("publish"):
                 publisher.publish_event(make_event(device_id, frame.index, faces_of(chosen, labels), model_id,
-                                                   model_version, source=str(getattr(source, "uri", ""))))
+                                                   model_version, timestamp=frame.timestamp,
+                                                   source=str(getattr(source, "uri", ""))))
             events += 1
         if annotator is not None:
             annotator.write(frame, faces_of(tracks, labels))
