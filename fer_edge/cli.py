@@ -117,6 +117,13 @@ def cmd_subscribe(args):
     return 0 if count or not args.count else 1
 
 
+def cmd_bench(args):
+    from .bench import run
+    report = run(args.model, args.data, args.peer, args.frames, args.json, args.markdown)
+    print(report["markdown"])
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -215,6 +222,15 @@ def build_parser():
     p.add_argument("--cert-file", dest="cert_file")
     p.add_argument("--key-file", dest="key_file")
     p.set_defaults(func=cmd_subscribe)
+
+    p = sub.add_parser("bench", help="speed, memory and accuracy, side by side with the fer package")
+    p.add_argument("--model", help="ONNX artifact (default: the shipped model)")
+    p.add_argument("--data", help="FERPlus data for accuracy on FER2013Valid (.tar.gz, folder or .npz)")
+    p.add_argument("--peer", choices=["fer"], help="also measure the fer package (installed into .venv-peer)")
+    p.add_argument("--frames", type=int, default=90, help="frames per benchmark video (default: %(default)s)")
+    p.add_argument("--json", help="write the full report as JSON")
+    p.add_argument("--markdown", help="write the results table as Markdown")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,197 @@
+"""The Jetson agent: ``python3 -m jetson [--config /etc/fer-edge/agent.json] [--check-camera] [--build-engine]``.
+
+Reads the agent config (``edge.config.load_config``: defaults < file < FER_EDGE_* environment <
+flags), picks the model runtime and runs ``edge.service.serve`` until SIGINT/SIGTERM:
+
+* config ``model`` is an ``.onnx`` (default: the bundle's ``model/model.onnx``) and TensorRT +
+  pycuda are installed: ``ensure_engine`` reuses or builds the FP16 engine in the engine folder
+  (``--engine-dir``, ``$FER_EDGE_ENGINE_DIR``, default ``/var/lib/fer-edge/engines``) and the
+  TensorRT backend runs it;
+* an ``.engine``: loaded as it is (its sidecar must match this TensorRT and GPU);
+* otherwise (no TensorRT, ``runtime: onnxruntime``, or the engine build failed): ONNX Runtime,
+  with a warning.
+
+Events go out through edge's MQTT publisher (``edge.service``). Logs go to stdout (journald under
+systemd). The service's working directory is /var/lib/fer-edge (StateDirectory): engines now, the
+offline event queue later. Exit status: 0 done, 2 error (model, camera, runtime), 78 bad config
+(the systemd unit does not restart on 78).
+
+Python 3.6 compatible (device code).
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from edge.backends.base import BackendError, module_installed
+from edge.config import BY_NAME, ConfigError, load_config
+
+from . import trt_backend
+
+log = logging.getLogger("fer_edge.jetson")
+
+DEFAULT_CONFIG = "/etc/fer-edge/agent.json"
+BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_MODEL = os.path.join(BUNDLE_ROOT, "model", "model.onnx")
+EXIT_ERROR = 2
+EXIT_CONFIG = 78  # EX_CONFIG; fer-edge.service has RestartPreventExitStatus=78
+
+
+def default_model():
+    """The bundle's model/model.onnx when present (installed layout), else edge's shipped model."""
+    if os.path.isfile(BUNDLED_MODEL):
+        return BUNDLED_MODEL
+    from edge.classifier import default_model_path
+    return default_model_path()
+
+
+def choose_runtime(model, runtime, tensorrt_ok):
+    """How to run ``model``: 'engine' (load the .engine), 'build' (ensure an engine from the ONNX,
+    then TensorRT) or 'fallback' (load_classifier, ONNX Runtime). BackendError when the config
+    asks for TensorRT and it is not installed."""
+    model = str(model)
+    if model.endswith(".engine"):
+        if runtime and runtime != "tensorrt":
+            raise BackendError("{}: a TensorRT engine cannot run on runtime '{}'".format(model, runtime))
+        return "engine"
+    if model.endswith(".onnx") and runtime in ("", "tensorrt"):
+        if tensorrt_ok:
+            return "build"
+        if runtime == "tensorrt":
+            raise BackendError("config asks for runtime 'tensorrt': " + trt_backend.NOT_INSTALLED)
+    return "fallback"
+
+
+def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=trt_backend.DEFAULT_MAX_BATCH,
+                    engine_dir=None, tensorrt_ok=None):
+    """The EmotionClassifier the agent runs (see the module doc for the choice)."""
+    from edge.classifier import load_classifier
+    model = config["model"] or default_model()
+    runtime = config["runtime"]
+    tensorrt_ok = trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok
+    how = choose_runtime(model, runtime, tensorrt_ok)
+    if how == "engine":
+        return load_classifier(model, runtime="tensorrt")
+    if how == "build":
+        try:
+            engine = trt_backend.ensure_engine(model, precision, max_batch, engine_dir, log=log.info)
+            return load_classifier(engine, runtime="tensorrt")
+        except BackendError as exc:
+            if runtime == "tensorrt" or not module_installed("onnxruntime"):
+                raise
+            log.error("TensorRT engine unavailable (%s); falling back to ONNX Runtime", exc)
+    elif model.endswith(".onnx") and runtime != "onnxruntime":
+        log.warning("TensorRT/pycuda not installed: running %s with ONNX Runtime on the CPU (much slower "
+                    "on a Jetson); install pycuda (see README.txt) to use the GPU", model)
+    return load_classifier(model, runtime=runtime if runtime != "tensorrt" else "onnxruntime")
+
+
+def install_stop_handlers(stop):
+    """SIGINT/SIGTERM (systemctl stop) set ``stop``: the loop finishes its frame, flushes, goes offline."""
+    def handler(signum, _frame):
+        log.info("signal %d: stopping after this frame", signum)
+        stop.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def setup_logging(level="INFO"):
+    """Logs to stdout; without timestamps under systemd (journald adds them)."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python3 -m jetson",
+        description="fer-edge agent for NVIDIA Jetson: camera -> faces -> emotions (TensorRT) -> MQTT.")
+    parser.add_argument("--config", help="agent config, JSON or INI [agent] (default: {} when it exists)".format(
+        DEFAULT_CONFIG))
+    parser.add_argument("--check-camera", action="store_true",
+                        help="open the configured source, grab one frame, print its resolution and exit")
+    parser.add_argument("--build-engine", action="store_true",
+                        help="build (or confirm) the TensorRT engine for the configured ONNX model and exit")
+    parser.add_argument("--force", action="store_true", help="with --build-engine: rebuild even when current")
+    parser.add_argument("--engine-dir", help="folder for TensorRT engines (default: ${} or {}/engines)".format(
+        trt_backend.ENGINE_DIR_ENV, trt_backend.STATE_DIR))
+    parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default=trt_backend.DEFAULT_PRECISION,
+                        help="engine precision (int8 needs calibration faces: build it with convert.tensorrt_build)")
+    parser.add_argument("--max-batch", type=int, default=trt_backend.DEFAULT_MAX_BATCH,
+                        help="largest batch of faces per engine call (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="with --check-camera: seconds to wait")
+    group = parser.add_argument_group("agent settings (override the config file)")
+    for option in BY_NAME.values():
+        kind = option.type if option.type is not str else None
+        group.add_argument("--" + option.name.replace("_", "-"), dest=option.name, type=kind, default=None,
+                           help="{} (default: {!r})".format(option.help, option.default))
+    return parser
+
+
+def _error(message):
+    print("fer-edge-jetson: error: {}".format(message), file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    config_path = args.config or (DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None)
+    try:
+        config = load_config(config_path, overrides=dict((name, getattr(args, name)) for name in BY_NAME))
+    except ConfigError as exc:
+        _error(exc)
+        return EXIT_CONFIG
+    setup_logging(config["log_level"])
+    if config_path:
+        log.info("config %s", config_path)
+    from edge.agent import AgentError
+    from edge.detect import DetectorError
+    from edge.publish import PahoMissingError
+    from edge.sources import SourceError
+    try:
+        if args.check_camera:
+            from .camera import check_camera, format_report
+            print(format_report(check_camera(config["source"], args.timeout)), flush=True)
+            return 0
+        if args.build_engine:
+            return _build_engine(config, args)
+        return _serve(config, args)
+    except (BackendError, SourceError, DetectorError, AgentError, PahoMissingError, ValueError, OSError) as exc:
+        # ValueError: MetadataError, a bad broker URL, a bad model file
+        _error(exc)
+        return EXIT_ERROR
+
+
+def _build_engine(config, args):
+    model = config["model"] or default_model()
+    if not str(model).endswith(".onnx"):
+        raise BackendError("--build-engine needs an ONNX model; config 'model' is {}".format(model))
+    if not trt_backend.tensorrt_available():
+        raise BackendError(trt_backend.NOT_INSTALLED)
+    path = trt_backend.ensure_engine(model, args.precision, args.max_batch, args.engine_dir, log=log.info,
+                                     force=args.force)
+    print(path, flush=True)
+    return 0
+
+
+def _serve(config, args):
+    from edge.service import serve
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    classifier = make_classifier(config, args.precision, args.max_batch, args.engine_dir)
+    try:
+        summary = serve(config, stop=stop, classifier=classifier)
+    finally:
+        classifier.close()
+    log.info("stopped: %s", json.dumps(summary, sort_keys=True))
+    return 0

@@ -1,0 +1,214 @@
+"""The Jetson bundle: one self-contained ``fer-edge-jetson-<version>.tar.gz`` to copy to a device.
+
+    from jetson.bundle import build_bundle
+    path = build_bundle("dist/")                  # the shipped ONNX model, version of edge/
+    path = build_bundle("dist/", model_onnx="models/x/onnx/model.onnx", version="0.2.0")
+
+Layout (everything under ``fer-edge-jetson-<version>/``)::
+
+    install.sh  uninstall.sh  README.txt  VERSION  MANIFEST.sha256
+    edge/                     the device-agnostic agent (incl. edge/schema/*.json)
+    jetson/                   this adapter (TensorRT backend, camera check, agent)
+    convert/                  __init__.py (device subset), errors.py, tensorrt_build.py, parity.py
+    model/model.onnx          the model; its fer-edge metadata is embedded in the ONNX
+    config/agent.json         agent config template (all keys); config/agent.ini.example (with help)
+    systemd/fer-edge.service  the service unit
+
+Nothing in the bundle imports TensorFlow, Keras, train/, fer_edge/ or the onnx package at import
+time (tests/test_jetson.py checks it, and that every file is Python 3.6 syntax). Runs on the host
+(Python 3.10+) and is itself Python 3.6 compatible.
+"""
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+
+from edge.config import OPTIONS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATES = os.path.join(REPO, "jetson", "templates")
+# convert/ modules the device needs: the engine builder, its error type, and the parity
+# comparison used by `python3 -m convert.tensorrt_build --check`.
+CONVERT_MODULES = ("errors.py", "tensorrt_build.py", "parity.py")
+CONVERT_INIT = ('"""fer-edge convert, device subset (Jetson bundle): the TensorRT engine builder '
+                '(``python3 -m convert.tensorrt_build``).\n\nThe host converters (ONNX, OpenVINO, DeepLens) '
+                'need TensorFlow and are not part of the bundle.\n"""\n')
+# jetson/ files that stay on the host
+HOST_ONLY = ("bundle.py", "templates")
+EXECUTABLE = ("install.sh", "uninstall.sh")
+INSTALL_PREFIX = "/opt/fer-edge"
+
+# Values of the device config template that differ from edge.config's defaults.
+JETSON_CONFIG = {
+    "source": "csi://0?width=1280&height=720&framerate=30",
+    "model": INSTALL_PREFIX + "/model/model.onnx",
+    "publish": "on-change",
+}
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be built (no model, a model without metadata); the message says why."""
+
+
+def config_template():
+    """The device's agent.json: every key of edge.config.OPTIONS, Jetson values where they differ."""
+    return dict((o.name, JETSON_CONFIG.get(o.name, o.default)) for o in OPTIONS)
+
+
+def config_ini_example():
+    """The same settings as INI ([agent] section), each key with its help text and choices."""
+    values = config_template()
+    lines = ["# fer-edge agent settings (INI form of /etc/fer-edge/agent.json; either file works with",
+             "# `python3 -m jetson --config FILE`). Precedence: these defaults < file < FER_EDGE_<KEY>",
+             "# environment variables < command-line flags. Empty value = the documented default.",
+             "", "[agent]"]
+    for option in OPTIONS:
+        lines.append("")
+        lines.append("# {}".format(option.help))
+        extra = []
+        if option.choices:
+            extra.append("one of: {}".format(", ".join(str(c) for c in option.choices)))
+        extra.append("type {}, built-in default {!r}".format(option.type.__name__, option.default))
+        lines.append("# ({})".format("; ".join(extra)))
+        value = values[option.name]
+        lines.append("{} = {}".format(option.name, value).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _edge_version():
+    from edge import __version__
+    return __version__
+
+
+def _package_files(package, skip=()):
+    """(path in the bundle, path on disk) of a package folder, caches and ``skip`` left out."""
+    root = os.path.join(REPO, package)
+    out = []
+    for folder, dirs, files in os.walk(root):
+        rel_folder = os.path.relpath(folder, root)
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and
+                         os.path.normpath(os.path.join(rel_folder, d)) not in skip)
+        for name in sorted(files):
+            rel = os.path.normpath(os.path.join(rel_folder, name))
+            if name.endswith((".pyc", ".pyo")) or rel in skip or name.startswith("."):
+                continue
+            out.append((os.path.join(package, rel), os.path.join(folder, name)))
+    return out
+
+
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _check_model(model_onnx):
+    from convert.errors import ConversionError
+    from convert.tensorrt_build import onnx_model_metadata
+    if not os.path.isfile(model_onnx):
+        raise BundleError("{}: ONNX model not found; pass model_onnx= (the output of `fer-edge convert onnx`) or "
+                          "ship the model first".format(model_onnx))
+    try:
+        meta = onnx_model_metadata(model_onnx)
+    except (ConversionError, ValueError) as exc:
+        raise BundleError("{}: not usable for the Jetson bundle: {}".format(model_onnx, exc))
+    if meta["input"]["layout"] != "NCHW":
+        raise BundleError("{}: input layout {} (TensorRT engines are built from the NCHW ONNX of "
+                          "`fer-edge convert onnx`)".format(model_onnx, meta["input"]["layout"]))
+    return meta
+
+
+def bundle_entries(model_onnx, version):
+    """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last)."""
+    entries = []
+    for rel, disk in _package_files("edge") + _package_files("jetson", HOST_ONLY):
+        entries.append((rel, _read(disk)))
+    entries.append(("convert/__init__.py", CONVERT_INIT.encode("utf-8")))
+    for name in CONVERT_MODULES:
+        entries.append(("convert/" + name, _read(os.path.join(REPO, "convert", name))))
+    entries.append(("model/model.onnx", _read(model_onnx)))
+    entries.append(("config/agent.json", (json.dumps(config_template(), indent=2) + "\n").encode("utf-8")))
+    entries.append(("config/agent.ini.example", config_ini_example().encode("utf-8")))
+    entries.append(("systemd/fer-edge.service", _read(os.path.join(TEMPLATES, "fer-edge.service"))))
+    for name in EXECUTABLE:
+        entries.append((name, _read(os.path.join(TEMPLATES, name))))
+    readme = _read(os.path.join(TEMPLATES, "README.txt")).decode("utf-8").replace("@VERSION@", version)
+    entries.append(("README.txt", readme.encode("utf-8")))
+    entries.append(("VERSION", (version + "\n").encode("utf-8")))
+    manifest = "".join("{}  {}\n".format(hashlib.sha256(data).hexdigest(), rel) for rel, data in entries)
+    entries.append(("MANIFEST.sha256", manifest.encode("utf-8")))
+    return entries
+
+
+def _tarinfo(name, size, mode, mtime, kind=tarfile.REGTYPE):
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.type = size, mode, mtime, kind
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def build_bundle(out_dir, model_onnx=None, version=None):
+    """Write ``fer-edge-jetson-<version>.tar.gz`` into ``out_dir``; returns its path.
+
+    ``model_onnx``: the ONNX to ship (default: the project's shipped model,
+    ``edge.classifier.SHIPPED_MODEL``); it must carry fer-edge metadata (NCHW). ``version``:
+    default ``edge.__version__``. Written to a temporary file, then renamed into place.
+    """
+    if model_onnx is None:
+        from edge.classifier import SHIPPED_MODEL
+        model_onnx = SHIPPED_MODEL
+    model_onnx = str(model_onnx)
+    version = str(version or _edge_version())
+    if not version or "/" in version or version.strip() != version:
+        raise BundleError("bad bundle version {!r}".format(version))
+    _check_model(model_onnx)
+    out_dir = os.path.abspath(str(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    top = "fer-edge-jetson-{}".format(version)
+    path = os.path.join(out_dir, top + ".tar.gz")
+    entries = bundle_entries(model_onnx, version)
+    mtime = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
+    fd, tmp = tempfile.mkstemp(prefix="." + top, suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            tar.addfile(_tarinfo(top, 0, 0o755, mtime, tarfile.DIRTYPE))
+            seen = set()
+            for rel, data in entries:
+                parts = rel.split("/")[:-1]
+                for i in range(1, len(parts) + 1):
+                    folder = "/".join(parts[:i])
+                    if folder not in seen:
+                        seen.add(folder)
+                        tar.addfile(_tarinfo(top + "/" + folder, 0, 0o755, mtime, tarfile.DIRTYPE))
+                mode = 0o755 if rel in EXECUTABLE else 0o644
+                tar.addfile(_tarinfo(top + "/" + rel, len(data), mode, mtime), io.BytesIO(data))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def main(argv=None):
+    """``python -m jetson.bundle --out DIR [--model ONNX] [--version V]`` (the CLI wires the same call)."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m jetson.bundle", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the .tar.gz")
+    parser.add_argument("--model", help="ONNX model with fer-edge metadata (default: the shipped model)")
+    parser.add_argument("--version", help="bundle version (default: edge.__version__)")
+    args = parser.parse_args(argv)
+    try:
+        print(build_bundle(args.out, args.model, args.version))
+    except (BundleError, OSError) as exc:
+        print("bundle: error: {}".format(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
