@@ -68,7 +68,8 @@ def cmd_evaluate(args):
 
 def cmd_export(args):
     from train.export import export_savedmodel
-    path = export_savedmodel(args.model, args.out, force=args.force)
+    path = export_savedmodel(args.model, args.out, force=args.force, flip_average=args.flip_average,
+                             data=args.data)
     print("exported SavedModel with metadata to {}".format(path))
     return 0
 
@@ -177,6 +178,9 @@ def build_parser():
     p.add_argument("--model", required=True, help=".keras file or run directory (uses best.keras)")
     p.add_argument("--out", required=True, help="SavedModel directory to create")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--flip-average", dest="flip_average", action="store_true",
+                   help="average each face with its mirror image inside the model (2x MACs)")
+    p.add_argument("--data", help="FER+ data: measure the exported model's Valid accuracy into its metadata")
     p.set_defaults(func=cmd_export)
 
     from convert.formats import NAMES

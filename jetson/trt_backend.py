@@ -83,7 +83,8 @@ def _dims(shape):
 
 def _io_tensors(engine, tensor_api, is_input_mode, nptype):
     """([inputs], [outputs]) as TensorSpec, in engine order."""
-    inputs, outputs = [], []
+    inputs = []  # type: list
+    outputs = []  # type: list
     if tensor_api:
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -217,11 +218,15 @@ def _import_runtime():
 
 
 class TensorRTBackend(Backend):
-    """A TensorRT engine on CUDA device ``device``; ``infer(batch NCHW float32) -> [N, L]``."""
+    """A TensorRT engine on CUDA device ``device``; ``infer(batch NCHW float32) -> [N, L]``.
+
+    One CUDA stream and one set of buffers: calls must not overlap (the agent's loop is single
+    threaded); any thread may call, the device's primary context is pushed around each call.
+    """
 
     name = "tensorrt"
-    suffixes = (".engine",)
-    requires = ("tensorrt", "pycuda")
+    suffixes = (".engine",)  # type: ignore[assignment]
+    requires = ("tensorrt", "pycuda")  # type: ignore[assignment]
 
     def __init__(self, path, meta, device=0, warmup=True, check_sidecar=True):
         Backend.__init__(self, path, meta)
@@ -275,8 +280,12 @@ class TensorRTBackend(Backend):
             self.bindings[plan.output.index] = int(self.dev_out)
             self._shape = None
         except BaseException:
-            self._cuda_ctx.pop()
-            self._release()
+            try:
+                self._release()  # with the context current, as CUDA frees need it
+            finally:
+                self._cuda_ctx.pop()
+                self._cuda_ctx.detach()
+                self._cuda_ctx = None
             raise
         self._cuda_ctx.pop()
         log.info("%s: TensorRT %s engine, input %s %s, batch %d..%d", path, self.trt_version, plan.input.name,
@@ -324,18 +333,19 @@ class TensorRTBackend(Backend):
         return self.host_out[:m].copy()
 
     def infer(self, batch):
-        if self._closed:
+        ctx = self._cuda_ctx
+        if self._closed or ctx is None:
             raise BackendError("{}: backend closed".format(self.path))
         batch = check_batch(batch, self.plan, self.path)
         out = np.empty(self.plan.output_shape(len(batch)), dtype=np.float32)
         if len(batch) == 0:
             return out
-        self._cuda_ctx.push()
+        ctx.push()
         try:
             for start, stop in batch_chunks(len(batch), self.plan.max_batch):
                 out[start:stop] = self._run_chunk(batch[start:stop])
         finally:
-            self._cuda_ctx.pop()
+            ctx.pop()
         return out
 
     def _release(self):

@@ -65,7 +65,9 @@ def test_export_reload_gives_the_same_predictions(tiny_run, valid_faces, tmp_pat
     from train.export import export_savedmodel
     out = export_savedmodel(tiny_run, tmp_path / "saved")
     meta = md.find(out)
-    assert meta == md.read(str(tiny_run / "fer_edge.json"))
+    trained = md.read(str(tiny_run / "fer_edge.json"))
+    assert meta["model"].pop("export_commit")  # export adds where it was exported from
+    assert meta == trained
     x = prepare_faces(valid_faces[0][:200], meta)
     before = keras.saving.load_model(str(tiny_run / "best.keras")).predict(x, verbose=0)
     serve = tf.saved_model.load(out).signatures["serving_default"]
@@ -73,6 +75,23 @@ def test_export_reload_gives_the_same_predictions(tiny_run, valid_faces, tmp_pat
     np.testing.assert_allclose(after, before, atol=1e-5)
     assert np.array_equal(after.argmax(1), before.argmax(1))
     np.testing.assert_allclose(after.sum(1), 1.0, atol=1e-5)
+
+
+def test_export_with_flip_averaging_and_measured_accuracy(tiny_run, small_ferplus_dir, valid_faces, tmp_path):
+    import keras
+    import tensorflow as tf
+    from train.export import export_savedmodel
+    out = export_savedmodel(tiny_run, tmp_path / "flip", flip_average=True, data=str(small_ferplus_dir))
+    meta = md.find(out)
+    base = md.read(str(tiny_run / "fer_edge.json"))
+    assert meta["model"]["test_time"] == "flip-average"
+    assert meta["model"]["macs"] == 2 * base["model"]["macs"] + 48 ** 3
+    assert 0.0 <= meta["model"]["valid_accuracy"] <= 1.0 and meta["model"]["export_commit"]
+    x = prepare_faces(valid_faces[0][:64], meta)
+    model = keras.saving.load_model(str(tiny_run / "best.keras"))
+    expected = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    got = tf.saved_model.load(out).signatures["serving_default"](face=tf.constant(x))["output_0"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_export_refuses_an_existing_directory(tiny_run, tmp_path):

@@ -24,11 +24,14 @@ from .predictors import metadata_for, resolve
 PARITY_ATOL = 1e-5
 
 
-def export_savedmodel(model_path, out_dir, force=False, check_faces=None):
+def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_average=False, data=None):
     """Export ``model_path`` (.keras or run dir) to ``out_dir``; returns ``out_dir``.
 
     ``check_faces``: optional float32 NHWC batch used for the parity check (default: 64
     deterministic pseudo-faces); raises RuntimeError when the SavedModel disagrees.
+    ``flip_average``: export the model averaging each face with its mirror image (2x MACs).
+    ``data``: FER+ data; the exported model's FER2013Valid accuracy (majority protocol) is
+    measured and written into the metadata (else the training run's figure is kept).
     """
     import keras
     import tensorflow as tf
@@ -41,6 +44,19 @@ def export_savedmodel(model_path, out_dir, force=False, check_faces=None):
     if os.path.exists(out_dir) and not force:
         raise FileExistsError("{}: output directory exists (use --force to replace it)".format(out_dir))
     model = keras.saving.load_model(artifact)
+    from .provenance import source_commit
+    meta["model"]["export_commit"] = source_commit()
+    if flip_average:
+        from .models import count_macs, with_flip_averaging
+        model = with_flip_averaging(model)
+        meta["model"].update({"name": model.name, "macs": count_macs(model), "test_time": "flip-average"})
+        meta["model"].pop("valid_accuracy", None)
+    if data is not None:
+        from .trainer import valid_arrays
+        from .dataset import read_source
+        x_val, y_val = valid_arrays(read_source(data), meta)
+        probs = np.asarray(model.predict(x_val, batch_size=256, verbose=0))
+        meta["model"]["valid_accuracy"] = float(np.mean(probs.argmax(1) == y_val.argmax(1)))
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)

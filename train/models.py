@@ -6,7 +6,8 @@ probabilities over the 8 FER+ emotions in ``edge.labels.EMOTIONS`` order.
 """
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from edge.labels import NUM_CLASSES
 
@@ -118,8 +119,17 @@ def build(arch, size=None):
 def count_macs(model):
     """Multiply-accumulates of one forward pass for one face (conv, depthwise and dense layers)."""
     total = 0
+    calls = {}  # how often each layer is called in this graph (a nested model may be called twice)
+    for nodes in getattr(model, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            calls[node.operation.name] = calls.get(node.operation.name, 0) + 1
     for layer in model.layers:
-        if isinstance(layer, layers.DepthwiseConv2D):
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer) * calls.get(layer.name, 1)
+        elif isinstance(layer, HorizontalFlip):
+            shape = layer.input.shape
+            total += shape[1] * shape[2] * shape[2]
+        elif isinstance(layer, layers.DepthwiseConv2D):
             out = layer.output.shape
             k = layer.kernel_size[0] * layer.kernel_size[1]
             total += out[1] * out[2] * out[3] * k
@@ -131,3 +141,25 @@ def count_macs(model):
         elif isinstance(layer, layers.Dense):
             total += layer.input.shape[-1] * layer.units
     return int(total)
+
+
+@keras.saving.register_keras_serializable(package="fer_edge")
+class HorizontalFlip(layers.Layer):
+    """Mirror [N, H, W, 1] images left-right as a MatMul with an anti-diagonal matrix.
+
+    A MatMul converts to every runtime we target (ONNX MatMul is on TensorRT 8.2's list), where a
+    reverse op may not.
+    """
+
+    def call(self, x):
+        width = x.shape[2]
+        flip = ops.convert_to_tensor(np.eye(width, dtype="float32")[::-1].copy())
+        return ops.expand_dims(ops.matmul(ops.squeeze(x, axis=-1), flip), axis=-1)
+
+
+def with_flip_averaging(model):
+    """A model averaging ``model``'s probabilities on each face and its mirror image (2x the MACs)."""
+    inp = keras.Input(shape=model.input_shape[1:], name="face")
+    mirrored = HorizontalFlip(name="mirror")(inp)
+    out = layers.Average(name="probabilities")([model(inp), model(mirrored)])
+    return keras.Model(inp, out, name=model.name + "_flipavg")

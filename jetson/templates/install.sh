@@ -222,6 +222,9 @@ else
         --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
 
+if [ -z "$ROOT" ] && systemctl is-active --quiet fer-edge.service 2>/dev/null; then
+    run systemctl stop fer-edge.service     # reinstall: free the camera and the GPU for the engine build
+fi
 run mkdir -p "$ROOT$PREFIX"
 for d in edge jetson convert model; do
     run rm -rf "$ROOT$PREFIX/$d"
@@ -262,11 +265,13 @@ fi
 CONFIG="$ROOT$ETC/agent.json"
 [ -f "$CONFIG" ] || CONFIG="$HERE/config/agent.json"
 # broker host and topic prefix of the config, for the hints below
-read -r BROKER_HOST PREFIX_TOPIC <<EOF_PY || true
+read -r BROKER_HOST BROKER_PORT PREFIX_TOPIC <<EOF_PY || true
 $(py "import json, sys
 from urllib.parse import urlsplit
 c = json.load(open(sys.argv[1]))
-print(urlsplit(c.get('broker') or '').hostname or '-', c.get('topic_prefix') or 'fer-edge')" "$CONFIG" || echo "- fer-edge")
+u = urlsplit(c.get('broker') or '')
+print(u.hostname or '-', u.port or (8883 if u.scheme == 'mqtts' else 1883), c.get('topic_prefix') or 'fer-edge')" \
+    "$CONFIG" || echo "- 1883 fer-edge")
 EOF_PY
 say ""
 if [ "$DRY_RUN" = 1 ]; then say "fer-edge $VERSION would be installed (dry run)."; else say "fer-edge $VERSION is installed."; fi
@@ -278,6 +283,7 @@ fi
 say "Check it:"
 say "  systemctl status fer-edge"
 say "  journalctl -u fer-edge -f"
-say "  mosquitto_sub -h $BROKER_HOST -t '${PREFIX_TOPIC:-fer-edge}/+/events' -v"
+if [ "${BROKER_PORT:-1883}" = 1883 ]; then PORT_ARG=""; else PORT_ARG=" -p $BROKER_PORT"; fi
+say "  mosquitto_sub -h $BROKER_HOST$PORT_ARG -t '${PREFIX_TOPIC:-fer-edge}/+/events' -v"
 say "Camera check (stop the service first: sudo systemctl stop fer-edge):"
 say "  sudo -u $SERVICE_USER env PYTHONPATH=$PREFIX python3 -m jetson --config $ETC/agent.json --check-camera"

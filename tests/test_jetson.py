@@ -1,0 +1,816 @@
+"""The Jetson adapter: TensorRT backend (fake engines here; the real one skips without TensorRT),
+the agent's runtime choice and CLI, the camera check, and the device bundle (contents, Python 3.6
+syntax, no host-only imports, install.sh --dry-run in a fake root, the bundled agent running).
+
+No TensorFlow: the model is a tiny ONNX built with onnx.helper (metadata embedded like
+`fer-edge convert onnx` does).
+"""
+
+import ast
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import types
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import metadata as md
+from edge.backends.base import BackendError, module_installed
+from edge.config import BY_NAME, load_config
+from fer_testdata import REPO
+from jetson import trt_backend as tb
+from jetson.agent import choose_runtime, make_classifier
+from jetson.bundle import BundleError, build_bundle
+
+TRT_SKIP = "TensorRT/pycuda not installed: runs on a Jetson or a host with an NVIDIA GPU"
+VERSION = "0.0.test"
+TOP = "fer-edge-jetson-" + VERSION
+HOST_ONLY_MODULES = {"tensorflow", "keras", "train", "fer_edge", "tf2onnx", "onnx"}
+# Host-side functions of the bundled convert/ modules that import train/ or host converters lazily;
+# the device never calls them: it uses tensorrt_build.build_or_reuse and parity.compare (--check).
+HOST_ONLY_FUNCTIONS = {("convert/parity.py", "valid_faces"), ("convert/parity.py", "write_check_set"),
+                       ("convert/tensorrt_build.py", "export_tensorrt")}
+DEVICE_MODULES = {"numpy", "cv2", "edge", "jetson", "convert"}
+# imported only inside functions, where the device provides them (or guarded)
+LAZY_RUNTIME_MODULES = {"tensorrt", "pycuda", "paho", "onnxruntime", "openvino", "ssl"}
+RELEASE_R32_7_1 = "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64, DATE: Sat Feb 19\n"
+
+
+# ---------------------------------------------------------------- a tiny ONNX model with metadata
+
+
+def tiny_weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 0.05, (48 * 48, 8)).astype(np.float32), rng.normal(0, 0.1, 8).astype(np.float32)
+
+
+def reference_probs(x, seed=0):
+    """What the tiny model computes on NCHW float32 0..255 input."""
+    w, b = tiny_weights(seed)
+    logits = (x.reshape(len(x), -1).astype(np.float64) / 127.5 - 1.0) @ w + b
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def tiny_meta():
+    meta = md.with_layout(md.default_metadata(48, 48), "NCHW")
+    meta["model"] = {"name": "tiny-jetson-test", "macs": 48 * 48 * 8, "parameters": 48 * 48 * 8 + 8}
+    return meta
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w, b = tiny_weights()
+    nodes = [helper.make_node("Mul", ["face", "scale"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "offset"], ["normalized"]),
+             helper.make_node("Flatten", ["normalized"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    inits = [numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
+             numpy_helper.from_array(np.array(-1.0, np.float32), "offset"),
+             numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="test_jetson")
+    model.ir_version = 7  # what TensorRT 8.2's ONNX parser reads
+    helper.set_model_props(model, {md.ONNX_METADATA_KEY: json.dumps(tiny_meta())})
+    onnx.checker.check_model(model)
+    path = str(tmp_path_factory.mktemp("tiny") / "model.onnx")
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces():
+    rng = np.random.default_rng(5)
+    return rng.integers(0, 256, (19, 48, 48)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- fake TensorRT / pycuda
+
+
+class FakeCuda(types.ModuleType):
+    """pycuda.driver over numpy: device memory is a dict of bytearrays; checks a context is current."""
+
+    def __init__(self):
+        types.ModuleType.__init__(self, "pycuda.driver")
+        self.__file__ = "fake-pycuda"
+        self.memory, self.next_address, self.depth = {}, 4096, 0
+        cuda = self
+
+        class Context(object):
+            def push(self):
+                cuda.depth += 1
+
+            def pop(self):
+                assert cuda.depth > 0, "pop without push"
+                cuda.depth -= 1
+
+            def detach(self):
+                cuda.detached = True
+
+        class Device(object):
+            def __init__(self, index):
+                self.index = index
+
+            def retain_primary_context(self):
+                return Context()
+
+        class Stream(object):
+            handle = 77
+
+            def synchronize(self):
+                pass
+
+        class Allocation(object):
+            def __init__(self, address):
+                self.address = address
+
+            def __int__(self):
+                return self.address
+
+            def free(self):
+                del cuda.memory[self.address]
+
+        self.Device, self.Stream, self.Allocation = Device, Stream, Allocation
+
+    def init(self):
+        pass
+
+    def pagelocked_empty(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def mem_alloc(self, nbytes):
+        address = self.next_address
+        self.next_address += nbytes + 256
+        self.memory[address] = bytearray(nbytes)
+        return self.Allocation(address)
+
+    def memcpy_htod_async(self, dest, src, stream):
+        assert self.depth > 0, "no CUDA context current"
+        data = np.ascontiguousarray(src).tobytes()
+        buf = self.memory[int(dest)]
+        assert len(data) <= len(buf), "host->device copy larger than the buffer"
+        buf[:len(data)] = data
+
+    def memcpy_dtoh_async(self, dest, src, stream):
+        assert self.depth > 0, "no CUDA context current"
+        buf = self.memory[int(src)]
+        assert dest.nbytes <= len(buf) and dest.flags["C_CONTIGUOUS"]
+        dest[...] = np.frombuffer(bytes(buf[:dest.nbytes]), dtype=dest.dtype).reshape(dest.shape)
+
+    def read(self, address, count):
+        return np.frombuffer(bytes(self.memory[address][:count * 4]), dtype=np.float32)
+
+    def write(self, address, array):
+        data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
+        self.memory[address][:len(data)] = data
+
+
+PROFILE = ((1, 1, 48, 48), (4, 1, 48, 48), (8, 1, 48, 48))
+NAMES = ("face", "probabilities")
+SHAPES = ((-1, 1, 48, 48), (-1, 8))
+
+
+class FakeEngine8(object):
+    """TensorRT 8.2's binding API (one dynamic-batch input, one output)."""
+
+    num_bindings = 2
+
+    def __init__(self, cuda, profile=PROFILE, dtypes=(np.float32, np.float32)):
+        self.cuda, self.profile, self.dtypes, self.batches = cuda, profile, dtypes, []
+
+    def get_binding_name(self, i):
+        return NAMES[i]
+
+    def get_binding_shape(self, i):
+        return SHAPES[i]
+
+    def get_binding_dtype(self, i):
+        return self.dtypes[i]
+
+    def binding_is_input(self, i):
+        return i == 0
+
+    def get_profile_shape(self, profile, i):
+        assert profile == 0 and i == 0
+        return self.profile
+
+    def create_execution_context(self):
+        return FakeContext8(self)
+
+    def run(self, n, in_address, out_address):
+        assert self.cuda.depth > 0
+        x = self.cuda.read(in_address, n * 48 * 48).reshape(n, 1, 48, 48)
+        self.cuda.write(out_address, reference_probs(x))
+        self.batches.append(n)
+        return True
+
+
+class FakeContext8(object):
+    def __init__(self, engine):
+        self.engine, self.n = engine, None
+
+    def set_binding_shape(self, i, shape):
+        assert i == 0
+        if not self.engine.profile[0][0] <= shape[0] <= self.engine.profile[2][0]:
+            return False
+        self.n = shape[0]
+        return True
+
+    def get_binding_shape(self, i):
+        return (self.n, 1, 48, 48) if i == 0 else (self.n, 8)
+
+    def execute_async_v2(self, bindings, stream_handle):
+        assert len(bindings) == 2 and stream_handle == 77
+        return self.engine.run(self.n, bindings[0], bindings[1])
+
+
+class FakeEngine10(object):
+    """TensorRT 10's tensor API."""
+
+    num_io_tensors = 2
+
+    def __init__(self, cuda, profile=PROFILE, dtypes=(np.float32, np.float32)):
+        self.cuda, self.profile, self.dtypes, self.batches = cuda, profile, dtypes, []
+
+    def get_tensor_name(self, i):
+        return NAMES[i]
+
+    def get_tensor_shape(self, name):
+        return SHAPES[NAMES.index(name)]
+
+    def get_tensor_dtype(self, name):
+        return self.dtypes[NAMES.index(name)]
+
+    def get_tensor_mode(self, name):
+        return "IN" if name == "face" else "OUT"
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert name == "face" and profile == 0
+        return self.profile
+
+    def create_execution_context(self):
+        return FakeContext10(self)
+
+    run = FakeEngine8.run
+
+
+class FakeContext10(object):
+    def __init__(self, engine):
+        self.engine, self.n, self.addresses = engine, None, {}
+
+    def set_input_shape(self, name, shape):
+        assert name == "face"
+        if not self.engine.profile[0][0] <= shape[0] <= self.engine.profile[2][0]:
+            return False
+        self.n = shape[0]
+        return True
+
+    def get_tensor_shape(self, name):
+        return (self.n, 1, 48, 48) if name == "face" else (self.n, 8)
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+        return True
+
+    def execute_async_v3(self, stream_handle):
+        assert stream_handle == 77
+        return self.engine.run(self.n, self.addresses["face"], self.addresses["probabilities"])
+
+
+def fake_tensorrt(version, cuda, engines):
+    trt = types.ModuleType("tensorrt")
+    trt.__file__ = "fake-tensorrt"
+    trt.__version__ = version
+
+    class Logger(object):
+        WARNING = 2
+
+        def __init__(self, level):
+            self.level = level
+
+    class Runtime(object):
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            if data != b"fake engine":
+                return None
+            engine = (FakeEngine10 if version.startswith("10.") else FakeEngine8)(cuda)
+            engines.append(engine)
+            return engine
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    trt.nptype = lambda t: t
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="IN", OUTPUT="OUT")
+    return trt
+
+
+@pytest.fixture(params=["8.2.1.8", "10.3.0"])
+def fake_runtime(request, monkeypatch):
+    """(trt version, fake pycuda.driver, engines deserialized) with both modules importable."""
+    import convert.tensorrt_build
+    cuda, engines = FakeCuda(), []
+    pycuda = types.ModuleType("pycuda")
+    pycuda.__file__ = "fake-pycuda"
+    pycuda.driver = cuda
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(request.param, cuda, engines))
+    monkeypatch.setattr(convert.tensorrt_build, "gpu_name", lambda device=0: "Fake GPU")
+    return request.param, cuda, engines
+
+
+def write_engine(folder, trt_version, gpu="Fake GPU", data=b"fake engine"):
+    path = os.path.join(str(folder), "model.trt{}.fp16.fake-gpu.engine".format(trt_version))
+    with open(path, "wb") as handle:
+        handle.write(data)
+    info = tiny_meta()
+    info["engine"] = {"tensorrt_version": trt_version, "gpu": gpu, "precision": "fp16", "max_batch": 8,
+                      "onnx": "model.onnx"}
+    md.write(info, md.sidecar_path(path))
+    return path
+
+
+# ---------------------------------------------------------------- TensorRT backend: pure helpers
+
+
+def test_plan_engine_reads_both_apis_and_sizes_buffers():
+    for engine, tensor_api in ((FakeEngine8(None), False), (FakeEngine10(None), True)):
+        plan = tb.plan_engine(engine, tensor_api, lambda mode: mode == "IN")
+        assert (plan.input.name, plan.output.name) == NAMES
+        assert (plan.min_batch, plan.opt_batch, plan.max_batch) == (1, 4, 8)
+        assert plan.item_input_shape == (1, 48, 48) and plan.output_shape(3) == (3, 8)
+        assert plan.num_bindings == 2 and plan.tensor_api == tensor_api
+        assert tb.buffer_nbytes(plan) == (8 * 48 * 48 * 4, 8 * 8 * 4)
+        assert tb.buffer_nbytes(plan, 1) == (48 * 48 * 4, 8 * 4)
+    assert tb.uses_tensor_api("10.3.0") and not tb.uses_tensor_api("8.2.1.8")
+
+
+def test_batch_chunks_cover_every_face_within_the_max_batch():
+    assert tb.batch_chunks(19, 8) == [(0, 8), (8, 16), (16, 19)]
+    assert tb.batch_chunks(8, 8) == [(0, 8)]
+    assert tb.batch_chunks(1, 8) == [(0, 1)]
+    assert tb.batch_chunks(0, 8) == []
+    for n in range(0, 30):
+        chunks = tb.batch_chunks(n, 4)
+        assert sum(stop - start for start, stop in chunks) == n and all(stop - start <= 4 for start, stop in chunks)
+    assert tb.padded_size(1, 2) == 2 and tb.padded_size(3, 1) == 3
+    with pytest.raises(ValueError):
+        tb.batch_chunks(3, 0)
+
+
+def test_plan_engine_rejects_engines_that_do_not_fit():
+    with pytest.raises(BackendError, match="float32"):
+        tb.plan_engine(FakeEngine8(None, dtypes=(np.float16, np.float32)), False)
+    with pytest.raises(BackendError, match="profile"):
+        tb.plan_engine(FakeEngine8(None, profile=((1, 1, 64, 64), (4, 1, 64, 64), (8, 1, 64, 64))), False)
+    two_inputs = FakeEngine8(None)
+    two_inputs.binding_is_input = lambda i: True
+    with pytest.raises(BackendError, match="one input and one output"):
+        tb.plan_engine(two_inputs, False)
+    plan = tb.plan_engine(FakeEngine8(None), False)
+    with pytest.raises(BackendError, match=r"takes \[N, 1, 48, 48\]"):
+        tb.check_batch(np.zeros((2, 48, 48, 1), np.float32), plan)
+    assert tb.check_batch(np.zeros((2, 1, 48, 48), np.float64), plan).dtype == np.float32
+
+
+def test_engine_mismatch_names_tensorrt_version_and_gpu():
+    info = {"engine": {"tensorrt_version": "8.2.1.8", "gpu": "NVIDIA Tegra X1"}}
+    assert tb.engine_mismatch(info, "8.2.1.8", "NVIDIA Tegra X1") is None
+    assert tb.engine_mismatch(None, "10.3.0", "Orin") is None
+    reason = tb.engine_mismatch(info, "10.3.0", "Orin")
+    assert "built with TensorRT 8.2.1.8, this is TensorRT 10.3.0" in reason and "'Orin'" in reason
+
+
+# ---------------------------------------------------------------- TensorRT backend: fake runtime
+
+
+def test_backend_runs_chunks_with_pinned_buffers(fake_runtime, tmp_path, faces):
+    from edge.backends import load_backend
+    from edge.classifier import EmotionClassifier
+    from edge.preprocess import prepare_faces
+    version, cuda, engines = fake_runtime
+    engine_path = write_engine(tmp_path, version)
+    backend = load_backend(engine_path, runtime="tensorrt")
+    assert type(backend).__name__ == "TensorRTBackend" and backend.plan.tensor_api == version.startswith("10.")
+    assert engines[0].batches == [1]  # warm-up at load
+    x = prepare_faces(faces, tiny_meta())
+    out = backend.infer(x)
+    assert engines[0].batches == [1, 8, 8, 3]  # 19 faces, max batch 8
+    np.testing.assert_allclose(out, reference_probs(x), atol=1e-6)
+    np.testing.assert_allclose(backend.infer(x[:1]), reference_probs(x[:1]), atol=1e-6)
+    assert backend.infer(x[:0]).shape == (0, 8)
+    clf = EmotionClassifier(backend)
+    np.testing.assert_allclose(clf.predict(list(faces[:5])), reference_probs(x[:5]), atol=1e-6)
+    assert cuda.depth == 0  # the context is popped after every call
+    backend.close()
+    assert cuda.memory == {} and cuda.depth == 0
+    with pytest.raises(BackendError, match="closed"):
+        backend.infer(x[:1])
+
+
+def test_backend_refuses_engines_of_another_tensorrt_or_gpu(fake_runtime, tmp_path):
+    version, cuda, engines = fake_runtime
+    other = "8.2.1.8" if version.startswith("10.") else "10.3.0"
+    with pytest.raises(BackendError, match="built with TensorRT {}.*--build-engine".format(other)):
+        tb.TensorRTBackend(write_engine(tmp_path, other), tiny_meta())
+    with pytest.raises(BackendError, match="built for GPU 'NVIDIA Tegra X1'"):
+        tb.TensorRTBackend(write_engine(tmp_path, version, gpu="NVIDIA Tegra X1"), tiny_meta())
+    with pytest.raises(BackendError, match="cannot deserialize"):
+        tb.TensorRTBackend(write_engine(tmp_path, version, data=b"truncated"), tiny_meta())
+    assert engines == [] and cuda.depth == 0
+
+
+def test_tensorrt_backend_matches_onnxruntime(tiny_onnx, faces, tmp_path):
+    if not (module_installed("tensorrt") and module_installed("pycuda")):
+        pytest.skip(TRT_SKIP)
+    from edge.classifier import load_classifier
+    engine = tb.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print)
+    assert tb.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print) == engine  # reused
+    trt_clf = load_classifier(engine, runtime="tensorrt")
+    ort_clf = load_classifier(tiny_onnx, runtime="onnxruntime")
+    np.testing.assert_allclose(trt_clf.predict(faces), ort_clf.predict(faces), atol=1e-2)  # fp16, 19 > max 8
+    trt_clf.close()
+
+
+def test_ensure_engine_errors_are_clear(tiny_onnx, tmp_path):
+    with pytest.raises(BackendError, match="ONNX model not found"):
+        tb.ensure_engine(str(tmp_path / "missing.onnx"), engine_dir=str(tmp_path))
+    if module_installed("tensorrt"):
+        return
+    with pytest.raises(BackendError, match="TensorRT is not installed.*Jetson"):
+        tb.ensure_engine(tiny_onnx, engine_dir=str(tmp_path / "engines"), log=None)
+
+
+def test_default_engine_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv(tb.ENGINE_DIR_ENV, str(tmp_path / "e"))
+    assert tb.default_engine_dir("/x/model.onnx") == str(tmp_path / "e")
+    monkeypatch.delenv(tb.ENGINE_DIR_ENV)
+    monkeypatch.setattr(tb, "STATE_DIR", str(tmp_path / "no-such-dir"))
+    assert tb.default_engine_dir("/x/model.onnx") == "/x"
+
+
+# ---------------------------------------------------------------- the agent
+
+
+def test_choose_runtime():
+    assert choose_runtime("m.onnx", "", True) == "build"
+    assert choose_runtime("m.onnx", "tensorrt", True) == "build"
+    assert choose_runtime("m.onnx", "", False) == "fallback"
+    assert choose_runtime("m.onnx", "onnxruntime", True) == "fallback"
+    assert choose_runtime("m.engine", "", False) == "engine"
+    assert choose_runtime("m.xml", "", True) == "fallback"
+    with pytest.raises(BackendError, match="TensorRT/pycuda not installed"):
+        choose_runtime("m.onnx", "tensorrt", False)
+    with pytest.raises(BackendError, match="cannot run on runtime 'onnxruntime'"):
+        choose_runtime("m.engine", "onnxruntime", True)
+
+
+def test_make_classifier_falls_back_to_onnxruntime(tiny_onnx, faces, monkeypatch, caplog):
+    from edge.preprocess import prepare_faces
+    config = load_config(None, env={}, overrides={"model": tiny_onnx})
+    clf = make_classifier(config, tensorrt_ok=False)
+    assert clf.runtime == "onnxruntime" and "TensorRT/pycuda not installed" in caplog.text
+    np.testing.assert_allclose(clf.predict(faces), reference_probs(prepare_faces(faces, tiny_meta())), atol=1e-5)
+
+    def no_engine(*args, **kwargs):
+        raise BackendError("engine build failed: parser error")
+    monkeypatch.setattr(tb, "ensure_engine", no_engine)
+    assert make_classifier(config, tensorrt_ok=True).runtime == "onnxruntime"
+    assert "engine build failed" in caplog.text and "falling back to ONNX Runtime" in caplog.text
+    with pytest.raises(BackendError, match="parser error"):
+        make_classifier(dict(config, runtime="tensorrt"), tensorrt_ok=True)
+
+
+def run_jetson(args, cwd=REPO, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "jetson"] + args, cwd=str(cwd), capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_cli_bad_config_exits_78_and_build_engine_without_tensorrt_is_clear(tiny_onnx, tmp_path):
+    bad = tmp_path / "agent.json"
+    bad.write_text(json.dumps({"sourse": "csi://0"}))
+    proc = run_jetson(["--config", str(bad)])
+    assert proc.returncode == 78 and "unknown key(s) sourse" in proc.stderr
+    if module_installed("tensorrt") and module_installed("pycuda"):
+        return
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"model": tiny_onnx}))
+    proc = run_jetson(["--config", str(good), "--build-engine"])
+    assert proc.returncode == 2 and "TensorRT/pycuda not installed" in proc.stderr, proc.stderr
+
+
+def test_check_camera_reports_resolution_and_hints(tmp_path):
+    from edge.sources import SourceError
+    from jetson.camera import camera_hints, check_camera, format_report, gstreamer_hint
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.full((72, 128, 3), 90, np.uint8))
+    report = check_camera(str(image))
+    assert (report.width, report.height, report.channels) == (128, 72, 3)
+    assert "128x72" in format_report(report)
+    hint = gstreamer_hint("/home/u/.local/lib/python3.6/site-packages/cv2/__init__.py", gstreamer=False)
+    assert "pip3 uninstall opencv-python" in hint and "/usr/lib/python3/dist-packages" in hint
+    assert gstreamer_hint(gstreamer=True) is None
+    hints = camera_hints("csi://0", [], "/x/site-packages/cv2.so", gstreamer=False)
+    assert any("nvargus-daemon" in h for h in hints) and any("pip3 uninstall" in h for h in hints)
+    assert "none" in camera_hints("v4l2:///dev/video0", [])[0]
+    with pytest.raises(SourceError, match="no such file"):
+        check_camera(str(tmp_path / "missing.mp4"))
+
+
+# ---------------------------------------------------------------- the bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_onnx, tmp_path_factory):
+    return build_bundle(str(tmp_path_factory.mktemp("dist")), model_onnx=tiny_onnx, version=VERSION)
+
+
+@pytest.fixture(scope="module")
+def unpacked(bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("unpacked")
+    with tarfile.open(bundle) as tar:
+        tar.extractall(str(root))
+    return root / TOP
+
+
+def test_bundle_contents_and_modes(bundle, tiny_onnx):
+    assert os.path.basename(bundle) == TOP + ".tar.gz"
+    assert [n for n in os.listdir(os.path.dirname(bundle)) if n.endswith(".tmp")] == []
+    with tarfile.open(bundle) as tar:
+        members = dict((m.name[len(TOP) + 1:], m) for m in tar.getmembers() if m.name != TOP)
+        model = tar.extractfile(TOP + "/model/model.onnx").read()
+        assert all(m.name == TOP or m.name.startswith(TOP + "/") for m in tar.getmembers())
+    names = set(n for n, m in members.items() if m.isfile())
+    for required in ("install.sh", "uninstall.sh", "README.txt", "VERSION", "MANIFEST.sha256",
+                     "edge/__init__.py", "edge/service.py", "edge/backends/base.py",
+                     "edge/schema/emotion-event.schema.json", "jetson/__init__.py", "jetson/__main__.py",
+                     "jetson/agent.py", "jetson/trt_backend.py", "jetson/camera.py", "convert/__init__.py",
+                     "convert/errors.py", "convert/tensorrt_build.py", "convert/parity.py", "model/model.onnx",
+                     "config/agent.json", "config/agent.ini.example", "systemd/fer-edge.service"):
+        assert required in names, required
+    assert set(n for n in names if n.startswith("convert/")) == {
+        "convert/__init__.py", "convert/errors.py", "convert/tensorrt_build.py", "convert/parity.py"}
+    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("jetson/templates", "train/",
+                                                                               "fer_edge/", "tests/"))
+                   for n in names)
+    assert "jetson/bundle.py" not in names
+    for name, member in members.items():
+        want = 0o755 if member.isdir() or name in ("install.sh", "uninstall.sh") else 0o644
+        assert member.mode == want, (name, oct(member.mode))
+    with open(tiny_onnx, "rb") as handle:
+        assert model == handle.read()
+
+
+def test_bundle_manifest_readme_and_model_metadata(unpacked):
+    from convert.tensorrt_build import onnx_model_metadata
+    lines = (unpacked / "MANIFEST.sha256").read_text().splitlines()
+    files = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
+    assert sorted(line.split("  ", 1)[1] for line in lines) == sorted(f for f in files if f != "MANIFEST.sha256")
+    for line in lines:
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((unpacked / name).read_bytes()).hexdigest() == digest, name
+    assert (unpacked / "VERSION").read_text() == VERSION + "\n"
+    assert "fer-edge-jetson-{}.tar.gz".format(VERSION) in (unpacked / "README.txt").read_text()
+    assert onnx_model_metadata(str(unpacked / "model" / "model.onnx"))["model"]["name"] == "tiny-jetson-test"
+
+
+def parse_unit(text):
+    sections, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_bundle_systemd_unit(unpacked):
+    unit = parse_unit((unpacked / "systemd" / "fer-edge.service").read_text())
+    service = unit["Service"]
+    expected = {"Restart": "on-failure", "RestartSec": "5", "User": "fer-edge", "Group": "fer-edge",
+                "SupplementaryGroups": "video", "WorkingDirectory": "/var/lib/fer-edge", "StateDirectory": "fer-edge",
+                "ExecStart": "/usr/bin/python3 -m jetson --config /etc/fer-edge/agent.json",
+                "RestartPreventExitStatus": "78"}
+    for key, value in expected.items():
+        assert service[key] == [value], key
+    assert "PYTHONPATH=/opt/fer-edge" in service["Environment"]
+    assert "FER_EDGE_ENGINE_DIR=/var/lib/fer-edge/engines" in service["Environment"]
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "network-online.target" in unit["Unit"]["After"][0]
+
+
+def test_bundle_config_templates_load(unpacked):
+    json_config = load_config(str(unpacked / "config" / "agent.json"), env={})
+    ini_config = load_config(str(unpacked / "config" / "agent.ini.example"), env={})
+    assert set(json.loads((unpacked / "config" / "agent.json").read_text())) == set(BY_NAME)
+    assert json_config == ini_config
+    assert json_config["source"].startswith("csi://0") and json_config["model"] == "/opt/fer-edge/model/model.onnx"
+    ini = (unpacked / "config" / "agent.ini.example").read_text()
+    for option in BY_NAME.values():
+        assert "# " + option.help in ini
+
+
+def _catches_import_error(handler):
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(getattr(n, "id", "") in ("ImportError", "ModuleNotFoundError", "Exception") for n in names)
+
+
+def _imports(tree):
+    """(module, level, in_function, guarded, outermost function) of every import in a module AST;
+    guarded: inside a try whose handler catches ImportError."""
+    out = []
+
+    def walk(node, function, guarded):
+        if isinstance(node, ast.Import):
+            out.extend((alias.name, 0, function is not None, guarded, function) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            out.append((node.module or "", node.level, function is not None, guarded, function))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = function or node.name
+        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+            for stmt in node.body:
+                walk(stmt, function, True)
+            for stmt in node.handlers + node.orelse + node.finalbody:
+                walk(stmt, function, guarded)
+            return
+        for child in ast.iter_child_nodes(node):
+            walk(child, function, guarded)
+
+    walk(tree, None, False)
+    return out
+
+
+def test_bundle_has_no_host_only_imports(unpacked):
+    stdlib = set(sys.stdlib_module_names)
+    bundled = set(str(p.relative_to(unpacked).with_suffix("")).replace(os.sep, ".")
+                  for p in unpacked.rglob("*.py"))
+    bundled |= set(m[:-len(".__init__")] for m in bundled if m.endswith(".__init__"))
+    problems = []
+    for path in sorted(unpacked.rglob("*.py")):
+        rel = str(path.relative_to(unpacked))
+        package = rel.rsplit("/", 1)[0].replace("/", ".") if "/" in rel else ""
+        for module, level, in_function, guarded, function in _imports(ast.parse(path.read_text(), rel)):
+            if level:  # relative: resolve against the file's package
+                base = package.split(".")[:len(package.split(".")) - level + 1]
+                module = ".".join(base + ([module] if module else []))
+            top = module.split(".")[0]
+            where = "{}: import {}{}".format(rel, module, " in {}()".format(function) if function else "")
+            if (rel, function) in HOST_ONLY_FUNCTIONS:
+                continue
+            if top in HOST_ONLY_MODULES and not guarded:
+                problems.append(where + " (host-only module)")
+            elif top in ("edge", "jetson", "convert") and module not in bundled:
+                problems.append(where + " (not in the bundle)")
+            elif not in_function and top not in stdlib | DEVICE_MODULES:
+                problems.append(where + " (imported at module level; the device has only stdlib, numpy, cv2)")
+            elif in_function and not guarded and top not in stdlib | DEVICE_MODULES | LAZY_RUNTIME_MODULES:
+                problems.append(where + " (unknown dependency)")
+    assert problems == []
+
+
+def test_bundle_is_python36_syntax(unpacked):
+    vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
+    if not os.path.isfile(vermin):
+        pytest.skip("vermin not installed (pip install '.[dev]')")
+    files = [str(p) for p in sorted(unpacked.rglob("*.py"))]
+    assert len(files) > 20
+    proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", "--backport", "dataclasses",
+                           "--backport", "typing"] + files, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bundled_agent_runs_without_host_packages(unpacked, tmp_path):
+    """The unpacked bundle alone (host-only modules blocked) runs the agent on two images with the
+    ONNX Runtime fallback, and the engine builder's CLI loads."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / "{}.png".format(i)), np.full((120, 160, 3), 60 + 40 * i, np.uint8))
+    runner = ("import sys, runpy\n"
+              "for m in {blocked!r}: sys.modules[m] = None\n"
+              "sys.path.insert(0, {root!r})\n"
+              "sys.argv = ['jetson'] + sys.argv[1:]\n"
+              "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)\n").format(
+        blocked=sorted(HOST_ONLY_MODULES), root=str(unpacked))
+    env = dict(os.environ, PYTHONPATH=str(unpacked), FER_EDGE_ENGINE_DIR=str(tmp_path / "engines"))
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps({"source": str(frames), "model": str(unpacked / "model" / "model.onnx"),
+                                  "broker": "", "stats_interval": 0}))
+    proc = subprocess.run([sys.executable, "-c", runner, "jetson", "--config", str(config)], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=120, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert '"frames": 2' in out and "ONNX Runtime" in out
+    where = subprocess.run([sys.executable, "-c", runner.split("sys.argv =")[0] +
+                            "import edge.service, jetson.agent, jetson.trt_backend, jetson.camera, convert.tensorrt_build\n"
+                            "print('\\n'.join(m.__file__ for n, m in sorted(sys.modules.items()) if m and "
+                            "n.split('.')[0] in ('edge', 'jetson', 'convert')))"],
+                           cwd=str(tmp_path), capture_output=True, text=True, timeout=60, env=env)
+    loaded = where.stdout.split()
+    assert where.returncode == 0 and len(loaded) > 10, where.stderr
+    assert all(path.startswith(str(unpacked)) for path in loaded), loaded
+    proc = subprocess.run([sys.executable, "-c", runner, "convert.tensorrt_build", "--help"], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and "--max-batch" in proc.stdout, proc.stderr
+
+
+def test_bundle_refuses_a_model_without_metadata(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07")  # a ModelProto with only ir_version
+    with pytest.raises(BundleError, match="no fer-edge metadata"):
+        build_bundle(str(tmp_path / "dist"), model_onnx=str(bad), version=VERSION)
+    with pytest.raises(BundleError, match="not found"):
+        build_bundle(str(tmp_path / "dist"), model_onnx=str(tmp_path / "missing.onnx"), version=VERSION)
+    assert not (tmp_path / "dist").exists() or os.listdir(str(tmp_path / "dist")) == []
+
+
+# ---------------------------------------------------------------- install.sh / uninstall.sh
+
+
+def test_scripts_parse_with_bash(unpacked):
+    for script in ("install.sh", "uninstall.sh"):
+        proc = subprocess.run(["bash", "-n", str(unpacked / script)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert os.access(str(unpacked / script), os.X_OK)
+        assert "set -euo pipefail" in (unpacked / script).read_text()
+
+
+def fake_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "nv_tegra_release").write_text(RELEASE_R32_7_1)
+    return root
+
+
+def tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def run_install(unpacked, env, *args):
+    return subprocess.run(["bash", str(unpacked / "install.sh"), "--dry-run"] + list(args), capture_output=True,
+                          text=True, timeout=120, env=env, cwd=str(unpacked))
+
+
+def test_install_dry_run_reports_missing_tensorrt(unpacked, tmp_path):
+    if module_installed("tensorrt"):
+        pytest.skip("TensorRT is installed here; the missing-TensorRT message cannot be shown")
+    root = fake_root(tmp_path)
+    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=sys.executable, FER_EDGE_ARCH="aarch64")
+    env.pop("PYTHONPATH", None)
+    proc = run_install(unpacked, env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "L4T R32.7.1 (JetPack 4.6.1)" in proc.stdout
+    assert "TensorRT for Python not found" in proc.stderr and "python3-libnvinfer" in proc.stderr
+    assert "cannot install fer-edge here" in proc.stderr
+    assert "[dry-run]" not in proc.stdout  # nothing planned when a check fails
+    assert tree(root) == ["etc", "etc/nv_tegra_release"]
+    # a non-Jetson: both the architecture and the missing L4T release are named
+    (root / "etc" / "nv_tegra_release").unlink()
+    proc = run_install(unpacked, dict(env, FER_EDGE_ARCH="x86_64"))
+    assert proc.returncode == 1 and "x86_64, not aarch64" in proc.stderr and "nv_tegra_release not found" in proc.stderr
+
+
+def test_install_dry_run_on_a_ready_jetson_prints_the_plan(unpacked, tmp_path):
+    fakes = tmp_path / "fake_modules"
+    for name, text in (("tensorrt", "__version__ = '8.2.1.8'\n"), ("pycuda", "VERSION_TEXT = '2021.1'\n"),
+                       ("cv2", "__version__ = '4.1.1'\ndef getBuildInformation():\n"
+                               "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n")):
+        (fakes / name).mkdir(parents=True)
+        (fakes / name / "__init__.py").write_text(text)
+    root = fake_root(tmp_path)
+    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=sys.executable, FER_EDGE_ARCH="aarch64",
+               PYTHONPATH=str(fakes))
+    proc = run_install(unpacked, env)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    for expected in ("ok: TensorRT 8.2.1.8", "ok: OpenCV 4.1.1 with GStreamer", "ok: pycuda 2021.1",
+                     "ok: bundle files match MANIFEST.sha256", "would be installed (dry run)",
+                     "systemctl enable fer-edge.service", "--build-engine", "journalctl -u fer-edge -f",
+                     "mosquitto_sub -h BROKER -t 'fer-edge/+/events' -v", "No MQTT broker is set yet"):
+        assert expected in out, expected
+    assert "{}/opt/fer-edge".format(root) in out and "{}/etc/fer-edge/agent.json".format(root) in out
+    assert tree(root) == ["etc", "etc/nv_tegra_release"]  # a dry run changes nothing
+    proc = subprocess.run(["bash", str(unpacked / "uninstall.sh"), "--dry-run"], capture_output=True, text=True,
+                          env=dict(os.environ, FER_EDGE_ROOT=str(root)), timeout=60)
+    assert proc.returncode == 0 and "rm -rf {}/opt/fer-edge".format(root) in proc.stdout, proc.stderr
+    assert tree(root) == ["etc", "etc/nv_tegra_release"]
+
+
+def test_install_refuses_test_hooks_outside_dry_run(unpacked):
+    proc = subprocess.run(["bash", str(unpacked / "install.sh")], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, FER_EDGE_ROOT="/tmp/nowhere"))
+    assert proc.returncode == 2 and "test hooks for --dry-run only" in proc.stderr
