@@ -140,6 +140,13 @@ def model_location(config):
     return config["model"] or DEFAULT_ARTIFACTS_DIR
 
 
+def _status(publisher, state, **extra):
+    """A lifecycle status when the publisher has them (GreengrassPublisher); nothing otherwise."""
+    method = getattr(publisher, "publish_status", None)
+    if method is not None:
+        method(state, **extra)
+
+
 def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     """Build the parts and run the agent until ``stop`` is set; returns the run summary.
 
@@ -162,7 +169,7 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     source = annotator = classifier = None
     reason = "shutdown"
     try:
-        publisher.publish_status("online", phase="loading-model", model=model_location(config))
+        _status(publisher, "online", phase="loading-model", model=model_location(config))
         backend = AwscamBackend(model_location(config), gpu=settings["gpu"], model_name=settings["model_name"],
                                 mo_aux=settings["mo_aux"], awscam=camera, mo=mo)
         classifier = EmotionClassifier(backend)
@@ -180,8 +187,8 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
             source = open_source(config["source"])
         if settings["fifo"]:
             annotator = ProjectStream(settings["fifo"], resolution=settings["stream_resolution"])
-        publisher.publish_status("online", phase="running", model=classifier.model_id,
-                                 runtime=classifier.runtime, ir=backend.xml)
+        _status(publisher, "online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
+                ir=backend.xml)
         log.info("fer-edge on DeepLens: device %s, model %s (%s), detector %s, publishing %r, stream %s",
                  config["device_id"], classifier.model_id, backend.xml, config["detector"], publisher,
                  settings["fifo"] or "off")

@@ -15,6 +15,20 @@ from .policy import POLICIES
 
 Option = collections.namedtuple("Option", "name type default help choices")
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def boolean(value):
+    """A yes/no setting: a bool, or text true/false, yes/no, on/off, 1/0 (also an argparse type)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise ValueError("expected true or false, got {!r}".format(value))
+
 
 def _opt(name, kind, default, help_text, choices=None):
     return Option(name, kind, default, help_text, choices)
@@ -44,11 +58,26 @@ OPTIONS = (
     _opt("username", str, "", "MQTT user name"),
     _opt("password_file", str, "", "file holding the MQTT password (never put it in the config)"),
     _opt("log_level", str, "INFO", "logging level", ("DEBUG", "INFO", "WARNING", "ERROR")),
+    _opt("data_dir", str, "~/.local/share/fer-edge",
+         "folder of the on-disk event queue (outbox-<device_id>.sqlite3); empty: queue in memory only"),
+    _opt("queue_max_events", int, 100000, "most messages the queue holds; beyond, the oldest are dropped (counted)"),
+    _opt("queue_max_bytes", int, 100000000, "most payload bytes the queue holds; beyond, the oldest are dropped"),
+    _opt("flush_timeout", float, 5.0, "seconds the agent waits at exit for queued messages to be acknowledged"),
+    _opt("reconnect_min_delay", float, 1.0, "first reconnection delay (s); doubles up to reconnect_max_delay, with jitter"),
+    _opt("reconnect_max_delay", float, 30.0, "longest reconnection delay (s)"),
+    _opt("client_id", str, "", "MQTT client id (default fer-edge-<device_id>; AWS IoT Core: the thing name)"),
+    _opt("alpn", str, "", "TLS ALPN protocols, comma-separated; empty: x-amzn-mqtt-ca for *.amazonaws.com:443; none: off"),
+    _opt("tls_insecure", boolean, False, "do not verify the broker's host name (tests only; the CA is still checked)"),
 )
 BY_NAME = dict((o.name, o) for o in OPTIONS)
 ENV_PREFIX = "FER_EDGE_"
 RANGES = {"min_face": (1, 10000), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
-          "stats_interval": (0.0, 1e6)}
+          "stats_interval": (0.0, 1e6), "queue_max_events": (1, 10 ** 9), "queue_max_bytes": (10000, 10 ** 12),
+          "flush_timeout": (0.0, 86400.0), "reconnect_min_delay": (0.01, 3600.0),
+          "reconnect_max_delay": (0.01, 86400.0)}
+# The broker password: from password_file, else from this environment variable (never from a config file).
+PASSWORD_ENV = "FER_EDGE_PASSWORD"
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", boolean: "true or false"}
 
 
 class ConfigError(ValueError):
@@ -67,11 +96,13 @@ def _convert(option, value, where):
             if isinstance(value, bool):
                 raise ValueError
             value = float(value)
+        elif option.type is boolean:
+            value = boolean(value)
         elif not isinstance(value, str):
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError("{}: key '{}': expected {}, got {!r}".format(
-            where, option.name, {int: "an integer", float: "a number", str: "a string"}[option.type], value))
+            where, option.name, TYPE_NAMES[option.type], value))
     if option.choices and value not in option.choices:
         raise ConfigError("{}: key '{}': {!r} is not one of {}".format(
             where, option.name, value, ", ".join(str(c) for c in option.choices)))
@@ -134,10 +165,40 @@ def load_config(path=None, env=None, overrides=None):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
     if config["detector"] == "yunet" and not config["yunet_model"]:
         raise ConfigError("key 'yunet_model': required when detector is yunet")
+    if config["reconnect_min_delay"] > config["reconnect_max_delay"]:
+        raise ConfigError("key 'reconnect_min_delay': {} is larger than reconnect_max_delay {}".format(
+            config["reconnect_min_delay"], config["reconnect_max_delay"]))
+    if config["broker"]:
+        _check_broker(config)
     return config
+
+
+def _check_broker(config):
+    """The broker URL and the TLS settings that go with it, with the key named on errors."""
+    from .mqtt_url import parse_url
+    try:
+        url = parse_url(config["broker"])
+    except ValueError as exc:
+        raise ConfigError("key 'broker': {}".format(exc))
+    tls_keys = [k for k in ("ca_file", "cert_file", "key_file", "alpn") if config[k]] + \
+        (["tls_insecure"] if config["tls_insecure"] else [])
+    if tls_keys and not url.tls and config["alpn"].strip().lower() != "none":
+        raise ConfigError("key '{}': TLS settings need a broker URL with mqtts://, got {}".format(
+            tls_keys[0], url.redacted()))
+    if config["key_file"] and not config["cert_file"]:
+        raise ConfigError("key 'key_file': a client key needs the client certificate (cert_file)")
 
 
 def read_secret(path):
     """A secret from a file (first line, stripped); never logged."""
     with open(path, "r", encoding="utf-8") as handle:
         return handle.readline().strip()
+
+
+def broker_password(config, env=None):
+    """The broker password: ``password_file``'s first line, else ``$FER_EDGE_PASSWORD``, else
+    None. Never logged; never read from a config file."""
+    if config.get("password_file"):
+        return read_secret(config["password_file"])
+    env = os.environ if env is None else env
+    return env.get(PASSWORD_ENV) or None

@@ -17,6 +17,12 @@ probability and ``emotion`` its label; ``scores`` holds every model label, round
 decimals. Status (``.../status``, retained; also the MQTT last will) and stats
 (``.../stats``) payloads have their own schemas in ``schema/``.
 
+The MQTT publisher (``edge.publish.MqttPublisher``) adds two optional fields to each event it
+queues: ``seq`` (1, 2, 3, ... per stream; a gap means dropped events) and ``event_id``
+(``<stream>-<seq>``, the de-duplication key: delivery is at-least-once); and a ``delivery``
+object to stats (outbox depth, dropped, reconnects, ...). Both are additions within
+``schema_version`` 1 (see ``edge.outbox``).
+
 Consumers should check ``schema`` and ``schema_version``; a change that is not purely additive
 raises ``schema_version``.
 """
@@ -201,13 +207,15 @@ def status_payload(device_id, state, timestamp=None, **extra):
     return payload
 
 
-def stats_payload(device_id, fps, stage_ms, frames, faces, extra=None, timestamp=None):
+def stats_payload(device_id, fps, stage_ms, frames, faces, extra=None, timestamp=None, delivery=None):
     """Agent statistics: ``{"schema": "fer-edge/stats", "schema_version", "device_id",
     "timestamp", "fps", "stage_ms": {stage: ms}, "frames", "faces"[, "extra": {...}]}``.
 
     ``fps``: processed frames per second; ``stage_ms``: mean milliseconds per pipeline stage
     (e.g. ``{"capture": 2.1, "detect": 11.0, "classify": 4.2, "publish": 0.3}``);
-    ``frames``/``faces``: totals since start; ``extra``: a free-form JSON object.
+    ``frames``/``faces``: totals since start; ``extra``: a free-form JSON object;
+    ``delivery``: the publisher's outbox state (``MqttPublisher.delivery()``; the publisher adds
+    it to stats it queues when it is missing).
     """
     payload = {
         "schema": STATS_SCHEMA,
@@ -224,6 +232,8 @@ def stats_payload(device_id, fps, stage_ms, frames, faces, extra=None, timestamp
             raise ValueError("stats_payload: extra must be a dict, got {}".format(
                 type(extra).__name__))
         payload["extra"] = dict(extra)
+    if delivery is not None:
+        payload["delivery"] = dict(delivery)
     return payload
 
 

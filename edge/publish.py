@@ -5,40 +5,61 @@ This is the only module of fer-edge that imports paho-mqtt, and only when an MQT
 created, so ``import edge.publish`` works without paho (``MemoryPublisher`` needs nothing).
 Python 3.6 compatible.
 
-MQTT behaviour (:class:`MqttPublisher`):
+MQTT behaviour (:class:`MqttPublisher`; docs/mqtt.md has the operator's view):
 
-* client id ``fer-edge-<device_id>`` (override with ``client_id``), clean session, MQTT 3.1.1;
-* events and stats with QoS 1 (``qos``), not retained;
-* ``<prefix>/<device_id>/status``: a retained ``online`` status (QoS 1) on every (re)connect;
-  the last will is a retained ``offline`` status with ``reason: connection-lost``; ``close()``
-  publishes a retained ``offline`` status with ``reason: shutdown`` before disconnecting;
-* ``start()`` never blocks and never fails because the broker is unreachable: the connection
-  is made by paho's network thread (``connect_async`` + ``loop_start``), which reconnects with
-  a back-off from 1 s to 30 s (``reconnect_delay``);
-* while disconnected, QoS 1 messages wait in paho's **in-memory** queue and are sent, in order,
-  after the (re)connection. The queue holds at most ``max_queued`` messages (default 10000;
-  0 = unlimited); beyond that new messages are dropped and counted in ``dropped``. Nothing
-  survives a restart of the agent (a durable on-disk queue is a later issue). QoS 0 messages
-  published while disconnected are dropped;
-* ``close(timeout)`` waits (bounded) until every QoS 1 message has been acknowledged by the
-  broker, publishes the offline status, disconnects and stops the network thread.
+* client id ``fer-edge-<device_id>`` (override with ``client_id``; AWS IoT Core policies
+  usually want the thing name), clean session, MQTT 3.1.1;
+* every event and stats message goes to the **outbox** first (:mod:`edge.outbox`): on disk
+  (SQLite in ``data_dir``) or, without ``data_dir``, in memory. Bounded (``max_queued``
+  messages, ``queue_max_bytes`` bytes); beyond the bounds the oldest are dropped and counted;
+* one network thread owns the paho client: it connects, sends the outbox oldest first with QoS 1
+  (``qos``), at most ``max_inflight`` unacknowledged at a time, and deletes a row only when the
+  broker's PUBACK for it arrived. Order: one TCP connection keeps the order, and after a
+  reconnection paho re-sends the unacknowledged messages (DUP) before anything newer; after a
+  restart the outbox is sent from its oldest row. Delivery is at-least-once: a message whose
+  PUBACK was lost is sent again, with the same ``event_id``;
+* events get ``seq`` and ``event_id`` (see :mod:`edge.outbox`); stats get a ``delivery``
+  object (queue depth and bytes, dropped, reconnects, ...);
+* ``start()`` never blocks and never fails because the broker is unreachable; the thread retries
+  with exponential back-off and jitter (``reconnect_delay`` = (min, max) seconds;
+  :func:`backoff_delay`);
+* ``<prefix>/<device_id>/status``: a retained ``online`` status (QoS 1) on every (re)connect,
+  sent directly (not queued); the last will is a retained ``offline`` status with
+  ``reason: connection-lost``; ``close()`` publishes a retained ``offline`` status with
+  ``reason: shutdown``;
+* ``close(timeout)`` waits (at most ``timeout``, default ``flush_timeout``) until the outbox is
+  empty, publishes the offline status, disconnects. With an on-disk outbox what is left is sent
+  at the next start; in memory it is lost (counted in ``dropped``);
+* TLS (``mqtts://``): :func:`make_ssl_context` (CA file or the system CAs, client certificate
+  and key, host name verification unless ``tls_insecure``, ALPN ``x-amzn-mqtt-ca`` for AWS IoT
+  Core on port 443). Why a connection fails (refused, certificate not trusted, client
+  certificate required, bad credentials) is in ``last_error`` and the log.
 
 Passwords never appear in logs or reprs.
 """
 
+import collections
 import logging
+import os
+import random
+import socket
 import threading
 import time
 
 from .events import status_payload, to_json
 from .mqtt_url import DEFAULT_PREFIX, check_device_id, parse_url, topics
+from .outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Outbox, queue_path
 
 log = logging.getLogger(__name__)
 
 PAHO_MISSING = "paho-mqtt is not installed: pip install 'paho-mqtt>=1.5,<3'"
-DEFAULT_MAX_QUEUED = 10000
+DEFAULT_MAX_QUEUED = DEFAULT_MAX_EVENTS
 DEFAULT_RECONNECT_DELAY = (1, 30)
 DEFAULT_KEEPALIVE = 30
+DEFAULT_MAX_INFLIGHT = 32
+DEFAULT_FLUSH_TIMEOUT = 5.0
+AWS_ALPN = "x-amzn-mqtt-ca"
+LOOP_TIMEOUT = 0.02  # seconds the network thread waits for traffic before looking at the outbox
 
 _monotonic = time.monotonic
 
@@ -106,16 +127,121 @@ def subscribe_granted_ok(granted):
     return all(rc_value(g) < 0x80 for g in granted)
 
 
+def backoff_delay(attempt, min_delay, max_delay, rng=random):
+    """Seconds to wait before reconnection attempt ``attempt`` (1, 2, ...): exponential
+    (``min_delay * 2**(attempt-1)``, capped at ``max_delay``) with "equal jitter": a uniform
+    draw from the upper half, so that devices that lost the same broker do not come back in
+    step, and never less than half the exponential delay."""
+    base = min(float(max_delay), float(min_delay) * (2 ** min(max(attempt - 1, 0), 30)))
+    return rng.uniform(base / 2.0, base)
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+def alpn_protocols(url, alpn=None):
+    """ALPN protocol list for ``url``: ``alpn`` None/empty = automatic (``x-amzn-mqtt-ca`` for
+    an AWS IoT Core endpoint ``*.amazonaws.com`` on port 443, none otherwise); ``none`` = off;
+    otherwise a comma-separated list."""
+    url = parse_url(url)
+    text = (alpn or "").strip()
+    if text.lower() == "none":
+        return []
+    if text:
+        protocols = [p.strip() for p in text.split(",") if p.strip()]
+        if not url.tls:
+            raise ValueError("ALPN ({}) needs a TLS broker URL (mqtts://), got {}".format(
+                text, url.redacted()))
+        return protocols
+    if url.tls and url.port == 443 and url.host.lower().endswith(".amazonaws.com"):
+        return [AWS_ALPN]
+    return []
+
+
+def make_ssl_context(url, ca_certs=None, certfile=None, keyfile=None, alpn=None, insecure=False):
+    """An ``ssl.SSLContext`` for ``mqtts://``: server certificate verified against ``ca_certs``
+    (None: the system CAs), host name verified (``insecure=True`` turns only the host name
+    check off; for tests), client certificate ``certfile`` + ``keyfile`` (mutual TLS: AWS IoT
+    Core, mosquitto ``require_certificate``), ALPN from :func:`alpn_protocols`.
+
+    Raises ValueError naming the file when a file is missing or cannot be loaded.
+    """
+    import ssl
+    url = parse_url(url)
+    for what, path in (("CA file (ca_file)", ca_certs), ("client certificate (cert_file)", certfile),
+                       ("client key (key_file)", keyfile)):
+        if path and not os.path.isfile(path):
+            raise ValueError("TLS {} {} not found".format(what, path))
+    if keyfile and not certfile:
+        raise ValueError("TLS client key (key_file) {} given without a client certificate "
+                         "(cert_file)".format(keyfile))
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_certs or None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError("TLS CA file (ca_file) {} cannot be loaded: {} (expected PEM "
+                         "certificates)".format(ca_certs, exc))
+    if certfile:
+        try:
+            context.load_cert_chain(certfile, keyfile or None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError("TLS client certificate (cert_file) {} / key (key_file) {} cannot be "
+                             "loaded: {} (PEM files; is the key the certificate's?)".format(
+                                 certfile, keyfile or "(in the certificate file)", exc))
+    protocols = alpn_protocols(url, alpn)
+    if protocols:
+        if not getattr(ssl, "HAS_ALPN", False):
+            raise ValueError("ALPN {} is needed but this Python's ssl module has no ALPN".format(
+                ",".join(protocols)))
+        context.set_alpn_protocols(protocols)
+    if insecure:
+        context.check_hostname = False
+        log.warning("TLS host name verification is OFF (tls_insecure): anyone with a certificate "
+                    "from the CA can impersonate %s; use this for tests only", url.host)
+    return context
+
+
+def describe_connect_problem(text, url, ca_certs=None, certfile=None):
+    """A readable reason from the text of a connection exception or of paho's error log."""
+    low = text.lower()
+    where = parse_url(url).redacted()
+    if "hostname mismatch" in low or "doesn't match" in low or "does not match" in low:
+        return ("TLS: the broker's certificate is not valid for the host name {} ({}); connect by a "
+                "name the certificate lists".format(parse_url(url).host, text))
+    if "certificate verify failed" in low:
+        return ("TLS: the broker's certificate is not trusted by {} ({})".format(
+            "ca_file " + ca_certs if ca_certs else "the system CA store", text))
+    if "certificate required" in low or ("handshake failure" in low and not certfile):
+        if certfile:
+            return "TLS: the broker did not accept the client certificate {} ({})".format(certfile, text)
+        return ("TLS: the broker requires a client certificate (set cert_file and key_file) "
+                "({})".format(text))
+    if "unknown ca" in low or "bad certificate" in low or "certificate unknown" in low or \
+            "handshake failure" in low:
+        return ("TLS: the broker rejected the client certificate {} (is it signed by a CA the broker "
+                "trusts, and active?) ({})".format(certfile, text))
+    if "wrong version number" in low or "unknown protocol" in low or "record layer failure" in low:
+        return ("TLS: {} does not speak TLS on this port (use mqtt:// for a plain port) ({})".format(
+            where, text))
+    if "refused" in low:
+        return "connection to {} refused (is the broker running and listening there?)".format(where)
+    if "name or service not known" in low or "nodename nor servname" in low or \
+            "temporary failure in name resolution" in low:
+        return "cannot resolve the broker host {} ({})".format(parse_url(url).host, text)
+    if "timed out" in low:
+        return "timed out connecting to {}".format(where)
+    return "cannot connect to {}: {}".format(where, text)
+
+
 def create_client(url, client_id, clean_session=True, username=None, password=None,
-                  ca_certs=None, certfile=None, keyfile=None, max_queued=DEFAULT_MAX_QUEUED,
-                  reconnect_delay=DEFAULT_RECONNECT_DELAY):
+                  ca_certs=None, certfile=None, keyfile=None, max_queued=0,
+                  reconnect_delay=DEFAULT_RECONNECT_DELAY, tls_insecure=False, alpn=None,
+                  ssl_context=None):
     """A configured, unconnected paho client for ``url`` (text or MqttUrl).
 
     Uses ``CallbackAPIVersion.VERSION2`` on paho 2.x; callers write callbacks accepting both
     signatures (see :func:`disconnect_rc`). Credentials: ``username``/``password`` arguments
-    win over those in the URL. TLS (``mqtts://``): ``tls_set(ca_certs, certfile, keyfile)``
-    with certificate and host name verification on (``ca_certs`` None: the system CAs).
-    Connect with ``client.connect_async(url.host, url.port, keepalive)`` + ``loop_start()``.
+    win over those in the URL. TLS (``mqtts://``): ``ssl_context`` or one from
+    :func:`make_ssl_context`. Connect with ``client.connect_async(url.host, url.port,
+    keepalive)`` + ``loop_start()`` (the subscriber) or your own loop (the publisher).
     """
     url = parse_url(url)
     mqtt = paho_client_module()
@@ -132,10 +258,10 @@ def create_client(url, client_id, clean_session=True, username=None, password=No
     elif secret is not None:
         raise ValueError("a broker password needs a user name")
     if url.tls:
-        import ssl
-        client.tls_set(ca_certs=ca_certs, certfile=certfile, keyfile=keyfile,
-                       cert_reqs=ssl.CERT_REQUIRED)
-        client.tls_insecure_set(False)
+        if ssl_context is None:
+            ssl_context = make_ssl_context(url, ca_certs, certfile, keyfile, alpn, tls_insecure)
+        client.tls_set_context(ssl_context)
+        client.tls_insecure_set(not ssl_context.check_hostname)
     elif ca_certs or certfile or keyfile:
         raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(
             url.redacted()))
@@ -243,25 +369,32 @@ class MemoryPublisher(Publisher):
     def counters(self):
         return {"published": len(self.events) + len(self.stats),
                 "acknowledged": len(self.events) + len(self.stats),
-                "dropped": 0, "failed": 0, "in_flight": 0,
+                "dropped": 0, "failed": 0, "in_flight": 0, "queued": 0, "queued_bytes": 0,
                 "connects": 1 if self.statuses else 0, "reconnects": 0, "disconnects": 0,
                 "connect_failures": 0}
 
 
 class MqttPublisher(Publisher):
-    """Publishes events, stats and status to an MQTT broker (paho-mqtt 1.x or 2.x).
+    """Publishes events, stats and status to an MQTT broker (paho-mqtt 1.x or 2.x) through a
+    bounded outbox (see the module doc).
 
     ``url``: ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (text or MqttUrl).
-    ``ca_certs``/``certfile``/``keyfile``: TLS files (mqtts only). ``username``/``password``
-    override the URL's. ``qos``: for events and stats (status is always QoS 1).
-    ``max_queued``: paho in-memory queue bound (0 = unlimited). Counters: see
-    :attr:`counters`. See the module doc for the connection and delivery behaviour.
+    ``ca_certs``/``certfile``/``keyfile``/``alpn``/``tls_insecure``: TLS (mqtts only; see
+    :func:`make_ssl_context`). ``username``/``password`` override the URL's. ``qos``: for events
+    and stats (status is always QoS 1). ``data_dir``: folder of the on-disk outbox (None:
+    memory). ``max_queued`` (messages; 0 = no count bound) and ``queue_max_bytes``: the outbox
+    bounds. ``max_inflight``: unacknowledged messages at a time. ``reconnect_delay``:
+    ``(min, max)`` seconds of the back-off. ``flush_timeout``: default of ``close()``.
+    Counters: see :attr:`counters`.
     """
 
     def __init__(self, url, device_id, prefix=DEFAULT_PREFIX, qos=1, client_id=None,
                  username=None, password=None, ca_certs=None, certfile=None, keyfile=None,
                  keepalive=DEFAULT_KEEPALIVE, max_queued=DEFAULT_MAX_QUEUED,
-                 reconnect_delay=DEFAULT_RECONNECT_DELAY):
+                 reconnect_delay=DEFAULT_RECONNECT_DELAY, data_dir=None,
+                 queue_max_bytes=DEFAULT_MAX_BYTES, max_inflight=DEFAULT_MAX_INFLIGHT,
+                 flush_timeout=DEFAULT_FLUSH_TIMEOUT, tls_insecure=False, alpn=None,
+                 outbox=None, rng=None):
         self.url = parse_url(url)
         self.device_id = check_device_id(device_id)
         self.prefix = prefix
@@ -271,31 +404,55 @@ class MqttPublisher(Publisher):
         self.qos = qos
         self.client_id = client_id or "fer-edge-" + device_id
         self.keepalive = int(keepalive)
-        self._client_options = {
-            "username": username, "password": password, "ca_certs": ca_certs,
-            "certfile": certfile, "keyfile": keyfile, "max_queued": max_queued,
-            "reconnect_delay": tuple(reconnect_delay),
-        }
+        min_delay, max_delay = (float(v) for v in reconnect_delay)
+        if not 0 < min_delay <= max_delay:
+            raise ValueError("reconnect delays must satisfy 0 < min <= max, got {} and {}".format(
+                min_delay, max_delay))
+        self.reconnect_delay = (min_delay, max_delay)
+        if int(max_inflight) < 1:
+            raise ValueError("max_inflight must be >= 1, got {}".format(max_inflight))
+        self.max_inflight = int(max_inflight)
+        self.flush_timeout = float(flush_timeout)
         if not self.url.tls and (ca_certs or certfile or keyfile):
             raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(
                 self.url.redacted()))
+        self._ca_certs, self._certfile = ca_certs, certfile
+        # TLS files are checked now, so that a bad setting stops the agent before it goes online.
+        self._ssl_context = (make_ssl_context(self.url, ca_certs, certfile, keyfile, alpn, tls_insecure)
+                             if self.url.tls else None)
+        if alpn and not self.url.tls:
+            alpn_protocols(self.url, alpn)  # raises: ALPN needs mqtts://
+        self._username, self._password = username, password
+        if (username if username is not None else self.url.username) is None and \
+                (password if password is not None else self.url.password) is not None:
+            raise ValueError("a broker password needs a user name")
+        self._outbox = outbox
+        self._outbox_args = (data_dir, int(max_queued), int(queue_max_bytes))
+        self._rng = rng or random.Random()
         self._client = None
         self._mqtt = None
+        self._thread = None
         self._lock = threading.Condition()
-        self._status_lock = threading.Lock()
-        self._generation = 0       # changes on every connect and disconnect
-        self._session_up = False   # CONNACK accepted and not disconnected since
+        self._wake = threading.Event()
         self._connected_event = threading.Event()
-        self._pending = {}        # mid -> "data" | "status": sent, not yet acknowledged
-        self._early_acks = set()  # acks that arrived before publish() returned the mid
+        self._session_up = False         # CONNACK accepted and not lost since (network thread)
+        self._announce = False           # publish the online status (network thread)
+        self._inflight = collections.OrderedDict()  # mid -> outbox seq, sent and not acknowledged
+        self._status_mids = set()        # online/offline status messages not yet acknowledged
+        self._early_acks = set()         # acks that arrived before publish() returned the mid
+        self._acked = []                 # outbox seqs acknowledged, to delete (network thread)
         self._counts = {"published": 0, "acknowledged": 0, "dropped": 0, "failed": 0,
                         "connects": 0, "reconnects": 0, "disconnects": 0,
                         "connect_failures": 0}
         self.last_error = None
+        self._paho_error = None
+        self._refusal = None
         self._warned_unreachable = False
-        self._warned_drop = False
         self._started = False
+        self._closing = False
         self._closed = False
+        self._deadline = None
+        self._offline_sent = False
 
     def __repr__(self):
         return "MqttPublisher({}, device_id={!r}, prefix={!r})".format(
@@ -304,26 +461,33 @@ class MqttPublisher(Publisher):
     # -- lifecycle --
 
     def start(self):
-        """Create the client, set the last will and connect in the background (never raises
-        for an unreachable broker). Raises PahoMissingError without paho-mqtt."""
+        """Open the outbox, create the client, set the last will and start the network thread
+        (never raises for an unreachable broker). Raises PahoMissingError without paho-mqtt."""
         if self._started:
             return
-        client = create_client(self.url, self.client_id, clean_session=True,
-                               **self._client_options)
+        mqtt = paho_client_module()
+        client = create_client(self.url, self.client_id, clean_session=True, username=self._username,
+                               password=self._password, ssl_context=self._ssl_context)
         will = status_payload(self.device_id, "offline", reason="connection-lost")
         client.will_set(self.topics.status, to_json(will), qos=1, retain=True)
+        client.max_inflight_messages_set(self.max_inflight + 2)  # + online/offline status
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        if hasattr(client, "on_connect_fail"):  # paho >= 1.6
-            client.on_connect_fail = self._on_connect_fail
-        self._client = client
-        self._mqtt = paho_client_module()
-        self._started = True
-        log.info("MQTT publisher %s connecting to %s as %s", self.device_id,
-                 self.url.redacted(), self.client_id)
+        client.on_log = self._on_log
         client.connect_async(self.url.host, self.url.port, self.keepalive)
-        client.loop_start()
+        if self._outbox is None:
+            data_dir, max_events, max_bytes = self._outbox_args
+            path = queue_path(data_dir, self.device_id) if data_dir else None
+            self._outbox = Outbox(path, max_events=max_events, max_bytes=max_bytes)
+        self._client = client
+        self._mqtt = mqtt
+        self._started = True
+        log.info("MQTT publisher %s connecting to %s as %s (outbox: %s)", self.device_id,
+                 self.url.redacted(), self.client_id, self._outbox.path or "memory")
+        self._thread = threading.Thread(target=self._run, name="fer-edge-mqtt")
+        self._thread.daemon = True
+        self._thread.start()
 
     def wait_connected(self, timeout=None):
         """Block until connected (True) or ``timeout`` seconds passed (False)."""
@@ -334,75 +498,105 @@ class MqttPublisher(Publisher):
         return self._connected_event.is_set()
 
     @property
+    def outbox(self):
+        return self._outbox
+
+    @property
     def counters(self):
-        """``published`` (accepted by the client), ``acknowledged`` (PUBACK received; QoS 0:
-        written), ``dropped`` (queue full, QoS 0 while disconnected, unacknowledged at close),
-        ``failed`` (could not be serialized or published), ``in_flight``, ``connects``,
-        ``reconnects``, ``disconnects`` (unexpected losses), ``connect_failures`` (attempts that
-        failed; paho >= 1.6). Status messages are not counted."""
+        """``published`` (accepted into the outbox), ``acknowledged`` (PUBACK received; QoS 0:
+        written), ``dropped`` (oldest dropped at the outbox bounds, published after close, left
+        in a memory outbox at close), ``failed`` (could not be serialized or published),
+        ``queued``/``queued_bytes`` (in the outbox, in flight included), ``in_flight`` (sent,
+        not acknowledged), ``connects``, ``reconnects``, ``disconnects`` (unexpected losses),
+        ``connect_failures`` (attempts that failed). Status messages are not counted."""
+        outbox = self._outbox
         with self._lock:
             result = dict(self._counts)
-            result["in_flight"] = sum(1 for kind in self._pending.values() if kind == "data")
+            result["in_flight"] = len(self._inflight)
+        if outbox is not None:
+            result["dropped"] += outbox.dropped
+            result["queued"] = outbox.depth
+            result["queued_bytes"] = outbox.size
+        else:
+            result["queued"] = result["queued_bytes"] = 0
         return result
 
-    def close(self, timeout=5.0):
-        """Wait up to ``timeout`` s for every queued message to be acknowledged, publish the
-        retained offline status, disconnect and stop the network thread. Idempotent."""
+    def delivery(self):
+        """The ``delivery`` object of stats payloads (see stats.schema.json)."""
+        counters = self.counters
+        outbox = self._outbox
+        return {"queued": counters["queued"], "queued_bytes": counters["queued_bytes"],
+                "dropped": counters["dropped"], "failed": counters["failed"],
+                "acknowledged": counters["acknowledged"], "reconnects": counters["reconnects"],
+                "disconnects": counters["disconnects"], "connected": self.connected,
+                "storage": outbox.storage if outbox is not None else "memory"}
+
+    def close(self, timeout=None):
+        """Wait up to ``timeout`` s (default ``flush_timeout``) for the outbox to be acknowledged,
+        publish the retained offline status, disconnect and stop the network thread. What is
+        left stays in an on-disk outbox for the next start (in memory it is dropped).
+        Idempotent."""
+        timeout = self.flush_timeout if timeout is None else max(0.0, float(timeout))
         with self._lock:
-            if self._closed:
+            if self._closed or self._closing:
                 return
-            self._closed = True
-        client = self._client
-        if client is None:
-            return
-        timeout = max(0.0, float(timeout))
-        deadline = _monotonic() + timeout
-        # Keep a little of the time for the offline status.
-        self._wait_pending(deadline - min(1.0, timeout * 0.25), "data")
-        with self._status_lock:  # no online status can follow once _closed is set
-            connected = self.connected
-        if connected:
-            payload = to_json(status_payload(self.device_id, "offline", reason="shutdown"))
-            self._publish(self.topics.status, payload, 1, True, "status")
-            self._wait_pending(deadline, "status")
-        try:
-            client.disconnect()
-        except Exception as exc:  # pragma: no cover - defensive
-            log.debug("MQTT disconnect: %s", exc)
-        client.loop_stop()
-        self._connected_event.clear()
+            self._deadline = _monotonic() + timeout
+            self._closing = True
+        thread = self._thread
+        if thread is not None:
+            self._wake.set()
+            thread.join(timeout + 3.0)
+            if thread.is_alive():  # pragma: no cover - a connect attempt that hangs
+                log.warning("MQTT network thread did not stop in time")
         with self._lock:
-            left = sum(1 for kind in self._pending.values() if kind == "data")
-            self._counts["dropped"] += left
-            self._pending.clear()
-        if left:
-            log.warning("MQTT publisher closed with %d unacknowledged message(s) dropped", left)
+            self._closed = True
+            self._connected_event.clear()
+        outbox = self._outbox
+        if outbox is None:
+            return
+        left = outbox.depth
+        if left and outbox.storage == "memory":
+            with self._lock:
+                self._counts["dropped"] += left
+            log.warning("MQTT publisher closed with %d unacknowledged message(s) dropped (memory "
+                        "queue)", left)
+        elif left:
+            log.warning("MQTT publisher closed with %d message(s) queued in %s; they are sent at "
+                        "the next start", left, outbox.path)
+        if thread is None or not thread.is_alive():
+            outbox.close()
+        with self._lock:
+            self._inflight.clear()
         log.info("MQTT publisher %s closed: %s", self.device_id, self.counters)
 
-    def _wait_pending(self, deadline, kind):
-        with self._lock:
-            while any(k == kind for k in self._pending.values()):
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(min(remaining, 0.5))
-        return True
-
-    # -- publishing --
+    # -- publishing (any thread) --
 
     def publish_event(self, event):
-        return self._publish_data(self.topics.events, event)
+        if not self._check_open():
+            return False
+        seq, event_id = self._outbox.next_event()
+        event = dict(event)
+        event["seq"] = seq
+        event["event_id"] = event_id
+        return self._enqueue(self.topics.events, event)
 
     def publish_stats(self, stats):
-        return self._publish_data(self.topics.stats, stats)
+        if not self._check_open():
+            return False
+        stats = dict(stats)
+        stats.setdefault("delivery", self.delivery())
+        return self._enqueue(self.topics.stats, stats)
 
-    def _publish_data(self, topic, obj):
+    def _check_open(self):
         if not self._started:
             raise RuntimeError("MqttPublisher.start() must be called before publishing")
-        if self._closed:
+        if self._closing or self._closed:
             with self._lock:
                 self._counts["dropped"] += 1
             return False
+        return True
+
+    def _enqueue(self, topic, obj):
         try:
             payload = to_json(obj)
         except (TypeError, ValueError) as exc:
@@ -410,120 +604,213 @@ class MqttPublisher(Publisher):
                 self._counts["failed"] += 1
             log.error("cannot serialize message for %s: %s", topic, exc)
             return False
-        return self._publish(topic, payload, self.qos, False, "data")
-
-    def _publish(self, topic, payload, qos, retain, kind):
-        mqtt = self._mqtt
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        except Exception as exc:  # ValueError for oversized payloads, bad topics
+            accepted = self._outbox.put(topic, payload, self.qos, False)
+        except Exception as exc:  # the outbox handles SQLite errors; anything else is a bug
             with self._lock:
-                if kind == "data":
-                    self._counts["failed"] += 1
-            log.error("MQTT publish to %s failed: %s", topic, exc)
+                self._counts["failed"] += 1
+            log.exception("cannot queue message for %s: %s", topic, exc)
             return False
-        rc = rc_value(info.rc)
-        queued = rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)
-        if not queued:
+        if accepted:
             with self._lock:
-                if kind == "data":
-                    self._counts["dropped"] += 1
-                first, self._warned_drop = not self._warned_drop, True
-            (log.warning if first else log.debug)(
-                "MQTT message to %s dropped (%s); later drops are only counted", topic,
-                "queue full" if rc == mqtt.MQTT_ERR_QUEUE_SIZE else mqtt.error_string(rc))
-            return False
-        with self._lock:
-            if kind == "data":
                 self._counts["published"] += 1
+        return accepted
+
+    # -- the network thread --
+
+    def _run(self):
+        attempt = 0
+        next_try = 0.0
+        socket_open = False
+        client = self._client
+        try:
+            while True:
+                now = _monotonic()
+                if self._closing and self._finish(now, socket_open):
+                    break
+                if not socket_open:
+                    if now < next_try:
+                        self._wake.wait(min(next_try - now, 0.25))
+                        self._wake.clear()
+                        continue
+                    try:
+                        client.reconnect()
+                        socket_open = True
+                    except Exception as exc:
+                        attempt += 1
+                        next_try = _monotonic() + backoff_delay(attempt, *self.reconnect_delay, rng=self._rng)
+                        self._connect_failed(str(exc) or type(exc).__name__)
+                        continue
+                try:
+                    rc = rc_value(client.loop(timeout=LOOP_TIMEOUT))
+                except Exception as exc:  # paho 1.x lets TLS errors out of loop()
+                    self._paho_error = str(exc) or type(exc).__name__
+                    rc = -1
+                if rc != 0:
+                    socket_open = False
+                    was_up = self._lost(rc)
+                    attempt = 1 if was_up else attempt + 1
+                    next_try = _monotonic() + backoff_delay(attempt, *self.reconnect_delay, rng=self._rng)
+                    continue
+                if self._session_up:
+                    attempt = 0
+                    self._service()
+        except Exception:  # pragma: no cover - never die silently
+            log.exception("MQTT network thread failed")
+
+    def _service(self):
+        """Connected: announce online, delete acknowledged rows, send more of the outbox."""
+        client = self._client
+        if self._announce:
+            self._announce = False
+            if not self._closing:
+                self._publish_status("online")
+                self._connected_event.set()
+        with self._lock:
+            acked, self._acked = self._acked, []
+        if acked:
+            self._outbox.ack(acked)
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self._outbox.pending(room):
+            try:
+                info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            except Exception as exc:  # ValueError: payload too large for MQTT, bad topic
+                with self._lock:
+                    self._counts["failed"] += 1
+                log.error("MQTT publish to %s failed: %s (message dropped)", row.topic, exc)
+                self._outbox.mark_sent(row.seq)
+                self._outbox.ack([row.seq])
+                continue
+            rc = rc_value(info.rc)
+            if rc != self._mqtt.MQTT_ERR_SUCCESS and not (rc == self._mqtt.MQTT_ERR_NO_CONN and row.qos > 0):
+                return  # not taken (QoS 0 while the connection drops): retried later
+            self._outbox.mark_sent(row.seq)
+            with self._lock:
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                    self._acked.append(row.seq)
+                    self._counts["acknowledged"] += 1
+                else:
+                    self._inflight[info.mid] = row.seq
+
+    def _publish_status(self, state):
+        payload = status_payload(self.device_id, state, **({"reason": "shutdown"} if state == "offline" else {}))
+        try:
+            info = self._client.publish(self.topics.status, to_json(payload), qos=1, retain=True)
+        except Exception as exc:  # pragma: no cover
+            log.error("cannot publish the %s status: %s", state, exc)
+            return
+        with self._lock:
             if info.mid in self._early_acks:
                 self._early_acks.discard(info.mid)
-                if kind == "data":
-                    self._counts["acknowledged"] += 1
             else:
-                self._pending[info.mid] = kind
-        return True
+                self._status_mids.add(info.mid)
 
-    # -- paho callbacks (both paho 1.x and 2.x VERSION2 signatures; never raise) --
+    def _finish(self, now, socket_open):
+        """Closing: True when the thread may stop (flushed or out of time; offline status sent
+        and the client disconnected)."""
+        deadline = self._deadline
+        reserve = min(1.0, max(0.0, deadline - now) * 0.25) if not self._offline_sent else 0.0
+        with self._lock:
+            drained = not self._inflight and self._outbox.depth == 0 and not self._acked
+            status_done = not self._status_mids
+        if not self._offline_sent:
+            if not (drained or now >= deadline - reserve):
+                return False
+            if not (socket_open and self._session_up):
+                return True  # nothing to say offline to; the will covers it
+            self._offline_sent = True
+            self._publish_status("offline")
+            return False
+        if status_done or now >= deadline:
+            try:
+                self._client.disconnect()
+            except Exception as exc:  # pragma: no cover
+                log.debug("MQTT disconnect: %s", exc)
+            return True
+        return False
+
+    def _connect_failed(self, text):
+        with self._lock:
+            self._counts["connect_failures"] += 1
+            first, self._warned_unreachable = not self._warned_unreachable, True
+        self.last_error = describe_connect_problem(text, self.url, self._ca_certs, self._certfile)
+        (log.warning if first else log.debug)(
+            "MQTT: %s; retrying in the background (messages are queued)", self.last_error)
+
+    def _lost(self, rc):
+        """The connection ended (or never came up): returns True if a session was up."""
+        with self._lock:
+            was_up, self._session_up = self._session_up, False
+            self._connected_event.clear()
+            if was_up and not self._closing:
+                self._counts["disconnects"] += 1
+        error, self._paho_error = self._paho_error, None
+        refusal, self._refusal = self._refusal, None
+        if refusal:  # CONNACK with an error code: bad credentials, client id not allowed, ...
+            with self._lock:
+                self._counts["connect_failures"] += 1
+                first, self._warned_unreachable = not self._warned_unreachable, True
+            self.last_error = refusal
+            (log.warning if first else log.debug)("MQTT %s; retrying in the background", refusal)
+        elif was_up:
+            if not self._closing:
+                self.last_error = ("connection to {} lost ({})".format(
+                    self.url.redacted(), error or rc_text(rc)))
+                log.warning("MQTT %s; queued messages wait for the reconnection", self.last_error)
+        elif error:  # a handshake that failed after the TCP connection (TLS alerts)
+            self._connect_failed(error)
+        return was_up
+
+    # -- paho callbacks (network thread; both paho 1.x and 2.x VERSION2 signatures) --
 
     def _on_connect(self, client, userdata, flags, rc, properties=None):
         try:
             code = rc_value(rc)
             if code != 0:
-                self.last_error = rc_text(rc, connack=True)
-                log.warning("MQTT connection to %s refused: %s", self.url.redacted(),
-                            self.last_error)
+                self._refusal = "connection to {} refused by the broker: {}".format(
+                    self.url.redacted(), rc_text(rc, connack=True))
                 return
             with self._lock:
                 self._counts["connects"] += 1
                 if self._counts["connects"] > 1:
                     self._counts["reconnects"] += 1
-                self._generation += 1
-                generation = self._generation
                 self._session_up = True
+            self._announce = True
             self.last_error = None
             self._warned_unreachable = False
             log.info("MQTT connected to %s", self.url.redacted())
-            # Publishing from inside on_connect can deadlock paho 1.5 (lock order between its
-            # callback and message mutexes) when another thread publishes at the same time, so
-            # the online status is sent from a short-lived thread.
-            thread = threading.Thread(target=self._announce_online, args=(generation,),
-                                      name="fer-edge-mqtt-online")
-            thread.daemon = True
-            thread.start()
-        except Exception:  # pragma: no cover - never kill paho's thread
+        except Exception:  # pragma: no cover - never kill the network thread
             log.exception("error in MQTT on_connect")
-
-    def _announce_online(self, generation):
-        try:
-            with self._status_lock:
-                if self._closed or generation != self._generation:
-                    return  # closing, or this connection is already gone
-                self._publish(self.topics.status,
-                              to_json(status_payload(self.device_id, "online")), 1, True, "status")
-                with self._lock:
-                    if generation == self._generation:
-                        self._connected_event.set()
-        except Exception:  # pragma: no cover
-            log.exception("cannot publish the MQTT online status")
-
-    def _on_connect_fail(self, client, userdata, *args):
-        try:
-            with self._lock:
-                self._counts["connect_failures"] += 1
-                first, self._warned_unreachable = not self._warned_unreachable, True
-            self.last_error = "cannot connect to {}".format(self.url.redacted())
-            (log.warning if first else log.debug)(
-                "MQTT broker %s unreachable; retrying in the background (events are queued in "
-                "memory)", self.url.redacted())
-        except Exception:  # pragma: no cover
-            log.exception("error in MQTT on_connect_fail")
 
     def _on_disconnect(self, client, userdata, *args):
         try:
             rc = disconnect_rc(args)
-            with self._lock:
-                self._generation += 1
-                was_connected, self._session_up = self._session_up, False
-                self._connected_event.clear()
-                unexpected = rc_value(rc) != 0 and not self._closed
-                if unexpected and was_connected:
-                    self._counts["disconnects"] += 1
-            if unexpected and was_connected:  # (a refused CONNACK keeps its own last_error)
-                self.last_error = rc_text(rc)
-                log.warning("MQTT connection to %s lost (%s); queued messages wait for the "
-                            "reconnection", self.url.redacted(), self.last_error)
+            if rc_value(rc) != 0 and not self._paho_error:
+                self._paho_error = rc_text(rc)
         except Exception:  # pragma: no cover
             log.exception("error in MQTT on_disconnect")
 
     def _on_publish(self, client, userdata, mid, *args):
         try:
             with self._lock:
-                kind = self._pending.pop(mid, None)
-                if kind is None:
-                    self._early_acks.add(mid)
-                elif kind == "data":
+                seq = self._inflight.pop(mid, None)
+                if seq is not None:
+                    self._acked.append(seq)
                     self._counts["acknowledged"] += 1
+                elif mid in self._status_mids:
+                    self._status_mids.discard(mid)
+                else:
+                    self._early_acks.add(mid)
                 self._lock.notify_all()
         except Exception:  # pragma: no cover
             log.exception("error in MQTT on_publish")
+
+    def _on_log(self, client, userdata, level, buf):
+        try:
+            if level == getattr(self._mqtt, "MQTT_LOG_ERR", 8):
+                self._paho_error = buf
+        except Exception:  # pragma: no cover
+            pass

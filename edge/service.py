@@ -20,14 +20,31 @@ log = logging.getLogger("fer_edge.service")
 
 
 def make_publisher(config):
-    """MqttPublisher for ``config['broker']``; a MemoryPublisher (nothing leaves) when it is empty."""
+    """MqttPublisher for ``config['broker']``; a MemoryPublisher (nothing leaves) when it is empty.
+
+    The MQTT publisher queues in ``<data_dir>/outbox-<device_id>.sqlite3`` (memory when
+    ``data_dir`` is empty); the password comes from ``password_file`` or ``$FER_EDGE_PASSWORD``.
+    """
+    import os
+    from .config import PASSWORD_ENV
+    from .outbox import DEFAULT_MAX_BYTES
+    from .publish import DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_QUEUED, DEFAULT_RECONNECT_DELAY
     if not config["broker"]:
         return MemoryPublisher(config["device_id"], config["topic_prefix"])
-    password = read_secret(config["password_file"]) if config["password_file"] else None
+    get = config.get
+    password = read_secret(config["password_file"]) if config["password_file"] else os.environ.get(PASSWORD_ENV) or None
     return MqttPublisher(config["broker"], config["device_id"], prefix=config["topic_prefix"], qos=config["qos"],
+                         client_id=get("client_id") or None,
                          username=config["username"] or None, password=password,
                          ca_certs=config["ca_file"] or None, certfile=config["cert_file"] or None,
-                         keyfile=config["key_file"] or None)
+                         keyfile=config["key_file"] or None, alpn=get("alpn") or None,
+                         tls_insecure=bool(get("tls_insecure", False)),
+                         data_dir=get("data_dir", "") or None,
+                         max_queued=get("queue_max_events", DEFAULT_MAX_QUEUED),
+                         queue_max_bytes=get("queue_max_bytes", DEFAULT_MAX_BYTES),
+                         flush_timeout=get("flush_timeout", DEFAULT_FLUSH_TIMEOUT),
+                         reconnect_delay=(get("reconnect_min_delay", DEFAULT_RECONNECT_DELAY[0]),
+                                          get("reconnect_max_delay", DEFAULT_RECONNECT_DELAY[1])))
 
 
 def serve(config, stop=None, classifier=None, publisher=None, source=None):

@@ -125,6 +125,19 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_bundle(args):
+    if args.target == "jetson":
+        from jetson.bundle import build_bundle
+        path = build_bundle(args.out, model_onnx=args.model, version=args.version)
+        print("wrote the Jetson bundle {} (install: docs/jetson.md)".format(path))
+        return 0
+    from deeplens.bundle import build_bundle as build_deeplens
+    paths = build_deeplens(args.out, model_artifact=args.model, savedmodel=args.savedmodel, data=args.data)
+    for name, path in sorted(paths.items()):
+        print("{}: {}".format(name, path))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -235,6 +248,15 @@ def build_parser():
     p.add_argument("--json", help="write the full report as JSON")
     p.add_argument("--markdown", help="write the results table as Markdown")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bundle", help="device bundles: jetson (tarball + install.sh), deeplens (Lambda zip + model)")
+    p.add_argument("target", choices=["jetson", "deeplens"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", help="jetson: the ONNX (default: the shipped model); deeplens: the model .tar.gz")
+    p.add_argument("--version", help="jetson: bundle version (default: from the package and commit)")
+    p.add_argument("--savedmodel", help="deeplens: convert this SavedModel (default: the shipped one)")
+    p.add_argument("--data", help="deeplens: FER+ data whose Valid faces check the conversion")
+    p.set_defaults(func=cmd_bundle)
     return parser
 
 

@@ -76,7 +76,8 @@ def check_camera(uri, timeout=10.0):
     try:
         source = open_source(uri)
     except SourceError as exc:
-        raise SourceError("\n  ".join([str(exc)] + camera_hints(uri)))
+        hints = [h for h in camera_hints(uri) if "GStreamer" not in h or "GStreamer" not in str(exc)]
+        raise SourceError("\n  ".join([str(exc)] + hints))
     try:
         frame = source.read(timeout) if source.live else source.read()
     finally:

@@ -225,8 +225,8 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
-    suffixes = (".engine",)  # type: ignore[assignment]
-    requires = ("tensorrt", "pycuda")  # type: ignore[assignment]
+    suffixes = (".engine",)
+    requires = ("tensorrt", "pycuda")
 
     def __init__(self, path, meta, device=0, warmup=True, check_sidecar=True):
         Backend.__init__(self, path, meta)
@@ -263,6 +263,11 @@ class TensorRTBackend(Backend):
                                    "above): {}".format(path, self.trt_version, _rebuild_hint(path, info)))
             self.plan = plan_engine(self.engine, uses_tensor_api(self.trt_version),
                                     lambda mode: mode == trt.TensorIOMode.INPUT, trt.nptype, where=path)
+            want = tuple(md.input_shape(md.with_layout(meta, "NCHW"))[1:])
+            if meta["input"]["layout"] != "NCHW" or want != self.plan.item_input_shape:
+                raise BackendError("{}: the engine takes [N, {}] but its metadata says {} {} (wrong sidecar?)".format(
+                    path, ", ".join(str(d) for d in self.plan.item_input_shape), meta["input"]["layout"],
+                    md.input_shape(meta)[1:]))
             self.context = self.engine.create_execution_context()
             if self.context is None:
                 raise BackendError("{}: cannot create a TensorRT execution context (out of GPU memory?)".format(path))

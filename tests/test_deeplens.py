@@ -178,6 +178,19 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(bundle, tmp_path):
     proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", "--backport", "dataclasses",
                            "--backport", "typing", str(tmp_path / "zip")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the zip is self-contained: imported from its root (with the awscam double), its own copies load
+    # and nothing heavy comes along
+    probe = ("import sys, lambda_function, edge, deeplens.lambda_agent, greengrasssdk\n"
+             "print(lambda_function.thread, edge.__file__, deeplens.__file__, greengrasssdk.__file__)\n"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {!r})\n"
+             "print('heavy', heavy)\n").format(sorted(FORBIDDEN))
+    env = dict(os.environ, FER_EDGE_LAMBDA_AUTOSTART="0", PYTHONPATH=DOUBLES)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=str(tmp_path / "zip"), env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()[-2:]
+    assert first.startswith("None ") and all(p.startswith(str(tmp_path / "zip")) for p in first.split()[1:])
+    assert second == "heavy []"
     # ... and for the host tools in deeplens/ too (the Makefile's vermin target covers the folder)
     proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", str(REPO / "deeplens")],
                           capture_output=True, text=True)
@@ -538,3 +551,11 @@ def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, 
     # the project stream: annotated JPEG frames in the FIFO, resized to 480p
     frames = jpegs(b"".join(chunks))
     assert frames and all(f.shape == (480, 858, 3) for f in frames)
+
+
+def test_standalone_agent_runs_the_openvino_ir(openvino_xml, video, tmp_path):
+    """`python3 -m deeplens` (no Greengrass, no awscam): the edge agent with the IR on OpenVINO."""
+    from deeplens.__main__ import main
+    assert main(["--source", video, "--model", openvino_xml, "--device-id", "deeplens-standalone",
+                 "--log-level", "WARNING"]) == 0
+    assert main(["--source", video, "--publish", "sometimes"]) == 2

@@ -427,7 +427,10 @@ def test_backend_refuses_engines_of_another_tensorrt_or_gpu(fake_runtime, tmp_pa
         tb.TensorRTBackend(write_engine(tmp_path, version, gpu="NVIDIA Tegra X1"), tiny_meta())
     with pytest.raises(BackendError, match="cannot deserialize"):
         tb.TensorRTBackend(write_engine(tmp_path, version, data=b"truncated"), tiny_meta())
-    assert engines == [] and cuda.depth == 0
+    with pytest.raises(BackendError, match=r"takes \[N, 1, 48, 48\] but its metadata says NCHW \(1, 64, 64\)"):
+        tb.TensorRTBackend(write_engine(tmp_path, version), md.with_layout(md.default_metadata(64, 64), "NCHW"))
+    assert cuda.memory == {}
+    assert len(engines) == 1 and cuda.depth == 0
 
 
 def test_tensorrt_backend_matches_onnxruntime(tiny_onnx, faces, tmp_path):

@@ -2,6 +2,11 @@
 
 import importlib
 
+try:  # for type comments only; typing is stdlib from Python 3.5
+    from typing import Tuple  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
 
 def module_installed(name):
     """True when ``name`` imports as a real module: not missing, not failing to load its libraries,
@@ -26,8 +31,8 @@ class Backend(object):
     """
 
     name = "base"
-    suffixes = ()
-    requires = ()
+    suffixes = ()  # type: Tuple[str, ...]
+    requires = ()  # type: Tuple[str, ...]
 
     def __init__(self, path, meta):
         self.path = path
