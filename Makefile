@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,convert,demo,dev]'
+	$(PY) -m pip install --quiet -e '.[train,convert,demo,deeplens,dev]'
 	@touch $(STAMP)
 
 system-deps:

@@ -23,6 +23,8 @@ SYSTEM_CASCADE_DIRS = (
     "/usr/share/opencv/haarcascades",
     "/usr/local/share/opencv4/haarcascades",
     "/usr/local/share/opencv/haarcascades",
+    "/usr/share/OpenCV/haarcascades",  # OpenCV 3.x layouts (e.g. the DeepLens image)
+    "/usr/local/share/OpenCV/haarcascades",
 )
 
 

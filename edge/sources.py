@@ -19,6 +19,7 @@ import collections
 import logging
 import os
 import re
+import stat
 import threading
 import time
 
@@ -250,4 +251,6 @@ def open_source(uri):
                           "0, v4l2:///dev/video0, csi://0, rtsp://...)".format(uri))
     if os.path.isdir(uri) or uri.lower().endswith(IMAGE_SUFFIXES):
         return ImageFolderSource(uri)
+    if stat.S_ISFIFO(os.stat(uri).st_mode):  # a stream written by another process (DeepLens ch2_out.mjpeg)
+        return LiveSource(uri, lambda: cv2.VideoCapture(uri))
     return VideoFileSource(uri)

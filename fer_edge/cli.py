@@ -132,9 +132,22 @@ def cmd_bundle(args):
         print("wrote the Jetson bundle {} (install: docs/jetson.md)".format(path))
         return 0
     from deeplens.bundle import build_bundle as build_deeplens
-    paths = build_deeplens(args.out, model_artifact=args.model, savedmodel=args.savedmodel, data=args.data)
-    for name, path in sorted(paths.items()):
-        print("{}: {}".format(name, path))
+    from edge.classifier import SHIPPED_MODEL
+    savedmodel = args.savedmodel
+    if not args.model and not savedmodel:
+        savedmodel = os.path.join(os.path.dirname(os.path.dirname(SHIPPED_MODEL)), "saved_model")
+    paths = build_deeplens(args.out, model_artifact=args.model, savedmodel=savedmodel, data=args.data)
+    print("Lambda zip: {}\nmodel artifact: {}".format(paths["zip"], paths.get("model")))
+    return 0
+
+
+def cmd_deploy(args):
+    from deeplens.deploy import deploy
+    environment = dict(kv.split("=", 1) for kv in args.env or [])
+    result = deploy(args.bucket, args.function, args.zip, args.model, args.region, role_arn=args.role,
+                    endpoint_url=args.endpoint_url, runtime=args.runtime, environment=environment or None,
+                    require_deeplens_name=not args.allow_any_name)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -257,6 +270,21 @@ def build_parser():
     p.add_argument("--savedmodel", help="deeplens: convert this SavedModel (default: the shipped one)")
     p.add_argument("--data", help="deeplens: FER+ data whose Valid faces check the conversion")
     p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("deploy", help="upload the DeepLens model and create/update + publish the Lambda (awscli)")
+    p.add_argument("target", choices=["deeplens"])
+    p.add_argument("--bucket", required=True, help="S3 bucket; DeepLens needs its name to start with deeplens-")
+    p.add_argument("--function", required=True, help="Lambda function name (DeepLens: starting with deeplens)")
+    p.add_argument("--role", help="IAM role ARN for the function (default: AWSDeepLensLambdaRole)")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--zip", required=True, help="the Lambda zip from `fer-edge bundle deeplens`")
+    p.add_argument("--model", required=True, help="the model .tar.gz from `fer-edge bundle deeplens`")
+    p.add_argument("--runtime", default="python3.7")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="Lambda environment (FER_EDGE_* settings)")
+    p.add_argument("--endpoint-url", dest="endpoint_url", help="a local AWS endpoint (tests)")
+    p.add_argument("--allow-any-name", dest="allow_any_name", action="store_true",
+                   help="do not require the deeplens- bucket and function name prefixes")
+    p.set_defaults(func=cmd_deploy)
     return parser
 
 

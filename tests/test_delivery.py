@@ -1,0 +1,707 @@
+"""Reliable MQTT delivery against a real mosquitto on 127.0.0.1 (skipped without the binary).
+
+The on-disk outbox (edge/outbox.py) and the MqttPublisher's network thread: a 10 s broker outage
+in the middle of a real agent run (every frame, exactly once, in order), an agent killed with
+SIGKILL while the broker is down and restarted, the queue bound (oldest dropped and counted),
+corrupt and full queue files, reconnection back-off with jitter, the subscriber tools and the
+example consumer. TLS and ACLs are in tests/test_tls.py.
+
+The agent runs are subprocesses of ``fer-edge run`` on a generated 320x240 video with a tiny
+ONNX model (built here with the onnx package; the model's quality does not matter). They skip
+where onnx/onnxruntime/OpenCV are missing (the Python 3.6 venv); the publisher-level tests run
+there too (paho-mqtt 1.x).
+"""
+
+import importlib.util
+import io
+import json
+import logging
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mqtt_broker import Mosquitto, free_port, running_mosquitto
+
+from edge.events import face_entry, load_schema, make_event, stats_payload
+from edge.labels import EMOTIONS
+from edge.outbox import Outbox, queue_path
+from edge.publish import MqttPublisher, backoff_delay
+from edge.subscribe import (DeviceTable, Deduplicator, Message, run_subscriber, run_table,
+                            subscribe)
+
+REPO = Path(__file__).resolve().parents[1]
+PROBS = [0.05, 0.7, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+WAIT = 10.0
+FAST = (0.2, 1.0)  # reconnect back-off for tests (min, max seconds)
+OUTAGE_S = 10.0
+REPORT = {}        # measured numbers, printed at the end of the module (pytest -s)
+
+
+def event(device, frame, faces=1):
+    return make_event(device, frame,
+                      [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],
+                      "ferplus-test", "1", source="test")
+
+
+class Collector(object):
+    """Collects subscriber messages; ``wait(predicate)`` until they satisfy it."""
+
+    def __init__(self):
+        self.messages = []
+        self._cond = threading.Condition()
+
+    def __call__(self, message):
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+
+    def wait(self, predicate, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("timed out with {} messages: {}".format(
+                        len(self.messages), [(m.topic, m.data) for m in self.messages[-5:]]))
+                self._cond.wait(min(remaining, 0.5))
+            return list(self.messages)
+
+    def of_kind(self, kind):
+        with self._cond:
+            return [m for m in self.messages if m.kind == kind]
+
+    def events(self):
+        return [m.data for m in self.of_kind("events")]
+
+
+def listen(url, device, kinds=("events", "status", "stats"), **kwargs):
+    collector = Collector()
+    kwargs.setdefault("reconnect_delay", FAST)
+    sub = subscribe(url, device_id=device, on_message=collector, kinds=kinds, **kwargs)
+    assert sub.wait_subscribed(WAIT), sub.last_error
+    return sub, collector
+
+
+def wait_until(predicate, timeout=WAIT, step=0.02):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def analyse(events):
+    """``(unique events in arrival order, duplicates, gaps, out of order)`` by event_id/seq."""
+    seen, unique, duplicates = set(), [], 0
+    for e in events:
+        if e["event_id"] in seen:
+            duplicates += 1
+            continue
+        seen.add(e["event_id"])
+        unique.append(e)
+    seqs = [e["seq"] for e in unique]
+    gaps = (seqs[0] - 1 if seqs else 0) + sum(1 for a, b in zip(seqs, seqs[1:]) if b > a + 1)
+    disorder = sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+    return unique, duplicates, gaps, disorder
+
+
+def queue_rows(path):
+    """Rows of a queue file, read-only (the agent may hold it open)."""
+    db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=5)
+    try:
+        return [(seq, topic, json.loads(bytes(payload).decode("utf-8")))
+                for seq, topic, payload in db.execute("SELECT seq, topic, payload FROM messages ORDER BY seq")]
+    finally:
+        db.close()
+
+
+# --- the real agent ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny ONNX classifier with fer-edge metadata (NCHW 48x48 gray -> 8 softmax)."""
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("cv2")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from edge import metadata as md
+    rng = np.random.RandomState(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((48 * 48, 8)) * 0.01).astype(np.float32), "W"),
+             numpy_helper.from_array(np.zeros(8, np.float32), "B")]
+    nodes = [helper.make_node("Flatten", ["face"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    meta = md.with_layout(md.default_metadata(48, 48), "NCHW")
+    meta["model"] = {"name": "tiny-delivery-test"}
+    helper.set_model_props(model, {md.ONNX_METADATA_KEY: md.dumps(meta)})
+    path = str(tmp_path_factory.mktemp("tiny") / "model.onnx")
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_model, tmp_path_factory):
+    from fer_edge.samples import make_sample_video
+    folder = tmp_path_factory.mktemp("videos")
+    return {n: make_sample_video(str(folder / "v{}.mp4".format(n)), frames=n, width=320, height=240)
+            for n in (20, 400)}
+
+
+def agent_cmd(url, device, video, model, data_dir, *extra):
+    return [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING", "--source", video,
+            "--broker", url, "--device-id", device, "--model", model, "--publish", "every-frame",
+            "--min-face", "30", "--data-dir", str(data_dir), "--reconnect-min-delay", str(FAST[0]),
+            "--reconnect-max-delay", str(FAST[1])] + [str(a) for a in extra]
+
+
+def start_agent(cmd, log_path):
+    handle = open(str(log_path), "w")
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=handle,
+                            universal_newlines=True)
+    proc.log_handle = handle
+    return proc
+
+
+def finish_agent(proc, log_path, timeout=120):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.log_handle.close()
+    log_text = Path(str(log_path)).read_text()
+    assert proc.returncode == 0, log_text[-3000:]
+    return json.loads(out.strip().splitlines()[-1])["summary"], log_text
+
+
+def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp_path):
+    """A 10 s outage while the agent publishes every frame: the subscriber (persistent session,
+    reconnecting) gets every event once, in order; stats report the queue and the reconnect."""
+    device, frames = "cam-outage", 400
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub = proc = None
+    try:
+        sub, got = listen(broker.url, device, client_id="outage-listener", clean_session=False)
+        log_path = tmp_path / "agent.log"
+        proc = start_agent(agent_cmd(broker.url, device, videos[frames], tiny_model, tmp_path / "data",
+                                     "--stats-interval", "0.5", "--flush-timeout", "60"), log_path)
+        got.wait(lambda ms: sum(m.kind == "events" for m in ms) >= 40, timeout=60)
+        broker.stop()
+        stopped_at = len(got.events())
+        time.sleep(OUTAGE_S)
+        broker.start()
+        summary, log_text = finish_agent(proc, log_path)
+        proc = None
+        assert summary["frames"] == summary["events"] == frames
+        got.wait(lambda ms: len(set(m.data["event_id"] for m in ms if m.kind == "events")) >= frames, timeout=30)
+        time.sleep(0.5)  # anything late (a duplicate) arrives now
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if sub is not None:
+            sub.stop()
+        broker.stop()
+    events = got.events()
+    unique, duplicates, gaps, disorder = analyse(events)
+    REPORT["outage"] = {"frames": frames, "received": len(events), "unique": len(unique),
+                        "duplicates": duplicates, "gaps": gaps, "out_of_order": disorder,
+                        "received_before_stop": stopped_at}
+    assert [e["frame"] for e in unique] == list(range(frames))  # every frame, in order
+    assert [e["seq"] for e in unique] == list(range(1, frames + 1))
+    assert gaps == 0 and disorder == 0
+    assert duplicates == 0, "{} duplicate(s) across the broker restart".format(duplicates)
+    schema = load_schema("emotion-event")
+    jsonschema = pytest.importorskip("jsonschema")
+    for e in unique[:5] + unique[-5:]:
+        jsonschema.validate(e, schema)
+    stats = [m.data for m in got.of_kind("stats")]
+    assert stats, "no stats"
+    for s in stats:
+        jsonschema.validate(s, load_schema("stats"))
+    assert max(s["delivery"]["queued"] for s in stats) > 10, "stats never showed the backlog"
+    assert stats[-1]["delivery"]["reconnects"] >= 1 and stats[-1]["delivery"]["dropped"] == 0
+    assert stats[-1]["delivery"]["storage"] == "disk"
+    assert "lost" in log_text  # the agent logged the outage
+
+
+def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model, videos, tmp_path):
+    device = "cam-killed"
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub = proc = None
+    data_dir = tmp_path / "data"
+    path = queue_path(str(data_dir), device)
+    try:
+        sub, got = listen(broker.url, device, kinds=("events",), client_id="killed-listener",
+                          clean_session=False)
+        broker.stop()
+        log_path = tmp_path / "agent1.log"
+        proc = start_agent(agent_cmd(broker.url, device, videos[400], tiny_model, data_dir), log_path)
+        assert wait_until(lambda: os.path.exists(path) and
+                          sum(t.endswith("/events") for _, t, _ in queue_rows(path)) >= 60, timeout=60), \
+            Path(str(log_path)).read_text()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(WAIT)
+        proc.log_handle.close()
+        proc = None
+        queued = [p for _, t, p in queue_rows(path) if t.endswith("/events")]
+        assert [e["frame"] for e in queued] == list(range(len(queued)))
+        assert [e["seq"] for e in queued] == list(range(1, len(queued) + 1))
+
+        broker.start()
+        log_path = tmp_path / "agent2.log"
+        proc = start_agent(agent_cmd(broker.url, device, videos[20], tiny_model, data_dir), log_path)
+        summary, _ = finish_agent(proc, log_path)
+        proc = None
+        total = len(queued) + summary["events"]
+        got.wait(lambda ms: len(ms) >= total, timeout=30)
+        time.sleep(0.3)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if sub is not None:
+            sub.stop()
+        broker.stop()
+    unique, duplicates, gaps, disorder = analyse(got.events())
+    REPORT["sigkill"] = {"queued_at_kill": len(queued), "second_run": summary["events"],
+                         "received": len(got.events()), "duplicates": duplicates, "gaps": gaps}
+    assert [e["frame"] for e in unique] == list(range(len(queued))) + list(range(summary["events"]))
+    assert [e["seq"] for e in unique] == list(range(1, total + 1))  # one stream across the restart
+    assert duplicates == gaps == disorder == 0
+    assert len(set(e["event_id"].split("-")[0] for e in unique)) == 1
+    assert queue_rows(path) == []  # all acknowledged
+
+
+def test_corrupt_queue_file_is_moved_aside_and_the_agent_runs(tiny_model, videos, tmp_path):
+    device = "cam-corrupt-q"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = queue_path(str(data_dir), device)
+    Path(path).write_bytes(b"this is not an SQLite database" * 200)
+    with running_mosquitto(tmp_path / "broker") as broker:
+        sub, got = listen(broker.url, device, kinds=("events",))
+        try:
+            log_path = tmp_path / "agent.log"
+            proc = start_agent(agent_cmd(broker.url, device, videos[20], tiny_model, data_dir), log_path)
+            summary, log_text = finish_agent(proc, log_path)
+            got.wait(lambda ms: len(ms) >= 20)
+        finally:
+            sub.stop()
+    assert summary["events"] == 20
+    assert [e["frame"] for e in got.events()] == list(range(20))
+    aside = [p for p in os.listdir(str(data_dir)) if ".corrupt-" in p]
+    assert len(aside) == 1 and Path(str(data_dir / aside[0])).read_bytes().startswith(b"this is not")
+    assert "corrupt" in log_text and aside[0] in log_text
+    assert queue_rows(path) == []  # the new queue, drained
+
+
+def test_bad_settings_stop_the_agent_with_the_key_named(tiny_model, videos, tmp_path):
+    base = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--source", videos[20], "--model", tiny_model]
+    cases = [
+        (["--broker", "mqtt://127.0.0.1:70000"], ["broker", "70000", "out of range"]),
+        (["--broker", "mqtts://127.0.0.1:8883", "--cert-file", str(tmp_path / "missing.crt")],
+         ["cert_file", "missing.crt", "not found"]),
+        (["--broker", "amqp://127.0.0.1"], ["broker", "amqp", "not supported"]),
+        (["--broker", "mqtt://127.0.0.1", "--queue-max-events", "0"], ["queue_max_events", "0"]),
+    ]
+    for args, words in cases:
+        proc = subprocess.run(base + args, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        for word in words:
+            assert word in proc.stderr, (args, proc.stderr)
+
+
+# --- publisher level: bounds, reconnects, restarts -------------------------------------------
+
+def test_queue_bound_drops_the_oldest_and_reports_it(tmp_path):
+    device = "cam-bound"
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub, got = listen(broker.url, device, kinds=("events", "stats"), client_id="bound-listener",
+                      clean_session=False)
+    broker.stop()
+    pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"), max_queued=50,
+                        reconnect_delay=FAST)
+    try:
+        pub.start()
+        for i in range(80):
+            assert pub.publish_event(event(device, i))
+        counters = pub.counters
+        assert counters["dropped"] == 30 and counters["queued"] == 50
+        assert pub.publish_stats(stats_payload(device, 30.0, {}, 80, 80))  # drops one more event
+        broker.start()
+        assert pub.wait_connected(WAIT), pub.last_error
+        assert wait_until(lambda: pub.counters["queued"] == 0), pub.counters
+        pub.publish_stats(stats_payload(device, 30.0, {}, 80, 80))
+        got.wait(lambda ms: sum(m.kind == "stats" for m in ms) >= 2)
+    finally:
+        pub.close(timeout=WAIT)
+        sub.stop()
+        broker.stop()
+    events, stats = got.events(), [m.data for m in got.of_kind("stats")]
+    assert [e["frame"] for e in events] == list(range(31, 80))  # the 31 oldest dropped, no other loss
+    assert [e["seq"] for e in events] == list(range(32, 81))   # the gap shows where
+    assert stats[0]["delivery"]["dropped"] == 30 and stats[0]["delivery"]["queued"] == 50
+    assert stats[0]["delivery"]["connected"] is False
+    assert stats[1]["delivery"]["dropped"] == 31 and stats[1]["delivery"]["queued"] == 0
+    assert stats[1]["delivery"]["reconnects"] == 0 and stats[1]["delivery"]["connected"] is True
+    assert pub.counters["dropped"] == 31
+
+
+def test_outbox_bounds_by_bytes_and_never_drops_in_flight(tmp_path):
+    box = Outbox(str(tmp_path / "q.sqlite3"), max_events=0, max_bytes=10000)
+    payload = b"x" * 1000
+    for i in range(10):
+        assert box.put("t", payload)
+    assert box.depth == 10 and box.dropped == 0
+    rows = box.pending(3)
+    box.mark_sent(rows[-1].seq)  # three in flight: never dropped by the bound
+    assert box.put("t", payload)
+    assert box.depth == 10 and box.dropped == 1
+    assert [r.seq for r in box.store.rows_after(0, 100)][:4] == [1, 2, 3, 5]
+    assert box.put("t", b"y" * 20000) is False and box.dropped == 2  # larger than the bound itself
+    box.close()
+
+
+def test_restart_keeps_queue_stream_and_numbering(tmp_path):
+    path = str(tmp_path / "q.sqlite3")
+    box = Outbox(path)
+    ids = [box.next_event() for _ in range(3)]
+    for seq, _ in ids:
+        box.put("t", "event {}".format(seq))
+    box.close()
+    box = Outbox(path)
+    assert box.depth == 3 and box.stream == ids[0][1].split("-")[0]
+    assert box.next_event() == (4, "{}-4".format(box.stream))
+    assert [r.payload for r in box.pending(10)] == [b"event 1", b"event 2", b"event 3"]
+    box.close()
+
+
+def test_outbox_in_use_by_another_process_falls_back_to_memory(tmp_path, caplog):
+    path = str(tmp_path / "q.sqlite3")
+    first = Outbox(path)
+    second = Outbox(path)
+    try:
+        assert first.storage == "disk" and second.storage == "memory"
+        assert "locked by another process" in second.problems[0]
+    finally:
+        first.close()
+        second.close()
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    box = Outbox(str(blocked / "q.sqlite3"))
+    assert box.storage == "memory" and box.put("t", "x") and box.depth == 1
+
+
+def test_corruption_during_operation_recreates_the_file(tmp_path):
+    path = str(tmp_path / "q.sqlite3")
+    box = Outbox(path)
+    for i in range(3):
+        box.next_event()
+        box.put("t", "m{}".format(i))
+    store = box.store
+    real = store.rows_after
+    calls = []
+
+    def broken(seq, limit):
+        calls.append(seq)
+        if len(calls) == 1:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return real(seq, limit)
+
+    store.rows_after = broken
+    assert box.pending(10) == []  # the old rows are gone with the corrupt file
+    assert box.storage == "disk" and box.store is not store
+    assert any("corrupt" in p for p in box.problems)
+    assert box.next_event()[0] == 4  # the numbering goes on: consumers see the gap
+    assert box.put("t", "after") and [r.payload for r in box.pending(10)] == [b"after"]
+    assert [p for p in os.listdir(str(tmp_path)) if ".corrupt-" in p]
+    box.close()
+
+
+def test_disk_full_moves_the_queue_to_memory_and_back(tmp_path):
+    path = str(tmp_path / "q.sqlite3")
+    box = Outbox(path, sqlite_max_pages=12, retry_interval=3600)
+    n = 0
+    while box.storage == "disk":
+        assert box.put("t", "m{:05d}".format(n) + "x" * 500)
+        n += 1
+        assert n < 1000
+    assert any("full" in p for p in box.problems), box.problems
+    assert box.depth == n  # nothing lost: the rows moved to memory
+    assert [r.payload[:6] for r in box.pending(1000)] == [("m{:05d}".format(i)).encode() for i in range(n)]
+    assert not os.path.exists(path)
+    box._max_pages = None          # the disk has room again
+    box.retry_interval = 0
+    assert box.put("t", "back")
+    assert box.storage == "disk" and box.depth == n + 1
+    box.close()
+    assert Outbox(path).depth == n + 1
+
+
+def test_backoff_is_exponential_with_jitter():
+    rng = random.Random(1)
+    for attempt, base in ((1, 1), (2, 2), (3, 4), (4, 8), (5, 16), (6, 30), (20, 30), (200, 30)):
+        draws = [backoff_delay(attempt, 1, 30, rng) for _ in range(200)]
+        assert all(base / 2.0 <= d <= base for d in draws)
+        assert max(draws) - min(draws) > base * 0.3  # really jittered
+    with pytest.raises(ValueError, match="0 < min <= max"):
+        MqttPublisher("mqtt://127.0.0.1:1", "cam-x", reconnect_delay=(5, 1))
+
+
+def test_reconnects_are_jittered_against_a_down_broker():
+    pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-backoff", reconnect_delay=(0.1, 0.4),
+                        rng=random.Random(3))
+    pub.start()
+    try:
+        time.sleep(2.0)
+        failures = pub.counters["connect_failures"]
+        # delays 0.05-0.1, 0.1-0.2, then 0.2-0.4 each: 2 s hold about 5 to 10 attempts
+        assert 4 <= failures <= 14, failures
+        assert "refused" in pub.last_error
+    finally:
+        pub.close(timeout=0)
+
+
+def test_publisher_queue_survives_close_and_restart(tmp_path):
+    """close() with the broker away keeps the on-disk outbox; the next publisher sends it."""
+    device = "cam-restart"
+    data_dir = str(tmp_path / "data")
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub, got = listen(broker.url, device, kinds=("events",), client_id="restart-listener",
+                      clean_session=False)
+    broker.stop()
+    pub = MqttPublisher(broker.url, device, data_dir=data_dir, reconnect_delay=FAST)
+    pub.start()
+    for i in range(5):
+        pub.publish_event(event(device, i))
+    pub.close(timeout=0.2)
+    assert pub.counters["dropped"] == 0 and pub.counters["queued"] == 5
+    broker.start()
+    pub = MqttPublisher(broker.url, device, data_dir=data_dir, reconnect_delay=FAST)
+    try:
+        pub.start()
+        pub.publish_event(event(device, 5))
+        got.wait(lambda ms: len(ms) >= 6)
+    finally:
+        pub.close(timeout=WAIT)
+        sub.stop()
+        broker.stop()
+    assert [e["frame"] for e in got.events()] == list(range(6))
+    assert [e["seq"] for e in got.events()] == list(range(1, 7))
+
+
+def test_queue_throughput(tmp_path):
+    """Measured, not tuned: every-frame publishing at 30 fps needs 30 events/s."""
+    payload = json.dumps(dict(event("cam-speed", 1, faces=2), seq=1, event_id="0123456789abcdef-1"))
+    box = Outbox(str(tmp_path / "q.sqlite3"))
+    n = 1000
+    started = time.perf_counter()
+    for _ in range(n):
+        box.put("fer-edge/cam-speed/events", payload)
+    put_rate = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    while box.depth:
+        rows = box.pending(32)
+        box.mark_sent(rows[-1].seq)
+        box.ack([r.seq for r in rows])
+    ack_rate = n / (time.perf_counter() - started)
+    box.close()
+    REPORT["outbox"] = {"payload_bytes": len(payload), "put_per_s": round(put_rate), "ack_per_s": round(ack_rate)}
+    assert put_rate > 300 and ack_rate > 300, REPORT["outbox"]
+
+
+def test_end_to_end_throughput(tmp_path):
+    n = 2000
+    device = "cam-e2e-speed"
+    with running_mosquitto(tmp_path / "broker") as broker:
+        sub, got = listen(broker.url, device, kinds=("events",))
+        pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"))
+        try:
+            pub.start()
+            assert pub.wait_connected(WAIT)
+            events = [event(device, i, faces=2) for i in range(n)]
+            started = time.perf_counter()
+            for e in events:
+                pub.publish_event(e)
+            enqueue_s = time.perf_counter() - started
+            assert wait_until(lambda: pub.counters["acknowledged"] == n, timeout=60), pub.counters
+            total_s = time.perf_counter() - started
+            got.wait(lambda ms: len(ms) >= n, timeout=30)
+        finally:
+            pub.close()
+            sub.stop()
+    assert [e["frame"] for e in got.events()] == list(range(n))
+    REPORT["end_to_end"] = {"events": n, "publish_event_us": round(enqueue_s / n * 1e6),
+                            "acked_per_s": round(n / total_s)}
+    assert n / total_s > 300, REPORT["end_to_end"]
+
+
+# --- subscriber tools -------------------------------------------------------------------------
+
+def _message(kind, data, retain=False):
+    payload = json.dumps(data).encode("utf-8")
+    return Message("fer-edge/{}/{}".format(data["device_id"], kind), data["device_id"], kind, payload, data,
+                   retain, 1)
+
+
+def test_device_table_and_deduplication():
+    from edge.events import status_payload
+    clock = [1000.0]
+    table = DeviceTable(clock=lambda: clock[0])
+    assert "no devices" in table.render()
+    e1 = dict(event("cam-b", 1, faces=2), seq=1, event_id="aa-1")
+    table.update(_message("status", status_payload("cam-b", "online"), retain=True))
+    table.update(_message("events", e1))
+    assert table.update(_message("events", e1)) is False  # a duplicate is not counted twice
+    stats = stats_payload("cam-b", 29.5, {}, 100, 200)
+    stats["delivery"] = {"queued": 3, "dropped": 0, "reconnects": 1}
+    table.update(_message("stats", stats))
+    table.update(_message("status", status_payload("cam-a", "offline", reason="connection-lost"), retain=True))
+    clock[0] += 75
+    lines = table.render().splitlines()
+    assert lines[0].split() == ["DEVICE", "STATE", "FACES", "EMOTIONS", "FPS", "EVENTS", "QUEUED", "DROPPED",
+                                "LAST", "SEEN"]
+    assert lines[1].startswith("cam-a") and "offline (connection-lost)" in lines[1] and lines[1].endswith("-")
+    row = lines[2].split()
+    assert row[:6] == ["cam-b", "online", "2", "happiness", "2", "29.5"]
+    assert row[6:] == ["1", "3", "0", "1m15s", "ago"]
+    dedupe = Deduplicator(size=2)
+    msgs = [_message("events", dict(event("d", i), seq=i + 1, event_id="s-{}".format(i + 1))) for i in range(3)]
+    assert [dedupe.seen(m) for m in msgs + msgs[2:]] == [False, False, False, True]
+    assert dedupe.seen(msgs[0]) is False  # forgotten beyond the window
+
+
+def test_run_table_prints_snapshots_when_not_a_terminal(tmp_path):
+    device = "cam-table"
+    with running_mosquitto(tmp_path / "broker") as broker:
+        out, ready, result = io.StringIO(), threading.Event(), {}
+        thread = threading.Thread(target=lambda: result.setdefault(
+            "table", run_table(broker.url, out=out, refresh=0.2, timeout=3.0, ready=ready)))
+        thread.start()
+        assert ready.wait(WAIT)
+        pub = MqttPublisher(broker.url, device)
+        pub.start()
+        for i in range(5):
+            pub.publish_event(event(device, i, faces=2))
+        pub.publish_stats(stats_payload(device, 12.0, {}, 5, 10))
+        pub.close(timeout=WAIT)
+        thread.join(WAIT)
+    text = out.getvalue()
+    assert "\x1b[" not in text
+    snapshots = text.split("--- ")[1:]
+    assert len(snapshots) >= 2
+    last = snapshots[-1].splitlines()
+    row = [line for line in last if line.startswith(device)][0].split()
+    assert row[1:3] == ["offline", "(shutdown)"] and row[3:6] == ["2", "happiness", "2"]
+    assert row[6:10] == ["12.0", "5", "0", "0"]
+    assert result["table"].devices[device].events == 5
+
+
+def test_resume_gets_what_was_published_while_away(tmp_path):
+    device = "cam-resume"
+    with running_mosquitto(tmp_path / "broker") as broker:
+        with pytest.raises(ValueError, match="client id"):
+            run_subscriber(broker.url, device, resume=True, timeout=0.1)
+        # first run: creates the session at the broker
+        assert run_subscriber(broker.url, device, resume=True, client_id="resume-me", timeout=0.5,
+                              kinds=("events",), out=io.StringIO()) == 0
+        pub = MqttPublisher(broker.url, device)
+        pub.start()
+        for i in range(4):
+            pub.publish_event(event(device, i))
+        pub.close(timeout=WAIT)
+        out = io.StringIO()
+        n = run_subscriber(broker.url, device, resume=True, client_id="resume-me", json_mode=True,
+                           max_messages=4, timeout=WAIT, kinds=("events",), out=out)
+        assert n == 4
+        assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0, 1, 2, 3]
+        # without resume the same client id starts clean: nothing old
+        assert run_subscriber(broker.url, device, client_id="resume-me", timeout=0.5,
+                              kinds=("events",), out=io.StringIO()) == 0
+
+
+# --- the example consumer ---------------------------------------------------------------------
+
+def _example():
+    path = REPO / "examples" / "aggregate_per_minute.py"
+    spec = importlib.util.spec_from_file_location("aggregate_per_minute", str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_aggregates_per_device_per_minute(tmp_path):
+    example = _example()
+    agg = example.Aggregator()
+    t0 = 1795515300.0  # 10:15:00 UTC
+    for i in range(6):
+        e = make_event("cam-x", i, [face_entry(1, (0, 0, 9, 9), EMOTIONS, PROBS)], "m", "1", timestamp=t0 + 10 * i)
+        e["event_id"] = "s-{}".format(i + 1)
+        agg.add(e, now=t0 + 10 * i + 1)
+        if i == 2:
+            agg.add(e, now=t0 + 30)  # a duplicate delivery is ignored
+    assert agg.close_idle(t0 + 62, grace=5) == []  # the minute is not over + grace yet
+    later = make_event("cam-y", 0, [], "m", "1", timestamp=t0 + 70)
+    assert agg.add(later, now=t0 + 71) == []       # another device's minute changes nothing
+    closed = agg.close_idle(t0 + 66, grace=5)
+    assert [(r["device_id"], r["minute"], r["frames"], r["faces"], r["happiness"]) for r in closed] == \
+        [("cam-x", "2026-11-24T10:15Z", 6, 6, 6)]
+    csv_path = tmp_path / "out.csv"
+    with open(str(csv_path), "w") as handle:
+        example.write_csv(closed, handle, header=True)
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("minute,device_id,frames,faces,neutral,happiness")
+    assert lines[1].startswith("2026-11-24T10:15Z,cam-x,6,6,0,6")
+    assert "happiness 6" in example.format_table(closed)
+
+
+def test_example_runs_against_a_broker(tmp_path):
+    device = "cam-example"
+    with running_mosquitto(tmp_path / "broker") as broker:
+        csv_path = tmp_path / "minutes.csv"
+        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "aggregate_per_minute.py"), "--broker",
+                                 broker.url, "--csv", str(csv_path), "--duration", "4"],
+                                cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True)
+        sub, got = listen(broker.url, device, kinds=("events",))  # the example is subscribed by then
+        time.sleep(1.0)
+        pub = MqttPublisher(broker.url, device)
+        pub.start()
+        an_hour_ago = time.time() - 3600  # a replayed backlog: one row, not one per event
+        for i in range(10):
+            pub.publish_event(make_event(device, i, [face_entry(t, (0, 0, 9, 9), EMOTIONS, PROBS) for t in (1, 2)],
+                                         "m", "1", timestamp=an_hour_ago))
+        pub.close(timeout=WAIT)
+        got.wait(lambda ms: len(ms) >= 10)
+        sub.stop()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    rows = csv_path.read_text().splitlines()
+    assert len(rows) == 2 and rows[1].split(",")[1:4] == [device, "10", "20"]
+    assert device in out
+
+
+def test_zz_report():
+    """Prints the measured numbers (pytest -s)."""
+    print("\nDELIVERY REPORT " + json.dumps(REPORT, sort_keys=True))
