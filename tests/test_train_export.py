@@ -142,3 +142,19 @@ def test_bad_config_values_are_named(tmp_path):
     (tmp_path / "c.json").write_text('{"epochs": 3, "epoch": 4}')
     with pytest.raises(ValueError, match="unknown config keys epoch"):
         TrainConfig.load(str(tmp_path / "c.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.ferdata
+def test_one_epoch_on_the_shared_data_then_evaluate_and_export(ferplus_tar, tmp_path):
+    """The README's commands on the full shared data: build the cache, 1 epoch, evaluate, export."""
+    cache = tmp_path / "ferplus.npz"
+    assert run_cli("data", "build", "--src", ferplus_tar, "--out", cache).returncode == 0
+    run = tmp_path / "run"
+    proc = run_cli("train", "--data", cache, "--run-dir", run, "--epochs", 1, "--verbose", 2, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("evaluate", "--model", run, "--data", cache, "--json")
+    report = json.loads(proc.stdout)
+    assert report["faces"] == 3191 and report["accuracy"] > 0.5  # one epoch already beats the majority class (37%)
+    assert run_cli("export", "--model", run, "--out", tmp_path / "saved").returncode == 0
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()
