@@ -3,7 +3,7 @@
 Modules: ``labels`` (the FER+ label list), ``metadata`` (artifact metadata), ``preprocess``
 (the one face preprocessing), ``backends`` (one class per runtime), ``classifier``
 (``load_classifier``), ``pipeline`` (``detect_emotions``), and the agent parts: ``sources``,
-``detect``, ``track``, ``policy``, ``events``, ``publish``, ``agent``, ``service``, ``config``.
+``detect``, ``track``, ``policy``, ``events``, ``outbox``, ``publish``, ``agent``, ``service``, ``config``.
 """
 
 from .classifier import load_classifier  # noqa: F401

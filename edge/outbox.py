@@ -21,8 +21,9 @@ events were dropped.
 
 Failures never stop the agent: a corrupt file is renamed aside
 (``<file>.corrupt-<UTC time>``) and a new one is created (same stream, numbering continues); a
-full disk or another I/O error moves the queued rows to memory (and removes the file, whose rows
-are now in memory); while in memory, the file is re-created every ``retry_interval`` seconds.
+full disk or another I/O error moves the queued rows to memory (a full disk's file is removed:
+its rows are in memory now); while in memory, a new file is tried every ``retry_interval``
+seconds (an old file still there is renamed aside first, so nothing is sent twice).
 A second agent with the same device id and data directory cannot use the file (it is locked):
 that agent queues in memory.
 """
@@ -401,10 +402,14 @@ class Outbox(object):
         for row in rows or []:
             memory.insert(row)
         memory.meta.update({"stream": self.stream, "event_seq": str(self.event_seq)})
-        if rows is not None:
-            _remove_files(self.path)  # its rows are in memory now; no double sending later
-            self._problem("{}: {}; its {} message(s) moved to memory, queuing in memory until the "
-                          "file can be re-created".format(self.path, exc, len(rows)))
+        if rows is not None and "full" in str(exc).lower():
+            _remove_files(self.path)  # its rows are in memory now; frees the space it held
+            self._problem("{}: {}; its {} message(s) moved to memory and the file removed, queuing in "
+                          "memory until a new file can be created".format(self.path, exc, len(rows)))
+        elif rows is not None:
+            self._problem("{}: {}; its {} message(s) moved to memory, queuing in memory until a new "
+                          "file can be created (this one is then renamed aside)".format(
+                              self.path, exc, len(rows)))
         else:
             self._problem("{}: {}; the file could not be read and is left in place, queuing in "
                           "memory".format(self.path, exc))

@@ -42,7 +42,6 @@ import collections
 import logging
 import os
 import random
-import socket
 import threading
 import time
 
@@ -203,7 +202,8 @@ def describe_connect_problem(text, url, ca_certs=None, certfile=None):
     """A readable reason from the text of a connection exception or of paho's error log."""
     low = text.lower()
     where = parse_url(url).redacted()
-    if "hostname mismatch" in low or "doesn't match" in low or "does not match" in low:
+    if "mismatch, certificate is not valid" in low or "doesn't match" in low or \
+            "hostname mismatch" in low:
         return ("TLS: the broker's certificate is not valid for the host name {} ({}); connect by a "
                 "name the certificate lists".format(parse_url(url).host, text))
     if "certificate verify failed" in low:
@@ -214,6 +214,14 @@ def describe_connect_problem(text, url, ca_certs=None, certfile=None):
             return "TLS: the broker did not accept the client certificate {} ({})".format(certfile, text)
         return ("TLS: the broker requires a client certificate (set cert_file and key_file) "
                 "({})".format(text))
+    if parse_url(url).tls and ("eof occurred in violation of protocol" in low or "unexpected eof" in low):
+        # TLS 1.3: the handshake ends on the client side before the broker checked the client
+        # certificate; a broker that rejects it just closes the connection.
+        if certfile:
+            return ("TLS: the broker closed the connection right after the handshake: it probably does "
+                    "not accept the client certificate {} ({})".format(certfile, text))
+        return ("TLS: the broker closed the connection right after the handshake: it probably requires "
+                "a client certificate (set cert_file and key_file) ({})".format(text))
     if "unknown ca" in low or "bad certificate" in low or "certificate unknown" in low or \
             "handshake failure" in low:
         return ("TLS: the broker rejected the client certificate {} (is it signed by a CA the broker "
@@ -426,6 +434,9 @@ class MqttPublisher(Publisher):
         if (username if username is not None else self.url.username) is None and \
                 (password if password is not None else self.url.password) is not None:
             raise ValueError("a broker password needs a user name")
+        if int(max_queued) < 0 or int(queue_max_bytes) < 0:
+            raise ValueError("queue bounds must be >= 0 (0: unbounded), got max_queued={} and "
+                             "queue_max_bytes={}".format(max_queued, queue_max_bytes))
         self._outbox = outbox
         self._outbox_args = (data_dir, int(max_queued), int(queue_max_bytes))
         self._rng = rng or random.Random()
@@ -625,6 +636,7 @@ class MqttPublisher(Publisher):
         client = self._client
         try:
             while True:
+                self._delete_acknowledged()
                 now = _monotonic()
                 if self._closing and self._finish(now, socket_open):
                     break
@@ -634,6 +646,7 @@ class MqttPublisher(Publisher):
                         self._wake.clear()
                         continue
                     try:
+                        self._paho_error = None
                         client.reconnect()
                         socket_open = True
                     except Exception as exc:
@@ -657,6 +670,17 @@ class MqttPublisher(Publisher):
                     self._service()
         except Exception:  # pragma: no cover - never die silently
             log.exception("MQTT network thread failed")
+        finally:
+            try:
+                self._delete_acknowledged()
+            except Exception:  # pragma: no cover
+                log.exception("MQTT: cannot delete acknowledged messages")
+
+    def _delete_acknowledged(self):
+        with self._lock:
+            acked, self._acked = self._acked, []
+        if acked:
+            self._outbox.ack(acked)
 
     def _service(self):
         """Connected: announce online, delete acknowledged rows, send more of the outbox."""
@@ -666,10 +690,7 @@ class MqttPublisher(Publisher):
             if not self._closing:
                 self._publish_status("online")
                 self._connected_event.set()
-        with self._lock:
-            acked, self._acked = self._acked, []
-        if acked:
-            self._outbox.ack(acked)
+        self._delete_acknowledged()
         room = self.max_inflight - len(self._inflight)
         if room <= 0:
             return
@@ -727,6 +748,9 @@ class MqttPublisher(Publisher):
         if status_done or now >= deadline:
             try:
                 self._client.disconnect()
+                for _ in range(10):  # until DISCONNECT is written and the socket closed
+                    if rc_value(self._client.loop(timeout=LOOP_TIMEOUT)) != 0:
+                        break
             except Exception as exc:  # pragma: no cover
                 log.debug("MQTT disconnect: %s", exc)
             return True
@@ -736,7 +760,13 @@ class MqttPublisher(Publisher):
         with self._lock:
             self._counts["connect_failures"] += 1
             first, self._warned_unreachable = not self._warned_unreachable, True
-        self.last_error = describe_connect_problem(text, self.url, self._ca_certs, self._certfile)
+        problem = describe_connect_problem(text, self.url, self._ca_certs, self._certfile)
+        if problem.startswith("cannot connect") and (self.last_error or "").startswith("TLS:"):
+            # A TLS rejection shows differently from one attempt to the next (an alert, an EOF,
+            # a reset); keep the explanation until a connection succeeds.
+            log.debug("MQTT: %s", problem)
+            return
+        self.last_error = problem
         (log.warning if first else log.debug)(
             "MQTT: %s; retrying in the background (messages are queued)", self.last_error)
 
@@ -810,7 +840,9 @@ class MqttPublisher(Publisher):
 
     def _on_log(self, client, userdata, level, buf):
         try:
-            if level == getattr(self._mqtt, "MQTT_LOG_ERR", 8):
+            # the first error since the last connection attempt is the cause; later ones
+            # ("Client is not connected") are consequences
+            if level == getattr(self._mqtt, "MQTT_LOG_ERR", 8) and self._paho_error is None:
                 self._paho_error = buf
         except Exception:  # pragma: no cover
             pass

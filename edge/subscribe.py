@@ -30,8 +30,10 @@ from .publish import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, create_client,
 log = logging.getLogger(__name__)
 
 # One received message. ``data``: the decoded JSON (None if the payload is not JSON);
-# ``device_id``/``kind``: from the topic (None for a topic outside the prefix).
-Message = collections.namedtuple("Message", "topic device_id kind payload data retain qos")
+# ``device_id``/``kind``: from the topic (None for a topic outside the prefix); ``dup``: the
+# broker's DUP flag (a re-delivery of a message it may have delivered already).
+Message = collections.namedtuple("Message", "topic device_id kind payload data retain qos dup")
+Message.__new__.__defaults__ = (False,)
 
 
 def _decode(payload):
@@ -157,7 +159,7 @@ class Subscription(object):
             topic = msg.topic
             device_id, kind = parse_topic(self.prefix, topic)
             message = Message(topic, device_id, kind, bytes(msg.payload), _decode(msg.payload),
-                              bool(msg.retain), int(msg.qos))
+                              bool(msg.retain), int(msg.qos), bool(getattr(msg, "dup", False)))
             self.received += 1
             if self._on_message_cb is not None:
                 self._on_message_cb(message)
@@ -241,6 +243,10 @@ def format_message_lines(message):
             fps = "?"
         line = "{} {} stats fps {} frames {} faces {}".format(
             ts, dev, fps, data.get("frames", "?"), data.get("faces", "?"))
+        delivery = data.get("delivery")
+        if isinstance(delivery, dict):
+            line += " queued {} dropped {} reconnects {}".format(
+                delivery.get("queued", "?"), delivery.get("dropped", "?"), delivery.get("reconnects", "?"))
         return [line + (" " + stage_text if stage_text else "")]
     return ["{} {}".format(message.topic, json.dumps(data, sort_keys=True))]
 

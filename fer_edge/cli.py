@@ -102,17 +102,25 @@ def cmd_image(args):
 
 
 def cmd_subscribe(args):
-    from edge.subscribe import run_subscriber
+    from edge.config import PASSWORD_ENV, read_secret
+    from edge.subscribe import run_subscriber, run_table
     options = {}
     if args.password_file:
-        from edge.config import read_secret
         options["password"] = read_secret(args.password_file)
-    for key in ("username", "ca_file", "cert_file", "key_file"):
+    elif os.environ.get(PASSWORD_ENV):
+        options["password"] = os.environ[PASSWORD_ENV]
+    for key in ("username", "ca_file", "cert_file", "key_file", "client_id", "alpn"):
         if getattr(args, key):
             options[{"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}.get(key, key)] = getattr(args, key)
+    if args.tls_insecure:
+        options["tls_insecure"] = True
     try:
+        if args.table:
+            run_table(args.broker, device_id=args.device_id, prefix=args.topic_prefix, refresh=args.refresh,
+                      timeout=args.timeout, resume=args.since, **options)
+            return 0
         count = run_subscriber(args.broker, device_id=args.device_id, prefix=args.topic_prefix, json_mode=args.json,
-                               max_messages=args.count, timeout=args.timeout, **options)
+                               max_messages=args.count, timeout=args.timeout, resume=args.since, **options)
     except KeyboardInterrupt:
         return 0
     return 0 if count or not args.count else 1
@@ -243,7 +251,18 @@ def build_parser():
     p.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://host[:port]")
     p.add_argument("--device-id", dest="device_id", default="+", help="one device, or + for all (default)")
     p.add_argument("--topic-prefix", dest="topic_prefix", default="fer-edge")
-    p.add_argument("--json", action="store_true", help="raw JSON payloads, one per line")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="raw JSON payloads, one per line")
+    view.add_argument("--table", action="store_true",
+                      help="a live table per device (redrawn on a terminal, snapshots when piped)")
+    p.add_argument("--refresh", type=float, default=1.0, help="seconds between table redraws (default %(default)s)")
+    p.add_argument("--since", action="store_true",
+                   help="resume the persistent session of --client-id: what was published while it was away "
+                        "comes first (docs/mqtt.md)")
+    p.add_argument("--client-id", dest="client_id", help="MQTT client id (required by --since)")
+    p.add_argument("--alpn", help="TLS ALPN protocols (automatic for AWS IoT Core on port 443)")
+    p.add_argument("--tls-insecure", dest="tls_insecure", action="store_true",
+                   help="do not verify the broker's host name (tests only)")
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.add_argument("--username")

@@ -47,6 +47,7 @@ JETSON_CONFIG = {
     "source": "csi://0?width=1280&height=720&framerate=30",
     "model": INSTALL_PREFIX + "/model/model.onnx",
     "publish": "on-change",
+    "data_dir": "/var/lib/fer-edge",  # the unit's StateDirectory: the on-disk event queue lives here
 }
 
 

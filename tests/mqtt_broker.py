@@ -10,7 +10,9 @@
 
 The broker listens on 127.0.0.1 only, on a free port, anonymous, without persistence (unless
 ``persistence=True``: then its in-memory state, e.g. persistent sessions, survives
-``stop()``/``start()``). Tests skip with the reason when the ``mosquitto`` binary is missing
+``stop()``/``start()``). ``config="..."`` replaces the generated configuration by a complete one
+(``{port}`` and ``{dir}`` in it are replaced; logging lines are added): tests of the example
+configurations in examples/mosquitto/. Tests skip with the reason when the ``mosquitto`` binary is missing
 (``apt-get install mosquitto``).
 """
 
@@ -67,7 +69,7 @@ def port_accepts(port, host=HOST, timeout=0.2):
 class Mosquitto(object):
     """One mosquitto process on ``host:port`` with its own config in ``directory``."""
 
-    def __init__(self, directory, port=None, extra_conf="", persistence=False, binary=None):
+    def __init__(self, directory, port=None, extra_conf="", persistence=False, binary=None, config=None):
         self.binary = binary or require_mosquitto()
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,14 @@ class Mosquitto(object):
         self.log_path = self.directory / "mosquitto.log"
         self.process = None
         self._log_file = None
+        if config is not None:  # a complete configuration (e.g. from examples/mosquitto/)
+            lines = [config.replace("{port}", str(self.port)).replace("{dir}", str(self.directory)),
+                     "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
+                     "log_type information", "connection_messages true"]
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                lines.append("user root")
+            self.conf_path.write_text("\n".join(lines) + "\n")
+            return
         lines = [
             "listener {} {}".format(self.port, HOST),
             "allow_anonymous true",
@@ -160,9 +170,9 @@ class Mosquitto(object):
 
 
 @contextlib.contextmanager
-def running_mosquitto(tmp_dir, port=None, extra_conf="", persistence=False):
+def running_mosquitto(tmp_dir, port=None, extra_conf="", persistence=False, config=None):
     """A started :class:`Mosquitto` in ``tmp_dir``; stopped at the end."""
-    broker = Mosquitto(tmp_dir, port=port, extra_conf=extra_conf, persistence=persistence)
+    broker = Mosquitto(tmp_dir, port=port, extra_conf=extra_conf, persistence=persistence, config=config)
     broker.start()
     try:
         yield broker

@@ -68,8 +68,12 @@ class Collector(object):
         self.sub.stop()
 
 
-def agent(*args, timeout=180, **kw):
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING"] + [str(a) for a in args]
+def agent(*args, timeout=180, data_dir=None, **kw):
+    """`fer-edge run` with its event queue in a fresh folder (rows left by other runs would be re-sent)."""
+    import tempfile
+    data_dir = data_dir or tempfile.mkdtemp(prefix="fer-edge-queue-")
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING",
+           "--data-dir", data_dir] + [str(a) for a in args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -147,7 +151,7 @@ def test_sigterm_finishes_the_frame_flushes_and_goes_offline(broker, model_path,
     collector = Collector(broker.url, "cam-term")
     try:
         cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--source", long_video, "--broker", broker.url,
-               "--device-id", "cam-term", "--model", model_path]
+               "--device-id", "cam-term", "--model", model_path, "--data-dir", str(tmp_path / "queue")]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert collector.wait_for(lambda: len(collector.of("events")) >= 5, timeout=60)
         proc.send_signal(signal.SIGTERM)

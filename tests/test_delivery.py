@@ -15,7 +15,6 @@ there too (paho-mqtt 1.x).
 import importlib.util
 import io
 import json
-import logging
 import os
 import random
 import signal
@@ -112,6 +111,24 @@ def analyse(events):
     gaps = (seqs[0] - 1 if seqs else 0) + sum(1 for a, b in zip(seqs, seqs[1:]) if b > a + 1)
     disorder = sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
     return unique, duplicates, gaps, disorder
+
+
+def redeliveries(messages):
+    """The event messages whose event_id arrived before (the second and later copies)."""
+    seen, again = set(), []
+    for m in messages:
+        if m.data["event_id"] in seen:
+            again.append(m)
+        seen.add(m.data["event_id"])
+    return again
+
+
+def queued_events(path):
+    """How many events a queue file holds now (0 while it is being created)."""
+    try:
+        return sum(t.endswith("/events") for _, t, _ in queue_rows(path))
+    except sqlite3.Error:
+        return 0
 
 
 def queue_rows(path):
@@ -218,15 +235,24 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
         if sub is not None:
             sub.stop()
         broker.stop()
-    events = got.events()
+    messages = got.of_kind("events")
+    events = [m.data for m in messages]
     unique, duplicates, gaps, disorder = analyse(events)
+    redelivered = redeliveries(messages)
     REPORT["outage"] = {"frames": frames, "received": len(events), "unique": len(unique),
                         "duplicates": duplicates, "gaps": gaps, "out_of_order": disorder,
-                        "received_before_stop": stopped_at}
-    assert [e["frame"] for e in unique] == list(range(frames))  # every frame, in order
+                        "received_before_stop": stopped_at,
+                        "duplicates_with_dup_flag": sum(m.dup for m in redelivered)}
+    # De-duplicated by event_id: every frame exactly once, in order, no gap.
+    assert [e["frame"] for e in unique] == list(range(frames))
     assert [e["seq"] for e in unique] == list(range(1, frames + 1))
     assert gaps == 0 and disorder == 0
-    assert duplicates == 0, "{} duplicate(s) across the broker restart".format(duplicates)
+    # Raw duplicates (0 to 3 seen here) have been the broker's own re-deliveries (DUP flag) of what
+    # it had in flight to the subscriber when it stopped: mosquitto saves that as unacknowledged
+    # and sends it again after the restart (QoS 1 between broker and subscriber). A copy from the
+    # agent's leg (PUBACK lost at the stop) would be as legitimate, so the origin is reported
+    # (REPORT, pytest -s), not asserted.
+    assert duplicates <= 5, [(m.data["seq"], m.dup) for m in redelivered]
     schema = load_schema("emotion-event")
     jsonschema = pytest.importorskip("jsonschema")
     for e in unique[:5] + unique[-5:]:
@@ -236,9 +262,52 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
     for s in stats:
         jsonschema.validate(s, load_schema("stats"))
     assert max(s["delivery"]["queued"] for s in stats) > 10, "stats never showed the backlog"
-    assert stats[-1]["delivery"]["reconnects"] >= 1 and stats[-1]["delivery"]["dropped"] == 0
-    assert stats[-1]["delivery"]["storage"] == "disk"
+    assert any(s["delivery"]["connected"] is False for s in stats)  # queued during the outage
+    after = [s for s in stats if s["delivery"]["connected"] and s["delivery"]["disconnects"]]
+    assert all(s["delivery"]["reconnects"] >= 1 for s in after)  # (the agent may end during the outage)
+    assert all(s["delivery"]["dropped"] == 0 and s["delivery"]["storage"] == "disk" for s in stats)
+    REPORT["outage"]["stats_after_reconnect"] = len(after)
     assert "lost" in log_text  # the agent logged the outage
+
+
+def test_publishing_at_30_fps_across_an_outage(tmp_path):
+    """The publisher fed at 30 events/s (and stats twice a second) while the broker goes away for
+    4 s and comes back: nothing lost, in order, and the stats tell the story."""
+    device, frames = "cam-30fps", 240
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub, got = listen(broker.url, device, client_id="fps-listener", clean_session=False)
+    pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"), reconnect_delay=FAST)
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT)
+        started = time.monotonic()
+        for i in range(frames):
+            if i == 60:
+                broker.stop()
+            elif i == 180:
+                broker.start()
+            pub.publish_event(event(device, i, faces=2))
+            if i % 15 == 0:
+                pub.publish_stats(stats_payload(device, 30.0, {}, i, 2 * i))
+            time.sleep(max(0.0, started + (i + 1) / 30.0 - time.monotonic()))
+        assert wait_until(lambda: pub.counters["queued"] == 0, timeout=20), pub.counters
+        pub.publish_stats(stats_payload(device, 30.0, {}, frames, 2 * frames))
+        got.wait(lambda ms: len(set(m.data["event_id"] for m in ms if m.kind == "events")) >= frames and
+                 sum(m.kind == "stats" for m in ms) >= frames // 15 + 1, timeout=20)
+    finally:
+        pub.close(timeout=WAIT)
+        sub.stop()
+        broker.stop()
+    unique, duplicates, gaps, disorder = analyse(got.events())
+    assert [e["frame"] for e in unique] == list(range(frames)) and gaps == disorder == 0
+    assert duplicates <= 5, [(m.data["seq"], m.dup) for m in redeliveries(got.of_kind("events"))]
+    stats = [m.data["delivery"] for m in got.of_kind("stats")]
+    assert any(not s["connected"] and s["queued"] > 30 for s in stats)
+    assert stats[-1]["connected"] and stats[-1]["reconnects"] == 1 and stats[-1]["disconnects"] == 1
+    assert stats[-1]["dropped"] == 0 and stats[-1]["queued"] == 0
+    REPORT["outage_30fps"] = {"frames": frames, "received": len(got.events()), "duplicates": duplicates,
+                              "gaps": gaps, "max_queued": max(s["queued"] for s in stats)}
 
 
 def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model, videos, tmp_path):
@@ -254,8 +323,7 @@ def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model
         broker.stop()
         log_path = tmp_path / "agent1.log"
         proc = start_agent(agent_cmd(broker.url, device, videos[400], tiny_model, data_dir), log_path)
-        assert wait_until(lambda: os.path.exists(path) and
-                          sum(t.endswith("/events") for _, t, _ in queue_rows(path)) >= 60, timeout=60), \
+        assert wait_until(lambda: os.path.exists(path) and queued_events(path) >= 60, timeout=60), \
             Path(str(log_path)).read_text()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(WAIT)
@@ -509,6 +577,58 @@ def test_publisher_queue_survives_close_and_restart(tmp_path):
         broker.stop()
     assert [e["frame"] for e in got.events()] == list(range(6))
     assert [e["seq"] for e in got.events()] == list(range(1, 7))
+
+
+QUEUEING_AGENT = """
+import sys, time
+from edge.events import make_event
+from edge.publish import MqttPublisher
+url, device, data_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+pub = MqttPublisher(url, device, data_dir=data_dir, reconnect_delay=(0.2, 1))
+pub.start()
+for i in range(n):
+    pub.publish_event(make_event(device, i, [], "m", "1"))
+print("queued", pub.counters["queued"], flush=True)
+time.sleep(120)
+"""
+
+
+def test_publisher_killed_while_broker_down_then_restarted(tmp_path):
+    """SIGKILL of a publishing process (no close, no flush): the next one sends its queue first
+    (the publisher-level twin of the agent test above; it runs on Python 3.6 + paho 1.x too)."""
+    device, data_dir = "cam-kill9", str(tmp_path / "data")
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub, got = listen(broker.url, device, kinds=("events",), client_id="kill9-listener", clean_session=False)
+    broker.stop()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", QUEUEING_AGENT, broker.url, device, data_dir, "25"],
+                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.split() == ["queued", "25"], line + proc.stderr.read() if proc.poll() is not None else line
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(WAIT)
+        assert len(queue_rows(queue_path(data_dir, device))) == 25
+        broker.start()
+        pub = MqttPublisher(broker.url, device, data_dir=data_dir, reconnect_delay=FAST)
+        pub.start()
+        for i in range(25, 30):
+            pub.publish_event(event(device, i))
+        got.wait(lambda ms: len(ms) >= 30)
+        pub.close(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        sub.stop()
+        broker.stop()
+    unique, duplicates, gaps, disorder = analyse(got.events())
+    assert [e["frame"] for e in unique] == list(range(30)) and duplicates == gaps == disorder == 0
+    assert [e["seq"] for e in unique] == list(range(1, 31))
 
 
 def test_queue_throughput(tmp_path):

@@ -167,3 +167,19 @@ def test_status_and_stats_payloads_match_schemas():
     assert stats["extra"] == {"queue": 0}
     assert errors("stats", dict(stats, fps=-1))
     assert errors("stats", dict(stats, unknown=1))
+
+
+def test_optional_delivery_fields_match_schemas():
+    """seq/event_id (events) and delivery (stats): optional additions within schema_version 1."""
+    event = dict(sample_event(), seq=42, event_id="9f2c4e1a7b3d5e60-42")
+    assert errors("emotion-event", json.loads(to_json(event))) == []
+    assert errors("emotion-event", dict(event, seq=0))
+    assert errors("emotion-event", dict(event, seq="42"))
+    assert errors("emotion-event", dict(event, event_id="no id"))
+    delivery = {"queued": 3, "queued_bytes": 2100, "dropped": 0, "failed": 0, "acknowledged": 10,
+                "reconnects": 1, "disconnects": 1, "connected": True, "storage": "disk"}
+    stats = stats_payload("cam-01", 30.0, {}, 10, 20, delivery=delivery)
+    assert stats["delivery"] == delivery and errors("stats", json.loads(to_json(stats))) == []
+    assert errors("stats", dict(stats, delivery=dict(delivery, queued=-1)))
+    assert errors("stats", dict(stats, delivery=dict(delivery, storage="cloud")))
+    assert errors("stats", dict(stats, delivery={"queued": 1}))  # dropped and reconnects are required

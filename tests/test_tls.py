@@ -1,0 +1,355 @@
+"""TLS, client certificates, ACLs and passwords against a real mosquitto (127.0.0.1).
+
+Certificates are made here with the openssl command (a CA, a second CA, a server certificate
+for DNS:localhost, client certificates whose CN is the device id). The brokers run the example
+configurations of examples/mosquitto/ (paths and port replaced), so those files are tested too.
+Skipped without mosquitto or openssl. Python 3.6 + paho-mqtt 1.x compatible.
+"""
+
+import logging
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mqtt_broker import running_mosquitto
+
+from edge.config import ConfigError, load_config
+from edge.events import face_entry, make_event
+from edge.labels import EMOTIONS
+from edge.publish import AWS_ALPN, MqttPublisher, alpn_protocols, make_ssl_context
+from edge.service import make_publisher
+from edge.subscribe import subscribe
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "mosquitto"
+PROBS = [0.05, 0.7, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+WAIT = 10.0
+REFUSED_WAIT = 2.0  # how long a connection that must fail is given
+
+
+def event(device, frame):
+    return make_event(device, frame, [face_entry(1, (10, 20, 48, 48), EMOTIONS, PROBS)], "m", "1")
+
+
+def _openssl(folder, *args):
+    subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def _key_and_csr(folder, name, subject):
+    _openssl(folder, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", name + ".key", "-out", name + ".csr", "-subj", subject)
+
+
+def _sign(folder, name, ca, ext=None):
+    args = ["x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-out", name + ".crt", "-days", "2"]
+    if ext:
+        (folder / (name + ".ext")).write_text(ext)
+        args += ["-extfile", name + ".ext"]
+    _openssl(folder, *args)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed")
+    folder = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "other-ca"):
+        _openssl(folder, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", ca + ".key", "-out", ca + ".crt", "-days", "2", "-subj", "/CN=fer-edge test " + ca)
+    _key_and_csr(folder, "server", "/CN=localhost")
+    _sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
+    for client in ("cam-a", "consumer"):
+        _key_and_csr(folder, client, "/CN=" + client)
+        _sign(folder, client, "ca")
+    _key_and_csr(folder, "rogue", "/CN=cam-a")  # right name, wrong CA
+    _sign(folder, "rogue", "other-ca")
+    return dict((p.stem, str(p)) for p in folder.iterdir() if p.suffix == ".crt")  # keys: .crt -> .key
+
+
+def example_config(name, pki, tmp_path, passwd=None):
+    """An examples/mosquitto/ configuration with this test's files and a loopback port."""
+    text = (EXAMPLES / name).read_text()
+    certs = str(Path(pki["ca"]).parent) + "/"
+    text = (text.replace("/etc/mosquitto/certs/", certs)
+            .replace("/etc/mosquitto/fer-edge.acl", str(EXAMPLES / "fer-edge.acl"))
+            .replace("/var/lib/mosquitto/", str(tmp_path) + "/")
+            .replace("listener 8883", "listener {port} 127.0.0.1"))
+    if passwd:
+        text = text.replace("/etc/mosquitto/passwd", str(passwd))
+    return text
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(pki, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mtls")
+    with running_mosquitto(folder, config=example_config("fer-edge-mtls.conf", pki, folder)) as broker:
+        broker.tls_url = "mqtts://localhost:{}".format(broker.port)
+        yield broker
+
+
+class Inbox(object):
+    def __init__(self):
+        self.messages = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message):
+        with self.lock:
+            self.messages.append(message)
+
+    def topics(self):
+        with self.lock:
+            return [m.topic for m in self.messages]
+
+
+def consumer(broker, pki, device="+", name="consumer"):
+    inbox = Inbox()
+    sub = subscribe(broker.tls_url, device_id=device, on_message=inbox, kinds=("events", "status"),
+                    ca_certs=pki["ca"], certfile=pki[name], keyfile=pki[name].replace(".crt", ".key"),
+                    reconnect_delay=(0.2, 1))
+    assert sub.wait_subscribed(WAIT), sub.last_error
+    return sub, inbox
+
+
+def wait_until(predicate, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def refused(publisher):
+    """Start ``publisher``, check it does not connect, return its last_error."""
+    publisher.start()
+    try:
+        assert not publisher.wait_connected(REFUSED_WAIT)
+        assert wait_until(lambda: publisher.last_error, 3.0)
+        return publisher.last_error
+    finally:
+        publisher.close(timeout=0)
+
+
+def test_device_certificate_connects_and_the_consumer_reads(mtls_broker, pki):
+    sub, inbox = consumer(mtls_broker, pki)
+    pub = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"],
+                        keyfile=pki["cam-a"].replace(".crt", ".key"))
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT), pub.last_error
+        for i in range(3):
+            pub.publish_event(event("cam-a", i))
+        assert wait_until(lambda: inbox.topics().count("fer-edge/cam-a/events") == 3), inbox.topics()
+    finally:
+        pub.close()
+        sub.stop()
+    assert "fer-edge/cam-a/status" in inbox.topics()
+
+
+def test_acl_stops_a_device_publishing_under_another_id(mtls_broker, pki):
+    """cam-a's certificate, device id cam-b: mosquitto acknowledges and drops (MQTT 3.1.1)."""
+    sub, inbox = consumer(mtls_broker, pki)
+    key = pki["cam-a"].replace(".crt", ".key")
+    impostor = MqttPublisher(mtls_broker.tls_url, "cam-b", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key)
+    honest = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                           client_id="cam-a-second")
+    try:
+        impostor.start()
+        assert impostor.wait_connected(WAIT), impostor.last_error
+        for i in range(5):
+            impostor.publish_event(event("cam-b", i))
+        assert wait_until(lambda: impostor.counters["acknowledged"] == 5)  # PUBACKed ...
+        honest.start()
+        assert honest.wait_connected(WAIT)
+        honest.publish_event(event("cam-a", 0))
+        assert wait_until(lambda: "fer-edge/cam-a/events" in inbox.topics())
+        time.sleep(0.5)
+    finally:
+        impostor.close()
+        honest.close()
+        sub.stop()
+    assert not [t for t in inbox.topics() if "/cam-b/" in t], inbox.topics()  # ... and dropped
+
+
+def test_consumer_certificate_cannot_publish(mtls_broker, pki):
+    sub, inbox = consumer(mtls_broker, pki, device="consumer")
+    pub = MqttPublisher(mtls_broker.tls_url, "consumer", ca_certs=pki["ca"], certfile=pki["consumer"],
+                        keyfile=pki["consumer"].replace(".crt", ".key"))
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT)
+        pub.publish_event(event("consumer", 0))
+        assert wait_until(lambda: pub.counters["acknowledged"] == 1)
+        time.sleep(0.5)
+    finally:
+        pub.close()
+        sub.stop()
+    assert inbox.topics() == []
+
+
+def test_wrong_ca_is_refused_with_a_clear_message(mtls_broker, pki):
+    error = refused(MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["other-ca"], certfile=pki["cam-a"],
+                                  keyfile=pki["cam-a"].replace(".crt", ".key"), reconnect_delay=(1, 1)))
+    assert "not trusted by ca_file {}".format(pki["other-ca"]) in error
+    assert "certificate verify failed" in error
+
+
+def test_missing_client_certificate_is_refused_with_a_clear_message(mtls_broker, pki):
+    error = refused(MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], reconnect_delay=(1, 1)))
+    assert "requires a client certificate" in error and "cert_file" in error, error
+
+
+def test_client_certificate_from_another_ca_is_refused(mtls_broker, pki):
+    error = refused(MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["rogue"],
+                                  keyfile=pki["rogue"].replace(".crt", ".key"), reconnect_delay=(1, 1)))
+    assert "client certificate {}".format(pki["rogue"]) in error, error
+
+
+def test_host_name_is_verified_unless_tls_insecure(mtls_broker, pki, caplog):
+    key = pki["cam-a"].replace(".crt", ".key")
+    by_ip = "mqtts://127.0.0.1:{}".format(mtls_broker.port)  # the certificate names localhost only
+    error = refused(MqttPublisher(by_ip, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                  reconnect_delay=(1, 1)))
+    assert "not valid for the host name 127.0.0.1" in error, error
+    caplog.set_level(logging.WARNING)
+    pub = MqttPublisher(by_ip, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key, tls_insecure=True)
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT), pub.last_error
+    finally:
+        pub.close()
+    assert "host name verification is OFF" in caplog.text
+    # the CA is still checked with tls_insecure
+    error = refused(MqttPublisher(by_ip, "cam-a", ca_certs=pki["other-ca"], certfile=pki["cam-a"], keyfile=key,
+                                  tls_insecure=True, reconnect_delay=(1, 1)))
+    assert "certificate verify failed" in error
+
+
+def test_alpn_for_aws_iot_core_on_443(pki):
+    assert alpn_protocols("mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:443") == [AWS_ALPN]
+    assert alpn_protocols("mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:8883") == []
+    assert alpn_protocols("mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:443", "none") == []
+    assert alpn_protocols("mqtts://broker.local:443", "x-amzn-mqtt-ca, mqtt") == [AWS_ALPN, "mqtt"]
+    assert alpn_protocols("mqtt://broker.local:1883") == []
+    with pytest.raises(ValueError, match="mqtts"):
+        alpn_protocols("mqtt://broker.local:443", AWS_ALPN)
+    # A TLS server on 127.0.0.1 that records the protocol the publisher asks for.
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(pki["server"], pki["server"].replace(".crt", ".key"))
+    server_ctx.set_alpn_protocols([AWS_ALPN])
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port, seen = listener.getsockname()[1], []
+
+    def serve():
+        conn, _ = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                seen.append(tls.selected_alpn_protocol())
+        except (ssl.SSLError, OSError) as exc:
+            seen.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.daemon = True
+    thread.start()
+    pub = MqttPublisher("mqtts://localhost:{}".format(port), "cam-alpn", ca_certs=pki["ca"], alpn=AWS_ALPN,
+                        reconnect_delay=(5, 5))
+    pub.start()
+    try:
+        thread.join(WAIT)
+    finally:
+        pub.close(timeout=0)
+        listener.close()
+    assert seen == [AWS_ALPN]
+
+
+def test_tls_setting_errors_name_the_file_or_key(pki, tmp_path):
+    missing = str(tmp_path / "missing.crt")
+    with pytest.raises(ValueError, match="client certificate \\(cert_file\\) .*missing.crt not found"):
+        MqttPublisher("mqtts://localhost:8883", "cam-a", certfile=missing)
+    with pytest.raises(ValueError, match="CA file \\(ca_file\\) .*missing.crt not found"):
+        MqttPublisher("mqtts://localhost:8883", "cam-a", ca_certs=missing)
+    with pytest.raises(ValueError, match="without a client certificate"):
+        MqttPublisher("mqtts://localhost:8883", "cam-a", keyfile=pki["cam-a"].replace(".crt", ".key"))
+    not_pem = tmp_path / "ca.crt"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="ca_file.*ca.crt cannot be loaded"):
+        make_ssl_context("mqtts://localhost", ca_certs=str(not_pem))
+    with pytest.raises(ValueError, match="is the key the certificate's"):  # key of another certificate
+        make_ssl_context("mqtts://localhost", certfile=pki["cam-a"], keyfile=pki["consumer"].replace(".crt", ".key"))
+    with pytest.raises(ValueError, match="not mqtts"):
+        MqttPublisher("mqtt://localhost", "cam-a", ca_certs=pki["ca"])
+    cases = [({"broker": "mqtt://h", "ca_file": pki["ca"]}, "key 'ca_file': TLS settings need a broker URL with mqtts://"),
+             ({"broker": "mqtt://h", "tls_insecure": "true"}, "key 'tls_insecure'"),
+             ({"broker": "mqtts://h", "cert_file": missing}, "key 'cert_file': file {} not found".format(missing)),
+             ({"broker": "mqtts://h", "key_file": pki["cam-a"].replace(".crt", ".key")}, "key 'key_file'"),
+             ({"broker": "mqtts://h:0"}, "key 'broker': broker URL 'mqtts://h:0': port 0 is out of range"),
+             ({"broker": "ws://h"}, "key 'broker': broker URL scheme 'ws' is not supported"),
+             ({"reconnect_min_delay": 10, "reconnect_max_delay": 5}, "key 'reconnect_min_delay'")]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError) as info:
+            load_config(None, env={}, overrides=overrides)
+        assert message in str(info.value)
+
+
+def test_password_from_the_environment_over_tls_and_never_logged(pki, tmp_path, monkeypatch, caplog):
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not os.access(tool, os.X_OK):
+        pytest.skip("mosquitto_passwd not installed")
+    passwd = tmp_path / "passwd"
+    subprocess.check_call([tool, "-b", "-c", str(passwd), "cam-pw", "s3cret-from-env"])
+    subprocess.check_call([tool, "-b", str(passwd), "consumer", "c0nsumer"])
+    caplog.set_level(logging.DEBUG)
+    config_text = example_config("fer-edge-passwords.conf", pki, tmp_path, passwd=passwd)
+    with running_mosquitto(tmp_path / "broker", config=config_text) as broker:
+        url = "mqtts://localhost:{}".format(broker.port)
+        inbox = Inbox()
+        sub = subscribe(url, device_id="cam-pw", on_message=inbox, kinds=("events",), ca_certs=pki["ca"],
+                        username="consumer", password="c0nsumer")
+        assert sub.wait_subscribed(WAIT), sub.last_error
+        monkeypatch.setenv("FER_EDGE_PASSWORD", "s3cret-from-env")
+        config = load_config(None, env={}, overrides={"broker": url, "device_id": "cam-pw", "username": "cam-pw",
+                                                      "ca_file": pki["ca"], "data_dir": ""})
+        pub = make_publisher(config)
+        try:
+            pub.start()
+            assert pub.wait_connected(WAIT), pub.last_error
+            pub.publish_event(event("cam-pw", 0))
+            assert wait_until(lambda: inbox.topics() == ["fer-edge/cam-pw/events"])
+        finally:
+            pub.close()
+        monkeypatch.setenv("FER_EDGE_PASSWORD", "wrong-one")
+        bad = make_publisher(config)
+        error = refused(bad)
+        sub.stop()
+    assert "refused by the broker" in error and "auth" in error.lower(), error
+    text = caplog.text + repr(pub) + repr(bad) + error
+    assert "s3cret" not in text and "wrong-one" not in text
+
+
+def test_example_aws_iot_policies():
+    import json
+    device = json.loads((REPO / "examples" / "aws-iot-policy.json").read_text())
+    by_action = {}
+    for statement in device["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            by_action[action] = statement
+    assert set(by_action) == {"iot:Connect", "iot:Publish", "iot:RetainPublish"}
+    assert by_action["iot:Connect"]["Resource"].endswith(":client/${iot:Connection.Thing.ThingName}")
+    assert by_action["iot:Publish"]["Resource"].endswith(":topic/fer-edge/${iot:Connection.Thing.ThingName}/*")
+    assert by_action["iot:Connect"]["Condition"]["ForAllValues:StringEquals"]["iot:ConnectAttributes"] == ["LastWill"]
+    consumer = json.loads((REPO / "examples" / "aws-iot-consumer-policy.json").read_text())
+    actions = set(s["Action"] for s in consumer["Statement"])
+    assert actions == {"iot:Connect", "iot:Subscribe", "iot:Receive"}  # no publish
