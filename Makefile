@@ -58,9 +58,10 @@ SHIP_RUN ?= runs/vgg13bn-ce-48
 SHIP := models/ferplus-vgg13bn-48
 SHIP_DATA ?= data/ferplus.npz
 shipped-model: venv
-	$(PY) -m fer_edge export --model $(SHIP_RUN) --out $(SHIP)/saved_model --force
+	$(PY) -m fer_edge export --model $(SHIP_RUN) --out $(SHIP)/saved_model --force --flip-average --data $(SHIP_DATA)
 	$(PY) -m fer_edge convert onnx --model $(SHIP)/saved_model --out $(SHIP)/onnx --data $(SHIP_DATA) --check-faces 0 --force
 	$(PY) -m fer_edge evaluate --model $(SHIP)/saved_model --data $(SHIP_DATA) --out $(SHIP)/eval
+	$(PY) -m fer_edge evaluate --model $(SHIP_RUN) --data $(SHIP_DATA) --out $(SHIP)/eval-single
 	mkdir -p $(SHIP)/training && cp $(SHIP_RUN)/config.json $(SHIP_RUN)/history.csv $(SHIP_RUN)/metrics.json $(SHIP)/training/
 
 demo: venv

@@ -43,7 +43,7 @@ def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_a
     out_dir = os.path.abspath(str(out_dir))
     if os.path.exists(out_dir) and not force:
         raise FileExistsError("{}: output directory exists (use --force to replace it)".format(out_dir))
-    model = keras.saving.load_model(artifact)
+    model = keras.saving.load_model(artifact, compile=False)  # no optimizer state in the export
     from .provenance import source_commit
     meta["model"]["export_commit"] = source_commit()
     if flip_average:

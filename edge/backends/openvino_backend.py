@@ -10,12 +10,15 @@ class OpenVinoBackend(Backend):
     suffixes = (".xml",)
     requires = ("openvino",)
 
-    def __init__(self, path, meta, device="CPU"):
+    def __init__(self, path, meta, device="CPU", precision="f32"):
+        """``precision``: OpenVINO's inference precision hint. f32 by default: on CPUs with bf16
+        units OpenVINO would otherwise run in bf16, about 5e-3 away from the trained model."""
         Backend.__init__(self, path, meta)
         import openvino as ov
         try:
             core = ov.Core()
-            self.compiled = core.compile_model(core.read_model(path), device)
+            config = {"INFERENCE_PRECISION_HINT": precision} if precision and device == "CPU" else {}
+            self.compiled = core.compile_model(core.read_model(path), device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise BackendError("{}: OpenVINO cannot load the model on {} ({})".format(path, device, exc))
         self.request = self.compiled.create_infer_request()
