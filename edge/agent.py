@@ -21,6 +21,15 @@ class AgentError(RuntimeError):
     """The loop cannot go on (e.g. every frame fails)."""
 
 
+def model_version_of(model):
+    """The model's version for events: its commit (training, else export), else its creation time."""
+    for key in ("version", "source_commit", "export_commit", "created"):
+        value = model.get(key)
+        if value and value != "unknown":
+            return str(value)
+    return ""
+
+
 def faces_of(tracks, labels):
     """Event face entries of tracks (smoothed scores)."""
     return [face_entry(t.track_id, t.box, labels, t.scores) for t in tracks]
@@ -36,7 +45,7 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
     stop = stop or threading.Event()
     labels = list(classifier.labels)
     model = classifier.meta.get("model", {})
-    model_id, model_version = classifier.model_id, str(model.get("source_commit") or model.get("created") or "")
+    model_id, model_version = classifier.model_id, model_version_of(model)
     metrics = StageMetrics()
     errors = consecutive = events = 0
     while not stop.is_set():

@@ -46,7 +46,7 @@ OPTIONS = (
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
     _opt("detector", str, "haar", "face detector", ("haar", "yunet")),
     _opt("yunet_model", str, "", "path of face_detection_yunet_*.onnx for detector=yunet"),
-    _opt("min_face", int, 40, "smallest face (pixels) to classify"),
+    _opt("min_face", int, 50, "smallest face (pixels) to detect and classify (the model sees 48x48)"),
     _opt("smoothing", float, 0.6, "per-track score smoothing, 0 (off) to <1"),
     _opt("iou", float, 0.3, "IoU needed to continue a track"),
     _opt("max_missed", int, 15, "frames a track survives unseen"),

@@ -75,7 +75,7 @@ class HaarDetector(object):
 
     name = "haar"
 
-    def __init__(self, min_size=40, scale_factor=1.2, min_neighbors=6, cascade=None, max_side=640):
+    def __init__(self, min_size=50, scale_factor=1.2, min_neighbors=6, cascade=None, max_side=640):
         if not hasattr(cv2, "CascadeClassifier"):
             raise DetectorError("this OpenCV ({}) has no CascadeClassifier (removed in OpenCV 5): install "
                                 "opencv-python-headless<5 or use the YuNet detector".format(cv2.__version__))
@@ -109,7 +109,7 @@ class YuNetDetector(object):
 
     name = "yunet"
 
-    def __init__(self, model_path, min_size=40, score_threshold=0.7, nms_threshold=0.3, top_k=50):
+    def __init__(self, model_path, min_size=50, score_threshold=0.7, nms_threshold=0.3, top_k=50):
         if not hasattr(cv2, "FaceDetectorYN"):
             raise DetectorError("this OpenCV ({}) has no FaceDetectorYN (needs 4.5.4+); use the Haar "
                                 "detector".format(cv2.__version__))
@@ -137,7 +137,7 @@ class YuNetDetector(object):
         return out
 
 
-def make_detector(kind="haar", min_size=40, yunet_model=None):
+def make_detector(kind="haar", min_size=50, yunet_model=None):
     if kind == "haar":
         return HaarDetector(min_size=min_size)
     if kind == "yunet":

@@ -17,7 +17,7 @@ from .detect import crop, make_detector
 
 
 class FaceEmotionPipeline(object):
-    def __init__(self, model=None, detector="haar", min_face=40, yunet_model=None, runtime=None):
+    def __init__(self, model=None, detector="haar", min_face=50, yunet_model=None, runtime=None):
         self.classifier = load_classifier(model, runtime=runtime)
         self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model)
         self.labels = self.classifier.labels
@@ -42,6 +42,6 @@ def _pipeline(model, detector, min_face, yunet_model):
     return FaceEmotionPipeline(model, detector, min_face, yunet_model)
 
 
-def detect_emotions(image, model=None, detector="haar", min_face=40, yunet_model=None):
+def detect_emotions(image, model=None, detector="haar", min_face=50, yunet_model=None):
     """Faces in ``image`` (BGR or gray uint8) with their emotions; parts are loaded once and reused."""
     return _pipeline(model, detector, min_face, yunet_model).detect_emotions(image)

@@ -244,7 +244,7 @@ def build_parser():
     p.add_argument("--runtime")
     p.add_argument("--detector", default="haar", choices=["haar", "yunet"])
     p.add_argument("--yunet-model", dest="yunet_model")
-    p.add_argument("--min-face", dest="min_face", type=int, default=40)
+    p.add_argument("--min-face", dest="min_face", type=int, default=50)
     p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("subscribe", help="print the emotion events (and status, stats) devices publish")
