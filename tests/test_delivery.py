@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_broker import Mosquitto, free_port, running_mosquitto
+from mqtt_broker import Collector, sample_event, Mosquitto, free_port, running_mosquitto
 
 from edge.events import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
@@ -37,48 +37,14 @@ from edge.subscribe import (DeviceTable, Deduplicator, Message, run_subscriber, 
                             subscribe)
 
 REPO = Path(__file__).resolve().parents[1]
-PROBS = [0.05, 0.7, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+from mqtt_broker import PROBS  # noqa: E402
 WAIT = 10.0
 FAST = (0.2, 1.0)  # reconnect back-off for tests (min, max seconds)
 OUTAGE_S = 10.0
 REPORT = {}        # measured numbers, printed at the end of the module (pytest -s)
 
 
-def event(device, frame, faces=1):
-    return make_event(device, frame,
-                      [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],
-                      "ferplus-test", "1", source="test")
-
-
-class Collector(object):
-    """Collects subscriber messages; ``wait(predicate)`` until they satisfy it."""
-
-    def __init__(self):
-        self.messages = []
-        self._cond = threading.Condition()
-
-    def __call__(self, message):
-        with self._cond:
-            self.messages.append(message)
-            self._cond.notify_all()
-
-    def wait(self, predicate, timeout=WAIT):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.messages):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError("timed out with {} messages: {}".format(
-                        len(self.messages), [(m.topic, m.data) for m in self.messages[-5:]]))
-                self._cond.wait(min(remaining, 0.5))
-            return list(self.messages)
-
-    def of_kind(self, kind):
-        with self._cond:
-            return [m for m in self.messages if m.kind == kind]
-
-    def events(self):
-        return [m.data for m in self.of_kind("events")]
+event = sample_event
 
 
 def listen(url, device, kinds=("events", "status", "stats"), **kwargs):
