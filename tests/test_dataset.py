@@ -58,6 +58,11 @@ def test_folder_tarball_and_kaggle_routes_give_identical_arrays(ferplus, tmp_pat
     np.testing.assert_array_equal(from_folder.images[:40], ferplus.split("FER2013Train").images[:40])
 
 
+def test_missing_data_path_is_named(tmp_path):
+    with pytest.raises(DatasetError, match="nope.npz: not found"):
+        read_source(tmp_path / "nope.npz")
+
+
 def test_cache_round_trip(small_ferplus_dir, tmp_path):
     data = read_source(small_ferplus_dir)
     path = save_cache(data, tmp_path / "c" / "ferplus.npz")

@@ -310,6 +310,9 @@ def read_source(src=None, kaggle=None, ferplus_votes=None):
     if src is None:
         raise DatasetError("(no source)", "give a FERPlus folder or .tar.gz, or fer2013.csv + fer2013new.csv")
     src = str(src)
+    if not os.path.exists(src):
+        raise DatasetError(src, "not found (give a FERPlus folder, a .tar.gz of it, or a cache from "
+                                "`fer-edge data build`)")
     if os.path.isdir(src):
         return read_ferplus_folder(src)
     if os.path.isfile(src) and (src.endswith((".tar", ".tar.gz", ".tgz"))):
