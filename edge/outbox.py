@@ -166,19 +166,7 @@ class SqliteStore(object):
         self.meta.update((k, str(v)) for k, v in values.items())
 
     def insert(self, row, meta=None):
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            db.execute("INSERT INTO messages (seq, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
-                       (row.seq, row.topic, sqlite3.Binary(row.payload), row.qos, int(row.retain), time.time()))
-            if meta:
-                self._set_meta(meta)
-            db.execute("COMMIT")
-        except Exception:
-            self._rollback()
-            raise
-        self.count += 1
-        self.bytes += len(row.payload)
+        self.insert_many([row], meta)
 
     def insert_many(self, rows, meta=None):
         db = self._db

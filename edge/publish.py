@@ -321,28 +321,36 @@ class Publisher(object):
 
 
 class MemoryPublisher(Publisher):
-    """Keeps messages in lists (tests, ``--no-broker`` runs).
+    """Keeps messages in lists (tests, agents run without a broker).
 
     ``events``, ``stats`` and ``statuses`` hold the messages as decoded JSON (each went through
     :func:`edge.events.to_json`, so unserializable values fail here as they would over MQTT);
-    ``messages`` holds ``(topic, payload_text)`` in publish order.
+    ``messages`` holds ``(topic, payload_text)`` in publish order. ``keep``: how many of the
+    newest messages each list holds (None: all, for tests); an agent running for days without a
+    broker passes a bound so its memory stays flat.
     """
 
-    def __init__(self, device_id="memory", prefix=DEFAULT_PREFIX):
+    def __init__(self, device_id="memory", prefix=DEFAULT_PREFIX, keep=None):
         self.device_id = check_device_id(device_id)
         self.topics = topics(prefix, device_id)
+        self.keep = keep
         self.events = []
         self.stats = []
         self.statuses = []
         self.messages = []
+        self._published = 0
         self._connected = False
         self._closed = False
 
     def _put(self, topic, obj, target):
         import json
         text = to_json(obj)
-        self.messages.append((topic, text))
-        target.append(json.loads(text))
+        for kept, item in ((self.messages, (topic, text)), (target, json.loads(text))):
+            kept.append(item)
+            if self.keep is not None and len(kept) > self.keep:
+                del kept[0]
+        if target is not self.statuses:
+            self._published += 1
         return True
 
     def start(self):
@@ -375,8 +383,8 @@ class MemoryPublisher(Publisher):
 
     @property
     def counters(self):
-        return {"published": len(self.events) + len(self.stats),
-                "acknowledged": len(self.events) + len(self.stats),
+        return {"published": self._published,
+                "acknowledged": self._published,
                 "dropped": 0, "failed": 0, "in_flight": 0, "queued": 0, "queued_bytes": 0,
                 "connects": 1 if self.statuses else 0, "reconnects": 0, "disconnects": 0,
                 "connect_failures": 0}

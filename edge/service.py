@@ -19,8 +19,11 @@ from .track import IouTracker
 log = logging.getLogger("fer_edge.service")
 
 
+MEMORY_KEEP = 100  # newest messages an agent without a broker keeps (it may run for days)
+
+
 def make_publisher(config):
-    """MqttPublisher for ``config['broker']``; a MemoryPublisher (nothing leaves) when it is empty.
+    """MqttPublisher for ``config['broker']``; a bounded MemoryPublisher (nothing leaves) when it is empty.
 
     The MQTT publisher queues in ``<data_dir>/outbox-<device_id>.sqlite3`` (memory when
     ``data_dir`` is empty); the password comes from ``password_file`` or ``$FER_EDGE_PASSWORD``.
@@ -30,7 +33,7 @@ def make_publisher(config):
     from .outbox import DEFAULT_MAX_BYTES
     from .publish import DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_QUEUED, DEFAULT_RECONNECT_DELAY
     if not config["broker"]:
-        return MemoryPublisher(config["device_id"], config["topic_prefix"])
+        return MemoryPublisher(config["device_id"], config["topic_prefix"], keep=MEMORY_KEEP)
     get = config.get
     password = read_secret(config["password_file"]) if config["password_file"] else os.environ.get(PASSWORD_ENV) or None
     return MqttPublisher(config["broker"], config["device_id"], prefix=config["topic_prefix"], qos=config["qos"],

@@ -1,7 +1,7 @@
 """One measured agent run in a process of its own: ``python -m fer_edge.bench_child VIDEO [MODEL]``.
 
-The real agent loop (edge.service.serve) on every frame of the video, publishing to an in-memory
-publisher, then one JSON line: fps, per-stage ms, peak RSS, CPU use.
+The real agent loop (edge.service.serve) on every frame of the video, publishing to a bounded
+in-memory publisher (the final stats message gives the per-stage ms), then one JSON line: fps, per-stage ms, peak RSS, CPU use.
 """
 
 import json
@@ -31,28 +31,14 @@ def main():
     classifier = load_classifier(config["model"] or None)
     import numpy as np
     classifier.predict(np.zeros((1, 48, 48), np.uint8))  # warm-up, not timed
-    stages = {}
-
-    class Publisher(object):  # counts; keeps nothing (the bench measures the loop, not a broker)
-        def start(self):
-            pass
-
-        def publish_event(self, event):
-            return True
-
-        def publish_stats(self, stats):
-            for name, ms in stats["stage_ms"].items():
-                stages[name] = ms
-
-        def close(self, timeout=5.0):
-            pass
-
+    from edge.publish import MemoryPublisher
+    publisher = MemoryPublisher("bench", keep=1)  # serializes like a real publisher, keeps nothing
     cpu0 = time.process_time()
     start = time.perf_counter()
-    summary = serve(config, classifier=classifier, publisher=Publisher())
+    summary = serve(config, classifier=classifier, publisher=publisher)
     seconds = time.perf_counter() - start
     print(json.dumps({"frames": summary["frames"], "faces": summary["faces"], "seconds": seconds,
-                      "fps": summary["frames"] / seconds, "stage_ms": stages,
+                      "fps": summary["frames"] / seconds, "stage_ms": publisher.stats[-1]["stage_ms"],
                       "cpu_percent": 100.0 * (time.process_time() - cpu0) / seconds,
                       "peak_rss_mb": peak_rss_mb()}))
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,3 +21,16 @@ def write_ferplus_folder(root, data, per_split):
             lines.append('{},"(0, 0, 48, 48)",{}'.format(name, ",".join(str(int(v)) for v in votes)))
         (folder / "label.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def synthetic_faces(count, seed):
+    """uint8 stand-in faces [count, 48, 48]: smooth blobs plus noise. For paths that must run
+    without the FER+ data; parity checks that count use real faces too."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:48, 0:48]
+    faces = []
+    for _ in range(count):
+        cy, cx, s = rng.uniform(12, 36), rng.uniform(12, 36), rng.uniform(6, 20)
+        blob = 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+        faces.append(np.clip(blob + rng.normal(40, 25, (48, 48)), 0, 255))
+    return np.array(faces, dtype=np.uint8)

@@ -19,7 +19,7 @@ from convert import formats, parity, trt_ops
 from convert.errors import ConversionError
 from edge import metadata as md
 from edge.preprocess import prepare_faces
-from fer_testdata import REPO
+from fer_testdata import REPO, synthetic_faces as make_synthetic_faces
 
 TRT_SKIP = "TensorRT not installed: engines are built on the Jetson (JetPack 4.6) or a host with TensorRT"
 
@@ -75,15 +75,7 @@ def source(savedmodel):
 
 @pytest.fixture(scope="module")
 def synthetic_faces():
-    """Synthetic uint8 faces: smooth blobs plus noise (the real-face variant is the one that counts)."""
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:48, 0:48]
-    faces = []
-    for _ in range(48):
-        cy, cx, s = rng.uniform(12, 36), rng.uniform(12, 36), rng.uniform(6, 20)
-        blob = 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-        faces.append(np.clip(blob + rng.normal(40, 25, (48, 48)), 0, 255))
-    return np.array(faces, dtype=np.uint8)
+    return make_synthetic_faces(48, seed=3)
 
 
 @pytest.fixture(params=["real", "synthetic"])

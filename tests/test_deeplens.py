@@ -31,7 +31,7 @@ import pytest
 
 from edge import metadata as md
 from edge.events import load_schema
-from fer_testdata import REPO
+from fer_testdata import REPO, synthetic_faces as make_synthetic_faces
 
 DOUBLES = str(REPO / "tests" / "doubles")
 DOUBLE_MODULES = ("awscam", "mo", "greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk")
@@ -69,14 +69,7 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def synthetic_faces():
-    rng = np.random.default_rng(5)
-    yy, xx = np.mgrid[0:48, 0:48]
-    faces = []
-    for _ in range(24):
-        cy, cx, s = rng.uniform(12, 36), rng.uniform(12, 36), rng.uniform(6, 20)
-        blob = 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-        faces.append(np.clip(blob + rng.normal(40, 25, (48, 48)), 0, 255))
-    return np.array(faces, dtype=np.uint8)
+    return make_synthetic_faces(24, seed=5)
 
 
 @pytest.fixture(scope="module")

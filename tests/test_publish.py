@@ -530,3 +530,21 @@ def test_only_edge_publish_imports_paho():
         if re.search(r"^\s*(import|from)\s+paho\b", text, re.M):
             importing.append(rel.as_posix())
     assert importing == ["edge/publish.py"]
+
+
+def test_memory_publisher_bound_keeps_the_newest_and_counts_all():
+    pub = MemoryPublisher("cam-bounded", keep=5)
+    pub.start()
+    for frame in range(50):
+        pub.publish_event(event("cam-bounded", frame))
+    pub.close()
+    assert [e["frame"] for e in pub.events] == [45, 46, 47, 48, 49]
+    assert len(pub.messages) == 5 and pub.statuses[-1]["state"] == "offline"
+    assert pub.counters["published"] == 50
+
+
+def test_agent_without_a_broker_keeps_bounded_memory():
+    from edge.config import load_config
+    from edge.service import MEMORY_KEEP, make_publisher
+    pub = make_publisher(load_config(None, env={}, overrides={"broker": "", "device_id": "cam-nobroker"}))
+    assert isinstance(pub, MemoryPublisher) and pub.keep == MEMORY_KEEP
