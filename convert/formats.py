@@ -1,25 +1,16 @@
 """The converters of the formats in ``edge.formats.FORMATS`` (the one table, shared with the agents).
 
-Each row names a format, the suffix of its artifact file, the Python modules its converter needs
-and what it is for. The converter functions live in their own modules and are imported lazily by
-:func:`converter`, so agents and backend loaders can use the table on a device.
+Each row names a format, the suffix of its artifact file, its converter function and the Python
+modules that converter needs. Converter modules are imported lazily by :func:`converter`, so
+agents and backend loaders can use the table on a device.
 
 Every converter has the signature ``fn(savedmodel_dir, out_dir, **options) -> artifact path`` and
 verifies the artifact numerically against the SavedModel before moving it into ``out_dir``.
 """
 
-import importlib
 import importlib.util
 
-from edge.formats import FORMATS, NAMES, Format, for_path, get  # noqa: F401  (the one table)
-
-# name -> (module, function); kept apart from FORMATS so the table stays plain data.
-_CONVERTERS = {
-    "onnx": ("convert.onnx_export", "export_onnx"),
-    "openvino": ("convert.openvino_export", "export_openvino"),
-    "deeplens": ("convert.deeplens_export", "export_deeplens"),
-    "tensorrt": ("convert.tensorrt_build", "export_tensorrt"),
-}
+from edge.formats import FORMATS, NAMES, Format, for_path, get, resolve  # noqa: F401  (the one table)
 
 
 def _installed(module):
@@ -35,6 +26,4 @@ def missing_requirements(name):
 
 def converter(name):
     """The converter function of format ``name`` (imports its module now)."""
-    get(name)
-    module, function = _CONVERTERS[name]
-    return getattr(importlib.import_module(module), function)
+    return resolve(get(name).converter)

@@ -32,6 +32,8 @@ import numpy as np
 
 from edge import metadata as md
 
+from edge.onnx_meta import OnnxMetadataError, onnx_metadata_props, onnx_model_metadata  # noqa: F401
+
 from .errors import ConversionError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -123,71 +125,6 @@ def gpu_info(device=0):
 
 def gpu_name(device=0):
     return gpu_info(device)[0]
-
-
-def _varint(data, pos):
-    result, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _proto_fields(data, start, end):
-    """(field number, wire type, value) of a protobuf message; length-delimited values as (start, end)."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 1:
-            value, pos = None, pos + 8
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            value, pos = (pos, pos + size), pos + size
-        elif wire == 5:
-            value, pos = None, pos + 4
-        else:
-            raise ValueError("unsupported protobuf wire type {}".format(wire))
-        yield field, wire, value
-
-
-def onnx_metadata_props(path):
-    """metadata_props of an ONNX file as a dict, read without the onnx package (Jetsons lack it).
-
-    ModelProto field 14 is ``repeated StringStringEntryProto metadata_props`` (key = 1, value = 2).
-    """
-    with open(path, "rb") as handle:
-        data = handle.read()
-    props = {}
-    try:
-        for field, wire, value in _proto_fields(data, 0, len(data)):
-            if field == 14 and wire == 2:
-                entry = {}
-                for sub, sub_wire, span in _proto_fields(data, value[0], value[1]):
-                    if sub in (1, 2) and sub_wire == 2:
-                        entry[sub] = data[span[0]:span[1]].decode("utf-8")
-                props[entry.get(1, "")] = entry.get(2, "")
-    except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise ConversionError("{}: not a readable ONNX file ({})".format(path, exc))
-    return props
-
-
-def onnx_model_metadata(onnx_path):
-    """The fer-edge metadata embedded in an ONNX file (or in its sidecar, if one exists)."""
-    props = onnx_metadata_props(onnx_path)
-    if md.ONNX_METADATA_KEY in props:
-        return md.loads(props[md.ONNX_METADATA_KEY], "{}: metadata_props['{}']".format(
-            onnx_path, md.ONNX_METADATA_KEY))
-    if os.path.isfile(md.sidecar_path(onnx_path)):
-        return md.read(md.sidecar_path(onnx_path))
-    raise ConversionError("{}: no fer-edge metadata (metadata_props['{}'] or {}); convert the model with "
-                          "`fer-edge convert onnx`".format(onnx_path, md.ONNX_METADATA_KEY,
-                                                            md.sidecar_path(onnx_path)))
 
 
 def read_engine_info(engine_path):

@@ -228,8 +228,6 @@ class AwscamBackend(Backend):
     """A fer-edge model on ``awscam.Model`` (DeepLens GPU, or CPU with ``gpu=False``)."""
 
     name = "awscam"
-    suffixes = (".tar.gz", ".pb", ".xml")
-    requires = ("awscam",)
 
     def __init__(self, path, meta=None, gpu=True, artifacts_dir=None, model_name=DEFAULT_MODEL_NAME,
                  mo_aux=None, reuse_ir=True, input_dtype="float32", awscam=None, mo=None):

@@ -57,7 +57,7 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
             with metrics.stage("detect"):
                 detections = detector.detect(frame.image)
             with metrics.stage("infer"):
-                probs = classifier.predict([crop(frame.image, d.box) for d in detections])
+                probs = classifier.predict([crop(frame.image, d) for d in detections])
             consecutive = 0
         except Exception as exc:  # a corrupt frame or a failing backend must not end the loop
             errors += 1

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 
+from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
 from .policy import POLICIES
 
 Option = collections.namedtuple("Option", "name type default help choices")
@@ -44,9 +45,17 @@ OPTIONS = (
     _opt("qos", int, 1, "MQTT QoS of events", (0, 1)),
     _opt("model", str, "", "model artifact (.onnx, .xml, .engine); empty: the shipped model"),
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
-    _opt("detector", str, "haar", "face detector", ("haar", "yunet")),
+    _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),
+    _opt("detector_model", str, "", "face-detector artifact (.onnx, .xml, .engine) for a blazeface-* detector; "
+         "empty: the shipped one"),
+    _opt("detector_score", float, 0.5, "lowest face score a neural detector reports"),
+    _opt("detector_nms", float, 0.3, "IoU above which a neural detector's overlapping boxes are merged"),
+    _opt("detector_tiles", str, "1x1", "COLSxROWS tiles (with the whole frame) run as one batch, for small faces "
+         "in wide frames: e.g. 4x2 for 720p door cameras; costs about tiles+1 times the detection time on a CPU"),
+    _opt("align", boolean, True, "level each face crop by its eye line before classifying (neural detectors)"),
+    _opt("threads", int, 0, "CPU threads of the ONNX Runtime/OpenVINO models; 0: the runtime's default"),
     _opt("yunet_model", str, "", "path of face_detection_yunet_*.onnx for detector=yunet"),
-    _opt("min_face", int, 50, "smallest face (pixels) to detect and classify (the model sees 48x48)"),
+    _opt("min_face", int, DEFAULT_MIN_FACE, "smallest face (pixels) to detect and classify (the model sees 48x48)"),
     _opt("smoothing", float, 0.6, "per-track score smoothing, 0 (off) to <1"),
     _opt("iou", float, 0.3, "IoU needed to continue a track"),
     _opt("max_missed", int, 15, "frames a track survives unseen"),
@@ -71,7 +80,7 @@ OPTIONS = (
 )
 BY_NAME = dict((o.name, o) for o in OPTIONS)
 ENV_PREFIX = "FER_EDGE_"
-RANGES = {"min_face": (1, 10000), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
+RANGES = {"min_face": (1, 10000), "detector_score": (0.01, 0.99), "detector_nms": (0.01, 0.99), "threads": (0, 256), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
           "stats_interval": (0.0, 1e6), "queue_max_events": (1, 10 ** 9), "queue_max_bytes": (10000, 10 ** 12),
           "flush_timeout": (0.0, 86400.0), "reconnect_min_delay": (0.01, 3600.0),
           "reconnect_max_delay": (0.01, 86400.0)}
@@ -160,7 +169,15 @@ def load_config(path=None, env=None, overrides=None):
     _apply(config, dict((k, v) for k, v in (overrides or {}).items() if v is not None), "command line")
     if not config["device_id"]:
         config["device_id"] = socket.gethostname().split(".")[0] or "fer-edge"
-    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
+    from .neural_detect import DetectorConfigError, parse_tiles
+    try:
+        parse_tiles(config["detector_tiles"], "key 'detector_tiles'")
+    except DetectorConfigError as exc:
+        raise ConfigError(str(exc))
+    if config["detector_model"] and config["detector"] not in ("blazeface-back", "blazeface-short", "blazeface-full"):
+        raise ConfigError("key 'detector_model': applies to the blazeface-* detectors, detector is {}".format(
+            config["detector"]))
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model", "detector_model"):
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
     if config["detector"] == "yunet" and not config["yunet_model"]:

@@ -1,18 +1,34 @@
-"""Face detectors: OpenCV's Haar cascade (everywhere) and YuNet (when its model file is given).
+"""Face detectors, by name: BlazeFace (neural, on the model runtimes; the default), OpenCV's Haar
+cascade and YuNet (when its model file is given).
 
-``detect(image) -> list of Detection(box=(x, y, w, h), score)`` in source-frame pixels, faces
-smaller than ``min_size`` pixels skipped. Python 3.6 compatible (device code).
+``detect(image) -> list of Detection(box=(x, y, w, h), score, crop, keypoints)`` in source-frame
+pixels, faces smaller than ``min_size`` pixels skipped; ``crop`` is the region the classifier
+sees (``edge.crops``). Python 3.6 compatible (device code).
 """
 
-import collections
 import os
 
 import cv2
 import numpy as np
 
+from .crops import IDENTITY, CropMapping, Detection, face_crop  # noqa: F401
 from .preprocess import to_gray
 
-Detection = collections.namedtuple("Detection", "box score")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Neural detectors the project ships (models/<folder>/, made by `make detector-models`).
+NEURAL = {
+    "blazeface-back": "blazeface-back-256",
+    "blazeface-short": "blazeface-short-128",
+    "blazeface-full": "blazeface-full-192",
+}
+DETECTORS = tuple(sorted(NEURAL)) + ("haar", "yunet")
+# Chosen by `fer-edge bench detect` (README, "Face detection"): the best recall on near and tilted
+# faces at a few ms per frame on a 2-core CPU; tiles (detector_tiles) for small faces in wide frames.
+DEFAULT_DETECTOR = "blazeface-back"
+DEFAULT_MIN_FACE = 24
+DETECTOR_MODEL_ENV = "FER_EDGE_DETECTOR_MODEL"
+# Haar box -> FER crop, measured like the neural detectors' (`fer-edge bench detect --calibrate`).
+HAAR_CROP = CropMapping(1.085, 0.0, 0.0)  # models/crop_mapping.json "haar" (shifts < 0.005: 0)
 
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 CASCADE_ENV = "FER_EDGE_HAAR_CASCADE"
@@ -75,7 +91,8 @@ class HaarDetector(object):
 
     name = "haar"
 
-    def __init__(self, min_size=50, scale_factor=1.2, min_neighbors=6, cascade=None, max_side=640):
+    def __init__(self, min_size=DEFAULT_MIN_FACE, scale_factor=1.2, min_neighbors=6, cascade=None, max_side=640,
+                 mapping=HAAR_CROP):
         if not hasattr(cv2, "CascadeClassifier"):
             raise DetectorError("this OpenCV ({}) has no CascadeClassifier (removed in OpenCV 5): install "
                                 "opencv-python-headless<5 or use the YuNet detector".format(cv2.__version__))
@@ -87,6 +104,7 @@ class HaarDetector(object):
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.max_side = int(max_side)
+        self.mapping = mapping
 
     def detect(self, image):
         gray = to_gray(image)
@@ -100,7 +118,7 @@ class HaarDetector(object):
         for box in (found if len(found) else []):
             box = _clip([v / factor for v in box], w, h)
             if box[2] >= self.min_size and box[3] >= self.min_size:
-                out.append(Detection(box, 1.0))
+                out.append(Detection(box, 1.0, self.mapping.region(box)))
         return out
 
 
@@ -109,7 +127,7 @@ class YuNetDetector(object):
 
     name = "yunet"
 
-    def __init__(self, model_path, min_size=50, score_threshold=0.7, nms_threshold=0.3, top_k=50):
+    def __init__(self, model_path, min_size=DEFAULT_MIN_FACE, score_threshold=0.7, nms_threshold=0.3, top_k=50):
         if not hasattr(cv2, "FaceDetectorYN"):
             raise DetectorError("this OpenCV ({}) has no FaceDetectorYN (needs 4.5.4+); use the Haar "
                                 "detector".format(cv2.__version__))
@@ -133,19 +151,59 @@ class YuNetDetector(object):
         for row in (faces if faces is not None else np.zeros((0, 15))):
             box = _clip(row[:4], w, h)
             if box[2] >= self.min_size and box[3] >= self.min_size:
-                out.append(Detection(box, float(row[-1])))
+                out.append(Detection(box, float(row[-1]), None, [(float(row[4 + 2 * k]), float(row[5 + 2 * k]))
+                                                                  for k in range(5)]))
         return out
 
 
-def make_detector(kind="haar", min_size=50, yunet_model=None):
+def shipped_detector_path(name=DEFAULT_DETECTOR, suffix=".onnx"):
+    """Path of a shipped neural detector's artifact (``.onnx``, or ``.xml`` for its OpenVINO IR)."""
+    if name not in NEURAL:
+        raise DetectorError("unknown neural detector {!r}: choose {}".format(name, ", ".join(sorted(NEURAL))))
+    folder = os.path.join(REPO_ROOT, "models", NEURAL[name])
+    if suffix == ".xml":
+        return os.path.join(folder, "openvino", "model.xml")
+    return os.path.join(folder, "onnx", "model.onnx")
+
+
+def load_neural_detector(path, runtime=None, backend=None, threads=0, **options):
+    """A NeuralFaceDetector on ``path`` (a face-detector artifact) or on an already loaded ``backend``."""
+    from . import metadata as md
+    from .backends import BackendError, load_backend
+    from .neural_detect import DetectorConfigError, NeuralFaceDetector
+    if backend is None:
+        extra = {"threads": threads} if threads and runtime in (None, "onnxruntime", "openvino") else {}
+        try:
+            backend = load_backend(path, runtime=runtime, kind=md.FACE_DETECTOR, **extra)
+        except BackendError as exc:
+            raise DetectorError(str(exc))
+    try:
+        return NeuralFaceDetector(backend, **options)
+    except (DetectorConfigError, md.MetadataError) as exc:
+        backend.close()
+        raise DetectorError(str(exc))
+
+
+def make_detector(kind=DEFAULT_DETECTOR, min_size=DEFAULT_MIN_FACE, yunet_model=None, model=None, runtime=None,
+                  backend=None, threads=0, score_threshold=None, nms_iou=None, tiles=None, tile_overlap=None,
+                  align=None):
+    """The detector called ``kind``; for neural ones, ``model`` (or $FER_EDGE_DETECTOR_MODEL) replaces
+    the shipped artifact and ``backend`` an already loaded one (the Jetson's TensorRT engine)."""
     if kind == "haar":
         return HaarDetector(min_size=min_size)
     if kind == "yunet":
         return YuNetDetector(yunet_model, min_size=min_size)
-    raise DetectorError("unknown detector {!r}: choose haar or yunet".format(kind))
+    if kind in NEURAL:
+        path = model or os.environ.get(DETECTOR_MODEL_ENV) or shipped_detector_path(kind)
+        if backend is None and not os.path.isfile(path):
+            raise DetectorError("{}: detector model not found (a fresh clone has it under models/; "
+                                "`make detector-models` regenerates it)".format(path))
+        return load_neural_detector(path, runtime=runtime, backend=backend, threads=threads, min_size=min_size,
+                                    score_threshold=score_threshold, nms_iou=nms_iou, tiles=tiles,
+                                    tile_overlap=tile_overlap, align=align)
+    raise DetectorError("unknown detector {!r}: choose {}".format(kind, ", ".join(DETECTORS)))
 
 
-def crop(image, box):
-    """The face crop of a detection box from the frame (no copy)."""
-    x, y, w, h = box
-    return image[y:y + h, x:x + w]
+def crop(image, detection):
+    """The classifier's crop of a detection (``edge.crops.face_crop``), or of a plain (x, y, w, h) box."""
+    return face_crop(image, detection)

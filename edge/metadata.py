@@ -23,6 +23,14 @@ ONNX_METADATA_KEY = "fer_edge"
 
 LAYOUTS = ("NHWC", "NCHW")
 
+# The two kinds of model that share the formats, the backends and this metadata.
+CLASSIFIER = "emotion_classifier"
+FACE_DETECTOR = "face_detector"
+KINDS = (CLASSIFIER, FACE_DETECTOR)
+KIND_NAMES = {CLASSIFIER: "an emotion classifier", FACE_DETECTOR: "a face detector"}
+KIND_HINTS = {CLASSIFIER: "give it as the model (--model / key 'model')",
+              FACE_DETECTOR: "give it as the detector model (--detector-model / key 'detector_model')"}
+
 
 class MetadataError(ValueError):
     """Raised when model metadata is missing or malformed; the message names file and field."""
@@ -90,6 +98,49 @@ def validate(meta, source="metadata"):
     _require(norm, "in_model", source + ": normalization", bool)
     for key in ("scale", "offset"):
         _require(norm, key, source + ": normalization", (int, float))
+    kind = meta.get("kind", CLASSIFIER)
+    if kind not in KINDS:
+        raise MetadataError("{}: field 'kind' must be one of {}, got {!r}".format(source, ", ".join(KINDS), kind))
+    if kind == FACE_DETECTOR:
+        _validate_detector(_require(meta, "detector", source, dict), source + ": detector")
+    return meta
+
+
+def _validate_detector(det, where):
+    """The detector section: SSD anchors, box decoding and the box -> classifier crop mapping."""
+    anchors = _require(det, "anchors", where, dict)
+    for key in ("num_layers", "input_size_height", "input_size_width"):
+        if _require(anchors, key, where + ": anchors", int) <= 0:
+            raise MetadataError("{}: anchors: field '{}' must be positive".format(where, key))
+    strides = _require(anchors, "strides", where + ": anchors", list)
+    if len(strides) != anchors["num_layers"] or not all(isinstance(s, int) and s > 0 for s in strides):
+        raise MetadataError("{}: anchors: field 'strides' must hold num_layers positive integers".format(where))
+    for key in ("anchor_offset_x", "anchor_offset_y", "interpolated_scale_aspect_ratio"):
+        _require(anchors, key, where + ": anchors", (int, float))
+    _require(det, "num_anchors", where, int)
+    _require(det, "box_scale", where, (int, float))
+    crop = _require(det, "crop", where, dict)
+    for key in ("scale", "shift_x", "shift_y"):
+        _require(crop, key, where + ": crop", (int, float))
+    if not 0.2 <= crop["scale"] <= 5.0:
+        raise MetadataError("{}: crop: field 'scale' must be within 0.2..5, got {}".format(where, crop["scale"]))
+    outputs = _require(det, "outputs", where, list)
+    if sorted(outputs) != ["boxes", "scores"]:
+        raise MetadataError("{}: field 'outputs' must name the model outputs 'boxes' and 'scores' in order, "
+                            "got {}".format(where, outputs))
+
+
+def kind_of(meta):
+    """The kind of model the metadata describes (older classifier artifacts carry no 'kind')."""
+    return meta.get("kind", CLASSIFIER)
+
+
+def check_kind(meta, want, source):
+    """MetadataError naming ``source`` when the artifact is not the kind of model wanted."""
+    got = kind_of(meta)
+    if got != want:
+        raise MetadataError("{}: this is {}, not {}: {}".format(
+            source, KIND_NAMES.get(got, got), KIND_NAMES.get(want, want), KIND_HINTS.get(got, "")))
     return meta
 
 

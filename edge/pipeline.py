@@ -13,13 +13,20 @@ import functools
 import numpy as np
 
 from .classifier import load_classifier
-from .detect import crop, make_detector
+from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, crop, make_detector
 
 
 class FaceEmotionPipeline(object):
-    def __init__(self, model=None, detector="haar", min_face=50, yunet_model=None, runtime=None):
+    """The loaded detector and classifier; ``detector_options`` go to ``edge.detect.make_detector``
+    (detector_model -> model, score_threshold, nms_iou, tiles, align, threads)."""
+
+    def __init__(self, model=None, detector=DEFAULT_DETECTOR, min_face=DEFAULT_MIN_FACE, yunet_model=None,
+                 runtime=None, **detector_options):
+        options = dict(detector_options)
+        options["model"] = options.pop("detector_model", None)
         self.classifier = load_classifier(model, runtime=runtime)
-        self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model)
+        self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model, runtime=runtime,
+                                      **options)
         self.labels = self.classifier.labels
 
     def detect_emotions(self, image):
@@ -27,7 +34,7 @@ class FaceEmotionPipeline(object):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise ValueError("expected a uint8 BGR or grayscale image, got {} {}".format(image.dtype, image.shape))
         detections = self.detector.detect(image)
-        probs = self.classifier.predict([crop(image, d.box) for d in detections])
+        probs = self.classifier.predict([crop(image, d) for d in detections])
         out = []
         for det, p in zip(detections, probs):
             top = int(np.argmax(p))
@@ -38,10 +45,12 @@ class FaceEmotionPipeline(object):
 
 
 @functools.lru_cache(maxsize=4)
-def _pipeline(model, detector, min_face, yunet_model):
-    return FaceEmotionPipeline(model, detector, min_face, yunet_model)
+def _pipeline(model, detector, min_face, yunet_model, options):
+    return FaceEmotionPipeline(model, detector, min_face, yunet_model, **dict(options))
 
 
-def detect_emotions(image, model=None, detector="haar", min_face=50, yunet_model=None):
+def detect_emotions(image, model=None, detector=DEFAULT_DETECTOR, min_face=DEFAULT_MIN_FACE, yunet_model=None,
+                    **detector_options):
     """Faces in ``image`` (BGR or gray uint8) with their emotions; parts are loaded once and reused."""
-    return _pipeline(model, detector, min_face, yunet_model).detect_emotions(image)
+    return _pipeline(model, detector, min_face, yunet_model, tuple(sorted(detector_options.items()))).detect_emotions(
+        image)

@@ -50,15 +50,36 @@ def make_publisher(config):
                                           get("reconnect_max_delay", DEFAULT_RECONNECT_DELAY[1])))
 
 
-def serve(config, stop=None, classifier=None, publisher=None, source=None):
+def thread_options(config, runtime=None):
+    """Backend options for the CPU runtimes' thread count (``threads``; 0: the runtime's default)."""
+    runtime = runtime if runtime is not None else config.get("runtime")
+    if config.get("threads") and runtime in ("", None, "onnxruntime", "openvino"):
+        return {"threads": int(config["threads"])}
+    return {}
+
+
+def detector_from_config(config, backend=None, runtime=None):
+    """The face detector the config names, with its options (``backend``: an already loaded one)."""
+    runtime = runtime if runtime is not None else (config.get("runtime") or None)
+    if runtime == "tensorrt" and backend is None:
+        runtime = None  # a TensorRT detector comes as a loaded backend (jetson.agent builds its engine)
+    return make_detector(config["detector"], min_size=config["min_face"], yunet_model=config["yunet_model"],
+                         model=config.get("detector_model") or None, runtime=runtime, backend=backend,
+                         threads=config.get("threads", 0), score_threshold=config.get("detector_score"),
+                         nms_iou=config.get("detector_nms"), tiles=config.get("detector_tiles"),
+                         align=config.get("align"))
+
+
+def serve(config, stop=None, classifier=None, publisher=None, source=None, detector=None):
     """Run the agent until its source ends or ``stop`` is set; returns the run summary.
 
     Parts are created before anything is published, so a bad model, source or detector is
     reported before the agent goes online. The publisher is always closed (offline status sent,
     pending events flushed), the source released and the annotated output finished.
     """
-    classifier = classifier or load_classifier(config["model"] or None, runtime=config["runtime"] or None)
-    detector = make_detector(config["detector"], min_size=config["min_face"], yunet_model=config["yunet_model"])
+    classifier = classifier or load_classifier(config["model"] or None, runtime=config["runtime"] or None,
+                                               **thread_options(config))
+    detector = detector or detector_from_config(config)
     tracker = IouTracker(config["iou"], config["max_missed"], config["smoothing"])
     policy = PublishPolicy(config["publish"], config["interval"])
     publisher = publisher or make_publisher(config)

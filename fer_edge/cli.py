@@ -179,24 +179,40 @@ def build_parser():
     p.add_argument("--mode", default="majority")
     p.set_defaults(func=cmd_data_stats)
 
-    p = sub.add_parser("train", help="train a model on FER+ (writes a run directory)")
-    p.add_argument("--data", help="FERPlus folder, .tar.gz or .npz cache")
-    p.add_argument("--run-dir", dest="run_dir")
+    from train.config import SELECTIONS, TrainConfig
+    from train.labels import MODES
+    from train.config import ARCHITECTURES
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model on FER+ (writes a run directory)",
+                       description="Train an emotion classifier on FER+. Flags override --config; every "
+                                   "default is shown in brackets.")
+    p.add_argument("--data", help="FERPlus folder, .tar.gz or .npz cache (`fer-edge data build`)")
+    p.add_argument("--run-dir", dest="run_dir", help="run directory (config, checkpoints, history) [{}]".format(d.run_dir))
     p.add_argument("--config", help="JSON TrainConfig; flags override it")
-    p.add_argument("--arch")
-    p.add_argument("--size", type=int, help="input size (default: the architecture's)")
-    p.add_argument("--mode", help="majority | probability | crossentropy | multi_target")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--optimizer")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--no-augment", dest="augment", action="store_const", const=False)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--limit-train", dest="limit_train", type=int)
-    p.add_argument("--limit-valid", dest="limit_valid", type=int)
-    p.add_argument("--verbose", type=int, help="1: progress bar, 2: one line per epoch")
+    p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture [{}]".format(d.arch))
+    p.add_argument("--size", type=int, help="input size; 0: the architecture's [{}]".format(d.size))
+    p.add_argument("--mode", choices=list(MODES), help="FER+ label mode [{}]".format(d.mode))
+    p.add_argument("--epochs", type=int, help="epochs [{}]".format(d.epochs))
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="[{}]".format(d.batch_size))
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), help="[{}]".format(d.optimizer))
+    p.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine) [{}]".format(d.lr))
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, help="[{}]".format(d.weight_decay))
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, help="[{}]".format(d.warmup_epochs))
+    p.add_argument("--patience", type=int, help="early stop after this many epochs without a better Valid "
+                                                "score; 0: never [{}]".format(d.patience))
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                   help="turn off the paper's augmentation [on]")
+    p.add_argument("--seed", type=int, help="[{}]".format(d.seed))
+    p.add_argument("--limit-train", dest="limit_train", type=int, help="first N training faces; 0: all [0]")
+    p.add_argument("--limit-valid", dest="limit_valid", type=int, help="first N Valid faces; 0: all [0]")
+    p.add_argument("--init-from", dest="init_from",
+                   help="start from these weights (SavedModel from `fer-edge export` or .keras) [none]")
+    p.add_argument("--logit-adjust", dest="logit_adjust", type=float,
+                   help="tau of the logit-adjusted loss against class imbalance; 0: off [{}]".format(d.logit_adjust))
+    p.add_argument("--select", choices=SELECTIONS,
+                   help="checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro "
+                        "recall) [{}]".format(d.select))
+    p.add_argument("--verbose", type=int, help="1: progress bar, 2: one line per epoch [{}]".format(d.verbose))
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.keras")
     p.set_defaults(func=cmd_train)
 
@@ -242,9 +258,17 @@ def build_parser():
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", help="model artifact (default: the shipped model)")
     p.add_argument("--runtime")
-    p.add_argument("--detector", default="haar", choices=["haar", "yunet"])
+    from edge.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
+                   help="face detector (default: %(default)s)")
+    p.add_argument("--detector-model", dest="detector_model",
+                   help="face-detector artifact for a blazeface-* detector (default: the shipped one)")
+    p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
+    p.add_argument("--detector-tiles", dest="detector_tiles", default="1x1",
+                   help="COLSxROWS tiles for small faces in large images (default: %(default)s)")
     p.add_argument("--yunet-model", dest="yunet_model")
-    p.add_argument("--min-face", dest="min_face", type=int, default=50)
+    p.add_argument("--min-face", dest="min_face", type=int, default=DEFAULT_MIN_FACE,
+                   help="smallest face in pixels (default: %(default)s)")
     p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("subscribe", help="print the emotion events (and status, stats) devices publish")
@@ -307,8 +331,35 @@ def build_parser():
     return parser
 
 
+TF_COMMANDS = ("train", "evaluate", "export", "convert")
+
+
+def quiet_tensorflow(command):
+    """Import TensorFlow with its C++ start-up lines (oneDNN, CPU features, absl: written to the
+    process's stderr before any Python logging exists) silenced, for the commands that use it.
+    Kept when the user sets TF_CPP_MIN_LOG_LEVEL; an import error still surfaces as usual."""
+    if command not in TF_COMMANDS or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401
+            import keras  # noqa: F401
+        except ImportError:
+            pass  # reported by the command itself, with stderr back
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(getattr(args, "command", None))
     try:
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -76,7 +76,11 @@ def cmd_run(args):
 def cmd_image(args):
     import cv2
     from edge.pipeline import FaceEmotionPipeline
-    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime)
+    options = {"tiles": args.detector_tiles}
+    if args.detector in ("blazeface-back", "blazeface-short", "blazeface-full"):
+        options.update(detector_model=args.detector_model, score_threshold=args.detector_score)
+    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime,
+                                   **options)
     status = 0
     for path in args.paths:
         image = cv2.imread(path, cv2.IMREAD_COLOR)

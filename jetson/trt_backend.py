@@ -225,8 +225,6 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
-    suffixes = (".engine",)
-    requires = ("tensorrt", "pycuda")
 
     def __init__(self, path, meta, device=0, warmup=True, check_sidecar=True):
         Backend.__init__(self, path, meta)

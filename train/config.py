@@ -5,7 +5,11 @@ import json
 import os
 
 from .labels import MODES
-from .models import ARCHITECTURES
+# The architectures of train.models (named here so the CLI lists them without importing Keras).
+ARCHITECTURES = ("vgg13", "vgg13-half", "vgg13-bn-half", "resnet-s", "resnet", "mobilenet")
+
+
+SELECTIONS = ("accuracy", "balanced")
 
 
 @dataclasses.dataclass
@@ -27,6 +31,9 @@ class TrainConfig:
     limit_train: int = 0  # >0: only the first N training faces (smoke runs, tests)
     limit_valid: int = 0
     verbose: int = 1
+    init_from: str = ""  # start from these weights: a SavedModel from `fer-edge export`, or a .keras file
+    logit_adjust: float = 0.0  # tau of the logit-adjusted loss (0: plain); counters the class imbalance
+    select: str = "accuracy"  # checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro recall)
 
     def validate(self):
         if self.arch not in ARCHITECTURES:
@@ -40,6 +47,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError("config '{}': must be positive, got {}".format(name, getattr(self, name)))
+        if self.select not in SELECTIONS:
+            raise ValueError("config 'select': {!r} is not one of {}".format(self.select, ", ".join(SELECTIONS)))
+        if not 0.0 <= self.logit_adjust <= 3.0:
+            raise ValueError("config 'logit_adjust': {} is outside 0..3".format(self.logit_adjust))
         if self.lr <= 0:
             raise ValueError("config 'lr': must be positive, got {}".format(self.lr))
         return self

@@ -16,3 +16,39 @@ def loss_for(mode):
     if mode == "multi_target":
         return multi_target_loss
     return keras.losses.CategoricalCrossentropy(name="crossentropy")
+
+
+@keras.saving.register_keras_serializable(package="fer_edge")
+class LogitAdjustedLoss(keras.losses.Loss):
+    """Logit-adjusted cross-entropy (Menon et al. 2021) on a softmax model.
+
+    Training sees q proportional to p * prior**tau (the logits shifted by tau * log prior); the
+    model's own output p is then the balanced classifier, so rare classes are no longer drowned
+    by the frequent ones. ``base``: 'crossentropy' (any target distribution) or 'multi_target'.
+    """
+
+    def __init__(self, prior, tau=1.0, base="crossentropy", name="logit_adjusted", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.prior = [float(p) for p in prior]
+        self.tau = float(tau)
+        self.base = base
+
+    def call(self, y_true, y_pred):
+        weights = ops.convert_to_tensor([p ** self.tau for p in self.prior], dtype=y_pred.dtype)
+        q = y_pred * weights
+        q = q / ops.sum(q, axis=-1, keepdims=True)
+        if self.base == "multi_target":
+            return multi_target_loss(y_true, q)
+        return -ops.sum(y_true * ops.log(ops.clip(q, 1e-7, 1.0)), axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"prior": self.prior, "tau": self.tau, "base": self.base})
+        return config
+
+
+def training_loss(mode, prior=None, tau=0.0):
+    """The loss of a run: the mode's own, or its logit-adjusted form when ``tau`` > 0."""
+    if tau and prior is not None:
+        return LogitAdjustedLoss(prior, tau, "multi_target" if mode == "multi_target" else "crossentropy")
+    return loss_for(mode)

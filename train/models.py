@@ -108,6 +108,11 @@ ARCHITECTURES = {
 }
 
 
+from .config import ARCHITECTURES as _NAMES  # noqa: E402  (the CLI's list must name these)
+
+assert tuple(ARCHITECTURES) == _NAMES, "train.config.ARCHITECTURES must list train.models.ARCHITECTURES"
+
+
 def build(arch, size=None):
     """Build a registered architecture; ``size`` overrides its default input size."""
     if arch not in ARCHITECTURES:

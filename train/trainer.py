@@ -29,7 +29,7 @@ from .augment import augment_batch
 from .config import TrainConfig
 from .dataset import read_source
 from .labels import EVAL_MODE, class_counts, training_target
-from .losses import loss_for
+from .losses import training_loss
 from .models import ARCHITECTURES, NORM_OFFSET, NORM_SCALE, build, count_macs
 from .provenance import source_commit
 
@@ -75,10 +75,50 @@ def make_optimizer(config):
     return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay)
 
 
-def compile_model(model, config):
-    model.compile(optimizer=make_optimizer(config), loss=loss_for(config.mode),
+def compile_model(model, config, prior=None):
+    model.compile(optimizer=make_optimizer(config), loss=training_loss(config.mode, prior, config.logit_adjust),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     return model
+
+
+def init_weights(model, source, log=print):
+    """Copy weights into ``model`` from a .keras file or a SavedModel written by ``fer-edge export``
+    (its variables in the order of the trained network's ``model.variables``; shapes are checked)."""
+    if source.endswith(".keras"):
+        model.set_weights(keras.saving.load_model(source, compile=False).get_weights())
+        log("initialised from {}".format(source))
+        return model
+    import tensorflow as tf
+    loaded = tf.saved_model.load(source)
+    values = list(loaded.variables)  # the exported network's model.variables, in order
+    count = len(values)
+    if count != len(model.variables):
+        raise ValueError("{}: {} variables, the {} model has {}: not the same architecture".format(
+            source, count, model.name, len(model.variables)))
+    for value, var in zip(values, model.variables):
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError("{}: variable {} has shape {}, the model's {} has {}: not the same "
+                             "architecture".format(source, value.name, tuple(value.shape), var.path, var.shape))
+        var.assign(value.numpy())
+    log("initialised from {} ({} variables)".format(source, count))
+    return model
+
+
+class ValidMetrics(keras.callbacks.Callback):
+    """Per epoch on Valid: macro recall (mean of per-class recalls) and the 'balanced' score
+    (mean of accuracy and macro recall), added to the logs so checkpoints and history see them."""
+
+    def __init__(self, x_val, y_val):
+        super().__init__()
+        self.x_val, self.labels = x_val, np.argmax(y_val, 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        pred = np.argmax(self.model.predict(self.x_val, batch_size=256, verbose=0), 1)
+        recalls = [float(np.mean(pred[self.labels == c] == c)) for c in range(NUM_CLASSES) if np.any(self.labels == c)]
+        logs["val_macro_recall"] = float(np.mean(recalls))
+        logs["val_min_recall"] = float(np.min(recalls))
+        logs["val_balanced"] = 0.5 * (float(np.mean(pred == self.labels)) + logs["val_macro_recall"])
 
 
 def _history_rows(path):
@@ -134,7 +174,11 @@ def train(config, resume=False, log=print):
             log("resuming {} from epoch {}".format(run, len(rows)))
         else:
             rows = []
-            model = compile_model(build(config.arch, size), config)
+            model = build(config.arch, size)
+            if config.init_from:
+                init_weights(model, config.init_from, log)
+            prior = class_counts(data.split("FER2013Train").labelled(config.mode)[1])
+            model = compile_model(model, config, (prior / prior.sum()).tolist())
     config.size = model.input_shape[1]
     config.save(os.path.join(run, "config.json"))
     meta = build_metadata(config, model)
@@ -147,22 +191,26 @@ def train(config, resume=False, log=print):
     x_val, y_val = valid_arrays(data, meta, config.limit_valid)
     log("model {}: {:.1f} M MACs, {:.2f} M parameters, input {}x{}".format(
         model.name, meta["model"]["macs"] / 1e6, meta["model"]["parameters"] / 1e6, size, size))
-    log("train faces ({} mode): {} {}".format(config.mode, len(faces), class_counts(dists).tolist()))
+    counts = class_counts(dists)
+    log("train faces ({} mode): {} ({})".format(config.mode, len(faces), ", ".join(
+        "{} {}".format(name, int(n)) for name, n in zip(meta["labels"], counts))))
     log("valid faces (majority): {}".format(len(x_val)))
 
     seq = FerPlusSequence(faces, dists, config.mode, config.size, config.batch_size, config.augment,
                           config.seed + len(rows), meta)
-    best_so_far = max(float(r["val_accuracy"]) for r in rows) if rows else None
+    monitor = "val_accuracy" if config.select == "accuracy" else "val_balanced"
+    best_so_far = max(float(r.get(monitor) or 0) for r in rows) if rows else None
     callbacks = [
+        ValidMetrics(x_val, y_val),
         keras.callbacks.LearningRateScheduler(lambda epoch: lr_at(epoch, config)),
-        keras.callbacks.ModelCheckpoint(os.path.join(run, "best.keras"), monitor="val_accuracy",
+        keras.callbacks.ModelCheckpoint(os.path.join(run, "best.keras"), monitor=monitor,
                                         mode="max", save_best_only=True,
                                         initial_value_threshold=best_so_far),
         keras.callbacks.ModelCheckpoint(last_path),
         keras.callbacks.CSVLogger(history_path, append=bool(rows)),
     ]
     if config.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=config.patience))
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False))
@@ -175,7 +223,8 @@ def train(config, resume=False, log=print):
     accuracy = float(np.mean(np.argmax(probs, 1) == np.argmax(y_val, 1)))
     history = _history_rows(history_path)
     metrics = {"valid_accuracy": accuracy, "valid_faces": int(len(x_val)), "epochs_run": len(history),
-               "best_epoch": 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])) if history else 0}
+               "best_epoch": 1 + int(np.argmax([float(r.get(monitor) or 0) for r in history])) if history else 0,
+               "selected_by": monitor}
     meta["model"]["valid_accuracy"] = accuracy
     md.write(meta, os.path.join(run, md.METADATA_FILENAME))
     with open(os.path.join(run, "metrics.json"), "w", encoding="utf-8") as f:

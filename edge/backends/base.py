@@ -1,11 +1,10 @@
-"""The inference backend interface: one small class per runtime (Python 3.6 compatible)."""
+"""The inference backend interface: one small class per runtime (Python 3.6 compatible).
+
+Which artifacts a runtime loads and which modules it needs live in the one table
+(``edge.formats.FORMATS`` and ``RUNTIMES``), not here.
+"""
 
 import importlib
-
-try:  # for type comments only; typing is stdlib from Python 3.5
-    from typing import Tuple  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 
 def module_installed(name):
@@ -23,28 +22,37 @@ class BackendError(RuntimeError):
 
 
 class Backend(object):
-    """Runs one model artifact: ``infer(batch) -> probabilities [N, len(labels)]``.
+    """Runs one model artifact.
 
-    ``batch`` is float32 in the layout of ``self.meta`` (from ``edge.preprocess.prepare_faces``).
-    Subclasses set ``name`` (the runtime), ``suffixes`` (artifacts they load) and ``requires``
-    (modules that must be importable), and import those modules inside ``__init__`` only.
+    ``run(batch) -> [output arrays]`` (every model output, in the model's order);
+    ``infer(batch)`` returns the first output (a classifier's probabilities [N, len(labels)]).
+    ``batch`` is float32 in the layout of ``self.meta`` (``edge.preprocess.prepare_faces`` for
+    classifiers, ``edge.neural_detect`` for detectors). Subclasses set ``name`` (their row in
+    ``edge.formats.RUNTIMES``) and import their runtime inside ``__init__`` only.
     """
 
     name = "base"
-    suffixes = ()  # type: Tuple[str, ...]
-    requires = ()  # type: Tuple[str, ...]
 
     def __init__(self, path, meta):
         self.path = path
         self.meta = meta
 
     @classmethod
+    def requires(cls):
+        """The modules this runtime needs (from ``edge.formats.RUNTIMES``)."""
+        from .. import formats
+        return formats.runtime(cls.name).requires
+
+    @classmethod
     def available(cls):
-        """True when every module in ``requires`` is really installed here (see ``module_installed``)."""
-        return all(module_installed(m) for m in cls.requires)
+        """True when every module the runtime needs is really installed here (see ``module_installed``)."""
+        return all(module_installed(m) for m in cls.requires())
+
+    def run(self, batch):
+        return [self.infer(batch)]
 
     def infer(self, batch):
-        raise NotImplementedError
+        return self.run(batch)[0]
 
     def close(self):
         """Release runtime resources (default: nothing to release)."""

@@ -7,22 +7,30 @@ from .base import Backend, BackendError
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-    suffixes = (".xml",)
-    requires = ("openvino",)
 
-    def __init__(self, path, meta, device="CPU", precision="f32"):
+    def __init__(self, path, meta, device="CPU", precision="f32", threads=0):
         """``precision``: OpenVINO's inference precision hint. f32 by default: on CPUs with bf16
-        units OpenVINO would otherwise run in bf16, about 5e-3 away from the trained model."""
+        units OpenVINO would otherwise run in bf16, about 5e-3 away from the trained model.
+        ``threads``: CPU inference threads (0: OpenVINO's default)."""
         Backend.__init__(self, path, meta)
         import openvino as ov
         try:
             core = ov.Core()
-            config = {"INFERENCE_PRECISION_HINT": precision} if precision and device == "CPU" else {}
+            config = {}
+            if device == "CPU":
+                if precision:
+                    config["INFERENCE_PRECISION_HINT"] = precision
+                if threads:
+                    config["INFERENCE_NUM_THREADS"] = int(threads)
             self.compiled = core.compile_model(core.read_model(path), device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise BackendError("{}: OpenVINO cannot load the model on {} ({})".format(path, device, exc))
         self.request = self.compiled.create_infer_request()
 
-    def infer(self, batch):
-        result = self.request.infer({0: batch})
-        return np.asarray(result[self.compiled.output(0)], dtype=np.float32)
+    def run(self, batch):
+        try:
+            result = self.request.infer({0: batch})
+        except Exception as exc:
+            raise BackendError("{}: OpenVINO inference failed on input {} ({})".format(
+                self.path, getattr(batch, "shape", "?"), exc))
+        return [np.asarray(result[out], dtype=np.float32) for out in self.compiled.outputs]

@@ -1,0 +1,250 @@
+"""`fer-edge bench detect`: face detectors side by side on scenes with ground truth, in one run.
+
+Scenes (``fer_edge.scenes``) are FER+ **Valid** faces pasted on photographs: near (640x480, 2
+faces 120-200 px), far (1280x720, 4 faces 40-100 px), tilted (near, rolled 15-30 degrees) and a
+real photograph (scikit-image's astronaut). For each detector: recall at IoU 0.3, false
+positives per frame, ms per frame (median over interleaved repetitions) and end-to-end accuracy
+with the shipped classifier (faces found and labelled right, over all faces), plus accuracy on
+the faces it found. ``--calibrate`` measures each detector's box -> FER crop mapping on upright
+pasted faces and writes it (``models/crop_mapping.json``) for ``make detector-models``.
+"""
+
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from .scenes import KINDS, astronaut_scene, backgrounds, make_scenes
+
+IOU = 0.3
+CALIBRATED = ("blazeface-back", "blazeface-short", "blazeface-full", "haar")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CROP_FILE = os.path.join(REPO, "models", "crop_mapping.json")
+
+# name -> (detector kind, options); the rows of the table.
+CANDIDATES = (
+    ("blazeface-back (256)", "blazeface-back", {}),
+    ("blazeface-back, crop = box", "blazeface-back", {"_identity_crop": True}),
+    ("blazeface-back, no eye levelling", "blazeface-back", {"align": False}),
+    ("blazeface-back, score >= 0.6", "blazeface-back", {"score_threshold": 0.6}),
+    ("blazeface-back, tiles 2x1", "blazeface-back", {"tiles": "2x1"}),
+    ("blazeface-back, tiles 4x2", "blazeface-back", {"tiles": "4x2"}),
+    ("blazeface-short (128)", "blazeface-short", {}),
+    ("blazeface-short, score >= 0.3", "blazeface-short", {"score_threshold": 0.3}),
+    ("blazeface-short, tiles 2x2", "blazeface-short", {"tiles": "2x2"}),
+    ("blazeface-full (192)", "blazeface-full", {}),
+    ("haar (OpenCV)", "haar", {}),
+)
+
+
+def box_iou(a, b):
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(truth, boxes, threshold=IOU):
+    """Greedy one-to-one matching by IoU: {truth index: detection index}."""
+    pairs = sorted(((box_iou(t.box, b), i, j) for i, t in enumerate(truth) for j, b in enumerate(boxes)),
+                   reverse=True)
+    used_t, used_d, out = set(), set(), {}
+    for value, i, j in pairs:
+        if value < threshold or i in used_t or j in used_d:
+            continue
+        out[i] = j
+        used_t.add(i)
+        used_d.add(j)
+    return out
+
+
+def make_detectors(min_face, names=None):
+    from edge.crops import IDENTITY
+    from edge.detect import make_detector
+    from edge.detect import NEURAL, shipped_detector_path
+    out = []
+    for label, kind, options in CANDIDATES:
+        if names and kind not in names and label not in names:
+            continue
+        if kind in NEURAL and not os.path.isfile(shipped_detector_path(kind)):
+            continue  # not shipped (blazeface-full: `python -m convert.detector_export --model blazeface-full-192`)
+        opts = dict(options)
+        identity = opts.pop("_identity_crop", False)
+        det = make_detector(kind, min_size=min_face, **opts)
+        if identity:
+            det.mapping = IDENTITY
+        out.append((label, det))
+    return out
+
+
+def scene_sets(faces, labels, counts, seed):
+    pool = backgrounds()
+    sets = dict((kind, make_scenes(kind, n, faces, labels, seed=seed + k, pool=pool))
+                for k, (kind, n) in enumerate(sorted(counts.items())) if n)
+    sets["photo"] = [astronaut_scene()]
+    return sets
+
+
+def evaluate(detector, scenes, classifier=None):
+    """Detections on every scene once: counts for recall, false positives and accuracy."""
+    from edge.crops import face_crop
+    found = total = false_pos = correct = labelled = labelled_found = 0
+    for scene in scenes:
+        dets = detector.detect(scene.image)
+        pairs = match(scene.faces, [d.box for d in dets])
+        total += len(scene.faces)
+        found += len(pairs)
+        false_pos += len(dets) - len(pairs)
+        if classifier is None:
+            continue
+        matched = [(scene.faces[i], dets[j]) for i, j in sorted(pairs.items()) if scene.faces[i].label >= 0]
+        labelled += sum(1 for f in scene.faces if f.label >= 0)
+        if matched:
+            probs = classifier.predict([face_crop(scene.image, d) for _, d in matched])
+            correct += int(sum(int(np.argmax(p)) == f.label for (f, _), p in zip(matched, probs)))
+            labelled_found += len(matched)
+    row = {"faces": total, "found": found, "recall": found / float(total) if total else float("nan"),
+           "false_positives_per_frame": false_pos / float(len(scenes))}
+    if classifier is not None and labelled:
+        row["end_to_end_accuracy"] = correct / float(labelled)
+        row["accuracy_on_found"] = correct / float(labelled_found) if labelled_found else float("nan")
+    return row
+
+
+def time_detectors(detectors, scenes, repeats, log):
+    """Median ms per frame of each detector, repetitions interleaved (A B C A B C ...)."""
+    times = dict((label, []) for label, _ in detectors)
+    for label, det in detectors:
+        det.detect(scenes[0].image)  # warm-up
+    for r in range(repeats):
+        for label, det in detectors:
+            start = time.perf_counter()
+            for scene in scenes:
+                det.detect(scene.image)
+            times[label].append(1000.0 * (time.perf_counter() - start) / len(scenes))
+    return dict((label, {"ms_per_frame": statistics.median(v), "ms_runs": [round(x, 2) for x in v]})
+                for label, v in times.items())
+
+
+def calibrate(detectors, scenes, log=print):
+    """Box -> FER crop mapping of each detector: medians over faces it found (upright scenes)."""
+    out = {}
+    for label, det in detectors:
+        scale, dx, dy = [], [], []
+        for scene in scenes:
+            dets = det.detect(scene.image)
+            for i, j in match(scene.faces, [d.box for d in dets]).items():
+                tx, ty, ts, _ = scene.faces[i].box
+                bx, by, bw, bh = [float(v) for v in dets[j].box]
+                if bx <= 0 or by <= 0 or bx + bw >= scene.image.shape[1] or by + bh >= scene.image.shape[0]:
+                    continue  # clipped by the frame edge
+                scale.append(ts / ((bw + bh) / 2.0))
+                dx.append((tx + ts / 2.0 - (bx + bw / 2.0)) / bw)
+                dy.append((ty + ts / 2.0 - (by + bh / 2.0)) / bh)
+        if not scale:
+            log("calibrate {}: no face found".format(label))
+            continue
+        out[label] = {"crop": {"scale": round(statistics.median(scale), 4), "shift_x": round(statistics.median(dx), 4),
+                               "shift_y": round(statistics.median(dy), 4)},
+                      "faces": len(scale),
+                      "iqr_scale": [round(float(np.percentile(scale, 25)), 3), round(float(np.percentile(scale, 75)), 3)]}
+        log("calibrate {}: {} on {} faces".format(label, out[label]["crop"], len(scale)))
+    return out
+
+
+def write_calibration(mapping, path, report):
+    """The measured mappings as ``models/crop_mapping.json`` (read by ``make detector-models``)."""
+    from edge.detect import NEURAL
+    doc = {"about": "box -> FER+ crop mapping per detector, measured by `fer-edge bench detect --calibrate` on "
+                    "FER2013Valid faces pasted upright on photographs (median over the faces found)",
+           "machine": report["machine"], "seed": report["seed"], "min_face": report["min_face"],
+           "models": dict((NEURAL.get(kind, kind), value) for kind, value in mapping.items())}
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def run(data, counts=None, repeats=5, seed=0, min_face=24, names=None, calibrate_only=False, out_json=None,
+        out_md=None, peer_python=None, log=print):
+    from edge.classifier import load_classifier
+    from train.dataset import read_source
+    from .bench import machine
+    faces, dists, _ = read_source(data).split("FER2013Valid").labelled("majority")
+    labels = np.argmax(dists, axis=1)
+    report = {"machine": machine(), "iou": IOU, "min_face": min_face, "seed": seed, "repeats": repeats}
+    if calibrate_only:
+        scenes = make_scenes("calibrate", (counts or {}).get("calibrate", 150), faces, labels, seed=seed + 100)
+        from edge.detect import make_detector
+        from edge.detect import NEURAL, shipped_detector_path
+        detectors = [(kind, make_detector(kind, min_size=min_face)) for kind in CALIBRATED
+                     if kind not in NEURAL or os.path.isfile(shipped_detector_path(kind))]
+        mapping = calibrate(detectors, scenes, log)
+        report["calibration"] = mapping
+        if out_json:
+            write_calibration(mapping, out_json, report)
+        return report
+    counts = counts or {"near": 60, "far": 30, "tilted": 40}
+    sets = scene_sets(faces, labels, counts, seed)
+    report["scenes"] = dict((k, {"frames": len(v), "faces": sum(len(s.faces) for s in v),
+                                 "size": list(KINDS[k]["size"]) if k in KINDS else list(v[0].image.shape[1::-1])})
+                            for k, v in sets.items())
+    classifier = load_classifier()
+    detectors = make_detectors(min_face, names)
+    rows = dict((label, {"detector": label, "runtime": getattr(det, "runtime", "opencv")}) for label, det in detectors)
+    for kind, scenes in sorted(sets.items()):
+        for label, det in detectors:
+            rows[label][kind] = evaluate(det, scenes, classifier)
+        timing = time_detectors(detectors, scenes, repeats, log)
+        for label in timing:
+            rows[label][kind].update(timing[label])
+        log("scenes {}: {}".format(kind, "; ".join("{} recall {:.2f} {:.1f} ms".format(
+            lbl, rows[lbl][kind]["recall"], rows[lbl][kind]["ms_per_frame"]) for lbl, _ in detectors)))
+    if peer_python:
+        from .bench_peer_detect import peer_rows
+        for kind, row in peer_rows(peer_python, sets, faces, labels, match, log).items():
+            rows.setdefault("fer (peer: Haar + mini-Xception)", {"detector": "fer (peer: Haar + mini-Xception)",
+                                                                 "runtime": "fer package"})[kind] = row
+    report["detectors"] = list(rows.values())
+    report["markdown"] = markdown(report)
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(report, f, indent=2)
+    if out_md:
+        with open(out_md, "w") as f:
+            f.write(report["markdown"])
+    return report
+
+
+def _cell(row, kind, key, fmt):
+    value = row.get(kind, {}).get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def markdown(report):
+    sc = report["scenes"]
+    lines = ["Measured by `fer-edge bench detect` on {cpu} ({cores} cores); IoU >= {iou}, min face {min} px, "
+             "{rep} interleaved repetitions (median ms). Scenes: near {n} frames / {nf} faces at 640x480, far {f} / "
+             "{ff} at 1280x720, tilted {t} / {tf}, the astronaut photo.".format(
+                 iou=report["iou"], min=report["min_face"], rep=report["repeats"],
+                 n=sc.get("near", {}).get("frames", 0), nf=sc.get("near", {}).get("faces", 0),
+                 f=sc.get("far", {}).get("frames", 0), ff=sc.get("far", {}).get("faces", 0),
+                 t=sc.get("tilted", {}).get("frames", 0), tf=sc.get("tilted", {}).get("faces", 0),
+                 **report["machine"]), "",
+             "| detector | near recall | near FP/frame | near ms | near end-to-end acc | far recall | far FP/frame | "
+             "far ms | tilted recall | tilted end-to-end acc | photo found | acc. on found (near) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["detectors"]:
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            row["detector"], _cell(row, "near", "recall", "{:.3f}"),
+            _cell(row, "near", "false_positives_per_frame", "{:.3f}"), _cell(row, "near", "ms_per_frame", "{:.1f}"),
+            _cell(row, "near", "end_to_end_accuracy", "{:.3f}"), _cell(row, "far", "recall", "{:.3f}"),
+            _cell(row, "far", "false_positives_per_frame", "{:.2f}"), _cell(row, "far", "ms_per_frame", "{:.1f}"),
+            _cell(row, "tilted", "recall", "{:.3f}"), _cell(row, "tilted", "end_to_end_accuracy", "{:.3f}"),
+            _cell(row, "photo", "found", "{:d}/1"), _cell(row, "near", "accuracy_on_found", "{:.3f}")))
+    return "\n".join(lines) + "\n"
