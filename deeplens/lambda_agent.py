@@ -102,12 +102,19 @@ def deeplens_settings(env=None):
     return out
 
 
+LAMBDA_DETECTOR = "haar"
+
+
 def agent_config(env=None):
     """The agent settings (``edge.config``) with the device id defaulting to the thing name."""
     env = os.environ if env is None else env
     overrides = {}
     if not env.get("FER_EDGE_DEVICE_ID") and env.get("AWS_IOT_THING_NAME"):
         overrides["device_id"] = env["AWS_IOT_THING_NAME"]
+    if not env.get("FER_EDGE_DETECTOR"):
+        # The Lambda runs its one model on awscam's inference engine and ships no other runtime
+        # (ONNX Runtime/OpenVINO Python); BlazeFace needs one, so the Lambda keeps Haar unless told.
+        overrides["detector"] = LAMBDA_DETECTOR
     config = load_config(None, env=env, overrides=overrides)
     for key in ("broker", "annotate"):
         if config[key]:

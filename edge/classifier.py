@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from . import metadata as md
 from .backends import load_backend
 from .preprocess import prepare_faces
 
@@ -56,4 +57,5 @@ class EmotionClassifier(object):
 
 def load_classifier(path=None, runtime=None, **options):
     """Load an exported artifact (.onnx, .xml, .engine); default: the shipped model."""
-    return EmotionClassifier(load_backend(path or default_model_path(), runtime=runtime, **options))
+    return EmotionClassifier(load_backend(path or default_model_path(), runtime=runtime, kind=md.CLASSIFIER,
+                                          **options))

@@ -46,8 +46,8 @@ OPTIONS = (
     _opt("model", str, "", "model artifact (.onnx, .xml, .engine); empty: the shipped model"),
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
     _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),
-    _opt("detector_model", str, "", "face-detector artifact (.onnx, .xml, .engine) for a blazeface-* detector; "
-         "empty: the shipped one"),
+    _opt("detector_model", str, "", "face-detector artifact (.onnx, .xml, .engine) for a blazeface-* detector "
+         "(ignored by haar and yunet); empty: the shipped one"),
     _opt("detector_score", float, 0.5, "lowest face score a neural detector reports"),
     _opt("detector_nms", float, 0.3, "IoU above which a neural detector's overlapping boxes are merged"),
     _opt("detector_tiles", str, "1x1", "COLSxROWS tiles (with the whole frame) run as one batch, for small faces "
@@ -174,10 +174,7 @@ def load_config(path=None, env=None, overrides=None):
         parse_tiles(config["detector_tiles"], "key 'detector_tiles'")
     except DetectorConfigError as exc:
         raise ConfigError(str(exc))
-    if config["detector_model"] and config["detector"] not in ("blazeface-back", "blazeface-short", "blazeface-full"):
-        raise ConfigError("key 'detector_model': applies to the blazeface-* detectors, detector is {}".format(
-            config["detector"]))
-    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model", "detector_model"):
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
     if config["detector"] == "yunet" and not config["yunet_model"]:

@@ -194,7 +194,9 @@ def make_detector(kind=DEFAULT_DETECTOR, min_size=DEFAULT_MIN_FACE, yunet_model=
     if kind == "yunet":
         return YuNetDetector(yunet_model, min_size=min_size)
     if kind in NEURAL:
-        path = model or os.environ.get(DETECTOR_MODEL_ENV) or shipped_detector_path(kind)
+        # OpenVINO takes the shipped IR (what DeepLens hardware runs standalone); other runtimes the ONNX
+        path = model or os.environ.get(DETECTOR_MODEL_ENV) or shipped_detector_path(
+            kind, ".xml" if runtime == "openvino" else ".onnx")
         if backend is None and not os.path.isfile(path):
             raise DetectorError("{}: detector model not found (a fresh clone has it under models/; "
                                 "`make detector-models` regenerates it)".format(path))

@@ -109,14 +109,13 @@ def weighted_nms(boxes, scores, points, iou_threshold, max_out=100):
 
 
 def merge_tiles(boxes, scores, points, iou_threshold, contained=0.7):
-    """Cross-tile suppression in frame pixels: weighted NMS, then drop a box that lies mostly
-    (``contained`` of its area) inside a larger kept box (a face cut by a tile edge)."""
-    boxes, scores, points = weighted_nms(boxes, scores, points, iou_threshold)
+    """Cross-tile suppression in frame pixels: first drop a box that lies mostly (``contained`` of
+    its area) inside a larger one (a face cut by a tile edge, or the same face seen by two tiles),
+    then weighted NMS over what is left."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = np.ones(len(boxes), dtype=bool)
-    for i in np.argsort(areas):  # smallest first
+    for i in np.argsort(areas, kind="stable"):  # smallest first
         larger = keep & (areas > areas[i])
-        larger[i] = False
         if larger.any() and float(coverage(boxes[i], boxes[larger]).max()) > contained:
             keep[i] = False
-    return boxes[keep], scores[keep], points[keep]
+    return weighted_nms(boxes[keep], scores[keep], points[keep], iou_threshold)

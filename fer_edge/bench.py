@@ -159,7 +159,39 @@ def markdown(report):
             "{:.2f}x".format(ours["fps"] / peer["fps"]) if peer else "-", ours["peak_rss_mb"],
             "{:.0f}".format(peer["peak_rss_mb"]) if peer else "-", ours["cpu_percent"],
             ours["stage_ms"].get("detect", 0), ours["stage_ms"].get("infer", 0)))
+    proc = report.get("process")
+    if proc:
+        lines += ["", "Whole process on {} (start-up included, median of {} interleaved runs): `fer-edge run` {:.1f} s{}.".format(
+            proc["video"], len(proc["fer_edge_runs"]), proc["fer_edge_s"],
+            ", the peer {:.1f} s: ratio {:.2f}x".format(proc["peer_s"], proc["ratio"]) if "peer_s" in proc else "")]
     return "\n".join(lines) + "\n"
+
+
+PROCESS_VIDEO = (640, 480, 2)  # the whole-process comparison: a 640x480 video with two faces
+
+
+def process_walls(video, peer_python, repeats=3):
+    """Wall time of whole processes on ``video``, interleaved: `fer-edge run` (its default command
+    line but no broker) and the peer's script (fer's FER() on every frame), start-up included."""
+    ours = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--quiet",
+            "--data-dir", "", "--log-level", "WARNING"]
+    peer = [peer_python, os.path.join(REPO, "fer_edge", "bench_peer.py"), "agent", video] if peer_python else None
+    times = {"fer_edge": [], "peer": []}
+    for _ in range(repeats):
+        for key, cmd in (("fer_edge", ours), ("peer", peer)):
+            if cmd is None:
+                continue
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=peer_env(), timeout=1800)
+            if proc.returncode != 0:
+                raise RuntimeError("{} failed: {}".format(" ".join(cmd[:4]), proc.stderr[-2000:]))
+            times[key].append(time.perf_counter() - start)
+    out = {"video": os.path.basename(video), "fer_edge_s": float(np.median(times["fer_edge"])),
+           "fer_edge_runs": [round(t, 2) for t in times["fer_edge"]]}
+    if times["peer"]:
+        out.update(peer_s=float(np.median(times["peer"])), peer_runs=[round(t, 2) for t in times["peer"]])
+        out["ratio"] = out["fer_edge_s"] / out["peer_s"]
+    return out
 
 
 def run(model=None, data=None, peer=None, frames=90, out_json=None, out_md=None, log=print):
@@ -197,6 +229,16 @@ def run(model=None, data=None, peer=None, frames=90, out_json=None, out_md=None,
             log("agent {}: {:.1f} fps{}".format(label, row["fer_edge"]["fps"], ", peer {:.1f} fps ({:.2f}x)".format(
                 row["peer"]["fps"], row["fps_ratio"]) if python else ""))
             report["agent"].append(row)
+        from .samples import make_sample_video
+        w, h, n = PROCESS_VIDEO
+        video = os.path.join(video_dir, "process-{}x{}-{}faces.mp4".format(w, h, n))
+        if not os.path.isfile(video):
+            make_sample_video(video, frames=frames, width=w, height=h, faces=n)
+        report["process"] = process_walls(video, python)
+        log("whole process on {}: fer-edge run {:.1f} s{}".format(
+            report["process"]["video"], report["process"]["fer_edge_s"],
+            ", peer {:.1f} s ({:.2f}x)".format(report["process"]["peer_s"], report["process"]["ratio"])
+            if python else ""))
     report["markdown"] = markdown(report)
     if out_json:
         with open(out_json, "w") as f:

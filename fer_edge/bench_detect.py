@@ -26,6 +26,7 @@ CROP_FILE = os.path.join(REPO, "models", "crop_mapping.json")
 # name -> (detector kind, options); the rows of the table.
 CANDIDATES = (
     ("blazeface-back (256)", "blazeface-back", {}),
+    ("blazeface-back on OpenVINO (IR)", "blazeface-back", {"runtime": "openvino"}),
     ("blazeface-back, crop = box", "blazeface-back", {"_identity_crop": True}),
     ("blazeface-back, no eye levelling", "blazeface-back", {"align": False}),
     ("blazeface-back, score >= 0.6", "blazeface-back", {"score_threshold": 0.6}),
@@ -36,6 +37,7 @@ CANDIDATES = (
     ("blazeface-short, tiles 2x2", "blazeface-short", {"tiles": "2x2"}),
     ("blazeface-full (192)", "blazeface-full", {}),
     ("haar (OpenCV)", "haar", {}),
+    ("haar, min face 50 (the old default)", "haar", {"_min_size": 50}),
 )
 
 
@@ -63,6 +65,11 @@ def match(truth, boxes, threshold=IOU):
     return out
 
 
+def _installed(module):
+    from edge.backends.base import module_installed
+    return module_installed(module)
+
+
 def make_detectors(min_face, names=None):
     from edge.crops import IDENTITY
     from edge.detect import make_detector
@@ -71,11 +78,13 @@ def make_detectors(min_face, names=None):
     for label, kind, options in CANDIDATES:
         if names and kind not in names and label not in names:
             continue
+        if kind in NEURAL and options.get("runtime") == "openvino" and not _installed("openvino"):
+            continue
         if kind in NEURAL and not os.path.isfile(shipped_detector_path(kind)):
             continue  # not shipped (blazeface-full: `python -m convert.detector_export --model blazeface-full-192`)
         opts = dict(options)
         identity = opts.pop("_identity_crop", False)
-        det = make_detector(kind, min_size=min_face, **opts)
+        det = make_detector(kind, min_size=opts.pop("_min_size", min_face), **opts)
         if identity:
             det.mapping = IDENTITY
         out.append((label, det))

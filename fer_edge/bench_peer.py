@@ -2,6 +2,7 @@
 
     python bench_peer.py classify FACES.npy OUT.npy   # FER+ faces -> fer's 7 probabilities
     python bench_peer.py agent VIDEO                  # detect_emotions on every frame -> JSON
+    python bench_peer.py scenes FRAMES.npz OUT.json   # detect_emotions on benchmark scenes -> boxes, labels, ms
 
 fer's pipeline as its users run it: ``FER()`` (Haar cascade, mini-Xception, TFLite by default).
 """
@@ -58,8 +59,31 @@ def agent(video):
                       "peak_rss_mb": peak_rss_mb()}))
 
 
+def scenes(frames_path, out_path):
+    """fer's detect_emotions on each frame of an .npz (keys frame_0, frame_1, ...): boxes, top emotion, ms."""
+    import numpy as np
+    from fer.fer import FER
+    detector = FER()
+    data = np.load(frames_path)
+    names = sorted(data.files, key=lambda k: int(k.split("_")[1]))
+    detector.detect_emotions(data[names[0]])  # warm-up
+    out = []
+    for name in names:
+        image = data[name]
+        start = time.perf_counter()
+        found = detector.detect_emotions(image)
+        ms = 1000.0 * (time.perf_counter() - start)
+        out.append({"ms": ms, "faces": [{"box": [int(v) for v in f["box"]],
+                                         "emotion": max(f["emotions"], key=f["emotions"].get)} for f in found]})
+    with open(out_path, "w") as f:
+        json.dump(out, f)
+    print(json.dumps({"frames": len(out)}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "classify":
         classify(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "scenes":
+        scenes(sys.argv[2], sys.argv[3])
     else:
         agent(sys.argv[2])

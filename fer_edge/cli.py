@@ -127,8 +127,33 @@ def cmd_subscribe(args):
 
 
 def cmd_bench(args):
+    if args.section == "detect":
+        return cmd_bench_detect(args)
     from .bench import run
     report = run(args.model, args.data, args.peer, args.frames, args.json, args.markdown)
+    print(report["markdown"])
+    return 0
+
+
+def cmd_bench_detect(args):
+    from .bench import ensure_peer
+    from .bench_detect import CROP_FILE, run
+    from convert.parity import default_data_path
+    data = args.data or default_data_path()
+    if not data:
+        raise ValueError("fer-edge bench detect builds its scenes from FER+ Valid faces: give --data (or set "
+                         "FER_EDGE_DATA to the folder holding ferplus-trainval.tar.gz)")
+    if args.calibrate:
+        report = run(data, counts={"calibrate": args.scenes or 200}, calibrate_only=True, min_face=args.min_face,
+                     out_json=args.json or CROP_FILE)
+        print("wrote {} (then `make detector-models` puts it into the detectors' metadata)".format(
+            args.json or CROP_FILE))
+        return 0
+    n = args.scenes or 60
+    python = ensure_peer(print) if args.peer == "fer" else None
+    report = run(data, counts={"near": n, "far": max(1, n // 2), "tilted": max(1, (2 * n) // 3)},
+                 repeats=args.repeats, min_face=args.min_face, out_json=args.json, out_md=args.markdown,
+                 peer_python=python)
     print(report["markdown"])
     return 0
 
@@ -296,13 +321,22 @@ def build_parser():
     p.add_argument("--key-file", dest="key_file")
     p.set_defaults(func=cmd_subscribe)
 
-    p = sub.add_parser("bench", help="speed, memory and accuracy, side by side with the fer package")
+    p = sub.add_parser("bench", help="speed, memory and accuracy, side by side with the fer package",
+                       description="`fer-edge bench`: classifier runtimes and the agent on videos; `fer-edge bench "
+                                   "detect`: face detectors on scenes with ground truth (FER+ Valid faces).")
+    p.add_argument("section", nargs="?", choices=["agent", "detect"], default="agent",
+                   help="agent (default): classifier + agent on videos; detect: face detectors")
     p.add_argument("--model", help="ONNX artifact (default: the shipped model)")
     p.add_argument("--data", help="FERPlus data for accuracy on FER2013Valid (.tar.gz, folder or .npz)")
     p.add_argument("--peer", choices=["fer"], help="also measure the fer package (installed into .venv-peer)")
     p.add_argument("--frames", type=int, default=90, help="frames per benchmark video (default: %(default)s)")
     p.add_argument("--json", help="write the full report as JSON")
     p.add_argument("--markdown", help="write the results table as Markdown")
+    p.add_argument("--scenes", type=int, help="detect: near scenes (far: half, tilted: two thirds; default 60)")
+    p.add_argument("--repeats", type=int, default=5, help="detect: interleaved timing repetitions (default 5)")
+    p.add_argument("--min-face", dest="min_face", type=int, default=24, help="detect: smallest face (default 24)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="detect: measure each detector's box -> FER crop mapping into models/crop_mapping.json")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bundle", help="device bundles: jetson (tarball + install.sh), deeplens (Lambda zip + model)")

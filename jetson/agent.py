@@ -11,6 +11,11 @@ flags), picks the model runtime and runs ``edge.service.serve`` until SIGINT/SIG
 * otherwise (no TensorRT, ``runtime: onnxruntime``, or the engine build failed): ONNX Runtime,
   with a warning.
 
+The face detector (config ``detector``, default BlazeFace; ``detector_model`` default: the bundle's
+``model/detector.onnx``) follows the same rule: its own FP16 engine (batch up to the whole frame
+plus 4x2 tiles), so detection and classification both run on the GPU. Haar and YuNet stay on
+the CPU when chosen.
+
 Events go out through edge's MQTT publisher (``edge.service``). Logs go to stdout (journald under
 systemd). The service's working directory is /var/lib/fer-edge (StateDirectory): engines now, the
 offline event queue later. Exit status: 0 done, 2 error (model, camera, runtime), 78 bad config
@@ -37,6 +42,9 @@ log = logging.getLogger("fer_edge.jetson")
 DEFAULT_CONFIG = "/etc/fer-edge/agent.json"
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_MODEL = os.path.join(BUNDLE_ROOT, "model", "model.onnx")
+BUNDLED_DETECTOR = os.path.join(BUNDLE_ROOT, "model", "detector.onnx")
+DETECTOR_MAX_BATCH = 9  # the whole frame + up to 4x2 tiles in one engine call
+DETECTOR_ENGINE_STEM = "detector"
 EXIT_ERROR = 2
 EXIT_CONFIG = 78  # EX_CONFIG; fer-edge.service has RestartPreventExitStatus=78
 
@@ -47,6 +55,14 @@ def default_model():
         return BUNDLED_MODEL
     from edge.classifier import default_model_path
     return default_model_path()
+
+
+def default_detector():
+    """The bundle's model/detector.onnx when present (installed layout), else edge's shipped default."""
+    if os.path.isfile(BUNDLED_DETECTOR):
+        return BUNDLED_DETECTOR
+    from edge.detect import DEFAULT_DETECTOR, shipped_detector_path
+    return shipped_detector_path(DEFAULT_DETECTOR)
 
 
 def choose_runtime(model, runtime, tensorrt_ok):
@@ -90,6 +106,35 @@ def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=t
     return load_classifier(model, runtime=runtime if runtime != "tensorrt" else "onnxruntime")
 
 
+def make_face_detector(config, precision=trt_backend.DEFAULT_PRECISION, engine_dir=None, tensorrt_ok=None):
+    """The face detector the agent runs: a neural one on its TensorRT engine when possible
+    (ONNX Runtime otherwise, with a warning), Haar/YuNet as configured."""
+    from edge import metadata as md
+    from edge.backends import load_backend
+    from edge.detect import NEURAL
+    from edge.service import detector_from_config
+    if config["detector"] not in NEURAL:
+        return detector_from_config(config, runtime="")
+    model = config["detector_model"] or default_detector()
+    config = dict(config, detector_model=model)
+    runtime = config["runtime"]
+    tensorrt_ok = trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok
+    how = choose_runtime(model, runtime, tensorrt_ok)
+    if how in ("engine", "build"):
+        try:
+            engine = model if how == "engine" else trt_backend.ensure_engine(
+                model, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info, stem=DETECTOR_ENGINE_STEM)
+            backend = load_backend(engine, runtime="tensorrt", kind=md.FACE_DETECTOR)
+            return detector_from_config(config, backend=backend)
+        except BackendError as exc:
+            if runtime == "tensorrt" or not module_installed("onnxruntime"):
+                raise
+            log.error("TensorRT detector engine unavailable (%s); falling back to ONNX Runtime", exc)
+    elif model.endswith(".onnx") and runtime != "onnxruntime":
+        log.warning("TensorRT/pycuda not installed: running the face detector %s with ONNX Runtime on the CPU", model)
+    return detector_from_config(config, runtime="onnxruntime" if runtime in ("", "tensorrt") else runtime)
+
+
 def install_stop_handlers(stop):
     """SIGINT/SIGTERM (systemctl stop) set ``stop``: the loop finishes its frame, flushes, goes offline."""
     def handler(signum, _frame):
@@ -122,7 +167,8 @@ def build_parser():
     parser.add_argument("--check-camera", action="store_true",
                         help="open the configured source, grab one frame, print its resolution and exit")
     parser.add_argument("--build-engine", action="store_true",
-                        help="build (or confirm) the TensorRT engine for the configured ONNX model and exit")
+                        help="build (or confirm) the TensorRT engines of the configured ONNX model and face "
+                             "detector, and exit")
     parser.add_argument("--force", action="store_true", help="with --build-engine: rebuild even when current")
     parser.add_argument("--engine-dir", help="folder for TensorRT engines (default: ${} or {}/engines)".format(
         trt_backend.ENGINE_DIR_ENV, trt_backend.STATE_DIR))
@@ -181,6 +227,13 @@ def _build_engine(config, args):
     path = trt_backend.ensure_engine(model, args.precision, args.max_batch, args.engine_dir, log=log.info,
                                      force=args.force)
     print(path, flush=True)
+    from edge.detect import NEURAL
+    if config["detector"] in NEURAL:
+        detector = config["detector_model"] or default_detector()
+        if str(detector).endswith(".onnx"):
+            path = trt_backend.ensure_engine(detector, args.precision, DETECTOR_MAX_BATCH, args.engine_dir,
+                                             log=log.info, force=args.force, stem=DETECTOR_ENGINE_STEM)
+            print(path, flush=True)
     return 0
 
 
@@ -190,8 +243,15 @@ def _serve(config, args):
     install_stop_handlers(stop)
     classifier = make_classifier(config, args.precision, args.max_batch, args.engine_dir)
     try:
-        summary = serve(config, stop=stop, classifier=classifier)
+        detector = make_face_detector(config, args.precision, args.engine_dir)
+    except BaseException:
+        classifier.close()
+        raise
+    try:
+        summary = serve(config, stop=stop, classifier=classifier, detector=detector)
     finally:
         classifier.close()
+        if hasattr(detector, "close"):
+            detector.close()
     log.info("stopped: %s", json.dumps(summary, sort_keys=True))
     return 0

@@ -10,7 +10,8 @@ Layout (everything under ``fer-edge-jetson-<version>/``)::
     edge/                     the device-agnostic agent (incl. edge/schema/*.json)
     jetson/                   this adapter (TensorRT backend, camera check, agent)
     convert/                  __init__.py (device subset), errors.py, tensorrt_build.py, parity.py
-    model/model.onnx          the model; its fer-edge metadata is embedded in the ONNX
+    model/model.onnx          the emotion classifier; its fer-edge metadata is embedded in the ONNX
+    model/detector.onnx       the face detector (BlazeFace), its metadata embedded likewise
     config/agent.json         agent config template (all keys); config/agent.ini.example (with help)
     systemd/fer-edge.service  the service unit
 
@@ -46,6 +47,7 @@ INSTALL_PREFIX = "/opt/fer-edge"
 JETSON_CONFIG = {
     "source": "csi://0?width=1280&height=720&framerate=30",
     "model": INSTALL_PREFIX + "/model/model.onnx",
+    "detector_model": INSTALL_PREFIX + "/model/detector.onnx",
     "publish": "on-change",
     "data_dir": "/var/lib/fer-edge",  # the unit's StateDirectory: the on-disk event queue lives here
 }
@@ -106,14 +108,27 @@ def _read(path):
         return handle.read()
 
 
+def _check_detector(detector_onnx):
+    from edge import metadata as md
+    from edge.onnx_meta import onnx_model_metadata
+    if not os.path.isfile(detector_onnx):
+        raise BundleError("{}: face-detector ONNX not found; pass detector_onnx= or run `make detector-models`".format(
+            detector_onnx))
+    try:
+        return md.check_kind(onnx_model_metadata(detector_onnx), md.FACE_DETECTOR, detector_onnx)
+    except ValueError as exc:
+        raise BundleError("{}: not usable as the bundle's face detector: {}".format(detector_onnx, exc))
+
+
 def _check_model(model_onnx):
     from convert.errors import ConversionError
     from convert.tensorrt_build import onnx_model_metadata
     if not os.path.isfile(model_onnx):
         raise BundleError("{}: ONNX model not found; pass model_onnx= (the output of `fer-edge convert onnx`) or "
                           "ship the model first".format(model_onnx))
+    from edge import metadata as md
     try:
-        meta = onnx_model_metadata(model_onnx)
+        meta = md.check_kind(onnx_model_metadata(model_onnx), md.CLASSIFIER, model_onnx)
     except (ConversionError, ValueError) as exc:
         raise BundleError("{}: not usable for the Jetson bundle: {}".format(model_onnx, exc))
     if meta["input"]["layout"] != "NCHW":
@@ -122,7 +137,7 @@ def _check_model(model_onnx):
     return meta
 
 
-def bundle_entries(model_onnx, version):
+def bundle_entries(model_onnx, version, detector_onnx=None):
     """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last)."""
     entries = []
     for rel, disk in _package_files("edge") + _package_files("jetson", HOST_ONLY):
@@ -131,6 +146,8 @@ def bundle_entries(model_onnx, version):
     for name in CONVERT_MODULES:
         entries.append(("convert/" + name, _read(os.path.join(REPO, "convert", name))))
     entries.append(("model/model.onnx", _read(model_onnx)))
+    if detector_onnx:
+        entries.append(("model/detector.onnx", _read(detector_onnx)))
     entries.append(("config/agent.json", (json.dumps(config_template(), indent=2) + "\n").encode("utf-8")))
     entries.append(("config/agent.ini.example", config_ini_example().encode("utf-8")))
     entries.append(("systemd/fer-edge.service", _read(os.path.join(TEMPLATES, "fer-edge.service"))))
@@ -152,11 +169,12 @@ def _tarinfo(name, size, mode, mtime, kind=tarfile.REGTYPE):
     return info
 
 
-def build_bundle(out_dir, model_onnx=None, version=None):
+def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None):
     """Write ``fer-edge-jetson-<version>.tar.gz`` into ``out_dir``; returns its path.
 
     ``model_onnx``: the ONNX to ship (default: the project's shipped model,
-    ``edge.classifier.SHIPPED_MODEL``); it must carry fer-edge metadata (NCHW). ``version``:
+    ``edge.classifier.SHIPPED_MODEL``); it must carry fer-edge metadata (NCHW). ``detector_onnx``:
+    the face detector (default: the shipped default detector's ONNX). ``version``:
     default ``edge.__version__``. Written to a temporary file, then renamed into place.
     """
     if model_onnx is None:
@@ -167,11 +185,16 @@ def build_bundle(out_dir, model_onnx=None, version=None):
     if not version or "/" in version or version.strip() != version:
         raise BundleError("bad bundle version {!r}".format(version))
     _check_model(model_onnx)
+    if detector_onnx is None:
+        from edge.detect import DEFAULT_DETECTOR, shipped_detector_path
+        detector_onnx = shipped_detector_path(DEFAULT_DETECTOR)
+    detector_onnx = str(detector_onnx)
+    _check_detector(detector_onnx)
     out_dir = os.path.abspath(str(out_dir))
     os.makedirs(out_dir, exist_ok=True)
     top = "fer-edge-jetson-{}".format(version)
     path = os.path.join(out_dir, top + ".tar.gz")
-    entries = bundle_entries(model_onnx, version)
+    entries = bundle_entries(model_onnx, version, detector_onnx)
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
     fd, tmp = tempfile.mkstemp(prefix="." + top, suffix=".tmp", dir=out_dir)
     try:
@@ -201,10 +224,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jetson.bundle", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the .tar.gz")
     parser.add_argument("--model", help="ONNX model with fer-edge metadata (default: the shipped model)")
+    parser.add_argument("--detector", help="face-detector ONNX (default: the shipped default detector)")
     parser.add_argument("--version", help="bundle version (default: edge.__version__)")
     args = parser.parse_args(argv)
     try:
-        print(build_bundle(args.out, args.model, args.version))
+        print(build_bundle(args.out, args.model, args.version, args.detector))
     except (BundleError, OSError) as exc:
         print("bundle: error: {}".format(exc), file=sys.stderr)
         return 2

@@ -11,9 +11,11 @@ TensorRT 8.x (JetPack 4.6 ships 8.2.1) and 10.x (JetPack 6) are both handled:
   ``get_tensor_profile_shape(name, 0)``, ``context.set_input_shape`` + ``set_tensor_address`` +
   ``execute_async_v3``.
 
-The engine has one input ``[N, C, H, W]`` float32 (dynamic N, optimisation profile 1..max) and one
-output ``[N, L]``. Pinned host buffers and device buffers are allocated once for the profile's
-maximum batch; larger batches run in chunks. The pure helpers (:func:`plan_engine`,
+The engine has one input ``[N, ...]`` float32 (dynamic N, optimisation profile 1..max; NCHW faces
+for the classifier, NHWC frames for the face detector, as the model's metadata says) and one or more
+outputs ``[N, ...]`` (the classifier's probabilities; the detector's boxes and scores). Pinned host
+buffers and device buffers are allocated once for the profile's maximum batch; larger batches run
+in chunks. The pure helpers (:func:`plan_engine`,
 :func:`batch_chunks`, :func:`buffer_nbytes`, :func:`engine_mismatch`) take the engine object and
 no CUDA, so they are tested with a fake engine on hosts without a GPU.
 
@@ -47,12 +49,18 @@ TensorSpec = collections.namedtuple("TensorSpec", "index name shape dtype")
 
 
 class EnginePlan(collections.namedtuple(
-        "EnginePlan", "tensor_api input output min_batch opt_batch max_batch num_bindings")):
+        "EnginePlan", "tensor_api input outputs min_batch opt_batch max_batch num_bindings")):
     """What the backend needs to know about an engine, read once from it (no CUDA involved).
 
-    ``input``/``output``: TensorSpec; ``min/opt/max_batch``: the optimisation profile 0 batch
-    range; ``num_bindings``: the size of the bindings list for ``execute_async_v2`` (TensorRT 8).
+    ``input``: TensorSpec; ``outputs``: TensorSpecs in the model's output order;
+    ``min/opt/max_batch``: the optimisation profile 0 batch range; ``num_bindings``: the size of
+    the bindings list for ``execute_async_v2`` (TensorRT 8).
     """
+
+    @property
+    def output(self):
+        """The first output (a classifier's probabilities)."""
+        return self.outputs[0]
 
     @property
     def item_input_shape(self):
@@ -65,8 +73,8 @@ class EnginePlan(collections.namedtuple(
     def input_shape(self, batch):
         return (int(batch),) + self.item_input_shape
 
-    def output_shape(self, batch):
-        return (int(batch),) + self.item_output_shape
+    def output_shape(self, batch, k=0):
+        return (int(batch),) + tuple(self.outputs[k].shape[1:])
 
 
 # ---------------------------------------------------------------- pure helpers (fake-engine testable)
@@ -107,29 +115,39 @@ def _profile(engine, tensor_api, spec):
     return tuple(_dims(s) for s in shapes)
 
 
-def plan_engine(engine, tensor_api, is_input_mode=None, nptype=np.dtype, where="engine"):
-    """Read and check an engine's I/O: one float32 input [N,C,H,W], one float32 output [N,...].
+def plan_engine(engine, tensor_api, is_input_mode=None, nptype=np.dtype, where="engine", output_order=None):
+    """Read and check an engine's I/O: one float32 input [N, a, b, c], float32 outputs [N, ...].
 
     ``is_input_mode``: for the tensor API, a predicate on ``engine.get_tensor_mode(name)``
     (``lambda m: m == trt.TensorIOMode.INPUT``); ``nptype``: TensorRT DataType -> numpy dtype
-    (``trt.nptype``). Raises BackendError naming ``where`` when the engine does not fit.
+    (``trt.nptype``); ``output_order``: output tensor names in the model's order (the detector's
+    metadata ``detector.output_names``), else the engine's order. Raises BackendError naming
+    ``where`` when the engine does not fit.
     """
     if tensor_api and is_input_mode is None:
         raise ValueError("is_input_mode is required with the tensor API")
     inputs, outputs = _io_tensors(engine, tensor_api, is_input_mode, nptype)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise BackendError("{}: expected one input and one output, found {} and {} ({})".format(
+    if len(inputs) != 1 or not outputs:
+        raise BackendError("{}: expected one input and at least one output, found {} and {} ({})".format(
             where, len(inputs), len(outputs), ", ".join(s.name for s in inputs + outputs)))
-    inp, out = inputs[0], outputs[0]
-    for spec in (inp, out):
+    if output_order:
+        by_name = dict((s.name, s) for s in outputs)
+        if sorted(by_name) != sorted(output_order):
+            raise BackendError("{}: engine outputs {} differ from the model's {}".format(
+                where, ", ".join(sorted(by_name)), ", ".join(output_order)))
+        outputs = [by_name[name] for name in output_order]
+    inp = inputs[0]
+    for spec in [inp] + outputs:
         if np.dtype(spec.dtype) != np.float32:
             raise BackendError("{}: tensor '{}' is {}, expected float32 (build the engine with "
                                "convert.tensorrt_build)".format(where, spec.name, np.dtype(spec.dtype)))
     if len(inp.shape) != 4 or any(d < 1 for d in inp.shape[1:]):
-        raise BackendError("{}: input '{}' has shape {}, expected [N, C, H, W] with a dynamic or fixed N".format(
+        raise BackendError("{}: input '{}' has shape {}, expected 4 dimensions with a dynamic or fixed N".format(
             where, inp.name, inp.shape))
-    if len(out.shape) < 2 or any(d < 1 for d in out.shape[1:]):
-        raise BackendError("{}: output '{}' has shape {}, expected [N, labels]".format(where, out.name, out.shape))
+    for out in outputs:
+        if len(out.shape) < 2 or any(d < 1 for d in out.shape[1:]):
+            raise BackendError("{}: output '{}' has shape {}, expected [N, ...] with fixed item dimensions".format(
+                where, out.name, out.shape))
     if inp.shape[0] == -1:
         lo, opt, hi = _profile(engine, tensor_api, inp)
         if lo[1:] != inp.shape[1:] or hi[1:] != inp.shape[1:]:
@@ -141,13 +159,15 @@ def plan_engine(engine, tensor_api, is_input_mode=None, nptype=np.dtype, where="
     if not 1 <= min_batch <= max_batch:
         raise BackendError("{}: bad batch range {}..{} in the optimisation profile".format(where, min_batch, max_batch))
     num_bindings = engine.num_io_tensors if tensor_api else engine.num_bindings
-    return EnginePlan(bool(tensor_api), inp, out, int(min_batch), int(opt_batch), int(max_batch), int(num_bindings))
+    return EnginePlan(bool(tensor_api), inp, list(outputs), int(min_batch), int(opt_batch), int(max_batch),
+                      int(num_bindings))
 
 
 def buffer_nbytes(plan, batch=None):
-    """(input bytes, output bytes) of float32 buffers for ``batch`` faces (default: the max batch)."""
+    """(input bytes, bytes of all outputs) of float32 buffers for ``batch`` items (default: the max batch)."""
     batch = plan.max_batch if batch is None else batch
-    return (int(np.prod(plan.input_shape(batch))) * 4, int(np.prod(plan.output_shape(batch))) * 4)
+    return (int(np.prod(plan.input_shape(batch))) * 4,
+            sum(int(np.prod(plan.output_shape(batch, k))) * 4 for k in range(len(plan.outputs))))
 
 
 def batch_chunks(n, max_batch, min_batch=1):
@@ -167,7 +187,7 @@ def padded_size(count, min_batch):
 
 
 def check_batch(batch, plan, where="engine"):
-    """``batch`` as a C-contiguous float32 array [N, C, H, W]; BackendError on a wrong shape."""
+    """``batch`` as a C-contiguous float32 array [N, ...] of the engine's input; BackendError on a wrong shape."""
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     if batch.ndim != 4 or tuple(batch.shape[1:]) != plan.item_input_shape:
         raise BackendError("{}: input batch has shape {}, the engine takes [N, {}]".format(
@@ -218,7 +238,7 @@ def _import_runtime():
 
 
 class TensorRTBackend(Backend):
-    """A TensorRT engine on CUDA device ``device``; ``infer(batch NCHW float32) -> [N, L]``.
+    """A TensorRT engine on CUDA device ``device``; ``run(batch float32) -> [outputs]`` (``infer``: the first).
 
     One CUDA stream and one set of buffers: calls must not overlap (the agent's loop is single
     threaded); any thread may call, the device's primary context is pushed around each call.
@@ -259,10 +279,12 @@ class TensorRTBackend(Backend):
                 raise BackendError("{}: TensorRT {} cannot deserialize this engine (built by another TensorRT "
                                    "version or for another GPU, or a truncated file; see the TensorRT log "
                                    "above): {}".format(path, self.trt_version, _rebuild_hint(path, info)))
+            order = (meta.get("detector") or {}).get("output_names")
             self.plan = plan_engine(self.engine, uses_tensor_api(self.trt_version),
-                                    lambda mode: mode == trt.TensorIOMode.INPUT, trt.nptype, where=path)
-            want = tuple(md.input_shape(md.with_layout(meta, "NCHW"))[1:])
-            if meta["input"]["layout"] != "NCHW" or want != self.plan.item_input_shape:
+                                    lambda mode: mode == trt.TensorIOMode.INPUT, trt.nptype, where=path,
+                                    output_order=order)
+            want = tuple(md.input_shape(meta)[1:])
+            if want != self.plan.item_input_shape:
                 raise BackendError("{}: the engine takes [N, {}] but its metadata says {} {} (wrong sidecar?)".format(
                     path, ", ".join(str(d) for d in self.plan.item_input_shape), meta["input"]["layout"],
                     md.input_shape(meta)[1:]))
@@ -272,15 +294,18 @@ class TensorRTBackend(Backend):
             self.stream = cuda.Stream()
             plan = self.plan
             self.host_in = cuda.pagelocked_empty(plan.input_shape(plan.max_batch), np.float32)
-            self.host_out = cuda.pagelocked_empty(plan.output_shape(plan.max_batch), np.float32)
+            self.host_outs = [cuda.pagelocked_empty(plan.output_shape(plan.max_batch, k), np.float32)
+                              for k in range(len(plan.outputs))]
             self.dev_in = cuda.mem_alloc(self.host_in.nbytes)
-            self.dev_out = cuda.mem_alloc(self.host_out.nbytes)
+            self.dev_outs = [cuda.mem_alloc(h.nbytes) for h in self.host_outs]
             if plan.tensor_api:
                 self.context.set_tensor_address(plan.input.name, int(self.dev_in))
-                self.context.set_tensor_address(plan.output.name, int(self.dev_out))
+                for spec, buf in zip(plan.outputs, self.dev_outs):
+                    self.context.set_tensor_address(spec.name, int(buf))
             self.bindings = [0] * plan.num_bindings
             self.bindings[plan.input.index] = int(self.dev_in)
-            self.bindings[plan.output.index] = int(self.dev_out)
+            for spec, buf in zip(plan.outputs, self.dev_outs):
+                self.bindings[spec.index] = int(buf)
             self._shape = None
         except BaseException:
             try:
@@ -311,7 +336,7 @@ class TensorRTBackend(Backend):
         else:
             ok = self.context.set_binding_shape(plan.input.index, shape)
             got = tuple(self.context.get_binding_shape(plan.output.index))
-        if ok is False or got != plan.output_shape(n):
+        if ok is False or got != plan.output_shape(n, 0):
             raise BackendError("{}: TensorRT refused input shape {} (output {}; profile batch {}..{})".format(
                 self.path, shape, got, plan.min_batch, plan.max_batch))
         self._shape = n
@@ -329,35 +354,42 @@ class TensorRTBackend(Backend):
             ok = self.context.execute_async_v3(self.stream.handle)
         else:
             ok = self.context.execute_async_v2(self.bindings, self.stream.handle)
-        cuda.memcpy_dtoh_async(self.host_out[:n], self.dev_out, self.stream)
+        for host, dev in zip(self.host_outs, self.dev_outs):
+            cuda.memcpy_dtoh_async(host[:n], dev, self.stream)
         self.stream.synchronize()
         if not ok:
             raise BackendError("{}: TensorRT inference failed (batch {})".format(self.path, n))
-        return self.host_out[:m].copy()
+        return [host[:m].copy() for host in self.host_outs]
 
-    def infer(self, batch):
+    def run(self, batch):
         ctx = self._cuda_ctx
         if self._closed or ctx is None:
             raise BackendError("{}: backend closed".format(self.path))
         batch = check_batch(batch, self.plan, self.path)
-        out = np.empty(self.plan.output_shape(len(batch)), dtype=np.float32)
+        outs = [np.empty(self.plan.output_shape(len(batch), k), dtype=np.float32) for k in range(len(self.plan.outputs))]
         if len(batch) == 0:
-            return out
+            return outs
         ctx.push()
         try:
             for start, stop in batch_chunks(len(batch), self.plan.max_batch):
-                out[start:stop] = self._run_chunk(batch[start:stop])
+                for out, part in zip(outs, self._run_chunk(batch[start:stop])):
+                    out[start:stop] = part
         finally:
             ctx.pop()
-        return out
+        return outs
+
+    def infer(self, batch):
+        return self.run(batch)[0]
 
     def _release(self):
-        for name in ("dev_in", "dev_out"):
-            buf = getattr(self, name, None)
-            if buf is not None:
-                buf.free()
-                setattr(self, name, None)
-        for name in ("context", "engine", "_runtime", "stream", "host_in", "host_out"):
+        buf = getattr(self, "dev_in", None)
+        if buf is not None:
+            buf.free()
+            self.dev_in = None
+        for buf in getattr(self, "dev_outs", None) or []:
+            buf.free()
+        self.dev_outs = []
+        for name in ("context", "engine", "_runtime", "stream", "host_in", "host_outs"):
             if hasattr(self, name):
                 setattr(self, name, None)
 
@@ -394,7 +426,7 @@ def default_engine_dir(onnx_path):
 
 
 def ensure_engine(onnx_path, precision=DEFAULT_PRECISION, max_batch=DEFAULT_MAX_BATCH, engine_dir=None, log=print,
-                  force=False):
+                  force=False, stem=None):
     """The path of a current TensorRT engine for ``onnx_path`` on this GPU, built when needed.
 
     Reuses the engine whose sidecar matches the ONNX sha256, the TensorRT version, the GPU, the
@@ -417,6 +449,6 @@ def ensure_engine(onnx_path, precision=DEFAULT_PRECISION, max_batch=DEFAULT_MAX_
             engine_dir, ENGINE_DIR_ENV))
     try:
         return build_or_reuse(onnx_path, engine_dir, precision=precision, max_batch=int(max_batch), force=force,
-                              log=log)
+                              log=log, stem=stem)
     except (ConversionError, md.MetadataError, OSError) as exc:
         raise BackendError("cannot get a TensorRT engine for {}: {}".format(onnx_path, exc))

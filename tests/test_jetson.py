@@ -286,6 +286,98 @@ class FakeContext10(object):
         return self.engine.run(self.n, self.addresses["face"], self.addresses["probabilities"])
 
 
+class FakeDetectorEngine(object):
+    """A two-output NHWC engine (the face detector) for both APIs; it computes with ONNX Runtime on
+    the shipped detector's ONNX, so the backend's buffers and output order are checked for real.
+    Its outputs are listed in the reverse of the model's order (the metadata's output_names fix it)."""
+
+    def __init__(self, cuda, tensor_api, onnx_path, size, max_batch=9):
+        import onnxruntime as ort
+        self.cuda, self.tensor_api, self.size, self.batches = cuda, tensor_api, size, []
+        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        self.names = ("image", "classificators", "regressors")
+        self.item = {"image": (size, size, 3), "classificators": (896, 1), "regressors": (896, 16)}
+        self.profile = tuple((n, size, size, 3) for n in (1, 4, max_batch))
+        self.num_bindings = self.num_io_tensors = 3
+
+    # TensorRT 8 binding API
+    def get_binding_name(self, i):
+        return self.names[i]
+
+    def get_binding_shape(self, i):
+        return (-1,) + self.item[self.names[i]]
+
+    def get_binding_dtype(self, i):
+        return np.float32
+
+    def binding_is_input(self, i):
+        return i == 0
+
+    def get_profile_shape(self, profile, i):
+        return self.profile
+
+    # TensorRT 10 tensor API
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def get_tensor_shape(self, name):
+        return (-1,) + self.item[name]
+
+    def get_tensor_dtype(self, name):
+        return np.float32
+
+    def get_tensor_mode(self, name):
+        return "IN" if name == "image" else "OUT"
+
+    def get_tensor_profile_shape(self, name, profile):
+        return self.profile
+
+    def create_execution_context(self):
+        return FakeDetectorContext(self)
+
+    def run(self, n, addresses):
+        assert self.cuda.depth > 0
+        x = self.cuda.read(addresses["image"], n * self.size * self.size * 3).reshape(n, self.size, self.size, 3)
+        regressors, classificators = self.session.run(None, {"image": x})
+        self.cuda.write(addresses["regressors"], regressors)
+        self.cuda.write(addresses["classificators"], classificators)
+        self.batches.append(n)
+        return True
+
+
+class FakeDetectorContext(object):
+    def __init__(self, engine):
+        self.engine, self.n, self.addresses = engine, None, {}
+
+    def _set(self, shape):
+        if not self.engine.profile[0][0] <= shape[0] <= self.engine.profile[2][0]:
+            return False
+        self.n = shape[0]
+        return True
+
+    def set_binding_shape(self, i, shape):
+        return self._set(shape)
+
+    def set_input_shape(self, name, shape):
+        return self._set(shape)
+
+    def get_binding_shape(self, i):
+        return (self.n,) + self.engine.item[self.engine.names[i]]
+
+    def get_tensor_shape(self, name):
+        return (self.n,) + self.engine.item[name]
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+        return True
+
+    def execute_async_v2(self, bindings, stream_handle):
+        return self.engine.run(self.n, dict(zip(self.engine.names, bindings)))
+
+    def execute_async_v3(self, stream_handle):
+        return self.engine.run(self.n, self.addresses)
+
+
 def fake_tensorrt(version, cuda, engines):
     trt = types.ModuleType("tensorrt")
     trt.__file__ = "fake-tensorrt"
@@ -302,6 +394,11 @@ def fake_tensorrt(version, cuda, engines):
             pass
 
         def deserialize_cuda_engine(self, data):
+            if data.startswith(b"fake detector "):
+                onnx_path, size = data[len(b"fake detector "):].decode().rsplit(" ", 1)
+                engine = FakeDetectorEngine(cuda, version.startswith("10."), onnx_path, int(size))
+                engines.append(engine)
+                return engine
             if data != b"fake engine":
                 return None
             engine = (FakeEngine10 if version.startswith("10.") else FakeEngine8)(cuda)
@@ -375,7 +472,7 @@ def test_plan_engine_rejects_engines_that_do_not_fit():
         tb.plan_engine(FakeEngine8(None, profile=((1, 1, 64, 64), (4, 1, 64, 64), (8, 1, 64, 64))), False)
     two_inputs = FakeEngine8(None)
     two_inputs.binding_is_input = lambda i: True
-    with pytest.raises(BackendError, match="one input and one output"):
+    with pytest.raises(BackendError, match="one input and at least one output"):
         tb.plan_engine(two_inputs, False)
     plan = tb.plan_engine(FakeEngine8(None), False)
     with pytest.raises(BackendError, match=r"takes \[N, 1, 48, 48\]"):
@@ -733,7 +830,7 @@ def test_bundled_agent_runs_without_host_packages(unpacked, tmp_path):
 
 def test_bundle_refuses_a_model_without_metadata(tmp_path):
     bad = tmp_path / "model.onnx"
-    bad.write_bytes(b"\x08\x07")  # a ModelProto with only ir_version
+    bad.write_bytes(b"\x08\x07\x3a\x00")  # a ModelProto with ir_version and an empty graph
     with pytest.raises(BundleError, match="no fer-edge metadata"):
         build_bundle(str(tmp_path / "dist"), model_onnx=str(bad), version=VERSION)
     with pytest.raises(BundleError, match="not found"):
@@ -817,3 +914,67 @@ def test_install_refuses_test_hooks_outside_dry_run(unpacked):
     proc = subprocess.run(["bash", str(unpacked / "install.sh")], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, FER_EDGE_ROOT="/tmp/nowhere"))
     assert proc.returncode == 2 and "test hooks for --dry-run only" in proc.stderr
+
+
+# ---------------------------------------------------------------- the face detector on the Jetson
+
+
+def test_detector_engine_runs_blazeface_through_the_tensorrt_backend(fake_runtime, tmp_path):
+    """The TensorRT backend with a two-output NHWC engine (outputs in another order than the
+    model's) gives the neural detector the same faces as ONNX Runtime."""
+    from edge.detect import DEFAULT_DETECTOR, make_detector, shipped_detector_path
+    from edge.onnx_meta import onnx_model_metadata
+    from fer_edge.scenes import astronaut_scene
+    version, cuda, engines = fake_runtime
+    onnx_path = shipped_detector_path(DEFAULT_DETECTOR)
+    meta = onnx_model_metadata(onnx_path)
+    engine_path = str(tmp_path / "detector.trt{}.fp16.fake-gpu.engine".format(version))
+    with open(engine_path, "wb") as handle:
+        handle.write("fake detector {} {}".format(onnx_path, meta["input"]["height"]).encode())
+    info = dict(meta, engine={"tensorrt_version": version, "gpu": "Fake GPU", "precision": "fp16", "max_batch": 9,
+                              "onnx": "detector.onnx"})
+    md.write(info, md.sidecar_path(engine_path))
+    backend = load_backend_kind(engine_path, md.FACE_DETECTOR)
+    assert [s.name for s in backend.plan.outputs] == ["regressors", "classificators"]
+    image = astronaut_scene().image
+    on_gpu = make_detector(backend=backend, tiles="2x2").detect(image)
+    on_cpu = make_detector(tiles="2x2").detect(image)
+    assert engines[0].batches[-1] == 5  # the whole frame and 4 tiles in one engine call
+    assert len(on_gpu) == len(on_cpu) == 1
+    assert on_gpu[0].box == on_cpu[0].box and abs(on_gpu[0].score - on_cpu[0].score) < 1e-4
+    backend.close()
+    assert cuda.memory == {} and cuda.depth == 0
+    with pytest.raises(BackendError, match="not an emotion classifier"):
+        load_backend_kind(engine_path, md.CLASSIFIER)
+
+
+def load_backend_kind(path, kind):
+    from edge.backends import load_backend
+    return load_backend(path, runtime="tensorrt", kind=kind)
+
+
+def test_face_detector_choice_on_the_jetson(monkeypatch, caplog):
+    from jetson.agent import make_face_detector
+    config = load_config(None, env={}, overrides={"broker": ""})
+    detector = make_face_detector(config, tensorrt_ok=False)
+    assert type(detector).__name__ == "NeuralFaceDetector" and detector.runtime == "onnxruntime"
+    assert "running the face detector" in caplog.text and "ONNX Runtime" in caplog.text
+    haar = make_face_detector(load_config(None, env={}, overrides={"detector": "haar"}), tensorrt_ok=True)
+    assert type(haar).__name__ == "HaarDetector"
+    calls = []
+    monkeypatch.setattr(tb, "ensure_engine", lambda *a, **k: calls.append((a, k)) or (_ for _ in ()).throw(
+        BackendError("no GPU here")))
+    fallback = make_face_detector(config, tensorrt_ok=True)  # the engine build fails: ONNX Runtime, logged
+    assert fallback.runtime == "onnxruntime" and calls[0][1]["stem"] == "detector" and calls[0][0][2] == 9
+    assert "TensorRT detector engine unavailable (no GPU here)" in caplog.text
+    with pytest.raises(BackendError, match="no GPU here"):
+        make_face_detector(dict(config, runtime="tensorrt"), tensorrt_ok=True)
+
+
+def test_bundle_ships_the_face_detector(unpacked):
+    from edge.onnx_meta import onnx_model_metadata
+    meta = onnx_model_metadata(str(unpacked / "model" / "detector.onnx"))
+    assert meta["kind"] == md.FACE_DETECTOR and meta["model"]["name"] == "blazeface-back-256"
+    template = json.loads((unpacked / "config" / "agent.json").read_text())
+    assert template["detector"] == "blazeface-back"
+    assert template["detector_model"] == "/opt/fer-edge/model/detector.onnx"

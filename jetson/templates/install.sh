@@ -2,7 +2,7 @@
 # fer-edge installer for NVIDIA Jetson (JetPack 4.6.x: L4T R32.6/R32.7, TensorRT 8.2, Python 3.6;
 # also JetPack 5/6 with TensorRT 8.5/10). Run from the unpacked bundle:
 #
-#   sudo ./install.sh              # check, install, build the TensorRT engine, enable the service
+#   sudo ./install.sh              # check, install, build the TensorRT engines, enable the service
 #   ./install.sh --dry-run         # only check and print what would be done (no root needed)
 #
 # Options: --dry-run, --no-deps (do not pip-install pycuda / paho-mqtt; report them instead),
@@ -180,7 +180,7 @@ if [ -n "$PYVER" ]; then
 fi
 
 # ---------------------------------------------------------------- the bundle and the system
-for f in edge/__init__.py jetson/__main__.py convert/tensorrt_build.py model/model.onnx config/agent.json \
+for f in edge/__init__.py jetson/__main__.py convert/tensorrt_build.py model/model.onnx model/detector.onnx config/agent.json \
          systemd/fer-edge.service; do
     [ -f "$HERE/$f" ] || problem "bundle incomplete: $f is missing next to install.sh"
 done
@@ -245,12 +245,12 @@ run install -m 0644 "$HERE/config/agent.ini.example" "$ROOT$ETC/agent.ini.exampl
 run install -d -m 0755 -o "$SERVICE_USER" -g "$SERVICE_USER" "$ROOT$STATE" "$ROOT$STATE/engines"
 
 if [ "$BUILD_ENGINE" = 1 ]; then
-    say "building the TensorRT engine (FP16; a few minutes on a Jetson Nano, reused afterwards):"
+    say "building the TensorRT engines of the emotion model and the face detector (FP16; minutes on a Jetson Nano, reused afterwards):"
     if [ "$DRY_RUN" = 1 ]; then
         echo "  [dry-run] cd $STATE && runuser -u $SERVICE_USER -- env PYTHONPATH=$PREFIX FER_EDGE_ENGINE_DIR=$STATE/engines $PYTHON -m jetson --config $ETC/agent.json --build-engine"
     elif ! (cd "$STATE" && runuser -u "$SERVICE_USER" -- env "PYTHONPATH=$PREFIX" "FER_EDGE_ENGINE_DIR=$STATE/engines" \
             "$PYTHON" -m jetson --config "$ETC/agent.json" --build-engine); then
-        say "the TensorRT engine could not be built (see above); fix it, then run: sudo $0" >&2
+        say "the TensorRT engines could not be built (see above); fix it, then run: sudo $0" >&2
         exit 1
     fi
 fi
