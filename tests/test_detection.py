@@ -281,3 +281,23 @@ def test_bench_detect_measures_recall_and_accuracy(ferplus_tar, tmp_path):
     assert rows["blazeface-back (256)"]["photo"]["found"] == 1
     assert "| blazeface-back (256) |" in report["markdown"]
     assert json.load(open(str(tmp_path / "d.json")))["scenes"]["near"]["faces"] == 12
+
+
+def test_agent_refuses_bad_detector_input_with_exit_2(tmp_path):
+    import subprocess
+    import sys
+    from edge.classifier import SHIPPED_MODEL
+    from fer_edge.samples import make_sample_video
+    video = make_sample_video(str(tmp_path / "v.mp4"), frames=3)
+    base = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--quiet",
+            "--data-dir", ""]
+    cases = ((["--model", shipped_detector_path(DEFAULT_DETECTOR)], "this is a face detector"),
+             (["--detector-model", SHIPPED_MODEL], "this is an emotion classifier"),
+             (["--detector-model", str(tmp_path / "missing.onnx")], "detector model not found"),
+             (["--detector-tiles", "3x9"], "detector_tiles"))
+    for extra, message in cases:
+        proc = subprocess.run(base + extra, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (extra, proc.stderr[-1500:])
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    ok = subprocess.run(base, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and '"faces": 6' in ok.stdout, ok.stderr[-1500:]
