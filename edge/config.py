@@ -7,6 +7,7 @@ Python 3.6 compatible (the Jetson service reads /etc/fer-edge/agent.json or .ini
 
 import collections
 import configparser
+import difflib
 import json
 import os
 import socket
@@ -86,6 +87,11 @@ RANGES = {"min_face": (1, 10000), "detector_score": (0.01, 0.99), "detector_nms"
           "reconnect_max_delay": (0.01, 86400.0)}
 # The broker password: from password_file, else from this environment variable (never from a config file).
 PASSWORD_ENV = "FER_EDGE_PASSWORD"
+# FER_EDGE_* variables that are not agent settings (read elsewhere); any other FER_EDGE_* name is a
+# mistake (FER_EDGE_BROKER_URL for FER_EDGE_BROKER) and stops the agent instead of being ignored.
+OTHER_ENV = ("FER_EDGE_PASSWORD", "FER_EDGE_DATA", "FER_EDGE_ENGINE_DIR", "FER_EDGE_HAAR_CASCADE",
+             "FER_EDGE_LAMBDA_AUTOSTART", "FER_EDGE_ROOT", "FER_EDGE_ARCH", "FER_EDGE_PYTHON")
+OTHER_ENV_PREFIXES = ("FER_EDGE_DEEPLENS_",)  # the DeepLens Lambda's own settings (deeplens.lambda_agent)
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", boolean: "true or false"}
 
 
@@ -163,9 +169,8 @@ def load_config(path=None, env=None, overrides=None):
     if path:
         _apply(config, read_file(path), path)
     env = os.environ if env is None else env
-    from_env = dict((k[len(ENV_PREFIX):].lower(), v) for k, v in env.items()
-                    if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in BY_NAME)
-    _apply(config, from_env, "environment")
+    for name, value in sorted(env_settings(env).items()):
+        _apply(config, {name[len(ENV_PREFIX):].lower(): value}, "environment variable " + name)
     _apply(config, dict((k, v) for k, v in (overrides or {}).items() if v is not None), "command line")
     if not config["device_id"]:
         config["device_id"] = socket.gethostname().split(".")[0] or "fer-edge"
@@ -187,13 +192,41 @@ def load_config(path=None, env=None, overrides=None):
     return config
 
 
-def _check_broker(config):
-    """The broker URL and the TLS settings that go with it, with the key named on errors."""
+def env_settings(env):
+    """The FER_EDGE_* agent settings in ``env`` ({variable: value}); ConfigError naming an unknown
+    FER_EDGE_* variable, with the closest known name."""
+    known = ["{}{}".format(ENV_PREFIX, name.upper()) for name in BY_NAME]
+    out = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in OTHER_ENV or name.startswith(OTHER_ENV_PREFIXES):
+            continue
+        if name not in known:
+            suffixes = [k[len(ENV_PREFIX):] for k in known + list(OTHER_ENV)]
+            close = difflib.get_close_matches(name[len(ENV_PREFIX):], suffixes, n=1, cutoff=0.6)
+            raise ConfigError("environment variable {}: not a fer-edge setting{} (settings: FER_EDGE_<KEY> for "
+                              "the keys of `fer-edge run --help`)".format(
+                                  name, "; did you mean {}{}?".format(ENV_PREFIX, close[0]) if close else ""))
+        out[name] = value
+    return out
+
+
+def refuse_url_password(url_text, where="key 'broker'"):
+    """ConfigError when a broker URL carries a password (visible in `ps`, in config files and logs)."""
     from .mqtt_url import parse_url
     try:
-        url = parse_url(config["broker"])
+        url = parse_url(url_text)
     except ValueError as exc:
-        raise ConfigError("key 'broker': {}".format(exc))
+        raise ConfigError("{}: {}".format(where, exc))
+    if url.password is not None:
+        raise ConfigError("{}: the broker URL {} holds a password; give the user name in the URL or 'username' "
+                          "and the password in a file (key 'password_file', mode 0600) or in ${}".format(
+                              where, url.redacted(), PASSWORD_ENV))
+    return url
+
+
+def _check_broker(config):
+    """The broker URL and the TLS settings that go with it, with the key named on errors."""
+    url = refuse_url_password(config["broker"])
     tls_keys = [k for k in ("ca_file", "cert_file", "key_file", "alpn") if config[k]] + \
         (["tls_insecure"] if config["tls_insecure"] else [])
     if tls_keys and not url.tls and config["alpn"].strip().lower() != "none":

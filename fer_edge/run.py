@@ -1,4 +1,9 @@
-"""`fer-edge run` and `fer-edge image`: the host agent and the one-shot image command."""
+"""`fer-edge run` and `fer-edge image`: the host agent and the one-shot image command.
+
+Exit status of `fer-edge run`: 0 when every event was delivered (or, without a broker, kept), or
+is waiting in the on-disk queue for the next start; 3 when events were dropped or failed (the
+summary says how many); 2 on a bad config, model, detector or source.
+"""
 
 import json
 import logging
@@ -7,6 +12,9 @@ import sys
 import threading
 
 from edge.config import BY_NAME, load_config
+from edge.publish import Publisher
+
+EXIT_DROPPED = 3
 
 
 def install_stop_handlers(stop):
@@ -27,33 +35,88 @@ def add_agent_options(parser):
                             help="{} (default: {!r})".format(option.help, option.default))
     parser.add_argument("--no-embedded-broker", action="store_true",
                         help="without --broker, publish nowhere instead of starting an in-process broker")
-    parser.add_argument("--quiet", action="store_true", help="do not print the events received")
+    parser.add_argument("--quiet", action="store_true", help="do not print the events the agent publishes")
 
 
-def print_events(url, device_id, prefix, out=sys.stdout):
-    """Subscribe to the agent's topics and print what arrives (the demo's subscriber)."""
-    from edge.subscribe import format_message_lines, subscribe
+class EventPrinter(Publisher):
+    """The agent's own publisher, printing every event and stats message the agent hands it.
 
-    def on_message(message):
+    No second MQTT connection: what is printed is what the agent publishes, whether the broker is
+    up, refuses a plain connection (TLS, passwords) or is the embedded one. Delivery itself shows
+    in the stats lines and the end-of-run summary.
+    """
+
+    def __init__(self, inner, out=None):
+        self.inner = inner
+        self.out = out or sys.stdout
+        self.device_id = inner.device_id
+        self.prefix = getattr(getattr(inner, "topics", None), "prefix", None)
+
+    def _print(self, kind, data):
+        from edge.subscribe import Message, format_message_lines
+        message = Message("{}/{}/{}".format(self.prefix or "fer-edge", self.device_id, kind), self.device_id, kind,
+                          b"", data, False, 1)
         for line in format_message_lines(message):
-            print(line, file=out, flush=True)
-    ready = threading.Event()
-    sub = subscribe(url, device_id=device_id, prefix=prefix, on_message=on_message, ready=ready)
-    if not ready.wait(10):
-        sub.stop()
-        raise RuntimeError("could not subscribe to {} (is the broker up?)".format(url))
-    return sub
+            print(line, file=self.out, flush=True)
+
+    def start(self):
+        self.inner.start()
+
+    def publish_event(self, event):
+        accepted = self.inner.publish_event(event)
+        self._print("events", event)
+        return accepted
+
+    def publish_stats(self, stats):
+        stats = dict(stats)
+        delivery = getattr(self.inner, "delivery", None)
+        if callable(delivery):
+            stats.setdefault("delivery", delivery())
+        accepted = self.inner.publish_stats(stats)
+        self._print("stats", stats)
+        return accepted
+
+    def close(self, timeout=None):
+        if timeout is None:
+            self.inner.close()
+        else:
+            self.inner.close(timeout)
+
+    @property
+    def connected(self):
+        return self.inner.connected
+
+    @property
+    def counters(self):
+        return self.inner.counters
+
+    def __repr__(self):
+        return repr(self.inner)
+
+
+def delivery_summary(publisher, broker):
+    """The delivery part of the run summary, and whether anything was lost."""
+    counts = publisher.counters
+    outbox = getattr(publisher, "outbox", None)
+    storage = getattr(outbox, "storage", None) if outbox is not None else None
+    summary = {"broker": bool(broker), "acknowledged": int(counts.get("acknowledged", 0)),
+               "queued": int(counts.get("queued", 0)), "dropped": int(counts.get("dropped", 0)),
+               "failed": int(counts.get("failed", 0)), "reconnects": int(counts.get("reconnects", 0))}
+    if summary["queued"] and storage:
+        summary["queued_in"] = storage
+    lost = bool(broker) and (summary["dropped"] or summary["failed"])
+    return summary, lost
 
 
 def cmd_run(args):
-    from edge.service import serve
+    from edge.service import make_publisher, serve
     from fer_edge.broker import EmbeddedBroker
     overrides = dict((name, getattr(args, name)) for name in BY_NAME)
     config = load_config(args.config, overrides=overrides)
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions"):  # the embedded broker's own chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    broker = subscriber = None
+    broker = None
     if not config["broker"] and not args.no_embedded_broker:
         broker = EmbeddedBroker().start()
         config["broker"] = broker.url
@@ -61,15 +124,22 @@ def cmd_run(args):
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
-        if config["broker"] and not args.quiet:
-            subscriber = print_events(config["broker"], config["device_id"], config["topic_prefix"])
-        summary = serve(config, stop=stop)
+        publisher = make_publisher(config)
+        shown = publisher if args.quiet else EventPrinter(publisher)
+        summary = serve(config, stop=stop, publisher=shown)
     finally:
-        if subscriber is not None:
-            subscriber.stop()
         if broker is not None:
             broker.stop()
+    summary["delivery"], lost = delivery_summary(publisher, config["broker"])
     print(json.dumps({"summary": summary}), flush=True)
+    delivery = summary["delivery"]
+    if delivery.get("queued_in") == "disk":
+        print("fer-edge run: {} message(s) wait in the on-disk queue (data_dir {}); the next run with this "
+              "device id delivers them".format(delivery["queued"], config["data_dir"]), file=sys.stderr)
+    if lost:
+        print("fer-edge run: {} message(s) dropped and {} failed: not delivered to {}".format(
+            delivery["dropped"], delivery["failed"], config["broker"]), file=sys.stderr)
+        return EXIT_DROPPED
     return 0
 
 

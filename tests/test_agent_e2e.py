@@ -69,12 +69,51 @@ class Collector(object):
 
 
 def agent(*args, timeout=180, data_dir=None, **kw):
-    """`fer-edge run` with its event queue in a fresh folder (rows left by other runs would be re-sent)."""
+    """`fer-edge run` (its default command line: events printed) with its event queue in a fresh
+    folder (rows left by other runs would be re-sent)."""
     import tempfile
-    data_dir = data_dir or tempfile.mkdtemp(prefix="fer-edge-queue-")
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING",
+    data_dir = tempfile.mkdtemp(prefix="fer-edge-queue-") if data_dir is None else data_dir
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING",
            "--data-dir", data_dir] + [str(a) for a in args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def closed_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_default_command_line_prints_its_own_events_and_the_delivery(broker, video, model_path):
+    proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-print", "--model", model_path,
+                 "--stats-interval", "0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert sum(" cam-print frame " in line and " track " in line for line in lines) == 2 * FRAMES
+    assert any(" cam-print stats fps " in line for line in lines)
+    delivery = json.loads(lines[-1])["summary"]["delivery"]
+    assert delivery["dropped"] == delivery["failed"] == delivery["queued"] == 0
+    assert delivery["acknowledged"] >= FRAMES
+
+
+def test_broker_down_queues_on_disk_or_says_what_was_dropped(video, model_path, tmp_path):
+    """The printer opens no connection of its own, so a broker that is down does not stop the run;
+    the summary and the exit status say where the events are."""
+    url = "mqtt://127.0.0.1:{}".format(closed_port())
+    common = ["--source", video, "--broker", url, "--device-id", "cam-down", "--model", model_path,
+              "--flush-timeout", "0.5", "--reconnect-min-delay", "0.2", "--reconnect-max-delay", "0.5"]
+    queued = agent(*common, data_dir=str(tmp_path / "queue"))
+    assert queued.returncode == 0, queued.stderr[-3000:]
+    delivery = json.loads(queued.stdout.strip().splitlines()[-1])["summary"]["delivery"]
+    assert delivery["queued"] >= FRAMES and delivery["queued_in"] == "disk" and delivery["acknowledged"] == 0
+    assert "wait in the on-disk queue" in queued.stderr
+    assert sum(" cam-down frame " in line for line in queued.stdout.splitlines()) == 2 * FRAMES  # printed anyway
+    lost = agent(*common, data_dir="")  # a memory queue: what is not delivered at the end is lost
+    assert lost.returncode == 3, lost.stderr[-3000:]
+    delivery = json.loads(lost.stdout.strip().splitlines()[-1])["summary"]["delivery"]
+    assert delivery["dropped"] >= FRAMES
+    assert "dropped" in lost.stderr and "not delivered to {}".format(url) in lost.stderr
 
 
 def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, tmp_path):

@@ -178,5 +178,28 @@ def test_bad_config_is_named(tmp_path, content, message):
 
 
 def test_bad_environment_value_is_named():
-    with pytest.raises(ConfigError, match="environment: key 'iou'"):
+    with pytest.raises(ConfigError, match="environment variable FER_EDGE_IOU: key 'iou': expected a number"):
         load_config(None, env={"FER_EDGE_IOU": "high"})
+
+
+def test_unknown_environment_variable_stops_the_agent_with_a_suggestion():
+    with pytest.raises(ConfigError, match="FER_EDGE_BROKER_URL: not a fer-edge setting; did you mean FER_EDGE_BROKER"):
+        load_config(None, env={"FER_EDGE_BROKER_URL": "mqtt://broker:1883"})
+    with pytest.raises(ConfigError, match="FER_EDGE_XYZZY_QQQQ: not a fer-edge setting \\(settings"):
+        load_config(None, env={"FER_EDGE_XYZZY_QQQQ": "red"})
+    # variables read elsewhere (data, secrets, DeepLens settings) are not settings and pass
+    config = load_config(None, env={"FER_EDGE_DATA": "/d", "FER_EDGE_PASSWORD": "x", "FER_EDGE_DEEPLENS_GPU": "1",
+                                    "FER_EDGE_BROKER": "mqtt://broker:1883", "OTHER": "1"})
+    assert config["broker"] == "mqtt://broker:1883"
+
+
+def test_password_in_the_broker_url_is_refused_wherever_it_comes_from(tmp_path):
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"broker": "mqtt://cam:s3cret@broker:1883"}))
+    for kwargs in ({"path": str(path)}, {"env": {"FER_EDGE_BROKER": "mqtt://cam:s3cret@broker:1883"}},
+                   {"overrides": {"broker": "mqtt://cam:s3cret@broker:1883"}}):
+        kwargs.setdefault("env", {})
+        with pytest.raises(ConfigError, match="holds a password.*password_file") as err:
+            load_config(**kwargs)
+        assert "s3cret" not in str(err.value)
+    assert load_config(None, env={}, overrides={"broker": "mqtt://cam@broker:1883"})["broker"]  # a user alone is fine

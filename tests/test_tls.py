@@ -67,7 +67,7 @@ def pki(tmp_path_factory):
                  "-keyout", ca + ".key", "-out", ca + ".crt", "-days", "2", "-subj", "/CN=fer-edge test " + ca)
     _key_and_csr(folder, "server", "/CN=localhost")
     _sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
-    for client in ("cam-a", "consumer"):
+    for client in ("cam-a", "consumer", "dashboard"):
         _key_and_csr(folder, client, "/CN=" + client)
         _sign(folder, client, "ca")
     _key_and_csr(folder, "rogue", "/CN=cam-a")  # right name, wrong CA
@@ -181,19 +181,29 @@ def test_acl_stops_a_device_publishing_under_another_id(mtls_broker, pki):
 
 
 def test_consumer_certificate_cannot_publish(mtls_broker, pki):
-    sub, inbox = consumer(mtls_broker, pki, device="consumer")
+    """The consumer's certificate may read but not write, not even under its own name. Observed by
+    another consumer (dashboard), which may read fer-edge/consumer/#: a publish that got through
+    would reach it, as cam-a's publish does."""
+    sub, inbox = consumer(mtls_broker, pki, name="dashboard")
     pub = MqttPublisher(mtls_broker.tls_url, "consumer", ca_certs=pki["ca"], certfile=pki["consumer"],
                         keyfile=pki["consumer"].replace(".crt", ".key"))
+    device = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"],
+                           keyfile=pki["cam-a"].replace(".crt", ".key"), client_id="cam-a-control")
     try:
         pub.start()
         assert pub.wait_connected(WAIT)
         pub.publish_event(event("consumer", 0))
-        assert wait_until(lambda: pub.counters["acknowledged"] == 1)
+        assert wait_until(lambda: pub.counters["acknowledged"] == 1)  # PUBACKed (MQTT 3.1.1) ...
+        device.start()
+        assert device.wait_connected(WAIT)
+        device.publish_event(event("cam-a", 0))
+        assert wait_until(lambda: "fer-edge/cam-a/events" in inbox.topics())  # the observer sees what passes
         time.sleep(0.5)
     finally:
         pub.close()
+        device.close()
         sub.stop()
-    assert inbox.topics() == []
+    assert not [t for t in inbox.topics() if t.startswith("fer-edge/consumer/")], inbox.topics()  # ... dropped
 
 
 def test_wrong_ca_is_refused_with_a_clear_message(mtls_broker, pki):
