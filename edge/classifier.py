@@ -31,11 +31,29 @@ def default_model_path():
 class EmotionClassifier(object):
     """Face crops in, probabilities out, through one backend and the model's metadata."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, self_check=True):
         self.backend = backend
         self.meta = backend.meta
         self.labels = tuple(self.meta["labels"])
         self.runtime = backend.name
+        if self_check:
+            self.self_check()
+
+    def self_check(self):
+        """One inference on a gray face at load: the outputs must be probabilities over the labels.
+        Catches corrupt weights that still parse (NaN/inf) and a model whose output does not match
+        its metadata, with a message naming the file, before the agent goes online."""
+        from .backends.base import ModelFileError
+        inp = self.meta["input"]
+        probe = np.full((1, inp["height"], inp["width"]), 128, np.uint8)
+        out = np.asarray(self.backend.infer(prepare_faces(probe, self.meta)))
+        where = str(self.backend.path)
+        if out.shape != (1, len(self.labels)):
+            raise ModelFileError("{}: the model outputs shape {} but its metadata lists {} labels".format(
+                where, out.shape, len(self.labels)))
+        if not np.all(np.isfinite(out)) or out.min() < -1e-3 or abs(float(out.sum()) - 1.0) > 1e-2:
+            raise ModelFileError("{}: the model's outputs are not probabilities ({}; corrupt weights?)".format(
+                where, np.array2string(out[0], precision=3)))
 
     @property
     def model_id(self):

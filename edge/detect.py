@@ -48,6 +48,10 @@ class DetectorError(RuntimeError):
     """A detector that cannot be created; the message says what is missing and how to get it."""
 
 
+class DetectorFileError(DetectorError):
+    """The detector's model file is the problem (missing, corrupt, the wrong kind): retrying will not help."""
+
+
 def find_haar_cascade(name=HAAR_FILE):
     """Path of a Haar cascade file: $FER_EDGE_HAAR_CASCADE, cv2.data, then system folders."""
     env = os.environ.get(CASCADE_ENV)
@@ -169,16 +173,21 @@ def shipped_detector_path(name=DEFAULT_DETECTOR, suffix=".onnx"):
 def load_neural_detector(path, runtime=None, backend=None, threads=0, **options):
     """A NeuralFaceDetector on ``path`` (a face-detector artifact) or on an already loaded ``backend``."""
     from . import metadata as md
-    from .backends import BackendError, load_backend
+    from .backends import BackendError, ModelFileError, load_backend
     from .neural_detect import DetectorConfigError, NeuralFaceDetector
     if backend is None:
         extra = {"threads": threads} if threads and runtime in (None, "onnxruntime", "openvino") else {}
         try:
             backend = load_backend(path, runtime=runtime, kind=md.FACE_DETECTOR, **extra)
+        except ModelFileError as exc:
+            raise DetectorFileError(str(exc))
         except BackendError as exc:
             raise DetectorError(str(exc))
     try:
         return NeuralFaceDetector(backend, **options)
+    except ModelFileError as exc:
+        backend.close()
+        raise DetectorFileError(str(exc))
     except (DetectorConfigError, md.MetadataError) as exc:
         backend.close()
         raise DetectorError(str(exc))
@@ -198,7 +207,7 @@ def make_detector(kind=DEFAULT_DETECTOR, min_size=DEFAULT_MIN_FACE, yunet_model=
         path = model or os.environ.get(DETECTOR_MODEL_ENV) or shipped_detector_path(
             kind, ".xml" if runtime == "openvino" else ".onnx")
         if backend is None and not os.path.isfile(path):
-            raise DetectorError("{}: detector model not found (a fresh clone has it under models/; "
+            raise DetectorFileError("{}: detector model not found (a fresh clone has it under models/; "
                                 "`make detector-models` regenerates it)".format(path))
         return load_neural_detector(path, runtime=runtime, backend=backend, threads=threads, min_size=min_size,
                                     score_threshold=score_threshold, nms_iou=nms_iou, tiles=tiles,

@@ -107,6 +107,24 @@ class NeuralFaceDetector(object):
         self.align = DEFAULTS["align"] if align is None else bool(align)
         self.max_faces = int(max_faces)
         check_options(self.score_threshold, self.nms_iou, self.tile_overlap, self.min_size)
+        self._self_check()
+
+    def _self_check(self):
+        """One inference on a black frame at load: finite outputs of the shapes the metadata says."""
+        from .backends.base import ModelFileError
+        x, _ = self._batch(np.zeros((self.size, self.size, 3), np.uint8), [(0, 0, self.size, self.size)])
+        outputs = self.backend.run(x)
+        where = str(self.backend.path)
+        if len(outputs) != len(self.outputs):
+            raise ModelFileError("{}: the model has {} outputs, its metadata names {}".format(
+                where, len(outputs), len(self.outputs)))
+        boxes = outputs[self.outputs.index("boxes")]
+        scores = outputs[self.outputs.index("scores")]
+        if boxes.shape[:2] != (1, len(self.anchors)) or scores.shape[:2] != (1, len(self.anchors)):
+            raise ModelFileError("{}: outputs {} and {} do not fit {} anchors".format(
+                where, boxes.shape, scores.shape, len(self.anchors)))
+        if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
+            raise ModelFileError("{}: the detector's outputs are not finite (corrupt weights?)".format(where))
 
     @property
     def runtime(self):

@@ -18,8 +18,8 @@ the CPU when chosen.
 
 Events go out through edge's MQTT publisher (``edge.service``). Logs go to stdout (journald under
 systemd). The service's working directory is /var/lib/fer-edge (StateDirectory): engines now, the
-offline event queue later. Exit status: 0 done, 2 error (model, camera, runtime), 78 bad config
-(the systemd unit does not restart on 78).
+offline event queue later. Exit status: 0 done, 2 error (camera, runtime, broker), 78 bad config
+(the systemd unit does not restart on 78), also for a missing, corrupt or wrong model or detector file.
 
 Python 3.6 compatible (device code).
 """
@@ -201,7 +201,8 @@ def main(argv=None):
     if config_path:
         log.info("config %s", config_path)
     from edge.agent import AgentError
-    from edge.detect import DetectorError
+    from edge.backends.base import ModelFileError
+    from edge.detect import DetectorError, DetectorFileError
     from edge.publish import PahoMissingError
     from edge.sources import SourceError
     try:
@@ -212,6 +213,10 @@ def main(argv=None):
         if args.build_engine:
             return _build_engine(config, args)
         return _serve(config, args)
+    except (ModelFileError, DetectorFileError) as exc:
+        # a missing, corrupt or wrong model file: restarting cannot fix it (the unit does not restart on 78)
+        _error(exc)
+        return EXIT_CONFIG
     except (BackendError, SourceError, DetectorError, AgentError, PahoMissingError, ValueError, OSError) as exc:
         # ValueError: MetadataError, a bad broker URL, a bad model file
         _error(exc)

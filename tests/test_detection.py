@@ -301,3 +301,30 @@ def test_agent_refuses_bad_detector_input_with_exit_2(tmp_path):
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     ok = subprocess.run(base, cwd=str(REPO), capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and '"faces": 6' in ok.stdout, ok.stderr[-1500:]
+
+
+def test_corrupt_or_truncated_model_files_name_the_file_and_stop_the_services(tmp_path):
+    """`fer-edge run` exits 2 and the Jetson service 78 (systemd does not restart it) on a model or
+    detector file that is truncated, corrupt or of the wrong kind; no traceback."""
+    import subprocess
+    import sys
+    from edge.classifier import SHIPPED_MODEL
+    from fer_edge.samples import make_sample_video
+    video = make_sample_video(str(tmp_path / "v.mp4"), frames=2)
+    data = open(SHIPPED_MODEL, "rb").read()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[:len(data) // 3])
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2:len(flipped) // 2 + 4096] = b"\xff" * 4096  # inside the weights: parses, fails to load
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(bytes(flipped))
+    for bad in (truncated, corrupt):
+        run = subprocess.run([sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker",
+                              "--model", str(bad)], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and str(bad) in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+        jetson = subprocess.run([sys.executable, "-m", "jetson", "--source", video, "--broker", "", "--model", str(bad)],
+                                cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        assert jetson.returncode == 78 and str(bad) in jetson.stderr, jetson.stderr[-2000:]
+    wrong = subprocess.run([sys.executable, "-m", "jetson", "--source", video, "--broker", "", "--detector-model",
+                            SHIPPED_MODEL], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 78 and "not a face detector" in wrong.stderr, wrong.stderr[-2000:]

@@ -12,7 +12,7 @@ import os
 from .. import formats
 from .. import metadata as md
 from ..onnx_meta import onnx_model_metadata
-from .base import Backend, BackendError, module_installed  # noqa: F401
+from .base import Backend, BackendError, ModelFileError, module_installed  # noqa: F401
 
 
 def artifact_metadata(path):
@@ -38,7 +38,7 @@ def load_backend(path, runtime=None, kind=None, meta=None, **options):
     """
     path = str(path)
     if not os.path.exists(path):
-        raise BackendError("{}: model artifact not found".format(path))
+        raise ModelFileError("{}: model artifact not found".format(path))
     candidates = backend_classes(path)
     if runtime:
         candidates = [c for c in candidates if c.name == runtime]
@@ -51,7 +51,7 @@ def load_backend(path, runtime=None, kind=None, meta=None, **options):
         if kind is not None:
             md.check_kind(meta, kind, path)
     except md.MetadataError as exc:
-        raise BackendError(str(exc))
+        raise ModelFileError(str(exc))
     missing = []
     for row in candidates:
         if not all(module_installed(m) for m in row.requires):

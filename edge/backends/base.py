@@ -21,6 +21,11 @@ class BackendError(RuntimeError):
     """A model artifact that cannot be loaded or run; the message names the artifact."""
 
 
+class ModelFileError(BackendError):
+    """The model file itself is the problem (missing, truncated, corrupt, no metadata, the wrong kind
+    of model): retrying will not help (the Jetson service exits 78 so systemd does not loop)."""
+
+
 class Backend(object):
     """Runs one model artifact.
 

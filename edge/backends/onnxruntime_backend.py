@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import Backend, BackendError
+from .base import Backend, BackendError, ModelFileError
 
 
 def session_options(ort, threads=0, spinning=False):
@@ -33,7 +33,7 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(path, sess_options=session_options(ort, threads, spinning),
                                                 providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise BackendError("{}: ONNX Runtime cannot load the model ({})".format(path, exc))
+            raise ModelFileError("{}: ONNX Runtime cannot load the model ({})".format(path, exc))
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch):

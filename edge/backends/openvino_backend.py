@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import Backend, BackendError
+from .base import Backend, BackendError, ModelFileError
 
 
 class OpenVinoBackend(Backend):
@@ -24,7 +24,7 @@ class OpenVinoBackend(Backend):
                     config["INFERENCE_NUM_THREADS"] = int(threads)
             self.compiled = core.compile_model(core.read_model(path), device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
-            raise BackendError("{}: OpenVINO cannot load the model on {} ({})".format(path, device, exc))
+            raise ModelFileError("{}: OpenVINO cannot load the model on {} ({})".format(path, device, exc))
         self.request = self.compiled.create_infer_request()
 
     def run(self, batch):
