@@ -903,11 +903,61 @@ def test_install_dry_run_on_a_ready_jetson_prints_the_plan(unpacked, tmp_path):
                      "mosquitto_sub -h BROKER -t 'fer-edge/+/events' -v", "No MQTT broker is set yet"):
         assert expected in out, expected
     assert "{}/opt/fer-edge".format(root) in out and "{}/etc/fer-edge/agent.json".format(root) in out
+    # the config is readable by root and the service's group only; the state folder by the service alone
+    assert "install -m 0640 -o root -g fer-edge" in out and "install -d -m 0700 -o fer-edge" in out
     assert tree(root) == ["etc", "etc/nv_tegra_release"]  # a dry run changes nothing
     proc = subprocess.run(["bash", str(unpacked / "uninstall.sh"), "--dry-run"], capture_output=True, text=True,
                           env=dict(os.environ, FER_EDGE_ROOT=str(root)), timeout=60)
     assert proc.returncode == 0 and "rm -rf {}/opt/fer-edge".format(root) in proc.stdout, proc.stderr
     assert tree(root) == ["etc", "etc/nv_tegra_release"]
+
+
+def test_install_pins_what_it_pip_installs(unpacked, tmp_path):
+    """Without pycuda and paho-mqtt the plan pip-installs exact versions (never an unpinned latest)."""
+    fakes = tmp_path / "fake_modules"
+    for name, text in (("tensorrt", "__version__ = '8.2.1.8'\n"), ("paho", "raise ImportError('no paho')\n"),
+                       ("pycuda", "raise ImportError('no pycuda')\n"),
+                       ("cv2", "__version__ = '4.1.1'\ndef getBuildInformation():\n"
+                               "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n")):
+        (fakes / name).mkdir(parents=True)
+        (fakes / name / "__init__.py").write_text(text)
+    root = fake_root(tmp_path)
+    (root / "usr" / "local" / "cuda" / "bin").mkdir(parents=True)
+    (root / "usr" / "local" / "cuda" / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    (root / "usr" / "local" / "cuda" / "bin" / "nvcc").chmod(0o755)
+    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=sys.executable, FER_EDGE_ARCH="aarch64",
+               PYTHONPATH=str(fakes))
+    out = run_install(unpacked, env).stdout
+    pip_lines = [line for line in out.splitlines() if "pip install" in line]
+    assert pip_lines, out
+    for line in pip_lines:
+        requirements = [w for w in line.split() if w.startswith(("pycuda", "paho-mqtt"))]
+        assert requirements and all("==" in r for r in requirements), line
+
+
+def test_service_unit_is_sandboxed(unpacked, tmp_path):
+    """`systemd-analyze security` rates the shipped unit <= 3.0 while cameras and the GPU stay reachable."""
+    import re
+    import shutil
+    unit = (unpacked / "systemd" / "fer-edge.service").read_text()
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "UMask=0077", "CapabilityBoundingSet=\n",
+                    "DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "DeviceAllow=/dev/nvmap rw",
+                    "DeviceAllow=/dev/nvhost-gpu rw", "SystemCallFilter=@system-service",
+                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "StateDirectoryMode=0700"):
+        assert setting in unit, setting
+    settings = [line.split("=")[0] for line in unit.splitlines() if line and not line.startswith("#")]
+    assert "PrivateDevices" not in settings and "PrivateTmp" not in settings  # camera, GPU, /tmp/argus_socket
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed: the exposure score is not measured here")
+    copy = tmp_path / "fer-edge.service"
+    copy.write_text(unit)
+    proc = subprocess.run([analyze, "security", "--offline=true", str(copy)], capture_output=True, text=True,
+                          timeout=60)
+    match = re.search(r"Overall exposure level for fer-edge.service: ([0-9.]+)", proc.stdout + proc.stderr)
+    if match is None:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline: {}".format((proc.stderr or "")[-300:]))
+    assert float(match.group(1)) <= 3.0, proc.stdout[-3000:]
 
 
 def test_install_refuses_test_hooks_outside_dry_run(unpacked):

@@ -144,7 +144,11 @@ if [ -n "$PYVER" ]; then
     if PYCUDA="$(py 'import pycuda; print(pycuda.VERSION_TEXT)')"; then
         ok "pycuda $PYCUDA"
     else
-        DEPS="$DEPS pycuda"
+        if py 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)'; then
+            DEPS="$DEPS pycuda==2024.1.2"   # pinned: JetPack 5/6 (Python 3.8+)
+        else
+            DEPS="$DEPS pycuda==2021.1"     # pinned: the last series built on JetPack 4.6 (Python 3.6, CUDA 10.2)
+        fi
         if [ ! -x "$ROOT$CUDA_BIN/nvcc" ]; then
             problem "pycuda is missing and $CUDA_BIN/nvcc (CUDA 10.2 from JetPack) is not there to build it: sudo apt-get install cuda-toolkit-10-2 (JetPack 4.6) or nvidia-jetpack"
         fi
@@ -154,10 +158,10 @@ if [ -n "$PYVER" ]; then
     fi
 
     if py 'import sys; sys.exit(0 if sys.version_info >= (3, 7) else 1)'; then
-        PAHO_REQ="paho-mqtt>=1.5,<3"
+        PAHO_REQ="paho-mqtt==2.1.0"   # pinned (the agent supports 1.5 to 2.x)
         PAHO_OK='import paho.mqtt as m, sys; v = tuple(int(x) for x in m.__version__.split(".")[:2]); sys.exit(0 if (1, 5) <= v < (3, 0) else 1)'
     else
-        PAHO_REQ="paho-mqtt>=1.5,<2"   # paho-mqtt 2.x needs Python >= 3.7
+        PAHO_REQ="paho-mqtt==1.6.1"   # pinned; paho-mqtt 2.x needs Python >= 3.7
         PAHO_OK='import paho.mqtt as m, sys; v = tuple(int(x) for x in m.__version__.split(".")[:2]); sys.exit(0 if (1, 5) <= v < (2, 0) else 1)'
     fi
     if py "$PAHO_OK"; then
@@ -234,15 +238,19 @@ run cp "$HERE/README.txt" "$HERE/VERSION" "$HERE/uninstall.sh" "$ROOT$PREFIX/"
 run chmod -R a+rX "$ROOT$PREFIX"
 
 run mkdir -p "$ROOT$ETC"
+# The config may name key and password files: readable by root and the service's group only.
 if [ -f "$ROOT$ETC/agent.json" ]; then
     say "  keeping the existing $ETC/agent.json (the new template is $ETC/agent.json.new)"
-    run install -m 0644 "$HERE/config/agent.json" "$ROOT$ETC/agent.json.new"
+    run install -m 0640 -o root -g "$SERVICE_USER" "$HERE/config/agent.json" "$ROOT$ETC/agent.json.new"
+    run chown "root:$SERVICE_USER" "$ROOT$ETC/agent.json"
+    run chmod 0640 "$ROOT$ETC/agent.json"
 else
-    run install -m 0644 "$HERE/config/agent.json" "$ROOT$ETC/agent.json"
+    run install -m 0640 -o root -g "$SERVICE_USER" "$HERE/config/agent.json" "$ROOT$ETC/agent.json"
 fi
 run install -m 0644 "$HERE/config/agent.ini.example" "$ROOT$ETC/agent.ini.example"
 
-run install -d -m 0755 -o "$SERVICE_USER" -g "$SERVICE_USER" "$ROOT$STATE" "$ROOT$STATE/engines"
+# State (engines, the queued events): the service user's alone.
+run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$ROOT$STATE" "$ROOT$STATE/engines"
 
 if [ "$BUILD_ENGINE" = 1 ]; then
     say "building the TensorRT engines of the emotion model and the face detector (FP16; minutes on a Jetson Nano, reused afterwards):"
