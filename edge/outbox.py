@@ -19,8 +19,10 @@ when the queue file is created and kept with it; ``event_id`` is ``<stream>-<seq
 restarts, so consumers de-duplicate on ``(device_id, event_id)`` and see a gap in ``seq`` where
 events were dropped.
 
-Failures never stop the agent: a corrupt file is renamed aside
-(``<file>.corrupt-<UTC time>``) and a new one is created (same stream, numbering continues); a
+Failures never stop the agent: the readable rows of a corrupt file are salvaged (read in ranges
+around the damaged pages) into a new file, the corrupt one is renamed aside
+(``<file>.corrupt-<UTC time>``), and numbering continues in the same stream from the highest
+sequence number seen (in the file's metadata or the salvaged events); a
 full disk or another I/O error moves the queued rows to memory (a full disk's file is removed:
 its rows are in memory now); while in memory, a new file is tried every ``retry_interval``
 seconds (an old file still there is renamed aside first, so nothing is sent twice).
@@ -239,6 +241,81 @@ class SqliteStore(object):
             pass
 
 
+SALVAGE_CHUNK = 256
+
+
+def _read_range(db, lo, hi):
+    return [Row(int(r[0]), r[1], bytes(r[2]), int(r[3]), bool(r[4])) for r in db.execute(
+        "SELECT seq, topic, payload, qos, retain FROM messages WHERE seq >= ? AND seq < ? ORDER BY seq",
+        (lo, hi)).fetchall()]
+
+
+def salvage(path):
+    """What can still be read from a damaged queue file: (rows, meta, unreadable seq ranges).
+
+    Rows are read in ranges of sequence numbers; a range that hits a damaged page is split until the
+    damage is cornered to single numbers, so one bad page costs only the rows stored on it.
+    Never raises: an unreadable file gives ``([], {}, [])``.
+    """
+    rows, meta, lost = [], {}, []
+    try:
+        db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=2.0)
+    except sqlite3.Error:
+        return rows, meta, lost
+    try:
+        try:
+            meta = dict((str(k), str(v)) for k, v in db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error:
+            meta = {}
+        bounds = None
+        for query in ("SELECT MIN(seq), MAX(seq) FROM messages", "SELECT seq FROM messages ORDER BY seq LIMIT 1"):
+            try:
+                got = db.execute(query).fetchone()
+                if got and got[0] is not None:
+                    bounds = (int(got[0]), int(got[-1]) if len(got) > 1 else None)
+                    break
+            except sqlite3.Error:
+                continue
+        if bounds is None:
+            return rows, meta, lost
+        lo, hi = bounds
+        if hi is None:  # MAX failed (damaged index): probe upwards
+            hi = lo + max(SALVAGE_CHUNK, int(meta.get("event_seq", 0) or 0) * 2 + SALVAGE_CHUNK)
+        todo = [(start, min(start + SALVAGE_CHUNK, hi + 1)) for start in range(lo, hi + 1, SALVAGE_CHUNK)]
+        while todo:
+            a, b = todo.pop(0)
+            try:
+                rows.extend(_read_range(db, a, b))
+            except sqlite3.Error:
+                if b - a <= 1:
+                    lost.append(a)
+                else:
+                    mid = (a + b) // 2
+                    todo[:0] = [(a, mid), (mid, b)]
+    finally:
+        db.close()
+    rows.sort(key=lambda r: r.seq)
+    return rows, meta, lost
+
+
+def highest_event_seq(rows, meta):
+    """The highest event ``seq`` known: the metadata's, or the largest in the salvaged event payloads."""
+    import json
+    best = 0
+    try:
+        best = int(meta.get("event_seq", 0) or 0)
+    except ValueError:
+        pass
+    for row in rows:
+        try:
+            data = json.loads(row.payload.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("seq"), int):
+            best = max(best, data["seq"])
+    return best
+
+
 def _files_of(path):
     return [path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
 
@@ -351,17 +428,33 @@ class Outbox(object):
         self._lock_handle = handle
 
     def _recreate(self, exc):
-        """The file is corrupt: rename it aside and start a new one (memory if that fails)."""
+        """The file is corrupt: salvage its readable rows, rename it aside and start a new file
+        holding them, numbering on from the highest sequence seen (memory if that fails)."""
+        rows, meta, lost = salvage(self.path)
+        if meta.get("stream") and not self.stream:
+            self.stream = meta["stream"]
+        self.event_seq = max(self.event_seq, highest_event_seq(rows, meta))
+        salvaged_meta = {"stream": self.stream or meta.get("stream") or new_stream_id(),
+                         "event_seq": self.event_seq, "format": FORMAT_VERSION}
+        self.stream = salvaged_meta["stream"]
         try:
             moved = move_aside(self.path)
             store = SqliteStore(self.path, self._max_pages)
+            store.insert_many(rows, salvaged_meta)
         except (OSError, IOError, sqlite3.Error) as exc2:
-            self._problem("{} is corrupt ({}) and could not be replaced ({}); queuing in memory".format(
-                self.path, exc, exc2))
+            self._problem("{} is corrupt ({}) and could not be replaced ({}); its {} readable message(s) "
+                          "are queued in memory".format(self.path, exc, exc2, len(rows)))
             self._fallback_at = self._clock()
-            return MemoryStore()
-        self._problem("{} was corrupt ({}): moved to {} and a new queue created; its messages are "
-                      "lost".format(self.path, exc, moved))
+            memory = MemoryStore()
+            for row in rows:
+                memory.insert(row)
+            memory.meta.update((k, str(v)) for k, v in salvaged_meta.items())
+            return memory
+        self._problem("{} was corrupt ({}): {} readable message(s) salvaged into a new queue{}, the file moved "
+                      "to {}; event numbering goes on from {}".format(
+                          self.path, exc, len(rows),
+                          " ({} unreadable row number(s) lost)".format(len(lost)) if lost else "", moved,
+                          self.event_seq))
         return store
 
     def _write_meta(self, values):
