@@ -279,6 +279,9 @@ def build_parser():
     add_agent_options(p)
     p.set_defaults(func=cmd_run)
 
+    from .outbox_cmd import add_parser as add_outbox_parser
+    add_outbox_parser(sub)
+
     p = sub.add_parser("image", help="print the faces and emotions of image files (JSON lines)")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", help="model artifact (default: the shipped model)")

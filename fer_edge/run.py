@@ -26,13 +26,15 @@ def install_stop_handlers(stop):
         signal.signal(sig, handler)
 
 
-def add_agent_options(parser):
+def add_agent_options(parser, agent_only=True):
     parser.add_argument("--config", help="agent config file (JSON, or INI with an [agent] section)")
     for option in BY_NAME.values():
         flag = "--" + option.name.replace("_", "-")
         kind = option.type if option.type is not str else None
         parser.add_argument(flag, dest=option.name, type=kind, default=None,
                             help="{} (default: {!r})".format(option.help, option.default))
+    if not agent_only:
+        return
     parser.add_argument("--no-embedded-broker", action="store_true",
                         help="without --broker, publish nowhere instead of starting an in-process broker")
     parser.add_argument("--quiet", action="store_true", help="do not print the events the agent publishes")

@@ -234,3 +234,34 @@ def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)["faces"]) == 2
+
+
+def test_outbox_status_and_flush_deliver_a_backlog_without_a_camera(broker, video, model_path, tmp_path):
+    down = "mqtt://127.0.0.1:{}".format(closed_port())
+    queue = str(tmp_path / "queue")
+    run = agent("--source", video, "--broker", down, "--device-id", "cam-backlog", "--model", model_path, "--quiet",
+                "--flush-timeout", "0.5", data_dir=queue)
+    assert run.returncode == 0, run.stderr[-3000:]
+    cli = [sys.executable, "-m", "fer_edge", "outbox"]
+    status = subprocess.run(cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    before = json.loads(status.stdout)
+    assert before["messages"] >= FRAMES and before["last_event_seq"] == FRAMES
+    collector = Collector(broker.url, "cam-backlog")
+    try:
+        flush = subprocess.run(cli + ["flush", "--device-id", "cam-backlog", "--data-dir", queue, "--broker",
+                                      broker.url, "--timeout", "30"], cwd=REPO, capture_output=True, text=True,
+                               timeout=90)
+        assert flush.returncode == 0, flush.stderr[-3000:]
+        assert json.loads(flush.stdout.strip().splitlines()[-1])["flushed"]["left"] == 0
+        assert collector.wait_for(lambda: len(collector.of("events")) >= FRAMES)
+    finally:
+        collector.stop()
+    assert [m.data["frame"] for m in collector.of("events")] == list(range(FRAMES))  # in order, once
+    after = json.loads(subprocess.run(cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue], cwd=REPO,
+                                      capture_output=True, text=True, timeout=60).stdout)
+    assert after["messages"] == 0
+    nowhere = subprocess.run(cli + ["flush", "--device-id", "cam-nothing", "--data-dir", queue, "--broker", down],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert nowhere.returncode == 0 and "nothing queued" in nowhere.stdout
