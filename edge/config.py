@@ -237,7 +237,18 @@ def _check_broker(config):
 
 
 def read_secret(path):
-    """A secret from a file (first line, stripped); never logged."""
+    """A secret from a file (first line, stripped); never logged. A file that every user of the
+    machine may read is warned about (the secret is then not one)."""
+    import logging
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        logging.getLogger("fer_edge.config").warning(
+            "password file %s is readable by every user of this machine (mode %04o): chmod 600 %s", path,
+            stat.S_IMODE(mode), path)
     with open(path, "r", encoding="utf-8") as handle:
         return handle.readline().strip()
 

@@ -203,3 +203,15 @@ def test_password_in_the_broker_url_is_refused_wherever_it_comes_from(tmp_path):
             load_config(**kwargs)
         assert "s3cret" not in str(err.value)
     assert load_config(None, env={}, overrides={"broker": "mqtt://cam@broker:1883"})["broker"]  # a user alone is fine
+
+
+def test_world_readable_password_file_is_warned_about(tmp_path, caplog):
+    import os
+    from edge.config import read_secret
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    os.chmod(str(secret), 0o600)
+    assert read_secret(str(secret)) == "s3cret" and "readable by every user" not in caplog.text
+    os.chmod(str(secret), 0o644)
+    assert read_secret(str(secret)) == "s3cret"
+    assert "readable by every user" in caplog.text and "chmod 600" in caplog.text and "s3cret" not in caplog.text
