@@ -75,6 +75,9 @@ OPTIONS = (
     _opt("flush_timeout", float, 5.0, "seconds the agent waits at exit for queued messages to be acknowledged"),
     _opt("reconnect_min_delay", float, 1.0, "first reconnection delay (s); doubles up to reconnect_max_delay, with jitter"),
     _opt("reconnect_max_delay", float, 30.0, "longest reconnection delay (s)"),
+    _opt("keepalive", int, 10, "MQTT keepalive (s): a broker that stops answering is noticed after 1.5x this"),
+    _opt("ack_timeout", float, 10.0, "seconds without any acknowledgement, messages in flight, before the "
+         "connection is dropped and made again (a frozen broker); 0: off"),
     _opt("client_id", str, "", "MQTT client id (default fer-edge-<device_id>; AWS IoT Core: the thing name)"),
     _opt("alpn", str, "", "TLS ALPN protocols, comma-separated; empty: x-amzn-mqtt-ca for *.amazonaws.com:443; none: off"),
     _opt("tls_insecure", boolean, False, "do not verify the broker's host name (tests only; the CA is still checked)"),
@@ -84,7 +87,7 @@ ENV_PREFIX = "FER_EDGE_"
 RANGES = {"min_face": (1, 10000), "detector_score": (0.01, 0.99), "detector_nms": (0.01, 0.99), "threads": (0, 256), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
           "stats_interval": (0.0, 1e6), "queue_max_events": (1, 10 ** 9), "queue_max_bytes": (10000, 10 ** 12),
           "flush_timeout": (0.0, 86400.0), "reconnect_min_delay": (0.01, 3600.0),
-          "reconnect_max_delay": (0.01, 86400.0)}
+          "reconnect_max_delay": (0.01, 86400.0), "keepalive": (1, 65535), "ack_timeout": (0.0, 86400.0)}
 # The broker password: from password_file, else from this environment variable (never from a config file).
 PASSWORD_ENV = "FER_EDGE_PASSWORD"
 # FER_EDGE_* variables that are not agent settings (read elsewhere); any other FER_EDGE_* name is a

@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 PAHO_MISSING = "paho-mqtt is not installed: pip install 'paho-mqtt>=1.5,<3'"
 DEFAULT_MAX_QUEUED = DEFAULT_MAX_EVENTS
 DEFAULT_RECONNECT_DELAY = (1, 30)
-DEFAULT_KEEPALIVE = 30
+DEFAULT_KEEPALIVE = 10        # s; paho notices a silent broker after 1.5x this
+DEFAULT_ACK_TIMEOUT = 10.0    # s without any acknowledgement while messages are in flight: the link is dead
 DEFAULT_MAX_INFLIGHT = 32
 DEFAULT_FLUSH_TIMEOUT = 5.0
 AWS_ALPN = "x-amzn-mqtt-ca"
@@ -410,7 +411,7 @@ class MqttPublisher(Publisher):
                  reconnect_delay=DEFAULT_RECONNECT_DELAY, data_dir=None,
                  queue_max_bytes=DEFAULT_MAX_BYTES, max_inflight=DEFAULT_MAX_INFLIGHT,
                  flush_timeout=DEFAULT_FLUSH_TIMEOUT, tls_insecure=False, alpn=None,
-                 outbox=None, rng=None):
+                 outbox=None, rng=None, ack_timeout=DEFAULT_ACK_TIMEOUT):
         self.url = parse_url(url)
         self.device_id = check_device_id(device_id)
         self.prefix = prefix
@@ -420,6 +421,9 @@ class MqttPublisher(Publisher):
         self.qos = qos
         self.client_id = client_id or "fer-edge-" + device_id
         self.keepalive = int(keepalive)
+        if self.keepalive < 1:
+            raise ValueError("keepalive must be >= 1 s, got {}".format(keepalive))
+        self.ack_timeout = float(ack_timeout)  # 0: off
         min_delay, max_delay = (float(v) for v in reconnect_delay)
         if not 0 < min_delay <= max_delay:
             raise ValueError("reconnect delays must satisfy 0 < min <= max, got {} and {}".format(
@@ -457,6 +461,7 @@ class MqttPublisher(Publisher):
         self._session_up = False         # CONNACK accepted and not lost since (network thread)
         self._announce = False           # publish the online status (network thread)
         self._inflight = collections.OrderedDict()  # mid -> outbox seq, sent and not acknowledged
+        self._progress_at = None         # when the in-flight set last moved (a send into an empty set, an ack)
         self._status_mids = set()        # online/offline status messages not yet acknowledged
         self._early_acks = set()         # acks that arrived before publish() returned the mid
         self._acked = []                 # outbox seqs acknowledged, to delete (network thread)
@@ -675,6 +680,9 @@ class MqttPublisher(Publisher):
                     continue
                 if self._session_up:
                     attempt = 0
+                    if self._ack_overdue(_monotonic()):
+                        client.disconnect()  # loop() then reports the loss; paho re-sends what is in flight
+                        continue
                     self._service()
         except Exception:  # pragma: no cover - never die silently
             log.exception("MQTT network thread failed")
@@ -683,6 +691,24 @@ class MqttPublisher(Publisher):
                 self._delete_acknowledged()
             except Exception:  # pragma: no cover
                 log.exception("MQTT: cannot delete acknowledged messages")
+
+    def _ack_overdue(self, now):
+        """True (once per stall) when messages have waited ``ack_timeout`` s with no acknowledgement:
+        a frozen broker or a half-open connection that keepalive would notice only much later."""
+        with self._lock:
+            if not self._inflight:
+                self._progress_at = None
+                return False
+            if self._progress_at is None:
+                self._progress_at = now
+                return False
+            if not self.ack_timeout or now - self._progress_at < self.ack_timeout:
+                return False
+            waited, self._progress_at = now - self._progress_at, None
+            count = len(self._inflight)
+        self._paho_error = "no acknowledgement from the broker for {:.0f} s with {} message(s) in flight".format(
+            waited, count)
+        return True
 
     def _delete_acknowledged(self):
         with self._lock:
@@ -838,6 +864,7 @@ class MqttPublisher(Publisher):
                 if seq is not None:
                     self._acked.append(seq)
                     self._counts["acknowledged"] += 1
+                    self._progress_at = _monotonic()
                 elif mid in self._status_mids:
                     self._status_mids.discard(mid)
                 else:

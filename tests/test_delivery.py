@@ -449,6 +449,46 @@ def test_outbox_in_use_by_another_process_falls_back_to_memory(tmp_path, caplog)
     assert box.storage == "memory" and box.put("t", "x") and box.depth == 1
 
 
+def test_a_frozen_broker_is_noticed_in_seconds_and_nothing_is_lost(tmp_path):
+    """mosquitto stopped with SIGSTOP: the TCP connection stays open, nothing is acknowledged. The
+    publisher notices within its ack timeout (not after minutes), reconnects when the broker
+    thaws, and every event arrives."""
+    device = "cam-frozen"
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    sub, got = listen(broker.url, device, kinds=("events",), client_id="frozen-listener", clean_session=False)
+    pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"), reconnect_delay=FAST,
+                        keepalive=30, ack_timeout=2.0)
+    frozen_at = None
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT)
+        for i in range(5):
+            pub.publish_event(event(device, i))
+        assert wait_until(lambda: pub.counters["acknowledged"] == 5)
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        for i in range(5, 15):
+            pub.publish_event(event(device, i))
+        assert wait_until(lambda: not pub.connected, timeout=8), pub.counters  # keepalive alone: 45 s
+        noticed = time.monotonic() - frozen_at
+        assert "no acknowledgement from the broker" in (pub.last_error or ""), pub.last_error
+        os.kill(broker.process.pid, signal.SIGCONT)
+        frozen_at = None
+        assert wait_until(lambda: pub.counters["queued"] == 0, timeout=30), pub.counters
+        got.wait(lambda ms: len(set(m.data["event_id"] for m in ms)) >= 15, timeout=20)
+    finally:
+        if frozen_at is not None:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        pub.close(timeout=WAIT)
+        sub.stop()
+        broker.stop()
+    assert noticed < 6, noticed
+    unique, duplicates, gaps, disorder = analyse(got.events())
+    assert [e["frame"] for e in unique] == list(range(15)) and gaps == disorder == 0
+    assert pub.counters["reconnects"] >= 1
+
+
 def test_a_damaged_page_costs_only_its_rows_and_numbering_goes_on(tmp_path):
     """One bad page in the middle of the queue file: the readable rows are salvaged into a new
     queue (the agent sends them), the event numbering continues, the file is kept aside."""
