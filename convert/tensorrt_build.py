@@ -32,7 +32,7 @@ import numpy as np
 
 from edge import metadata as md
 
-from edge.onnx_meta import OnnxMetadataError, onnx_metadata_props, onnx_model_metadata  # noqa: F401
+from edge.onnx_meta import onnx_model_metadata  # noqa: F401  (the one reader; also used by jetson/)
 
 from .errors import ConversionError
 

@@ -240,6 +240,11 @@ def run(model=None, data=None, peer=None, frames=90, out_json=None, out_md=None,
             ", peer {:.1f} s ({:.2f}x)".format(report["process"]["peer_s"], report["process"]["ratio"])
             if python else ""))
     report["markdown"] = markdown(report)
+    return write_report(report, out_json, out_md)
+
+
+def write_report(report, out_json=None, out_md=None):
+    """The report as JSON and its table as Markdown, where asked; returns the report."""
     if out_json:
         with open(out_json, "w") as f:
             json.dump(report, f, indent=2)

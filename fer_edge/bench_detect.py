@@ -42,13 +42,8 @@ CANDIDATES = (
 
 
 def box_iou(a, b):
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
+    from edge.track import iou
+    return iou(a, b)
 
 
 def match(truth, boxes, threshold=IOU):
@@ -221,13 +216,8 @@ def run(data, counts=None, repeats=5, seed=0, min_face=24, names=None, calibrate
                                                                  "runtime": "fer package"})[kind] = row
     report["detectors"] = list(rows.values())
     report["markdown"] = markdown(report)
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump(report, f, indent=2)
-    if out_md:
-        with open(out_md, "w") as f:
-            f.write(report["markdown"])
-    return report
+    from .bench import write_report
+    return write_report(report, out_json, out_md)
 
 
 def _cell(row, kind, key, fmt):

@@ -11,7 +11,7 @@ import pytest
 
 from edge import metadata as md
 from edge import ssd
-from edge.backends import BackendError, artifact_metadata, load_backend
+from edge.backends import BackendError, artifact_metadata
 from edge.config import ConfigError, load_config
 from edge.crops import CropMapping, Detection, eye_angle, face_crop
 from edge.detect import DEFAULT_DETECTOR, NEURAL, DetectorError, make_detector, shipped_detector_path
