@@ -9,7 +9,7 @@
   ``greengrasssdk`` package with its licence (a Greengrass v1 Lambda carries the Core SDK in its
   zip, as AWS's DeepLens function template does). Nothing it holds imports paho, ONNX Runtime,
   TensorFlow or fer-edge's host packages when the Lambda runs; that is checked before writing
-  (``edge.publish`` imports paho only inside the MQTT publisher, which the Lambda never creates);
+  (``edge.mqtt_client`` imports paho only when an MQTT client is created, which the Lambda never does);
 * ``model.tar.gz`` (+ ``model.tar.gz.fer_edge.json``): the DeepLens model artifact, converted now
   from ``savedmodel`` by ``fer-edge convert deeplens`` (``faces``/``data`` check the conversion),
   or a copy of ``model_artifact`` (an existing ``.tar.gz`` from that converter, checked).
@@ -40,7 +40,7 @@ HANDLER = "lambda_function.function_handler"
 FORBIDDEN_MODULES = frozenset(["paho", "onnxruntime", "tensorflow", "keras", "tf2onnx", "onnx", "openvino",
                                "train", "convert", "fer_edge", "boto3", "botocore", "jetson"])
 # Imports inside functions that are allowed although forbidden at module level: never run on DeepLens.
-LAZY_ALLOWED = {"edge/publish.py": frozenset(["paho"]),                          # MqttPublisher only
+LAZY_ALLOWED = {"edge/mqtt_client.py": frozenset(["paho"]),                      # MQTT clients only
                 "edge/backends/__init__.py": frozenset(["onnx", "onnxruntime"])}  # ONNX metadata only
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 

@@ -17,7 +17,7 @@ probability and ``emotion`` its label; ``scores`` holds every model label, round
 decimals. Status (``.../status``, retained; also the MQTT last will) and stats
 (``.../stats``) payloads have their own schemas in ``schema/``.
 
-The MQTT publisher (``edge.publish.MqttPublisher``) adds two optional fields to each event it
+The MQTT publisher (``edge.mqtt_publisher.MqttPublisher``) adds two optional fields to each event it
 queues: ``seq`` (1, 2, 3, ... per stream; a gap means dropped events) and ``event_id``
 (``<stream>-<seq>``, the de-duplication key: delivery is at-least-once); and a ``delivery``
 object to stats (outbox depth, dropped, reconnects, ...). Both are additions within

@@ -12,7 +12,8 @@ from .classifier import load_classifier
 from .config import read_secret
 from .detect import make_detector
 from .policy import PublishPolicy
-from .publish import MemoryPublisher, MqttPublisher
+from .mqtt_publisher import MqttPublisher
+from .publish import MemoryPublisher
 from .sources import open_source
 from .track import IouTracker
 
@@ -31,7 +32,7 @@ def make_publisher(config):
     import os
     from .config import PASSWORD_ENV
     from .outbox import DEFAULT_MAX_BYTES
-    from .publish import DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_QUEUED, DEFAULT_RECONNECT_DELAY
+    from .mqtt_publisher import DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_QUEUED, DEFAULT_RECONNECT_DELAY
     if not config["broker"]:
         return MemoryPublisher(config["device_id"], config["topic_prefix"], keep=MEMORY_KEEP)
     get = config.get

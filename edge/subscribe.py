@@ -1,6 +1,6 @@
 """Subscribing to fer-edge topics and showing what agents publish (Python 3.6 compatible).
 
-The paho client comes from :func:`edge.publish.create_client` (the only place that imports
+The paho client comes from :func:`edge.mqtt_client.create_client` (the only place that imports
 paho-mqtt). ``subscribe`` is the building block (tests, dashboards); the tools on it:
 
 * :func:`run_subscriber`: one line per face (or raw JSON with ``json_mode``);
@@ -24,8 +24,8 @@ import threading
 import time
 
 from .mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS, parse_topic, parse_url, subscription_topics
-from .publish import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, create_client, disconnect_rc,
-                      rc_text, rc_value, subscribe_granted_ok)
+from .mqtt_client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, create_client, disconnect_rc,
+                          rc_text, rc_value, subscribe_granted_ok)
 
 log = logging.getLogger(__name__)
 

@@ -203,7 +203,7 @@ def main(argv=None):
     from edge.agent import AgentError
     from edge.backends.base import ModelFileError
     from edge.detect import DetectorError, DetectorFileError
-    from edge.publish import PahoMissingError
+    from edge.mqtt_client import PahoMissingError
     from edge.sources import SourceError
     try:
         if args.check_camera:

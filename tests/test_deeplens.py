@@ -157,7 +157,7 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(bundle, tmp_path):
                  "edge/backends/onnxruntime_backend.py", "edge/backends/openvino_backend.py"}
     assert not names & host_only
     assert not [n for n in names if n.split("/")[0] in ("train", "convert", "fer_edge", "jetson", "tests")]
-    lazy_ok = {("edge/publish.py", "paho"), ("edge/backends/__init__.py", "onnx"),
+    lazy_ok = {("edge/mqtt_client.py", "paho"), ("edge/backends/__init__.py", "onnx"),
                ("edge/backends/__init__.py", "onnxruntime")}
     bad = []
     for name in sorted(n for n in names if n.endswith(".py")):

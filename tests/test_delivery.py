@@ -32,7 +32,8 @@ from mqtt_broker import Collector, sample_event, Mosquitto, free_port, running_m
 from edge.events import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
 from edge.outbox import Outbox, queue_path
-from edge.publish import MqttPublisher, backoff_delay
+from edge.mqtt_client import backoff_delay
+from edge.mqtt_publisher import MqttPublisher
 from edge.subscribe import (DeviceTable, Deduplicator, Message, run_subscriber, run_table,
                             subscribe)
 
@@ -620,7 +621,7 @@ def test_publisher_queue_survives_close_and_restart(tmp_path):
 QUEUEING_AGENT = """
 import sys, time
 from edge.events import make_event
-from edge.publish import MqttPublisher
+from edge.mqtt_publisher import MqttPublisher
 url, device, data_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 pub = MqttPublisher(url, device, data_dir=data_dir, reconnect_delay=(0.2, 1))
 pub.start()

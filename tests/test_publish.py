@@ -27,7 +27,9 @@ from edge.events import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
 from edge.mqtt_url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subscription_topics,
                            topics)
-from edge.publish import MemoryPublisher, MqttPublisher, PAHO_MISSING, PahoMissingError
+from edge.mqtt_client import PAHO_MISSING, PahoMissingError
+from edge.mqtt_publisher import MqttPublisher
+from edge.publish import MemoryPublisher
 from edge.subscribe import format_event_lines, run_subscriber, subscribe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +132,7 @@ def test_retained_online_then_offline_status_for_late_subscribers(broker, valida
 
 KILLED_AGENT = """
 import sys, time
-from edge.publish import MqttPublisher
+from edge.mqtt_publisher import MqttPublisher
 pub = MqttPublisher(sys.argv[1], sys.argv[2], keepalive=5)
 pub.start()
 if not pub.wait_connected(20):
@@ -510,14 +512,14 @@ def test_without_paho_the_error_says_how_to_install(monkeypatch):
 
 
 def test_importing_edge_modules_does_not_import_paho():
-    code = ("import sys; import edge.events, edge.mqtt_url, edge.publish, edge.subscribe; "
+    code = ("import sys; import edge.events, edge.mqtt_url, edge.publish, edge.mqtt_tls, edge.mqtt_client, edge.mqtt_publisher, edge.subscribe; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paho'))")
     out = subprocess.check_output([sys.executable, "-c", code], cwd=str(REPO),
                                   universal_newlines=True)
     assert out.strip() == "[]"
 
 
-def test_only_edge_publish_imports_paho():
+def test_only_edge_mqtt_client_imports_paho():
     importing = []
     skip = ("tests", "build", "dist", "data", "runs", "models", "examples")  # examples: consumers
     paths = list(REPO.glob("*.py"))
@@ -529,7 +531,7 @@ def test_only_edge_publish_imports_paho():
         text = path.read_text(encoding="utf-8", errors="replace")
         if re.search(r"^\s*(import|from)\s+paho\b", text, re.M):
             importing.append(rel.as_posix())
-    assert importing == ["edge/publish.py"]
+    assert importing == ["edge/mqtt_client.py"]
 
 
 def test_memory_publisher_bound_keeps_the_newest_and_counts_all():

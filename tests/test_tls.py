@@ -23,7 +23,8 @@ from mqtt_broker import running_mosquitto
 from edge.config import ConfigError, load_config
 from edge.events import face_entry, make_event
 from edge.labels import EMOTIONS
-from edge.publish import AWS_ALPN, MqttPublisher, alpn_protocols, make_ssl_context
+from edge.mqtt_publisher import MqttPublisher
+from edge.mqtt_tls import AWS_ALPN, alpn_protocols, make_ssl_context
 from edge.service import make_publisher
 from edge.subscribe import subscribe
 

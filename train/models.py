@@ -102,6 +102,8 @@ ARCHITECTURES = {
     "vgg13": (lambda size: vgg13(size), 64),
     "vgg13-half": (lambda size: vgg13(size, width=0.5), 64),
     "vgg13-bn-half": (lambda size: vgg13(size, width=0.5, batchnorm=True), 48),
+    # the fast model for CPU hosts with many faces: a third of the width, about 55 M MACs per face
+    "vgg13-bn-third": (lambda size: vgg13(size, width=1.0 / 3.0, batchnorm=True), 48),
     "resnet-s": (lambda size: resnet(size, widths=(24, 48, 96, 192), name="resnet_s"), 48),
     "resnet": (lambda size: resnet(size), 48),
     "mobilenet": (lambda size: mobilenet(size), 64),
