@@ -75,6 +75,8 @@ OPTIONS = (
     _opt("flush_timeout", float, 5.0, "seconds the agent waits at exit for queued messages to be acknowledged"),
     _opt("reconnect_min_delay", float, 1.0, "first reconnection delay (s); doubles up to reconnect_max_delay, with jitter"),
     _opt("reconnect_max_delay", float, 30.0, "longest reconnection delay (s)"),
+    _opt("protocol", str, "3.1.1", "MQTT protocol version; 5: a publish the broker refuses (ACL) is counted as "
+         "failed and logged with its reason code (needs paho-mqtt 2.x to see it)", ("3.1.1", "5")),
     _opt("keepalive", int, 10, "MQTT keepalive (s): a broker that stops answering is noticed after 1.5x this"),
     _opt("ack_timeout", float, 10.0, "seconds without any acknowledgement, messages in flight, before the "
          "connection is dropped and made again (a frozen broker); 0: off"),

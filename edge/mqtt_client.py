@@ -92,10 +92,26 @@ def backoff_delay(attempt, min_delay, max_delay, rng=random):
 
 # --- TLS --------------------------------------------------------------------------------------
 
+PROTOCOLS = ("3.1.1", "5")
+
+
+def reason_failed(reason):
+    """True when an MQTT 5 reason code (paho 2.x ReasonCode or int) says the broker refused."""
+    if reason is None:
+        return False
+    failure = getattr(reason, "is_failure", None)
+    if failure is not None:
+        return bool(failure)
+    try:
+        return int(getattr(reason, "value", reason)) >= 0x80
+    except (TypeError, ValueError):
+        return False
+
+
 def create_client(url, client_id, clean_session=True, username=None, password=None,
                   ca_certs=None, certfile=None, keyfile=None, max_queued=0,
                   reconnect_delay=DEFAULT_RECONNECT_DELAY, tls_insecure=False, alpn=None,
-                  ssl_context=None):
+                  ssl_context=None, protocol="3.1.1"):
     """A configured, unconnected paho client for ``url`` (text or MqttUrl).
 
     Uses ``CallbackAPIVersion.VERSION2`` on paho 2.x; callers write callbacks accepting both
@@ -106,8 +122,12 @@ def create_client(url, client_id, clean_session=True, username=None, password=No
     """
     url = parse_url(url)
     mqtt = paho_client_module()
-    kwargs = {"client_id": client_id, "clean_session": clean_session,
-              "protocol": mqtt.MQTTv311}
+    if protocol not in PROTOCOLS:
+        raise ValueError("MQTT protocol must be one of {}, got {!r}".format(", ".join(PROTOCOLS), protocol))
+    if protocol == "5":  # MQTT 5 has clean_start at connect time instead of clean_session
+        kwargs = {"client_id": client_id, "protocol": mqtt.MQTTv5}
+    else:
+        kwargs = {"client_id": client_id, "clean_session": clean_session, "protocol": mqtt.MQTTv311}
     if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt >= 2.0
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
     else:

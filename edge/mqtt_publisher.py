@@ -41,8 +41,8 @@ import threading
 import time
 
 from .events import status_payload, to_json
-from .mqtt_client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, backoff_delay, create_client, disconnect_rc,
-                          paho_client_module, rc_text, rc_value)
+from .mqtt_client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, PROTOCOLS, backoff_delay, create_client,
+                          disconnect_rc, paho_client_module, paho_version, rc_text, rc_value, reason_failed)
 from .mqtt_tls import alpn_protocols, describe_connect_problem, make_ssl_context
 from .mqtt_url import DEFAULT_PREFIX, check_device_id, parse_url, topics
 from .outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Outbox, queue_path
@@ -79,7 +79,7 @@ class MqttPublisher(Publisher):
                  reconnect_delay=DEFAULT_RECONNECT_DELAY, data_dir=None,
                  queue_max_bytes=DEFAULT_MAX_BYTES, max_inflight=DEFAULT_MAX_INFLIGHT,
                  flush_timeout=DEFAULT_FLUSH_TIMEOUT, tls_insecure=False, alpn=None,
-                 outbox=None, rng=None, ack_timeout=DEFAULT_ACK_TIMEOUT):
+                 outbox=None, rng=None, ack_timeout=DEFAULT_ACK_TIMEOUT, protocol="3.1.1"):
         self.url = parse_url(url)
         self.device_id = check_device_id(device_id)
         self.prefix = prefix
@@ -92,6 +92,9 @@ class MqttPublisher(Publisher):
         if self.keepalive < 1:
             raise ValueError("keepalive must be >= 1 s, got {}".format(keepalive))
         self.ack_timeout = float(ack_timeout)  # 0: off
+        if protocol not in PROTOCOLS:
+            raise ValueError("MQTT protocol must be one of {}, got {!r}".format(", ".join(PROTOCOLS), protocol))
+        self.protocol = protocol
         min_delay, max_delay = (float(v) for v in reconnect_delay)
         if not 0 < min_delay <= max_delay:
             raise ValueError("reconnect delays must satisfy 0 < min <= max, got {} and {}".format(
@@ -132,6 +135,7 @@ class MqttPublisher(Publisher):
         self._progress_at = None         # when the in-flight set last moved (a send into an empty set, an ack)
         self._status_mids = set()        # online/offline status messages not yet acknowledged
         self._early_acks = set()         # acks that arrived before publish() returned the mid
+        self._early_refusals = set()     # of those, the ones the broker refused (MQTT 5 reason code)
         self._acked = []                 # outbox seqs acknowledged, to delete (network thread)
         self._counts = {"published": 0, "acknowledged": 0, "dropped": 0, "failed": 0,
                         "connects": 0, "reconnects": 0, "disconnects": 0,
@@ -159,7 +163,10 @@ class MqttPublisher(Publisher):
             return
         mqtt = paho_client_module()
         client = create_client(self.url, self.client_id, clean_session=True, username=self._username,
-                               password=self._password, ssl_context=self._ssl_context)
+                               password=self._password, ssl_context=self._ssl_context, protocol=self.protocol)
+        if self.protocol == "5" and not hasattr(mqtt, "CallbackAPIVersion"):
+            log.warning("MQTT 5 with paho-mqtt %s: its on_publish gives no reason code, so a publish the broker "
+                        "refuses (ACL) still counts as acknowledged; paho-mqtt 2.x reports it", paho_version())
         will = status_payload(self.device_id, "offline", reason="connection-lost")
         client.will_set(self.topics.status, to_json(will), qos=1, retain=True)
         client.max_inflight_messages_set(self.max_inflight + 2)  # + online/offline status
@@ -414,7 +421,9 @@ class MqttPublisher(Publisher):
                 if info.mid in self._early_acks:
                     self._early_acks.discard(info.mid)
                     self._acked.append(row.seq)
-                    self._counts["acknowledged"] += 1
+                    refused = info.mid in self._early_refusals
+                    self._early_refusals.discard(info.mid)
+                    self._counts["failed" if refused else "acknowledged"] += 1
                 else:
                     self._inflight[info.mid] = row.seq
 
@@ -527,17 +536,25 @@ class MqttPublisher(Publisher):
 
     def _on_publish(self, client, userdata, mid, *args):
         try:
+            reason = args[0] if args else None  # paho 2.x: the PUBACK's reason code (MQTT 5)
+            refused = self.protocol == "5" and reason_failed(reason)
             with self._lock:
                 seq = self._inflight.pop(mid, None)
                 if seq is not None:
-                    self._acked.append(seq)
-                    self._counts["acknowledged"] += 1
+                    self._acked.append(seq)  # settled either way: a refusal is final, not retried
+                    self._counts["failed" if refused else "acknowledged"] += 1
                     self._progress_at = _monotonic()
                 elif mid in self._status_mids:
                     self._status_mids.discard(mid)
                 else:
                     self._early_acks.add(mid)
+                    if refused:
+                        self._early_refusals.add(mid)
                 self._lock.notify_all()
+            if refused:
+                self.last_error = "the broker refused a publish: {}".format(reason)
+                log.error("MQTT publish refused by %s: %s (message counted as failed; an ACL that does not let "
+                          "this client write under %s?)", self.url.redacted(), reason, self.topics.events)
         except Exception:  # pragma: no cover
             log.exception("error in MQTT on_publish")
 

@@ -48,6 +48,7 @@ def make_publisher(config):
                          queue_max_bytes=get("queue_max_bytes", DEFAULT_MAX_BYTES),
                          flush_timeout=get("flush_timeout", DEFAULT_FLUSH_TIMEOUT),
                          keepalive=get("keepalive", 10), ack_timeout=get("ack_timeout", 10.0),
+                         protocol=get("protocol", "3.1.1"),
                          reconnect_delay=(get("reconnect_min_delay", DEFAULT_RECONNECT_DELAY[0]),
                                           get("reconnect_max_delay", DEFAULT_RECONNECT_DELAY[1])))
 

@@ -181,6 +181,39 @@ def test_acl_stops_a_device_publishing_under_another_id(mtls_broker, pki):
     assert not [t for t in inbox.topics() if "/cam-b/" in t], inbox.topics()  # ... and dropped
 
 
+def test_mqtt5_counts_an_acl_refusal_as_failed(mtls_broker, pki, caplog):
+    """With MQTT 5 the broker's PUBACK carries a reason code: the impostor's publishes are counted
+    as failed (not acknowledged) and logged; the honest device's go through as before."""
+    import paho.mqtt as paho
+    if int(paho.__version__.split(".")[0]) < 2:
+        pytest.skip("paho-mqtt {} gives on_publish no reason code".format(paho.__version__))
+    sub, inbox = consumer(mtls_broker, pki)
+    key = pki["cam-a"].replace(".crt", ".key")
+    impostor = MqttPublisher(mtls_broker.tls_url, "cam-b", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                             protocol="5")
+    honest = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                           client_id="cam-a-v5", protocol="5")
+    try:
+        impostor.start()
+        assert impostor.wait_connected(WAIT), impostor.last_error
+        for i in range(5):
+            impostor.publish_event(event("cam-b", i))
+        assert wait_until(lambda: impostor.counters["failed"] == 5), impostor.counters
+        honest.start()
+        assert honest.wait_connected(WAIT), honest.last_error
+        honest.publish_event(event("cam-a", 0))
+        assert wait_until(lambda: honest.counters["acknowledged"] == 1), honest.counters
+        assert wait_until(lambda: "fer-edge/cam-a/events" in inbox.topics())
+    finally:
+        impostor.close()
+        honest.close()
+        sub.stop()
+    assert impostor.counters["acknowledged"] == 0 and impostor.counters["queued"] == 0
+    assert "refused" in (impostor.last_error or "") and "publish refused" in caplog.text
+    assert honest.counters["failed"] == 0
+    assert not [t for t in inbox.topics() if "/cam-b/" in t]
+
+
 def test_consumer_certificate_cannot_publish(mtls_broker, pki):
     """The consumer's certificate may read but not write, not even under its own name. Observed by
     another consumer (dashboard), which may read fer-edge/consumer/#: a publish that got through
