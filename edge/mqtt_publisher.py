@@ -150,6 +150,13 @@ class MqttPublisher(Publisher):
         self._deadline = None
         self._offline_sent = False
 
+    @classmethod
+    def from_settings(cls, settings, device_id, prefix=DEFAULT_PREFIX, data_dir=None, max_queued=DEFAULT_MAX_QUEUED,
+                      queue_max_bytes=DEFAULT_MAX_BYTES, flush_timeout=DEFAULT_FLUSH_TIMEOUT):
+        """A publisher for one validated :class:`edge.mqtt_settings.BrokerSettings` and its queue."""
+        return cls(settings.url, device_id, prefix=prefix, data_dir=data_dir, max_queued=max_queued,
+                   queue_max_bytes=queue_max_bytes, flush_timeout=flush_timeout, **settings.publisher_options())
+
     def __repr__(self):
         return "MqttPublisher({}, device_id={!r}, prefix={!r})".format(
             self.url.redacted(), self.device_id, self.prefix)

@@ -9,7 +9,6 @@ import logging
 from .agent import run_agent
 from .annotate import AnnotatedWriter
 from .classifier import load_classifier
-from .config import read_secret
 from .detect import make_detector
 from .policy import PublishPolicy
 from .mqtt_publisher import MqttPublisher
@@ -26,31 +25,18 @@ MEMORY_KEEP = 100  # newest messages an agent without a broker keeps (it may run
 def make_publisher(config):
     """MqttPublisher for ``config['broker']``; a bounded MemoryPublisher (nothing leaves) when it is empty.
 
-    The MQTT publisher queues in ``<data_dir>/outbox-<device_id>.sqlite3`` (memory when
-    ``data_dir`` is empty); the password comes from ``password_file`` or ``$FER_EDGE_PASSWORD``.
+    The broker settings are validated once into one value (``edge.mqtt_settings``); the
+    publisher queues in ``<data_dir>/outbox-<device_id>.sqlite3`` (memory when ``data_dir`` is
+    empty); the password comes from ``password_file`` or ``$FER_EDGE_PASSWORD``.
     """
-    import os
-    from .config import PASSWORD_ENV
-    from .outbox import DEFAULT_MAX_BYTES
-    from .mqtt_publisher import DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_QUEUED, DEFAULT_RECONNECT_DELAY
+    from .mqtt_settings import from_config
     if not config["broker"]:
         return MemoryPublisher(config["device_id"], config["topic_prefix"], keep=MEMORY_KEEP)
-    get = config.get
-    password = read_secret(config["password_file"]) if config["password_file"] else os.environ.get(PASSWORD_ENV) or None
-    return MqttPublisher(config["broker"], config["device_id"], prefix=config["topic_prefix"], qos=config["qos"],
-                         client_id=get("client_id") or None,
-                         username=config["username"] or None, password=password,
-                         ca_certs=config["ca_file"] or None, certfile=config["cert_file"] or None,
-                         keyfile=config["key_file"] or None, alpn=get("alpn") or None,
-                         tls_insecure=bool(get("tls_insecure", False)),
-                         data_dir=get("data_dir", "") or None,
-                         max_queued=get("queue_max_events", DEFAULT_MAX_QUEUED),
-                         queue_max_bytes=get("queue_max_bytes", DEFAULT_MAX_BYTES),
-                         flush_timeout=get("flush_timeout", DEFAULT_FLUSH_TIMEOUT),
-                         keepalive=get("keepalive", 10), ack_timeout=get("ack_timeout", 10.0),
-                         protocol=get("protocol", "3.1.1"),
-                         reconnect_delay=(get("reconnect_min_delay", DEFAULT_RECONNECT_DELAY[0]),
-                                          get("reconnect_max_delay", DEFAULT_RECONNECT_DELAY[1])))
+    return MqttPublisher.from_settings(from_config(config), config["device_id"], prefix=config["topic_prefix"],
+                                       data_dir=config.get("data_dir", "") or None,
+                                       max_queued=config["queue_max_events"],
+                                       queue_max_bytes=config["queue_max_bytes"],
+                                       flush_timeout=config["flush_timeout"])
 
 
 def thread_options(config, runtime=None):

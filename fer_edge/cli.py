@@ -102,18 +102,15 @@ def cmd_image(args):
 
 
 def cmd_subscribe(args):
-    from edge.config import PASSWORD_ENV, read_secret
+    from edge.mqtt_settings import from_config
     from edge.subscribe import run_subscriber, run_table
-    options = {}
-    if args.password_file:
-        options["password"] = read_secret(args.password_file)
-    elif os.environ.get(PASSWORD_ENV):
-        options["password"] = os.environ[PASSWORD_ENV]
-    for key in ("username", "ca_file", "cert_file", "key_file", "client_id", "alpn"):
-        if getattr(args, key):
-            options[{"ca_file": "ca_certs", "cert_file": "certfile", "key_file": "keyfile"}.get(key, key)] = getattr(args, key)
-    if args.tls_insecure:
-        options["tls_insecure"] = True
+    config = dict((key, getattr(args, key, None)) for key in ("username", "ca_file", "cert_file", "key_file",
+                                                              "client_id", "alpn", "password_file"))
+    config.update(broker=args.broker, tls_insecure=bool(args.tls_insecure))
+    settings = from_config(config)  # the URL checked (no password in it), TLS files, the password read once
+    options = settings.client_options()
+    if settings.client_id:
+        options["client_id"] = settings.client_id
     try:
         if args.table:
             run_table(args.broker, device_id=args.device_id, prefix=args.topic_prefix, refresh=args.refresh,

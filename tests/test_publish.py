@@ -550,3 +550,23 @@ def test_agent_without_a_broker_keeps_bounded_memory():
     from edge.service import MEMORY_KEEP, make_publisher
     pub = make_publisher(load_config(None, env={}, overrides={"broker": "", "device_id": "cam-nobroker"}))
     assert isinstance(pub, MemoryPublisher) and pub.keep == MEMORY_KEEP
+
+
+def test_broker_settings_are_one_validated_value(tmp_path):
+    from edge.config import ConfigError, load_config
+    from edge.mqtt_settings import from_config
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    config = load_config(None, env={}, overrides={"broker": "mqtt://cam@broker.local:1884", "password_file": str(secret),
+                                                  "protocol": "5", "keepalive": 7})
+    settings = from_config(config)
+    assert settings.password == "s3cret" and settings.username is None and settings.protocol == "5"
+    assert "s3cret" not in repr(settings) and "'***'" in repr(settings)
+    pub = MqttPublisher.from_settings(settings, "cam-settings", data_dir=None)
+    assert pub.keepalive == 7 and pub.protocol == "5" and pub.url.port == 1884 and pub.url.username == "cam"
+    assert settings.client_options() == {"password": "s3cret"}
+    with pytest.raises(ConfigError, match="holds a password"):
+        from_config({"broker": "mqtt://cam:oops@broker.local"})
+    with pytest.raises(ConfigError, match="key 'ca_file': file"):
+        from_config({"broker": "mqtts://broker.local", "ca_file": str(tmp_path / "missing.pem")})
