@@ -38,6 +38,9 @@ def add_agent_options(parser, agent_only=True):
     parser.add_argument("--no-embedded-broker", action="store_true",
                         help="without --broker, publish nowhere instead of starting an in-process broker")
     parser.add_argument("--quiet", action="store_true", help="do not print the events the agent publishes")
+    parser.add_argument("--events-out", dest="events_out", metavar="FILE",
+                        help="also write the events to FILE: .jsonl (one event per line, as published) or .csv "
+                             "(one row per face and frame)")
 
 
 class EventPrinter(Publisher):
@@ -118,6 +121,9 @@ def cmd_run(args):
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions"):  # the embedded broker's own chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.events_out:
+        from .events_out import check_path
+        check_path(args.events_out)
     broker = None
     if not config["broker"] and not args.no_embedded_broker:
         broker = EmbeddedBroker().start()
@@ -128,6 +134,9 @@ def cmd_run(args):
     try:
         publisher = make_publisher(config)
         shown = publisher if args.quiet else EventPrinter(publisher)
+        if args.events_out:
+            from .events_out import EventFileWriter
+            shown = EventFileWriter(shown, args.events_out)
         summary = serve(config, stop=stop, publisher=shown)
     finally:
         if broker is not None:

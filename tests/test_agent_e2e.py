@@ -265,3 +265,25 @@ def test_outbox_status_and_flush_deliver_a_backlog_without_a_camera(broker, vide
     nowhere = subprocess.run(cli + ["flush", "--device-id", "cam-nothing", "--data-dir", queue, "--broker", down],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     assert nowhere.returncode == 0 and "nothing queued" in nowhere.stdout
+
+
+def test_events_out_writes_the_results_as_jsonl_or_csv(video, model_path, tmp_path):
+    import csv
+    jsonl, table = tmp_path / "events.jsonl", tmp_path / "faces.csv"
+    for path in (jsonl, table):
+        proc = agent("--source", video, "--no-embedded-broker", "--device-id", "cam-file", "--model", model_path,
+                     "--quiet", "--events-out", path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert not os.path.exists(str(path) + ".partial")
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    schema = load_schema("emotion-event")
+    for e in events:
+        jsonschema.validate(e, schema)
+    assert [e["frame"] for e in events] == list(range(FRAMES))
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 2 * FRAMES and {r["track_id"] for r in rows} == {"1", "2"}
+    first = rows[0]
+    assert first["emotion"] == max(("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                    "contempt"), key=lambda k: float(first[k]))
+    bad = agent("--source", video, "--no-embedded-broker", "--events-out", tmp_path / "x.txt")
+    assert bad.returncode == 2 and "must end in .jsonl or .csv" in bad.stderr

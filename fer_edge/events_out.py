@@ -1,0 +1,92 @@
+"""`fer-edge run --events-out FILE`: a video's results as a file, beside (or instead of) MQTT.
+
+``.jsonl``: one emotion event per line, exactly what the agent publishes (schema
+``edge/schema/emotion-event.schema.json``). ``.csv``: one row per face and frame (frame, time,
+track id, box, emotion, confidence, the score of every label), like the ``fer`` package's video
+analysis. Written through a temporary name and renamed into place when the run ends, so a file
+with this name is always complete.
+"""
+
+import csv
+import io
+import json
+import os
+
+from edge.labels import EMOTIONS
+from edge.publish import Publisher
+
+CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + \
+    list(EMOTIONS)
+FORMATS = (".jsonl", ".csv")
+
+
+def check_path(path):
+    """ValueError unless ``path`` ends in .jsonl or .csv and its folder can be written."""
+    if not str(path).endswith(FORMATS):
+        raise ValueError("--events-out {}: the file must end in .jsonl or .csv".format(path))
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError("--events-out {}: folder {} does not exist".format(path, folder))
+    return path
+
+
+class EventFileWriter(Publisher):
+    """Wraps the agent's publisher and also writes every event to a .jsonl or .csv file."""
+
+    def __init__(self, inner, path):
+        self.inner = inner
+        self.path = check_path(path)
+        self.device_id = inner.device_id
+        self.tmp = self.path + ".partial"
+        self.handle = io.open(self.tmp, "w", encoding="utf-8", newline="")
+        self.csv = None
+        if self.path.endswith(".csv"):
+            self.csv = csv.DictWriter(self.handle, fieldnames=CSV_FIELDS)
+            self.csv.writeheader()
+        self.events = self.rows = 0
+
+    def start(self):
+        self.inner.start()
+
+    def publish_event(self, event):
+        accepted = self.inner.publish_event(event)
+        self.events += 1
+        if self.csv is None:
+            self.handle.write(json.dumps(event, sort_keys=True) + "\n")
+            return accepted
+        for face in event.get("faces", []):
+            x, y, w, h = face["box"]
+            row = {"frame": event.get("frame"), "timestamp": event.get("timestamp"), "device_id": event.get("device_id"),
+                   "track_id": face.get("track_id"), "x": x, "y": y, "w": w, "h": h, "emotion": face["emotion"],
+                   "confidence": face["confidence"]}
+            row.update(face.get("scores", {}))
+            self.csv.writerow(row)
+            self.rows += 1
+        return accepted
+
+    def publish_stats(self, stats):
+        return self.inner.publish_stats(stats)
+
+    def close(self, timeout=None):
+        try:
+            if timeout is None:
+                self.inner.close()
+            else:
+                self.inner.close(timeout)
+        finally:
+            if not self.handle.closed:
+                self.handle.close()
+                os.replace(self.tmp, self.path)
+
+    @property
+    def connected(self):
+        return self.inner.connected
+
+    @property
+    def counters(self):
+        return self.inner.counters
+
+    def __getattr__(self, name):  # delivery(), outbox, topics of the wrapped publisher
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
