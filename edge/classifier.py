@@ -23,9 +23,32 @@ SHIPPED_MODEL_NAME = "ferplus-vgg13bn-48"
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "models", SHIPPED_MODEL_NAME, "onnx", "model.onnx")
 
 
+# Shipped models by name (``--model fast``): name -> folder under models/.
+NAMED_MODELS = {"default": SHIPPED_MODEL_NAME, "fast": "ferplus-vgg13bn-third-48"}
+
+
+def named_model_path(name):
+    """The ONNX of a shipped model called ``name`` (``default``, ``fast``); ValueError when the
+    name is unknown or that model is not in this checkout."""
+    if name not in NAMED_MODELS:
+        raise ValueError("unknown model name {!r}: give a file (.onnx, .xml, .engine) or one of {}".format(
+            name, ", ".join(sorted(NAMED_MODELS))))
+    path = os.path.join(REPO_ROOT, "models", NAMED_MODELS[name], "onnx", "model.onnx")
+    if not os.path.isfile(path):
+        raise ValueError("model {!r} ({}) is not shipped in this checkout".format(name, path))
+    return path
+
+
+def resolve_model(path):
+    """A model argument as a file path: a shipped model's name, or the path itself."""
+    if path and path in NAMED_MODELS:
+        return named_model_path(path)
+    return path
+
+
 def default_model_path():
-    """$FER_EDGE_MODEL when set, else the shipped model's ONNX."""
-    return os.environ.get(MODEL_ENV) or SHIPPED_MODEL
+    """$FER_EDGE_MODEL when set (a path or a shipped model's name), else the shipped model's ONNX."""
+    return resolve_model(os.environ.get(MODEL_ENV)) or SHIPPED_MODEL
 
 
 class EmotionClassifier(object):
@@ -75,5 +98,5 @@ class EmotionClassifier(object):
 
 def load_classifier(path=None, runtime=None, **options):
     """Load an exported artifact (.onnx, .xml, .engine); default: the shipped model."""
-    return EmotionClassifier(load_backend(path or default_model_path(), runtime=runtime, kind=md.CLASSIFIER,
+    return EmotionClassifier(load_backend(resolve_model(path) or default_model_path(), runtime=runtime, kind=md.CLASSIFIER,
                                           **options))

@@ -33,6 +33,7 @@ import sys
 import threading
 
 from edge.backends.base import BackendError, module_installed
+from edge.classifier import resolve_model
 from edge.config import BY_NAME, ConfigError, load_config
 
 from . import trt_backend
@@ -86,7 +87,7 @@ def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=t
                     engine_dir=None, tensorrt_ok=None):
     """The EmotionClassifier the agent runs (see the module doc for the choice)."""
     from edge.classifier import load_classifier
-    model = config["model"] or default_model()
+    model = resolve_model(config["model"]) or default_model()
     runtime = config["runtime"]
     tensorrt_ok = trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok
     how = choose_runtime(model, runtime, tensorrt_ok)
@@ -224,7 +225,7 @@ def main(argv=None):
 
 
 def _build_engine(config, args):
-    model = config["model"] or default_model()
+    model = resolve_model(config["model"]) or default_model()
     if not str(model).endswith(".onnx"):
         raise BackendError("--build-engine needs an ONNX model; config 'model' is {}".format(model))
     if not trt_backend.tensorrt_available():
