@@ -542,6 +542,26 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_onnx, faces, tmp_path):
     trt_clf.close()
 
 
+def test_tensorrt_detector_engine_finds_the_faces_onnxruntime_finds(tmp_path):
+    """A real FP16 engine of the shipped BlazeFace ONNX (where TensorRT and a GPU exist)."""
+    if not (module_installed("tensorrt") and module_installed("pycuda")):
+        pytest.skip(TRT_SKIP)
+    from edge import metadata as md
+    from edge.backends import load_backend
+    from edge.detect import DEFAULT_DETECTOR, make_detector, shipped_detector_path
+    from fer_edge.scenes import astronaut_scene
+    from jetson.agent import DETECTOR_ENGINE_STEM, DETECTOR_MAX_BATCH
+    engine = tb.ensure_engine(shipped_detector_path(DEFAULT_DETECTOR), "fp16", DETECTOR_MAX_BATCH, str(tmp_path),
+                              log=print, stem=DETECTOR_ENGINE_STEM)
+    backend = load_backend(engine, runtime="tensorrt", kind=md.FACE_DETECTOR)
+    image = astronaut_scene().image
+    on_gpu = make_detector(backend=backend, tiles="4x2").detect(image)
+    on_cpu = make_detector(tiles="4x2").detect(image)
+    assert len(on_gpu) == len(on_cpu) == 1
+    assert max(abs(a - b) for a, b in zip(on_gpu[0].box, on_cpu[0].box)) <= 2
+    backend.close()
+
+
 def test_ensure_engine_errors_are_clear(tiny_onnx, tmp_path):
     with pytest.raises(BackendError, match="ONNX model not found"):
         tb.ensure_engine(str(tmp_path / "missing.onnx"), engine_dir=str(tmp_path))
