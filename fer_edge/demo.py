@@ -3,7 +3,7 @@
 1. a sample video generated from a face photograph that ships inside scikit-image
    (fer_edge/samples.py), written to data/samples/;
 2. the shipped model (models/, ONNX through ONNX Runtime);
-3. an MQTT broker started in-process (amqtt), a subscriber printing the events as they arrive;
+3. an MQTT broker started in-process (amqtt); `fer-edge run` prints every event it publishes to it;
 4. the agent publishing an event per frame, and an annotated copy of the video under runs/demo/.
 """
 
