@@ -73,13 +73,16 @@ def serve(config, stop=None, classifier=None, publisher=None, source=None, detec
     policy = PublishPolicy(config["publish"], config["interval"])
     publisher = publisher or make_publisher(config)
     source = source or open_source(config["source"])
-    annotator = AnnotatedWriter(config["annotate"]) if config["annotate"] else None
+    annotator = AnnotatedWriter(config["annotate"], fps=getattr(source, "fps", None)) if config["annotate"] else None
     log.info("agent %s: source %s, model %s on %s, publisher %r", config["device_id"], config["source"],
              classifier.model_id, classifier.runtime, publisher)
     publisher.start()
     try:
-        return run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"], stop=stop,
-                         stats_interval=config["stats_interval"], annotator=annotator)
+        summary = run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"], stop=stop,
+                            stats_interval=config["stats_interval"], annotator=annotator)
+        if annotator is not None:
+            summary["annotated"] = annotator.path
+        return summary
     finally:
         source.close()
         if annotator is not None:

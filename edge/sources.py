@@ -56,6 +56,7 @@ class FrameSource(object):
     """Iterable of Frame(index, image BGR uint8, timestamp). ``live`` sources may drop frames."""
 
     live = False
+    fps = None  # the source's frame rate when it says (video files, cameras), else None
 
     def __init__(self, uri):
         self.uri = uri
@@ -124,6 +125,8 @@ class VideoFileSource(FrameSource):
             raise SourceError("{}: cannot open the video (unknown format or codec missing in this "
                               "OpenCV build)".format(uri))
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0)
+        self.fps = fps if 0 < fps < 1000 else None
         self.max_skip = max_skip
         self.index = 0
 
@@ -161,6 +164,9 @@ class LiveSource(FrameSource):
         self.condition = threading.Condition()
         self.stopping = threading.Event()
         capture = opener()
+        if capture is not None and capture.isOpened():
+            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0)
+            self.fps = fps if 0 < fps < 1000 else None
         if capture is None or not capture.isOpened():
             raise SourceError("{}: cannot open the camera/stream".format(uri))
         self.thread = threading.Thread(target=self._run, args=(capture,), name="frame-reader", daemon=True)

@@ -28,7 +28,7 @@ def main():
         print("demo: generated the sample video {}".format(video))
     out_dir = os.path.join(REPO, "runs", "demo")
     os.makedirs(out_dir, exist_ok=True)
-    annotated = os.path.join(out_dir, "annotated.mp4")
+    annotated = os.path.join(out_dir, "annotated.webm")  # VP8: browsers play it
     status = cli_main(["run", "--source", video, "--device-id", "demo", "--publish", "every-frame",
                        "--annotate", annotated, "--stats-interval", "5"])
     if status == 0:

@@ -141,7 +141,15 @@ def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, t
         assert face["emotion"] == max(face["scores"], key=face["scores"].get)
     assert collector.of("stats"), "no stats message"
     jsonschema.validate(collector.of("stats")[-1].data, load_schema("stats"))
-    assert cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES
+    # annotated at the source's frame rate, in a codec browsers play (H.264 .mp4, else VP8 .webm)
+    written = summary["annotated"]
+    assert written.endswith((".mp4", ".webm")) and os.path.isfile(written), written
+    capture = cv2.VideoCapture(written)
+    assert abs(capture.get(cv2.CAP_PROP_FPS) - cv2.VideoCapture(video).get(cv2.CAP_PROP_FPS)) < 0.1
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == FRAMES
 
 
 def test_on_change_publishes_fewer_events(broker, video, model_path):
@@ -287,3 +295,29 @@ def test_events_out_writes_the_results_as_jsonl_or_csv(video, model_path, tmp_pa
                                     "contempt"), key=lambda k: float(first[k]))
     bad = agent("--source", video, "--no-embedded-broker", "--events-out", tmp_path / "x.txt")
     assert bad.returncode == 2 and "must end in .jsonl or .csv" in bad.stderr
+
+
+def test_annotations_stay_inside_the_frame_and_apart(tmp_path):
+    from edge.annotate import draw
+    frame = np.full((120, 160, 3), 255, np.uint8)  # a white wall
+    scores = {"neutral": 0.5, "happiness": 0.3, "surprise": 0.2}
+    faces = [{"box": [0, 0, 40, 40], "track_id": 1, "emotion": "neutral", "confidence": 0.5, "scores": scores},
+             {"box": [30, 10, 40, 40], "track_id": 2, "emotion": "neutral", "confidence": 0.5, "scores": scores},
+             {"box": [130, 95, 30, 25], "track_id": 3, "emotion": "neutral", "confidence": 0.5, "scores": scores}]
+    out = draw(frame, faces)
+    assert out.shape == frame.shape and (out < 60).any()  # the dark outline shows on white
+    import edge.annotate as annotate
+    taken, placed = [], []
+    original = annotate._fit
+
+    def record(box, size, width, height, taken_list):
+        x, y = original(box, size, width, height, taken_list)
+        placed.append((x, y, size[0], size[1]))
+        return x, y
+    annotate._fit = record
+    try:
+        draw(frame, faces)
+    finally:
+        annotate._fit = original
+    for x, y, w, h in placed:  # every label inside the frame
+        assert x >= 0 and y >= 0 and x + w <= 160 + 1 and y + h <= 120 + 1
