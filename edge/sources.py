@@ -164,7 +164,7 @@ class LiveSource(FrameSource):
         self.condition = threading.Condition()
         self.stopping = threading.Event()
         capture = opener()
-        if capture is not None and capture.isOpened():
+        if capture is not None and capture.isOpened() and hasattr(capture, "get"):
             fps = float(capture.get(cv2.CAP_PROP_FPS) or 0)
             self.fps = fps if 0 < fps < 1000 else None
         if capture is None or not capture.isOpened():
