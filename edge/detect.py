@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 
-from .crops import IDENTITY, CropMapping, Detection, face_crop  # noqa: F401
+from .crops import CropMapping, Detection, face_crop
 from .preprocess import to_gray
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -48,12 +48,16 @@ NAMES = tuple(f.name for f in FORMATS)
 RUNTIME_NAMES = tuple(r.name for r in RUNTIMES)
 
 
+def _row(rows, name, what):
+    for row in rows:
+        if row.name == name:
+            return row
+    raise ValueError("unknown {} {!r}; choose from {}".format(what, name, ", ".join(r.name for r in rows)))
+
+
 def get(name):
     """The :class:`Format` row called ``name``; ValueError listing the known names otherwise."""
-    for fmt in FORMATS:
-        if fmt.name == name:
-            return fmt
-    raise ValueError("unknown format {!r}; choose from {}".format(name, ", ".join(NAMES)))
+    return _row(FORMATS, name, "format")
 
 
 def for_path(path):
@@ -66,10 +70,7 @@ def for_path(path):
 
 def runtime(name):
     """The :class:`Runtime` row called ``name``; ValueError listing the known names otherwise."""
-    for row in RUNTIMES:
-        if row.name == name:
-            return row
-    raise ValueError("unknown runtime {!r}; choose from {}".format(name, ", ".join(RUNTIME_NAMES)))
+    return _row(RUNTIMES, name, "runtime")
 
 
 def suffixes_of(runtime_name):

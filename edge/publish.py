@@ -115,3 +115,44 @@ class MemoryPublisher(Publisher):
                 "connect_failures": 0}
 
 
+
+
+class PublisherWrapper(Publisher):
+    """A publisher that hands everything to ``inner``; subclasses add to ``publish_event`` or
+    ``publish_stats`` (print, write a file) and still deliver through the wrapped publisher.
+    Other attributes (``delivery``, ``outbox``, ``topics``) are the wrapped publisher's."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.device_id = inner.device_id
+
+    def start(self):
+        self.inner.start()
+
+    def publish_event(self, event):
+        return self.inner.publish_event(event)
+
+    def publish_stats(self, stats):
+        return self.inner.publish_stats(stats)
+
+    def close(self, timeout=None):
+        if timeout is None:
+            self.inner.close()
+        else:
+            self.inner.close(timeout)
+
+    @property
+    def connected(self):
+        return self.inner.connected
+
+    @property
+    def counters(self):
+        return self.inner.counters
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self):
+        return repr(self.inner)

@@ -54,13 +54,18 @@ def decode(raw_boxes, anchors, box_scale):
     return boxes, points
 
 
-def iou(box, boxes):
-    """IoU of one box [4] with many [M, 4] (x0, y0, x1, y1)."""
+def _intersection(box, boxes):
+    """Intersection areas of one box [4] with many [M, 4] (x0, y0, x1, y1)."""
     ix0 = np.maximum(box[0], boxes[:, 0])
     iy0 = np.maximum(box[1], boxes[:, 1])
     ix1 = np.minimum(box[2], boxes[:, 2])
     iy1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    return np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+
+
+def iou(box, boxes):
+    """IoU of one box [4] with many [M, 4] (x0, y0, x1, y1)."""
+    inter = _intersection(box, boxes)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     union = area + areas - inter
@@ -69,11 +74,7 @@ def iou(box, boxes):
 
 def coverage(box, boxes):
     """Share of ``box``'s own area that each of ``boxes`` covers."""
-    ix0 = np.maximum(box[0], boxes[:, 0])
-    iy0 = np.maximum(box[1], boxes[:, 1])
-    ix1 = np.minimum(box[2], boxes[:, 2])
-    iy1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    inter = _intersection(box, boxes)
     area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-12)
     return inter / area
 

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from edge.track import iou as box_iou  # the tracker's IoU of (x, y, w, h) boxes
+
 from .scenes import KINDS, astronaut_scene, backgrounds, make_scenes
 
 IOU = 0.3
@@ -41,9 +43,6 @@ CANDIDATES = (
 )
 
 
-def box_iou(a, b):
-    from edge.track import iou
-    return iou(a, b)
 
 
 def match(truth, boxes, threshold=IOU):

@@ -13,7 +13,7 @@ import json
 import os
 
 from edge.labels import EMOTIONS
-from edge.publish import Publisher
+from edge.publish import PublisherWrapper
 
 CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + \
     list(EMOTIONS)
@@ -30,13 +30,12 @@ def check_path(path):
     return path
 
 
-class EventFileWriter(Publisher):
+class EventFileWriter(PublisherWrapper):
     """Wraps the agent's publisher and also writes every event to a .jsonl or .csv file."""
 
     def __init__(self, inner, path):
-        self.inner = inner
+        PublisherWrapper.__init__(self, inner)
         self.path = check_path(path)
-        self.device_id = inner.device_id
         self.tmp = self.path + ".partial"
         self.handle = io.open(self.tmp, "w", encoding="utf-8", newline="")
         self.csv = None
@@ -44,9 +43,6 @@ class EventFileWriter(Publisher):
             self.csv = csv.DictWriter(self.handle, fieldnames=CSV_FIELDS)
             self.csv.writeheader()
         self.events = self.rows = 0
-
-    def start(self):
-        self.inner.start()
 
     def publish_event(self, event):
         accepted = self.inner.publish_event(event)
@@ -64,29 +60,10 @@ class EventFileWriter(Publisher):
             self.rows += 1
         return accepted
 
-    def publish_stats(self, stats):
-        return self.inner.publish_stats(stats)
-
     def close(self, timeout=None):
         try:
-            if timeout is None:
-                self.inner.close()
-            else:
-                self.inner.close(timeout)
+            PublisherWrapper.close(self, timeout)
         finally:
             if not self.handle.closed:
                 self.handle.close()
                 os.replace(self.tmp, self.path)
-
-    @property
-    def connected(self):
-        return self.inner.connected
-
-    @property
-    def counters(self):
-        return self.inner.counters
-
-    def __getattr__(self, name):  # delivery(), outbox, topics of the wrapped publisher
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)

@@ -12,7 +12,7 @@ import sys
 import threading
 
 from edge.config import BY_NAME, load_config
-from edge.publish import Publisher
+from edge.publish import PublisherWrapper
 
 EXIT_DROPPED = 3
 
@@ -43,7 +43,7 @@ def add_agent_options(parser, agent_only=True):
                              "(one row per face and frame)")
 
 
-class EventPrinter(Publisher):
+class EventPrinter(PublisherWrapper):
     """The agent's own publisher, printing every event and stats message the agent hands it.
 
     No second MQTT connection: what is printed is what the agent publishes, whether the broker is
@@ -52,9 +52,8 @@ class EventPrinter(Publisher):
     """
 
     def __init__(self, inner, out=None):
-        self.inner = inner
+        PublisherWrapper.__init__(self, inner)
         self.out = out or sys.stdout
-        self.device_id = inner.device_id
         self.prefix = getattr(getattr(inner, "topics", None), "prefix", None)
 
     def _print(self, kind, data):
@@ -63,9 +62,6 @@ class EventPrinter(Publisher):
                           b"", data, False, 1)
         for line in format_message_lines(message):
             print(line, file=self.out, flush=True)
-
-    def start(self):
-        self.inner.start()
 
     def publish_event(self, event):
         accepted = self.inner.publish_event(event)
@@ -80,23 +76,6 @@ class EventPrinter(Publisher):
         accepted = self.inner.publish_stats(stats)
         self._print("stats", stats)
         return accepted
-
-    def close(self, timeout=None):
-        if timeout is None:
-            self.inner.close()
-        else:
-            self.inner.close(timeout)
-
-    @property
-    def connected(self):
-        return self.inner.connected
-
-    @property
-    def counters(self):
-        return self.inner.counters
-
-    def __repr__(self):
-        return repr(self.inner)
 
 
 def delivery_summary(publisher, broker):

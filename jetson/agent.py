@@ -83,28 +83,38 @@ def choose_runtime(model, runtime, tensorrt_ok):
     return "fallback"
 
 
+def _on_gpu_or_cpu(model, runtime, tensorrt_ok, build, on_tensorrt, on_cpu, what, engine):
+    """The one rule for both models (see the module doc): load the ``.engine``, or ``build`` one
+    from the ONNX and load it with ``on_tensorrt(engine)``; when TensorRT is missing or the build
+    fails, ``on_cpu()`` (ONNX Runtime) with a warning, unless the config insists on TensorRT."""
+    how = choose_runtime(model, runtime, tensorrt_ok)
+    if how == "engine":
+        return on_tensorrt(model)
+    if how == "build":
+        try:
+            return on_tensorrt(build(model))
+        except BackendError as exc:
+            if runtime == "tensorrt" or not module_installed("onnxruntime"):
+                raise
+            log.error("TensorRT %s engine unavailable (%s); falling back to ONNX Runtime", engine, exc)
+    elif model.endswith(".onnx") and runtime != "onnxruntime":
+        log.warning("TensorRT/pycuda not installed: running the %s %s with ONNX Runtime on the CPU (much slower "
+                    "on a Jetson); install pycuda (see README.txt) to use the GPU", what, model)
+    return on_cpu()
+
+
 def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=trt_backend.DEFAULT_MAX_BATCH,
                     engine_dir=None, tensorrt_ok=None):
     """The EmotionClassifier the agent runs (see the module doc for the choice)."""
     from edge.classifier import load_classifier
     model = resolve_model(config["model"]) or default_model()
     runtime = config["runtime"]
-    tensorrt_ok = trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok
-    how = choose_runtime(model, runtime, tensorrt_ok)
-    if how == "engine":
-        return load_classifier(model, runtime="tensorrt")
-    if how == "build":
-        try:
-            engine = trt_backend.ensure_engine(model, precision, max_batch, engine_dir, log=log.info)
-            return load_classifier(engine, runtime="tensorrt")
-        except BackendError as exc:
-            if runtime == "tensorrt" or not module_installed("onnxruntime"):
-                raise
-            log.error("TensorRT engine unavailable (%s); falling back to ONNX Runtime", exc)
-    elif model.endswith(".onnx") and runtime != "onnxruntime":
-        log.warning("TensorRT/pycuda not installed: running %s with ONNX Runtime on the CPU (much slower "
-                    "on a Jetson); install pycuda (see README.txt) to use the GPU", model)
-    return load_classifier(model, runtime=runtime if runtime != "tensorrt" else "onnxruntime")
+    return _on_gpu_or_cpu(
+        model, runtime, trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok,
+        lambda onnx: trt_backend.ensure_engine(onnx, precision, max_batch, engine_dir, log=log.info),
+        lambda engine: load_classifier(engine, runtime="tensorrt"),
+        lambda: load_classifier(model, runtime=runtime if runtime != "tensorrt" else "onnxruntime"),
+        "emotion model", "emotion-model")
 
 
 def make_face_detector(config, precision=trt_backend.DEFAULT_PRECISION, engine_dir=None, tensorrt_ok=None):
@@ -119,21 +129,14 @@ def make_face_detector(config, precision=trt_backend.DEFAULT_PRECISION, engine_d
     model = config["detector_model"] or default_detector()
     config = dict(config, detector_model=model)
     runtime = config["runtime"]
-    tensorrt_ok = trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok
-    how = choose_runtime(model, runtime, tensorrt_ok)
-    if how in ("engine", "build"):
-        try:
-            engine = model if how == "engine" else trt_backend.ensure_engine(
-                model, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info, stem=DETECTOR_ENGINE_STEM)
-            backend = load_backend(engine, runtime="tensorrt", kind=md.FACE_DETECTOR)
-            return detector_from_config(config, backend=backend)
-        except BackendError as exc:
-            if runtime == "tensorrt" or not module_installed("onnxruntime"):
-                raise
-            log.error("TensorRT detector engine unavailable (%s); falling back to ONNX Runtime", exc)
-    elif model.endswith(".onnx") and runtime != "onnxruntime":
-        log.warning("TensorRT/pycuda not installed: running the face detector %s with ONNX Runtime on the CPU", model)
-    return detector_from_config(config, runtime="onnxruntime" if runtime in ("", "tensorrt") else runtime)
+    return _on_gpu_or_cpu(
+        model, runtime, trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok,
+        lambda onnx: trt_backend.ensure_engine(onnx, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info,
+                                               stem=DETECTOR_ENGINE_STEM),
+        lambda engine: detector_from_config(config, backend=load_backend(engine, runtime="tensorrt",
+                                                                        kind=md.FACE_DETECTOR)),
+        lambda: detector_from_config(config, runtime="onnxruntime" if runtime in ("", "tensorrt") else runtime),
+        "face detector", "detector")
 
 
 def install_stop_handlers(stop):
