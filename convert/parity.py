@@ -156,22 +156,3 @@ def check(what, source, predict, faces, layout, atol, tie_margin=None, log=None)
     if log is not None:
         log(str(report))
     return report
-
-
-def write_check_set(source, faces, path):
-    """Save ``faces`` (uint8) and the SavedModel's probabilities on them as an .npz reference set.
-
-    ``source``: a SavedModelSource or a SavedModel directory. Devices without TensorFlow check a
-    converted model against it (``python3 -m convert.tensorrt_build model.onnx --check PATH``).
-    Holds FER images: ship it with a model bundle, never commit it to the repository.
-    """
-    from edge.preprocess import prepare_faces
-    if not hasattr(source, "predict"):
-        from .common import SavedModelSource
-        source = SavedModelSource(source)
-    faces = np.asarray(faces, dtype=np.uint8)
-    probabilities = source.predict(prepare_faces(faces, source.meta)).astype(np.float32)
-    tmp = str(path) + ".tmp.npz"
-    np.savez_compressed(tmp, faces=faces, probabilities=probabilities)
-    os.replace(tmp, str(path))
-    return str(path)

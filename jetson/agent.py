@@ -1,15 +1,17 @@
-"""The Jetson agent: ``python3 -m jetson [--config /etc/fer-edge/agent.json] [--check-camera] [--build-engine]``.
+"""The Jetson agent: ``python3 -m jetson [--config /etc/fer-edge/agent.json] [--check-camera] [--check-gpu] [--build-engine]``.
 
 Reads the agent config (``edge.config.load_config``: defaults < file < FER_EDGE_* environment <
 flags), picks the model runtime and runs ``edge.service.serve`` until SIGINT/SIGTERM:
 
-* config ``model`` is an ``.onnx`` (default: the bundle's ``model/model.onnx``) and TensorRT +
-  pycuda are installed: ``ensure_engine`` reuses or builds the FP16 engine in the engine folder
-  (``--engine-dir``, ``$FER_EDGE_ENGINE_DIR``, default ``/var/lib/fer-edge/engines``) and the
-  TensorRT backend runs it;
-* an ``.engine``: loaded as it is (its sidecar must match this TensorRT and GPU);
-* otherwise (no TensorRT, ``runtime: onnxruntime``, or the engine build failed): ONNX Runtime,
-  with a warning.
+* config ``model`` is an ``.onnx`` (default: the bundle's ``model/model.onnx``), TensorRT + pycuda
+  are installed and CUDA works for this user (``--check-gpu``): ``jetson.engine.ensure_engine``
+  reuses or builds the FP16 engine in the engine folder (``--engine-dir``, ``$FER_EDGE_ENGINE_DIR``,
+  default ``/var/lib/fer-edge/engines``), checks a new engine against the bundle's
+  ``model/model.check.npz`` through the TensorRT backend, and the backend runs it;
+* an ``.engine``: loaded as it is (its sidecar must match this TensorRT, GPU and CUDA driver);
+* otherwise (no TensorRT, CUDA unusable, ``runtime: onnxruntime``, or the engine build or check
+  failed): ONNX Runtime, with a warning, when it is installed (install.sh puts it in the bundle's
+  venv); a failed build is not retried at every start but after a back-off (``jetson.engine``).
 
 The face detector (config ``detector``, default BlazeFace; ``detector_model`` default: the bundle's
 ``model/detector.onnx``) follows the same rule: its own FP16 engine (batch up to the whole frame
@@ -18,7 +20,7 @@ the CPU when chosen.
 
 Events go out through edge's MQTT publisher (``edge.service``). Logs go to stdout (journald under
 systemd). The service's working directory is /var/lib/fer-edge (StateDirectory): engines now, the
-offline event queue later. Exit status: 0 done, 2 error (camera, runtime, broker), 78 bad config
+offline event queue. Exit status: 0 done, 2 error (camera, runtime, CUDA, broker), 78 bad config
 (the systemd unit does not restart on 78), also for a missing, corrupt or wrong model or detector file.
 
 Python 3.6 compatible (device code).
@@ -36,7 +38,7 @@ from edge.backends.base import BackendError, module_installed
 from edge.classifier import resolve_model
 from edge.config import BY_NAME, ConfigError, load_config
 
-from . import trt_backend
+from . import engine, trt_backend
 
 log = logging.getLogger("fer_edge.jetson")
 
@@ -66,10 +68,10 @@ def default_detector():
     return shipped_detector_path(DEFAULT_DETECTOR)
 
 
-def choose_runtime(model, runtime, tensorrt_ok):
+def choose_runtime(model, runtime, tensorrt_ok, why_not=None):
     """How to run ``model``: 'engine' (load the .engine), 'build' (ensure an engine from the ONNX,
     then TensorRT) or 'fallback' (load_classifier, ONNX Runtime). BackendError when the config
-    asks for TensorRT and it is not installed."""
+    asks for TensorRT and it cannot run here (``why_not``: the reason, default: not installed)."""
     model = str(model)
     if model.endswith(".engine"):
         if runtime and runtime != "tensorrt":
@@ -79,15 +81,17 @@ def choose_runtime(model, runtime, tensorrt_ok):
         if tensorrt_ok:
             return "build"
         if runtime == "tensorrt":
-            raise BackendError("config asks for runtime 'tensorrt': " + trt_backend.NOT_INSTALLED)
+            raise BackendError("config asks for runtime 'tensorrt': " + (why_not or trt_backend.NOT_INSTALLED))
     return "fallback"
 
 
-def _on_gpu_or_cpu(model, runtime, tensorrt_ok, build, on_tensorrt, on_cpu, what, engine):
+def _on_gpu_or_cpu(model, runtime, gpu, build, on_tensorrt, on_cpu, what, engine_name):
     """The one rule for both models (see the module doc): load the ``.engine``, or ``build`` one
-    from the ONNX and load it with ``on_tensorrt(engine)``; when TensorRT is missing or the build
-    fails, ``on_cpu()`` (ONNX Runtime) with a warning, unless the config insists on TensorRT."""
-    how = choose_runtime(model, runtime, tensorrt_ok)
+    from the ONNX and load it with ``on_tensorrt(engine)``; when TensorRT cannot run here or the
+    build/check fails, ``on_cpu()`` (ONNX Runtime) with a warning, unless the config insists on
+    TensorRT. ``gpu``: (ok, reason) from :func:`_gpu_ok` (or a bool)."""
+    ok, why_not = gpu if isinstance(gpu, tuple) else (bool(gpu), None)
+    how = choose_runtime(model, runtime, ok, why_not)
     if how == "engine":
         return on_tensorrt(model)
     if how == "build":
@@ -96,11 +100,19 @@ def _on_gpu_or_cpu(model, runtime, tensorrt_ok, build, on_tensorrt, on_cpu, what
         except BackendError as exc:
             if runtime == "tensorrt" or not module_installed("onnxruntime"):
                 raise
-            log.error("TensorRT %s engine unavailable (%s); falling back to ONNX Runtime", engine, exc)
+            log.error("TensorRT %s engine unavailable (%s); falling back to ONNX Runtime", engine_name, exc)
     elif model.endswith(".onnx") and runtime != "onnxruntime":
-        log.warning("TensorRT/pycuda not installed: running the %s %s with ONNX Runtime on the CPU (much slower "
-                    "on a Jetson); install pycuda (see README.txt) to use the GPU", what, model)
+        log.warning("%s: running the %s %s with ONNX Runtime on the CPU (much slower on a Jetson)",
+                    why_not or trt_backend.NOT_INSTALLED, what, model)
     return on_cpu()
+
+
+def _gpu_ok():
+    """(True, DeviceInfo) when TensorRT + pycuda are installed and CUDA is usable by this user
+    (``pycuda.driver.init()`` and the device query), else (False, the reason)."""
+    if not trt_backend.tensorrt_available():
+        return False, trt_backend.NOT_INSTALLED
+    return trt_backend.gpu_ready()
 
 
 def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=trt_backend.DEFAULT_MAX_BATCH,
@@ -110,8 +122,8 @@ def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=t
     model = resolve_model(config["model"]) or default_model()
     runtime = config["runtime"]
     return _on_gpu_or_cpu(
-        model, runtime, trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok,
-        lambda onnx: trt_backend.ensure_engine(onnx, precision, max_batch, engine_dir, log=log.info),
+        model, runtime, _gpu_ok() if tensorrt_ok is None else tensorrt_ok,
+        lambda onnx: engine.ensure_engine(onnx, precision, max_batch, engine_dir, log=log.info),
         lambda engine: load_classifier(engine, runtime="tensorrt"),
         lambda: load_classifier(model, runtime=runtime if runtime != "tensorrt" else "onnxruntime"),
         "emotion model", "emotion-model")
@@ -130,8 +142,8 @@ def make_face_detector(config, precision=trt_backend.DEFAULT_PRECISION, engine_d
     config = dict(config, detector_model=model)
     runtime = config["runtime"]
     return _on_gpu_or_cpu(
-        model, runtime, trt_backend.tensorrt_available() if tensorrt_ok is None else tensorrt_ok,
-        lambda onnx: trt_backend.ensure_engine(onnx, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info,
+        model, runtime, _gpu_ok() if tensorrt_ok is None else tensorrt_ok,
+        lambda onnx: engine.ensure_engine(onnx, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info,
                                                stem=DETECTOR_ENGINE_STEM),
         lambda engine: detector_from_config(config, backend=load_backend(engine, runtime="tensorrt",
                                                                         kind=md.FACE_DETECTOR)),
@@ -170,14 +182,17 @@ def build_parser():
         DEFAULT_CONFIG))
     parser.add_argument("--check-camera", action="store_true",
                         help="open the configured source, grab one frame, print its resolution and exit")
+    parser.add_argument("--check-gpu", action="store_true",
+                        help="check that TensorRT and CUDA work for this user (pycuda.driver.init, the device), "
+                             "print the GPU and exit")
     parser.add_argument("--build-engine", action="store_true",
                         help="build (or confirm) the TensorRT engines of the configured ONNX model and face "
                              "detector, and exit")
     parser.add_argument("--force", action="store_true", help="with --build-engine: rebuild even when current")
     parser.add_argument("--engine-dir", help="folder for TensorRT engines (default: ${} or {}/engines)".format(
-        trt_backend.ENGINE_DIR_ENV, trt_backend.STATE_DIR))
+        engine.ENGINE_DIR_ENV, engine.STATE_DIR))
     parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default=trt_backend.DEFAULT_PRECISION,
-                        help="engine precision (int8 needs calibration faces: build it with convert.tensorrt_build)")
+                        help="engine precision (int8 needs calibration faces: build it with python3 -m jetson.engine)")
     parser.add_argument("--max-batch", type=int, default=trt_backend.DEFAULT_MAX_BATCH,
                         help="largest batch of faces per engine call (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="with --check-camera: seconds to wait")
@@ -214,6 +229,9 @@ def main(argv=None):
             from .camera import check_camera, format_report
             print(format_report(check_camera(config["source"], args.timeout)), flush=True)
             return 0
+        if args.check_gpu:
+            print(check_gpu(), flush=True)
+            return 0
         if args.build_engine:
             return _build_engine(config, args)
         return _serve(config, args)
@@ -227,21 +245,30 @@ def main(argv=None):
         return EXIT_ERROR
 
 
+def check_gpu():
+    """The readiness report (``--check-gpu``): TensorRT version and the CUDA device, or BackendError."""
+    ok, info = _gpu_ok()
+    if not ok:
+        raise BackendError(info)
+    trt = trt_backend.import_tensorrt()
+    return "TensorRT {}; GPU {} (compute capability {}); CUDA driver {}".format(
+        trt.__version__, info.name, info.compute_capability, info.cuda_driver)
+
+
 def _build_engine(config, args):
     model = resolve_model(config["model"]) or default_model()
     if not str(model).endswith(".onnx"):
         raise BackendError("--build-engine needs an ONNX model; config 'model' is {}".format(model))
-    if not trt_backend.tensorrt_available():
-        raise BackendError(trt_backend.NOT_INSTALLED)
-    path = trt_backend.ensure_engine(model, args.precision, args.max_batch, args.engine_dir, log=log.info,
-                                     force=args.force)
+    log.info("%s", check_gpu())
+    path = engine.ensure_engine(model, args.precision, args.max_batch, args.engine_dir, log=log.info,
+                                force=args.force, retry_failed=True)
     print(path, flush=True)
     from edge.detect import NEURAL
     if config["detector"] in NEURAL:
         detector = config["detector_model"] or default_detector()
         if str(detector).endswith(".onnx"):
-            path = trt_backend.ensure_engine(detector, args.precision, DETECTOR_MAX_BATCH, args.engine_dir,
-                                             log=log.info, force=args.force, stem=DETECTOR_ENGINE_STEM)
+            path = engine.ensure_engine(detector, args.precision, DETECTOR_MAX_BATCH, args.engine_dir,
+                                        log=log.info, force=args.force, stem=DETECTOR_ENGINE_STEM, retry_failed=True)
             print(path, flush=True)
     return 0
 

@@ -8,10 +8,11 @@ Layout (everything under ``fer-edge-jetson-<version>/``)::
 
     install.sh  uninstall.sh  README.txt  VERSION  MANIFEST.sha256
     edge/                     the device-agnostic agent (incl. edge/schema/*.json)
-    jetson/                   this adapter (TensorRT backend, camera check, agent)
-    convert/                  __init__.py (device subset), errors.py, tensorrt_build.py, parity.py
+    jetson/                   this adapter (TensorRT backend, engines and their check, camera check, agent)
     model/model.onnx          the emotion classifier; its fer-edge metadata is embedded in the ONNX
+    model/model.check.npz     its engine check set (inputs + ONNX Runtime's outputs on them, jetson.check_set)
     model/detector.onnx       the face detector (BlazeFace), its metadata embedded likewise
+    model/detector.check.npz  the detector's engine check set
     config/agent.json         agent config template (all keys); config/agent.ini.example (with help)
     systemd/fer-edge.service  the service unit
 
@@ -24,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -32,14 +34,8 @@ from edge.config import OPTIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(REPO, "jetson", "templates")
-# convert/ modules the device needs: the engine builder, its error type, and the parity
-# comparison used by `python3 -m convert.tensorrt_build --check`.
-CONVERT_MODULES = ("errors.py", "tensorrt_build.py", "parity.py")
-CONVERT_INIT = ('"""fer-edge convert, device subset (Jetson bundle): the TensorRT engine builder '
-                '(``python3 -m convert.tensorrt_build``).\n\nThe host converters (ONNX, OpenVINO, DeepLens) '
-                'need TensorFlow and are not part of the bundle.\n"""\n')
 # jetson/ files that stay on the host
-HOST_ONLY = ("bundle.py", "templates")
+HOST_ONLY = ("bundle.py", "check_set.py", "templates")
 EXECUTABLE = ("install.sh", "uninstall.sh")
 INSTALL_PREFIX = "/opt/fer-edge"
 
@@ -121,15 +117,14 @@ def _check_detector(detector_onnx):
 
 
 def _check_model(model_onnx):
-    from convert.errors import ConversionError
-    from convert.tensorrt_build import onnx_model_metadata
+    from edge.onnx_meta import onnx_model_metadata
     if not os.path.isfile(model_onnx):
         raise BundleError("{}: ONNX model not found; pass model_onnx= (the output of `fer-edge convert onnx`) or "
                           "ship the model first".format(model_onnx))
     from edge import metadata as md
     try:
         meta = md.check_kind(onnx_model_metadata(model_onnx), md.CLASSIFIER, model_onnx)
-    except (ConversionError, ValueError) as exc:
+    except ValueError as exc:
         raise BundleError("{}: not usable for the Jetson bundle: {}".format(model_onnx, exc))
     if meta["input"]["layout"] != "NCHW":
         raise BundleError("{}: input layout {} (TensorRT engines are built from the NCHW ONNX of "
@@ -137,15 +132,29 @@ def _check_model(model_onnx):
     return meta
 
 
+def _check_set_entries(model_onnx, detector_onnx):
+    """model/model.check.npz (and model/detector.check.npz): what install.sh and the service check the
+    engines against (``jetson.check_set``); computed here with ONNX Runtime on the shipped ONNX files."""
+    from . import check_set
+    folder = tempfile.mkdtemp(prefix="fer-edge-check-")
+    try:
+        entries = [("model/model.check.npz", _read(check_set.classifier_check_set(
+            model_onnx, detector_onnx, os.path.join(folder, "model.check.npz"))))]
+        if detector_onnx:
+            entries.append(("model/detector.check.npz", _read(check_set.detector_check_set(
+                detector_onnx, os.path.join(folder, "detector.check.npz")))))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return entries
+
+
 def bundle_entries(model_onnx, version, detector_onnx=None):
     """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last)."""
     entries = []
     for rel, disk in _package_files("edge") + _package_files("jetson", HOST_ONLY):
         entries.append((rel, _read(disk)))
-    entries.append(("convert/__init__.py", CONVERT_INIT.encode("utf-8")))
-    for name in CONVERT_MODULES:
-        entries.append(("convert/" + name, _read(os.path.join(REPO, "convert", name))))
     entries.append(("model/model.onnx", _read(model_onnx)))
+    entries += _check_set_entries(model_onnx, detector_onnx)
     if detector_onnx:
         entries.append(("model/detector.onnx", _read(detector_onnx)))
     entries.append(("config/agent.json", (json.dumps(config_template(), indent=2) + "\n").encode("utf-8")))

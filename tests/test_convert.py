@@ -280,50 +280,35 @@ def test_formats_table():
 
 
 def test_engine_naming_trtexec_and_staleness_without_tensorrt(onnx_path, tmp_path):
-    from convert import tensorrt_build as tb
-    name = tb.engine_filename("model", "8.2.1.8", "fp16", "NVIDIA Tegra X1")
-    assert name == "model.trt8.2.1.8.fp16.nvidia-tegra-x1.engine"
-    cmd82 = tb.trtexec_command("m.onnx", name, "fp16", "face", (1, 48, 48), 8, 4, 256, "8.2.1.8")
+    from edge.onnx_meta import onnx_model_metadata
+    from jetson import engine as je
+    from jetson.engine_build import trtexec_command
+    from jetson.trt_backend import DeviceInfo
+    name = je.engine_filename("model", "8.2.1.8", "fp16", "NVIDIA Tegra X1", "5.3")
+    assert name == "model.trt8.2.1.8.fp16.nvidia-tegra-x1.sm53.engine"
+    cmd82 = trtexec_command("m.onnx", name, "fp16", "face", (1, 48, 48), 8, 4, 256, "8.2.1.8")
     assert "--workspace=256" in cmd82 and "--fp16" in cmd82 and "--maxShapes=face:8x1x48x48" in cmd82
-    cmd10 = tb.trtexec_command("m.onnx", "e", "int8", "face", (1, 48, 48), 8, 4, 256, "10.3.0", "c.calib")
+    cmd10 = trtexec_command("m.onnx", "e", "int8", "face", (1, 48, 48), 8, 4, 256, "10.3.0", "c.calib")
     assert "--memPoolSize=workspace:256" in cmd10 and "--int8" in cmd10 and "--calib=c.calib" in cmd10
     assert "--explicitBatch" not in cmd10 and "--workspace=" not in cmd10
 
     onnx_copy = str(tmp_path / "model.onnx")
     shutil.copy(onnx_path, onnx_copy)
     engine = str(tmp_path / name)
-    assert tb.engine_staleness(engine, onnx_copy, "8.2.1.8", "NVIDIA Tegra X1").startswith("no engine")
+    nano = je.runtime_key("8.2.1.8", DeviceInfo("NVIDIA Tegra X1", "5.3", "10.2"))
+    assert je.engine_staleness(engine, onnx_copy, nano).startswith("no engine")
     with open(engine, "wb") as handle:
         handle.write(b"not really an engine")
-    info = tb.onnx_model_metadata(onnx_copy)
-    info["engine"] = {"onnx_sha256": tb.sha256_file(onnx_copy), "tensorrt_version": "8.2.1.8",
-                      "gpu": "NVIDIA Tegra X1", "max_batch": 8, "precision": "fp16"}
+    info = onnx_model_metadata(onnx_copy)
+    info["engine"] = dict(nano, onnx_sha256=je.sha256_file(onnx_copy), max_batch=8, precision="fp16")
     md.write(info, md.sidecar_path(engine))
-    assert tb.engine_is_current(engine, onnx_copy, trt_version="8.2.1.8", gpu="NVIDIA Tegra X1")
-    assert tb.engine_staleness(engine, onnx_copy, "8.2.1.8", "NVIDIA Tegra X1", max_batch=16) == \
-        "built for max batch 8"
-    assert "TensorRT 8.2.1.8" in tb.engine_staleness(engine, onnx_copy, "10.3.0", "NVIDIA Tegra X1")
-    assert "GPU" in tb.engine_staleness(engine, onnx_copy, "8.2.1.8", "Orin")
+    assert je.engine_staleness(engine, onnx_copy, nano) is None
+    assert je.engine_staleness(engine, onnx_copy, nano, max_batch=16) == "built for max batch 8"
+    assert "TensorRT 8.2.1.8" in je.engine_staleness(engine, onnx_copy, dict(nano, tensorrt_version="10.3.0"))
+    assert "GPU" in je.engine_staleness(engine, onnx_copy, dict(nano, gpu="Orin"))
     with open(onnx_copy, "ab") as handle:
         handle.write(b"\0")
-    assert tb.engine_staleness(engine, onnx_copy, "8.2.1.8", "NVIDIA Tegra X1") == "the ONNX model changed"
-
-
-def test_check_set_for_devices_round_trips(source, synthetic_faces, tmp_path):
-    from convert.tensorrt_build import load_check_set
-    path = parity.write_check_set(source, synthetic_faces[:8], str(tmp_path / "check.npz"))
-    faces, probs = load_check_set(path)
-    np.testing.assert_array_equal(faces, synthetic_faces[:8])
-    np.testing.assert_allclose(probs, reference(source, synthetic_faces[:8]), atol=1e-6)
-
-
-def test_tensorrt_build_file_is_python36(tmp_path):
-    vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
-    if not os.path.isfile(vermin):
-        pytest.skip("vermin not installed (pip install '.[dev]')")
-    files = [os.path.join(REPO, "convert", f) for f in ("tensorrt_build.py", "trt_ops.py", "errors.py")]
-    proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-"] + files, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert je.engine_staleness(engine, onnx_copy, nano) == "the ONNX model changed"
 
 
 def test_cli_convert_tensorrt_without_tensorrt_fails_clearly(savedmodel, tmp_path):
@@ -344,11 +329,13 @@ def test_tensorrt_engine_matches_savedmodel(savedmodel, synthetic_faces, tmp_pat
     if not module_installed("pycuda"):
         pytest.skip("pycuda not installed: needed for the engine check and INT8 calibration")
     from convert import tensorrt_build as tb
+    from jetson import engine as je
     engine = tb.export_tensorrt(savedmodel, str(tmp_path / "trt"), faces=synthetic_faces, precision="fp16",
                                 max_batch=8, log=print)
-    info = tb.read_engine_info(engine)
-    assert info["engine"]["check"]["faces"] == len(synthetic_faces)
-    assert tb.engine_is_current(engine, str(tmp_path / "trt" / "model.onnx"))
+    info = je.read_engine_info(engine)
+    assert info["engine"]["check"]["items"] == len(synthetic_faces)
+    assert je.engine_staleness(engine, str(tmp_path / "trt" / "model.onnx"),
+                               {k: info["engine"][k] for k in je.RUNTIME_FIELDS}) is None
 
 
 # ---------------------------------------------------------------- CLI

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import types
 
 import cv2
 import numpy as np
@@ -23,19 +22,18 @@ from edge import metadata as md
 from edge.backends.base import BackendError, module_installed
 from edge.config import BY_NAME, load_config
 from fer_testdata import REPO
+from jetson import engine as je
 from jetson import trt_backend as tb
 from jetson.agent import choose_runtime, make_classifier
 from jetson.bundle import BundleError, build_bundle
+from trt_doubles import (NAMES, FakeEngine8, FakeEngine10, install_fakes, reference_probs, tiny_meta, write_engine,
+                         write_tiny_onnx)
 
 TRT_SKIP = "TensorRT/pycuda not installed: runs on a Jetson or a host with an NVIDIA GPU"
 VERSION = "0.0.test"
 TOP = "fer-edge-jetson-" + VERSION
 HOST_ONLY_MODULES = {"tensorflow", "keras", "train", "fer_edge", "tf2onnx", "onnx"}
-# Host-side functions of the bundled convert/ modules that import train/ or host converters lazily;
-# the device never calls them: it uses tensorrt_build.build_or_reuse and parity.compare (--check).
-HOST_ONLY_FUNCTIONS = {("convert/parity.py", "valid_faces"), ("convert/parity.py", "write_check_set"),
-                       ("convert/tensorrt_build.py", "export_tensorrt")}
-DEVICE_MODULES = {"numpy", "cv2", "edge", "jetson", "convert"}
+DEVICE_MODULES = {"numpy", "cv2", "edge", "jetson"}
 # imported only inside functions, where the device provides them (or guarded)
 LAZY_RUNTIME_MODULES = {"tensorrt", "pycuda", "paho", "onnxruntime", "openvino", "ssl"}
 RELEASE_R32_7_1 = "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64, DATE: Sat Feb 19\n"
@@ -44,47 +42,9 @@ RELEASE_R32_7_1 = "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210re
 # ---------------------------------------------------------------- a tiny ONNX model with metadata
 
 
-def tiny_weights(seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(0, 0.05, (48 * 48, 8)).astype(np.float32), rng.normal(0, 0.1, 8).astype(np.float32)
-
-
-def reference_probs(x, seed=0):
-    """What the tiny model computes on NCHW float32 0..255 input."""
-    w, b = tiny_weights(seed)
-    logits = (x.reshape(len(x), -1).astype(np.float64) / 127.5 - 1.0) @ w + b
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def tiny_meta():
-    meta = md.with_layout(md.default_metadata(48, 48), "NCHW")
-    meta["model"] = {"name": "tiny-jetson-test", "macs": 48 * 48 * 8, "parameters": 48 * 48 * 8 + 8}
-    return meta
-
-
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    w, b = tiny_weights()
-    nodes = [helper.make_node("Mul", ["face", "scale"], ["scaled"]),
-             helper.make_node("Add", ["scaled", "offset"], ["normalized"]),
-             helper.make_node("Flatten", ["normalized"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
-    inits = [numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
-             numpy_helper.from_array(np.array(-1.0, np.float32), "offset"),
-             numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
-                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="test_jetson")
-    model.ir_version = 7  # what TensorRT 8.2's ONNX parser reads
-    helper.set_model_props(model, {md.ONNX_METADATA_KEY: json.dumps(tiny_meta())})
-    onnx.checker.check_model(model)
-    path = str(tmp_path_factory.mktemp("tiny") / "model.onnx")
-    onnx.save(model, path)
-    return path
+    return write_tiny_onnx(str(tmp_path_factory.mktemp("tiny") / "model.onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -93,348 +53,11 @@ def faces():
     return rng.integers(0, 256, (19, 48, 48)).astype(np.uint8)
 
 
-# ---------------------------------------------------------------- fake TensorRT / pycuda
-
-
-class FakeCuda(types.ModuleType):
-    """pycuda.driver over numpy: device memory is a dict of bytearrays; checks a context is current."""
-
-    def __init__(self):
-        types.ModuleType.__init__(self, "pycuda.driver")
-        self.__file__ = "fake-pycuda"
-        self.memory, self.next_address, self.depth = {}, 4096, 0
-        cuda = self
-
-        class Context(object):
-            def push(self):
-                cuda.depth += 1
-
-            def pop(self):
-                assert cuda.depth > 0, "pop without push"
-                cuda.depth -= 1
-
-            def detach(self):
-                cuda.detached = True
-
-        class Device(object):
-            def __init__(self, index):
-                self.index = index
-
-            def retain_primary_context(self):
-                return Context()
-
-        class Stream(object):
-            handle = 77
-
-            def synchronize(self):
-                pass
-
-        class Allocation(object):
-            def __init__(self, address):
-                self.address = address
-
-            def __int__(self):
-                return self.address
-
-            def free(self):
-                del cuda.memory[self.address]
-
-        self.Device, self.Stream, self.Allocation = Device, Stream, Allocation
-
-    def init(self):
-        pass
-
-    def pagelocked_empty(self, shape, dtype):
-        return np.zeros(shape, dtype)
-
-    def mem_alloc(self, nbytes):
-        address = self.next_address
-        self.next_address += nbytes + 256
-        self.memory[address] = bytearray(nbytes)
-        return self.Allocation(address)
-
-    def memcpy_htod_async(self, dest, src, stream):
-        assert self.depth > 0, "no CUDA context current"
-        data = np.ascontiguousarray(src).tobytes()
-        buf = self.memory[int(dest)]
-        assert len(data) <= len(buf), "host->device copy larger than the buffer"
-        buf[:len(data)] = data
-
-    def memcpy_dtoh_async(self, dest, src, stream):
-        assert self.depth > 0, "no CUDA context current"
-        buf = self.memory[int(src)]
-        assert dest.nbytes <= len(buf) and dest.flags["C_CONTIGUOUS"]
-        dest[...] = np.frombuffer(bytes(buf[:dest.nbytes]), dtype=dest.dtype).reshape(dest.shape)
-
-    def read(self, address, count):
-        return np.frombuffer(bytes(self.memory[address][:count * 4]), dtype=np.float32)
-
-    def write(self, address, array):
-        data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-        self.memory[address][:len(data)] = data
-
-
-PROFILE = ((1, 1, 48, 48), (4, 1, 48, 48), (8, 1, 48, 48))
-NAMES = ("face", "probabilities")
-SHAPES = ((-1, 1, 48, 48), (-1, 8))
-
-
-class FakeEngine8(object):
-    """TensorRT 8.2's binding API (one dynamic-batch input, one output)."""
-
-    num_bindings = 2
-
-    def __init__(self, cuda, profile=PROFILE, dtypes=(np.float32, np.float32)):
-        self.cuda, self.profile, self.dtypes, self.batches = cuda, profile, dtypes, []
-
-    def get_binding_name(self, i):
-        return NAMES[i]
-
-    def get_binding_shape(self, i):
-        return SHAPES[i]
-
-    def get_binding_dtype(self, i):
-        return self.dtypes[i]
-
-    def binding_is_input(self, i):
-        return i == 0
-
-    def get_profile_shape(self, profile, i):
-        assert profile == 0 and i == 0
-        return self.profile
-
-    def create_execution_context(self):
-        return FakeContext8(self)
-
-    def run(self, n, in_address, out_address):
-        assert self.cuda.depth > 0
-        x = self.cuda.read(in_address, n * 48 * 48).reshape(n, 1, 48, 48)
-        self.cuda.write(out_address, reference_probs(x))
-        self.batches.append(n)
-        return True
-
-
-class FakeContext8(object):
-    def __init__(self, engine):
-        self.engine, self.n = engine, None
-
-    def set_binding_shape(self, i, shape):
-        assert i == 0
-        if not self.engine.profile[0][0] <= shape[0] <= self.engine.profile[2][0]:
-            return False
-        self.n = shape[0]
-        return True
-
-    def get_binding_shape(self, i):
-        return (self.n, 1, 48, 48) if i == 0 else (self.n, 8)
-
-    def execute_async_v2(self, bindings, stream_handle):
-        assert len(bindings) == 2 and stream_handle == 77
-        return self.engine.run(self.n, bindings[0], bindings[1])
-
-
-class FakeEngine10(object):
-    """TensorRT 10's tensor API."""
-
-    num_io_tensors = 2
-
-    def __init__(self, cuda, profile=PROFILE, dtypes=(np.float32, np.float32)):
-        self.cuda, self.profile, self.dtypes, self.batches = cuda, profile, dtypes, []
-
-    def get_tensor_name(self, i):
-        return NAMES[i]
-
-    def get_tensor_shape(self, name):
-        return SHAPES[NAMES.index(name)]
-
-    def get_tensor_dtype(self, name):
-        return self.dtypes[NAMES.index(name)]
-
-    def get_tensor_mode(self, name):
-        return "IN" if name == "face" else "OUT"
-
-    def get_tensor_profile_shape(self, name, profile):
-        assert name == "face" and profile == 0
-        return self.profile
-
-    def create_execution_context(self):
-        return FakeContext10(self)
-
-    run = FakeEngine8.run
-
-
-class FakeContext10(object):
-    def __init__(self, engine):
-        self.engine, self.n, self.addresses = engine, None, {}
-
-    def set_input_shape(self, name, shape):
-        assert name == "face"
-        if not self.engine.profile[0][0] <= shape[0] <= self.engine.profile[2][0]:
-            return False
-        self.n = shape[0]
-        return True
-
-    def get_tensor_shape(self, name):
-        return (self.n, 1, 48, 48) if name == "face" else (self.n, 8)
-
-    def set_tensor_address(self, name, address):
-        self.addresses[name] = address
-        return True
-
-    def execute_async_v3(self, stream_handle):
-        assert stream_handle == 77
-        return self.engine.run(self.n, self.addresses["face"], self.addresses["probabilities"])
-
-
-class FakeDetectorEngine(object):
-    """A two-output NHWC engine (the face detector) for both APIs; it computes with ONNX Runtime on
-    the shipped detector's ONNX, so the backend's buffers and output order are checked for real.
-    Its outputs are listed in the reverse of the model's order (the metadata's output_names fix it)."""
-
-    def __init__(self, cuda, tensor_api, onnx_path, size, max_batch=9):
-        import onnxruntime as ort
-        self.cuda, self.tensor_api, self.size, self.batches = cuda, tensor_api, size, []
-        self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        self.names = ("image", "classificators", "regressors")
-        self.item = {"image": (size, size, 3), "classificators": (896, 1), "regressors": (896, 16)}
-        self.profile = tuple((n, size, size, 3) for n in (1, 4, max_batch))
-        self.num_bindings = self.num_io_tensors = 3
-
-    # TensorRT 8 binding API
-    def get_binding_name(self, i):
-        return self.names[i]
-
-    def get_binding_shape(self, i):
-        return (-1,) + self.item[self.names[i]]
-
-    def get_binding_dtype(self, i):
-        return np.float32
-
-    def binding_is_input(self, i):
-        return i == 0
-
-    def get_profile_shape(self, profile, i):
-        return self.profile
-
-    # TensorRT 10 tensor API
-    def get_tensor_name(self, i):
-        return self.names[i]
-
-    def get_tensor_shape(self, name):
-        return (-1,) + self.item[name]
-
-    def get_tensor_dtype(self, name):
-        return np.float32
-
-    def get_tensor_mode(self, name):
-        return "IN" if name == "image" else "OUT"
-
-    def get_tensor_profile_shape(self, name, profile):
-        return self.profile
-
-    def create_execution_context(self):
-        return FakeDetectorContext(self)
-
-    def run(self, n, addresses):
-        assert self.cuda.depth > 0
-        x = self.cuda.read(addresses["image"], n * self.size * self.size * 3).reshape(n, self.size, self.size, 3)
-        regressors, classificators = self.session.run(None, {"image": x})
-        self.cuda.write(addresses["regressors"], regressors)
-        self.cuda.write(addresses["classificators"], classificators)
-        self.batches.append(n)
-        return True
-
-
-class FakeDetectorContext(object):
-    def __init__(self, engine):
-        self.engine, self.n, self.addresses = engine, None, {}
-
-    def _set(self, shape):
-        if not self.engine.profile[0][0] <= shape[0] <= self.engine.profile[2][0]:
-            return False
-        self.n = shape[0]
-        return True
-
-    def set_binding_shape(self, i, shape):
-        return self._set(shape)
-
-    def set_input_shape(self, name, shape):
-        return self._set(shape)
-
-    def get_binding_shape(self, i):
-        return (self.n,) + self.engine.item[self.engine.names[i]]
-
-    def get_tensor_shape(self, name):
-        return (self.n,) + self.engine.item[name]
-
-    def set_tensor_address(self, name, address):
-        self.addresses[name] = address
-        return True
-
-    def execute_async_v2(self, bindings, stream_handle):
-        return self.engine.run(self.n, dict(zip(self.engine.names, bindings)))
-
-    def execute_async_v3(self, stream_handle):
-        return self.engine.run(self.n, self.addresses)
-
-
-def fake_tensorrt(version, cuda, engines):
-    trt = types.ModuleType("tensorrt")
-    trt.__file__ = "fake-tensorrt"
-    trt.__version__ = version
-
-    class Logger(object):
-        WARNING = 2
-
-        def __init__(self, level):
-            self.level = level
-
-    class Runtime(object):
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            if data.startswith(b"fake detector "):
-                onnx_path, size = data[len(b"fake detector "):].decode().rsplit(" ", 1)
-                engine = FakeDetectorEngine(cuda, version.startswith("10."), onnx_path, int(size))
-                engines.append(engine)
-                return engine
-            if data != b"fake engine":
-                return None
-            engine = (FakeEngine10 if version.startswith("10.") else FakeEngine8)(cuda)
-            engines.append(engine)
-            return engine
-
-    trt.Logger, trt.Runtime = Logger, Runtime
-    trt.nptype = lambda t: t
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="IN", OUTPUT="OUT")
-    return trt
-
-
 @pytest.fixture(params=["8.2.1.8", "10.3.0"])
 def fake_runtime(request, monkeypatch):
-    """(trt version, fake pycuda.driver, engines deserialized) with both modules importable."""
-    import convert.tensorrt_build
-    cuda, engines = FakeCuda(), []
-    pycuda = types.ModuleType("pycuda")
-    pycuda.__file__ = "fake-pycuda"
-    pycuda.driver = cuda
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(request.param, cuda, engines))
-    monkeypatch.setattr(convert.tensorrt_build, "gpu_name", lambda device=0: "Fake GPU")
+    """(trt version, fake pycuda.driver, engines deserialized) with both test doubles importable."""
+    cuda, engines = install_fakes(monkeypatch, request.param)
     return request.param, cuda, engines
-
-
-def write_engine(folder, trt_version, gpu="Fake GPU", data=b"fake engine"):
-    path = os.path.join(str(folder), "model.trt{}.fp16.fake-gpu.engine".format(trt_version))
-    with open(path, "wb") as handle:
-        handle.write(data)
-    info = tiny_meta()
-    info["engine"] = {"tensorrt_version": trt_version, "gpu": gpu, "precision": "fp16", "max_batch": 8,
-                      "onnx": "model.onnx"}
-    md.write(info, md.sidecar_path(path))
-    return path
 
 
 # ---------------------------------------------------------------- TensorRT backend: pure helpers
@@ -480,12 +103,17 @@ def test_plan_engine_rejects_engines_that_do_not_fit():
     assert tb.check_batch(np.zeros((2, 1, 48, 48), np.float64), plan).dtype == np.float32
 
 
-def test_engine_mismatch_names_tensorrt_version_and_gpu():
-    info = {"engine": {"tensorrt_version": "8.2.1.8", "gpu": "NVIDIA Tegra X1"}}
-    assert tb.engine_mismatch(info, "8.2.1.8", "NVIDIA Tegra X1") is None
-    assert tb.engine_mismatch(None, "10.3.0", "Orin") is None
-    reason = tb.engine_mismatch(info, "10.3.0", "Orin")
+def test_runtime_staleness_names_tensorrt_gpu_capability_and_cuda():
+    nano = tb.DeviceInfo("NVIDIA Tegra X1", "5.3", "10.2")
+    info = {"engine": je.runtime_key("8.2.1.8", nano)}
+    assert je.runtime_staleness(info, je.runtime_key("8.2.1.8", nano)) is None
+    reason = je.runtime_staleness(info, je.runtime_key("10.3.0", tb.DeviceInfo("Orin", "8.7", "12.2")))
     assert "built with TensorRT 8.2.1.8, this is TensorRT 10.3.0" in reason and "'Orin'" in reason
+    assert "compute capability '5.3', this is '8.7'" in reason and "CUDA driver '10.2', this is '12.2'" in reason
+    old = {"engine": {"tensorrt_version": "8.2.1.8", "gpu": "NVIDIA Tegra X1"}}  # a sidecar without the new fields
+    assert "does not say which compute capability" in je.runtime_staleness(old, je.runtime_key("8.2.1.8", nano))
+    assert je.engine_filename("model", "8.2.1.8", "fp16", "NVIDIA Tegra X1", "5.3") == \
+        "model.trt8.2.1.8.fp16.nvidia-tegra-x1.sm53.engine"
 
 
 # ---------------------------------------------------------------- TensorRT backend: fake runtime
@@ -520,7 +148,7 @@ def test_backend_refuses_engines_of_another_tensorrt_or_gpu(fake_runtime, tmp_pa
     other = "8.2.1.8" if version.startswith("10.") else "10.3.0"
     with pytest.raises(BackendError, match="built with TensorRT {}.*--build-engine".format(other)):
         tb.TensorRTBackend(write_engine(tmp_path, other), tiny_meta())
-    with pytest.raises(BackendError, match="built for GPU 'NVIDIA Tegra X1'"):
+    with pytest.raises(BackendError, match="built with GPU 'NVIDIA Tegra X1'"):
         tb.TensorRTBackend(write_engine(tmp_path, version, gpu="NVIDIA Tegra X1"), tiny_meta())
     with pytest.raises(BackendError, match="cannot deserialize"):
         tb.TensorRTBackend(write_engine(tmp_path, version, data=b"truncated"), tiny_meta())
@@ -534,8 +162,8 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_onnx, faces, tmp_path):
     if not (module_installed("tensorrt") and module_installed("pycuda")):
         pytest.skip(TRT_SKIP)
     from edge.classifier import load_classifier
-    engine = tb.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print)
-    assert tb.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print) == engine  # reused
+    engine = je.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print)
+    assert je.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print) == engine  # reused
     trt_clf = load_classifier(engine, runtime="tensorrt")
     ort_clf = load_classifier(tiny_onnx, runtime="onnxruntime")
     np.testing.assert_allclose(trt_clf.predict(faces), ort_clf.predict(faces), atol=1e-2)  # fp16, 19 > max 8
@@ -551,7 +179,7 @@ def test_tensorrt_detector_engine_finds_the_faces_onnxruntime_finds(tmp_path):
     from edge.detect import DEFAULT_DETECTOR, make_detector, shipped_detector_path
     from fer_edge.scenes import astronaut_scene
     from jetson.agent import DETECTOR_ENGINE_STEM, DETECTOR_MAX_BATCH
-    engine = tb.ensure_engine(shipped_detector_path(DEFAULT_DETECTOR), "fp16", DETECTOR_MAX_BATCH, str(tmp_path),
+    engine = je.ensure_engine(shipped_detector_path(DEFAULT_DETECTOR), "fp16", DETECTOR_MAX_BATCH, str(tmp_path),
                               log=print, stem=DETECTOR_ENGINE_STEM)
     backend = load_backend(engine, runtime="tensorrt", kind=md.FACE_DETECTOR)
     image = astronaut_scene().image
@@ -564,19 +192,19 @@ def test_tensorrt_detector_engine_finds_the_faces_onnxruntime_finds(tmp_path):
 
 def test_ensure_engine_errors_are_clear(tiny_onnx, tmp_path):
     with pytest.raises(BackendError, match="ONNX model not found"):
-        tb.ensure_engine(str(tmp_path / "missing.onnx"), engine_dir=str(tmp_path))
+        je.ensure_engine(str(tmp_path / "missing.onnx"), engine_dir=str(tmp_path))
     if module_installed("tensorrt"):
         return
-    with pytest.raises(BackendError, match="TensorRT is not installed.*Jetson"):
-        tb.ensure_engine(tiny_onnx, engine_dir=str(tmp_path / "engines"), log=None)
+    with pytest.raises(BackendError, match="TensorRT/pycuda not installed.*Jetson"):
+        je.ensure_engine(tiny_onnx, engine_dir=str(tmp_path / "engines"), log=None)
 
 
 def test_default_engine_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv(tb.ENGINE_DIR_ENV, str(tmp_path / "e"))
-    assert tb.default_engine_dir("/x/model.onnx") == str(tmp_path / "e")
-    monkeypatch.delenv(tb.ENGINE_DIR_ENV)
-    monkeypatch.setattr(tb, "STATE_DIR", str(tmp_path / "no-such-dir"))
-    assert tb.default_engine_dir("/x/model.onnx") == "/x"
+    monkeypatch.setenv(je.ENGINE_DIR_ENV, str(tmp_path / "e"))
+    assert je.default_engine_dir("/x/model.onnx") == str(tmp_path / "e")
+    monkeypatch.delenv(je.ENGINE_DIR_ENV)
+    monkeypatch.setattr(je, "STATE_DIR", str(tmp_path / "no-such-dir"))
+    assert je.default_engine_dir("/x/model.onnx") == "/x"
 
 
 # ---------------------------------------------------------------- the agent
@@ -604,7 +232,7 @@ def test_make_classifier_falls_back_to_onnxruntime(tiny_onnx, faces, monkeypatch
 
     def no_engine(*args, **kwargs):
         raise BackendError("engine build failed: parser error")
-    monkeypatch.setattr(tb, "ensure_engine", no_engine)
+    monkeypatch.setattr(je, "ensure_engine", no_engine)
     assert make_classifier(config, tensorrt_ok=True).runtime == "onnxruntime"
     assert "engine build failed" in caplog.text and "falling back to ONNX Runtime" in caplog.text
     with pytest.raises(BackendError, match="parser error"):
@@ -674,16 +302,16 @@ def test_bundle_contents_and_modes(bundle, tiny_onnx):
     for required in ("install.sh", "uninstall.sh", "README.txt", "VERSION", "MANIFEST.sha256",
                      "edge/__init__.py", "edge/service.py", "edge/backends/base.py",
                      "edge/schema/emotion-event.schema.json", "jetson/__init__.py", "jetson/__main__.py",
-                     "jetson/agent.py", "jetson/trt_backend.py", "jetson/camera.py", "convert/__init__.py",
-                     "convert/errors.py", "convert/tensorrt_build.py", "convert/parity.py", "model/model.onnx",
+                     "jetson/agent.py", "jetson/trt_backend.py", "jetson/engine.py", "jetson/engine_build.py",
+                     "jetson/engine_check.py", "jetson/engine_plan.py", "jetson/camera.py", "model/model.onnx",
+                     "model/model.check.npz", "model/detector.onnx", "model/detector.check.npz",
                      "config/agent.json", "config/agent.ini.example", "systemd/fer-edge.service"):
         assert required in names, required
-    assert set(n for n in names if n.startswith("convert/")) == {
-        "convert/__init__.py", "convert/errors.py", "convert/tensorrt_build.py", "convert/parity.py"}
+    assert not any(n.startswith("convert/") for n in names)  # engine code lives in jetson/, nothing synthesized
     assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("jetson/templates", "train/",
                                                                                "fer_edge/", "tests/"))
                    for n in names)
-    assert "jetson/bundle.py" not in names
+    assert "jetson/bundle.py" not in names and "jetson/check_set.py" not in names
     for name, member in members.items():
         want = 0o755 if member.isdir() or name in ("install.sh", "uninstall.sh") else 0o644
         assert member.mode == want, (name, oct(member.mode))
@@ -692,7 +320,7 @@ def test_bundle_contents_and_modes(bundle, tiny_onnx):
 
 
 def test_bundle_manifest_readme_and_model_metadata(unpacked):
-    from convert.tensorrt_build import onnx_model_metadata
+    from edge.onnx_meta import onnx_model_metadata
     lines = (unpacked / "MANIFEST.sha256").read_text().splitlines()
     files = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
     assert sorted(line.split("  ", 1)[1] for line in lines) == sorted(f for f in files if f != "MANIFEST.sha256")
@@ -723,7 +351,7 @@ def test_bundle_systemd_unit(unpacked):
     service = unit["Service"]
     expected = {"Restart": "on-failure", "RestartSec": "5", "User": "fer-edge", "Group": "fer-edge",
                 "SupplementaryGroups": "video", "WorkingDirectory": "/var/lib/fer-edge", "StateDirectory": "fer-edge",
-                "ExecStart": "/usr/bin/python3 -m jetson --config /etc/fer-edge/agent.json",
+                "ExecStart": "/opt/fer-edge/venv/bin/python3 -m jetson --config /etc/fer-edge/agent.json",
                 "RestartPreventExitStatus": "78"}
     for key, value in expected.items():
         assert service[key] == [value], key
@@ -789,11 +417,9 @@ def test_bundle_has_no_host_only_imports(unpacked):
                 module = ".".join(base + ([module] if module else []))
             top = module.split(".")[0]
             where = "{}: import {}{}".format(rel, module, " in {}()".format(function) if function else "")
-            if (rel, function) in HOST_ONLY_FUNCTIONS:
-                continue
             if top in HOST_ONLY_MODULES and not guarded:
                 problems.append(where + " (host-only module)")
-            elif top in ("edge", "jetson", "convert") and module not in bundled:
+            elif top in ("edge", "jetson") and module not in bundled:
                 problems.append(where + " (not in the bundle)")
             elif not in_function and top not in stdlib | DEVICE_MODULES:
                 problems.append(where + " (imported at module level; the device has only stdlib, numpy, cv2)")
@@ -836,14 +462,15 @@ def test_bundled_agent_runs_without_host_packages(unpacked, tmp_path):
     assert proc.returncode == 0, out
     assert '"frames": 2' in out and "ONNX Runtime" in out
     where = subprocess.run([sys.executable, "-c", runner.split("sys.argv =")[0] +
-                            "import edge.service, jetson.agent, jetson.trt_backend, jetson.camera, convert.tensorrt_build\n"
+                            "import edge.service, jetson.agent, jetson.trt_backend, jetson.camera, jetson.engine, "
+                            "jetson.engine_build, jetson.engine_check\n"
                             "print('\\n'.join(m.__file__ for n, m in sorted(sys.modules.items()) if m and "
-                            "n.split('.')[0] in ('edge', 'jetson', 'convert')))"],
+                            "n.split('.')[0] in ('edge', 'jetson')))"],
                            cwd=str(tmp_path), capture_output=True, text=True, timeout=60, env=env)
     loaded = where.stdout.split()
     assert where.returncode == 0 and len(loaded) > 10, where.stderr
     assert all(path.startswith(str(unpacked)) for path in loaded), loaded
-    proc = subprocess.run([sys.executable, "-c", runner, "convert.tensorrt_build", "--help"], cwd=str(tmp_path),
+    proc = subprocess.run([sys.executable, "-c", runner, "jetson.engine", "--help"], cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0 and "--max-batch" in proc.stdout, proc.stderr
 
@@ -919,7 +546,7 @@ def test_install_dry_run_on_a_ready_jetson_prints_the_plan(unpacked, tmp_path):
     assert proc.returncode == 0, out + proc.stderr
     for expected in ("ok: TensorRT 8.2.1.8", "ok: OpenCV 4.1.1 with GStreamer", "ok: pycuda 2021.1",
                      "ok: bundle files match MANIFEST.sha256", "would be installed (dry run)",
-                     "systemctl enable fer-edge.service", "--build-engine", "journalctl -u fer-edge -f",
+                     "systemctl enable fer-edge.service", "--check-gpu", "--build-engine", "journalctl -u fer-edge -f",
                      "mosquitto_sub -h BROKER -t 'fer-edge/+/events' -v", "No MQTT broker is set yet"):
         assert expected in out, expected
     assert "{}/opt/fer-edge".format(root) in out and "{}/etc/fer-edge/agent.json".format(root) in out
@@ -932,11 +559,18 @@ def test_install_dry_run_on_a_ready_jetson_prints_the_plan(unpacked, tmp_path):
     assert tree(root) == ["etc", "etc/nv_tegra_release"]
 
 
-def test_install_pins_what_it_pip_installs(unpacked, tmp_path):
-    """Without pycuda and paho-mqtt the plan pip-installs exact versions (never an unpinned latest)."""
+PY36 = os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python3.6")
+
+
+@pytest.mark.parametrize("python", [sys.executable, PY36], ids=["current-python", "python3.6"])
+def test_install_pins_what_it_pip_installs_into_the_venv(unpacked, tmp_path, python):
+    """Without pycuda and paho-mqtt the plan makes a venv that sees JetPack's packages, upgrades its pip
+    (manylinux2014 wheels: onnxruntime) and pip-installs exact versions for that Python."""
+    if not os.path.isfile(python):
+        pytest.skip("{} not here (pyenv's Python 3.6.15)".format(python))
     fakes = tmp_path / "fake_modules"
     for name, text in (("tensorrt", "__version__ = '8.2.1.8'\n"), ("paho", "raise ImportError('no paho')\n"),
-                       ("pycuda", "raise ImportError('no pycuda')\n"),
+                       ("pycuda", "raise ImportError('no pycuda')\n"), ("numpy", "__version__ = '1.19.5'\n"),
                        ("cv2", "__version__ = '4.1.1'\ndef getBuildInformation():\n"
                                "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n")):
         (fakes / name).mkdir(parents=True)
@@ -945,14 +579,24 @@ def test_install_pins_what_it_pip_installs(unpacked, tmp_path):
     (root / "usr" / "local" / "cuda" / "bin").mkdir(parents=True)
     (root / "usr" / "local" / "cuda" / "bin" / "nvcc").write_text("#!/bin/sh\n")
     (root / "usr" / "local" / "cuda" / "bin" / "nvcc").chmod(0o755)
-    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=sys.executable, FER_EDGE_ARCH="aarch64",
+    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=python, FER_EDGE_ARCH="aarch64",
                PYTHONPATH=str(fakes))
-    out = run_install(unpacked, env).stdout
-    pip_lines = [line for line in out.splitlines() if "pip install" in line]
-    assert pip_lines, out
-    for line in pip_lines:
-        requirements = [w for w in line.split() if w.startswith(("pycuda", "paho-mqtt"))]
-        assert requirements and all("==" in r for r in requirements), line
+    proc = run_install(unpacked, env)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    venv = "{}/opt/fer-edge/venv".format(root)
+    assert "-m venv --system-site-packages {}".format(venv) in out
+    pip_lines = [line for line in out.splitlines() if "pip install" in line and "[dry-run]" in line]
+    assert pip_lines and all(venv + "/bin/python3 -m pip install" in line for line in pip_lines), out
+    import re
+    pins = dict(m.groups() for line in pip_lines for m in re.finditer(r"(?:^|\s)(pycuda|paho-mqtt|onnxruntime|pip)(==\S+)", line))
+    old = python == PY36
+    assert pins == {"pip": "==21.3.1" if old else "==24.0", "pycuda": "==2021.1" if old else "==2024.1.2",
+                    "paho-mqtt": "==1.6.1" if old else "==2.1.0",
+                    "onnxruntime": "==1.10.0" if old else "==1.16.3"}, pip_lines
+    assert "--check-gpu" in out and "/opt/fer-edge/venv/bin/python3 -m jetson" in out
+    without = run_install(unpacked, env, "--no-onnxruntime").stdout
+    assert "onnxruntime==" not in without and "no CPU fallback" in without
 
 
 def test_service_unit_is_sandboxed(unpacked, tmp_path):
@@ -1002,7 +646,7 @@ def test_detector_engine_runs_blazeface_through_the_tensorrt_backend(fake_runtim
     with open(engine_path, "wb") as handle:
         handle.write("fake detector {} {}".format(onnx_path, meta["input"]["height"]).encode())
     info = dict(meta, engine={"tensorrt_version": version, "gpu": "Fake GPU", "precision": "fp16", "max_batch": 9,
-                              "onnx": "detector.onnx"})
+                              "onnx": "detector.onnx", "compute_capability": "5.3", "cuda_driver": "10.2"})
     md.write(info, md.sidecar_path(engine_path))
     backend = load_backend_kind(engine_path, md.FACE_DETECTOR)
     assert [s.name for s in backend.plan.outputs] == ["regressors", "classificators"]
@@ -1032,7 +676,7 @@ def test_face_detector_choice_on_the_jetson(monkeypatch, caplog):
     haar = make_face_detector(load_config(None, env={}, overrides={"detector": "haar"}), tensorrt_ok=True)
     assert type(haar).__name__ == "HaarDetector"
     calls = []
-    monkeypatch.setattr(tb, "ensure_engine", lambda *a, **k: calls.append((a, k)) or (_ for _ in ()).throw(
+    monkeypatch.setattr(je, "ensure_engine", lambda *a, **k: calls.append((a, k)) or (_ for _ in ()).throw(
         BackendError("no GPU here")))
     fallback = make_face_detector(config, tensorrt_ok=True)  # the engine build fails: ONNX Runtime, logged
     assert fallback.runtime == "onnxruntime" and calls[0][1]["stem"] == "detector" and calls[0][0][2] == 9

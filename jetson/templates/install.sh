@@ -5,9 +5,13 @@
 #   sudo ./install.sh              # check, install, build the TensorRT engines, enable the service
 #   ./install.sh --dry-run         # only check and print what would be done (no root needed)
 #
-# Options: --dry-run, --no-deps (do not pip-install pycuda / paho-mqtt; report them instead),
-#          --no-engine (skip the engine build; the service builds it at its first start),
-#          --no-start (install and enable, but do not start now), -h/--help.
+# Options: --dry-run, --no-deps (do not pip-install pycuda / paho-mqtt / onnxruntime into the
+#          bundle's venv; report them instead), --no-onnxruntime (no CPU fallback: the agent then
+#          needs the GPU), --no-engine (skip the engine build; the service builds it at its first
+#          start), --no-start (install and enable, but do not start now), -h/--help.
+# The Python packages JetPack lacks go into a venv, $PREFIX/venv (--system-site-packages: it sees
+# JetPack's tensorrt, OpenCV and numpy), whose newer pip installs the manylinux2014 wheels
+# (onnxruntime) that JetPack 4.6's pip 9 cannot.
 # Test hooks, honoured only with --dry-run: FER_EDGE_ROOT (a fake root holding etc/nv_tegra_release),
 # FER_EDGE_PYTHON (the python3 to check), FER_EDGE_ARCH (instead of `uname -m`).
 set -euo pipefail
@@ -15,17 +19,19 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DRY_RUN=0
 INSTALL_DEPS=1
+WITH_ORT=1
 BUILD_ENGINE=1
 START=1
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) DRY_RUN=1 ;;
         --no-deps) INSTALL_DEPS=0 ;;
+        --no-onnxruntime) WITH_ORT=0 ;;
         --no-engine) BUILD_ENGINE=0 ;;
         --no-start) START=0 ;;
         -h|--help) usage; exit 0 ;;
@@ -47,7 +53,9 @@ elif [ -n "${FER_EDGE_ROOT:-}${FER_EDGE_PYTHON:-}${FER_EDGE_ARCH:-}" ]; then
 fi
 
 SERVICE_USER=fer-edge
-PREFIX=/opt/fer-edge                 # code, model (PYTHONPATH of the service)
+PREFIX=/opt/fer-edge                 # code, model (PYTHONPATH of the service), venv/
+VENV=$PREFIX/venv                    # pycuda, paho-mqtt, onnxruntime (sees JetPack's packages)
+VPY=$VENV/bin/python3
 ETC=/etc/fer-edge                    # agent.json (kept on reinstall)
 STATE=/var/lib/fer-edge              # working dir: engines/, later the offline queue
 UNIT=/etc/systemd/system/fer-edge.service
@@ -56,7 +64,7 @@ VERSION="$(cat "$HERE/VERSION" 2>/dev/null || echo unknown)"
 
 PROBLEMS=""
 WARNINGS=""
-DEPS=""          # pip requirements to install (pycuda, paho-mqtt)
+DEPS=""          # pip requirements to install into $VENV (pycuda, paho-mqtt, onnxruntime)
 problem() { PROBLEMS="${PROBLEMS}  - $*"$'\n'; }
 warn() { WARNINGS="${WARNINGS}  - $*"$'\n'; }
 ok() { echo "  ok: $*"; }
@@ -141,51 +149,48 @@ if [ -n "$PYVER" ]; then
         problem "OpenCV for Python not found: sudo apt-get install python3-opencv (JetPack's build, with GStreamer)"
     fi
 
+    # Pinned per Python: JetPack 4.6 has 3.6 (CUDA 10.2), JetPack 5/6 have 3.8/3.10.
+    if py 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)'; then
+        PIP_REQ="pip==24.0"; PYCUDA_REQ="pycuda==2024.1.2"; ORT_REQ="onnxruntime==1.16.3"
+    else
+        PIP_REQ="pip==21.3.1"; PYCUDA_REQ="pycuda==2021.1"; ORT_REQ="onnxruntime==1.10.0"  # the last for 3.6
+    fi
+    if py 'import sys; sys.exit(0 if sys.version_info >= (3, 7) else 1)'; then
+        PAHO_REQ="paho-mqtt==2.1.0"   # the agent supports 1.5 to 2.x
+    else
+        PAHO_REQ="paho-mqtt==1.6.1"   # paho-mqtt 2.x needs Python >= 3.7
+    fi
+    DEPS="$PYCUDA_REQ $PAHO_REQ"
+    [ "$WITH_ORT" = 1 ] && DEPS="$DEPS $ORT_REQ"
+    if ! py 'import ensurepip, venv'; then
+        problem "the Python venv module is missing (the agent's packages go into $VENV): sudo apt-get install python3-venv"
+    fi
     if PYCUDA="$(py 'import pycuda; print(pycuda.VERSION_TEXT)')"; then
         ok "pycuda $PYCUDA"
+    elif [ -x "$ROOT$VPY" ] && PYCUDA="$("$ROOT$VPY" -s -c 'import pycuda; print(pycuda.VERSION_TEXT)' 2>/dev/null)"; then
+        ok "pycuda $PYCUDA (in $VENV)"
     else
-        if py 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)'; then
-            DEPS="$DEPS pycuda==2024.1.2"   # pinned: JetPack 5/6 (Python 3.8+)
-        else
-            DEPS="$DEPS pycuda==2021.1"     # pinned: the last series built on JetPack 4.6 (Python 3.6, CUDA 10.2)
-        fi
+        # pycuda compiles against CUDA
         if [ ! -x "$ROOT$CUDA_BIN/nvcc" ]; then
-            problem "pycuda is missing and $CUDA_BIN/nvcc (CUDA 10.2 from JetPack) is not there to build it: sudo apt-get install cuda-toolkit-10-2 (JetPack 4.6) or nvidia-jetpack"
+            problem "pycuda is to be built and $CUDA_BIN/nvcc (CUDA 10.2 from JetPack) is not there: sudo apt-get install cuda-toolkit-10-2 (JetPack 4.6) or nvidia-jetpack"
         fi
         if ! py 'import sysconfig, os, sys; sys.exit(0 if os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)'; then
-            problem "pycuda is missing and building it needs the Python headers: sudo apt-get install python3-dev build-essential"
+            problem "pycuda is to be built and that needs the Python headers: sudo apt-get install python3-dev build-essential"
         fi
     fi
-
-    if py 'import sys; sys.exit(0 if sys.version_info >= (3, 7) else 1)'; then
-        PAHO_REQ="paho-mqtt==2.1.0"   # pinned (the agent supports 1.5 to 2.x)
-        PAHO_OK='import paho.mqtt as m, sys; v = tuple(int(x) for x in m.__version__.split(".")[:2]); sys.exit(0 if (1, 5) <= v < (3, 0) else 1)'
+    if [ "$INSTALL_DEPS" = 1 ]; then
+        warn "to be installed with pip into $VENV: $PIP_REQ $DEPS"
     else
-        PAHO_REQ="paho-mqtt==1.6.1"   # pinned; paho-mqtt 2.x needs Python >= 3.7
-        PAHO_OK='import paho.mqtt as m, sys; v = tuple(int(x) for x in m.__version__.split(".")[:2]); sys.exit(0 if (1, 5) <= v < (2, 0) else 1)'
+        problem "the agent's Python packages are not installed (--no-deps); install them with: $PYTHON -m venv --system-site-packages $VENV && $VPY -m pip install '$PIP_REQ' && sudo env PATH=$CUDA_BIN:\$PATH $VPY -m pip install$(for d in $DEPS; do printf " '%s'" "$d"; done)"
     fi
-    if py "$PAHO_OK"; then
-        ok "paho-mqtt $(py 'import paho.mqtt as m; print(m.__version__)')"
-    else
-        DEPS="$DEPS $PAHO_REQ"
-    fi
-
-    if [ -n "$DEPS" ]; then
-        if [ "$INSTALL_DEPS" = 1 ]; then
-            if py 'import pip' >/dev/null; then
-                warn "to be installed with pip for all users:$DEPS"
-            else
-                problem "pip is missing, needed to install$DEPS: sudo apt-get install python3-pip"
-            fi
-        else
-            problem "missing Python packages (--no-deps):$DEPS; install them with: sudo env PATH=$CUDA_BIN:\$PATH $PYTHON -m pip install$(for d in $DEPS; do printf " '%s'" "$d"; done)"
-        fi
+    if [ "$WITH_ORT" = 0 ]; then
+        warn "--no-onnxruntime: no CPU fallback; the agent stops when the TensorRT engines cannot be built or checked"
     fi
 fi
 
 # ---------------------------------------------------------------- the bundle and the system
-for f in edge/__init__.py jetson/__main__.py convert/tensorrt_build.py model/model.onnx model/detector.onnx config/agent.json \
-         systemd/fer-edge.service; do
+for f in edge/__init__.py jetson/__main__.py jetson/engine.py model/model.onnx model/model.check.npz \
+         model/detector.onnx model/detector.check.npz config/agent.json systemd/fer-edge.service; do
     [ -f "$HERE/$f" ] || problem "bundle incomplete: $f is missing next to install.sh"
 done
 if [ -f "$HERE/MANIFEST.sha256" ] && command -v sha256sum >/dev/null 2>&1; then
@@ -214,10 +219,6 @@ fi
 
 # ---------------------------------------------------------------- install
 say "installing (code in $PREFIX, config in $ETC, state in $STATE):"
-if [ -n "$DEPS" ]; then
-    # System-wide (/usr/local), so that the service user sees them; pycuda compiles against CUDA.
-    run env "PATH=$CUDA_BIN:$PATH" "CUDA_ROOT=${CUDA_BIN%/bin}" "$PYTHON" -m pip install $DEPS
-fi
 
 if id -u "$SERVICE_USER" >/dev/null 2>&1; then
     run usermod -a -G video "$SERVICE_USER"
@@ -230,10 +231,18 @@ if [ -z "$ROOT" ] && systemctl is-active --quiet fer-edge.service 2>/dev/null; t
     run systemctl stop fer-edge.service     # reinstall: free the camera and the GPU for the engine build
 fi
 run mkdir -p "$ROOT$PREFIX"
-for d in edge jetson convert model; do
+run rm -rf "$ROOT$PREFIX/convert"   # bundles before 0.4 shipped a convert/ subset
+for d in edge jetson model; do
     run rm -rf "$ROOT$PREFIX/$d"
     run cp -R "$HERE/$d" "$ROOT$PREFIX/$d"
 done
+if [ "$INSTALL_DEPS" = 1 ]; then
+    # The venv sees JetPack's tensorrt, cv2 and numpy; its own pip is new enough for manylinux2014
+    # wheels (onnxruntime); pycuda compiles against CUDA.
+    [ -x "$ROOT$VPY" ] || run "$PYTHON" -m venv --system-site-packages "$ROOT$VENV"
+    run "$ROOT$VPY" -m pip install --quiet --upgrade "$PIP_REQ"
+    run env "PATH=$CUDA_BIN:$PATH" "CUDA_ROOT=${CUDA_BIN%/bin}" "$ROOT$VPY" -m pip install $DEPS
+fi
 run cp "$HERE/README.txt" "$HERE/VERSION" "$HERE/uninstall.sh" "$ROOT$PREFIX/"
 run chmod -R a+rX "$ROOT$PREFIX"
 
@@ -253,12 +262,16 @@ run install -m 0644 "$HERE/config/agent.ini.example" "$ROOT$ETC/agent.ini.exampl
 run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$ROOT$STATE" "$ROOT$STATE/engines"
 
 if [ "$BUILD_ENGINE" = 1 ]; then
-    say "building the TensorRT engines of the emotion model and the face detector (FP16; minutes on a Jetson Nano, reused afterwards):"
+    say "checking the GPU as the service user, then building and checking the TensorRT engines of the emotion model and the face detector (FP16; minutes on a Jetson Nano, reused afterwards):"
+    AS_SERVICE=(runuser -u "$SERVICE_USER" -- env "PYTHONPATH=$PREFIX" "FER_EDGE_ENGINE_DIR=$STATE/engines" "$VPY" -m jetson --config "$ETC/agent.json")
     if [ "$DRY_RUN" = 1 ]; then
-        echo "  [dry-run] cd $STATE && runuser -u $SERVICE_USER -- env PYTHONPATH=$PREFIX FER_EDGE_ENGINE_DIR=$STATE/engines $PYTHON -m jetson --config $ETC/agent.json --build-engine"
-    elif ! (cd "$STATE" && runuser -u "$SERVICE_USER" -- env "PYTHONPATH=$PREFIX" "FER_EDGE_ENGINE_DIR=$STATE/engines" \
-            "$PYTHON" -m jetson --config "$ETC/agent.json" --build-engine); then
-        say "the TensorRT engines could not be built (see above); fix it, then run: sudo $0" >&2
+        echo "  [dry-run] cd $STATE && ${AS_SERVICE[*]} --check-gpu"
+        echo "  [dry-run] cd $STATE && ${AS_SERVICE[*]} --build-engine"
+    elif ! (cd "$STATE" && "${AS_SERVICE[@]}" --check-gpu); then
+        say "the GPU cannot be used by the service user $SERVICE_USER (see above); fix it, then run: sudo $0" >&2
+        exit 1
+    elif ! (cd "$STATE" && "${AS_SERVICE[@]}" --build-engine); then
+        say "the TensorRT engines could not be built or did not pass their check (see above); fix it, then run: sudo $0" >&2
         exit 1
     fi
 fi
@@ -294,4 +307,4 @@ say "  journalctl -u fer-edge -f"
 if [ "${BROKER_PORT:-1883}" = 1883 ]; then PORT_ARG=""; else PORT_ARG=" -p $BROKER_PORT"; fi
 say "  mosquitto_sub -h $BROKER_HOST$PORT_ARG -t '${PREFIX_TOPIC:-fer-edge}/+/events' -v"
 say "Camera check (stop the service first: sudo systemctl stop fer-edge):"
-say "  sudo -u $SERVICE_USER env PYTHONPATH=$PREFIX python3 -m jetson --config $ETC/agent.json --check-camera"
+say "  sudo -u $SERVICE_USER env PYTHONPATH=$PREFIX $VPY -m jetson --config $ETC/agent.json --check-camera"
