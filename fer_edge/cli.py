@@ -156,6 +156,9 @@ def cmd_bench_detect(args):
 
 
 def cmd_bundle(args):
+    if args.target == "greengrass":
+        from .greengrass_bundle import run_command
+        return run_command(args)
     if args.target == "jetson":
         from jetson.bundle import build_bundle
         path = build_bundle(args.out, model_onnx=args.model, version=args.version)
@@ -172,6 +175,13 @@ def cmd_bundle(args):
 
 
 def cmd_deploy(args):
+    if args.target == "greengrass":
+        from .greengrass_deploy import run_command
+        return run_command(args)
+    missing = [flag for flag, value in (("--function", args.function), ("--zip", args.zip), ("--model", args.model))
+               if not value]
+    if missing:
+        raise ValueError("fer-edge deploy deeplens needs {}".format(", ".join(missing)))
     from deeplens.deploy import deploy
     environment = dict(kv.split("=", 1) for kv in args.env or [])
     result = deploy(args.bucket, args.function, args.zip, args.model, args.region, role_arn=args.role,
@@ -339,28 +349,36 @@ def build_parser():
                    help="detect: measure each detector's box -> FER crop mapping into models/crop_mapping.json")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("bundle", help="device bundles: jetson (tarball + install.sh), deeplens (Lambda zip + model)")
-    p.add_argument("target", choices=["jetson", "deeplens"])
+    p = sub.add_parser("bundle", help="device bundles: jetson (tarball + install.sh), deeplens (Lambda zip + model), "
+                                      "greengrass (Greengrass V2 component: recipe + archives)")
+    p.add_argument("target", choices=["jetson", "deeplens", "greengrass"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="jetson: the ONNX (default: the shipped model); deeplens: the model .tar.gz")
-    p.add_argument("--version", help="jetson: bundle version (default: from the package and commit)")
+    p.add_argument("--model", help="jetson: the ONNX (default: the shipped model); deeplens: the model .tar.gz; "
+                                   "greengrass: the emotion model, ONNX (or OpenVINO .xml for --platform deeplens)")
+    p.add_argument("--version", help="jetson: bundle version (default: from the package and commit); greengrass: "
+                                     "component version X.Y.Z (default: the package's)")
     p.add_argument("--savedmodel", help="deeplens: convert this SavedModel (default: the shipped one)")
     p.add_argument("--data", help="deeplens: FER+ data whose Valid faces check the conversion")
+    from .greengrass_bundle import add_arguments as add_greengrass_bundle_arguments
+    add_greengrass_bundle_arguments(p)
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser("deploy", help="upload the DeepLens model and create/update + publish the Lambda (awscli)")
-    p.add_argument("target", choices=["deeplens"])
+    p = sub.add_parser("deploy", help="deeplens: upload the model and create/update + publish the Lambda; greengrass: "
+                                      "upload the archives, create the component version, deploy it (awscli)")
+    p.add_argument("target", choices=["deeplens", "greengrass"])
     p.add_argument("--bucket", required=True, help="S3 bucket; DeepLens needs its name to start with deeplens-")
-    p.add_argument("--function", required=True, help="Lambda function name (DeepLens: starting with deeplens)")
+    p.add_argument("--function", help="deeplens: Lambda function name (starting with deeplens)")
     p.add_argument("--role", help="IAM role ARN for the function (default: AWSDeepLensLambdaRole)")
     p.add_argument("--region", default="us-east-1")
-    p.add_argument("--zip", required=True, help="the Lambda zip from `fer-edge bundle deeplens`")
-    p.add_argument("--model", required=True, help="the model .tar.gz from `fer-edge bundle deeplens`")
+    p.add_argument("--zip", help="deeplens: the Lambda zip from `fer-edge bundle deeplens`")
+    p.add_argument("--model", help="deeplens: the model .tar.gz from `fer-edge bundle deeplens`")
     p.add_argument("--runtime", default="python3.7")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="Lambda environment (FER_EDGE_* settings)")
     p.add_argument("--endpoint-url", dest="endpoint_url", help="a local AWS endpoint (tests)")
     p.add_argument("--allow-any-name", dest="allow_any_name", action="store_true",
                    help="do not require the deeplens- bucket and function name prefixes")
+    from .greengrass_deploy import add_arguments as add_greengrass_deploy_arguments
+    add_greengrass_deploy_arguments(p)
     p.set_defaults(func=cmd_deploy)
     return parser
 
