@@ -36,12 +36,16 @@ def faces_of(tracks, labels):
 
 
 def run_agent(source, detector, classifier, tracker, publisher, policy, device_id, stop=None,
-              stats_interval=10.0, annotator=None, max_consecutive_errors=50, clock=time.time):
+              stats_interval=10.0, annotator=None, max_consecutive_errors=50, clock=time.time, sinks=()):
     """Process frames until the source ends or ``stop`` is set; returns a summary dict.
 
     A frame whose detection or inference fails is logged, counted and skipped; the loop only
     gives up (AgentError) after ``max_consecutive_errors`` failures in a row.
+    ``sinks``: frame sinks (``edge.annotate.FrameSink``: the annotated writer, the live view),
+    each handed every processed frame and its faces; ``annotator`` is one more sink (kept for
+    callers that pass one).
     """
+    sinks = list(sinks or ()) + ([annotator] if annotator is not None else [])
     stop = stop or threading.Event()
     labels = list(classifier.labels)
     model = classifier.meta.get("model", {})
@@ -74,8 +78,10 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
                                                    model_version, timestamp=frame.timestamp,
                                                    source=str(getattr(source, "uri", ""))))
             events += 1
-        if annotator is not None:
-            annotator.write(frame, faces_of(tracks, labels))
+        if sinks:
+            faces = faces_of(tracks, labels)
+            for sink in sinks:
+                sink.write(frame, faces)
         metrics.frame_done(len(detections))
         if metrics.due(stats_interval):
             _report(publisher, device_id, metrics, source, errors)

@@ -100,7 +100,23 @@ def open_video_writer(path, fps, size):
     raise IOError("{}: no video codec of this OpenCV build can write it (tried {})".format(path, ", ".join(tried)))
 
 
-class AnnotatedWriter(object):
+class FrameSink(object):
+    """What the agent loop hands every processed frame to (``run_agent(sinks=...)``).
+
+    ``write(frame, faces)``: the Frame (index, BGR image, timestamp) and its event face entries
+    (tracks with smoothed scores); it must return quickly and must not modify ``frame.image``.
+    ``close()``: finish (the agent's service calls it once the loop has ended). The annotated
+    writer below, the live view (``edge.live_view``) and the DeepLens project stream are sinks.
+    """
+
+    def write(self, frame, faces):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class AnnotatedWriter(FrameSink):
     """Writes annotated frames to a video (.webm/.mp4/.avi/.mkv) or, for other paths, a folder of JPEGs.
 
     ``fps``: the video's frame rate (the agent passes the source's; 15 when it has none).

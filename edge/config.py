@@ -63,6 +63,8 @@ OPTIONS = (
     _opt("max_missed", int, 15, "frames a track survives unseen"),
     _opt("stats_interval", float, 10.0, "seconds between stats logs/messages"),
     _opt("annotate", str, "", "write annotated frames to this video (.mp4/.avi) or folder"),
+    _opt("view", str, "", "serve a live view (page, MJPEG stream /stream.mjpg, JSON /api/state) at HOST:PORT or "
+         "PORT (on 127.0.0.1); port 0 picks a free one (logged); no authentication; empty: off"),
     _opt("ca_file", str, "", "CA certificate for mqtts://"),
     _opt("cert_file", str, "", "client certificate for mqtts:// (AWS IoT Core)"),
     _opt("key_file", str, "", "client private key for mqtts://"),
@@ -133,6 +135,12 @@ def _convert(option, value, where):
             raise ConfigError("{}: key '{}': {} is outside {}..{}".format(where, option.name, value, lo, hi))
     if option.name == "smoothing" and not 0.0 <= value < 1.0:
         raise ConfigError("{}: key 'smoothing': {} is outside [0, 1)".format(where, value))
+    if option.name == "view":
+        from .view_server import parse_view
+        try:
+            parse_view(value, "{}: key 'view'".format(where))
+        except ValueError as exc:
+            raise ConfigError(str(exc))
     return value
 
 

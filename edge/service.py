@@ -64,7 +64,8 @@ def serve(config, stop=None, classifier=None, publisher=None, source=None, detec
 
     Parts are created before anything is published, so a bad model, source or detector is
     reported before the agent goes online. The publisher is always closed (offline status sent,
-    pending events flushed), the source released and the annotated output finished.
+    pending events flushed), the source released, the annotated output finished and the live
+    view (config ``view``) stopped.
     """
     classifier = classifier or load_classifier(config["model"] or None, runtime=config["runtime"] or None,
                                                **thread_options(config))
@@ -74,17 +75,33 @@ def serve(config, stop=None, classifier=None, publisher=None, source=None, detec
     publisher = publisher or make_publisher(config)
     source = source or open_source(config["source"])
     annotator = AnnotatedWriter(config["annotate"], fps=getattr(source, "fps", None)) if config["annotate"] else None
+    sinks = [annotator] if annotator is not None else []
+    view = None
+    if config.get("view"):
+        from .live_view import LiveView
+        try:
+            view = LiveView.from_address(config["view"], publisher=publisher, model_id=classifier.model_id,
+                                         device_id=config["device_id"])
+        except BaseException:
+            source.close()
+            raise
+        sinks.append(view)
     log.info("agent %s: source %s, model %s on %s, publisher %r", config["device_id"], config["source"],
              classifier.model_id, classifier.runtime, publisher)
     publisher.start()
     try:
         summary = run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"], stop=stop,
-                            stats_interval=config["stats_interval"], annotator=annotator)
+                            stats_interval=config["stats_interval"], sinks=sinks)
         if annotator is not None:
             summary["annotated"] = annotator.path
+        if view is not None:
+            summary["view"] = view.url
         return summary
     finally:
         source.close()
-        if annotator is not None:
-            annotator.close()
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # the publisher must still flush and go offline
+                log.error("closing %s: %s: %s", type(sink).__name__, type(exc).__name__, exc)
         publisher.close()

@@ -1,0 +1,524 @@
+"""The live view (edge.live_view): in-process with frames fed by the test, then `fer-edge run --view`
+end to end (sample video -> BlazeFace -> ONNX Runtime -> mosquitto) with a real HTTP client, OpenCV
+decoding the stream's JPEGs and headless Chromium loading the page.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.annotate import COLORS
+from edge.config import ConfigError, load_config
+from edge.live_view import BOUNDARY, LiveView, LiveViewError, parse_view
+from edge.publish import MemoryPublisher
+from edge.sources import Frame
+from fer_testdata import REPO
+from mqtt_broker import mosquitto_fixture
+
+broker = mosquitto_fixture(scope="module")
+
+FACE = {"track_id": 3, "box": [60, 50, 120, 110], "emotion": "happiness", "confidence": 0.8,
+        "scores": {"neutral": 0.1, "happiness": 0.8, "surprise": 0.05, "sadness": 0.05, "anger": 0.0,
+                   "disgust": 0.0, "fear": 0.0, "contempt": 0.0}}
+
+
+# -- a small multipart/x-mixed-replace client on a raw socket --
+
+class StreamClient(object):
+    """GET /stream.mjpg on a raw socket (so the receive buffer can be made small); reads parts."""
+
+    def __init__(self, host, port, rcvbuf=None, timeout=15.0):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: test\r\n\r\n")
+        self.file = self.sock.makefile("rb")
+        self.status = int(self.file.readline().split()[1])
+        self.headers = self._headers()
+
+    def _headers(self):
+        headers = {}
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+
+    def part(self):
+        """(headers, JPEG bytes) of the next part."""
+        line = self.file.readline()
+        while line and line.strip() != ("--" + BOUNDARY).encode():
+            line = self.file.readline()
+        if not line:
+            raise EOFError("stream ended")
+        headers = self._headers()
+        data = self.file.read(int(headers["content-length"]))
+        if len(data) < int(headers["content-length"]) or self.file.read(2) != b"\r\n":
+            raise EOFError("stream ended inside a part")
+        return headers, data
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+def get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.headers, response.read()
+
+
+def state_of(view_url):
+    return json.loads(get(view_url + "api/state")[2].decode("utf-8"))
+
+
+class Feeder(object):
+    """Writes frames into a view from a thread, like the agent loop, until stopped."""
+
+    def __init__(self, view, make_image, fps=50.0):
+        self.view, self.make_image, self.period = view, make_image, 1.0 / fps
+        self.count = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.view.write(Frame(self.count, self.make_image(self.count), time.time()), [FACE])
+            self.count += 1
+            self.stop.wait(self.period)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def flat_image(_k, shape=(240, 320, 3)):
+    return np.full(shape, 200, np.uint8)
+
+
+def wait_until(predicate, timeout=10.0, step=0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+# -- settings --
+
+@pytest.mark.parametrize("text, expected", [
+    ("", None), ("8080", ("127.0.0.1", 8080)), ("0", ("127.0.0.1", 0)), ("0.0.0.0:8081", ("0.0.0.0", 8081)),
+    ("localhost:0", ("localhost", 0)), ("[::1]:9000", ("::1", 9000))])
+def test_view_addresses(text, expected):
+    assert parse_view(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host", ":8080", "127.0.0.1:", "127.0.0.1:99999", "127.0.0.1:http", "[::1]"])
+def test_bad_view_address_is_named_wherever_it_comes_from(text, tmp_path):
+    with pytest.raises(ConfigError, match=r"^command line: key 'view': .* is not HOST:PORT or PORT"):
+        load_config(overrides={"view": text}, env={})
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"view": text}))
+    with pytest.raises(ConfigError, match=r"^{}: key 'view': .* is not HOST:PORT".format(re.escape(str(path)))):
+        load_config(str(path), env={})
+    with pytest.raises(ConfigError, match=r"^environment variable FER_EDGE_VIEW: key 'view': .* is not HOST:PORT"):
+        load_config(env={"FER_EDGE_VIEW": text})
+
+
+def test_view_config_key_from_file_and_environment(tmp_path):
+    path = tmp_path / "agent.ini"
+    path.write_text("[agent]\nview = 127.0.0.1:0\n")
+    assert load_config(str(path), env={})["view"] == "127.0.0.1:0"
+    assert load_config(env={"FER_EDGE_VIEW": "9000"})["view"] == "9000"
+    assert load_config(env={})["view"] == ""
+
+
+def test_taken_port_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(LiveViewError, match="live view: cannot listen on 127.0.0.1:{}".format(port)):
+            LiveView("127.0.0.1", port)
+
+
+# -- in-process: cost, stream, limits, slow clients, stop --
+
+def test_nothing_is_drawn_or_encoded_while_nobody_watches(monkeypatch):
+    import edge.live_view as live_view
+    drawn = []
+    real_draw = live_view.draw
+    monkeypatch.setattr(live_view, "draw", lambda image, faces: drawn.append(1) or real_draw(image, faces))
+    view = LiveView(port=0, publisher=MemoryPublisher("idle"), model_id="m-1", device_id="idle")
+    try:
+        image = flat_image(0)
+        for k in range(200):
+            view.write(Frame(k, image, time.time()), [FACE])
+        state = state_of(view.url)  # state is answered from what write kept: no drawing either
+        assert state["frames"] == 200 and state["frame"] == 199 and state["faces"] == [FACE]
+        assert (state["width"], state["height"]) == (320, 240) and state["model"] == "m-1"
+        assert state["counters"]["published"] == 0 and state["connected"] is False
+        assert drawn == [] and view.encoded == 0
+        client = StreamClient(view.host, view.port)
+        assert client.status == 200
+        _, data = client.part()  # the newest frame is encoded for the new client at once
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+        assert view.encoded == len(drawn) == 1
+        client.close()
+        assert wait_until(lambda: view.stream_clients == 0)
+        for k in range(200, 300):
+            view.write(Frame(k, image, time.time()), [FACE])
+        time.sleep(0.3)
+        assert view.encoded == len(drawn) == 1  # gone client: idle again
+    finally:
+        view.close()
+
+
+def test_stream_parts_are_annotated_jpegs_of_new_frames():
+    view = LiveView(port=0, device_id="s")
+    feeder = Feeder(view, flat_image)
+    try:
+        status, headers, page = get(view.url)
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        assert b"stream.mjpg" in page and b"api/state" in page
+        assert not re.search(rb"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page loads external assets"
+        client = StreamClient(view.host, view.port)
+        assert client.status == 200
+        assert client.headers["content-type"] == "multipart/x-mixed-replace; boundary=" + BOUNDARY
+        frames = []
+        for _ in range(4):
+            part_headers, data = client.part()
+            assert part_headers["content-type"] == "image/jpeg"
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None and image.shape == (240, 320, 3)
+            frames.append(int(part_headers["x-frame"]))
+            x, y, w, h = FACE["box"]
+            edge = image[y, x + 10:x + w - 10].astype(float).mean(axis=0)  # the box's top edge
+            assert np.abs(edge - COLORS["happiness"]).max() < 60, edge  # drawn in the emotion's colour
+            assert np.abs(image[y + h // 2, x + w // 2].astype(float) - 200).max() < 10  # inside: the frame
+        assert frames == sorted(frames) and len(set(frames)) == 4  # each part a newer frame
+        client.close()
+    finally:
+        feeder.close()
+        view.close()
+
+
+def test_stream_client_limit_and_connection_bound():
+    view = LiveView(port=0, max_clients=2, client_timeout=2.0)
+    feeder = Feeder(view, flat_image)
+    streams, idle = [], []
+    try:
+        streams = [StreamClient(view.host, view.port) for _ in range(2)]
+        assert [s.status for s in streams] == [200, 200]
+        for s in streams:
+            s.part()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(view.url + "stream.mjpg")
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+        assert b"at most 2 stream clients" in refused.value.read()
+        assert state_of(view.url)["view"]["stream_clients"] == 2  # the page's requests still pass
+        assert wait_until(lambda: view._server.active == 2)
+        for _ in range(view.max_connections - 2):  # connections that send nothing hold a thread each...
+            sock = socket.create_connection((view.host, view.port))
+            idle.append(sock)
+        assert wait_until(lambda: view._server.active == view.max_connections)
+        threads = threading.active_count()
+        with socket.create_connection((view.host, view.port), timeout=5) as extra:  # ...up to the bound
+            assert extra.makefile("rb").readline().startswith(b"HTTP/1.0 503")
+        assert threading.active_count() <= threads and view.rejected == 1
+        # idle connections are dropped after client_timeout and the view answers again
+        assert wait_until(lambda: view._server.active == 2, timeout=10)
+        assert get(view.url + "api/state")[0] == 200
+        streams.pop().close()
+        assert wait_until(lambda: view.stream_clients == 1)
+        again = StreamClient(view.host, view.port)
+        assert again.status == 200 and again.part()
+        streams.append(again)
+    finally:
+        for s in streams:
+            s.close()
+        for sock in idle:
+            sock.close()
+        feeder.close()
+        view.close()
+
+
+def test_a_slow_client_skips_frames_and_nothing_queues():
+    """Incompressible frames (about 100 KB JPEGs): a client that stops reading for 2 s gets the newest
+    frame when it reads again, a fast client meanwhile gets every JPEG, and memory stays flat."""
+    rng = np.random.RandomState(0)
+    noise = [rng.randint(0, 255, (240, 320, 3)).astype(np.uint8) for _ in range(8)]
+    view = LiveView(port=0, max_fps=0)
+    feeder = Feeder(view, lambda k: noise[k % len(noise)], fps=40)
+    fast_seqs, slow = [], None
+    fast = StreamClient(view.host, view.port)
+    stop_fast = threading.Event()
+
+    def read_fast():
+        while not stop_fast.is_set():
+            fast_seqs.append(int(fast.part()[0]["x-seq"]))
+
+    reader = threading.Thread(target=read_fast, daemon=True)
+    reader.start()
+    try:
+        slow = StreamClient(view.host, view.port, rcvbuf=4096)
+        first = int(slow.part()[0]["x-seq"])
+        assert len(slow.part()[1]) > 50000  # the JPEGs are big: a queue would show
+        tracemalloc.start()
+        time.sleep(0.5)
+        before = tracemalloc.get_traced_memory()[0]
+        time.sleep(2.0)  # the slow client reads nothing; about 80 frames pass
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert grown < 1500000, "memory grew by {} bytes while a client was not reading".format(grown)
+        assert view.encoded - first >= 40
+        seqs = [int(slow.part()[0]["x-seq"]) for _ in range(8)]
+        gaps = [b - a for a, b in zip([first] + seqs, seqs)]
+        assert max(gaps) >= 30, "the slow client was sent old frames in order: {}".format(seqs)
+        assert view.skipped >= 30
+        stop_fast.set()
+        reader.join(5)
+        fast_gaps = [b - a for a, b in zip(fast_seqs, fast_seqs[1:])]
+        assert len(fast_seqs) >= 40 and np.mean(fast_gaps) < 1.5, fast_gaps  # the fast client missed little
+    finally:
+        stop_fast.set()
+        feeder.close()
+        view.close()
+        fast.close()
+        if slow is not None:
+            slow.close()
+
+
+def test_close_ends_the_streams_and_the_port():
+    view = LiveView(port=0)
+    feeder = Feeder(view, flat_image)
+    client = StreamClient(view.host, view.port, rcvbuf=4096)
+    client.part()
+    time.sleep(0.3)  # the client stops reading: the server's sends fill the buffers and block
+    feeder.close()
+    started = time.time()
+    view.close()
+    assert time.time() - started < 3.0
+    assert view.stream_clients == 0
+    with pytest.raises(EOFError):
+        while True:  # what was buffered, then the end
+            client.part()
+    client.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((view.host, view.port), timeout=2).close()
+
+
+def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
+    """run_agent with real parts: the annotated writer (annotator=) and the live view (sinks=)."""
+    from edge.agent import run_agent
+    from edge.annotate import AnnotatedWriter
+    from edge.classifier import load_classifier
+    from edge.detect import make_detector
+    from edge.policy import PublishPolicy
+    from edge.sources import open_source
+    from edge.track import IouTracker
+    from fer_edge.samples import make_sample_video
+    video = make_sample_video(str(tmp_path / "v.mp4"), frames=6)
+    classifier = load_classifier()
+    publisher = MemoryPublisher("sinks", keep=None)
+    view = LiveView(port=0, publisher=publisher, model_id=classifier.model_id, device_id="sinks")
+    writer = AnnotatedWriter(str(tmp_path / "annotated"))
+    source = open_source(video)
+    try:
+        summary = run_agent(source, make_detector("blazeface-back"), classifier, IouTracker(), publisher,
+                            PublishPolicy("every-frame"), "sinks", annotator=writer, sinks=[view])
+        state = state_of(view.url)
+    finally:
+        source.close()
+        writer.close()
+        view.close()
+    assert summary["frames"] == 6 and writer.count == 6 and view.frames == 6
+    assert len(os.listdir(str(tmp_path / "annotated"))) == 6
+    assert state["frame"] == 5 and state["model"] == classifier.model_id
+    assert [f["track_id"] for f in state["faces"]] == [f["track_id"] for f in publisher.events[-1]["faces"]]
+    assert state["counters"]["published"] == len(publisher.events) + len(publisher.stats)
+
+
+# -- end to end: fer-edge run --view --
+
+E2E_FRAMES = 1200  # long enough for every check below; the run is stopped with SIGINT at the end
+
+
+@pytest.fixture(scope="module")
+def running_agent(broker, tmp_path_factory):
+    from fer_edge.samples import make_sample_video
+    folder = tmp_path_factory.mktemp("live")
+    video = make_sample_video(str(folder / "long.mp4"), frames=E2E_FRAMES)
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--view", "127.0.0.1:0",
+           "--broker", broker.url, "--device-id", "cam-view", "--quiet", "--log-level", "INFO",
+           "--data-dir", str(folder / "queue"), "--publish", "on-change"]
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, found = [], threading.Event()
+
+    def drain():
+        for line in proc.stderr:
+            log.append(line)
+            if "live view: http://" in line:
+                found.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not found.wait(120):
+        proc.kill()
+        pytest.fail("no live view URL logged: {}".format("".join(log)[-3000:]))
+    url = re.search(r"live view: (http://127\.0\.0\.1:\d+/)", "".join(log)).group(1)
+    agent = {"proc": proc, "url": url, "log": log, "video": video, "folder": folder}
+    assert wait_until(lambda: state_of(url)["frames"] >= 5, timeout=60), "the agent processes no frames"
+    yield agent
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def alive(agent):
+    assert agent["proc"].poll() is None, "the agent ended early: {}".format("".join(agent["log"])[-3000:])
+
+
+def test_run_view_state(running_agent):
+    alive(running_agent)
+    state = state_of(running_agent["url"])
+    assert state["device_id"] == "cam-view" and state["model"] == "vgg13_bn_w0.5_flipavg"
+    assert state["fps"] > 0 and state["frames"] > 0 and (state["width"], state["height"]) == (640, 480)
+    assert len(state["faces"]) == 2 and {f["track_id"] for f in state["faces"]} == {1, 2}
+    for face in state["faces"]:
+        assert len(face["box"]) == 4 and face["emotion"] == max(face["scores"], key=face["scores"].get)
+        assert abs(sum(face["scores"].values()) - 1.0) < 1e-3
+    delivery = state["delivery"]  # the MQTT publisher's delivery(): connected to mosquitto
+    assert delivery["connected"] is True and delivery["dropped"] == delivery["failed"] == 0
+    assert delivery["acknowledged"] >= 1 and state["counters"]["published"] >= 1
+    assert wait_until(lambda: state_of(running_agent["url"])["frames"] > state["frames"], timeout=10)
+
+
+def test_run_view_stream_is_the_annotated_video(running_agent):
+    alive(running_agent)
+    url = running_agent["url"]
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    client = StreamClient("127.0.0.1", port)
+    try:
+        parts = [client.part() for _ in range(3)]
+    finally:
+        client.close()
+    indexes = [int(h["x-frame"]) for h, _ in parts]
+    assert indexes == sorted(indexes) and len(set(indexes)) == 3
+    capture = cv2.VideoCapture(running_agent["video"])
+    raw, k = None, 0
+    while k <= indexes[-1]:
+        ok, raw = capture.read()
+        assert ok
+        k += 1
+    capture.release()
+    image = cv2.imdecode(np.frombuffer(parts[-1][1], np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == raw.shape == (480, 640, 3)
+    diff = np.abs(image.astype(int) - raw.astype(int)).max(axis=2)
+    changed = (diff > 80).mean()  # the boxes and labels; elsewhere only JPEG noise
+    assert 0.003 < changed < 0.2, changed
+    assert np.median(diff) < 8
+
+
+def test_run_view_client_limit_and_slow_client(running_agent):
+    alive(running_agent)
+    url = running_agent["url"]
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    pid = running_agent["proc"].pid
+    # a client that closed is let go at the next frame sent to it (or within 0.5 s without frames)
+    assert wait_until(lambda: state_of(url)["view"]["stream_clients"] == 0)
+    clients = [StreamClient("127.0.0.1", port) for _ in range(4)]  # the default limit
+    try:
+        assert [c.status for c in clients] == [200] * 4
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(url + "stream.mjpg")
+        assert refused.value.code == 503
+    finally:
+        for c in clients:
+            c.close()
+    assert wait_until(lambda: state_of(url)["view"]["stream_clients"] == 0)
+    slow = StreamClient("127.0.0.1", port, rcvbuf=4096)
+    try:
+        first = int(slow.part()[0]["x-seq"])
+        rss_before = rss_kb(pid)
+        time.sleep(3.0)
+        alive(running_agent)
+        seqs = [int(slow.part()[0]["x-seq"]) for _ in range(6)]
+        rss_after = rss_kb(pid)
+    finally:
+        slow.close()
+    gaps = [b - a for a, b in zip([first] + seqs, seqs)]
+    assert max(gaps) >= 10, "old frames were sent in order: {}".format(seqs)
+    assert state_of(url)["view"]["skipped"] >= 10
+    assert rss_after - rss_before < 20000, (rss_before, rss_after)
+
+
+def rss_kb(pid):
+    with open("/proc/{}/status".format(pid)) as handle:
+        return int(re.search(r"VmRSS:\s+(\d+)", handle.read()).group(1))
+
+
+def test_run_view_page_in_headless_chromium(running_agent):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("headless Chromium not found (Debian: apt-get install chromium); the page is not rendered")
+    alive(running_agent)
+    shot = str(running_agent["folder"] / "page.png")
+    profile = tempfile.mkdtemp(prefix="fer-edge-chromium-")
+    try:
+        proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                               "--force-device-scale-factor=1", "--user-data-dir=" + profile,
+                               "--window-size=1200,800", "--screenshot=" + shot, running_agent["url"]],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0 and os.path.isfile(shot), proc.stderr[-2000:]
+    page = cv2.imread(shot, cv2.IMREAD_COLOR)
+    assert page.shape[:2] == (800, 1200)
+    background = page[790, 1190].astype(int)  # the page's background colour (bottom right corner)
+    stream = page[52:52 + 480, 12:12 + 640].astype(int)  # below the 40 px header, 12 px padding
+    assert np.abs(stream - background).max(axis=2).mean() > 30, "the stream's region looks like the page background"
+    assert stream.std() > 20, "the stream's region is blank"
+    # and it is the video: the astronaut's orange suit (BGR about 40, 90, 220) fills the lower part
+    suit = ((stream[..., 2] > 150) & (stream[..., 1] < 140) & (stream[..., 0] < 110)).mean()
+    assert suit > 0.05, suit
+    # the state (faces, fps) was drawn as text beside the stream: darker pixels on the background
+    side = page[52:400, 700:1190].astype(int)
+    assert (np.abs(side - background).max(axis=2) > 80).mean() > 0.01
+
+
+def test_run_view_stops_cleanly_with_the_agent(running_agent):
+    alive(running_agent)
+    proc, url = running_agent["proc"], running_agent["url"]
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    client = StreamClient("127.0.0.1", port)
+    client.part()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    out = proc.stdout.read()
+    client.close()
+    assert proc.returncode == 0, "".join(running_agent["log"])[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])["summary"]
+    assert summary["view"] == url and 0 < summary["frames"] < E2E_FRAMES
+    assert summary["delivery"]["dropped"] == summary["delivery"]["failed"] == 0
+    assert any("live view stopped" in line for line in running_agent["log"])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
