@@ -107,6 +107,7 @@ def test_evaluate_json_and_confusion_matrix(tiny_run, small_ferplus_dir, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["faces"] == n
+    assert "evaluate: {}/{} faces (100%)".format(n, n) in proc.stderr  # progress on stderr, JSON alone on stdout
     cm = np.array(report["confusion_matrix"])
     assert cm.shape == (8, 8) and cm.sum() == n
     assert report["accuracy"] == pytest.approx(np.trace(cm) / n)
@@ -158,3 +159,24 @@ def test_one_epoch_on_the_shared_data_then_evaluate_and_export(ferplus_tar, tmp_
     assert report["faces"] == 3191 and report["accuracy"] > 0.25  # 1 warm-up epoch: about the majority-class rate (37%)
     assert run_cli("export", "--model", run, "--out", tmp_path / "saved").returncode == 0
     assert (tmp_path / "saved" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_jax_backend_trains_and_tensorflow_exports(small_ferplus_dir, tmp_path):
+    """The GPU-host path of the `train-jax` extra: train with KERAS_BACKEND=jax, export with TensorFlow.
+    Runs where JAX is importable (`pip install 'jax[cpu]'` is enough to check it on a CPU)."""
+    import importlib.util
+    import os
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX not installed (the train-jax extra, or jax[cpu] to check this path on a CPU)")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "fer_edge", "train", "--data", str(small_ferplus_dir), "--run-dir",
+                           str(run), "--arch", "vgg13-bn-third", "--epochs", "1", "--verbose", "2"],
+                          cwd=str(REPO), capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "fer_edge.json").read_text())["model"]["keras_backend"] == "jax"
+    env.pop("KERAS_BACKEND")
+    proc = run_cli("export", "--model", run, "--out", tmp_path / "sm")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert md.find(str(tmp_path / "sm"))["labels"][0] == "neutral"

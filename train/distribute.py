@@ -19,7 +19,10 @@ def scope(log=print):
                 yield
             return
     elif backend == "jax":
-        devices = keras.distribution.list_devices("gpu")
+        try:
+            devices = keras.distribution.list_devices("gpu")
+        except RuntimeError:  # a JAX without CUDA: "Unknown backend: 'gpu' requested"
+            devices = []
         if len(devices) > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
             log("keras.distribution.DataParallel over {} GPUs".format(len(devices)))

@@ -79,8 +79,25 @@ def plot_confusion(report, path, title):
     return path
 
 
-def evaluate(model_path, data_path, split="FER2013Valid", out_dir=None, limit=0):
-    """Score a model on a split under the majority protocol; optionally write PNG + JSON."""
+def predict_with_progress(predict, x, log=None, chunk=512):
+    """``predict`` over ``x`` in chunks, telling ``log`` how far it is (faces done, rate, time left)."""
+    import time
+    start, outs = time.time(), []
+    for i in range(0, len(x), chunk):
+        outs.append(np.asarray(predict(x[i:i + chunk])))
+        if log is not None:
+            done, elapsed = min(i + chunk, len(x)), time.time() - start
+            rate = done / elapsed if elapsed > 0 else 0.0
+            left = (len(x) - done) / rate if rate else 0.0
+            log("evaluate: {}/{} faces ({:.0%}), {:.0f} faces/s, {:.0f} s left".format(
+                done, len(x), done / float(len(x)), rate, left))
+    return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def evaluate(model_path, data_path, split="FER2013Valid", out_dir=None, limit=0, log=None):
+    """Score a model on a split under the majority protocol; optionally write PNG + JSON.
+
+    ``log``: called with a progress line after every 512 faces (the CLI prints them on stderr)."""
     meta, predict = load_predictor(model_path)
     data = read_source(data_path)
     if split not in data.available_splits():
@@ -88,7 +105,7 @@ def evaluate(model_path, data_path, split="FER2013Valid", out_dir=None, limit=0)
     faces, dists, _ = data.split(split).labelled(EVAL_MODE)
     if limit:
         faces, dists = faces[:limit], dists[:limit]
-    probs = predict(prepare_faces(faces, meta))
+    probs = predict_with_progress(predict, prepare_faces(faces, meta), log)
     labels = meta["labels"]
     report = classification_report(np.argmax(dists, 1), np.argmax(probs, 1), labels)
     title = "{} on {} ({} protocol)".format(os.path.basename(os.path.normpath(str(model_path))), split, EVAL_MODE)
