@@ -58,7 +58,8 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from train.evaluate import evaluate
-    report = evaluate(args.model, args.data, args.split, out_dir=args.out)
+    report = evaluate(args.model, args.data, args.split, out_dir=args.out,
+                      log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
