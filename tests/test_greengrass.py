@@ -444,6 +444,30 @@ def test_deploy_with_awscli_uploads_creates_and_deploys(component, moto_endpoint
     latest = [d for d in standin.deployments if d["isLatestForTarget"]]
     assert len(latest) == 1 and latest[0]["deploymentId"] != standin.deployments[0]["deploymentId"]
 
+    # examples/greengrass/deployer-policy.json allows every call this deploy made
+    cli_actions = {"aws s3api head-bucket": "s3:ListBucket", "aws s3 mb": "s3:CreateBucket",
+                   "aws s3 cp": "s3:PutObject", "aws iot describe-thing ": "iot:DescribeThing"}
+    used = {action for prefix, action in cli_actions.items() if "$ " + prefix in out}
+    used |= {"greengrass:" + r["operation"] for r in standin.requests}
+    assert len(used) == 9, used
+    allowed = set()
+    for statement in json.loads((REPO / "examples" / "greengrass" / "deployer-policy.json").read_text())["Statement"]:
+        allowed |= set(statement["Action"])
+    assert used <= allowed, used - allowed
+
+
+def test_example_policies_are_iam_json():
+    for name in ("deployer-policy.json", "token-exchange-role-artifacts-policy.json"):
+        policy = json.loads((REPO / "examples" / "greengrass" / name).read_text())
+        assert policy["Version"] == "2012-10-17"
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow" and statement["Action"] and statement["Resource"]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert all(r == "*" or r.startswith("arn:aws:s3:::BUCKET") for r in resources)
+    (read,) = json.loads((REPO / "examples" / "greengrass" /
+                          "token-exchange-role-artifacts-policy.json").read_text())["Statement"]
+    assert read["Action"] == ["s3:GetObject"] and read["Resource"] == "arn:aws:s3:::BUCKET/fer-edge/*"
+
 
 def test_deploy_again_with_the_same_version_is_refused_and_names_the_fix(component, moto_endpoint, standin,
                                                                          monkeypatch):
