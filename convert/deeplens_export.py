@@ -1,22 +1,31 @@
 """SavedModel -> AWS DeepLens model artifact: a frozen TF1-style GraphDef and its metadata in a .tar.gz.
 
-The graph: input node ``face`` (Placeholder, float32 [N, H, W, 1], NHWC, gray values 0..255; the
-normalisation is inside the graph), output node ``probabilities`` (Identity, softmax [N, 8] in
-metadata label order). Variables are frozen into constants, function calls inlined, constants
-folded and batch norms folded into the convolutions by Grappler (constant folding, arithmetic and
-dependency optimizers; no fused or layout-changed ops), attributes equal to their defaults are
-stripped and AddV2 is written as Add (so TensorFlow 1.x and the DeepLens model optimizer can read
-the graph), and nothing but the path from ``face`` to
-``probabilities`` is kept (no variables, no training ops, no function library).
+The graph: input node ``face`` (Placeholder, float32 [N, H, W, 3], NHWC: the gray face, values 0..255,
+repeated in three channels, which the graph averages back to one; the normalisation is inside the
+graph), output node ``probabilities`` (Identity, softmax [N, 8] in metadata label order). Variables
+are frozen into constants, function calls inlined, constants folded and batch norms folded into the
+convolutions by Grappler (constant folding, arithmetic and dependency optimizers; no fused or
+layout-changed ops); then the rewrites of ``convert.tf1_graph`` make it readable by TensorFlow 1.4
+and the classic (2018-2021) OpenVINO Model Optimizer the DeepLens runs: no in-graph mirror (a
+flip-averaged model keeps one view and the metadata's ``model.flip_average: "runtime"`` tells the
+awscam backend to run the mirrored face too and average), Flatten as a Reshape to a constant shape,
+the 3-channel input, every constant stored with its values; attributes equal to their defaults are
+stripped and AddV2 is written as Add, and nothing but the path from ``face`` to ``probabilities`` is
+kept (no variables, no training ops, no function library). Checked: every op is one of DeepLens's
+documented TensorFlow layers (or a 2-D MatMul), no op computes shapes, every shape is static for a
+batch of one.
 
-``<name>.tar.gz`` holds ``<name>.pb`` and ``<name>.pb.fer_edge.json`` (the metadata, layout NHWC);
-it is what DeepLens imports from S3. The same metadata is also written beside the tarball as
-``<name>.tar.gz.fer_edge.json``. On the device, the DeepLens model optimizer reads the .pb with
-``mo.optimize(name, 48, 48, platform='tf')`` (input [1, 48, 48, 1]).
+``<name>.tar.gz`` holds ``<name>.pb`` and ``<name>.pb.fer_edge.json`` (the metadata, layout NHWC,
+3 channels); it is what DeepLens imports from S3. The same metadata is also written beside the
+tarball as ``<name>.tar.gz.fer_edge.json``. On the device, the DeepLens model optimizer reads the .pb
+with ``mo.optimize(name, 48, 48, platform='tf')`` (input [1, 48, 48, 3], as in AWS's TensorFlow sample).
 
 Verification: the .pb is read back from the tarball, imported into a fresh graph and run in a
-``tf.compat.v1.Session``; its probabilities must equal the SavedModel's within 1e-5 with the same
-argmax on every face.
+``tf.compat.v1.Session`` on the views the awscam backend feeds (``deeplens.awscam_backend.device_views``
+and ``combine_views``: the same rule as on the device); the result must equal the SavedModel's
+probabilities within 1e-5 with the same argmax on every face. tests/test_deeplens_toolchains.py
+runs the same artifact in TensorFlow 1.4 (Python 3.6) and through OpenVINO 2021.4's classic Model
+Optimizer and Inference Engine (Python 3.7).
 """
 
 import io
@@ -24,9 +33,10 @@ import os
 import tarfile
 import time
 
+from deeplens.awscam_backend import DEVICE_CHANNELS, FLIP_AVERAGE_KEY, FLIP_BY_RUNTIME, combine_views, device_views
 from edge import metadata as md
 
-from . import parity
+from . import parity, tf1_graph
 from .common import SavedModelSource, final_path, refuse_existing, say, staged_output, stem_of
 from .errors import ConversionError
 
@@ -75,7 +85,8 @@ def strip_default_attrs(graph_def):
 
 
 def freeze(source):
-    """The frozen, folded GraphDef ``face -> probabilities`` of a :class:`SavedModelSource`."""
+    """The frozen, folded GraphDef ``face -> probabilities`` of a :class:`SavedModelSource` (as
+    TensorFlow 2 writes it: see :func:`deeplens_graph` for what the device needs)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     concrete = source.serving_function().get_concrete_function()
@@ -86,6 +97,34 @@ def freeze(source):
     for node in graph_def.node:
         node.op = TF1_OP_RENAMES.get(node.op, node.op)
     return strip_default_attrs(graph_def)
+
+
+def deeplens_graph(source):
+    """(GraphDef, flip averaged by the runtime?) for DeepLens: :func:`freeze`, then the rewrites of
+    ``convert.tf1_graph`` (no mirror, constant reshapes, a 3-channel input, constants re-encoded),
+    in topological order, checked static (ConversionError naming what is not)."""
+    import tensorflow as tf
+    extract = tf.compat.v1.graph_util.extract_sub_graph
+    face, prob = source.face_name, source.prob_name
+    graph_def = freeze(source)
+    graph_def, mirrored = tf1_graph.remove_mirror(graph_def, face, prob)
+    graph_def = extract(graph_def, [prob])
+    graph_def = extract(tf1_graph.constant_reshapes(graph_def, face), [prob])
+    graph_def = tf1_graph.three_channel_input(graph_def, face, DEVICE_CHANNELS)
+    graph_def = tf1_graph.topological(tf1_graph.reencode_constants(graph_def))
+    graph_def = strip_default_attrs(graph_def)
+    check_graph(graph_def, source)
+    tf1_graph.check_static(graph_def, face, [1, source.height, source.width, DEVICE_CHANNELS])
+    return graph_def, mirrored
+
+
+def deeplens_metadata(meta, mirrored):
+    """The artifact's metadata: NHWC, the device's 3 channels, and who flip-averages."""
+    meta = md.with_layout(meta, LAYOUT)
+    meta["input"]["channels"] = DEVICE_CHANNELS
+    if mirrored:
+        meta.setdefault("model", {})[FLIP_AVERAGE_KEY] = FLIP_BY_RUNTIME
+    return meta
 
 
 def check_graph(graph_def, source):
@@ -105,7 +144,7 @@ def check_graph(graph_def, source):
 
 
 def frozen_predictor(pb_bytes, input_name, output_name):
-    """predict(x NHWC float32) -> probabilities by running the frozen graph in a TF1 Session."""
+    """predict(x NHWC float32, the graph's channels) -> its output, run in a TF1 Session."""
     import tensorflow as tf
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(pb_bytes)
@@ -118,6 +157,18 @@ def frozen_predictor(pb_bytes, input_name, output_name):
     def predict(x):
         import numpy as np
         return np.concatenate([session.run(fetch, {feed: x[i:i + 256]}) for i in range(0, len(x), 256)])
+    return predict
+
+
+def device_predictor(pb_bytes, meta):
+    """predict(preprocessed faces, 1 channel) -> probabilities as the awscam backend computes them:
+    the graph on each of ``device_views`` (3 channels; the mirror image too when the metadata says
+    the runtime flip-averages), combined by ``combine_views``."""
+    run = frozen_predictor(pb_bytes, meta["input"].get("name", "face"), meta.get("output", {}).get("name",
+                                                                                                    "probabilities"))
+
+    def predict(x):
+        return combine_views([run(view) for view in device_views(x, meta)])
     return predict
 
 
@@ -145,11 +196,12 @@ def export_deeplens(savedmodel_dir, out_dir, faces=None, data=None, force=False,
     refuse_existing(out_dir, force)
     check_faces, described = parity.parity_faces(faces, data, limit)
     source = SavedModelSource(savedmodel_dir)
-    meta = md.with_layout(source.meta, LAYOUT)
-    graph_def = freeze(source)
-    check_graph(graph_def, source)
+    graph_def, mirrored = deeplens_graph(source)
+    meta = deeplens_metadata(source.meta, mirrored)
     ops = sorted({n.op for n in graph_def.node})
-    say(log, "frozen graph: {} nodes, ops: {}".format(len(graph_def.node), " ".join(ops)))
+    say(log, "frozen graph: {} nodes, ops: {}; input [N,{},{},{}]{}".format(
+        len(graph_def.node), " ".join(ops), source.height, source.width, DEVICE_CHANNELS,
+        "; flip averaging left to the runtime (mirror removed from the graph)" if mirrored else ""))
     with staged_output(out_dir, force) as stage:
         tar_path = os.path.join(stage, stem + ".tar.gz")
         with tarfile.open(tar_path, "w:gz") as tar:
@@ -160,7 +212,6 @@ def export_deeplens(savedmodel_dir, out_dir, faces=None, data=None, force=False,
         if packed_meta != meta:
             raise ConversionError("{}: packed metadata differs from the SavedModel's".format(tar_path))
         say(log, "checking the frozen graph (tf.compat.v1.Session) on {}".format(described))
-        parity.check("DeepLens frozen graph", source, frozen_predictor(pb, source.face_name, source.prob_name),
-                     check_faces, LAYOUT, ATOL, log=log)
+        parity.check("DeepLens frozen graph", source, device_predictor(pb, meta), check_faces, LAYOUT, ATOL, log=log)
         result = final_path(stage, out_dir, tar_path)
     return result

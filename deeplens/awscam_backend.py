@@ -16,28 +16,32 @@ Artifacts it loads (``path``):
 
 The IR is loaded with ``awscam.Model(xml, {'GPU': 1})`` (``gpu=False``: ``{'GPU': 0}``, the CPU).
 
-Input. ``awscam``'s ``doInference`` takes one image at a time (the AWS samples pass an H x W x C
-array: a resized camera frame, or for TensorFlow models a float32 H x W x 3 array), and returns
-``{output layer name: flat numpy array}``. So :meth:`AwscamBackend.infer` runs one call per face:
-each face is preprocessed by ``edge.preprocess.prepare_faces`` exactly as on every other runtime
-(gray, resized to the metadata's H x W, float32 0..255; the normalisation is in the graph) and
-passed as an ``H x W x C`` float32 array (``input_dtype``), C = 1. The DeepLens model optimizer
-turns the NHWC TensorFlow input [1, 48, 48, 1] into an NCHW IR input [1, 1, 48, 48]; with one
-channel the H x W x 1 and 1 x H x W arrays hold the same bytes in the same order, so the face
-reaches the network unchanged whether ``doInference`` transposes HWC to CHW (as it must for
-3-channel frames) or copies the buffer as it is. A metadata layout of NCHW (an IR from the
-``openvino`` converter) is transposed back to HWC first.
+Input. ``awscam``'s ``doInference`` takes one image at a time: AWS's samples pass an H x W x 3
+array (a resized camera frame; for TensorFlow models a float32 H x W x 3 array, after
+``mo.optimize(name, W, H, platform='tf')`` with no other options), and it returns ``{output layer
+name: flat numpy array}``. So :meth:`AwscamBackend.infer` runs one call per face and view. Each face
+is preprocessed by ``edge.preprocess.prepare_faces`` exactly as on every other runtime (gray,
+resized to the metadata's H x W, float32 0..255; the normalisation is in the graph), then
+:func:`device_views` makes the arrays the device runs: H x W x C with C the metadata's
+``input.channels`` (the gray face repeated in the 3 channels of a ``fer-edge convert deeplens``
+artifact, whose graph averages them back to the same gray face; C = 1 for the IR of the
+``openvino`` converter, whose NCHW layout is transposed back to HWC first), and, when the
+metadata's ``model.flip_average`` is ``"runtime"``, the same face mirrored left-right: the DeepLens
+graph holds no mirror, so the two probability vectors are averaged here (:func:`combine_views`),
+as the flip-averaged SavedModel does inside its graph.
 
 Output. The probabilities are taken from the output layer named in the metadata
 (``probabilities``), else from the only layer of the result, else from the only layer holding
 exactly ``len(labels)`` values; anything else is a BackendError naming the layers.
 
-Optimizer options. ``mo_aux`` (default ``{'--img-channels': 1}``: the model takes gray faces,
-while the DeepLens optimizer assumes 3-channel images otherwise) is passed as ``aux_inputs``,
-plus ``--models-dir``/``--output-dir`` when the ``.pb`` is not in ``/opt/awscam/artifacts``. If
-``mo.optimize`` refuses the options (a non-zero error code) it is tried once more without the
-extra entries before giving up. These option names come from the DeepLens model-optimizer
-documentation and were not exercised on a device here (docs/deeplens.md).
+Optimizer options (:func:`mo_options`). By default none for a 3-channel model on the GPU, the
+call of AWS's TensorFlow sample; ``--img-channels C`` for a model of C != 3 channels (the DeepLens
+optimizer assumes 3 otherwise); ``--precision FP32`` when the model runs on the CPU (``gpu=False``:
+the CPU plugin takes FP32 IRs, the GPU's clDNN FP16); plus ``--models-dir``/``--output-dir`` when the
+``.pb`` is not in ``/opt/awscam/artifacts``. ``mo_aux`` replaces the defaults. If ``mo.optimize``
+refuses the options (a non-zero error code) it is tried once more with only the folder entries
+before giving up. These option names come from the DeepLens model-optimizer documentation and
+were not exercised on a device here (docs/deeplens.md).
 
 Python 3.6/3.7 compatible (device code): numpy at import, ``awscam``/``mo`` on use.
 """
@@ -58,7 +62,10 @@ log = logging.getLogger("fer_edge.deeplens.backend")
 
 DEFAULT_ARTIFACTS_DIR = "/opt/awscam/artifacts"
 DEFAULT_MODEL_NAME = "model"
-DEFAULT_MO_AUX = {"--img-channels": 1}
+DEVICE_CHANNELS = 3  # what the DeepLens optimizer assumes and doInference takes (H x W x 3)
+FLIP_AVERAGE_KEY = "flip_average"  # in the metadata's "model" section
+FLIP_BY_RUNTIME = "runtime"  # the graph holds one view; the runtime averages it with the mirrored face
+FOLDER_OPTIONS = ("--models-dir", "--output-dir")
 MO_ERRORS = {1: "the platform is not supported by this model optimizer",
              2: "the model optimizer failed (see the Lambda's log on the device)"}
 
@@ -157,8 +164,55 @@ def artifact_metadata(path):
         " or one *.pb.fer_edge.json beside it" if path.endswith(".xml") else ""))
 
 
-def existing_ir(pb_path, folder=None):
-    """An IR optimized earlier from ``pb_path`` (newer than it) in ``folder``, or None."""
+def runtime_flip_average(meta):
+    """True when the runtime must average each face with its mirror image (the metadata's
+    ``model.flip_average`` is ``"runtime"``: the graph holds one view of a flip-averaged model)."""
+    return meta.get("model", {}).get(FLIP_AVERAGE_KEY) == FLIP_BY_RUNTIME
+
+
+def device_views(batch, meta):
+    """The float32 NHWC batches the device runs for preprocessed faces (``prepare_faces`` output in
+    the metadata's layout): the faces with the model's channels (a gray face repeated), and their
+    left-right mirror images when :func:`runtime_flip_average`. One row per face and view."""
+    x = np.asarray(batch, dtype=np.float32)
+    if meta["input"]["layout"] == "NCHW":
+        x = np.transpose(x, (0, 2, 3, 1))
+    channels = int(meta["input"]["channels"])
+    if x.shape[3] == 1 and channels > 1:
+        x = np.repeat(x, channels, axis=3)
+    if x.shape[3] != channels:
+        raise BackendError("faces with {} channels for a model of {}".format(x.shape[3], channels))
+    views = [np.ascontiguousarray(x)]
+    if runtime_flip_average(meta):
+        views.append(np.ascontiguousarray(x[:, :, ::-1, :]))
+    return views
+
+
+def combine_views(outputs):
+    """The probabilities of a face from those of its views (their mean, as the model's Average)."""
+    outputs = [np.asarray(o, dtype=np.float32) for o in outputs]
+    if len(outputs) == 1:
+        return outputs[0]
+    return (np.sum(outputs, axis=0) * np.float32(1.0 / len(outputs))).astype(np.float32)
+
+
+def mo_options(meta, gpu=True, aux=None):
+    """``aux_inputs`` for ``mo.optimize`` (before the folder entries): ``aux`` when given, else
+    ``--img-channels`` for a model of other than 3 channels and ``--precision FP32`` on the CPU."""
+    if aux is not None:
+        return dict(aux)
+    options = {}
+    channels = int(meta["input"]["channels"])
+    if channels != DEVICE_CHANNELS:
+        options["--img-channels"] = channels
+    if not gpu:
+        options["--precision"] = "FP32"
+    return options
+
+
+def existing_ir(pb_path, folder=None, fp32=False):
+    """An IR optimized earlier from ``pb_path`` (newer than it) in ``folder``, or None; with ``fp32``
+    none whose name says FP16 (the CPU plugin takes FP32 IRs)."""
     folder = folder or os.path.dirname(os.path.abspath(pb_path))
     stem = _stem(pb_path)
     patterns = [stem + ".xml", "tf_" + stem + ".xml", "tf_" + stem + "_*.xml", stem + "_FP16*.xml",
@@ -166,24 +220,26 @@ def existing_ir(pb_path, folder=None):
     found = set()
     for pattern in patterns:
         found.update(glob.glob(os.path.join(folder, pattern)))
+    if fp32:
+        found = set(p for p in found if "FP16" not in os.path.basename(p))
     pb_time = os.path.getmtime(pb_path)
     current = [p for p in found if os.path.getmtime(p) >= pb_time and os.path.isfile(p[:-4] + ".bin")]
     return max(current, key=os.path.getmtime) if current else None
 
 
-def optimize(pb_path, meta, mo=None, aux=None, output_dir=None, log_fn=None):
+def optimize(pb_path, meta, mo=None, aux=None, output_dir=None, log_fn=None, gpu=True):
     """Run the DeepLens model optimizer on a frozen .pb; returns the IR .xml path."""
     mo = mo if mo is not None else load_mo()
     folder = os.path.dirname(os.path.abspath(pb_path))
     stem = _stem(pb_path)
     width, height = int(meta["input"]["width"]), int(meta["input"]["height"])
-    extra = dict(DEFAULT_MO_AUX if aux is None else aux)
+    extra = mo_options(meta, gpu, aux)
     if folder != DEFAULT_ARTIFACTS_DIR or (output_dir and output_dir != DEFAULT_ARTIFACTS_DIR):
         extra.setdefault("--models-dir", folder)
         extra.setdefault("--output-dir", output_dir or folder)
     attempts = [extra]
-    if any(k not in ("--models-dir", "--output-dir") for k in extra):
-        attempts.append(dict((k, v) for k, v in extra.items() if k in ("--models-dir", "--output-dir")))
+    if any(k not in FOLDER_OPTIONS for k in extra):
+        attempts.append(dict((k, v) for k, v in extra.items() if k in FOLDER_OPTIONS))
     errors = []
     for options in attempts:
         say = log_fn or log.info
@@ -243,11 +299,11 @@ class AwscamBackend(Backend):
         if path.endswith(".tar.gz"):
             path = extract_artifact(path, artifacts_dir)
         if path.endswith(".pb"):
-            ir = existing_ir(path) if reuse_ir else None
+            ir = existing_ir(path, fp32=not gpu) if reuse_ir else None
             if ir:
                 log.info("%s: reusing the optimized model %s", path, ir)
             else:
-                ir = optimize(path, self.meta, mo=mo, aux=mo_aux)
+                ir = optimize(path, self.meta, mo=mo, aux=mo_aux, gpu=gpu)
             path = ir
         if not path.endswith(".xml"):
             raise BackendError("{}: expected a .tar.gz, .pb or .xml DeepLens artifact".format(self.path))
@@ -261,16 +317,12 @@ class AwscamBackend(Backend):
                 self.xml, self.loading_config, type(exc).__name__, exc))
         log.info("model %s loaded on the %s", self.xml, "GPU" if gpu else "CPU")
 
-    def _hwc(self, face):
-        """One preprocessed face as the H x W x C array doInference takes."""
-        if self.meta["input"]["layout"] == "NCHW":
-            face = np.transpose(face, (1, 2, 0))
-        return np.ascontiguousarray(face, dtype=self.input_dtype)
-
     def infer(self, batch):
-        batch = np.asarray(batch)
-        out = np.empty((len(batch), len(self.labels)), dtype=np.float32)
-        for i in range(len(batch)):
-            result = self.model.doInference(self._hwc(batch[i]))
-            out[i] = pick_output(result, self.output_name, len(self.labels))
+        views = device_views(batch, self.meta)
+        out = np.empty((len(views[0]), len(self.labels)), dtype=np.float32)
+        for i in range(len(out)):
+            # one H x W x C image per doInference call: the face, and its mirror image when the
+            # runtime flip-averages (runtime_flip_average)
+            out[i] = combine_views([pick_output(self.model.doInference(np.ascontiguousarray(view[i], self.input_dtype)),
+                                                self.output_name, len(self.labels)) for view in views])
         return out

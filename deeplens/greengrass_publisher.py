@@ -5,19 +5,22 @@ A Lambda on a Greengrass v1 core publishes with the Greengrass Core SDK for Pyth
 the local core (an HTTP call to the core's IPC server), and the core forwards it to AWS IoT Core
 along the group's subscriptions. DeepLens projects subscribe the project's Lambda to
 ``$aws/things/<thing>/infer`` (the topic the DeepLens console shows), so that is where every
-message goes by default: emotion events, stats and status, each a JSON object whose ``schema``
-field (``fer-edge/emotion-event``, ``fer-edge/stats``, ``fer-edge/status``) tells them apart.
+message goes by default: emotion events, face tracks, device state, stats and status, each a JSON
+object whose ``schema`` field (``fer-edge/emotion-event``, ``fer-edge/track``, ``fer-edge/state``,
+``fer-edge/stats``, ``fer-edge/status``) tells them apart.
 The payloads are the ones every fer-edge agent publishes (``edge.events``), so the same
 consumers and JSON Schemas apply.
 
 ``fer_topics=True`` publishes each message a second time on the fer-edge layout
-``<prefix>/<device_id>/events|stats|status``. The Greengrass core only forwards topics that have a
+``<prefix>/<device_id>/events|tracks|state|stats|status``. The Greengrass core only forwards topics that have a
 subscription in the group, which the DeepLens console does not let you add for a project, so
 this is off by default.
 
 Differences from MQTT (``edge.publish.MqttPublisher``): no retained messages and no last will
 (the SDK cannot set them), so ``online`` is published once at ``start()`` and ``offline`` at
-``close()`` only; delivery to the cloud is the core's job (its queue and QoS settings), a
+``close()`` only; the device state goes out as an ordinary message each time it changes, and
+other retained messages (Home Assistant discovery, ``publish_retained``) are refused (False,
+said once in the log); delivery to the cloud is the core's job (its queue and QoS settings), a
 publish here succeeds once the core accepted the message. A failed hand-over (the core's IPC
 refusing it) is logged and counted in ``failed``, never raised into the agent loop.
 
@@ -32,7 +35,7 @@ import threading
 
 from edge.events import status_payload, to_json
 from edge.mqtt_url import DEFAULT_PREFIX, check_device_id, topics
-from edge.publish import Publisher
+from edge.publish import Publisher, device_topic
 
 log = logging.getLogger("fer_edge.deeplens.publish")
 
@@ -98,6 +101,7 @@ class GreengrassPublisher(Publisher):
                         "connects": 0, "reconnects": 0, "disconnects": 0, "connect_failures": 0}
         self._started = False
         self._closed = False
+        self._warned_retained = False
         self.last_error = None
 
     def __repr__(self):
@@ -109,7 +113,8 @@ class GreengrassPublisher(Publisher):
         if self.infer:
             out.append(self.infer_topic)
         if self.fer_topics:
-            out.append(getattr(self.topics, kind))
+            out.append(getattr(self.topics, kind) if kind in self.topics._fields else
+                       device_topic(self.prefix, self.device_id, kind))
         return out
 
     def _send(self, kind, obj, counted=True):
@@ -164,6 +169,27 @@ class GreengrassPublisher(Publisher):
                 self._counts["dropped"] += 1
             return False
         return self._send("stats", stats)
+
+    def publish_track(self, message):
+        if not self._started or self._closed:
+            with self._lock:
+                self._counts["dropped"] += 1
+            return False
+        return self._send("tracks", message)
+
+    def publish_state(self, state):
+        """The device state, as an ordinary message (no retained messages through Greengrass v1)."""
+        if not self._started or self._closed:
+            return False
+        return self._send("state", state, counted=False)
+
+    def publish_retained(self, topic, payload):
+        """Refused: the Greengrass v1 SDK cannot publish retained messages (said once in the log)."""
+        if not self._warned_retained:
+            self._warned_retained = True
+            log.warning("retained messages (%s; Home Assistant discovery) cannot be published through Greengrass "
+                        "v1: skipped. The standalone agent (python3 -m deeplens) publishes them over MQTT", topic)
+        return False
 
     def close(self, timeout=5.0, reason="shutdown"):
         """Publish the ``offline`` status (nothing to flush: the core holds what it accepted)."""

@@ -30,7 +30,7 @@ from edge.detect import CASCADE_ENV, HAAR_FILE, DetectorError, HaarDetector, fin
 from edge.policy import PublishPolicy
 from edge.track import IouTracker
 
-from .awscam_backend import DEFAULT_ARTIFACTS_DIR, DEFAULT_MO_AUX, DEFAULT_MODEL_NAME, AwscamBackend
+from .awscam_backend import DEFAULT_ARTIFACTS_DIR, DEFAULT_MODEL_NAME, AwscamBackend
 from .awscam_source import AwscamSource
 from .greengrass_publisher import GreengrassPublisher, thing_name
 from .stream import DEFAULT_FIFO, ProjectStream
@@ -43,7 +43,8 @@ DEEPLENS_ENV = {
     "FER_EDGE_DEEPLENS_MODEL_NAME": ("model_name", DEFAULT_MODEL_NAME,
                                      "artifact name looked for in FER_EDGE_MODEL when it is a folder"),
     "FER_EDGE_DEEPLENS_GPU": ("gpu", "1", "1: awscam.Model on the GPU ({'GPU': 1}); 0: on the CPU"),
-    "FER_EDGE_DEEPLENS_MO_AUX": ("mo_aux", json.dumps(DEFAULT_MO_AUX), "JSON aux_inputs of mo.optimize"),
+    "FER_EDGE_DEEPLENS_MO_AUX": ("mo_aux", "", "JSON aux_inputs of mo.optimize; empty: from the model's "
+                                 "metadata (awscam_backend.mo_options)"),
     "FER_EDGE_DEEPLENS_FIFO": ("fifo", DEFAULT_FIFO, "project-stream FIFO; empty or 'off': no stream"),
     "FER_EDGE_DEEPLENS_STREAM": ("stream_resolution", "480p", "project-stream size: 480p, 720p, 1080p, WxH, source"),
     "FER_EDGE_DEEPLENS_INFER_TOPIC": ("infer_topic", "1", "1: publish on $aws/things/<thing>/infer"),
@@ -91,10 +92,10 @@ def deeplens_settings(env=None):
         raise LambdaConfigError("FER_EDGE_DEEPLENS_INFER_TOPIC and FER_EDGE_DEEPLENS_FER_TOPICS are both 0: "
                                 "nothing would be published")
     try:
-        aux = json.loads(out["mo_aux"]) if out["mo_aux"].strip() else {}
+        aux = json.loads(out["mo_aux"]) if out["mo_aux"].strip() else None
     except ValueError as exc:
         raise LambdaConfigError("FER_EDGE_DEEPLENS_MO_AUX: not valid JSON ({})".format(exc))
-    if not isinstance(aux, dict):
+    if aux is not None and not isinstance(aux, dict):
         raise LambdaConfigError("FER_EDGE_DEEPLENS_MO_AUX: expected a JSON object")
     out["mo_aux"] = aux
     if out["fifo"].strip().lower() in ("", "off", "0", "none"):

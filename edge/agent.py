@@ -31,12 +31,13 @@ def model_version_of(model):
 
 
 def faces_of(tracks, labels):
-    """Event face entries of tracks (smoothed scores)."""
-    return [face_entry(t.track_id, t.box, labels, t.scores) for t in tracks]
+    """Event face entries of tracks (smoothed scores; ``emotion`` the stable label, edge.track)."""
+    return [face_entry(t.track_id, t.box, labels, t.scores, emotion=getattr(t, "label", None)) for t in tracks]
 
 
 def run_agent(source, detector, classifier, tracker, publisher, policy, device_id, stop=None,
-              stats_interval=10.0, annotator=None, max_consecutive_errors=50, clock=time.time, sinks=()):
+              stats_interval=10.0, annotator=None, max_consecutive_errors=50, clock=time.time, sinks=(),
+              lifecycle=None):
     """Process frames until the source ends or ``stop`` is set; returns a summary dict.
 
     A frame whose detection or inference fails is logged, counted and skipped; the loop only
@@ -44,6 +45,8 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
     ``sinks``: frame sinks (``edge.annotate.FrameSink``: the annotated writer, the live view),
     each handed every processed frame and its faces; ``annotator`` is one more sink (kept for
     callers that pass one).
+    ``lifecycle``: the face lifecycle (``edge.lifecycle.TrackLifecycle``: track new/update/end
+    messages and the retained device state), shown every live track after the tracker.
     """
     sinks = list(sinks or ()) + ([annotator] if annotator is not None else [])
     stop = stop or threading.Event()
@@ -71,7 +74,9 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
                 raise AgentError("{} frames in a row failed; last error: {}".format(consecutive, exc))
             continue
         tracks = tracker.update([d.box for d in detections], probs, frame.index)
-        chosen = policy.select(tracks, labels, clock())
+        if lifecycle is not None:
+            lifecycle.observe(tracker.tracks, frame, publisher)
+        chosen = policy.select(tracks, labels, clock(), live=tracker.tracks)
         if chosen is not None:
             with metrics.stage("publish"):
                 publisher.publish_event(make_event(device_id, frame.index, faces_of(chosen, labels), model_id,
@@ -85,6 +90,8 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
         metrics.frame_done(len(detections))
         if metrics.due(stats_interval):
             _report(publisher, device_id, metrics, source, errors)
+    if lifecycle is not None:
+        lifecycle.finish(publisher)
     summary = {"frames": metrics.total_frames, "faces": metrics.total_faces, "events": events,
                "errors": errors, "corrupt_frames": getattr(source, "corrupt", 0)}
     _report(publisher, device_id, metrics, source, errors)

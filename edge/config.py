@@ -60,7 +60,17 @@ OPTIONS = (
     _opt("min_face", int, DEFAULT_MIN_FACE, "smallest face (pixels) to detect and classify (the model sees 48x48)"),
     _opt("smoothing", float, 0.6, "per-track score smoothing, 0 (off) to <1"),
     _opt("iou", float, 0.3, "IoU needed to continue a track"),
-    _opt("max_missed", int, 15, "frames a track survives unseen"),
+    _opt("max_missed", int, 15, "frames a track survives unseen (coasting: it keeps its id, nothing is re-announced)"),
+    _opt("hysteresis_margin", float, 0.1, "a face's emotion changes only to one whose smoothed score leads it by this "
+         "much ..."),
+    _opt("hysteresis_frames", int, 3, "... in this many frames in a row (margin 0 and 1 frame: the top label of "
+         "every frame)"),
+    _opt("track_events", boolean, True, "publish each face's lifecycle (new, update, end) on <prefix>/<device_id>/tracks "
+         "and the retained current state on <prefix>/<device_id>/state"),
+    _opt("confirm_frames", int, 3, "frames a face must be seen in before its track is announced (new)"),
+    _opt("homeassistant", boolean, False, "publish Home Assistant MQTT discovery configs (retained) for this agent's "
+         "sensors: faces in view, dominant emotion, fps"),
+    _opt("homeassistant_prefix", str, "homeassistant", "Home Assistant's MQTT discovery prefix"),
     _opt("stats_interval", float, 10.0, "seconds between stats logs/messages"),
     _opt("annotate", str, "", "write annotated frames to this video (.mp4/.avi) or folder"),
     _opt("view", str, "", "serve a live view (page, MJPEG stream /stream.mjpg, JSON /api/state) at HOST:PORT or "
@@ -83,13 +93,15 @@ OPTIONS = (
     _opt("keepalive", int, 10, "MQTT keepalive (s): a broker that stops answering is noticed after 1.5x this"),
     _opt("ack_timeout", float, 10.0, "seconds without any acknowledgement, messages in flight, before the "
          "connection is dropped and made again (a frozen broker); 0: off"),
-    _opt("client_id", str, "", "MQTT client id (default fer-edge-<device_id>; AWS IoT Core: the thing name)"),
+    _opt("client_id", str, "", "MQTT client id (default fer-edge-<device_id>-<random>, different per process; "
+         "AWS IoT Core: the thing name)"),
     _opt("alpn", str, "", "TLS ALPN protocols, comma-separated; empty: x-amzn-mqtt-ca for *.amazonaws.com:443; none: off"),
     _opt("tls_insecure", boolean, False, "do not verify the broker's host name (tests only; the CA is still checked)"),
 )
 BY_NAME = dict((o.name, o) for o in OPTIONS)
 ENV_PREFIX = "FER_EDGE_"
 RANGES = {"min_face": (1, 10000), "detector_score": (0.01, 0.99), "detector_nms": (0.01, 0.99), "threads": (0, 256), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
+          "hysteresis_margin": (0.0, 1.0), "hysteresis_frames": (1, 10000), "confirm_frames": (1, 10000),
           "stats_interval": (0.0, 1e6), "queue_max_events": (1, 10 ** 9), "queue_max_bytes": (10000, 10 ** 12),
           "flush_timeout": (0.0, 86400.0), "reconnect_min_delay": (0.01, 3600.0),
           "reconnect_max_delay": (0.01, 86400.0), "keepalive": (1, 65535), "ack_timeout": (0.0, 86400.0)}
@@ -196,6 +208,12 @@ def load_config(path=None, env=None, overrides=None):
     for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
+    if config["homeassistant"]:
+        from .homeassistant import check_discovery_prefix
+        try:
+            check_discovery_prefix(config["homeassistant_prefix"])
+        except ValueError as exc:
+            raise ConfigError("key 'homeassistant_prefix': {}".format(exc))
     if config["detector"] == "yunet" and not config["yunet_model"]:
         raise ConfigError("key 'yunet_model': required when detector is yunet")
     if config["reconnect_min_delay"] > config["reconnect_max_delay"]:

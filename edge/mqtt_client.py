@@ -8,6 +8,7 @@ unconnected client with credentials and TLS) for the publisher and the subscribe
 
 import logging
 import random
+import time
 
 from .mqtt_tls import make_ssl_context
 from .mqtt_url import parse_url
@@ -152,3 +153,63 @@ def create_client(url, client_id, clean_session=True, username=None, password=No
     return client
 
 
+# --- another client with the same client id -----------------------------------------------------
+
+SESSION_TAKEN_OVER = 0x8E     # MQTT 5 DISCONNECT reason code: another client connected with this id
+SHORT_SESSION = 10.0          # s: a connection the broker closes sooner than this counts as knocked off
+SHORT_SESSIONS_TO_WARN = 3    # in a row (MQTT 3.1.1 brokers just close the socket: no reason given)
+WARN_EVERY = 60.0             # s between repeated warnings
+
+
+class TakeoverWatch(object):
+    """Notices a second client with the same MQTT client id.
+
+    A broker keeps one connection per client id: when another client connects with it, the older
+    connection is closed (MQTT 5: a DISCONNECT with reason code 0x8E, "Session taken over"; MQTT
+    3.1.1: the socket is just closed). Two agents sharing an id therefore knock each other off in
+    turns: many reconnections, and each shows offline (its last will) while the other is connected.
+    :meth:`lost` returns the warning to log when that is happening: at once on reason 0x8E, or
+    after ``repeats`` connections in a row closed by the broker within ``short`` seconds of being
+    made; then at most every ``every`` seconds.
+    """
+
+    def __init__(self, client_id, short=SHORT_SESSION, repeats=SHORT_SESSIONS_TO_WARN, every=WARN_EVERY,
+                 clock=None):
+        self.client_id = client_id
+        self.short = float(short)
+        self.repeats = int(repeats)
+        self.every = float(every)
+        self.clock = clock or time.monotonic
+        self.started = None
+        self.streak = 0
+        self.detected = 0        # connections lost to another client (suspected or said), since start
+        self._warned_at = None
+
+    def connected(self):
+        self.started = self.clock()
+
+    def lost(self, reason=None, self_initiated=False):
+        """The connection (up since :meth:`connected`) ended; ``reason``: the broker's reason code
+        (MQTT 5) if any. Returns the warning text, or None."""
+        now = self.clock()
+        started, self.started = self.started, None
+        if self_initiated or started is None:
+            self.streak = 0
+            return None
+        said = rc_value(reason) == SESSION_TAKEN_OVER if reason is not None else False
+        self.streak = self.streak + 1 if now - started < self.short else 0
+        if not (said or self.streak >= self.repeats):
+            return None
+        self.detected += 1
+        if self._warned_at is not None and now - self._warned_at < self.every:
+            return None
+        self._warned_at = now
+        why = ("the broker closed the connection with reason 'Session taken over'" if said else
+               "the broker closed {} connections in a row within {:.0f} s of accepting them (if nothing else uses "
+               "this id, the broker is closing them for another reason: AWS IoT Core does on a publish its "
+               "policy refuses)".format(self.streak, self.short))
+        return ("MQTT client id {!r} {} another client at the same time: {}. A broker keeps one connection "
+                "per client id, so the two knock each other off in turns (reconnections, and each shows offline "
+                "while the other is connected). Give each agent its own client_id, or leave client_id unset (the "
+                "default, fer-edge-<device_id>-<random>, differs per process), and its own device_id if they share "
+                "that too".format(self.client_id, "is used by" if said else "seems to be used by", why))

@@ -1,11 +1,14 @@
 """The MQTT publisher (paho-mqtt 1.x or 2.x, through :mod:`edge.mqtt_client`, the one module that
-imports paho). Python 3.6 compatible.
+imports paho). Python 3.6 compatible. Its network thread's half is :mod:`edge.mqtt_network`.
 
 MQTT behaviour (:class:`MqttPublisher`; docs/mqtt.md has the operator's view):
 
-* client id ``fer-edge-<device_id>`` (override with ``client_id``; AWS IoT Core policies
-  usually want the thing name), clean session, MQTT 3.1.1;
-* every event and stats message goes to the **outbox** first (:mod:`edge.outbox`): on disk
+* client id ``fer-edge-<device_id>-<6 random hex digits>``, different for every publisher, so two
+  agents never share one by default (override with ``client_id``; AWS IoT Core policies usually
+  want the thing name); clean session, MQTT 3.1.1. Two clients with one id knock each other off:
+  :class:`edge.mqtt_client.TakeoverWatch` notices it and the log says which id and what to change;
+  a second agent with this device id on this host (its queue file is locked) is warned about too;
+* every event, stats and track message goes to the **outbox** first (:mod:`edge.outbox`): on disk
   (SQLite in ``data_dir``) or, without ``data_dir``, in memory. Bounded (``max_queued``
   messages, ``queue_max_bytes`` bytes); beyond the bounds the oldest are dropped and counted;
 * one network thread owns the paho client: it connects, sends the outbox oldest first with QoS 1
@@ -19,6 +22,9 @@ MQTT behaviour (:class:`MqttPublisher`; docs/mqtt.md has the operator's view):
 * ``start()`` never blocks and never fails because the broker is unreachable; the thread retries
   with exponential back-off and jitter (``reconnect_delay`` = (min, max) seconds;
   :func:`backoff_delay`);
+* latest-value messages (``publish_state``, ``publish_retained``: the device state, Home Assistant
+  discovery) are retained, QoS 1, not queued: the newest value per topic is sent when connected,
+  ahead of the outbox, and every value again after each reconnection (:mod:`edge.retained`);
 * ``<prefix>/<device_id>/status``: a retained ``online`` status (QoS 1) on every (re)connect,
   sent directly (not queued); the last will is a retained ``offline`` status with
   ``reason: connection-lost``; ``close()`` publishes a retained ``offline`` status with
@@ -41,12 +47,14 @@ import threading
 import time
 
 from .events import status_payload, to_json
-from .mqtt_client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, PROTOCOLS, backoff_delay, create_client,
-                          disconnect_rc, paho_client_module, paho_version, rc_text, rc_value, reason_failed)
-from .mqtt_tls import alpn_protocols, describe_connect_problem, make_ssl_context
+from .mqtt_client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, PROTOCOLS, TakeoverWatch, create_client,
+                          paho_client_module, paho_version)
+from .mqtt_network import MAX_DIRECT_INFLIGHT, NetworkLoop
+from .mqtt_tls import alpn_protocols, make_ssl_context
 from .mqtt_url import DEFAULT_PREFIX, check_device_id, parse_url, topics
 from .outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Outbox, queue_path
-from .publish import Publisher
+from .publish import Publisher, retained_text
+from .retained import LatestValues
 
 log = logging.getLogger("edge.publish")
 
@@ -54,12 +62,11 @@ DEFAULT_MAX_QUEUED = DEFAULT_MAX_EVENTS
 DEFAULT_ACK_TIMEOUT = 10.0    # s without any acknowledgement while messages are in flight: the link is dead
 DEFAULT_MAX_INFLIGHT = 32
 DEFAULT_FLUSH_TIMEOUT = 5.0
-LOOP_TIMEOUT = 0.02  # seconds the network thread waits for traffic before looking at the outbox
 
 _monotonic = time.monotonic
 
 
-class MqttPublisher(Publisher):
+class MqttPublisher(NetworkLoop, Publisher):
     """Publishes events, stats and status to an MQTT broker (paho-mqtt 1.x or 2.x) through a
     bounded outbox (see the module doc).
 
@@ -87,7 +94,7 @@ class MqttPublisher(Publisher):
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2, got {!r}".format(qos))
         self.qos = qos
-        self.client_id = client_id or "fer-edge-" + device_id
+        self.client_id = client_id or default_client_id(device_id)
         self.keepalive = int(keepalive)
         if self.keepalive < 1:
             raise ValueError("keepalive must be >= 1 s, got {}".format(keepalive))
@@ -121,6 +128,10 @@ class MqttPublisher(Publisher):
             raise ValueError("queue bounds must be >= 0 (0: unbounded), got max_queued={} and "
                              "queue_max_bytes={}".format(max_queued, queue_max_bytes))
         self._outbox = outbox
+        self._latest = LatestValues()
+        self._takeover = TakeoverWatch(self.client_id)
+        self._self_disconnect = False    # the network thread dropped the connection itself (ack timeout)
+        self._disconnect_reason = None   # the broker's DISCONNECT reason code (MQTT 5)
         self._outbox_args = (data_dir, int(max_queued), int(queue_max_bytes))
         self._rng = rng or random.Random()
         self._client = None
@@ -176,7 +187,7 @@ class MqttPublisher(Publisher):
                         "refuses (ACL) still counts as acknowledged; paho-mqtt 2.x reports it", paho_version())
         will = status_payload(self.device_id, "offline", reason="connection-lost")
         client.will_set(self.topics.status, to_json(will), qos=1, retain=True)
-        client.max_inflight_messages_set(self.max_inflight + 2)  # + online/offline status
+        client.max_inflight_messages_set(self.max_inflight + MAX_DIRECT_INFLIGHT)  # + status, latest values
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -186,6 +197,11 @@ class MqttPublisher(Publisher):
             data_dir, max_events, max_bytes = self._outbox_args
             path = queue_path(data_dir, self.device_id) if data_dir else None
             self._outbox = Outbox(path, max_events=max_events, max_bytes=max_bytes)
+            if any("locked by another process" in problem for problem in self._outbox.problems):
+                log.warning("another fer-edge agent on this host uses device id %r (its queue file %s is locked): "
+                            "both publish under %s/%s/, their events interleave and each one's offline status "
+                            "hides the other; give each agent its own device_id (--device-id, FER_EDGE_DEVICE_ID "
+                            "or the config's device_id)", self.device_id, path, self.prefix, self.device_id)
         self._client = client
         self._mqtt = mqtt
         self._started = True
@@ -214,11 +230,14 @@ class MqttPublisher(Publisher):
         in a memory outbox at close), ``failed`` (could not be serialized or published),
         ``queued``/``queued_bytes`` (in the outbox, in flight included), ``in_flight`` (sent,
         not acknowledged), ``connects``, ``reconnects``, ``disconnects`` (unexpected losses),
-        ``connect_failures`` (attempts that failed). Status messages are not counted."""
+        ``connect_failures`` (attempts that failed), ``taken_over`` (connections the broker closed
+        because another client used this client id, said or suspected). Status and latest-value
+        messages are not counted."""
         outbox = self._outbox
         with self._lock:
             result = dict(self._counts)
             result["in_flight"] = len(self._inflight)
+        result["taken_over"] = self._takeover.detected
         if outbox is not None:
             result["dropped"] += outbox.dropped
             result["queued"] = outbox.depth
@@ -234,7 +253,8 @@ class MqttPublisher(Publisher):
         return {"queued": counters["queued"], "queued_bytes": counters["queued_bytes"],
                 "dropped": counters["dropped"], "failed": counters["failed"],
                 "acknowledged": counters["acknowledged"], "reconnects": counters["reconnects"],
-                "disconnects": counters["disconnects"], "connected": self.connected,
+                "disconnects": counters["disconnects"], "taken_over": counters["taken_over"],
+                "connected": self.connected,
                 "storage": outbox.storage if outbox is not None else "memory"}
 
     def close(self, timeout=None):
@@ -293,6 +313,27 @@ class MqttPublisher(Publisher):
         stats.setdefault("delivery", self.delivery())
         return self._enqueue(self.topics.stats, stats)
 
+    def publish_track(self, message):
+        if not self._check_open():
+            return False
+        return self._enqueue(self.tracks_topic, message)
+
+    def publish_retained(self, topic, payload):
+        if not self._started:
+            raise RuntimeError("MqttPublisher.start() must be called before publishing")
+        if self._closing or self._closed:
+            return False
+        try:
+            text = retained_text(payload)
+        except (TypeError, ValueError) as exc:
+            with self._lock:
+                self._counts["failed"] += 1
+            log.error("cannot serialize the retained message for %s: %s", topic, exc)
+            return False
+        self._latest.set(topic, text)
+        self._wake.set()
+        return True
+
     def _check_open(self):
         if not self._started:
             raise RuntimeError("MqttPublisher.start() must be called before publishing")
@@ -322,254 +363,10 @@ class MqttPublisher(Publisher):
                 self._counts["published"] += 1
         return accepted
 
-    # -- the network thread --
 
-    def _run(self):
-        attempt = 0
-        next_try = 0.0
-        socket_open = False
-        client = self._client
-        try:
-            while True:
-                self._delete_acknowledged()
-                now = _monotonic()
-                if self._closing and self._finish(now, socket_open):
-                    break
-                if not socket_open:
-                    if now < next_try:
-                        self._wake.wait(min(next_try - now, 0.25))
-                        self._wake.clear()
-                        continue
-                    try:
-                        self._paho_error = None
-                        client.reconnect()
-                        socket_open = True
-                    except Exception as exc:
-                        attempt += 1
-                        next_try = _monotonic() + backoff_delay(attempt, *self.reconnect_delay, rng=self._rng)
-                        self._connect_failed(str(exc) or type(exc).__name__)
-                        continue
-                try:
-                    rc = rc_value(client.loop(timeout=LOOP_TIMEOUT))
-                except Exception as exc:  # paho 1.x lets TLS errors out of loop()
-                    self._paho_error = str(exc) or type(exc).__name__
-                    rc = -1
-                if rc != 0:
-                    socket_open = False
-                    was_up = self._lost(rc)
-                    attempt = 1 if was_up else attempt + 1
-                    next_try = _monotonic() + backoff_delay(attempt, *self.reconnect_delay, rng=self._rng)
-                    continue
-                if self._session_up:
-                    attempt = 0
-                    if self._ack_overdue(_monotonic()):
-                        client.disconnect()  # loop() then reports the loss; paho re-sends what is in flight
-                        continue
-                    self._service()
-        except Exception:  # pragma: no cover - never die silently
-            log.exception("MQTT network thread failed")
-        finally:
-            try:
-                self._delete_acknowledged()
-            except Exception:  # pragma: no cover
-                log.exception("MQTT: cannot delete acknowledged messages")
-
-    def _ack_overdue(self, now):
-        """True (once per stall) when messages have waited ``ack_timeout`` s with no acknowledgement:
-        a frozen broker or a half-open connection that keepalive would notice only much later."""
-        with self._lock:
-            if not self._inflight:
-                self._progress_at = None
-                return False
-            if self._progress_at is None:
-                self._progress_at = now
-                return False
-            if not self.ack_timeout or now - self._progress_at < self.ack_timeout:
-                return False
-            waited, self._progress_at = now - self._progress_at, None
-            count = len(self._inflight)
-        self._paho_error = "no acknowledgement from the broker for {:.0f} s with {} message(s) in flight".format(
-            waited, count)
-        return True
-
-    def _delete_acknowledged(self):
-        with self._lock:
-            acked, self._acked = self._acked, []
-        if acked:
-            self._outbox.ack(acked)
-
-    def _service(self):
-        """Connected: announce online, delete acknowledged rows, send more of the outbox."""
-        client = self._client
-        if self._announce:
-            self._announce = False
-            if not self._closing:
-                self._publish_status("online")
-                self._connected_event.set()
-        self._delete_acknowledged()
-        room = self.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        for row in self._outbox.pending(room):
-            try:
-                info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-            except Exception as exc:  # ValueError: payload too large for MQTT, bad topic
-                with self._lock:
-                    self._counts["failed"] += 1
-                log.error("MQTT publish to %s failed: %s (message dropped)", row.topic, exc)
-                self._outbox.mark_sent(row.seq)
-                self._outbox.ack([row.seq])
-                continue
-            rc = rc_value(info.rc)
-            if rc != self._mqtt.MQTT_ERR_SUCCESS and not (rc == self._mqtt.MQTT_ERR_NO_CONN and row.qos > 0):
-                return  # not taken (QoS 0 while the connection drops): retried later
-            self._outbox.mark_sent(row.seq)
-            with self._lock:
-                if info.mid in self._early_acks:
-                    self._early_acks.discard(info.mid)
-                    self._acked.append(row.seq)
-                    refused = info.mid in self._early_refusals
-                    self._early_refusals.discard(info.mid)
-                    self._counts["failed" if refused else "acknowledged"] += 1
-                else:
-                    self._inflight[info.mid] = row.seq
-
-    def _publish_status(self, state):
-        payload = status_payload(self.device_id, state, **({"reason": "shutdown"} if state == "offline" else {}))
-        try:
-            info = self._client.publish(self.topics.status, to_json(payload), qos=1, retain=True)
-        except Exception as exc:  # pragma: no cover
-            log.error("cannot publish the %s status: %s", state, exc)
-            return
-        with self._lock:
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-            else:
-                self._status_mids.add(info.mid)
-
-    def _finish(self, now, socket_open):
-        """Closing: True when the thread may stop (flushed or out of time; offline status sent
-        and the client disconnected)."""
-        deadline = self._deadline
-        reserve = min(1.0, max(0.0, deadline - now) * 0.25) if not self._offline_sent else 0.0
-        with self._lock:
-            drained = not self._inflight and self._outbox.depth == 0 and not self._acked
-            status_done = not self._status_mids
-        if not self._offline_sent:
-            if not (drained or now >= deadline - reserve):
-                return False
-            if not (socket_open and self._session_up):
-                return True  # nothing to say offline to; the will covers it
-            self._offline_sent = True
-            self._publish_status("offline")
-            return False
-        if status_done or now >= deadline:
-            try:
-                self._client.disconnect()
-                for _ in range(10):  # until DISCONNECT is written and the socket closed
-                    if rc_value(self._client.loop(timeout=LOOP_TIMEOUT)) != 0:
-                        break
-            except Exception as exc:  # pragma: no cover
-                log.debug("MQTT disconnect: %s", exc)
-            return True
-        return False
-
-    def _connect_failed(self, text):
-        with self._lock:
-            self._counts["connect_failures"] += 1
-            first, self._warned_unreachable = not self._warned_unreachable, True
-        problem = describe_connect_problem(text, self.url, self._ca_certs, self._certfile)
-        if problem.startswith("cannot connect") and (self.last_error or "").startswith("TLS:"):
-            # A TLS rejection shows differently from one attempt to the next (an alert, an EOF,
-            # a reset); keep the explanation until a connection succeeds.
-            log.debug("MQTT: %s", problem)
-            return
-        self.last_error = problem
-        (log.warning if first else log.debug)(
-            "MQTT: %s; retrying in the background (messages are queued)", self.last_error)
-
-    def _lost(self, rc):
-        """The connection ended (or never came up): returns True if a session was up."""
-        with self._lock:
-            was_up, self._session_up = self._session_up, False
-            self._connected_event.clear()
-            if was_up and not self._closing:
-                self._counts["disconnects"] += 1
-        error, self._paho_error = self._paho_error, None
-        refusal, self._refusal = self._refusal, None
-        if refusal:  # CONNACK with an error code: bad credentials, client id not allowed, ...
-            with self._lock:
-                self._counts["connect_failures"] += 1
-                first, self._warned_unreachable = not self._warned_unreachable, True
-            self.last_error = refusal
-            (log.warning if first else log.debug)("MQTT %s; retrying in the background", refusal)
-        elif was_up:
-            if not self._closing:
-                self.last_error = ("connection to {} lost ({})".format(
-                    self.url.redacted(), error or rc_text(rc)))
-                log.warning("MQTT %s; queued messages wait for the reconnection", self.last_error)
-        elif error:  # a handshake that failed after the TCP connection (TLS alerts)
-            self._connect_failed(error)
-        return was_up
-
-    # -- paho callbacks (network thread; both paho 1.x and 2.x VERSION2 signatures) --
-
-    def _on_connect(self, client, userdata, flags, rc, properties=None):
-        try:
-            code = rc_value(rc)
-            if code != 0:
-                self._refusal = "connection to {} refused by the broker: {}".format(
-                    self.url.redacted(), rc_text(rc, connack=True))
-                return
-            with self._lock:
-                self._counts["connects"] += 1
-                if self._counts["connects"] > 1:
-                    self._counts["reconnects"] += 1
-                self._session_up = True
-            self._announce = True
-            self.last_error = None
-            self._warned_unreachable = False
-            log.info("MQTT connected to %s", self.url.redacted())
-        except Exception:  # pragma: no cover - never kill the network thread
-            log.exception("error in MQTT on_connect")
-
-    def _on_disconnect(self, client, userdata, *args):
-        try:
-            rc = disconnect_rc(args)
-            if rc_value(rc) != 0 and not self._paho_error:
-                self._paho_error = rc_text(rc)
-        except Exception:  # pragma: no cover
-            log.exception("error in MQTT on_disconnect")
-
-    def _on_publish(self, client, userdata, mid, *args):
-        try:
-            reason = args[0] if args else None  # paho 2.x: the PUBACK's reason code (MQTT 5)
-            refused = self.protocol == "5" and reason_failed(reason)
-            with self._lock:
-                seq = self._inflight.pop(mid, None)
-                if seq is not None:
-                    self._acked.append(seq)  # settled either way: a refusal is final, not retried
-                    self._counts["failed" if refused else "acknowledged"] += 1
-                    self._progress_at = _monotonic()
-                elif mid in self._status_mids:
-                    self._status_mids.discard(mid)
-                else:
-                    self._early_acks.add(mid)
-                    if refused:
-                        self._early_refusals.add(mid)
-                self._lock.notify_all()
-            if refused:
-                self.last_error = "the broker refused a publish: {}".format(reason)
-                log.error("MQTT publish refused by %s: %s (message counted as failed; an ACL that does not let "
-                          "this client write under %s?)", self.url.redacted(), reason, self.topics.events)
-        except Exception:  # pragma: no cover
-            log.exception("error in MQTT on_publish")
-
-    def _on_log(self, client, userdata, level, buf):
-        try:
-            # the first error since the last connection attempt is the cause; later ones
-            # ("Client is not connected") are consequences
-            if level == getattr(self._mqtt, "MQTT_LOG_ERR", 8) and self._paho_error is None:
-                self._paho_error = buf
-        except Exception:  # pragma: no cover
-            pass
+def default_client_id(device_id):
+    """``fer-edge-<device_id>-<6 random hex digits>``: unique per publisher, so two agents (on one
+    host they share the default device id, the host name) never knock each other off the broker."""
+    import binascii
+    import os
+    return "fer-edge-{}-{}".format(device_id, binascii.hexlify(os.urandom(3)).decode("ascii"))

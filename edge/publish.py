@@ -1,10 +1,41 @@
 """Where an agent sends its messages: the :class:`Publisher` interface and the in-memory
 publisher (tests, agents without a broker). The MQTT publisher is :mod:`edge.mqtt_publisher`,
 the DeepLens one :mod:`deeplens.greengrass_publisher`. No paho here; Python 3.6 compatible.
+
+Three kinds of message:
+
+* **queued** (``publish_event``, ``publish_stats``, ``publish_track``): every one matters; the MQTT
+  publisher puts them in its outbox (on disk), in order, delivered at least once;
+* **latest value** (``publish_state``, ``publish_retained``): retained messages that describe the
+  present (the device state, Home Assistant discovery configs). Only the newest value per topic
+  is kept and sent (a value not sent yet is replaced by a newer one); they are sent again after
+  every reconnection, so a broker that lost its retained store gets them back;
+* **status** (online/offline, the last will): the publisher's own.
 """
 
 from .events import status_payload, to_json
-from .mqtt_url import DEFAULT_PREFIX, check_device_id, topics
+from .mqtt_url import DEFAULT_PREFIX, check_device_id, check_prefix, topics
+
+TRACKS_KIND = "tracks"
+STATE_KIND = "state"
+
+
+def device_topic(prefix, device_id, kind):
+    """``<prefix>/<device_id>/<kind>`` for the kinds beyond ``topics()``: ``tracks``, ``state``."""
+    if kind not in (TRACKS_KIND, STATE_KIND):
+        raise ValueError("unknown topic kind {!r}: expected {} or {}".format(kind, TRACKS_KIND, STATE_KIND))
+    return "{}/{}/{}".format(check_prefix(prefix), check_device_id(device_id), kind)
+
+
+def retained_text(payload):
+    """The text of a latest-value message: a dict as compact JSON, text as is, None or "" as the
+    empty payload (which clears a retained message on the broker)."""
+    if payload is None:
+        return ""
+    if isinstance(payload, (str, bytes)):
+        return payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    return to_json(payload)
+
 
 class Publisher(object):
     """Where an agent sends its messages. Use as ``start()`` ... ``close()`` or ``with``."""
@@ -22,6 +53,28 @@ class Publisher(object):
     def publish_stats(self, stats):
         """Queue one stats dict; True if accepted."""
         raise NotImplementedError
+
+    def publish_track(self, message):
+        """Queue one face-track message (``edge.lifecycle``) for ``<prefix>/<device_id>/tracks``; True
+        if accepted. Never blocks on the network."""
+        raise NotImplementedError
+
+    def publish_retained(self, topic, payload):
+        """Set the retained value of ``topic`` (a dict as JSON, text, or None to clear it): only the
+        newest value per topic is sent; sent again after a reconnection. True if accepted."""
+        raise NotImplementedError
+
+    def publish_state(self, state):
+        """Set the retained device state (``<prefix>/<device_id>/state``)."""
+        return self.publish_retained(self.state_topic, state)
+
+    @property
+    def tracks_topic(self):
+        return self.topics.events.rsplit("/", 1)[0] + "/" + TRACKS_KIND
+
+    @property
+    def state_topic(self):
+        return self.topics.events.rsplit("/", 1)[0] + "/" + STATE_KIND
 
     def close(self, timeout=5.0):
         """Flush (at most ``timeout`` s), publish the offline status and disconnect."""
@@ -48,9 +101,10 @@ class Publisher(object):
 class MemoryPublisher(Publisher):
     """Keeps messages in lists (tests, agents run without a broker).
 
-    ``events``, ``stats`` and ``statuses`` hold the messages as decoded JSON (each went through
-    :func:`edge.events.to_json`, so unserializable values fail here as they would over MQTT);
-    ``messages`` holds ``(topic, payload_text)`` in publish order. ``keep``: how many of the
+    ``events``, ``stats``, ``tracks`` and ``statuses`` hold the messages as decoded JSON (each went
+    through :func:`edge.events.to_json`, so unserializable values fail here as they would over
+    MQTT); ``retained`` maps topics to their latest value (decoded JSON, or text; a cleared topic
+    is removed); ``messages`` holds ``(topic, payload_text)`` in publish order. ``keep``: how many of the
     newest messages each list holds (None: all, for tests); an agent running for days without a
     broker passes a bound so its memory stays flat.
     """
@@ -61,7 +115,9 @@ class MemoryPublisher(Publisher):
         self.keep = keep
         self.events = []
         self.stats = []
+        self.tracks = []
         self.statuses = []
+        self.retained = {}
         self.messages = []
         self._published = 0
         self._connected = False
@@ -93,6 +149,28 @@ class MemoryPublisher(Publisher):
             return False
         return self._put(self.topics.stats, stats, self.stats)
 
+    def publish_track(self, message):
+        if self._closed:
+            return False
+        return self._put(self.tracks_topic, message, self.tracks)
+
+    def publish_retained(self, topic, payload):
+        import json
+        if self._closed:
+            return False
+        text = retained_text(payload)
+        self.messages.append((topic, text))
+        if self.keep is not None and len(self.messages) > self.keep:
+            del self.messages[0]
+        if not text:
+            self.retained.pop(topic, None)
+            return True
+        try:
+            self.retained[topic] = json.loads(text)
+        except ValueError:
+            self.retained[topic] = text
+        return True
+
     def close(self, timeout=5.0):
         if self._closed:
             return
@@ -115,8 +193,6 @@ class MemoryPublisher(Publisher):
                 "connect_failures": 0}
 
 
-
-
 class PublisherWrapper(Publisher):
     """A publisher that hands everything to ``inner``; subclasses add to ``publish_event`` or
     ``publish_stats`` (print, write a file) and still deliver through the wrapped publisher.
@@ -134,6 +210,23 @@ class PublisherWrapper(Publisher):
 
     def publish_stats(self, stats):
         return self.inner.publish_stats(stats)
+
+    def publish_track(self, message):
+        return self.inner.publish_track(message)
+
+    def publish_retained(self, topic, payload):
+        return self.inner.publish_retained(topic, payload)
+
+    def publish_state(self, state):
+        return self.inner.publish_state(state)
+
+    @property
+    def tracks_topic(self):
+        return self.inner.tracks_topic
+
+    @property
+    def state_topic(self):
+        return self.inner.state_topic
 
     def close(self, timeout=None):
         if timeout is None:

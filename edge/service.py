@@ -10,11 +10,12 @@ from .agent import run_agent
 from .annotate import AnnotatedWriter
 from .classifier import load_classifier
 from .detect import make_detector
+from .lifecycle import lifecycle_from_config
 from .policy import PublishPolicy
 from .mqtt_publisher import MqttPublisher
 from .publish import MemoryPublisher
 from .sources import open_source
-from .track import IouTracker
+from .track import DEFAULT_HYSTERESIS_FRAMES, DEFAULT_HYSTERESIS_MARGIN, IouTracker
 
 log = logging.getLogger("fer_edge.service")
 
@@ -70,7 +71,9 @@ def serve(config, stop=None, classifier=None, publisher=None, source=None, detec
     classifier = classifier or load_classifier(config["model"] or None, runtime=config["runtime"] or None,
                                                **thread_options(config))
     detector = detector or detector_from_config(config)
-    tracker = IouTracker(config["iou"], config["max_missed"], config["smoothing"])
+    tracker = IouTracker(config["iou"], config["max_missed"], config["smoothing"],
+                         config.get("hysteresis_margin", DEFAULT_HYSTERESIS_MARGIN),
+                         config.get("hysteresis_frames", DEFAULT_HYSTERESIS_FRAMES))
     policy = PublishPolicy(config["publish"], config["interval"])
     publisher = publisher or make_publisher(config)
     source = source or open_source(config["source"])
@@ -86,12 +89,19 @@ def serve(config, stop=None, classifier=None, publisher=None, source=None, detec
             source.close()
             raise
         sinks.append(view)
+    lifecycle = lifecycle_from_config(config, classifier, source)
     log.info("agent %s: source %s, model %s on %s, publisher %r", config["device_id"], config["source"],
              classifier.model_id, classifier.runtime, publisher)
     publisher.start()
     try:
+        if config.get("homeassistant"):
+            from .homeassistant import announce
+            announce(publisher, config["device_id"], config["topic_prefix"], config["homeassistant_prefix"],
+                     classifier.model_id)
         summary = run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"], stop=stop,
-                            stats_interval=config["stats_interval"], sinks=sinks)
+                            stats_interval=config["stats_interval"], sinks=sinks, lifecycle=lifecycle)
+        if lifecycle is not None:
+            summary["tracks"] = dict((k, lifecycle.counts[k]) for k in ("new", "update", "end"))
         if annotator is not None:
             summary["annotated"] = annotator.path
         if view is not None:

@@ -5,6 +5,12 @@
 track id, box, emotion, confidence, the score of every label), like the ``fer`` package's video
 analysis. Written through a temporary name and renamed into place when the run ends, so a file
 with this name is always complete.
+
+The face tracks (``new``/``update``/``end`` messages, ``edge/schema/track.schema.json``) go to a
+file beside it, ``<name>.tracks.jsonl`` (``results.jsonl`` -> ``results.tracks.jsonl``, ``faces.csv``
+-> ``faces.tracks.jsonl``), one message per line as published; it is written only when the agent
+publishes tracks (``track_events``, on by default). Its ``end`` lines are a summary per face: how
+long it was seen, its dominant emotion and the share of each emotion.
 """
 
 import csv
@@ -18,6 +24,11 @@ from edge.publish import PublisherWrapper
 CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + \
     list(EMOTIONS)
 FORMATS = (".jsonl", ".csv")
+
+
+def tracks_path(path):
+    """The track file beside an events file: ``<path without .jsonl/.csv>.tracks.jsonl``."""
+    return os.path.splitext(str(path))[0] + ".tracks.jsonl"
 
 
 def check_path(path):
@@ -42,7 +53,9 @@ class EventFileWriter(PublisherWrapper):
         if self.path.endswith(".csv"):
             self.csv = csv.DictWriter(self.handle, fieldnames=CSV_FIELDS)
             self.csv.writeheader()
-        self.events = self.rows = 0
+        self.events = self.rows = self.tracks = 0
+        self.tracks_path = tracks_path(self.path)
+        self._tracks_handle = None
 
     def publish_event(self, event):
         accepted = self.inner.publish_event(event)
@@ -60,6 +73,14 @@ class EventFileWriter(PublisherWrapper):
             self.rows += 1
         return accepted
 
+    def publish_track(self, message):
+        accepted = self.inner.publish_track(message)
+        if self._tracks_handle is None:
+            self._tracks_handle = io.open(self.tracks_path + ".partial", "w", encoding="utf-8", newline="")
+        self._tracks_handle.write(json.dumps(message, sort_keys=True) + "\n")
+        self.tracks += 1
+        return accepted
+
     def close(self, timeout=None):
         try:
             PublisherWrapper.close(self, timeout)
@@ -67,3 +88,6 @@ class EventFileWriter(PublisherWrapper):
             if not self.handle.closed:
                 self.handle.close()
                 os.replace(self.tmp, self.path)
+            if self._tracks_handle is not None and not self._tracks_handle.closed:
+                self._tracks_handle.close()
+                os.replace(self.tracks_path + ".partial", self.tracks_path)

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from edge.config import BY_NAME, load_config
+from edge.config import BY_NAME, boolean, load_config
 from edge.publish import PublisherWrapper
 
 EXIT_DROPPED = 3
@@ -31,8 +31,9 @@ def add_agent_options(parser, agent_only=True):
     for option in BY_NAME.values():
         flag = "--" + option.name.replace("_", "-")
         kind = option.type if option.type is not str else None
+        bare = {"nargs": "?", "const": True} if option.type is boolean else {}  # --homeassistant alone: true
         parser.add_argument(flag, dest=option.name, type=kind, default=None,
-                            help="{} (default: {!r})".format(option.help, option.default))
+                            help="{} (default: {!r})".format(option.help, option.default), **bare)
     if not agent_only:
         return
     parser.add_argument("--no-embedded-broker", action="store_true",
@@ -77,6 +78,12 @@ class EventPrinter(PublisherWrapper):
         self._print("stats", stats)
         return accepted
 
+    def publish_track(self, message):
+        from edge.lifecycle import format_track_line
+        accepted = self.inner.publish_track(message)
+        print(format_track_line(message), file=self.out, flush=True)
+        return accepted
+
 
 def delivery_summary(publisher, broker):
     """The delivery part of the run summary, and whether anything was lost."""
@@ -88,6 +95,8 @@ def delivery_summary(publisher, broker):
                "failed": int(counts.get("failed", 0)), "reconnects": int(counts.get("reconnects", 0))}
     if summary["queued"] and storage:
         summary["queued_in"] = storage
+    if counts.get("taken_over"):  # connections lost to another client with this client id
+        summary["taken_over"] = int(counts["taken_over"])
     lost = bool(broker) and (summary["dropped"] or summary["failed"])
     return summary, lost
 

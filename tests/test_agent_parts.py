@@ -130,7 +130,7 @@ def test_tracks_expire_after_max_missed():
 
 
 def test_publish_policies():
-    tracker = IouTracker(smoothing=0.0)
+    tracker = IouTracker(smoothing=0.0, hysteresis_margin=0.0, hysteresis_frames=1)  # label = top (test_lifecycle)
     happy, sad = np.eye(8, dtype=np.float32)[1], np.eye(8, dtype=np.float32)[3]
     every, change, interval = PublishPolicy("every-frame"), PublishPolicy("on-change"), PublishPolicy("interval", 2.0)
     tracks = tracker.update([(0, 0, 10, 10)], [happy], 0)

@@ -168,12 +168,14 @@ def test_deeplens_frozen_graph_matches_savedmodel(savedmodel, source, faces, tmp
         assert sorted(tar.getnames()) == ["model.pb", "model.pb.fer_edge.json"]
         pb = tar.extractfile("model.pb").read()
         packed = md.loads(tar.extractfile("model.pb.fer_edge.json").read().decode())
-    assert packed == md.find(path) == source.meta  # NHWC, also beside the tarball
+    # NHWC, the device's 3 channels (the gray face repeated), no flip averaging; also beside the tarball
+    assert packed == md.find(path) == dict(source.meta, input=dict(source.meta["input"], channels=3))
+    assert "flip_average" not in packed["model"]
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(pb)
     nodes = {n.name: n for n in graph_def.node}
     assert nodes["face"].op == "Placeholder" and nodes["probabilities"].op == "Identity"
-    assert [d.size for d in nodes["face"].attr["shape"].shape.dim] == [-1, 48, 48, 1]
+    assert [d.size for d in nodes["face"].attr["shape"].shape.dim] == [-1, 48, 48, 3]
     ops = {n.op for n in graph_def.node}
     assert not ops & FORBIDDEN_OPS and "FusedBatchNormV3" not in ops and "AddV2" not in ops
     assert not graph_def.library.function
@@ -181,7 +183,7 @@ def test_deeplens_frozen_graph_matches_savedmodel(savedmodel, source, faces, tmp
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
     with tf.compat.v1.Session(graph=graph) as session:
-        got = session.run("probabilities:0", {"face:0": prepare_faces(faces, source.meta)})
+        got = session.run("probabilities:0", {"face:0": np.repeat(prepare_faces(faces, source.meta), 3, axis=3)})
     want = reference(source, faces)
     assert np.abs(got - want).max() <= 1e-5
     assert (got.argmax(1) == want.argmax(1)).all()

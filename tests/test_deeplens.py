@@ -552,3 +552,26 @@ def test_standalone_agent_runs_the_openvino_ir(openvino_xml, video, tmp_path):
     assert main(["--source", video, "--model", openvino_xml, "--device-id", "deeplens-standalone",
                  "--log-level", "WARNING"]) == 0
     assert main(["--source", video, "--publish", "sometimes"]) == 2
+
+
+def test_greengrass_publisher_sends_tracks_and_state_and_refuses_retained(greengrass_core, caplog):
+    """Through the real greengrasssdk to the core stand-in: track messages and the state go to the
+    infer topic (and the fer-edge topics); retained messages (Home Assistant discovery) cannot."""
+    from deeplens.greengrass_publisher import GreengrassPublisher
+    from edge.events import state_payload
+    pub = GreengrassPublisher(fer_topics=True)
+    pub.start()
+    track = {"schema": "fer-edge/track", "type": "new", "after": {"id": "ab-1"}}
+    assert pub.publish_track(track)
+    assert pub.publish_state(state_payload(THING, 1, {"happiness": 1}, 12.5, ["ab-1"]))
+    assert pub.publish_retained("homeassistant/sensor/x/faces/config", {"name": "Faces"}) is False
+    assert pub.publish_retained("homeassistant/sensor/x/fps/config", {"name": "fps"}) is False
+    pub.close()
+    messages = greengrass_core.messages()
+    infer = "$aws/things/{}/infer".format(THING)
+    assert (infer, track) in messages and ("fer-edge/{}/tracks".format(THING), track) in messages
+    states = [m for t, m in messages if t == "fer-edge/{}/state".format(THING)]
+    assert len(states) == 1 and states[0]["faces"] == 1
+    assert not [t for t, _ in messages if t.startswith("homeassistant/")]
+    assert sum("cannot be published through Greengrass" in r.getMessage() for r in caplog.records) == 1
+    assert pub.counters["published"] == 1  # the track; status and state are not counted

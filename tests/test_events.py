@@ -10,9 +10,9 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from edge.events import (EVENT_SCHEMA, SCHEMA_VERSION, face_entry, format_timestamp,
-                         load_schema, make_event, schema_path, stats_payload, status_payload,
-                         to_json)
+from edge.events import (EVENT_SCHEMA, EVENT_SCHEMA_VERSION, SCHEMA_VERSION, face_entry, format_timestamp,
+                         load_schema, make_event, schema_path, state_payload, stats_payload, status_payload,
+                         to_json, track_message)
 from edge.labels import EMOTIONS
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -39,7 +39,7 @@ def sample_event(**kwargs):
 
 
 def test_schema_files_are_valid_draft07():
-    for name in ("emotion-event", "status", "stats"):
+    for name in ("emotion-event", "status", "stats", "track", "state"):
         assert schema_path(name).endswith(name + ".schema.json")
         validator(name)
     assert schema_path("emotion-event.schema.json") == schema_path("emotion-event")
@@ -55,7 +55,8 @@ def test_schema_emotion_enum_is_the_label_list():
 def test_made_event_matches_schema_and_layout():
     event = sample_event()
     assert errors("emotion-event", event) == []
-    assert event["schema"] == EVENT_SCHEMA and event["schema_version"] == SCHEMA_VERSION == 1
+    assert event["schema"] == EVENT_SCHEMA and event["schema_version"] == EVENT_SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 1  # status and stats
     assert event["timestamp"] == "2026-11-24T10:15:03.123Z"
     assert event["frame"] == 1234 and event["model"] == {"id": "ferplus-cnn", "version": "3"}
     assert event["source"] == "camera:0"
@@ -109,7 +110,7 @@ def test_face_entry_rules():
     (lambda e: e.pop("model"), "model"),
     (lambda e: e.__setitem__("timestamp", "2026-11-24 10:15:03"), "2026-11-24 10:15:03"),
     (lambda e: e.__setitem__("timestamp", "2026-11-24T10:15:03Z"), "2026-11-24T10:15:03Z"),
-    (lambda e: e.__setitem__("schema_version", 2), "1 was expected"),
+    (lambda e: e.__setitem__("schema_version", 3), "is not one of [1, 2]"),
     (lambda e: e.__setitem__("device_id", "cam/1"), "cam/1"),
     (lambda e: e.__setitem__("frame", -1), "-1"),
     (lambda e: e.__setitem__("jpeg", "..."), "jpeg"),
@@ -183,3 +184,59 @@ def test_optional_delivery_fields_match_schemas():
     assert errors("stats", dict(stats, delivery=dict(delivery, queued=-1)))
     assert errors("stats", dict(stats, delivery=dict(delivery, storage="cloud")))
     assert errors("stats", dict(stats, delivery={"queued": 1}))  # dropped and reconnects are required
+
+
+def test_stable_emotion_in_a_face_and_version_1_events_still_validate():
+    """Version 2: emotion is the track's stable label, confidence its score, top_emotion the top label."""
+    face = face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS, emotion="surprise")
+    assert face["emotion"] == "surprise" and face["confidence"] == 0.1 and face["top_emotion"] == "happiness"
+    assert face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS, emotion=1) == dict(
+        face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS), top_emotion="happiness")
+    event = sample_event(faces=[face])
+    assert errors("emotion-event", event) == []
+    assert errors("emotion-event", dict(event, schema_version=1,
+                                        faces=[face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS)])) == []
+    bad = copy.deepcopy(event)
+    bad["faces"][0]["top_emotion"] = "joy"
+    assert errors("emotion-event", bad)
+    with pytest.raises(ValueError, match="'joy' is not one of the model's labels"):
+        face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS, emotion="joy")
+    with pytest.raises(ValueError, match="emotion index 8 is outside 0..7"):
+        face_entry(7, (10, 20, 48, 50), EMOTIONS, PROBS, emotion=8)
+
+
+def track_state(**changes):
+    state = {"id": "0a1b2c3d-7", "track_id": 7, "box": [1, 2, 30, 30], "emotion": "happiness", "confidence": 0.7,
+             "top_emotion": "happiness", "scores": dict(zip(EMOTIONS, PROBS)), "start_time": "2026-11-24T10:15:03.123Z",
+             "end_time": None, "first_frame": 3, "last_frame": 9, "frames": 7, "missed": 0, "duration": 0.2,
+             "dominant_emotion": "happiness", "emotion_shares": {"happiness": 1.0}, "emotion_changes": 0}
+    state.update(changes)
+    return state
+
+
+def test_track_messages_and_the_state_match_their_schemas():
+    new = track_message("new", "cam-01", 9, track_state(), track_state(), "m", "1", timestamp=1795515303.1)
+    assert errors("track", new) == [] and new["message_id"] == "0a1b2c3d-7-1" and "reason" not in new
+    end = track_message("end", "cam-01", 30, track_state(),
+                        track_state(end_time="2026-11-24T10:15:04.000Z", missed=16), "m", "1", reason="gone",
+                        number=2, source="camera:0")
+    assert errors("track", end) == [] and end["reason"] == "gone" and end["source"] == "camera:0"
+    assert errors("track", dict(end, reason=None))
+    assert errors("track", dict(new, reason="gone"))  # a reason only on end
+    assert errors("track", dict(end, after=track_state()))  # an end has its end_time
+    assert errors("track", dict(new, type="moved"))
+    with pytest.raises(ValueError, match="a reason"):
+        track_message("end", "cam-01", 30, track_state(), track_state(), "m", "1")
+    with pytest.raises(ValueError, match="track message type"):
+        track_message("gone", "cam-01", 30, track_state(), track_state(), "m", "1")
+    state = state_payload("cam-01", 3, {"happiness": 2, "neutral": 1, "fear": 0}, np.float32(14.257),
+                          ["0a1b2c3d-7"])
+    assert errors("state", json.loads(to_json(state))) == []
+    assert state["dominant_emotion"] == "happiness" and state["emotions"] == {"happiness": 2, "neutral": 1}
+    assert state["fps"] == 14.26
+    empty = state_payload("cam-01", 0, {}, 0.0)
+    assert empty["dominant_emotion"] == "none" and errors("state", empty) == []
+    tie = state_payload("cam-01", 2, {"sadness": 1, "neutral": 1}, 1.0)
+    assert tie["dominant_emotion"] == "neutral"  # ties: the first in the label order
+    with pytest.raises(ValueError, match="unknown emotion 'joy'"):
+        state_payload("cam-01", 1, {"joy": 1}, 1.0)

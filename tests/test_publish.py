@@ -570,3 +570,76 @@ def test_broker_settings_are_one_validated_value(tmp_path):
         from_config({"broker": "mqtt://cam:oops@broker.local"})
     with pytest.raises(ConfigError, match="key 'ca_file': file"):
         from_config({"broker": "mqtts://broker.local", "ca_file": str(tmp_path / "missing.pem")})
+
+
+# --- latest-value (retained) messages and track messages ------------------------------------------
+
+def raw_listener(url, topic, name):
+    """A plain paho subscriber (any topic): returns (client, [(topic, payload text, retained)])."""
+    from edge.mqtt_client import create_client
+    got = []
+    client = create_client(url, name)
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode("utf-8"), bool(m.retain)))
+    parsed = parse_url(url)
+    client.connect(parsed.host, parsed.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    return client, got
+
+
+def test_latest_values_are_sent_once_newest_first_and_again_after_a_broker_restart(tmp_path):
+    device = "cam-latest"
+    mosq = Mosquitto(tmp_path / "broker")  # no persistence: a restart forgets retained messages
+    pub = MqttPublisher(mosq.url, device, reconnect_delay=(0.3, 0.6))
+    pub.start()
+    for faces in (1, 2, 3):  # set while the broker is down: only the newest may go out
+        assert pub.publish_state({"faces": faces})
+    assert pub.publish_track({"type": "new", "after": {"id": "x-1"}})  # queued like an event
+    mosq.start()
+    client, got = raw_listener(mosq.url, "fer-edge/{}/#".format(device), "latest-listener")
+    try:
+        assert pub.wait_connected(WAIT)
+        assert wait_until(lambda: any(t.endswith("/tracks") for t, _, _ in got))
+        assert wait_until(lambda: any(t.endswith("/state") for t, _, _ in got))
+        time.sleep(0.5)
+        states = [json.loads(text) for t, text, _ in got if t.endswith("/state")]
+        assert states == [{"faces": 3}], states
+        tracks = [json.loads(text) for t, text, _ in got if t.endswith("/tracks")]
+        assert tracks == [{"type": "new", "after": {"id": "x-1"}}]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    mosq.stop()
+    mosq.start()  # the retained state is gone from the broker; the publisher sends it again
+    assert wait_until(lambda: pub.counters["reconnects"] >= 1)
+    late, got = raw_listener(mosq.url, "fer-edge/{}/state".format(device), "late-listener")
+    try:
+        assert wait_until(lambda: got)
+        assert json.loads(got[0][1]) == {"faces": 3} and got[0][2]  # retained
+    finally:
+        late.loop_stop()
+        late.disconnect()
+    assert pub.publish_retained("fer-edge/{}/state".format(device), None)  # clear it
+    pub.close(5)
+    try:
+        cleared, got = raw_listener(mosq.url, "fer-edge/{}/state".format(device), "cleared-listener")
+        time.sleep(0.8)
+        assert got == []
+        cleared.loop_stop()
+        cleared.disconnect()
+    finally:
+        mosq.stop()
+
+
+def test_memory_publisher_keeps_tracks_and_latest_values():
+    pub = MemoryPublisher("cam-mem-latest")
+    pub.start()
+    assert pub.publish_track({"type": "end"}) and pub.tracks == [{"type": "end"}]
+    assert pub.publish_state({"faces": 1}) and pub.publish_state({"faces": 0})
+    assert pub.retained == {"fer-edge/cam-mem-latest/state": {"faces": 0}}
+    assert pub.publish_retained("homeassistant/sensor/x/config", "text") and \
+        pub.retained["homeassistant/sensor/x/config"] == "text"
+    pub.publish_retained("homeassistant/sensor/x/config", None)
+    assert "homeassistant/sensor/x/config" not in pub.retained
+    pub.close()
+    assert not pub.publish_track({"type": "new"}) and not pub.publish_state({"faces": 2})

@@ -4,7 +4,8 @@
 ``(error, model_path)``, like the device's: for ``platform='tf'`` it reads
 ``<--models-dir>/<model_name>.pb`` (default folder: ``ARTIFACTS_DIR``) and converts it with the
 real OpenVINO converter (``openvino.convert_model`` on the frozen GraphDef) into an IR with an
-NCHW input, FP16 weights, saved as ``<--output-dir>/tf_<model_name>_FP16_FUSED.xml``. The input
+NCHW input, FP16 weights (FP32 with ``aux_inputs['--precision'] == 'FP32'``), saved as
+``<--output-dir>/tf_<model_name>_<precision>_FUSED.xml``. The input
 shape is ``[1, input_height, input_width, --img-channels]`` with 3 channels unless
 ``aux_inputs['--img-channels']`` says otherwise: an assumption about the real optimizer
 (docs/deeplens.md), so a gray model converts only when the caller passes 1, as the Lambda does.
@@ -26,6 +27,9 @@ def optimize(model_name, input_width, input_height, platform="mxNet", aux_inputs
     models_dir = aux.get("--models-dir", ARTIFACTS_DIR)
     output_dir = aux.get("--output-dir", models_dir)
     channels = int(aux.get("--img-channels", 3))
+    precision = str(aux.get("--precision", "FP16"))
+    if precision not in ("FP16", "FP32"):
+        return 2, ""
     pb = os.path.join(models_dir, model_name + ".pb")
     if not os.path.isfile(pb):
         return 2, ""
@@ -36,8 +40,8 @@ def optimize(model_name, input_width, input_height, platform="mxNet", aux_inputs
         ppp.input().tensor().set_layout(ov.Layout("NCHW"))
         ppp.input().model().set_layout(ov.Layout("NHWC"))
         model = ppp.build()
-        xml = os.path.join(output_dir, "tf_{}_FP16_FUSED.xml".format(model_name))
-        ov.save_model(model, xml, compress_to_fp16=True)
+        xml = os.path.join(output_dir, "tf_{}_{}_FUSED.xml".format(model_name, precision))
+        ov.save_model(model, xml, compress_to_fp16=precision == "FP16")
     except Exception as exc:  # the device's optimizer reports failures as error 2
         calls[-1]["error"] = "{}: {}".format(type(exc).__name__, exc)
         return 2, ""

@@ -1,0 +1,190 @@
+"""Home Assistant MQTT discovery against a real mosquitto and the real agent.
+
+A consumer that knows nothing but the discovery prefix reads the retained configs, subscribes to
+every topic they reference and renders their templates with Jinja2 the way Home Assistant does
+(``value_json``): the sensors get values while the agent runs, the availability goes from
+online to offline when it stops, and clearing the configs removes them.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from edge.events import load_schema
+from edge.homeassistant import clear_discovery, discovery_configs, node_id
+from edge.labels import EMOTIONS
+from fer_testdata import REPO
+from mqtt_broker import mosquitto_fixture
+
+jinja2 = pytest.importorskip("jinja2", reason="jinja2 renders the discovery templates as Home Assistant does")
+jsonschema = pytest.importorskip("jsonschema")
+
+broker = mosquitto_fixture(scope="module")
+DEVICE = "cam-ha"
+
+
+class Inbox(object):
+    """A paho consumer: ``subscribe(topic)``, then ``of(topic)`` -> [(payload text, retained)]."""
+
+    def __init__(self, url, name):
+        from edge.mqtt_client import create_client
+        self.lock = threading.Lock()
+        self.messages = []
+        self.client = create_client(url, name)
+        self.client.on_message = self._add
+        ready = threading.Event()
+        self.client.on_connect = lambda *args: ready.set()
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        self.client.connect(host, int(port))
+        self.client.loop_start()
+        assert ready.wait(10), "consumer did not connect"
+
+    def _add(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, message.payload.decode("utf-8"), bool(message.retain)))
+
+    def subscribe(self, topic):
+        self.client.subscribe(topic, qos=1)
+
+    def of(self, topic):
+        with self.lock:
+            return [(text, retain) for t, text, retain in self.messages if t == topic]
+
+    def topics(self, prefix):
+        with self.lock:
+            return sorted({t for t, text, _ in self.messages if t.startswith(prefix) and text})
+
+    def wait(self, predicate, timeout=60, what="a condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for {}; got {}".format(what, self.messages[-8:]))
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def render(template, text):
+    """What Home Assistant makes of ``text`` with ``template``."""
+    try:
+        value_json = json.loads(text)
+    except ValueError:
+        value_json = None
+    return jinja2.Environment().from_string(template).render(value_json=value_json, value=text).strip()
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    from fer_edge.samples import make_sample_video
+    return make_sample_video(str(tmp_path_factory.mktemp("ha") / "two-faces.mp4"), frames=600)
+
+
+def test_discovery_configs_name_the_state_and_availability_topics():
+    configs = discovery_configs("door.cam", prefix="site/fer-edge", model_id="ferplus-x", sw_version="1.2")
+    assert [t for t, _ in configs] == ["homeassistant/sensor/{}/{}/config".format(node_id("door.cam"), o)
+                                       for o in ("faces", "dominant_emotion", "fps")]
+    assert node_id("door.cam").startswith("fer-edge_door_cam-") and node_id("door-cam") == "fer-edge_door-cam"
+    for _, config in configs:
+        assert config["state_topic"] == "site/fer-edge/door.cam/state"
+        assert config["availability_topic"] == "site/fer-edge/door.cam/status"
+        assert config["device"]["identifiers"] == [node_id("door.cam")] and config["device"]["sw_version"] == "1.2"
+    assert len({c["unique_id"] for _, c in configs}) == 3
+    dominant = dict(configs)[configs[1][0]]
+    assert dominant["device_class"] == "enum" and dominant["options"] == list(EMOTIONS) + ["none"]
+    with pytest.raises(ValueError, match="wildcard"):
+        discovery_configs("cam", discovery_prefix="home#")
+
+
+def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_values(broker, long_video,
+                                                                                       tmp_path):
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING", "--source", long_video,
+           "--broker", broker.url, "--device-id", DEVICE, "--homeassistant", "--stats-interval", "0.5",
+           "--data-dir", str(tmp_path / "queue")]
+    agent = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    consumer = Inbox(broker.url, "ha-consumer")
+    try:
+        # 1. the retained discovery configs, found from the prefix alone
+        consumer.subscribe("homeassistant/#")
+        consumer.wait(lambda: len(consumer.topics("homeassistant/")) == 3, what="3 discovery configs")
+        configs = {}
+        for topic in consumer.topics("homeassistant/"):
+            text, _ = consumer.of(topic)[-1]
+            configs[topic] = json.loads(text)
+        assert {c["device"]["identifiers"][0] for c in configs.values()} == {"fer-edge_" + DEVICE}
+        referenced = set()
+        for config in configs.values():
+            for key in ("state_topic", "availability_topic", "json_attributes_topic"):
+                if key in config:
+                    referenced.add(config[key])
+        assert referenced == {"fer-edge/{}/state".format(DEVICE), "fer-edge/{}/status".format(DEVICE)}
+        # 2. every referenced topic receives values, and the templates give what a sensor shows
+        for topic in sorted(referenced):
+            consumer.subscribe(topic)
+        by_object = dict((topic.split("/")[-2], config) for topic, config in configs.items())
+        state_topic = by_object["faces"]["state_topic"]
+
+        def sensor(name, text):
+            return render(by_object[name]["value_template"], text)
+
+        consumer.wait(lambda: any(sensor("faces", text) == "2" for text, _ in consumer.of(state_topic)),
+                      what="the faces sensor to read 2 (the video shows two faces)")
+        consumer.wait(lambda: any(float(sensor("fps", text)) > 0 for text, _ in consumer.of(state_topic)),
+                      what="an fps value")
+        values = [text for text, _ in consumer.of(state_topic)]
+        check = jsonschema.Draft7Validator(load_schema("state"))
+        for text in values:
+            check.validate(json.loads(text))
+            assert sensor("dominant_emotion", text) in by_object["dominant_emotion"]["options"]
+        live = [text for text, retained in consumer.of(state_topic) if not retained]
+        assert live, "no state value arrived after subscribing (only the retained one)"
+        attributes = json.loads(render(by_object["dominant_emotion"]["json_attributes_template"], values[-1]))
+        assert sum(attributes.values()) == json.loads(values[-1])["faces"]
+        status_topic = by_object["faces"]["availability_topic"]
+
+        def available():
+            texts = [text for text, _ in consumer.of(status_topic)]
+            return render(by_object["faces"]["availability_template"], texts[-1]) if texts else None
+
+        consumer.wait(lambda: available() == by_object["faces"]["payload_available"], what="online")
+        # 3. the agent stops: the sensors become unavailable and the state says no face
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=60)
+        assert agent.returncode == 0, err[-3000:]
+        consumer.wait(lambda: available() == by_object["faces"]["payload_not_available"], what="offline")
+        consumer.wait(lambda: sensor("faces", consumer.of(state_topic)[-1][0]) == "0", what="faces 0 at the end")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+        consumer.stop()
+    # 4. a consumer arriving later (Home Assistant restarting) gets the same configs, retained
+    late = Inbox(broker.url, "ha-late")
+    try:
+        late.subscribe("homeassistant/#")
+        late.wait(lambda: len(late.topics("homeassistant/")) == 3, what="retained configs")
+        assert all(late.of(t)[-1][1] for t in late.topics("homeassistant/"))
+    finally:
+        late.stop()
+    # 5. clearing them (empty retained payloads) removes them from the broker
+    from edge.mqtt_publisher import MqttPublisher
+    cleaner = MqttPublisher(broker.url, DEVICE + "-admin")
+    cleaner.start()
+    assert cleaner.wait_connected(10)
+    cleared = clear_discovery(cleaner, DEVICE)
+    cleaner.close(5)
+    assert sorted(cleared) == sorted(configs)
+    after = Inbox(broker.url, "ha-after")
+    try:
+        after.subscribe("homeassistant/#")
+        time.sleep(1.0)
+        assert after.topics("homeassistant/") == []
+    finally:
+        after.stop()
