@@ -55,6 +55,18 @@ typecheck: $(TYPECHECK_VENV)/.installed
 	MYPYPATH=$(TRT_STUBS) $(TYPECHECK_VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent \
 	  --check-untyped-defs --no-error-summary $(TRT_FILES) && echo "typecheck: TensorRT 10 paths OK against tensorrt-stubs"
 
+# The devices' old toolchains (tests/device_envs): venvs under build/old-pythons with pyenv's Python
+# 3.6.15 / 3.7.16 and the oldest libraries the devices ship (the Jetson bundle's agent and `python -m
+# deeplens` run in them), TensorFlow 1.4 and OpenVINO 2021.4's classic Model Optimizer (they read the
+# DeepLens artifact). Each is rebuilt only when its pinned requirement lines change (the stamp holds
+# them); without pyenv's Python the venv is not built and its tests skip, saying why.
+OLD_VENVS := build/old-pythons
+OLD_VENV_NAMES := py36-tf14 py37-mo2021 py36-device py37-device
+old-pythons: $(OLD_VENV_NAMES:%=$(OLD_VENVS)/%/.installed)
+$(OLD_VENVS)/%/.installed: tests/device_envs/%.txt tests/device_envs/build_venv.sh
+	@bash tests/device_envs/build_venv.sh $* $(if $(filter py36-%,$*),3.6.15,3.7.16) $(OLD_VENVS)
+$(OLD_VENVS)/py37-mo2021/.installed: tests/device_envs/py37-mo2021-nodeps.txt
+
 test: venv system-deps vermin typecheck old-pythons
 	$(PY) -m pytest -q
 
