@@ -14,7 +14,7 @@ from edge import metadata as md
 
 def _keras_predictor(path):
     import keras
-    model = keras.saving.load_model(path)
+    model = keras.saving.load_model(path, compile=False)  # inference only: no custom losses needed
     return lambda x: np.asarray(model.predict(x, batch_size=256, verbose=0))
 
 
