@@ -16,7 +16,7 @@
 * ``fer-edge-greengrass-jetson-<version>.zip`` (target ``jetson``, aarch64): the Jetson bundle of
   ``jetson.bundle.build_bundle`` (called, then repacked from its .tar.gz: Greengrass unpacks ZIP
   archives only), i.e. ``edge``, ``jetson`` and ``model/*.onnx``, run as
-  ``python3 -m jetson``; its ``install.sh`` and systemd unit ride along unused;
+  ``python3 -m jetson`` (built without install.sh and the systemd unit: the nucleus runs it);
 * each archive also holds ``greengrass/defaults.json``, the agent settings of that device kind
   (the source), read by ``edge.greengrass_config`` on the device;
 * ``<ComponentName>-<version>.yaml`` (or ``.json``): the recipe, one manifest per target
@@ -137,7 +137,7 @@ def jetson_files(stage, model=None, version=None):
     """{archive name: path} of the Jetson bundle (``jetson.bundle.build_bundle``), unpacked into ``stage``."""
     from jetson.bundle import BundleError as JetsonBundleError, build_bundle
     try:
-        tarball = build_bundle(stage, model_onnx=model, version=version)
+        tarball = build_bundle(stage, model_onnx=model, version=version, include_installer=False)
     except (JetsonBundleError, ValueError) as exc:
         raise BundleError("the Jetson bundle cannot be built: {}".format(exc))
     unpacked = os.path.join(stage, "unpacked")

@@ -148,8 +148,11 @@ def _check_set_entries(model_onnx, detector_onnx):
     return entries
 
 
-def bundle_entries(model_onnx, version, detector_onnx=None):
-    """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last)."""
+def bundle_entries(model_onnx, version, detector_onnx=None, include_installer=True):
+    """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last).
+
+    ``include_installer=False``: without install.sh, uninstall.sh and the systemd unit (a Greengrass
+    V2 component runs the agent itself: ``fer-edge bundle greengrass``)."""
     entries = []
     for rel, disk in _package_files("edge") + _package_files("jetson", HOST_ONLY):
         entries.append((rel, _read(disk)))
@@ -159,9 +162,10 @@ def bundle_entries(model_onnx, version, detector_onnx=None):
         entries.append(("model/detector.onnx", _read(detector_onnx)))
     entries.append(("config/agent.json", (json.dumps(config_template(), indent=2) + "\n").encode("utf-8")))
     entries.append(("config/agent.ini.example", config_ini_example().encode("utf-8")))
-    entries.append(("systemd/fer-edge.service", _read(os.path.join(TEMPLATES, "fer-edge.service"))))
-    for name in EXECUTABLE:
-        entries.append((name, _read(os.path.join(TEMPLATES, name))))
+    if include_installer:
+        entries.append(("systemd/fer-edge.service", _read(os.path.join(TEMPLATES, "fer-edge.service"))))
+        for name in EXECUTABLE:
+            entries.append((name, _read(os.path.join(TEMPLATES, name))))
     readme = _read(os.path.join(TEMPLATES, "README.txt")).decode("utf-8").replace("@VERSION@", version)
     entries.append(("README.txt", readme.encode("utf-8")))
     entries.append(("VERSION", (version + "\n").encode("utf-8")))
@@ -178,13 +182,14 @@ def _tarinfo(name, size, mode, mtime, kind=tarfile.REGTYPE):
     return info
 
 
-def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None):
+def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None, include_installer=True):
     """Write ``fer-edge-jetson-<version>.tar.gz`` into ``out_dir``; returns its path.
 
     ``model_onnx``: the ONNX to ship (default: the project's shipped model,
     ``edge.classifier.SHIPPED_MODEL``); it must carry fer-edge metadata (NCHW). ``detector_onnx``:
     the face detector (default: the shipped default detector's ONNX). ``version``:
-    default ``edge.__version__``. Written to a temporary file, then renamed into place.
+    default ``edge.__version__``; ``include_installer``: see :func:`bundle_entries`. Written to a
+    temporary file, then renamed into place.
     """
     if model_onnx is None:
         from edge.classifier import SHIPPED_MODEL
@@ -203,7 +208,7 @@ def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None):
     os.makedirs(out_dir, exist_ok=True)
     top = "fer-edge-jetson-{}".format(version)
     path = os.path.join(out_dir, top + ".tar.gz")
-    entries = bundle_entries(model_onnx, version, detector_onnx)
+    entries = bundle_entries(model_onnx, version, detector_onnx, include_installer)
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
     fd, tmp = tempfile.mkstemp(prefix="." + top, suffix=".tmp", dir=out_dir)
     try:

@@ -214,6 +214,8 @@ def test_archives_hold_what_the_agents_run_and_nothing_of_the_host(component):
     assert {"edge/greengrass_config.py", "edge/greengrass_check.py", "jetson/__main__.py", "jetson/agent.py",
             "model/model.onnx", "model/detector.onnx"} <= names
     assert not [n for n in names if n.startswith("fer-edge-jetson")]  # the bundle's top folder is stripped
+    assert not {"install.sh", "uninstall.sh", "systemd/fer-edge.service"} & set(names)  # the nucleus runs it
+    assert {"model/model.check.npz", "model/detector.check.npz"} <= set(names)  # engines checked on first start
     assert version == VERSION
     from jetson.bundle import JETSON_CONFIG
     assert defaults == {"source": JETSON_CONFIG["source"]}
