@@ -28,8 +28,8 @@ import numpy as np
 from .errors import ConversionError
 
 # AWS DeepLens's documented TensorFlow layers ("Supporting TensorFlow Layers", DeepLens developer
-# guide) plus MatMul on 2-D tensors (Dense layers; every OpenVINO TensorFlow front end converts it to
-# FullyConnected/MatMul, checked against the 2021.4 Model Optimizer in tests/test_deeplens_toolchains.py).
+# guide) plus MatMul on 2-D tensors (Dense layers; the classic Model Optimizer converts it to its
+# fully-connected layer: checked with 2021.4 in tests/test_deeplens_toolchains.py, not with the device's build).
 DEEPLENS_TF_OPS = frozenset([
     "Add", "AvgPool", "BatchToSpaceND", "BiasAdd", "Const", "Conv2D", "Conv2DBackpropInput", "Identity",
     "Maximum", "MaxPool", "Mean", "Mul", "Neg", "Pad", "Placeholder", "Prod", "RandomUniform", "Range",

@@ -56,6 +56,11 @@ def run(cmd, timeout=600, **kwargs):
 
 
 @pytest.fixture(scope="module")
+def tf14_python():
+    return old_python("py36-tf14")
+
+
+@pytest.fixture(scope="module")
 def faces(request):
     """(uint8 faces [96, 48, 48], description): FER+ Valid when present, else synthetic."""
     try:
@@ -138,8 +143,8 @@ def test_artifact_is_static_three_channel_and_mirror_free(artifact, faces):
 # ---------------------------------------------------------------- TensorFlow 1.4 (Python 3.6)
 
 
-def test_tensorflow_1_4_imports_and_runs_the_graph(artifact, views, reference, tmp_path):
-    python = old_python("py36-tf14")
+def test_tensorflow_1_4_imports_and_runs_the_graph(tf14_python, artifact, views, reference, tmp_path):
+    python = tf14_python
     out = tmp_path / "tf14.npz"
     proc = run([python, DEVICE_ENVS / "tf14_run.py", artifact["pb"], views[1], out], cwd=str(tmp_path))
     assert "tensorflow 1.4.0" in proc.stdout and "python 3.6.15" in proc.stdout, proc.stdout
@@ -166,9 +171,14 @@ def ir_layers(xml_path):
 
 
 @pytest.fixture(scope="module")
-def mo_irs(artifact, tmp_path_factory):
+def mo_python():
+    return old_python("py37-mo2021")
+
+
+@pytest.fixture(scope="module")
+def mo_irs(mo_python, artifact, tmp_path_factory):
     """The classic Model Optimizer's FP16 and FP32 IRs of the .pb, as the DeepLens optimizer makes them."""
-    python = old_python("py37-mo2021")
+    python = mo_python
     mo = os.path.join(os.path.dirname(python), "mo")
     out = tmp_path_factory.mktemp("mo")
     irs, logs = {}, {}
@@ -198,8 +208,9 @@ def test_model_optimizer_2021_4_converts_to_a_static_ir(mo_irs):
 
 
 @pytest.mark.parametrize("precision,atol", [("FP16", IR_FP16_ATOL), ("FP32", IR_FP32_ATOL)])
-def test_inference_engine_2021_4_matches_the_savedmodel(mo_irs, views, reference, precision, atol, tmp_path):
-    python = old_python("py37-mo2021")
+def test_inference_engine_2021_4_matches_the_savedmodel(mo_python, mo_irs, views, reference, precision, atol,
+                                                        tmp_path):
+    python = mo_python
     out = tmp_path / "ie.npz"
     proc = run([python, DEVICE_ENVS / "ie2021_run.py", mo_irs[0][precision], views[1], out, "CPU"],
                cwd=str(tmp_path))

@@ -69,6 +69,12 @@ def device_env(tmp_path, root):
             "PYTHONDONTWRITEBYTECODE": "1", "FER_EDGE_ENGINE_DIR": str(tmp_path / "engines")}
 
 
+@pytest.fixture(scope="module", params=sorted(PYTHONS))
+def device_python(request):
+    """(venv name, its python): first in every test, so that an absent venv skips before the rest is built."""
+    return request.param, old_python(request.param)
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
@@ -160,9 +166,8 @@ def same_faces(old, new, tolerance=3):
         assert fa == fb and ea == eb and max(abs(x - y) for x, y in zip(ba, bb)) <= tolerance, (a, b)
 
 
-@pytest.mark.parametrize("name", sorted(PYTHONS))
-def test_device_venv_has_the_oldest_pinned_libraries(name):
-    python = old_python(name)
+def test_device_venv_has_the_oldest_pinned_libraries(device_python):
+    name, python = device_python
     probe = ("import json, sys, numpy, cv2, paho.mqtt, onnxruntime\n"
              "print(json.dumps({'python': sys.version.split()[0], 'numpy': numpy.__version__, "
              "'opencv-python-headless': cv2.__version__, 'paho-mqtt': paho.mqtt.__version__, "
@@ -214,9 +219,8 @@ def deeplens_args(root, video, broker, device, runtime, data_dir):
             "--data-dir", data_dir]
 
 
-@pytest.mark.parametrize("name", sorted(PYTHONS))
-def test_jetson_bundle_agent_publishes_on_the_old_python(name, jetson_root, video, broker, host_runs, tmp_path):
-    python = old_python(name)
+def test_jetson_bundle_agent_publishes_on_the_old_python(device_python, jetson_root, video, broker, host_runs, tmp_path):
+    name, python = device_python
     device = "jetson-" + name
     out, messages = run_agent(python, jetson_args(jetson_root, video, broker, device, tmp_path / "data"),
                               jetson_root, broker, device, tmp_path)
@@ -227,10 +231,9 @@ def test_jetson_bundle_agent_publishes_on_the_old_python(name, jetson_root, vide
     same_faces(events, host_runs["jetson"])
 
 
-@pytest.mark.parametrize("name", sorted(PYTHONS))
-def test_deeplens_standalone_agent_publishes_on_the_old_python(name, deeplens_root, video, broker, host_runs,
-                                                             tmp_path):
-    python = old_python(name)
+def test_deeplens_standalone_agent_publishes_on_the_old_python(device_python, deeplens_root, video, broker,
+                                                             host_runs, tmp_path):
+    name, python = device_python
     runtime = "openvino" if name.startswith("py37") else "onnxruntime"
     device = "deeplens-" + name
     out, messages = run_agent(python, deeplens_args(deeplens_root, video, broker, device, runtime, tmp_path / "data"),
