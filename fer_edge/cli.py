@@ -127,6 +127,13 @@ def cmd_subscribe(args):
 def cmd_bench(args):
     if args.section == "detect":
         return cmd_bench_detect(args)
+    if args.section == "models":
+        from . import bench_models
+        report = bench_models.run([m.strip() for m in args.models.split(",") if m.strip()], args.data,
+                                  rounds=args.rounds)
+        bench_models.write(report, args.json)
+        print(report["markdown"])
+        return 0
     from .bench import run
     report = run(args.model, args.data, args.peer, args.frames, args.json, args.markdown)
     print(report["markdown"])
@@ -335,8 +342,12 @@ def build_parser():
     p = sub.add_parser("bench", help="speed, memory and accuracy, side by side with the fer package",
                        description="`fer-edge bench`: classifier runtimes and the agent on videos; `fer-edge bench "
                                    "detect`: face detectors on scenes with ground truth (FER+ Valid faces).")
-    p.add_argument("section", nargs="?", choices=["agent", "detect"], default="agent",
-                   help="agent (default): classifier + agent on videos; detect: face detectors")
+    p.add_argument("section", nargs="?", choices=["agent", "detect", "models"], default="agent",
+                   help="agent (default): classifier + agent on videos; detect: face detectors; models: the "
+                        "shipped classifiers side by side (--models)")
+    p.add_argument("--models", default="default,fast",
+                   help="models: comma-separated model names or ONNX paths (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=7, help="models: interleaved timing rounds (default %(default)s)")
     p.add_argument("--model", help="ONNX artifact (default: the shipped model)")
     p.add_argument("--data", help="FERPlus data for accuracy on FER2013Valid (.tar.gz, folder or .npz)")
     p.add_argument("--peer", choices=["fer"], help="also measure the fer package (installed into .venv-peer)")

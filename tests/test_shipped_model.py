@@ -98,3 +98,24 @@ def test_valid_accuracy_reproduces_the_model_card(valid_faces, card_accuracy):
     assert len(faces) == 3191
     acc = float(np.mean(load_classifier().predict(faces).argmax(1) == labels))
     assert abs(acc - card_accuracy) <= 0.005, (acc, card_accuracy)
+
+
+def test_bench_models_measures_each_model_side_by_side(tmp_path):
+    """`fer-edge bench models` prints a row per model and runtime with measured numbers (not a timing
+    assertion: the figures vary with the machine; they must exist and be consistent)."""
+    import json
+    import subprocess
+    import sys
+    from fer_testdata import REPO
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "fer_edge", "bench", "models", "--models", "default",
+                           "--rounds", "1", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    runtimes = {r["runtime"] for r in report["rows"]}
+    assert "onnxruntime" in runtimes
+    for row in report["rows"]:
+        assert row["latency_ms"] > 0 and row["faces_per_s"] > 0 and row["macs"] > 1e8
+        assert row["speedup_vs_first"] == 1.0  # one model: it is its own reference
+    assert "| default | onnxruntime | 247 |" in proc.stdout
