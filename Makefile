@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
-SYSTEM_PACKAGES := mosquitto
+SYSTEM_PACKAGES := mosquitto chromium
 
 .PHONY: shipped-model fast-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
