@@ -280,14 +280,15 @@ def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(do
     shutil.copy(bundle["model"], str(artifacts / "model.tar.gz"))  # no sidecar beside: read from the tarball
     del mo.calls[:]
     clf = EmotionClassifier(AwscamBackend(str(artifacts)))
-    assert [c["platform"] for c in mo.calls] == ["tf"] and mo.calls[0]["aux_inputs"]["--img-channels"] == 1
+    # a 3-channel graph: no channel option, AWS's TensorFlow sample call (plus the folders: not in /opt/awscam)
+    assert [c["platform"] for c in mo.calls] == ["tf"] and "--img-channels" not in mo.calls[0]["aux_inputs"]
     assert (mo.calls[0]["model_name"], mo.calls[0]["width"], mo.calls[0]["height"]) == ("model", 48, 48)
     assert clf.backend.xml == str(artifacts / "tf_model_FP16_FUSED.xml")
     probs = clf.predict(synthetic_faces)
     assert np.abs(probs - reference).max() <= 1e-3 and (probs.argmax(1) == reference.argmax(1)).all()
     model = awscam.Model.instances[-1]
     assert model.loading_config == {"GPU": 1}
-    assert set(model.inputs) == {((48, 48, 1), "float32")}  # one H x W x C face per doInference call
+    assert set(model.inputs) == {((48, 48, 3), "float32")}  # one H x W x 3 face per doInference call
     # a second start reuses the IR instead of optimizing again
     AwscamBackend(str(artifacts / "model.pb"))
     assert len(mo.calls) == 1
@@ -298,11 +299,19 @@ def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(do
 
 
 def test_awscam_backend_reports_optimizer_failure(doubles, bundle, tmp_path):
-    from deeplens.awscam_backend import AwscamBackend
+    from deeplens.awscam_backend import AwscamBackend, extract_artifact
     from edge.backends.base import BackendError
     shutil.copy(bundle["model"], str(tmp_path / "model.tar.gz"))
+    pb = extract_artifact(str(tmp_path / "model.tar.gz"))
+    # options the optimizer refuses (a precision it does not know): tried again without them
+    _, mo = doubles
+    del mo.calls[:]
+    AwscamBackend(pb, mo_aux={"--precision": "FP8"}, reuse_ir=False)
+    assert [c["aux_inputs"].get("--precision") for c in mo.calls] == ["FP8", None]
+    with open(pb, "r+b") as handle:  # a damaged graph: both attempts fail, the error code is reported
+        handle.truncate(100)
     with pytest.raises(BackendError, match="model optimizer could not convert it.*error 2"):
-        AwscamBackend(str(tmp_path / "model.tar.gz"), mo_aux={"--img-channels": 3})
+        AwscamBackend(pb, mo_aux={"--img-channels": 3}, reuse_ir=False)
     os.makedirs(str(tmp_path / "empty"))
     with pytest.raises(BackendError, match="no fer-edge model in"):
         AwscamBackend(str(tmp_path / "empty"))
@@ -537,9 +546,9 @@ def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, 
     assert [m for t, m in messages if t == "fer-edge/{}/events".format(THING)] == events
 
     # the device modules as the Lambda used them
-    assert mo.calls[-1]["platform"] == "tf" and mo.calls[-1]["aux_inputs"]["--img-channels"] == 1
+    assert mo.calls[-1]["platform"] == "tf" and "--img-channels" not in mo.calls[-1]["aux_inputs"]
     model = awscam.Model.instances[-1]
-    assert model.loading_config == {"GPU": 1} and {s for s, _ in model.inputs} == {(48, 48, 1)}
+    assert model.loading_config == {"GPU": 1} and {s for s, _ in model.inputs} == {(48, 48, 3)}
 
     # the project stream: annotated JPEG frames in the FIFO, resized to 480p
     frames = jpegs(b"".join(chunks))
