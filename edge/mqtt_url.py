@@ -14,6 +14,8 @@ Topics: every device publishes under ``<prefix>/<device_id>/``::
     <prefix>/<device_id>/events    one emotion event per processed frame (QoS 1)
     <prefix>/<device_id>/status    retained online/offline status (also the last will)
     <prefix>/<device_id>/stats     periodic agent statistics
+    <prefix>/<device_id>/tracks    face lifecycle: new, update, end per tracked face (QoS 1)
+    <prefix>/<device_id>/state     retained: what the agent sees now (faces, dominant emotion)
 
 The default prefix is ``fer-edge``. Device ids are one topic level: non-empty, without ``/``,
 the MQTT wildcards ``+`` and ``#``, white space or control characters. A prefix may have
@@ -27,7 +29,7 @@ from urllib.parse import unquote
 
 DEFAULT_PREFIX = "fer-edge"
 SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
-TOPIC_KINDS = ("events", "status", "stats")
+TOPIC_KINDS = ("events", "status", "stats", "tracks", "state")  # every kind an agent publishes under its id
 MAX_DEVICE_ID_LENGTH = 128
 
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")

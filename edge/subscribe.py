@@ -1,25 +1,24 @@
-"""Subscribing to fer-edge topics and showing what agents publish (Python 3.6 compatible).
+"""Subscribing to fer-edge topics (Python 3.6 compatible): the library side.
 
 The paho client comes from :func:`edge.mqtt_client.create_client` (the only place that imports
-paho-mqtt). ``subscribe`` is the building block (tests, dashboards); the tools on it:
+paho-mqtt). :func:`subscribe` is the building block (tests, dashboards, device code): a callback
+per :class:`Message` of ``<prefix>/<device_id>/<kind>`` for the kinds of
+:data:`edge.mqtt_url.TOPIC_KINDS` (events, status, stats, tracks, state).
+:func:`queue_subscription` feeds a queue instead, for a consumer loop; :func:`session_options`
+turns ``resume`` into a persistent session (clean_session False with a fixed client id: the
+broker keeps the QoS 1 messages published while the subscriber is away, docs/mqtt.md).
 
-* :func:`run_subscriber`: one line per face (or raw JSON with ``json_mode``);
-* :func:`run_table`: a live table per device (faces, current emotions, fps, queue, last seen,
-  online/offline), redrawn with plain ANSI codes on a terminal, printed as snapshots otherwise;
-* both de-duplicate events by ``(device_id, event_id)`` (delivery is at-least-once), and both
-  take ``resume=True`` with a ``client_id``: a persistent session (clean_session False), so the
-  broker keeps the QoS 1 messages published while this subscriber is away and delivers them
-  when it comes back (docs/mqtt.md, "Subscriber tools").
+Retained messages (each device's last status and state) arrive at every subscription, so a new
+subscriber knows every device's state at once.
 
-Retained status messages (each device's last online/offline) arrive at every subscription,
-so a new subscriber knows every device's state at once.
+The terminal views (``fer-edge subscribe``: lines, the live table, de-duplication) are host
+code: :mod:`fer_edge.subscribe_lines` and :mod:`fer_edge.subscribe_table`.
 """
 
 import collections
 import json
 import logging
 import os
-import sys
 import threading
 import time
 
@@ -195,94 +194,9 @@ def subscribe(url, device_id="+", prefix=DEFAULT_PREFIX, on_message=None, kinds=
     return sub
 
 
-def format_event_lines(event):
-    """One line per face of an emotion event:
-    ``<timestamp> <device> frame <n> track <id> <emotion> <confidence:.2f> box x,y,w,h``."""
-    lines = []
-    head = "{} {} frame {}".format(event.get("timestamp", "?"), event.get("device_id", "?"),
-                                   event.get("frame", "?"))
-    for face in event.get("faces") or []:
-        box = face.get("box") or []
-        try:
-            confidence = "{:.2f}".format(float(face.get("confidence")))
-        except (TypeError, ValueError):
-            confidence = "?"
-        lines.append("{} track {} {} {} box {}".format(
-            head, face.get("track_id", "?"), face.get("emotion", "?"), confidence,
-            ",".join(str(v) for v in box)))
-    return lines
-
-
-def format_message_lines(message):
-    """Human lines for any received :class:`Message` (events, status, stats, other)."""
-    data = message.data
-    if not isinstance(data, dict):
-        text = message.payload.decode("utf-8", "replace")
-        return ["{} (not fer-edge JSON) {}".format(message.topic, text)]
-    schema = data.get("schema")
-    ts, dev = data.get("timestamp", "?"), data.get("device_id", message.device_id or "?")
-    if schema == "fer-edge/emotion-event" or message.kind == "events":
-        lines = format_event_lines(data)
-        if not lines:
-            lines = ["{} {} frame {} no faces".format(ts, dev, data.get("frame", "?"))]
-        return lines
-    if schema == "fer-edge/status" or message.kind == "status":
-        line = "{} {} status {}".format(ts, dev, data.get("state", "?"))
-        if data.get("reason"):
-            line += " ({})".format(data["reason"])
-        if message.retain:
-            line += " [retained]"
-        return [line]
-    if schema == "fer-edge/stats" or message.kind == "stats":
-        stages = data.get("stage_ms") or {}
-        stage_text = " ".join("{}={:.1f}ms".format(k, float(v)) for k, v in sorted(stages.items())
-                              if isinstance(v, (int, float)))
-        try:
-            fps = "{:.1f}".format(float(data.get("fps")))
-        except (TypeError, ValueError):
-            fps = "?"
-        line = "{} {} stats fps {} frames {} faces {}".format(
-            ts, dev, fps, data.get("frames", "?"), data.get("faces", "?"))
-        delivery = data.get("delivery")
-        if isinstance(delivery, dict):
-            line += " queued {} dropped {} reconnects {}".format(
-                delivery.get("queued", "?"), delivery.get("dropped", "?"), delivery.get("reconnects", "?"))
-        return [line + (" " + stage_text if stage_text else "")]
-    return ["{} {}".format(message.topic, json.dumps(data, sort_keys=True))]
-
-
-class Deduplicator(object):
-    """Remembers the last ``size`` ``event_id``s per device: ``seen(message)`` is True for an event
-    delivered a second time (at-least-once delivery). Messages without an event_id are never
-    duplicates."""
-
-    def __init__(self, size=10000):
-        self.size = int(size)
-        self.duplicates = 0
-        self._ids = {}
-
-    def seen(self, message):
-        data = message.data
-        if message.kind != "events" or not isinstance(data, dict) or not data.get("event_id"):
-            return False
-        device = data.get("device_id") or message.device_id
-        ids = self._ids.get(device)
-        if ids is None:
-            ids = self._ids[device] = (set(), collections.deque())
-        known, order = ids
-        event_id = data["event_id"]
-        if event_id in known:
-            self.duplicates += 1
-            return True
-        known.add(event_id)
-        order.append(event_id)
-        if len(order) > self.size:
-            known.discard(order.popleft())
-        return False
-
-
-def _session_options(options, resume):
-    """``clean_session`` from ``resume`` (a persistent session needs a client id)."""
+def session_options(options, resume):
+    """``options`` (keyword arguments of :func:`subscribe`) with ``clean_session`` from ``resume``:
+    a persistent session, which needs a client id (ValueError without one)."""
     options = dict(options)
     if resume:
         if not options.get("client_id"):
@@ -292,8 +206,11 @@ def _session_options(options, resume):
     return options
 
 
-def _queue_subscription(url, device_id, prefix, kinds, ready, options):
-    """A subscription feeding a queue: ``(sub, next_message(deadline))``."""
+def queue_subscription(url, device_id="+", prefix=DEFAULT_PREFIX, kinds=TOPIC_KINDS, ready=None,
+                       options=None):
+    """A started subscription feeding a queue: ``(sub, next_message(deadline, poll=0.5))``.
+
+    ``options``: keyword arguments of :func:`subscribe`. Stop ``sub`` when done."""
     received = collections.deque()
     arrived = threading.Condition()
 
@@ -303,7 +220,7 @@ def _queue_subscription(url, device_id, prefix, kinds, ready, options):
             arrived.notify()
 
     sub = subscribe(url, device_id=device_id, prefix=prefix, on_message=on_message,
-                    kinds=kinds, ready=ready, **options)
+                    kinds=kinds, ready=ready, **(options or {}))
 
     def next_message(deadline, poll=0.5):
         """The next message, or None when ``deadline`` (monotonic; None: never) passed or after
@@ -317,212 +234,3 @@ def _queue_subscription(url, device_id, prefix, kinds, ready, options):
             return received.popleft() if received else None
 
     return sub, next_message
-
-
-def run_subscriber(url, device_id="+", prefix=DEFAULT_PREFIX, json_mode=False, out=None,
-                   max_messages=None, timeout=None, kinds=TOPIC_KINDS, ready=None, resume=False,
-                   dedupe=True, **options):
-    """Print messages of ``<prefix>/<device_id>/{events,status,stats}`` until ``max_messages``
-    were printed or ``timeout`` seconds passed (None: forever; Ctrl-C propagates after
-    clean-up). Returns the number of messages printed.
-
-    Human mode: :func:`format_message_lines` (one line per face for events). ``json_mode``:
-    each raw payload on its own line. ``out``: a text stream (default ``sys.stdout``).
-    ``ready``: optional ``threading.Event`` set once subscribed. ``resume``: a persistent
-    session for ``client_id`` (the QoS 1 messages published since this client id was last
-    connected come first). ``dedupe``: skip events already printed (same event_id).
-    ``options``: ``qos``, ``client_id``, ``username``, ``password``, ``ca_certs``,
-    ``certfile``, ``keyfile``, ``keepalive``, ``reconnect_delay`` (see :func:`subscribe`).
-    """
-    if out is None:
-        out = sys.stdout
-    if max_messages is not None and max_messages <= 0:
-        return 0
-    options = _session_options(options, resume)
-    seen = Deduplicator() if dedupe else None
-    sub, next_message = _queue_subscription(url, device_id, prefix, kinds, ready, options)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    printed = 0
-    try:
-        while max_messages is None or printed < max_messages:
-            message = next_message(deadline)
-            if message is None:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return printed
-                continue
-            if seen is not None and seen.seen(message):
-                continue
-            if json_mode:
-                out.write(message.payload.decode("utf-8", "replace") + "\n")
-            else:
-                for line in format_message_lines(message):
-                    out.write(line + "\n")
-            out.flush()
-            printed += 1
-        return printed
-    finally:
-        sub.stop()
-
-
-# --- the live table ---------------------------------------------------------------------------
-
-class DeviceState(object):
-    """What the table knows about one device."""
-
-    def __init__(self, device_id):
-        self.device_id = device_id
-        self.state = None        # "online" / "offline" / None (no status seen)
-        self.reason = None
-        self.faces = 0           # faces in the latest event
-        self.emotions = collections.Counter()  # top emotions of those faces
-        self.events = 0
-        self.fps = None
-        self.frames = None
-        self.queued = None
-        self.dropped = None
-        self.last_seen = None    # time.time() of the last message received
-        self.last_event = None   # the latest event's timestamp text
-
-
-class DeviceTable(object):
-    """Per-device summary of the messages given to :meth:`update` (thread-safe); ``render``
-    makes the text table."""
-
-    COLUMNS = ("DEVICE", "STATE", "FACES", "EMOTIONS", "FPS", "EVENTS", "QUEUED", "DROPPED", "LAST SEEN")
-
-    def __init__(self, clock=time.time):
-        self.devices = collections.OrderedDict()
-        self.clock = clock
-        self.version = 0  # bumps on every change
-        self._lock = threading.Lock()
-        self._dedupe = Deduplicator()
-
-    def update(self, message):
-        """Fold one :class:`Message` in; returns False for messages it ignores."""
-        data = message.data
-        if not isinstance(data, dict) or message.kind is None:
-            return False
-        device_id = data.get("device_id") or message.device_id
-        if not device_id:
-            return False
-        with self._lock:
-            if self._dedupe.seen(message):
-                return False
-            device = self.devices.get(device_id)
-            if device is None:
-                device = self.devices[device_id] = DeviceState(device_id)
-                self.devices = collections.OrderedDict(sorted(self.devices.items()))
-            if message.kind == "status":
-                device.state = data.get("state")
-                device.reason = data.get("reason")
-            elif message.kind == "events":
-                faces = data.get("faces") or []
-                device.faces = len(faces)
-                device.emotions = collections.Counter(f.get("emotion", "?") for f in faces)
-                device.events += 1
-                device.last_event = data.get("timestamp")
-                if device.state is None:
-                    device.state = "online"
-            elif message.kind == "stats":
-                device.fps = data.get("fps")
-                device.frames = data.get("frames")
-                delivery = data.get("delivery") or {}
-                device.queued = delivery.get("queued", device.queued)
-                device.dropped = delivery.get("dropped", device.dropped)
-            if not message.retain:
-                device.last_seen = self.clock()
-            self.version += 1
-        return True
-
-    @staticmethod
-    def _ago(seconds):
-        if seconds is None:
-            return "-"
-        seconds = max(0, int(seconds))
-        if seconds < 60:
-            return "{}s ago".format(seconds)
-        if seconds < 3600:
-            return "{}m{:02d}s ago".format(seconds // 60, seconds % 60)
-        return "{}h{:02d}m ago".format(seconds // 3600, seconds % 3600 // 60)
-
-    def rows(self, now=None):
-        """One tuple of column texts per device (sorted by id)."""
-        now = self.clock() if now is None else now
-        out = []
-        with self._lock:
-            for d in self.devices.values():
-                state = d.state or "unknown"
-                if d.state == "offline" and d.reason:
-                    state = "offline ({})".format(d.reason)
-                emotions = ", ".join("{} {}".format(e, n) for e, n in
-                                     sorted(d.emotions.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
-                fps = "-" if not isinstance(d.fps, (int, float)) else "{:.1f}".format(d.fps)
-                out.append((d.device_id, state, str(d.faces), emotions, fps, str(d.events),
-                            "-" if d.queued is None else str(d.queued),
-                            "-" if d.dropped is None else str(d.dropped),
-                            self._ago(None if d.last_seen is None else now - d.last_seen)))
-        return out
-
-    def render(self, now=None):
-        """The table as text (header, one line per device; no trailing newline)."""
-        rows = self.rows(now)
-        if not rows:
-            return "(no devices yet: waiting for messages)"
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(self.COLUMNS)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths)).rstrip()]
-        for r in rows:
-            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-        return "\n".join(lines)
-
-
-ANSI_HOME_CLEAR = "\x1b[H\x1b[2J"
-
-
-def run_table(url, device_id="+", prefix=DEFAULT_PREFIX, out=None, refresh=1.0, timeout=None,
-              ansi=None, ready=None, resume=False, table=None, **options):
-    """Show a :class:`DeviceTable` of ``<prefix>/<device_id>/#`` until ``timeout`` seconds
-    passed (None: until Ctrl-C). Returns the table.
-
-    ``ansi`` (default: ``out`` is a terminal): redraw in place every ``refresh`` seconds with
-    ANSI clear-screen codes; otherwise print a snapshot (a ``--- <UTC time>`` line and the table)
-    whenever something changed, at most every ``refresh`` seconds. ``resume``/``options``: as
-    for :func:`run_subscriber`.
-    """
-    if out is None:
-        out = sys.stdout
-    if ansi is None:
-        isatty = getattr(out, "isatty", None)
-        ansi = bool(isatty and isatty())
-    options = _session_options(options, resume)
-    table = table or DeviceTable()
-    sub, next_message = _queue_subscription(url, device_id, prefix, TOPIC_KINDS, ready, options)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    shown = -1
-    next_draw = time.monotonic()
-
-    def draw():
-        now = time.time()
-        text = table.render(now)
-        if ansi:
-            out.write(ANSI_HOME_CLEAR + "fer-edge devices on {}  ({})\n\n".format(
-                sub.url.redacted(), time.strftime("%H:%M:%S", time.localtime(now))) + text + "\n")
-        else:
-            out.write("--- {}\n{}\n".format(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), text))
-        out.flush()
-
-    try:
-        while True:
-            message = next_message(deadline, poll=min(0.5, refresh))
-            if message is not None:
-                table.update(message)
-            now = time.monotonic()
-            finished = deadline is not None and now >= deadline
-            if now >= next_draw or finished:
-                if ansi or table.version != shown:
-                    draw()
-                    shown = table.version
-                next_draw = now + refresh
-            if finished:
-                return table
-    finally:
-        sub.stop()

@@ -104,7 +104,8 @@ def cmd_image(args):
 
 def cmd_subscribe(args):
     from edge.mqtt_settings import from_config
-    from edge.subscribe import run_subscriber, run_table
+    from .subscribe_lines import run_subscriber
+    from .subscribe_table import run_table
     config = dict((key, getattr(args, key, None)) for key in ("username", "ca_file", "cert_file", "key_file",
                                                               "client_id", "alpn", "password_file"))
     config.update(broker=args.broker, tls_insecure=bool(args.tls_insecure))
@@ -112,16 +113,31 @@ def cmd_subscribe(args):
     options = settings.client_options()
     if settings.client_id:
         options["client_id"] = settings.client_id
+    kinds = subscribe_kinds(args.kinds)
     try:
         if args.table:
             run_table(args.broker, device_id=args.device_id, prefix=args.topic_prefix, refresh=args.refresh,
-                      timeout=args.timeout, resume=args.since, **options)
+                      timeout=args.timeout, resume=args.since, kinds=kinds, **options)
             return 0
         count = run_subscriber(args.broker, device_id=args.device_id, prefix=args.topic_prefix, json_mode=args.json,
-                               max_messages=args.count, timeout=args.timeout, resume=args.since, **options)
+                               max_messages=args.count, timeout=args.timeout, resume=args.since, kinds=kinds,
+                               **options)
     except KeyboardInterrupt:
         return 0
     return 0 if count or not args.count else 1
+
+
+def subscribe_kinds(text):
+    """``--kinds events,tracks`` -> ``("events", "tracks")``; every kind when empty; an unknown one is an error."""
+    from edge.mqtt_url import TOPIC_KINDS
+    if not text:
+        return TOPIC_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in TOPIC_KINDS]
+    if unknown or not kinds:
+        what = "unknown topic kind " + ", ".join(unknown) if unknown else "no topic kind"
+        raise ValueError("--kinds {!r}: {}; expected some of {}".format(text, what, ",".join(TOPIC_KINDS)))
+    return kinds
 
 
 def cmd_bench(args):
@@ -314,7 +330,8 @@ def build_parser():
                    help="smallest face in pixels (default: %(default)s)")
     p.set_defaults(func=cmd_image)
 
-    p = sub.add_parser("subscribe", help="print the emotion events (and status, stats) devices publish")
+    p = sub.add_parser("subscribe", help="print what devices publish: emotion events, face tracks, device state, "
+                                         "status, stats")
     p.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://host[:port]")
     p.add_argument("--device-id", dest="device_id", default="+", help="one device, or + for all (default)")
     p.add_argument("--topic-prefix", dest="topic_prefix", default="fer-edge")
@@ -323,6 +340,8 @@ def build_parser():
     view.add_argument("--table", action="store_true",
                       help="a live table per device (redrawn on a terminal, snapshots when piped)")
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between table redraws (default %(default)s)")
+    p.add_argument("--kinds", help="topic kinds to subscribe to, comma-separated (default: all of "
+                                   "events,status,stats,tracks,state)")
     p.add_argument("--since", action="store_true",
                    help="resume the persistent session of --client-id: what was published while it was away "
                         "comes first (docs/mqtt.md)")

@@ -58,7 +58,8 @@ class EventPrinter(PublisherWrapper):
         self.prefix = getattr(getattr(inner, "topics", None), "prefix", None)
 
     def _print(self, kind, data):
-        from edge.subscribe import Message, format_message_lines
+        from edge.subscribe import Message
+        from .subscribe_lines import format_message_lines
         message = Message("{}/{}/{}".format(self.prefix or "fer-edge", self.device_id, kind), self.device_id, kind,
                           b"", data, False, 1)
         for line in format_message_lines(message):

@@ -34,8 +34,9 @@ from edge.labels import EMOTIONS
 from edge.outbox import Outbox, queue_path
 from edge.mqtt_client import backoff_delay
 from edge.mqtt_publisher import MqttPublisher
-from edge.subscribe import (DeviceTable, Deduplicator, Message, run_subscriber, run_table,
-                            subscribe)
+from edge.subscribe import Message, subscribe
+from fer_edge.subscribe_lines import Deduplicator, run_subscriber
+from fer_edge.subscribe_table import DeviceTable, run_table
 
 REPO = Path(__file__).resolve().parents[1]
 from mqtt_broker import PROBS  # noqa: E402
@@ -739,16 +740,20 @@ def test_device_table_and_deduplication():
     table.update(_message("status", status_payload("cam-a", "offline", reason="connection-lost"), retain=True))
     clock[0] += 75
     lines = table.render().splitlines()
-    assert lines[0].split() == ["DEVICE", "STATE", "FACES", "EMOTIONS", "FPS", "EVENTS", "QUEUED", "DROPPED",
-                                "LAST", "SEEN"]
+    assert lines[0].split() == ["DEVICE", "STATE", "FACES", "EMOTIONS", "DOMINANT", "FPS", "EVENTS", "TRACKS",
+                                "QUEUED", "DROPPED", "LAST", "SEEN"]
     assert lines[1].startswith("cam-a") and "offline (connection-lost)" in lines[1] and lines[1].endswith("-")
     row = lines[2].split()
-    assert row[:6] == ["cam-b", "online", "2", "happiness", "2", "29.5"]
-    assert row[6:] == ["1", "3", "0", "1m15s", "ago"]
+    assert row[:7] == ["cam-b", "online", "2", "happiness", "2", "-", "29.5"]  # no state topic: no dominant
+    assert row[7:] == ["1", "-", "3", "0", "1m15s", "ago"]
     dedupe = Deduplicator(size=2)
     msgs = [_message("events", dict(event("d", i), seq=i + 1, event_id="s-{}".format(i + 1))) for i in range(3)]
     assert [dedupe.seen(m) for m in msgs + msgs[2:]] == [False, False, False, True]
     assert dedupe.seen(msgs[0]) is False  # forgotten beyond the window
+    # track messages are de-duplicated on message_id, apart from event ids
+    track = {"schema": "fer-edge/track", "device_id": "d", "type": "new", "message_id": "s-1"}
+    assert dedupe.seen(_message("tracks", track)) is False and dedupe.seen(_message("tracks", track)) is True
+    assert dedupe.seen(_message("state", {"device_id": "d", "faces": 0})) is False
 
 
 def test_run_table_prints_snapshots_when_not_a_terminal(tmp_path):
@@ -773,7 +778,8 @@ def test_run_table_prints_snapshots_when_not_a_terminal(tmp_path):
     last = snapshots[-1].splitlines()
     row = [line for line in last if line.startswith(device)][0].split()
     assert row[1:3] == ["offline", "(shutdown)"] and row[3:6] == ["2", "happiness", "2"]
-    assert row[6:8] == ["12.0", "5"] and row[8].isdigit() and row[9] == "0"  # fps, events, queued, dropped
+    assert row[6:10] == ["-", "12.0", "5", "-"]  # no state, fps, events, no tracks
+    assert row[10].isdigit() and row[11] == "0"  # queued, dropped
     assert result["table"].devices[device].events == 5
 
 

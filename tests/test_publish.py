@@ -30,7 +30,8 @@ from edge.mqtt_url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subs
 from edge.mqtt_client import PAHO_MISSING, PahoMissingError
 from edge.mqtt_publisher import MqttPublisher
 from edge.publish import MemoryPublisher
-from edge.subscribe import format_event_lines, run_subscriber, subscribe
+from edge.subscribe import subscribe
+from fer_edge.subscribe_lines import format_event_lines, run_subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 from mqtt_broker import PROBS  # noqa: E402

@@ -6,12 +6,15 @@ configurations of examples/mosquitto/ (paths and port replaced), so those files 
 Skipped without mosquitto or openssl. Python 3.6 + paho-mqtt 1.x compatible.
 """
 
+import json
 import logging
 import os
+import re
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,9 +25,13 @@ from mqtt_broker import running_mosquitto
 
 from edge.config import ConfigError, load_config
 from edge.events import face_entry, make_event
+from edge.homeassistant import discovery_configs
 from edge.labels import EMOTIONS
+from edge.mqtt_client import create_client, subscribe_granted_ok
 from edge.mqtt_publisher import MqttPublisher
 from edge.mqtt_tls import AWS_ALPN, alpn_protocols, make_ssl_context
+from edge.mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS, subscription_topics, topics
+from edge.publish import MemoryPublisher
 from edge.service import make_publisher
 from edge.subscribe import subscribe
 
@@ -68,7 +75,7 @@ def pki(tmp_path_factory):
                  "-keyout", ca + ".key", "-out", ca + ".crt", "-days", "2", "-subj", "/CN=fer-edge test " + ca)
     _key_and_csr(folder, "server", "/CN=localhost")
     _sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
-    for client in ("cam-a", "consumer", "dashboard"):
+    for client in ("cam-a", "consumer", "dashboard", "homeassistant"):
         _key_and_csr(folder, client, "/CN=" + client)
         _sign(folder, client, "ca")
     _key_and_csr(folder, "rogue", "/CN=cam-a")  # right name, wrong CA
@@ -111,9 +118,9 @@ class Inbox(object):
             return [m.topic for m in self.messages]
 
 
-def consumer(broker, pki, device="+", name="consumer"):
+def consumer(broker, pki, device="+", name="consumer", kinds=("events", "status")):
     inbox = Inbox()
-    sub = subscribe(broker.tls_url, device_id=device, on_message=inbox, kinds=("events", "status"),
+    sub = subscribe(broker.tls_url, device_id=device, on_message=inbox, kinds=kinds,
                     ca_certs=pki["ca"], certfile=pki[name], keyfile=pki[name].replace(".crt", ".key"),
                     reconnect_delay=(0.2, 1))
     assert sub.wait_subscribed(WAIT), sub.last_error
@@ -138,6 +145,47 @@ def refused(publisher):
         return publisher.last_error
     finally:
         publisher.close(timeout=0)
+
+
+def agent_topics(device):
+    """Every topic an agent with ``homeassistant`` on publishes to (the agent run below shows that it
+    publishes to all of them and to no other): its five fer-edge topics and the discovery configs."""
+    memory, own = MemoryPublisher(device), topics(DEFAULT_PREFIX, device)
+    return ({own.events, own.status, own.stats, memory.tracks_topic, memory.state_topic} |
+            {topic for topic, _ in discovery_configs(device)})
+
+
+class RawInbox(object):
+    """A plain paho consumer with a client certificate, for any topic filters."""
+
+    def __init__(self, broker, pki, name, filters):
+        self.messages, self.lock, subscribed = [], threading.Lock(), threading.Event()
+        self.granted = None
+        self.client = create_client(broker.tls_url, "raw-" + name, ca_certs=pki["ca"], certfile=pki[name],
+                                    keyfile=pki[name].replace(".crt", ".key"))
+
+        def on_subscribe(client, userdata, mid, granted, *args):
+            self.granted = subscribe_granted_ok(granted)
+            subscribed.set()
+
+        self.client.on_message = self._add
+        self.client.on_subscribe = on_subscribe
+        self.client.connect("localhost", broker.port)
+        self.client.subscribe([(f, 1) for f in filters])
+        self.client.loop_start()
+        assert subscribed.wait(WAIT) and self.granted, "subscription to {} refused".format(filters)
+
+    def _add(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, message.payload))
+
+    def topics(self):
+        with self.lock:
+            return set(t for t, payload in self.messages if payload)
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 def test_device_certificate_connects_and_the_consumer_reads(mtls_broker, pki):
@@ -238,6 +286,60 @@ def test_consumer_certificate_cannot_publish(mtls_broker, pki):
         device.close()
         sub.stop()
     assert not [t for t in inbox.topics() if t.startswith("fer-edge/consumer/")], inbox.topics()  # ... dropped
+
+
+def test_an_agent_with_homeassistant_publishes_everything_under_the_acl(mtls_broker, pki, tmp_path):
+    """The real agent (``fer-edge run --homeassistant``, MQTT 5 so that a refused publish shows) with
+    cam-a's certificate: Home Assistant's user gets every topic the agent publishes (events, tracks,
+    state, stats, status, the discovery configs) and a consumer with every fer-edge topic kind gets
+    its five; then cam-a may not write another device's discovery configs, nor a consumer its own."""
+    import paho.mqtt as paho
+    pytest.importorskip("onnxruntime", reason="the agent runs the shipped model on ONNX Runtime")
+    pytest.importorskip("cv2", reason="the sample video is written with OpenCV")
+    if sys.version_info < (3, 8) or int(paho.__version__.split(".")[0]) < 2:
+        pytest.skip("fer-edge run is host code; MQTT 5 refusals need paho-mqtt 2 (here {}, Python {})".format(
+            paho.__version__, sys.version.split()[0]))
+    from fer_edge.samples import make_sample_video
+    video = make_sample_video(str(tmp_path / "two-faces.mp4"), frames=30)
+    expected = agent_topics("cam-a")
+    home = RawInbox(mtls_broker, pki, "homeassistant", ["fer-edge/cam-a/#", "homeassistant/#"])
+    sub, inbox = consumer(mtls_broker, pki, device="cam-a", name="dashboard", kinds=TOPIC_KINDS)
+    key = pki["cam-a"].replace(".crt", ".key")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING", "--quiet", "--source", video,
+             "--broker", mtls_broker.tls_url, "--ca-file", pki["ca"], "--cert-file", pki["cam-a"], "--key-file", key,
+             "--device-id", "cam-a", "--protocol", "5", "--homeassistant", "--stats-interval", "0.5",
+             "--data-dir", str(tmp_path / "queue")],
+            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+        assert wait_until(lambda: home.topics() == expected and
+                          set(inbox.topics()) == {t for t in expected if t.startswith("fer-edge/")}, 20), \
+            (sorted(expected - home.topics()), sorted(home.topics() - expected), sorted(set(inbox.topics())))
+        # the other way round: what cam-a may not write, with MQTT 5's refusals counted as failed
+        impostor = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                 client_id="cam-a-impostor", protocol="5")
+        reader = MqttPublisher(mtls_broker.tls_url, "dashboard", ca_certs=pki["ca"], certfile=pki["dashboard"],
+                               keyfile=pki["dashboard"].replace(".crt", ".key"), protocol="5")
+        others = [topic for topic, _ in discovery_configs("cam-b")][:1] + \
+            [topic for topic, _ in discovery_configs("dashboard")][:1]
+        try:
+            for pub, topic in zip((impostor, reader), others):
+                pub.start()
+                assert pub.wait_connected(WAIT), pub.last_error
+                pub.publish_retained(topic, {"name": "not allowed"})
+                assert wait_until(lambda: "refused" in (pub.last_error or ""), 5), (topic, pub.last_error)
+            time.sleep(0.3)
+        finally:
+            impostor.close()
+            reader.close()
+    finally:
+        home.stop()
+        sub.stop()
+    assert summary["delivery"]["failed"] == 0 and summary["delivery"]["dropped"] == 0, summary["delivery"]
+    assert summary["tracks"]["new"] == 2 and "publish refused" not in proc.stderr, proc.stderr[-2000:]
+    assert not (set(others) & home.topics())
 
 
 def test_wrong_ca_is_refused_with_a_clear_message(mtls_broker, pki):
@@ -381,8 +483,29 @@ def test_password_from_the_environment_over_tls_and_never_logged(pki, tmp_path, 
     assert "s3cret" not in text and "wrong-one" not in text
 
 
+THING = "${iot:Connection.Thing.ThingName}"
+ARN = "arn:aws:iot:REGION:ACCOUNT_ID:"
+
+
+def policy_allows(policy, action, resource, thing):
+    """Whether an IoT policy's Allow statements grant ``action`` on ``resource`` to ``thing`` (policy
+    variable substituted, ``*`` any characters and ``?`` one, as IoT Core matches resources; MQTT's
+    ``+`` and ``#`` are plain characters there). The examples have no Deny statements (checked)."""
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow", statement
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if action not in actions:
+            continue
+        for pattern in resources:
+            pattern = pattern.replace(THING, thing)
+            regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+            if re.fullmatch(regex, resource):
+                return True
+    return False
+
+
 def test_example_aws_iot_policies():
-    import json
     device = json.loads((REPO / "examples" / "aws-iot-policy.json").read_text())
     by_action = {}
     for statement in device["Statement"]:
@@ -391,9 +514,25 @@ def test_example_aws_iot_policies():
         for action in actions:
             by_action[action] = statement
     assert set(by_action) == {"iot:Connect", "iot:Publish", "iot:RetainPublish"}
-    assert by_action["iot:Connect"]["Resource"].endswith(":client/${iot:Connection.Thing.ThingName}")
-    assert by_action["iot:Publish"]["Resource"].endswith(":topic/fer-edge/${iot:Connection.Thing.ThingName}/*")
+    assert by_action["iot:Connect"]["Resource"].endswith(":client/" + THING)
     assert by_action["iot:Connect"]["Condition"]["ForAllValues:StringEquals"]["iot:ConnectAttributes"] == ["LastWill"]
+    # every topic the agent publishes to (homeassistant on; the mosquitto test above shows the agent
+    # uses exactly these), retained ones included, and nothing under another thing's name
+    for thing in ("door-cam", "cam_2"):
+        for topic in agent_topics(thing):
+            for action in ("iot:Publish", "iot:RetainPublish"):
+                assert policy_allows(device, action, ARN + "topic/" + topic, thing), (action, topic)
+        assert policy_allows(device, "iot:Connect", ARN + "client/" + thing, thing)
+        assert not policy_allows(device, "iot:Connect", ARN + "client/other", thing)
+        for topic in agent_topics("other-cam"):
+            assert not policy_allows(device, "iot:Publish", ARN + "topic/" + topic, thing), topic
+        assert not policy_allows(device, "iot:Subscribe", ARN + "topicfilter/fer-edge/" + thing + "/events", thing)
     consumer = json.loads((REPO / "examples" / "aws-iot-consumer-policy.json").read_text())
     actions = set(s["Action"] for s in consumer["Statement"])
     assert actions == {"iot:Connect", "iot:Subscribe", "iot:Receive"}  # no publish
+    # the filters of `fer-edge subscribe` (every kind, every device) and the topics they deliver
+    for topic_filter in subscription_topics(DEFAULT_PREFIX, "+", TOPIC_KINDS):
+        assert policy_allows(consumer, "iot:Subscribe", ARN + "topicfilter/" + topic_filter, "dashboard"), topic_filter
+    for topic in agent_topics("door-cam"):
+        if topic.startswith(DEFAULT_PREFIX + "/"):
+            assert policy_allows(consumer, "iot:Receive", ARN + "topic/" + topic, "dashboard"), topic

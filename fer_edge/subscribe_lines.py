@@ -1,0 +1,197 @@
+"""``fer-edge subscribe``: what agents publish, as lines (host side of :mod:`edge.subscribe`).
+
+One line per face of an emotion event, one per face-track message (``new``/``update``/``end``, as
+``fer-edge run`` prints them: :func:`edge.lifecycle.format_track_line`), one per device state,
+status and stats message; ``--json`` passes every payload through as it came. Delivery is
+at-least-once: :class:`Deduplicator` skips events (``event_id``) and track messages
+(``message_id``) that arrive a second time.
+"""
+
+import collections
+import json
+import sys
+import time
+
+from edge.lifecycle import format_track_line
+from edge.mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS
+from edge.subscribe import queue_subscription, session_options
+
+EVENT_SCHEMA, TRACK_SCHEMA = "fer-edge/emotion-event", "fer-edge/track"
+STATE_SCHEMA, STATUS_SCHEMA, STATS_SCHEMA = "fer-edge/state", "fer-edge/status", "fer-edge/stats"
+
+
+def _number(value, pattern="{:.2f}"):
+    try:
+        return pattern.format(float(value))
+    except (TypeError, ValueError):
+        return "?"
+
+
+def format_event_lines(event):
+    """One line per face of an emotion event:
+    ``<timestamp> <device> frame <n> track <id> <emotion> <confidence:.2f> box x,y,w,h``."""
+    lines = []
+    head = "{} {} frame {}".format(event.get("timestamp", "?"), event.get("device_id", "?"),
+                                   event.get("frame", "?"))
+    for face in event.get("faces") or []:
+        box = face.get("box") or []
+        lines.append("{} track {} {} {} box {}".format(
+            head, face.get("track_id", "?"), face.get("emotion", "?"), _number(face.get("confidence")),
+            ",".join(str(v) for v in box)))
+    return lines
+
+
+def format_emotion_counts(emotions):
+    """``{"happiness": 2, "neutral": 1}`` -> ``happiness 2, neutral 1`` (most first); ``-`` for none."""
+    if not isinstance(emotions, dict):
+        return "-"
+    pairs = sorted(emotions.items(), key=lambda kv: (-kv[1] if isinstance(kv[1], (int, float)) else 0, kv[0]))
+    return ", ".join("{} {}".format(k, v) for k, v in pairs) or "-"
+
+
+def format_state_line(state, device_id=None, retained=False):
+    """The device state: ``<timestamp> <device> state faces <n> dominant <emotion> (<counts>) fps <f>``."""
+    line = "{} {} state faces {} dominant {}".format(
+        state.get("timestamp", "?"), state.get("device_id", device_id or "?"), state.get("faces", "?"),
+        state.get("dominant_emotion", "?"))
+    emotions = state.get("emotions")
+    if emotions:
+        line += " ({})".format(format_emotion_counts(emotions))
+    line += " fps {}".format(_number(state.get("fps"), "{:.1f}"))
+    return line + (" [retained]" if retained else "")
+
+
+def format_track_lines(message, device_id=None):
+    """The face-track message's line (:func:`edge.lifecycle.format_track_line`)."""
+    if device_id and not message.get("device_id"):
+        message = dict(message, device_id=device_id)
+    return [format_track_line(message)]
+
+
+def _stats_line(data, ts, dev):
+    stages = data.get("stage_ms") or {}
+    stage_text = " ".join("{}={:.1f}ms".format(k, float(v)) for k, v in sorted(stages.items())
+                          if isinstance(v, (int, float)))
+    line = "{} {} stats fps {} frames {} faces {}".format(
+        ts, dev, _number(data.get("fps"), "{:.1f}"), data.get("frames", "?"), data.get("faces", "?"))
+    delivery = data.get("delivery")
+    if isinstance(delivery, dict):
+        line += " queued {} dropped {} reconnects {}".format(
+            delivery.get("queued", "?"), delivery.get("dropped", "?"), delivery.get("reconnects", "?"))
+    return line + (" " + stage_text if stage_text else "")
+
+
+def format_message_lines(message):
+    """Human lines for any received :class:`edge.subscribe.Message` (events, tracks, state, status,
+    stats, other)."""
+    data = message.data
+    if not message.payload and message.data is None and message.retain:
+        return ["{} (empty retained message: the retained value was cleared)".format(message.topic)]
+    if not isinstance(data, dict):
+        text = message.payload.decode("utf-8", "replace")
+        return ["{} (not fer-edge JSON) {}".format(message.topic, text)]
+    schema = data.get("schema")
+    ts, dev = data.get("timestamp", "?"), data.get("device_id", message.device_id or "?")
+    if schema == EVENT_SCHEMA or (schema is None and message.kind == "events"):
+        lines = format_event_lines(data)
+        if not lines:
+            lines = ["{} {} frame {} no faces".format(ts, dev, data.get("frame", "?"))]
+        return lines
+    if schema == TRACK_SCHEMA or (schema is None and message.kind == "tracks"):
+        return format_track_lines(data, message.device_id)
+    if schema == STATE_SCHEMA or (schema is None and message.kind == "state"):
+        return [format_state_line(data, message.device_id, message.retain)]
+    if schema == STATUS_SCHEMA or (schema is None and message.kind == "status"):
+        line = "{} {} status {}".format(ts, dev, data.get("state", "?"))
+        if data.get("reason"):
+            line += " ({})".format(data["reason"])
+        if message.retain:
+            line += " [retained]"
+        return [line]
+    if schema == STATS_SCHEMA or (schema is None and message.kind == "stats"):
+        return [_stats_line(data, ts, dev)]
+    return ["{} {}".format(message.topic, json.dumps(data, sort_keys=True))]
+
+
+# What makes a message a repeat, per topic kind: emotion events carry event_id, track messages
+# message_id. Other kinds (status, state, stats) are never duplicates.
+DEDUPE_KEYS = {"events": "event_id", "tracks": "message_id"}
+
+
+class Deduplicator(object):
+    """Remembers the last ``size`` ids per device and kind: ``seen(message)`` is True for an event
+    (``event_id``) or track message (``message_id``) delivered a second time (at-least-once
+    delivery). Messages without such an id are never duplicates."""
+
+    def __init__(self, size=10000):
+        self.size = int(size)
+        self.duplicates = 0
+        self._ids = {}
+
+    def seen(self, message):
+        data = message.data
+        key = DEDUPE_KEYS.get(message.kind)
+        if key is None or not isinstance(data, dict) or not data.get(key):
+            return False
+        slot = (data.get("device_id") or message.device_id, message.kind)
+        ids = self._ids.get(slot)
+        if ids is None:
+            ids = self._ids[slot] = (set(), collections.deque())
+        known, order = ids
+        value = data[key]
+        if value in known:
+            self.duplicates += 1
+            return True
+        known.add(value)
+        order.append(value)
+        if len(order) > self.size:
+            known.discard(order.popleft())
+        return False
+
+
+def run_subscriber(url, device_id="+", prefix=DEFAULT_PREFIX, json_mode=False, out=None,
+                   max_messages=None, timeout=None, kinds=TOPIC_KINDS, ready=None, resume=False,
+                   dedupe=True, stop=None, **options):
+    """Print messages of ``<prefix>/<device_id>/<kind>`` (``kinds``: events, status, stats, tracks,
+    state) until ``max_messages`` were printed, ``timeout`` seconds passed or ``stop`` (a
+    ``threading.Event``) is set (all None: forever; Ctrl-C propagates after clean-up). Returns the
+    number of messages printed.
+
+    Human mode: :func:`format_message_lines`. ``json_mode``: each raw payload on its own line.
+    ``out``: a text stream (default ``sys.stdout``). ``ready``: optional ``threading.Event`` set
+    once subscribed. ``resume``: a persistent session for ``client_id`` (the QoS 1 messages
+    published since this client id was last connected come first). ``dedupe``: skip events and
+    track messages already printed. ``options``: keyword arguments of :func:`edge.subscribe.subscribe`
+    (``qos``, ``client_id``, ``username``, ``password``, ``ca_certs``, ``certfile``, ...).
+    """
+    if out is None:
+        out = sys.stdout
+    if max_messages is not None and max_messages <= 0:
+        return 0
+    options = session_options(options, resume)
+    seen = Deduplicator() if dedupe else None
+    sub, next_message = queue_subscription(url, device_id, prefix, kinds, ready, options)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    printed = 0
+    try:
+        while max_messages is None or printed < max_messages:
+            stopping = stop is not None and stop.is_set()  # then: what has arrived, and return
+            message = next_message(time.monotonic() if stopping else deadline, poll=0.2 if stop is not None else 0.5)
+            if message is None:
+                if stopping or (deadline is not None and time.monotonic() >= deadline):
+                    return printed
+                continue
+            if seen is not None and seen.seen(message):
+                continue
+            if json_mode:
+                if not message.payload:  # a cleared retained value: nothing to pass through
+                    continue
+                out.write(message.payload.decode("utf-8", "replace") + "\n")
+            else:
+                for line in format_message_lines(message):
+                    out.write(line + "\n")
+            out.flush()
+            printed += 1
+        return printed
+    finally:
+        sub.stop()

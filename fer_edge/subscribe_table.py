@@ -1,0 +1,224 @@
+"""``fer-edge subscribe --table``: a live table per device (host side of :mod:`edge.subscribe`).
+
+Per device: online/offline (the retained status, with the reason), the faces in view and their
+emotions and the dominant emotion (from the retained state topic; from the latest emotion event
+for agents that publish no state), fps, events received, faces announced (track ``new``) and gone
+(track ``end``), queued and dropped (from the stats), last seen. Below it, the latest track
+``new``/``end`` lines of every device. Redrawn in place with plain ANSI codes on a terminal,
+printed as snapshots otherwise.
+"""
+
+import collections
+import sys
+import threading
+import time
+
+from edge.mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS
+from edge.subscribe import queue_subscription, session_options
+
+from .subscribe_lines import Deduplicator, format_emotion_counts, format_track_lines
+
+RECENT_TRACKS = 8  # track new/end lines kept under the table
+
+
+class DeviceState(object):
+    """What the table knows about one device."""
+
+    def __init__(self, device_id):
+        self.device_id = device_id
+        self.state = None        # "online" / "offline" / None (no status seen)
+        self.reason = None
+        self.faces = 0           # faces in view (the state topic), else in the latest event
+        self.emotions = collections.Counter()  # their emotions
+        self.dominant = None     # the state topic's dominant emotion (None: no state seen)
+        self.has_state = False   # a state message was seen: faces/emotions come from it
+        self.events = 0
+        self.tracks_new = 0
+        self.tracks_end = 0
+        self.fps = None
+        self.frames = None
+        self.queued = None
+        self.dropped = None
+        self.last_seen = None    # time.time() of the last message received
+        self.last_event = None   # the latest event's timestamp text
+
+
+def _count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class DeviceTable(object):
+    """Per-device summary of the messages given to :meth:`update` (thread-safe); ``render``
+    makes the text table."""
+
+    COLUMNS = ("DEVICE", "STATE", "FACES", "EMOTIONS", "DOMINANT", "FPS", "EVENTS", "TRACKS", "QUEUED",
+               "DROPPED", "LAST SEEN")
+
+    def __init__(self, clock=time.time, recent=RECENT_TRACKS):
+        self.devices = collections.OrderedDict()
+        self.clock = clock
+        self.version = 0  # bumps on every change
+        self.recent = collections.deque(maxlen=max(0, int(recent)))  # track new/end lines
+        self._lock = threading.Lock()
+        self._dedupe = Deduplicator()
+
+    def update(self, message):
+        """Fold one :class:`edge.subscribe.Message` in; returns False for messages it ignores."""
+        data = message.data
+        if not isinstance(data, dict) or message.kind is None:
+            return False
+        device_id = data.get("device_id") or message.device_id
+        if not device_id:
+            return False
+        with self._lock:
+            if self._dedupe.seen(message):
+                return False
+            device = self.devices.get(device_id)
+            if device is None:
+                device = self.devices[device_id] = DeviceState(device_id)
+                self.devices = collections.OrderedDict(sorted(self.devices.items()))
+            self._fold(device, message.kind, data)
+            if not message.retain:
+                device.last_seen = self.clock()
+            self.version += 1
+        return True
+
+    def _fold(self, device, kind, data):
+        if kind == "status":
+            device.state = data.get("state")
+            device.reason = data.get("reason")
+        elif kind == "events":
+            device.events += 1
+            device.last_event = data.get("timestamp")
+            if not device.has_state:
+                faces = data.get("faces") or []
+                device.faces = len(faces)
+                device.emotions = collections.Counter(f.get("emotion", "?") for f in faces)
+            if device.state is None:
+                device.state = "online"
+        elif kind == "state":
+            device.has_state = True
+            device.faces = _count(data.get("faces")) or 0
+            emotions = data.get("emotions")
+            device.emotions = collections.Counter(
+                dict((k, v) for k, v in emotions.items() if _count(v)) if isinstance(emotions, dict) else {})
+            device.dominant = data.get("dominant_emotion")
+            if isinstance(data.get("fps"), (int, float)):
+                device.fps = data["fps"]
+        elif kind == "tracks":
+            kind_of_change = data.get("type")
+            if kind_of_change == "new":
+                device.tracks_new += 1
+            elif kind_of_change == "end":
+                device.tracks_end += 1
+            if kind_of_change in ("new", "end"):
+                self.recent.extend(format_track_lines(data, device.device_id))
+            if device.state is None:
+                device.state = "online"
+        elif kind == "stats":
+            if isinstance(data.get("fps"), (int, float)):
+                device.fps = data["fps"]
+            device.frames = data.get("frames")
+            delivery = data.get("delivery") or {}
+            device.queued = delivery.get("queued", device.queued)
+            device.dropped = delivery.get("dropped", device.dropped)
+
+    @staticmethod
+    def _ago(seconds):
+        if seconds is None:
+            return "-"
+        seconds = max(0, int(seconds))
+        if seconds < 60:
+            return "{}s ago".format(seconds)
+        if seconds < 3600:
+            return "{}m{:02d}s ago".format(seconds // 60, seconds % 60)
+        return "{}h{:02d}m ago".format(seconds // 3600, seconds % 3600 // 60)
+
+    def rows(self, now=None):
+        """One tuple of column texts per device (sorted by id)."""
+        now = self.clock() if now is None else now
+        out = []
+        with self._lock:
+            for d in self.devices.values():
+                state = d.state or "unknown"
+                if d.state == "offline" and d.reason:
+                    state = "offline ({})".format(d.reason)
+                fps = "-" if not isinstance(d.fps, (int, float)) else "{:.1f}".format(d.fps)
+                tracks = "-" if not (d.tracks_new or d.tracks_end) else "{} new, {} end".format(
+                    d.tracks_new, d.tracks_end)
+                out.append((d.device_id, state, str(d.faces), format_emotion_counts(dict(d.emotions)),
+                            d.dominant or "-", fps, str(d.events), tracks,
+                            "-" if d.queued is None else str(d.queued),
+                            "-" if d.dropped is None else str(d.dropped),
+                            self._ago(None if d.last_seen is None else now - d.last_seen)))
+        return out
+
+    def render(self, now=None):
+        """The table as text (header, one line per device, then the latest track new/end lines;
+        no trailing newline)."""
+        rows = self.rows(now)
+        if not rows:
+            return "(no devices yet: waiting for messages)"
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(self.COLUMNS)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths)).rstrip()]
+        for r in rows:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        with self._lock:
+            recent = list(self.recent)
+        if recent:
+            lines += ["", "RECENT FACES (track new/end)"] + ["  " + line for line in recent]
+        return "\n".join(lines)
+
+
+ANSI_HOME_CLEAR = "\x1b[H\x1b[2J"
+
+
+def run_table(url, device_id="+", prefix=DEFAULT_PREFIX, out=None, refresh=1.0, timeout=None,
+              ansi=None, ready=None, resume=False, table=None, stop=None, kinds=TOPIC_KINDS, **options):
+    """Show a :class:`DeviceTable` of ``<prefix>/<device_id>/<kind>`` until ``timeout`` seconds
+    passed or ``stop`` (a ``threading.Event``) is set (both None: until Ctrl-C). Returns the table.
+
+    ``ansi`` (default: ``out`` is a terminal): redraw in place every ``refresh`` seconds with
+    ANSI clear-screen codes; otherwise print a snapshot (a ``--- <UTC time>`` line and the table)
+    whenever something changed, at most every ``refresh`` seconds. ``resume``/``options``: as
+    for :func:`fer_edge.subscribe_lines.run_subscriber`.
+    """
+    if out is None:
+        out = sys.stdout
+    if ansi is None:
+        isatty = getattr(out, "isatty", None)
+        ansi = bool(isatty and isatty())
+    options = session_options(options, resume)
+    table = table or DeviceTable()
+    sub, next_message = queue_subscription(url, device_id, prefix, kinds, ready, options)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = -1
+    next_draw = time.monotonic()
+
+    def draw():
+        now = time.time()
+        text = table.render(now)
+        if ansi:
+            out.write(ANSI_HOME_CLEAR + "fer-edge devices on {}  ({})\n\n".format(
+                sub.url.redacted(), time.strftime("%H:%M:%S", time.localtime(now))) + text + "\n")
+        else:
+            out.write("--- {}\n{}\n".format(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), text))
+        out.flush()
+
+    try:
+        while True:
+            stopping = stop is not None and stop.is_set()
+            message = next_message(time.monotonic() if stopping else deadline, poll=min(0.5, refresh))
+            if message is not None:
+                table.update(message)
+            now = time.monotonic()
+            finished = (deadline is not None and now >= deadline) or (stopping and message is None)
+            if now >= next_draw or finished:
+                if ansi or table.version != shown:
+                    draw()
+                    shown = table.version
+                next_draw = now + refresh
+            if finished:
+                return table
+    finally:
+        sub.stop()
