@@ -8,7 +8,6 @@ data is given. Prints a Markdown table; ``--json`` keeps the numbers.
 """
 
 import json
-import time
 
 import numpy as np
 
@@ -16,12 +15,8 @@ RUNTIMES = ("onnxruntime", "openvino")
 
 
 def _median_time(fn, n):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    from .bench import _timeit
+    return float(np.median(_timeit(fn, n)))
 
 
 def _faces(data):
