@@ -1,15 +1,18 @@
 """The fer-edge agent as an AWS DeepLens Lambda: edge parts plus the DeepLens adapters.
 
     AwscamSource -> HaarDetector -> EmotionClassifier(AwscamBackend) -> IouTracker -> PublishPolicy
-        -> GreengrassPublisher ($aws/things/<thing>/infer), annotated frames -> ProjectStream (FIFO)
+        -> GreengrassPublisher ($aws/things/<thing>/infer), face lifecycle (tracks, state),
+        annotated frames -> ProjectStream (FIFO)
 
-The loop is ``edge.agent.run_agent``, the same function every fer-edge agent runs. Settings come
+The parts are put together by ``edge.assembly.assemble`` and run by ``edge.agent.run_agent``, the
+functions every fer-edge agent uses; the DeepLens supplies its backend, source, publisher and
+stream (:func:`device_factories`). Settings come
 from the Lambda's environment variables: the agent's ``FER_EDGE_*`` keys as ``edge.config``
 reads them (``FER_EDGE_PUBLISH``, ``FER_EDGE_INTERVAL``, ``FER_EDGE_MIN_FACE``,
 ``FER_EDGE_DEVICE_ID`` (default: the thing name), ``FER_EDGE_MODEL``, ``FER_EDGE_STATS_INTERVAL``,
 ``FER_EDGE_LOG_LEVEL``, ...), ``FER_EDGE_HAAR_CASCADE`` (``edge.detect``), and the DeepLens ones
-in :data:`DEEPLENS_ENV`. ``FER_EDGE_BROKER``/``FER_EDGE_ANNOTATE`` do not apply here (messages go
-through the Greengrass core, frames to the project stream) and are ignored with a warning.
+in :data:`DEEPLENS_ENV`. ``FER_EDGE_BROKER``/``FER_EDGE_ANNOTATE``/``FER_EDGE_VIEW`` do not apply here
+(messages go through the Greengrass core, frames to the project stream) and are ignored with a warning.
 
 :func:`supervise` runs the agent until stopped and starts it again after a failure (model
 optimisation failing, the camera service restarting), waiting 5 s, then longer, up to 5 min; a
@@ -23,12 +26,9 @@ import os
 import threading
 import time
 
-from edge.agent import run_agent
 from edge.classifier import EmotionClassifier
 from edge.config import load_config
 from edge.detect import CASCADE_ENV, HAAR_FILE, DetectorError, HaarDetector, find_haar_cascade, make_detector
-from edge.policy import PublishPolicy
-from edge.track import IouTracker
 
 from .awscam_backend import DEFAULT_ARTIFACTS_DIR, DEFAULT_MODEL_NAME, AwscamBackend
 from .awscam_source import AwscamSource
@@ -117,11 +117,11 @@ def agent_config(env=None):
         # (ONNX Runtime/OpenVINO Python); BlazeFace needs one, so the Lambda keeps Haar unless told.
         overrides["detector"] = LAMBDA_DETECTOR
     config = load_config(None, env=env, overrides=overrides)
-    for key in ("broker", "annotate"):
+    why = {"broker": "messages go through the Greengrass core", "annotate": "annotated frames go to the project "
+           "stream", "view": "the project stream shows the annotated frames; the Lambda serves no live view"}
+    for key in ("broker", "annotate", "view"):
         if config[key]:
-            log.warning("FER_EDGE_%s is ignored on DeepLens (%s)", key.upper(),
-                        "messages go through the Greengrass core" if key == "broker" else
-                        "annotated frames go to the project stream")
+            log.warning("FER_EDGE_%s is ignored on DeepLens (%s)", key.upper(), why[key])
     return config
 
 
@@ -155,13 +155,50 @@ def _status(publisher, state, **extra):
         method(state, **extra)
 
 
+def device_factories(config, settings, publisher, stop, camera=None, mo=None):
+    """The DeepLens parts for ``edge.assembly.assemble``: the awscam backend (``backend`` holds it once
+    made, for the status), Haar (or the configured detector), the Greengrass publisher (already
+    started: borrowed, closed by :func:`run` with the reason), the awscam source (or a file or stream
+    URI, for trying the Lambda on recorded video) and the project stream. Returns (factories, holder)."""
+    from edge.assembly import Factories
+    holder = {}
+
+    def classifier(cfg):
+        holder["backend"] = AwscamBackend(model_location(cfg), gpu=settings["gpu"], model_name=settings["model_name"],
+                                          mo_aux=settings["mo_aux"], awscam=camera, mo=mo)
+        return EmotionClassifier(holder["backend"])
+
+    def detector(cfg):
+        if cfg["detector"] == "haar":
+            return make_haar(cfg["min_face"])
+        return make_detector(cfg["detector"], min_size=cfg["min_face"], yunet_model=cfg["yunet_model"])
+
+    def source(cfg):
+        if cfg["source"] in ("0", "awscam"):
+            return AwscamSource(camera=camera, stop=stop)
+        from edge.sources import open_source
+        return open_source(cfg["source"])
+
+    def sinks(cfg, source, publisher, classifier):
+        return [(None, ProjectStream(settings["fifo"], resolution=settings["stream_resolution"]))] \
+            if settings["fifo"] else []
+
+    return Factories(classifier=classifier, detector=detector, publisher=lambda cfg: publisher, source=source,
+                     sinks=sinks, borrowed=("publisher",)), holder
+
+
 def run(env=None, stop=None, publisher=None, camera=None, mo=None):
-    """Build the parts and run the agent until ``stop`` is set; returns the run summary.
+    """Build the parts (``edge.assembly.assemble``, the function every fer-edge agent uses) and run
+    the agent until ``stop`` is set; returns the run summary.
 
     The publisher starts first, so the ``online`` status (``phase: loading-model``) and any
-    failure to load the model (``offline`` with the error as ``reason``) reach the topic.
-    ``camera``/``mo``: stand-ins for the ``awscam``/``mo`` modules (default: the device's).
+    failure to load the model (``offline`` with the error as ``reason``) reach the topic. The
+    agent has every part the host agent has: tracker with hysteresis, publish policy, the face
+    lifecycle (track messages and the device state, ``track_events``), Home Assistant discovery
+    (refused by the Greengrass publisher: no retained messages). ``camera``/``mo``: stand-ins for
+    the ``awscam``/``mo`` modules (default: the device's).
     """
+    from edge.assembly import assemble, run as run_assembly
     env = os.environ if env is None else env
     stop = stop or threading.Event()
     config = agent_config(env)
@@ -174,44 +211,28 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
                                                  prefix=config["topic_prefix"], infer=settings["infer_topic"],
                                                  fer_topics=settings["fer_topics"])
     publisher.start()
-    source = annotator = classifier = None
+    assembly = None
     reason = "shutdown"
     try:
         _status(publisher, "online", phase="loading-model", model=model_location(config))
-        backend = AwscamBackend(model_location(config), gpu=settings["gpu"], model_name=settings["model_name"],
-                                mo_aux=settings["mo_aux"], awscam=camera, mo=mo)
-        classifier = EmotionClassifier(backend)
-        if config["detector"] == "haar":
-            detector = make_haar(config["min_face"])
-        else:
-            detector = make_detector(config["detector"], min_size=config["min_face"],
-                                     yunet_model=config["yunet_model"])
-        tracker = IouTracker(config["iou"], config["max_missed"], config["smoothing"])
-        policy = PublishPolicy(config["publish"], config["interval"])
-        if config["source"] in ("0", "awscam"):
-            source = AwscamSource(camera=camera, stop=stop)
-        else:  # a file or stream URI, for trying the Lambda on recorded video
-            from edge.sources import open_source
-            source = open_source(config["source"])
-        if settings["fifo"]:
-            annotator = ProjectStream(settings["fifo"], resolution=settings["stream_resolution"])
+        factories, holder = device_factories(config, settings, publisher, stop, camera=camera, mo=mo)
+        assembly = assemble(config, factories)
+        classifier = assembly.classifier
         _status(publisher, "online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
-                ir=backend.xml)
+                ir=holder["backend"].xml)
         log.info("fer-edge on DeepLens: device %s, model %s (%s), detector %s, publishing %r, stream %s",
-                 config["device_id"], classifier.model_id, backend.xml, config["detector"], publisher,
+                 config["device_id"], classifier.model_id, holder["backend"].xml, config["detector"], publisher,
                  settings["fifo"] or "off")
-        return run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"],
-                         stop=stop, stats_interval=config["stats_interval"], annotator=annotator)
+        return run_assembly(assembly, stop)
     except Exception as exc:
         reason = "error: {}: {}".format(type(exc).__name__, exc)[:500]
         raise
     finally:
-        for part in (source, annotator, classifier):
-            if part is not None:
-                try:
-                    part.close()
-                except Exception:  # pragma: no cover
-                    log.exception("closing %r", part)
+        if assembly is not None:
+            try:
+                assembly.close()
+            except Exception:  # pragma: no cover
+                log.exception("closing the agent's parts")
         if isinstance(publisher, GreengrassPublisher):
             publisher.close(reason=reason)
         else:

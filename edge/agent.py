@@ -3,7 +3,9 @@
     source -> detector -> classifier (preprocess + backend) -> tracker -> policy -> publisher
 
 Every part is passed in, so the host agent, the Jetson agent and the DeepLens Lambda run this
-same loop with their own sources, backends and publishers.
+same loop with their own sources, backends and publishers (``edge.assembly`` builds the parts).
+:class:`CameraLoop` holds one camera's per-frame steps; :func:`run_agent` runs them for one
+camera, ``edge.multi_agent`` for several cameras sharing one detector and one classifier.
 """
 
 import logging
@@ -35,6 +37,86 @@ def faces_of(tracks, labels):
     return [face_entry(t.track_id, t.box, labels, t.scores, emotion=getattr(t, "label", None)) for t in tracks]
 
 
+class CameraLoop(object):
+    """One camera's steps of the loop, around detection and classification (which the caller runs:
+    per frame in :func:`run_agent`, batched across cameras in :mod:`edge.multi_agent`).
+
+    ``read()`` a frame; ``detect(detector, frame)`` its faces and ``crops(frame, detections)`` the
+    classifier's input; then ``deliver(frame, detections, probs)`` (tracker, lifecycle, policy,
+    event, sinks, stats) or ``failed(frame, exc)`` (logged, counted, AgentError after
+    ``max_consecutive_errors`` in a row); ``finish()`` ends the lifecycle and returns the summary.
+    ``name``: prefix of log lines ("" for a one-camera agent).
+    """
+
+    def __init__(self, source, tracker, publisher, policy, device_id, classifier, stats_interval=10.0, sinks=(),
+                 lifecycle=None, max_consecutive_errors=50, clock=time.time, name=""):
+        self.source, self.tracker, self.publisher, self.policy = source, tracker, publisher, policy
+        self.device_id = device_id
+        self.stats_interval = stats_interval
+        self.sinks = list(sinks or ())
+        self.lifecycle = lifecycle
+        self.max_consecutive_errors = max_consecutive_errors
+        self.clock = clock
+        self.name = name
+        self.labels = list(classifier.labels)
+        self.model_id = classifier.model_id
+        self.model_version = model_version_of(classifier.meta.get("model", {}))
+        self.metrics = StageMetrics()
+        self.errors = self.consecutive = self.events = 0
+
+    def read(self, **options):
+        """The source's next frame (None: it ended), timed as the capture stage."""
+        with self.metrics.stage("capture"):
+            return self.source.read(**options)
+
+    def detect(self, detector, frame):
+        with self.metrics.stage("detect"):
+            return detector.detect(frame.image)
+
+    @staticmethod
+    def crops(frame, detections):
+        return [crop(frame.image, d) for d in detections]
+
+    def failed(self, frame, exc):
+        """A frame whose detection or inference failed: logged, counted, skipped."""
+        self.errors += 1
+        self.consecutive += 1
+        log.error("%sframe %s: %s: %s (skipped)", self.name, frame.index, type(exc).__name__, exc)
+        if self.consecutive >= self.max_consecutive_errors:
+            raise AgentError("{}{} frames in a row failed; last error: {}".format(self.name, self.consecutive, exc))
+
+    def deliver(self, frame, detections, probs):
+        """Everything after the classifier for one frame: track, lifecycle, policy, event, sinks, stats."""
+        self.consecutive = 0
+        labels, publisher = self.labels, self.publisher
+        tracks = self.tracker.update([d.box for d in detections], probs, frame.index)
+        if self.lifecycle is not None:
+            self.lifecycle.observe(self.tracker.tracks, frame, publisher)
+        chosen = self.policy.select(tracks, labels, self.clock(), live=self.tracker.tracks)
+        if chosen is not None:
+            with self.metrics.stage("publish"):
+                publisher.publish_event(make_event(self.device_id, frame.index, faces_of(chosen, labels),
+                                                   self.model_id, self.model_version, timestamp=frame.timestamp,
+                                                   source=str(getattr(self.source, "uri", ""))))
+            self.events += 1
+        if self.sinks:
+            faces = faces_of(tracks, labels)
+            for sink in self.sinks:
+                sink.write(frame, faces)
+        self.metrics.frame_done(len(detections))
+        if self.metrics.due(self.stats_interval):
+            _report(publisher, self.device_id, self.metrics, self.source, self.errors, self.name)
+
+    def finish(self):
+        """End the lifecycle (every live track ends), publish the last stats; the summary dict."""
+        if self.lifecycle is not None:
+            self.lifecycle.finish(self.publisher)
+        summary = {"frames": self.metrics.total_frames, "faces": self.metrics.total_faces, "events": self.events,
+                   "errors": self.errors, "corrupt_frames": getattr(self.source, "corrupt", 0)}
+        _report(self.publisher, self.device_id, self.metrics, self.source, self.errors, self.name)
+        return summary
+
+
 def run_agent(source, detector, classifier, tracker, publisher, policy, device_id, stop=None,
               stats_interval=10.0, annotator=None, max_consecutive_errors=50, clock=time.time, sinks=(),
               lifecycle=None):
@@ -50,59 +132,28 @@ def run_agent(source, detector, classifier, tracker, publisher, policy, device_i
     """
     sinks = list(sinks or ()) + ([annotator] if annotator is not None else [])
     stop = stop or threading.Event()
-    labels = list(classifier.labels)
-    model = classifier.meta.get("model", {})
-    model_id, model_version = classifier.model_id, model_version_of(model)
-    metrics = StageMetrics()
-    errors = consecutive = events = 0
+    loop = CameraLoop(source, tracker, publisher, policy, device_id, classifier, stats_interval=stats_interval,
+                      sinks=sinks, lifecycle=lifecycle, max_consecutive_errors=max_consecutive_errors, clock=clock)
     while not stop.is_set():
-        with metrics.stage("capture"):
-            frame = source.read()
+        frame = loop.read()
         if frame is None:
             break
         try:
-            with metrics.stage("detect"):
-                detections = detector.detect(frame.image)
-            with metrics.stage("infer"):
-                probs = classifier.predict([crop(frame.image, d) for d in detections])
-            consecutive = 0
+            detections = loop.detect(detector, frame)
+            with loop.metrics.stage("infer"):
+                probs = classifier.predict(loop.crops(frame, detections))
         except Exception as exc:  # a corrupt frame or a failing backend must not end the loop
-            errors += 1
-            consecutive += 1
-            log.error("frame %s: %s: %s (skipped)", frame.index, type(exc).__name__, exc)
-            if consecutive >= max_consecutive_errors:
-                raise AgentError("{} frames in a row failed; last error: {}".format(consecutive, exc))
+            loop.failed(frame, exc)
             continue
-        tracks = tracker.update([d.box for d in detections], probs, frame.index)
-        if lifecycle is not None:
-            lifecycle.observe(tracker.tracks, frame, publisher)
-        chosen = policy.select(tracks, labels, clock(), live=tracker.tracks)
-        if chosen is not None:
-            with metrics.stage("publish"):
-                publisher.publish_event(make_event(device_id, frame.index, faces_of(chosen, labels), model_id,
-                                                   model_version, timestamp=frame.timestamp,
-                                                   source=str(getattr(source, "uri", ""))))
-            events += 1
-        if sinks:
-            faces = faces_of(tracks, labels)
-            for sink in sinks:
-                sink.write(frame, faces)
-        metrics.frame_done(len(detections))
-        if metrics.due(stats_interval):
-            _report(publisher, device_id, metrics, source, errors)
-    if lifecycle is not None:
-        lifecycle.finish(publisher)
-    summary = {"frames": metrics.total_frames, "faces": metrics.total_faces, "events": events,
-               "errors": errors, "corrupt_frames": getattr(source, "corrupt", 0)}
-    _report(publisher, device_id, metrics, source, errors)
-    return summary
+        loop.deliver(frame, detections, probs)
+    return loop.finish()
 
 
-def _report(publisher, device_id, metrics, source, errors):
+def _report(publisher, device_id, metrics, source, errors, name=""):
     snap = metrics.snapshot()
     extra = {"errors": errors, "corrupt_frames": getattr(source, "corrupt", 0),
              "reconnects_source": getattr(source, "reconnects", 0)}
-    log.info("fps %.1f, frames %d, faces %d, ms/frame %s", snap["fps"], snap["frames"], snap["faces"],
+    log.info("%sfps %.1f, frames %d, faces %d, ms/frame %s", name, snap["fps"], snap["frames"], snap["faces"],
              " ".join("{} {:.1f}".format(k, v) for k, v in sorted(snap["stage_ms"].items())))
     publisher.publish_stats(stats_payload(device_id, snap["fps"], snap["stage_ms"], snap["frames"], snap["faces"],
                                           extra))

@@ -1,21 +1,23 @@
-"""Assemble and run the agent from a config dict (``edge.config.load_config``).
+"""Run the agent from a config dict (``edge.config.load_config``) with the host's parts.
 
-Shared by ``fer-edge run`` on a host and ``python3 -m jetson`` on a Jetson; each passes its own
-classifier or publisher when it has one (TensorRT backend, embedded broker). Python 3.6 compatible.
+Shared by ``fer-edge run`` on a host, ``python3 -m jetson`` on a Jetson and ``python3 -m deeplens``;
+each passes what it has of its own (the Jetson's TensorRT classifier and detector as factories,
+``fer-edge run``'s printing publisher, the DeepLens MJPEG source). The parts are put together by
+``edge.assembly`` (the function the DeepLens Lambda uses too); here are the host's defaults: the
+classifier on ONNX Runtime/OpenVINO, the configured detector, the MQTT publisher, the annotated
+writer and the live view. Python 3.6 compatible.
 """
 
+import copy
 import logging
 
-from .agent import run_agent
 from .annotate import AnnotatedWriter
+from .assembly import Factories, serve_assembled
 from .classifier import load_classifier
 from .detect import make_detector
-from .lifecycle import lifecycle_from_config
-from .policy import PublishPolicy
 from .mqtt_publisher import MqttPublisher
 from .publish import MemoryPublisher
 from .sources import open_source
-from .track import DEFAULT_HYSTERESIS_FRAMES, DEFAULT_HYSTERESIS_MARGIN, IouTracker
 
 log = logging.getLogger("fer_edge.service")
 
@@ -60,58 +62,58 @@ def detector_from_config(config, backend=None, runtime=None):
                          align=config.get("align"))
 
 
-def serve(config, stop=None, classifier=None, publisher=None, source=None, detector=None):
-    """Run the agent until its source ends or ``stop`` is set; returns the run summary.
+def load_host_classifier(config):
+    """The emotion classifier the config names, on the best runtime here (``runtime``, ``threads``)."""
+    return load_classifier(config["model"] or None, runtime=config["runtime"] or None, **thread_options(config))
 
-    Parts are created before anything is published, so a bad model, source or detector is
-    reported before the agent goes online. The publisher is always closed (offline status sent,
-    pending events flushed), the source released, the annotated output finished and the live
-    view (config ``view``) stopped.
-    """
-    classifier = classifier or load_classifier(config["model"] or None, runtime=config["runtime"] or None,
-                                               **thread_options(config))
-    detector = detector or detector_from_config(config)
-    tracker = IouTracker(config["iou"], config["max_missed"], config["smoothing"],
-                         config.get("hysteresis_margin", DEFAULT_HYSTERESIS_MARGIN),
-                         config.get("hysteresis_frames", DEFAULT_HYSTERESIS_FRAMES))
-    policy = PublishPolicy(config["publish"], config["interval"])
-    publisher = publisher or make_publisher(config)
-    source = source or open_source(config["source"])
-    annotator = AnnotatedWriter(config["annotate"], fps=getattr(source, "fps", None)) if config["annotate"] else None
-    sinks = [annotator] if annotator is not None else []
-    view = None
-    if config.get("view"):
-        from .live_view import LiveView
-        try:
-            view = LiveView.from_address(config["view"], publisher=publisher, model_id=classifier.model_id,
-                                         device_id=config["device_id"])
-        except BaseException:
-            source.close()
-            raise
-        sinks.append(view)
-    lifecycle = lifecycle_from_config(config, classifier, source)
-    log.info("agent %s: source %s, model %s on %s, publisher %r", config["device_id"], config["source"],
-             classifier.model_id, classifier.runtime, publisher)
-    publisher.start()
+
+def host_sinks(config, source, publisher, classifier):
+    """The host agent's frame sinks for a camera: the annotated writer (``annotate``) and the live
+    view (``view``), as [(summary key, sink)]; what was made is closed again when the next fails."""
+    sinks = []
     try:
-        if config.get("homeassistant"):
-            from .homeassistant import announce
-            announce(publisher, config["device_id"], config["topic_prefix"], config["homeassistant_prefix"],
-                     classifier.model_id)
-        summary = run_agent(source, detector, classifier, tracker, publisher, policy, config["device_id"], stop=stop,
-                            stats_interval=config["stats_interval"], sinks=sinks, lifecycle=lifecycle)
-        if lifecycle is not None:
-            summary["tracks"] = dict((k, lifecycle.counts[k]) for k in ("new", "update", "end"))
-        if annotator is not None:
-            summary["annotated"] = annotator.path
-        if view is not None:
-            summary["view"] = view.url
-        return summary
-    finally:
-        source.close()
-        for sink in sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # the publisher must still flush and go offline
-                log.error("closing %s: %s: %s", type(sink).__name__, type(exc).__name__, exc)
-        publisher.close()
+        if config["annotate"]:
+            sinks.append(("annotated", AnnotatedWriter(config["annotate"], fps=getattr(source, "fps", None))))
+        if config.get("view"):
+            from .live_view import LiveView
+            sinks.append(("view", LiveView.from_address(config["view"], publisher=publisher,
+                                                        model_id=classifier.model_id, device_id=config["device_id"])))
+    except BaseException:
+        for _, sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def host_factories(factories=None):
+    """``factories`` (``edge.assembly.Factories``) with the host's parts where it gives none: the
+    classifier from ``load_classifier``, the detector the config names, the MQTT (or memory)
+    publisher, ``edge.sources.open_source``, the annotated writer and the live view."""
+    return (factories or Factories()).with_defaults(
+        classifier=load_host_classifier, detector=detector_from_config, publisher=make_publisher,
+        source=lambda config: open_source(config["source"]), sinks=host_sinks)
+
+
+def serve(config, stop=None, classifier=None, publisher=None, source=None, detector=None, factories=None):
+    """Run the agent until its sources end or ``stop`` is set; returns the run summary.
+
+    The parts come from ``edge.assembly.assemble`` (``factories``: what a device supplies, the
+    host's parts for the rest; ``classifier``/``detector``: loaded ones the caller keeps and
+    closes; ``publisher``/``source``: objects for a one-camera config, closed here). A config with
+    ``cameras`` runs them all (``edge.multi_agent``). Parts are created before anything is
+    published, so a bad model, source or detector is reported before the agent goes online. The
+    publishers are always closed (offline status sent, pending events flushed), the sources
+    released, the annotated outputs finished and the live views (config ``view``) stopped.
+    """
+    factories = copy.copy(factories) if factories is not None else Factories()
+    factories.borrowed = set(factories.borrowed)
+    if config.get("cameras") and (publisher is not None or source is not None):
+        raise ValueError("serve: a config with 'cameras' opens each camera's source and publisher itself "
+                         "(pass factories=Factories(publisher=..., source=...) instead of objects)")
+    for name, part in (("classifier", classifier), ("detector", detector), ("publisher", publisher),
+                       ("source", source)):
+        if part is not None:
+            factories.given(name, part)
+            if name in ("classifier", "detector"):
+                factories.borrowed.add(name)
+    return serve_assembled(config, host_factories(factories), stop)

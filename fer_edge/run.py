@@ -102,7 +102,16 @@ def delivery_summary(publisher, broker):
     return summary, lost
 
 
+def camera_events_path(path, device_id):
+    """The --events-out file of one camera of a multi-camera config: ``results.jsonl`` ->
+    ``results.<device_id>.jsonl``."""
+    import os
+    stem, suffix = os.path.splitext(str(path))
+    return "{}.{}{}".format(stem, device_id, suffix)
+
+
 def cmd_run(args):
+    from edge.assembly import Factories
     from edge.service import make_publisher, serve
     from fer_edge.broker import EmbeddedBroker
     overrides = dict((name, getattr(args, name)) for name in BY_NAME)
@@ -120,27 +129,45 @@ def cmd_run(args):
         print("no --broker given: started an embedded MQTT broker at {}".format(broker.url), flush=True)
     stop = threading.Event()
     install_stop_handlers(stop)
-    try:
-        publisher = make_publisher(config)
+    publishers = {}  # device id -> the MQTT (or memory) publisher, for the delivery summary
+
+    def publisher_for(camera_config):
+        publisher = publishers[camera_config["device_id"]] = make_publisher(camera_config)
         shown = publisher if args.quiet else EventPrinter(publisher)
         if args.events_out:
             from .events_out import EventFileWriter
-            shown = EventFileWriter(shown, args.events_out)
-        summary = serve(config, stop=stop, publisher=shown)
+            path = camera_events_path(args.events_out, camera_config["device_id"]) if config["cameras"] else \
+                args.events_out
+            shown = EventFileWriter(shown, path)
+        return shown
+
+    try:
+        summary = serve(config, stop=stop, factories=Factories(publisher=publisher_for))
     finally:
         if broker is not None:
             broker.stop()
-    summary["delivery"], lost = delivery_summary(publisher, config["broker"])
+    lost = False
+    for device_id, publisher in sorted(publishers.items()):
+        delivery, camera_lost = delivery_summary(publisher, config["broker"])
+        lost = lost or camera_lost
+        if config["cameras"]:
+            summary["cameras"][device_id]["delivery"] = delivery
+        else:
+            summary["delivery"] = delivery
+        if delivery.get("queued_in") == "disk":
+            print("fer-edge run: {}{} message(s) wait in the on-disk queue (data_dir {}); the next run with this "
+                  "device id delivers them".format("camera {}: ".format(device_id) if config["cameras"] else "",
+                                                   delivery["queued"], config["data_dir"]), file=sys.stderr)
+        if camera_lost:
+            print("fer-edge run: {}{} message(s) dropped and {} failed: not delivered to {}".format(
+                "camera {}: ".format(device_id) if config["cameras"] else "", delivery["dropped"],
+                delivery["failed"], config["broker"]), file=sys.stderr)
+    if config["cameras"]:
+        for device_id, entry in sorted(summary["cameras"].items()):
+            if entry["state"] == "failed":
+                print("fer-edge run: camera {} failed: {}".format(device_id, entry.get("error")), file=sys.stderr)
     print(json.dumps({"summary": summary}), flush=True)
-    delivery = summary["delivery"]
-    if delivery.get("queued_in") == "disk":
-        print("fer-edge run: {} message(s) wait in the on-disk queue (data_dir {}); the next run with this "
-              "device id delivers them".format(delivery["queued"], config["data_dir"]), file=sys.stderr)
-    if lost:
-        print("fer-edge run: {} message(s) dropped and {} failed: not delivered to {}".format(
-            delivery["dropped"], delivery["failed"], config["broker"]), file=sys.stderr)
-        return EXIT_DROPPED
-    return 0
+    return EXIT_DROPPED if lost else 0
 
 
 def cmd_image(args):

@@ -1,7 +1,8 @@
 """The Jetson agent: ``python3 -m jetson [--config /etc/fer-edge/agent.json] [--check-camera] [--check-gpu] [--build-engine]``.
 
 Reads the agent config (``edge.config.load_config``: defaults < file < FER_EDGE_* environment <
-flags), picks the model runtime and runs ``edge.service.serve`` until SIGINT/SIGTERM:
+flags), picks the model runtime and runs ``edge.service.serve`` (the parts put together by
+``edge.assembly``, one or several cameras: config ``cameras``) until SIGINT/SIGTERM:
 
 * config ``model`` is an ``.onnx`` (default: the bundle's ``model/model.onnx``), TensorRT + pycuda
   are installed and CUDA works for this user (``--check-gpu``): ``jetson.engine.ensure_engine``
@@ -274,20 +275,16 @@ def _build_engine(config, args):
 
 
 def _serve(config, args):
+    """The agent on the Jetson's parts: ``edge.service.serve`` (``edge.assembly``) with the TensorRT
+    classifier and detector as factories (made once, shared by every camera of a ``cameras``
+    config, closed when the agent stops)."""
+    from edge.assembly import Factories
     from edge.service import serve
     stop = threading.Event()
     install_stop_handlers(stop)
-    classifier = make_classifier(config, args.precision, args.max_batch, args.engine_dir)
-    try:
-        detector = make_face_detector(config, args.precision, args.engine_dir)
-    except BaseException:
-        classifier.close()
-        raise
-    try:
-        summary = serve(config, stop=stop, classifier=classifier, detector=detector)
-    finally:
-        classifier.close()
-        if hasattr(detector, "close"):
-            detector.close()
+    factories = Factories(
+        classifier=lambda cfg: make_classifier(cfg, args.precision, args.max_batch, args.engine_dir),
+        detector=lambda cfg: make_face_detector(cfg, args.precision, args.engine_dir))
+    summary = serve(config, stop=stop, factories=factories)
     log.info("stopped: %s", json.dumps(summary, sort_keys=True))
     return 0
