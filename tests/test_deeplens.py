@@ -525,13 +525,17 @@ def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, 
                                          for p in greengrass_core.posts)
     messages = greengrass_core.messages()
     infer = "$aws/things/{}/infer".format(THING)
-    assert {t for t, _ in messages} == {infer, "fer-edge/{}/events".format(THING), "fer-edge/{}/stats".format(THING),
-                                        "fer-edge/{}/status".format(THING)}
+    assert {t for t, _ in messages} == {infer} | {"fer-edge/{}/{}".format(THING, kind) for kind in
+                                                  ("events", "stats", "status", "tracks", "state")}
     on_infer = [m for t, m in messages if t == infer]
-    schemas = dict((name, load_schema(name)) for name in ("emotion-event", "stats", "status"))
+    kinds = ("emotion-event", "stats", "status", "track", "state")
+    schemas = dict(("fer-edge/" + name, load_schema(name)) for name in kinds)
     for m in on_infer:
-        jsonschema.validate(m, schemas[{"fer-edge/emotion-event": "emotion-event", "fer-edge/stats": "stats",
-                                        "fer-edge/status": "status"}[m["schema"]]])
+        jsonschema.validate(m, schemas[m["schema"]])
+    # the face lifecycle (edge.assembly gives the Lambda every part the host agent has)
+    tracks = [m for m in on_infer if m["schema"] == "fer-edge/track"]
+    assert tracks and {m["type"] for m in tracks} >= {"new", "end"}
+    assert [m for t, m in messages if t == "fer-edge/{}/tracks".format(THING)] == tracks
     events = [m for m in on_infer if m["schema"] == "fer-edge/emotion-event"]
     statuses = [m for m in on_infer if m["schema"] == "fer-edge/status"]
     stats = [m for m in on_infer if m["schema"] == "fer-edge/stats"]
