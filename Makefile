@@ -94,9 +94,15 @@ shipped-model: venv
 detector-models: venv
 	$(PY) -m convert.detector_export --out models
 
-# The fast model (--model fast): a third of the width, no flip averaging (54 M MACs per face).
+# The fast model (--model fast): a third of the width, no flip averaging (54 M MACs per face);
+# models/ferplus-vgg13bn-third-48/README.md says which runs made it.
+# Two stages: FAST_STAGE1 (16 epochs from scratch), then FAST_RUN (22 epochs from its best weights).
+FAST_STAGE1 ?= runs/fast-third-48
+FAST_RUN ?= runs/fast-third-48-r2
 fast-model:
-	$(MAKE) shipped-model SHIP_RUN=runs/fast-third-48 SHIP=models/ferplus-vgg13bn-third-48 SHIP_FLIP=
+	$(MAKE) shipped-model SHIP_RUN=$(FAST_RUN) SHIP=models/ferplus-vgg13bn-third-48 SHIP_FLIP=
+	cp $(FAST_STAGE1)/config.json models/ferplus-vgg13bn-third-48/training/stage1-config.json
+	cp $(FAST_STAGE1)/history.csv models/ferplus-vgg13bn-third-48/training/stage1-history.csv
 
 demo: venv
 	$(PY) -m fer_edge.demo

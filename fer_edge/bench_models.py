@@ -88,7 +88,7 @@ def markdown(report, with_quality):
                                                       report["machine"].get("cores", "?"), report["rounds"]),
              "", head, sep]
     for r in report["rows"]:
-        line = "| {} | {} | {:.0f} | {:.2f} | {:.0f} | {:.2f}x latency, {:.2f}x faces/s |".format(
+        line = "| {} | {} | {:.0f} | {:.2f} | {:.0f} | {:.2f}x as fast per face, {:.2f}x the faces/s |".format(
             r["model"], r["runtime"], (r["macs"] or 0) / 1e6, r["latency_ms"], r["faces_per_s"],
             r["speedup_vs_first"], r["throughput_vs_first"])
         if with_quality:

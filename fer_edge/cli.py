@@ -180,17 +180,22 @@ def cmd_bench_detect(args):
 
 
 def cmd_bundle(args):
+    from edge.classifier import NAMED_MODELS, SHIPPED_MODEL, resolve_model
     if args.target == "greengrass":
         from .greengrass_bundle import run_command
+        args.model = resolve_model(args.model)  # a shipped model's name (default, fast) or a path
         return run_command(args)
     if args.target == "jetson":
         from jetson.bundle import build_bundle
-        path = build_bundle(args.out, model_onnx=args.model, version=args.version)
+        path = build_bundle(args.out, model_onnx=resolve_model(args.model), version=args.version)
         print("wrote the Jetson bundle {} (install: docs/jetson.md)".format(path))
         return 0
     from deeplens.bundle import build_bundle as build_deeplens
-    from edge.classifier import SHIPPED_MODEL
     savedmodel = args.savedmodel
+    for name in (args.savedmodel, args.model):
+        if name in NAMED_MODELS:  # `--model fast`: that shipped model's SavedModel, converted here
+            savedmodel = os.path.join(os.path.dirname(os.path.dirname(resolve_model(name))), "saved_model")
+            args.model = None
     if not args.model and not savedmodel:
         savedmodel = os.path.join(os.path.dirname(os.path.dirname(SHIPPED_MODEL)), "saved_model")
     paths = build_deeplens(args.out, model_artifact=args.model, savedmodel=savedmodel, data=args.data)
@@ -384,8 +389,9 @@ def build_parser():
                                       "greengrass (Greengrass V2 component: recipe + archives)")
     p.add_argument("target", choices=["jetson", "deeplens", "greengrass"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="jetson: the ONNX (default: the shipped model); deeplens: the model .tar.gz; "
-                                   "greengrass: the emotion model, ONNX (or OpenVINO .xml for --platform deeplens)")
+    p.add_argument("--model", help="a shipped model's name (default, fast) for every target, or: jetson: the ONNX; "
+                                   "deeplens: the model .tar.gz; greengrass: the emotion model, ONNX (or OpenVINO "
+                                   ".xml for --platform deeplens) [default]")
     p.add_argument("--version", help="jetson: bundle version (default: from the package and commit); greengrass: "
                                      "component version X.Y.Z (default: the package's)")
     p.add_argument("--savedmodel", help="deeplens: convert this SavedModel (default: the shipped one)")

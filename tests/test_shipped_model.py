@@ -1,4 +1,5 @@
-"""The model the project ships (models/): its formats agree, and its card's numbers are true.
+"""The models the project ships (models/: `default` and `fast`): their formats agree, and their cards'
+numbers are true.
 
 Fast: the ONNX (and an OpenVINO IR converted from the shipped SavedModel) agree with the
 SavedModel on real Valid faces; load_classifier() works on crops of any size. Slow (make
@@ -14,34 +15,46 @@ import pytest
 
 from edge import load_classifier
 from edge import metadata as md
-from edge.classifier import SHIPPED_MODEL
+from edge.classifier import named_model_path
 
-MODEL_DIR = os.path.dirname(os.path.dirname(SHIPPED_MODEL))
-SAVED_MODEL = os.path.join(MODEL_DIR, "saved_model")
-EVALUATION = os.path.join(MODEL_DIR, "eval", "report.json")
-
-
-@pytest.fixture(scope="module")
-def card_accuracy():
-    with open(EVALUATION) as f:
-        return json.load(f)["accuracy"]
+# name -> (MAC budget per face, parameter budget, the Valid accuracy its card promises at least)
+BUDGETS = {"default": (0.5e9, 5e6, 0.86), "fast": (60e6, 5e6, 0.84)}
 
 
-def test_shipped_files_and_metadata():
-    for path in (SHIPPED_MODEL, os.path.join(SAVED_MODEL, "saved_model.pb"), EVALUATION,
-                 os.path.join(MODEL_DIR, "eval", "confusion_matrix.png"),
-                 os.path.join(MODEL_DIR, "training", "config.json")):
+class Shipped(object):
+    def __init__(self, name):
+        self.name = name
+        self.onnx = named_model_path(name)
+        self.folder = os.path.dirname(os.path.dirname(self.onnx))
+        self.saved_model = os.path.join(self.folder, "saved_model")
+        self.evaluation = os.path.join(self.folder, "eval", "report.json")
+        with open(self.evaluation) as f:
+            self.card_accuracy = json.load(f)["accuracy"]
+
+
+@pytest.fixture(scope="module", params=sorted(BUDGETS))
+def shipped(request):
+    return Shipped(request.param)
+
+
+def test_shipped_files_and_metadata(shipped):
+    for path in (shipped.onnx, os.path.join(shipped.saved_model, "saved_model.pb"), shipped.evaluation,
+                 os.path.join(shipped.folder, "eval", "confusion_matrix.png"), os.path.join(shipped.folder, "README.md")
+                 if shipped.name != "default" else os.path.join(shipped.folder, "..", "README.md"),
+                 os.path.join(shipped.folder, "training", "config.json")):
         assert os.path.isfile(path), path
-    meta = md.find(SAVED_MODEL)
-    clf = load_classifier()
+    meta = md.find(shipped.saved_model)
+    clf = load_classifier(shipped.name)
     assert clf.runtime == "onnxruntime"
     assert list(clf.labels) == meta["labels"]
     assert clf.meta["input"]["layout"] == "NCHW" and meta["input"]["layout"] == "NHWC"
     for key in ("height", "width", "channels"):
         assert clf.meta["input"][key] == meta["input"][key]
     assert clf.meta["model"]["valid_accuracy"] == pytest.approx(meta["model"]["valid_accuracy"])
-    assert meta["model"]["macs"] <= 0.5e9 and meta["model"]["parameters"] <= 5e6  # the edge budget
-    assert os.path.getsize(SHIPPED_MODEL) < 10e6
+    macs, parameters, accuracy = BUDGETS[shipped.name]
+    assert meta["model"]["macs"] <= macs and meta["model"]["parameters"] <= parameters  # the budget
+    assert shipped.card_accuracy >= accuracy
+    assert os.path.getsize(shipped.onnx) < 10e6
 
 
 def test_classifier_takes_crops_of_any_size():
@@ -57,27 +70,27 @@ def test_classifier_takes_crops_of_any_size():
 
 
 @pytest.fixture(scope="module")
-def savedmodel_probs(valid_faces):
+def savedmodel_probs(valid_faces, shipped):
     from train.predictors import load_predictor
     from edge.preprocess import prepare_faces
-    meta, predict = load_predictor(SAVED_MODEL)
+    meta, predict = load_predictor(shipped.saved_model)
     faces = valid_faces[0][:400]
     return faces, predict(prepare_faces(faces, meta))
 
 
 @pytest.mark.ferdata
-def test_onnx_agrees_with_the_savedmodel_on_valid_faces(savedmodel_probs):
+def test_onnx_agrees_with_the_savedmodel_on_valid_faces(savedmodel_probs, shipped):
     faces, expected = savedmodel_probs
-    got = load_classifier().predict(faces)
+    got = load_classifier(shipped.name).predict(faces)
     assert np.max(np.abs(got - expected)) <= 1e-4
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 
 
 @pytest.mark.ferdata
-def test_openvino_ir_from_the_shipped_savedmodel_agrees(savedmodel_probs, tmp_path):
+def test_openvino_ir_from_the_shipped_savedmodel_agrees(savedmodel_probs, shipped, tmp_path):
     from convert.formats import converter
     faces, expected = savedmodel_probs
-    xml = converter("openvino")(SAVED_MODEL, str(tmp_path / "ir"), faces=faces[:128])
+    xml = converter("openvino")(shipped.saved_model, str(tmp_path / "ir"), faces=faces[:128])
     got = load_classifier(xml).predict(faces)
     assert load_classifier(xml).runtime == "openvino"
     assert np.max(np.abs(got - expected)) <= 1e-3
@@ -85,19 +98,19 @@ def test_openvino_ir_from_the_shipped_savedmodel_agrees(savedmodel_probs, tmp_pa
 
 
 @pytest.mark.ferdata
-def test_valid_subset_accuracy_is_plausible(valid_faces, card_accuracy):
+def test_valid_subset_accuracy_is_plausible(valid_faces, shipped):
     faces, labels = valid_faces
-    acc = np.mean(load_classifier().predict(faces[:600]).argmax(1) == labels[:600])
-    assert abs(acc - card_accuracy) < 0.05  # a 600-face subset; the full check is the slow test
+    acc = np.mean(load_classifier(shipped.name).predict(faces[:600]).argmax(1) == labels[:600])
+    assert abs(acc - shipped.card_accuracy) < 0.05  # a 600-face subset; the full check is the slow test
 
 
 @pytest.mark.slow
 @pytest.mark.ferdata
-def test_valid_accuracy_reproduces_the_model_card(valid_faces, card_accuracy):
+def test_valid_accuracy_reproduces_the_model_card(valid_faces, shipped):
     faces, labels = valid_faces
     assert len(faces) == 3191
-    acc = float(np.mean(load_classifier().predict(faces).argmax(1) == labels))
-    assert abs(acc - card_accuracy) <= 0.005, (acc, card_accuracy)
+    acc = float(np.mean(load_classifier(shipped.name).predict(faces).argmax(1) == labels))
+    assert abs(acc - shipped.card_accuracy) <= 0.005, (acc, shipped.card_accuracy)
 
 
 def test_bench_models_measures_each_model_side_by_side(tmp_path):
@@ -119,3 +132,24 @@ def test_bench_models_measures_each_model_side_by_side(tmp_path):
         assert row["latency_ms"] > 0 and row["faces_per_s"] > 0 and row["macs"] > 1e8
         assert row["speedup_vs_first"] == 1.0  # one model: it is its own reference
     assert "| default | onnxruntime | 247 |" in proc.stdout
+
+
+def test_the_fast_model_by_name_in_every_device_bundle(tmp_path):
+    """`--model fast` reaches the Jetson bundle (its ONNX) and the DeepLens artifact (converted from its
+    SavedModel): the artifacts carry the fast model's metadata."""
+    import subprocess
+    import sys
+    import tarfile
+    from edge.onnx_meta import onnx_model_metadata
+    from fer_testdata import REPO
+    for target in ("jetson", "deeplens"):
+        proc = subprocess.run([sys.executable, "-m", "fer_edge", "bundle", target, "--model", "fast", "--out",
+                               str(tmp_path / target)], cwd=str(REPO), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    (bundle,) = (tmp_path / "jetson").glob("fer-edge-jetson-*.tar.gz")
+    with tarfile.open(str(bundle)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/model/model.onnx"))
+        tar.extract(member, str(tmp_path / "x"))
+    assert onnx_model_metadata(str(tmp_path / "x" / member.name))["model"]["architecture"] == "vgg13-bn-third"
+    meta = md.read(str(tmp_path / "deeplens" / "model.tar.gz.fer_edge.json"))
+    assert meta["model"]["architecture"] == "vgg13-bn-third" and meta["model"]["macs"] <= 60e6
