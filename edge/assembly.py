@@ -27,7 +27,7 @@ module). Python 3.6 compatible (device code).
 import copy
 import logging
 
-from .config import camera_configs
+from .camera_config import camera_configs
 from .lifecycle import lifecycle_from_config
 from .policy import PublishPolicy
 from .track import DEFAULT_HYSTERESIS_FRAMES, DEFAULT_HYSTERESIS_MARGIN, IouTracker

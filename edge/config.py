@@ -4,10 +4,8 @@ Precedence: defaults < file < environment (FER_EDGE_<KEY>, e.g. FER_EDGE_DEVICE_
 Unknown keys and bad values are rejected with a message naming the source and the key.
 
 Several cameras in one agent: the file's ``cameras`` key (JSON: a list of objects; INI: the same
-JSON as the value of ``cameras``), each with its own ``source`` and ``device_id`` and optionally the
-per-camera keys of :data:`CAMERA_KEYS`; every other key applies to all cameras. Checked here:
-two cameras with one device id, one client id, one live-view address or one annotated output
-are refused naming both. :func:`camera_configs` gives one full config per camera.
+JSON as the value of ``cameras``), checked by ``edge.camera_config`` (which also gives one full
+config per camera).
 Python 3.6 compatible (the Jetson service reads /etc/fer-edge/agent.json or .ini).
 """
 
@@ -120,10 +118,6 @@ OTHER_ENV = ("FER_EDGE_PASSWORD", "FER_EDGE_DATA", "FER_EDGE_ENGINE_DIR", "FER_E
 OTHER_ENV_PREFIXES = ("FER_EDGE_DEEPLENS_",)  # the DeepLens Lambda's own settings (deeplens.lambda_agent)
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", boolean: "true or false"}
 CAMERAS_KEY = "cameras"
-# Keys a camera entry may set for itself (everything else is shared: one detector, one classifier).
-CAMERA_KEYS = ("source", "device_id", "client_id", "username", "password_file", "cert_file", "key_file", "publish",
-               "interval", "detector_tiles", "view", "annotate", "track_events", "confirm_frames", "homeassistant")
-CAMERA_REQUIRED = ("source", "device_id")
 
 
 class ConfigError(ValueError):
@@ -204,7 +198,7 @@ def load_config(path=None, env=None, overrides=None):
     """The agent settings as a dict: defaults, then ``path``, then FER_EDGE_* env, then ``overrides``.
 
     ``config["cameras"]``: the checked camera entries of a multi-camera file (``[]``: one camera,
-    the top-level ``source`` and ``device_id``); :func:`camera_configs` merges them."""
+    the top-level ``source`` and ``device_id``); ``edge.camera_config.camera_configs`` merges them."""
     config = dict((o.name, o.default) for o in OPTIONS)
     explicit = set()
     cameras, cameras_where = None, None
@@ -242,7 +236,10 @@ def load_config(path=None, env=None, overrides=None):
             config["reconnect_min_delay"], config["reconnect_max_delay"]))
     if config["broker"]:
         _check_broker(config)
-    config[CAMERAS_KEY] = [] if cameras is None else check_cameras(cameras, cameras_where, config, explicit)
+    if cameras is not None:
+        from .camera_config import check_cameras
+        cameras = check_cameras(cameras, cameras_where, config, explicit)
+    config[CAMERAS_KEY] = cameras or []
     return config
 
 
@@ -252,106 +249,6 @@ def _check_ha_prefix(config):
         check_discovery_prefix(config["homeassistant_prefix"])
     except ValueError as exc:
         raise ConfigError("key 'homeassistant_prefix': {}".format(exc))
-
-
-def check_cameras(cameras, where, config, explicit=()):
-    """The camera entries of a multi-camera config, converted and checked; ConfigError naming the
-    file, the entry (``cameras[i]``) and the key. ``config``: the shared settings; ``explicit``: the
-    keys given in the file, the environment or flags (a top-level ``source``/``device_id`` beside
-    ``cameras`` is refused: each camera names its own)."""
-    from .mqtt_url import check_device_id
-    from .neural_detect import DetectorConfigError, parse_tiles
-    if isinstance(cameras, str):  # an INI file's value: the JSON list
-        try:
-            cameras = json.loads(cameras)
-        except ValueError as exc:
-            raise ConfigError("{}: key 'cameras': not valid JSON ({})".format(where, exc))
-    if not isinstance(cameras, list) or not cameras:
-        raise ConfigError("{}: key 'cameras': expected a non-empty list of camera objects (each with source and "
-                          "device_id), got {!r}".format(where, cameras))
-    for key in CAMERA_REQUIRED:
-        if key in explicit:
-            raise ConfigError("{}: key '{}': with 'cameras' every camera names its own {} (cameras[i].{}); "
-                              "remove the top-level '{}'".format(where, key, key, key, key))
-    out = []
-    for i, camera in enumerate(cameras):
-        here = "{}: cameras[{}]".format(where, i)
-        if not isinstance(camera, dict):
-            raise ConfigError("{}: expected an object with source and device_id, got {!r}".format(here, camera))
-        unknown = sorted(k for k in camera if k not in CAMERA_KEYS)
-        if unknown:
-            hint = " (a setting shared by every camera goes at the top level)" if all(
-                k in BY_NAME for k in unknown) else ""
-            raise ConfigError("{}: unknown key(s) {}{} (per-camera keys: {})".format(
-                here, ", ".join(unknown), hint, ", ".join(CAMERA_KEYS)))
-        missing = [k for k in CAMERA_REQUIRED if not camera.get(k)]
-        if missing:
-            raise ConfigError("{}: key '{}' is required".format(here, missing[0]))
-        entry = {}
-        _apply(entry, camera, here)
-        try:
-            check_device_id(entry["device_id"])
-        except ValueError as exc:
-            raise ConfigError("{}: key 'device_id': {}".format(here, exc))
-        if "detector_tiles" in entry:
-            try:
-                parse_tiles(entry["detector_tiles"], "{}: key 'detector_tiles'".format(here))
-            except DetectorConfigError as exc:
-                raise ConfigError(str(exc))
-        if entry.get("homeassistant"):
-            _check_ha_prefix(config)
-        for key in ("password_file", "cert_file", "key_file"):
-            if entry.get(key) and not os.path.isfile(entry[key]):
-                raise ConfigError("{}: key '{}': file {} not found".format(here, key, entry[key]))
-        merged = dict(config, **entry)
-        if config["broker"] and any(k in entry for k in ("cert_file", "key_file")):
-            try:
-                _check_broker(merged)
-            except ConfigError as exc:
-                raise ConfigError("{}: {}".format(here, exc))
-        out.append(entry)
-    _refuse_shared(out, where, config)
-    return out
-
-
-def _refuse_shared(cameras, where, config):
-    """ConfigError naming both cameras when two would share a device id, a client id, a live-view
-    address or an annotated output (a top-level value applies to every camera that does not set its own)."""
-    from .view_server import parse_view
-    why = {"device_id": "topics, status and the event queue are per device id",
-           "client_id": "the broker disconnects one of two clients with the same id",
-           "view": "two live views cannot listen on one address",
-           "annotate": "two cameras would write one file"}
-    for key in ("device_id", "client_id", "view", "annotate"):
-        seen = {}
-        for i, camera in enumerate(cameras):
-            value = camera.get(key, config.get(key))
-            origin = "" if key in camera else " (the top-level '{}')".format(key)
-            if key == "view":
-                address = parse_view(value)
-                if address is None or address[1] == 0:  # off, or a free port picked per camera
-                    continue
-                value = "{}:{}".format(*address)
-            if not value:
-                continue
-            if value in seen:
-                raise ConfigError("{}: cameras[{}] and cameras[{}] both have {} {!r}{}: {}; give each camera its "
-                                  "own".format(where, seen[value], i, key, value, origin, why[key]))
-            seen[value] = i
-
-
-def camera_configs(config):
-    """One full config per camera: the shared settings with each entry of ``cameras`` over them, or
-    ``[config]`` for a one-camera config."""
-    if not config.get(CAMERAS_KEY):
-        return [config]
-    out = []
-    for camera in config[CAMERAS_KEY]:
-        merged = dict(config)
-        merged.update(camera)
-        merged[CAMERAS_KEY] = []
-        out.append(merged)
-    return out
 
 
 def env_settings(env):

@@ -18,7 +18,8 @@ import time
 import jsonschema
 import pytest
 
-from edge.config import ConfigError, camera_configs, load_config
+from edge.camera_config import camera_configs
+from edge.config import ConfigError, load_config
 from edge.events import load_schema
 from edge.subscribe import subscribe
 from fer_testdata import REPO
