@@ -41,21 +41,33 @@ FORBIDDEN = {"paho", "onnxruntime", "tensorflow", "keras", "train", "fer_edge", 
 
 
 def _purge(prefixes):
+    """Forget the modules under ``prefixes``; returns them, for :func:`_restore`."""
+    gone = {}
     for name in list(sys.modules):
         if name.split(".")[0] in prefixes:
-            del sys.modules[name]
+            gone[name] = sys.modules.pop(name)
+    return gone
+
+
+def _restore(prefixes, saved):
+    """Forget what was imported under ``prefixes`` meanwhile and put the earlier modules back, so code
+    imported before (e.g. fer_edge.greengrass_deploy holding deeplens.deploy.DeployError) keeps seeing
+    the same classes as code imported after."""
+    _purge(prefixes)
+    sys.modules.update(saved)
 
 
 @pytest.fixture(scope="module")
 def doubles():
-    """tests/doubles first on sys.path for this module (and the modules it shadows forgotten)."""
-    _purge(DOUBLE_MODULES + ("deeplens",))
+    """tests/doubles first on sys.path for this module (and the modules it shadows forgotten, then restored)."""
+    prefixes = DOUBLE_MODULES + ("deeplens",)
+    saved = _purge(prefixes)
     sys.path.insert(0, DOUBLES)
     try:
         yield importlib.import_module("awscam"), importlib.import_module("mo")
     finally:
         sys.path.remove(DOUBLES)
-        _purge(DOUBLE_MODULES + ("deeplens",))
+        _restore(prefixes, saved)
 
 
 def free_port():
