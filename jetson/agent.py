@@ -182,7 +182,8 @@ def build_parser():
     parser.add_argument("--config", help="agent config, JSON or INI [agent] (default: {} when it exists)".format(
         DEFAULT_CONFIG))
     parser.add_argument("--check-camera", action="store_true",
-                        help="open the configured source, grab one frame, print its resolution and exit")
+                        help="open the configured source (every camera of 'cameras'), grab one frame each, "
+                             "print the resolutions and exit")
     parser.add_argument("--check-gpu", action="store_true",
                         help="check that TensorRT and CUDA work for this user (pycuda.driver.init, the device), "
                              "print the GPU and exit")
@@ -227,9 +228,7 @@ def main(argv=None):
     from edge.sources import SourceError
     try:
         if args.check_camera:
-            from .camera import check_camera, format_report
-            print(format_report(check_camera(config["source"], args.timeout)), flush=True)
-            return 0
+            return _check_cameras(config, args.timeout)
         if args.check_gpu:
             print(check_gpu(), flush=True)
             return 0
@@ -244,6 +243,23 @@ def main(argv=None):
         # ValueError: MetadataError, a bad broker URL, a bad model file
         _error(exc)
         return EXIT_ERROR
+
+
+def _check_cameras(config, timeout):
+    """``--check-camera``: every configured camera (each entry of ``cameras``, else ``source``); exit 0
+    when all give a frame, else 2 after reporting each one (the failing ones named with hints)."""
+    from edge.camera_config import camera_configs
+    from edge.sources import SourceError
+    from .camera import check_camera, format_report
+    failed = 0
+    for camera in camera_configs(config):
+        prefix = "{}: ".format(camera["device_id"]) if config.get("cameras") else ""
+        try:
+            print(prefix + format_report(check_camera(camera["source"], timeout)), flush=True)
+        except SourceError as exc:
+            failed += 1
+            _error(prefix + str(exc))
+    return EXIT_ERROR if failed else 0
 
 
 def check_gpu():

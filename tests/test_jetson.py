@@ -692,3 +692,21 @@ def test_bundle_ships_the_face_detector(unpacked):
     template = json.loads((unpacked / "config" / "agent.json").read_text())
     assert template["detector"] == "blazeface-back"
     assert template["detector_model"] == "/opt/fer-edge/model/detector.onnx"
+
+
+def test_check_camera_checks_every_configured_camera(tmp_path):
+    """`python3 -m jetson --check-camera` with a `cameras` config: each camera reported by device id;
+    one that gives no frame is named and the exit status is 2."""
+    good = tmp_path / "door.png"
+    cv2.imwrite(str(good), np.full((60, 80, 3), 90, np.uint8))
+    config = tmp_path / "cams.json"
+    config.write_text(json.dumps({"broker": "", "cameras": [
+        {"source": str(good), "device_id": "door"},
+        {"source": str(tmp_path / "missing.mp4"), "device_id": "hall"}]}))
+    proc = run_jetson(["--config", str(config), "--check-camera"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "door: camera OK: {} gives 80x60 frames".format(good) in proc.stdout
+    assert "hall: " in proc.stderr and "no such file" in proc.stderr
+    config.write_text(json.dumps({"broker": "", "cameras": [{"source": str(good), "device_id": "door"}]}))
+    proc = run_jetson(["--config", str(config), "--check-camera"])
+    assert proc.returncode == 0 and proc.stdout.count("camera OK") == 1, proc.stderr
