@@ -52,8 +52,9 @@ def detector_check_set(detector_onnx, path):
     from edge.neural_detect import letterbox
     meta = onnx_model_metadata(detector_onnx)
     size = int(meta["input"]["height"])
-    batch = np.empty((len(_frames()), size, size, 3), np.uint8)
-    for i, frame in enumerate(_frames()):
+    frames = _frames()
+    batch = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, frame in enumerate(frames):
         letterbox(frame, size, out=batch[i])
     if meta["input"].get("color") == "rgb":
         batch = np.ascontiguousarray(batch[..., ::-1])

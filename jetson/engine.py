@@ -108,15 +108,16 @@ def runtime_staleness(info, key):
     return "; ".join(reasons) or None
 
 
-def engine_staleness(engine_path, onnx_path, key, max_batch=None, precision=None):
-    """Why the engine must be (re)built for ``onnx_path`` here, or None when it is current."""
+def engine_staleness(engine_path, onnx_path, key, max_batch=None, precision=None, onnx_sha256=None):
+    """Why the engine must be (re)built for ``onnx_path`` here, or None when it is current
+    (``onnx_sha256``: the ONNX's checksum when the caller has it already)."""
     if not os.path.isfile(engine_path):
         return "no engine at {}".format(engine_path)
     info = read_engine_info(engine_path)
     if info is None:
         return "no readable sidecar {}".format(md.sidecar_path(engine_path))
     engine = info["engine"]
-    if engine.get("onnx_sha256") != sha256_file(onnx_path):
+    if engine.get("onnx_sha256") != (onnx_sha256 or sha256_file(onnx_path)):
         return "the ONNX model changed"
     reason = runtime_staleness(info, key)
     if reason:
@@ -236,7 +237,7 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
                       checks.path, os.path.basename(onnx_path)))
         checks = None
     build_key = dict(key, onnx_sha256=onnx_sha, precision=actual, max_batch=int(max_batch))
-    reason = "rebuild forced" if force else engine_staleness(engine_path, onnx_path, key, max_batch, actual)
+    reason = "rebuild forced" if force else engine_staleness(engine_path, onnx_path, key, max_batch, actual, onnx_sha)
     if reason is None:
         info = read_engine_info(engine_path)
         if checks is not None and not info["engine"].get("check"):

@@ -56,3 +56,32 @@ def valid_faces(ferplus):
     """Real Valid faces under the majority protocol: (uint8 faces [K,48,48], label index [K])."""
     faces, dists, _ = ferplus.split("FER2013Valid").labelled("majority")
     return faces, np.argmax(dists, axis=1)
+
+
+# ---------------------------------------------------------------- AWS stand-ins (moto's server, awscli's environment)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's server on a free local port (S3, IoT, Lambda, ... as awscli and boto3 call them)."""
+    from moto.server import ThreadedMotoServer
+    from mqtt_broker import free_port
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield "http://127.0.0.1:{}".format(port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Test credentials and a region for awscli/boto3; nothing read from the user's AWS files or endpoints."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GREENGRASSV2"):
+        monkeypatch.delenv(key, raising=False)

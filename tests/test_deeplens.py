@@ -214,28 +214,6 @@ def test_bundle_refuses_a_bad_model_artifact(tmp_path):
 # ---------------------------------------------------------------- deployment (awscli -> moto)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield "http://127.0.0.1:{}".format(port)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch, tmp_path):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
 def test_deploy_with_awscli_creates_then_updates_and_publishes(bundle, moto_endpoint, aws_env):
     import boto3
 

@@ -86,30 +86,6 @@ def long_video(tmp_path_factory):
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "long.mp4"), frames=400)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-    from mqtt_broker import free_port
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield "http://127.0.0.1:{}".format(port)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch, tmp_path):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GREENGRASSV2"):
-        monkeypatch.delenv(key, raising=False)
-
-
 @pytest.fixture
 def standin(moto_endpoint, aws_env):
     import boto3
