@@ -38,7 +38,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def open_default_source(uri):
+def open_default_source(uri, realtime=False):
     """The DeepLens MJPEG output (the default source when it exists) or any FIFO as a live source
     that reconnects; every other URI through edge.sources."""
     import cv2
@@ -48,7 +48,7 @@ def open_default_source(uri):
         uri = DEEPLENS_MJPEG
     if uri.startswith("/") and os.path.exists(uri) and stat.S_ISFIFO(os.stat(uri).st_mode):
         return LiveSource(uri, lambda: cv2.VideoCapture(uri))
-    return open_source(uri)
+    return open_source(uri, realtime=realtime)
 
 
 def main(argv=None, stop=None):
@@ -67,7 +67,7 @@ def main(argv=None, stop=None):
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: stop.set())
-    summary = serve(config, stop=stop, source=open_default_source(config["source"]))
+    summary = serve(config, stop=stop, source=open_default_source(config["source"], realtime=config["realtime"]))
     print("frames {frames}, faces {faces}, events {events}, errors {errors}".format(**summary))
     return 0
 

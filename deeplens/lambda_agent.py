@@ -176,8 +176,8 @@ def device_factories(config, settings, publisher, stop, camera=None, mo=None):
     def source(cfg):
         if cfg["source"] in ("0", "awscam"):
             return AwscamSource(camera=camera, stop=stop)
-        from edge.sources import open_source
-        return open_source(cfg["source"])
+        from edge.sources import source_from_config
+        return source_from_config(cfg)
 
     def sinks(cfg, source, publisher, classifier):
         return [(None, ProjectStream(settings["fifo"], resolution=settings["stream_resolution"]))] \

@@ -15,7 +15,7 @@ loaded for all cameras; a camera with its own ``detector_tiles`` gets a view of 
 (same backend, other tiles).
 
 A factory is called with the (camera's) config: ``classifier(config)``, ``detector(config)``,
-``publisher(camera_config)``, ``source(camera_config)`` (default: ``edge.sources.open_source``),
+``publisher(camera_config)``, ``source(camera_config)`` (default: ``edge.sources.source_from_config``),
 ``sinks(camera_config, source, publisher, classifier)`` -> ``[(summary_key or None, sink)]``
 (default: none). What the factories made is closed by :meth:`Assembly.close`, except the parts
 named in ``borrowed`` (the caller's to close).
@@ -43,8 +43,8 @@ def _no_sinks(config, source, publisher, classifier):
 
 
 def _open_source(config):
-    from .sources import open_source
-    return open_source(config["source"])
+    from .sources import source_from_config
+    return source_from_config(config)
 
 
 class Factories(object):

@@ -12,8 +12,8 @@ import os
 from .config import BY_NAME, CAMERAS_KEY, ConfigError, _apply, _check_broker, _check_ha_prefix
 
 # Keys a camera entry may set for itself (everything else is shared: one detector, one classifier).
-CAMERA_KEYS = ("source", "device_id", "client_id", "username", "password_file", "cert_file", "key_file", "publish",
-               "interval", "detector_tiles", "view", "annotate", "track_events", "confirm_frames", "homeassistant")
+CAMERA_KEYS = ("source", "realtime", "device_id", "client_id", "username", "password_file", "cert_file", "key_file",
+               "publish", "interval", "detector_tiles", "view", "annotate", "track_events", "confirm_frames", "homeassistant")
 CAMERA_REQUIRED = ("source", "device_id")
 
 

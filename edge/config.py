@@ -42,6 +42,8 @@ def _opt(name, kind, default, help_text, choices=None):
 
 OPTIONS = (
     _opt("source", str, "0", "frame source URI: video/image file or folder, 0, v4l2:///dev/video0, csi://0, rtsp://..."),
+    _opt("realtime", boolean, False, "a video-file source plays at its own frame rate, as a camera would (default: "
+         "as fast as the pipeline runs); cameras and streams are live anyway"),
     _opt("broker", str, "", "mqtt://[user@]host[:port] or mqtts://host[:port]; empty: no broker"),
     _opt("device_id", str, "", "device id in topics and events (default: the host name)"),
     _opt("topic_prefix", str, "fer-edge", "topic prefix: <prefix>/<device_id>/events|status|stats"),

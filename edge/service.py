@@ -17,7 +17,7 @@ from .classifier import load_classifier
 from .detect import make_detector
 from .mqtt_publisher import MqttPublisher
 from .publish import MemoryPublisher
-from .sources import open_source
+from .sources import source_from_config
 
 log = logging.getLogger("fer_edge.service")
 
@@ -88,10 +88,10 @@ def host_sinks(config, source, publisher, classifier):
 def host_factories(factories=None):
     """``factories`` (``edge.assembly.Factories``) with the host's parts where it gives none: the
     classifier from ``load_classifier``, the detector the config names, the MQTT (or memory)
-    publisher, ``edge.sources.open_source``, the annotated writer and the live view."""
+    publisher, ``edge.sources.source_from_config``, the annotated writer and the live view."""
     return (factories or Factories()).with_defaults(
         classifier=load_host_classifier, detector=detector_from_config, publisher=make_publisher,
-        source=lambda config: open_source(config["source"]), sinks=host_sinks)
+        source=source_from_config, sinks=host_sinks)
 
 
 def serve(config, stop=None, classifier=None, publisher=None, source=None, detector=None, factories=None):

@@ -8,7 +8,10 @@
     path/to/folder          the images of a folder, in name order
     path/to/image.jpg       one image
 
-File sources deliver every frame (none dropped) and end when exhausted. Live sources (cameras,
+File sources deliver every frame (none dropped) and end when exhausted; a video file is read as
+fast as the pipeline takes it, or with ``realtime=True`` (config ``realtime``, ``--realtime``) at its
+own frame rate, as a camera would deliver it (replaying a recording to dashboards, subscribers and
+the live view at the pace they will see on a device). Live sources (cameras,
 streams) run a reader thread that keeps only the newest frame, so a slow pipeline drops stale
 frames instead of queueing them, and reopen the device with exponential backoff when it drops.
 
@@ -116,9 +119,11 @@ class VideoFileSource(FrameSource):
 
     A frame that fails to decode before the end the container announces is counted in
     ``corrupt`` and skipped (up to ``max_skip`` in a row), so one bad frame does not end the run.
+    ``realtime``: frame i is delivered no earlier than i / fps seconds after the first (a pipeline
+    slower than the file's frame rate is not made slower; nothing is dropped either way).
     """
 
-    def __init__(self, uri, max_skip=25):
+    def __init__(self, uri, max_skip=25, realtime=False, clock=time.monotonic, sleep=time.sleep):
         FrameSource.__init__(self, uri)
         self.capture = cv2.VideoCapture(uri)
         if not self.capture.isOpened():
@@ -129,12 +134,26 @@ class VideoFileSource(FrameSource):
         self.fps = fps if 0 < fps < 1000 else None
         self.max_skip = max_skip
         self.index = 0
+        if realtime and self.fps is None:
+            log.warning("%s: the video states no frame rate; realtime ignored, frames as fast as they are read", uri)
+        self.realtime = bool(realtime and self.fps)
+        self.clock, self.sleep = clock, sleep
+        self.started = None
+
+    def _pace(self):
+        if self.started is None:
+            self.started = self.clock()
+        wait = self.started + self.index / self.fps - self.clock()
+        if wait > 0:
+            self.sleep(wait)
 
     def read(self):
         skipped = 0
         while True:
             ok, image = self.capture.read()
             if ok and image is not None:
+                if self.realtime:
+                    self._pace()
                 frame = Frame(self.index, image, time.time())
                 self.index += 1
                 return frame
@@ -236,8 +255,9 @@ def _csi_opener(uri):
     return lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
 
 
-def open_source(uri):
-    """A FrameSource for ``uri`` (see the module doc for the forms)."""
+def open_source(uri, realtime=False):
+    """A FrameSource for ``uri`` (see the module doc for the forms); ``realtime``: a video file is
+    delivered at its frame rate (ignored by cameras, streams and images)."""
     uri = str(uri).strip()
     if not uri:
         raise SourceError("empty source URI")
@@ -259,4 +279,9 @@ def open_source(uri):
         return ImageFolderSource(uri)
     if stat.S_ISFIFO(os.stat(uri).st_mode):  # a stream written by another process (DeepLens ch2_out.mjpeg)
         return LiveSource(uri, lambda: cv2.VideoCapture(uri))
-    return VideoFileSource(uri)
+    return VideoFileSource(uri, realtime=realtime)
+
+
+def source_from_config(config):
+    """The source an agent config names: its ``source`` URI, with its ``realtime`` setting."""
+    return open_source(config["source"], realtime=config.get("realtime", False))

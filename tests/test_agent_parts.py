@@ -1,6 +1,7 @@
 """Agent parts: frame sources, face detection, tracking and smoothing, publish policy, config."""
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from edge.config import ConfigError, load_config
 from edge.detect import HaarDetector, YuNetDetector, DetectorError, find_haar_cascade
 from edge.policy import PublishPolicy
-from edge.sources import SourceError, csi_pipeline, has_gstreamer, open_source
+from edge.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
 from edge.track import IouTracker, iou
 
 LABELS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
@@ -26,6 +27,26 @@ def test_video_file_source_delivers_every_frame_then_ends(sample_video):
         assert not source.live
         indices = [f.index for f in source]
     assert indices == list(range(30))
+
+
+def test_realtime_video_file_plays_at_its_frame_rate(sample_video):
+    # a fake clock: frame i waits until i / 15 s after the first; a slow pipeline is not slowed further
+    now, waits = [100.0], []
+    source = VideoFileSource(sample_video, realtime=True, clock=lambda: now[0],
+                             sleep=lambda s: (waits.append(round(s, 6)), now.__setitem__(0, now[0] + s)))
+    assert source.fps == 15.0 and source.realtime
+    assert [source.read().index for _ in range(3)] == [0, 1, 2] and waits == [round(1 / 15, 6)] * 2
+    now[0] += 1.0  # the pipeline took a second over frame 2: frame 3 is late, and goes out at once
+    assert source.read().index == 3 and len(waits) == 2
+    source.close()
+    # the real clock, side by side: 30 frames at 15 fps take about 2 s, as fast as possible far less
+    timed = {}
+    for realtime in (False, True):
+        start = time.monotonic()
+        with open_source(sample_video, realtime=realtime) as source:
+            assert [f.index for f in source] == list(range(30))
+        timed[realtime] = time.monotonic() - start
+    assert timed[True] >= 29 / 15.0 > timed[False], timed
 
 
 def test_image_folder_skips_corrupt_images_and_counts_them(tmp_path):

@@ -2,7 +2,8 @@
 
 The lines and the live table (fer_edge/subscribe_lines.py, fer_edge/subscribe_table.py) are first
 fed the messages of a real TrackLifecycle, then run against a real mosquitto while the real agent
-(``fer-edge run``: BlazeFace + the shipped model on ONNX Runtime) processes a two-face video; the
+(``fer-edge run``: BlazeFace + the shipped model on ONNX Runtime) plays a two-face video at its frame
+rate (``--realtime``: the faces stay in view for seconds, as before a camera, whatever the CPU); the
 CLI (``fer-edge subscribe --json`` and ``--table``) reads the same run from a persistent session.
 What the views show is checked against what the agent published, collected by a plain
 ``edge.subscribe.subscribe`` on the side.
@@ -193,7 +194,7 @@ def agent_run(broker, tmp_path_factory):
     try:
         assert ready_lines.wait(10) and ready_table.wait(10)
         proc = subprocess.run([sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING", "--quiet",
-                               "--source", video, "--broker", broker.url, "--device-id", DEVICE,
+                               "--source", video, "--realtime", "--broker", broker.url, "--device-id", DEVICE,
                                "--stats-interval", "0.5", "--data-dir", tempfile.mkdtemp(dir=str(folder))],
                               cwd=str(REPO), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
