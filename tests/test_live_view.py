@@ -360,7 +360,7 @@ def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
 
 # -- end to end: fer-edge run --view --
 
-E2E_FRAMES = 1200  # long enough for every check below; the run is stopped with SIGINT at the end
+E2E_FRAMES = 1200  # 80 s at the video's 15 fps (--realtime, whatever the CPU): the run is stopped with SIGINT
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +368,7 @@ def running_agent(broker, tmp_path_factory):
     from fer_edge.samples import make_sample_video
     folder = tmp_path_factory.mktemp("live")
     video = make_sample_video(str(folder / "long.mp4"), frames=E2E_FRAMES)
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--view", "127.0.0.1:0",
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--realtime", "--view", "127.0.0.1:0",
            "--broker", broker.url, "--device-id", "cam-view", "--quiet", "--log-level", "INFO",
            "--data-dir", str(folder / "queue"), "--publish", "on-change"]
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
