@@ -11,7 +11,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto chromium
 
-.PHONY: shipped-model fast-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
+.PHONY: shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
 venv: $(STAMP)
 
@@ -79,8 +79,10 @@ SHIP_RUN ?= runs/vgg13bn-ce-48
 SHIP := models/ferplus-vgg13bn-48
 SHIP_DATA ?= data/ferplus.npz
 SHIP_FLIP ?= --flip-average
+SHIP_NAME ?=
 shipped-model: venv
-	$(PY) -m fer_edge export --model $(SHIP_RUN) --out $(SHIP)/saved_model --force $(SHIP_FLIP) --data $(SHIP_DATA)
+	$(PY) -m fer_edge export --model $(SHIP_RUN) --out $(SHIP)/saved_model --force $(SHIP_FLIP) --data $(SHIP_DATA) \
+	  $(if $(SHIP_NAME),--name $(SHIP_NAME))
 	$(PY) -m fer_edge convert onnx --model $(SHIP)/saved_model --out $(SHIP)/onnx --data $(SHIP_DATA) --check-faces 0 --force
 	$(PY) -m fer_edge evaluate --model $(SHIP)/saved_model --data $(SHIP_DATA) --out $(SHIP)/eval
 	$(PY) -m fer_edge evaluate --model $(SHIP_RUN) --data $(SHIP_DATA) --out $(SHIP)/eval-single
@@ -103,6 +105,16 @@ fast-model:
 	$(MAKE) shipped-model SHIP_RUN=$(FAST_RUN) SHIP=models/ferplus-vgg13bn-third-48 SHIP_FLIP=
 	cp $(FAST_STAGE1)/config.json models/ferplus-vgg13bn-third-48/training/stage1-config.json
 	cp $(FAST_STAGE1)/history.csv models/ferplus-vgg13bn-third-48/training/stage1-history.csv
+
+# The class-aware model (--model balanced): the default model fine-tuned with the logit-adjusted loss
+# in two stages (tau 0.4, then 0.7), flip-averaged like the default; its card says which runs made it.
+BALANCED_STAGE1 ?= runs/la04-ft-48
+BALANCED_RUN ?= runs/la07-ft2-48
+balanced-model:
+	$(MAKE) shipped-model SHIP_RUN=$(BALANCED_RUN) SHIP=models/ferplus-vgg13bn-balanced-48 \
+	  SHIP_NAME=vgg13_bn_w0.5_balanced_flipavg
+	cp $(BALANCED_STAGE1)/config.json models/ferplus-vgg13bn-balanced-48/training/stage1-config.json
+	cp $(BALANCED_STAGE1)/history.csv models/ferplus-vgg13bn-balanced-48/training/stage1-history.csv
 
 demo: venv
 	$(PY) -m fer_edge.demo

@@ -24,11 +24,12 @@ SHIPPED_MODEL = os.path.join(REPO_ROOT, "models", SHIPPED_MODEL_NAME, "onnx", "m
 
 
 # Shipped models by name (``--model fast``): name -> folder under models/.
-NAMED_MODELS = {"default": SHIPPED_MODEL_NAME, "fast": "ferplus-vgg13bn-third-48"}
+NAMED_MODELS = {"default": SHIPPED_MODEL_NAME, "fast": "ferplus-vgg13bn-third-48",
+                "balanced": "ferplus-vgg13bn-balanced-48"}
 
 
 def named_model_path(name):
-    """The ONNX of a shipped model called ``name`` (``default``, ``fast``); ValueError when the
+    """The ONNX of a shipped model called ``name`` (``default``, ``fast``, ``balanced``); ValueError when the
     name is unknown or that model is not in this checkout."""
     if name not in NAMED_MODELS:
         raise ValueError("unknown model name {!r}: give a file (.onnx, .xml, .engine) or one of {}".format(

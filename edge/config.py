@@ -51,7 +51,7 @@ OPTIONS = (
     _opt("interval", float, 5.0, "seconds between events per track (publish=interval)"),
     _opt("qos", int, 1, "MQTT QoS of events", (0, 1)),
     _opt("model", str, "", "emotion model: an artifact (.onnx, .xml, .engine) or a shipped model's name (default, "
-         "fast); empty: the default shipped model"),
+         "fast, balanced); empty: the default shipped model"),
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
     _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),
     _opt("detector_model", str, "", "face-detector artifact (.onnx, .xml, .engine) for a blazeface-* detector "

@@ -1,6 +1,6 @@
 """`fer-edge bench models`: the shipped classifiers side by side, in one run, on this machine.
 
-For each model (by name: ``default``, ``fast``; or a path) and each runtime present (ONNX Runtime,
+For each model (by name: ``default``, ``fast``, ``balanced``; or a path) and each runtime present (ONNX Runtime,
 OpenVINO): per-face latency (batch 1) and faces/s at batch 16, measured in interleaved rounds (every
 model and runtime once per round, so load changes on the machine hit all of them alike), the
 medians over rounds, the ratio to the first model, and Valid accuracy and macro recall when FER+

@@ -69,7 +69,7 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from train.export import export_savedmodel
     path = export_savedmodel(args.model, args.out, force=args.force, flip_average=args.flip_average,
-                             data=args.data)
+                             data=args.data, name=args.name)
     print("exported SavedModel with metadata to {}".format(path))
     return 0
 
@@ -182,7 +182,7 @@ def cmd_bundle(args):
     from edge.classifier import NAMED_MODELS, SHIPPED_MODEL, resolve_model
     if args.target == "greengrass":
         from .greengrass_bundle import run_command
-        args.model = resolve_model(args.model)  # a shipped model's name (default, fast) or a path
+        args.model = resolve_model(args.model)  # a shipped model's name (default, fast, balanced) or a path
         return run_command(args)
     if args.target == "jetson":
         from jetson.bundle import build_bundle

@@ -76,6 +76,8 @@ def build_parser(handlers):
     p.add_argument("--flip-average", dest="flip_average", action="store_true",
                    help="average each face with its mirror image inside the model (2x MACs)")
     p.add_argument("--data", help="FER+ data: measure the exported model's Valid accuracy into its metadata")
+    p.add_argument("--name", help="the model's name in its metadata and in every event's model.id (default: the "
+                   "network's, e.g. vgg13_bn_w0.5_flipavg)")
     p.set_defaults(func=handlers["export"])
 
     from convert.formats import NAMES
@@ -173,7 +175,7 @@ def build_parser(handlers):
                                       "greengrass (Greengrass V2 component: recipe + archives)")
     p.add_argument("target", choices=["jetson", "deeplens", "greengrass"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="a shipped model's name (default, fast) for every target, or: jetson: the ONNX; "
+    p.add_argument("--model", help="a shipped model's name (default, fast, balanced) for every target, or: jetson: the ONNX; "
                                    "deeplens: the model .tar.gz; greengrass: the emotion model, ONNX (or OpenVINO "
                                    ".xml for --platform deeplens) [default]")
     p.add_argument("--version", help="jetson: bundle version (default: from the package and commit); greengrass: "

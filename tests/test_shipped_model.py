@@ -1,5 +1,5 @@
-"""The models the project ships (models/: `default` and `fast`): their formats agree, and their cards'
-numbers are true.
+"""The models the project ships (models/: `default`, `fast` and `balanced`): their formats agree, and
+their cards' numbers are true.
 
 Fast: the ONNX (and an OpenVINO IR converted from the shipped SavedModel) agree with the
 SavedModel on real Valid faces; load_classifier() works on crops of any size. Slow (make
@@ -18,7 +18,9 @@ from edge import metadata as md
 from edge.classifier import named_model_path
 
 # name -> (MAC budget per face, parameter budget, the Valid accuracy its card promises at least)
-BUDGETS = {"default": (0.5e9, 5e6, 0.86), "fast": (60e6, 5e6, 0.84)}
+BUDGETS = {"default": (0.5e9, 5e6, 0.86), "fast": (60e6, 5e6, 0.84), "balanced": (0.5e9, 5e6, 0.84)}
+# name -> the lowest per-class Valid recall its card promises (balanced: every class is predicted)
+LOWEST_RECALL = {"default": 0.0, "fast": 0.0, "balanced": 0.15}
 
 
 class Shipped(object):
@@ -29,7 +31,9 @@ class Shipped(object):
         self.saved_model = os.path.join(self.folder, "saved_model")
         self.evaluation = os.path.join(self.folder, "eval", "report.json")
         with open(self.evaluation) as f:
-            self.card_accuracy = json.load(f)["accuracy"]
+            report = json.load(f)
+        self.card_accuracy = report["accuracy"]
+        self.card_recalls = np.array([report["per_class"][k]["recall"] for k in report["labels"]])
 
 
 @pytest.fixture(scope="module", params=sorted(BUDGETS))
@@ -53,7 +57,7 @@ def test_shipped_files_and_metadata(shipped):
     assert clf.meta["model"]["valid_accuracy"] == pytest.approx(meta["model"]["valid_accuracy"])
     macs, parameters, accuracy = BUDGETS[shipped.name]
     assert meta["model"]["macs"] <= macs and meta["model"]["parameters"] <= parameters  # the budget
-    assert shipped.card_accuracy >= accuracy
+    assert shipped.card_accuracy >= accuracy and shipped.card_recalls.min() >= LOWEST_RECALL[shipped.name]
     assert os.path.getsize(shipped.onnx) < 10e6
 
 
@@ -109,8 +113,12 @@ def test_valid_subset_accuracy_is_plausible(valid_faces, shipped):
 def test_valid_accuracy_reproduces_the_model_card(valid_faces, shipped):
     faces, labels = valid_faces
     assert len(faces) == 3191
-    acc = float(np.mean(load_classifier(shipped.name).predict(faces).argmax(1) == labels))
+    predicted = load_classifier(shipped.name).predict(faces).argmax(1)
+    acc = float(np.mean(predicted == labels))
     assert abs(acc - shipped.card_accuracy) <= 0.005, (acc, shipped.card_accuracy)
+    recalls = np.array([np.mean(predicted[labels == k] == k) for k in range(len(shipped.card_recalls))])
+    assert abs(recalls.mean() - shipped.card_recalls.mean()) <= 0.01, (recalls, shipped.card_recalls)
+    assert recalls.min() >= LOWEST_RECALL[shipped.name], recalls
 
 
 def test_bench_models_measures_each_model_side_by_side(tmp_path):

@@ -83,10 +83,12 @@ def test_export_with_flip_averaging_and_measured_accuracy(tiny_run, small_ferplu
     import keras
     import tensorflow as tf
     from train.export import export_savedmodel
-    out = export_savedmodel(tiny_run, tmp_path / "flip", flip_average=True, data=str(small_ferplus_dir))
+    out = export_savedmodel(tiny_run, tmp_path / "flip", flip_average=True, data=str(small_ferplus_dir),
+                            name="tiny_balanced_flipavg")
     meta = md.find(out)
     base = md.read(str(tiny_run / "fer_edge.json"))
     assert meta["model"]["test_time"] == "flip-average"
+    assert meta["model"]["name"] == "tiny_balanced_flipavg" != base["model"]["name"]  # --name: the events' model.id
     assert meta["model"]["macs"] == 2 * base["model"]["macs"] + 48 ** 3
     assert 0.0 <= meta["model"]["valid_accuracy"] <= 1.0 and meta["model"]["export_commit"]
     x = prepare_faces(valid_faces[0][:64], meta)

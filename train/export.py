@@ -24,7 +24,7 @@ from .predictors import metadata_for, resolve
 PARITY_ATOL = 1e-5
 
 
-def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_average=False, data=None):
+def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_average=False, data=None, name=None):
     """Export ``model_path`` (.keras or run dir) to ``out_dir``; returns ``out_dir``.
 
     ``check_faces``: optional float32 NHWC batch used for the parity check (default: 64
@@ -32,6 +32,8 @@ def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_a
     ``flip_average``: export the model averaging each face with its mirror image (2x MACs).
     ``data``: FER+ data; the exported model's FER2013Valid accuracy (majority protocol) is
     measured and written into the metadata (else the training run's figure is kept).
+    ``name``: the model's name in the metadata (the ``model.id`` of every event; default: the
+    network's own name, e.g. ``vgg13_bn_w0.5_flipavg``), for two models of one architecture.
     """
     import keras
     import tensorflow as tf
@@ -51,6 +53,8 @@ def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_a
         model = with_flip_averaging(model)
         meta["model"].update({"name": model.name, "macs": count_macs(model), "test_time": "flip-average"})
         meta["model"].pop("valid_accuracy", None)
+    if name:
+        meta["model"]["name"] = str(name)
     if data is not None:
         from .trainer import valid_arrays
         from .dataset import read_source
