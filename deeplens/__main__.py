@@ -11,8 +11,9 @@ Options are the agent's (``edge.config``; also from ``--config FILE`` or ``FER_E
 The source defaults to the DeepLens video server's MJPEG output ``/opt/awscam/out/ch2_out.mjpeg``
 when it exists, else camera 0 (``/dev/video0``); a FIFO given as ``--source`` (that one included)
 is read as a live source that reconnects; the
-runtime defaults to ``openvino``. Without ``--broker`` the events are kept in memory and counted
-only. Python 3.6+ (device code); needs numpy, OpenCV, openvino and, with a broker, paho-mqtt.
+runtime defaults to ``openvino``. A config file with ``cameras`` runs several cameras in one agent
+(one detector and classifier, one MQTT connection per camera: ``edge.multi_agent``), as on the
+Jetson and the host. Without ``--broker`` the events are kept in memory and counted only. Python 3.6+ (device code); needs numpy, OpenCV, openvino and, with a broker, paho-mqtt.
 """
 
 import argparse
@@ -62,13 +63,19 @@ def main(argv=None, stop=None):
         print("error: {}".format(exc), file=sys.stderr)
         return 2
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edge.assembly import Factories
     from edge.service import serve
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: stop.set())
-    summary = serve(config, stop=stop, source=open_default_source(config["source"], realtime=config["realtime"]))
+    # a factory, not an opened source: a config with ``cameras`` opens one per camera (edge.multi_agent)
+    source = Factories(source=lambda cfg: open_default_source(cfg["source"], realtime=cfg.get("realtime", False)))
+    summary = serve(config, stop=stop, factories=source)
     print("frames {frames}, faces {faces}, events {events}, errors {errors}".format(**summary))
+    if summary.get("cameras"):
+        print("cameras: {}".format(", ".join("{} {} frames".format(name, camera.get("frames", 0)) for name, camera
+                                             in sorted(summary["cameras"].items()))))
     return 0
 
 

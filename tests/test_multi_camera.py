@@ -354,3 +354,27 @@ def test_python_m_jetson_takes_a_cameras_config(broker, videos, tmp_path, python
     assert len(stopped) == 1, proc.stdout[-3000:]
     summary = json.loads(stopped[0].split("fer_edge.jetson: stopped: ", 1)[1])
     assert summary["classifier_calls"] == FRAMES_B and set(summary["cameras"]) == {"jetson-a", "jetson-b"}
+
+
+def test_python_m_deeplens_takes_a_cameras_config(broker, videos, tmp_path):
+    """``python3 -m deeplens`` (the agent of DeepLens hardware and of the Greengrass component's amd64
+    manifest: OpenVINO by default) runs the same config: both cameras publish every frame."""
+    collector = Collector(broker.url)
+    path = write_config(tmp_path / "cams.json", [
+        {"source": videos[0], "device_id": "lens-a"}, {"source": videos[1], "device_id": "lens-b"}],
+        broker=broker.url, data_dir=str(tmp_path / "queue"), stats_interval=0.3)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deeplens", "--config", path], cwd=REPO, capture_output=True,
+                              text=True, timeout=240)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert collector.wait_for(lambda: all(collector.of(d, "status") and collector.of(d, "status")[-1].data["state"]
+                                              == "offline" for d in ("lens-a", "lens-b")))
+    finally:
+        collector.stop()
+    check_device_topics(collector, "lens-a", FRAMES_A)
+    check_device_topics(collector, "lens-b", FRAMES_B)
+    totals = "frames {}, faces ".format(FRAMES_A + FRAMES_B)
+    assert totals in proc.stdout and "cameras: lens-a {} frames, lens-b {} frames".format(FRAMES_A, FRAMES_B) \
+        in proc.stdout, proc.stdout[-2000:]
+    assert all("agent {}: source {}, model vgg13_bn_w0.5_flipavg on openvino".format(d, v) in proc.stderr
+               for d, v in (("lens-a", videos[0]), ("lens-b", videos[1]))), proc.stderr[-2000:]
