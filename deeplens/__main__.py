@@ -13,7 +13,8 @@ when it exists, else camera 0 (``/dev/video0``); a FIFO given as ``--source`` (t
 is read as a live source that reconnects; the
 runtime defaults to ``openvino``. A config file with ``cameras`` runs several cameras in one agent
 (one detector and classifier, one MQTT connection per camera: ``edge.multi_agent``), as on the
-Jetson and the host. Without ``--broker`` the events are kept in memory and counted only. Python 3.6+ (device code); needs numpy, OpenCV, openvino and, with a broker, paho-mqtt.
+Jetson and the host. Without ``--broker`` the events are kept in memory and counted only.
+Python 3.6+ (device code); needs numpy, OpenCV, openvino and, with a broker, paho-mqtt.
 """
 
 import argparse

@@ -326,6 +326,25 @@ def test_fer_edge_run_with_two_cameras_against_mosquitto(broker, videos, tmp_pat
 OLD_DEVICE_PYTHON = REPO / "build" / "old-pythons" / "py36-device" / "bin" / "python"
 
 
+def run_device_agent(broker, videos, tmp_path, command, devices):
+    """``command`` + ``--config <two cameras>`` against mosquitto; waits until both cameras are offline and
+    checks each one's topics (every frame). Returns the finished process."""
+    collector = Collector(broker.url)
+    path = write_config(tmp_path / "cams.json", [
+        {"source": videos[0], "device_id": devices[0]}, {"source": videos[1], "device_id": devices[1]}],
+        broker=broker.url, data_dir=str(tmp_path / "queue"), stats_interval=0.3)
+    try:
+        proc = subprocess.run(command + ["--config", path], cwd=REPO, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert collector.wait_for(lambda: all(collector.of(d, "status") and collector.of(d, "status")[-1].data["state"]
+                                              == "offline" for d in devices))
+    finally:
+        collector.stop()
+    check_device_topics(collector, devices[0], FRAMES_A)
+    check_device_topics(collector, devices[1], FRAMES_B)
+    return proc
+
+
 @pytest.mark.parametrize("python", ["host", "py36-device"])
 def test_python_m_jetson_takes_a_cameras_config(broker, videos, tmp_path, python):
     """The Jetson agent (no TensorRT here: ONNX Runtime, with its warning) runs the same config, also
@@ -336,20 +355,8 @@ def test_python_m_jetson_takes_a_cameras_config(broker, videos, tmp_path, python
         python = str(OLD_DEVICE_PYTHON)
     else:
         pytest.skip("{} not built (make old-pythons builds it with pyenv's Python 3.6.15)".format(OLD_DEVICE_PYTHON))
-    collector = Collector(broker.url)
-    path = write_config(tmp_path / "cams.json", [
-        {"source": videos[0], "device_id": "jetson-a"}, {"source": videos[1], "device_id": "jetson-b"}],
-        broker=broker.url, data_dir=str(tmp_path / "queue"), stats_interval=0.3)
-    try:
-        proc = subprocess.run([python, "-m", "jetson", "--config", path, "--engine-dir",
-                               str(tmp_path / "engines")], cwd=REPO, capture_output=True, text=True, timeout=240)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-        assert collector.wait_for(lambda: all(collector.of(d, "status") and collector.of(d, "status")[-1].data["state"]
-                                              == "offline" for d in ("jetson-a", "jetson-b")))
-    finally:
-        collector.stop()
-    check_device_topics(collector, "jetson-a", FRAMES_A)
-    check_device_topics(collector, "jetson-b", FRAMES_B)
+    command = [python, "-m", "jetson", "--engine-dir", str(tmp_path / "engines")]
+    proc = run_device_agent(broker, videos, tmp_path, command, ("jetson-a", "jetson-b"))
     stopped = [line for line in proc.stdout.splitlines() if "fer_edge.jetson: stopped: " in line]
     assert len(stopped) == 1, proc.stdout[-3000:]
     summary = json.loads(stopped[0].split("fer_edge.jetson: stopped: ", 1)[1])
@@ -359,20 +366,7 @@ def test_python_m_jetson_takes_a_cameras_config(broker, videos, tmp_path, python
 def test_python_m_deeplens_takes_a_cameras_config(broker, videos, tmp_path):
     """``python3 -m deeplens`` (the agent of DeepLens hardware and of the Greengrass component's amd64
     manifest: OpenVINO by default) runs the same config: both cameras publish every frame."""
-    collector = Collector(broker.url)
-    path = write_config(tmp_path / "cams.json", [
-        {"source": videos[0], "device_id": "lens-a"}, {"source": videos[1], "device_id": "lens-b"}],
-        broker=broker.url, data_dir=str(tmp_path / "queue"), stats_interval=0.3)
-    try:
-        proc = subprocess.run([sys.executable, "-m", "deeplens", "--config", path], cwd=REPO, capture_output=True,
-                              text=True, timeout=240)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-        assert collector.wait_for(lambda: all(collector.of(d, "status") and collector.of(d, "status")[-1].data["state"]
-                                              == "offline" for d in ("lens-a", "lens-b")))
-    finally:
-        collector.stop()
-    check_device_topics(collector, "lens-a", FRAMES_A)
-    check_device_topics(collector, "lens-b", FRAMES_B)
+    proc = run_device_agent(broker, videos, tmp_path, [sys.executable, "-m", "deeplens"], ("lens-a", "lens-b"))
     totals = "frames {}, faces ".format(FRAMES_A + FRAMES_B)
     assert totals in proc.stdout and "cameras: lens-a {} frames, lens-b {} frames".format(FRAMES_A, FRAMES_B) \
         in proc.stdout, proc.stdout[-2000:]
