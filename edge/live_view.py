@@ -264,8 +264,9 @@ class LiveView(FrameSink):
             seq, index, data = item
             head = "--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nX-Frame: {}\r\nX-Seq: {}\r\n\r\n".format(
                 BOUNDARY, len(data), index, seq)
+            with self._lock:  # counted before the write: a client that leaves during it skipped them all the same
+                self.skipped += seq - seen - 1 if seen else 0
+            seen = seq
             handler.wfile.write(head.encode("ascii") + data + b"\r\n")
             with self._lock:
                 self.sent += 1
-                self.skipped += seq - seen - 1 if seen else 0
-            seen = seq
