@@ -71,8 +71,8 @@ def main(argv=None, stop=None):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: stop.set())
     # a factory, not an opened source: a config with ``cameras`` opens one per camera (edge.multi_agent)
-    source = Factories(source=lambda cfg: open_default_source(cfg["source"], realtime=cfg.get("realtime", False)))
-    summary = serve(config, stop=stop, factories=source)
+    factories = Factories(source=lambda cfg: open_default_source(cfg["source"], realtime=cfg.get("realtime", False)))
+    summary = serve(config, stop=stop, factories=factories)
     print("frames {frames}, faces {faces}, events {events}, errors {errors}".format(**summary))
     if summary.get("cameras"):
         print("cameras: {}".format(", ".join("{} {} frames".format(name, camera.get("frames", 0)) for name, camera
