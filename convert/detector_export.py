@@ -84,7 +84,7 @@ def detector_metadata(name, crop=None, source=None):
     size = spec["size"]
     anchors = dict(spec["anchors"], input_size_height=size, input_size_width=size, anchor_offset_x=0.5,
                    anchor_offset_y=0.5)
-    from edge.ssd import ssd_anchors
+    from edge.detect.ssd import ssd_anchors
     meta = md.default_metadata(size, size, layout="NHWC")
     meta["kind"] = md.FACE_DETECTOR
     meta["labels"] = ["face"]
@@ -166,7 +166,7 @@ def check_images(size, count=6):
     import cv2
     from skimage import data
 
-    from edge.neural_detect import letterbox
+    from edge.detect.blazeface import letterbox
     images = [data.astronaut(), data.astronaut()[::-1, :], data.chelsea(), data.coffee(), data.rocket(),
               cv2.resize(data.astronaut(), (256, 512))]
     out = [letterbox(np.ascontiguousarray(img), size)[0] for img in images[:count]]
@@ -176,7 +176,7 @@ def check_images(size, count=6):
 def compare(what, expected, got, tol, against="the TFLite original", log=None):
     """Scores (after the sigmoid) everywhere, and the boxes of the anchors that matter (source score
     >= 0.1), within ``tol`` = (score tolerance, box tolerance in input pixels)."""
-    from edge.ssd import sigmoid_scores
+    from edge.detect.ssd import sigmoid_scores
     (boxes_a, scores_a), (boxes_b, scores_b) = expected, got
     if boxes_a.shape != boxes_b.shape or scores_a.shape != scores_b.shape:
         raise ConversionError("{}: output shapes {}, {} differ from {}'s {}, {}".format(

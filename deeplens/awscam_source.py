@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-from edge.sources import Frame, FrameSource
+from edge.agent.sources import Frame, FrameSource
 
 from .device import load_awscam
 

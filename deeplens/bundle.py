@@ -5,11 +5,11 @@
 * ``fer-edge-deeplens-lambda.zip``: ``lambda_function.py`` at the root (handler
   ``lambda_function.function_handler``), the ``edge`` and ``deeplens`` modules the Lambda imports
   (found by following its import statements with ``ast``, so host-only modules such as
-  ``deeplens.deploy`` or ``edge.subscribe`` stay out), ``edge/schema/*.json``, and the installed
+  ``deeplens.deploy`` or ``edge.delivery.subscribe`` stay out), ``edge/events/schema/*.json``, and the installed
   ``greengrasssdk`` package with its licence (a Greengrass v1 Lambda carries the Core SDK in its
   zip, as AWS's DeepLens function template does). Nothing it holds imports paho, ONNX Runtime,
   TensorFlow or fer-edge's host packages when the Lambda runs; that is checked before writing
-  (``edge.mqtt_client`` imports paho only when an MQTT client is created, which the Lambda never does);
+  (``edge.delivery.client`` imports paho only when an MQTT client is created, which the Lambda never does);
 * ``model.tar.gz`` (+ ``model.tar.gz.fer_edge.json``): the DeepLens model artifact, converted now
   from ``savedmodel`` by ``fer-edge convert deeplens`` (``faces``/``data`` check the conversion),
   or a copy of ``model_artifact`` (an existing ``.tar.gz`` from that converter, checked).
@@ -40,7 +40,7 @@ HANDLER = "lambda_function.function_handler"
 FORBIDDEN_MODULES = frozenset(["paho", "onnxruntime", "tensorflow", "keras", "tf2onnx", "onnx", "openvino",
                                "train", "convert", "fer_edge", "boto3", "botocore", "jetson"])
 # Imports inside functions that are allowed although forbidden at module level: never run on DeepLens.
-LAZY_ALLOWED = {"edge/mqtt_client.py": frozenset(["paho"]),                      # MQTT clients only
+LAZY_ALLOWED = {"edge/delivery/client.py": frozenset(["paho"]),                      # MQTT clients only
                 "edge/backends/__init__.py": frozenset(["onnx", "onnxruntime"])}  # ONNX metadata only
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -168,9 +168,9 @@ def lambda_files(include_sdk=True, root=REPO_ROOT):
     """Everything that goes into the Lambda zip: {archive name: source path}, checked."""
     files = lambda_modules(root=root)
     check_imports(files)
-    if "edge/events.py" in files:
-        for path in sorted(glob.glob(os.path.join(root, "edge", "schema", "*.json"))):
-            files["edge/schema/" + os.path.basename(path)] = path
+    if "edge/events/payloads.py" in files:
+        for path in sorted(glob.glob(os.path.join(root, "edge", "events", "schema", "*.json"))):
+            files["edge/events/schema/" + os.path.basename(path)] = path
     if include_sdk:
         files.update(greengrasssdk_files())
     return files

@@ -8,7 +8,7 @@ along the group's subscriptions. DeepLens projects subscribe the project's Lambd
 message goes by default: emotion events, face tracks, device state, stats and status, each a JSON
 object whose ``schema`` field (``fer-edge/emotion-event``, ``fer-edge/track``, ``fer-edge/state``,
 ``fer-edge/stats``, ``fer-edge/status``) tells them apart.
-The payloads are the ones every fer-edge agent publishes (``edge.events``), so the same
+The payloads are the ones every fer-edge agent publishes (``edge.events.payloads``), so the same
 consumers and JSON Schemas apply.
 
 ``fer_topics=True`` publishes each message a second time on the fer-edge layout
@@ -16,7 +16,7 @@ consumers and JSON Schemas apply.
 subscription in the group, which the DeepLens console does not let you add for a project, so
 this is off by default.
 
-Differences from MQTT (``edge.publish.MqttPublisher``): no retained messages and no last will
+Differences from MQTT (``edge.delivery.base.MqttPublisher``): no retained messages and no last will
 (the SDK cannot set them), so ``online`` is published once at ``start()`` and ``offline`` at
 ``close()`` only; the device state goes out as an ordinary message each time it changes, and
 other retained messages (Home Assistant discovery, ``publish_retained``) are refused (False,
@@ -33,9 +33,9 @@ import logging
 import os
 import threading
 
-from edge.events import status_payload, to_json
-from edge.mqtt_url import DEFAULT_PREFIX, check_device_id, topics
-from edge.publish import Publisher, device_topic
+from edge.events.payloads import status_payload, to_json
+from edge.delivery.url import DEFAULT_PREFIX, check_device_id, topics
+from edge.delivery.base import Publisher, device_topic
 
 log = logging.getLogger("fer_edge.deeplens.publish")
 

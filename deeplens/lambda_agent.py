@@ -4,13 +4,13 @@
         -> GreengrassPublisher ($aws/things/<thing>/infer), face lifecycle (tracks, state),
         annotated frames -> ProjectStream (FIFO)
 
-The parts are put together by ``edge.assembly.assemble`` and run by ``edge.agent.run_agent``, the
+The parts are put together by ``edge.agent.assembly.assemble`` and run by ``edge.agent.loop.run_agent``, the
 functions every fer-edge agent uses; the DeepLens supplies its backend, source, publisher and
 stream (:func:`device_factories`). Settings come
-from the Lambda's environment variables: the agent's ``FER_EDGE_*`` keys as ``edge.config``
+from the Lambda's environment variables: the agent's ``FER_EDGE_*`` keys as ``edge.config.agent``
 reads them (``FER_EDGE_PUBLISH``, ``FER_EDGE_INTERVAL``, ``FER_EDGE_MIN_FACE``,
 ``FER_EDGE_DEVICE_ID`` (default: the thing name), ``FER_EDGE_MODEL``, ``FER_EDGE_STATS_INTERVAL``,
-``FER_EDGE_LOG_LEVEL``, ...), ``FER_EDGE_HAAR_CASCADE`` (``edge.detect``), and the DeepLens ones
+``FER_EDGE_LOG_LEVEL``, ...), ``FER_EDGE_HAAR_CASCADE`` (``edge.detect.factory``), and the DeepLens ones
 in :data:`DEEPLENS_ENV`. ``FER_EDGE_BROKER``/``FER_EDGE_ANNOTATE``/``FER_EDGE_VIEW`` do not apply here
 (messages go through the Greengrass core, frames to the project stream) and are ignored with a warning.
 
@@ -27,8 +27,8 @@ import threading
 import time
 
 from edge.classifier import EmotionClassifier
-from edge.config import load_config
-from edge.detect import CASCADE_ENV, HAAR_FILE, DetectorError, HaarDetector, find_haar_cascade, make_detector
+from edge.config.agent import load_config
+from edge.detect.factory import CASCADE_ENV, HAAR_FILE, DetectorError, HaarDetector, find_haar_cascade, make_detector
 
 from .awscam_backend import DEFAULT_ARTIFACTS_DIR, DEFAULT_MODEL_NAME, AwscamBackend
 from .awscam_source import AwscamSource
@@ -51,7 +51,7 @@ DEEPLENS_ENV = {
     "FER_EDGE_DEEPLENS_FER_TOPICS": ("fer_topics", "0", "1: also publish on <prefix>/<device_id>/events|stats|status"),
 }
 # Where OpenCV 3.x builds (the DeepLens system OpenCV among them) install the cascades, beyond the
-# folders edge.detect knows; not verified on a device (docs/deeplens.md).
+# folders edge.detect.factory knows; not verified on a device (docs/deeplens.md).
 DEEPLENS_CASCADE_DIRS = (
     "/usr/local/share/OpenCV/haarcascades",
     "/usr/share/OpenCV/haarcascades",
@@ -107,7 +107,7 @@ LAMBDA_DETECTOR = "haar"
 
 
 def agent_config(env=None):
-    """The agent settings (``edge.config``) with the device id defaulting to the thing name."""
+    """The agent settings (``edge.config.agent``) with the device id defaulting to the thing name."""
     env = os.environ if env is None else env
     overrides = {}
     if not env.get("FER_EDGE_DEVICE_ID") and env.get("AWS_IOT_THING_NAME"):
@@ -126,7 +126,7 @@ def agent_config(env=None):
 
 
 def make_haar(min_size):
-    """The Haar detector, with the cascade from edge.detect's search or the DeepLens OpenCV folders."""
+    """The Haar detector, with the cascade from edge.detect.factory's search or the DeepLens OpenCV folders."""
     try:
         return HaarDetector(min_size=min_size, cascade=find_haar_cascade())
     except DetectorError as first:
@@ -156,11 +156,11 @@ def _status(publisher, state, **extra):
 
 
 def device_factories(config, settings, publisher, stop, camera=None, mo=None):
-    """The DeepLens parts for ``edge.assembly.assemble``: the awscam backend (``backend`` holds it once
+    """The DeepLens parts for ``edge.agent.assembly.assemble``: the awscam backend (``backend`` holds it once
     made, for the status), Haar (or the configured detector), the Greengrass publisher (already
     started: borrowed, closed by :func:`run` with the reason), the awscam source (or a file or stream
     URI, for trying the Lambda on recorded video) and the project stream. Returns (factories, holder)."""
-    from edge.assembly import Factories
+    from edge.agent.assembly import Factories
     holder = {}
 
     def classifier(cfg):
@@ -176,7 +176,7 @@ def device_factories(config, settings, publisher, stop, camera=None, mo=None):
     def source(cfg):
         if cfg["source"] in ("0", "awscam"):
             return AwscamSource(camera=camera, stop=stop)
-        from edge.sources import source_from_config
+        from edge.agent.sources import source_from_config
         return source_from_config(cfg)
 
     def sinks(cfg, source, publisher, classifier):
@@ -188,7 +188,7 @@ def device_factories(config, settings, publisher, stop, camera=None, mo=None):
 
 
 def run(env=None, stop=None, publisher=None, camera=None, mo=None):
-    """Build the parts (``edge.assembly.assemble``, the function every fer-edge agent uses) and run
+    """Build the parts (``edge.agent.assembly.assemble``, the function every fer-edge agent uses) and run
     the agent until ``stop`` is set; returns the run summary.
 
     The publisher starts first, so the ``online`` status (``phase: loading-model``) and any
@@ -198,7 +198,7 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     (refused by the Greengrass publisher: no retained messages). ``camera``/``mo``: stand-ins for
     the ``awscam``/``mo`` modules (default: the device's).
     """
-    from edge.assembly import assemble, run as run_assembly
+    from edge.agent.assembly import assemble, run as run_assembly
     env = os.environ if env is None else env
     stop = stop or threading.Event()
     config = agent_config(env)

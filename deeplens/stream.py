@@ -6,7 +6,7 @@ named pipe; the Lambda may only write under /tmp). :class:`ProjectStream` is the
 annotator (``write(frame, faces)``, ``close()``):
 
 * ``write`` never blocks the agent loop: it keeps only the newest frame and its faces (an older
-  one not yet written is dropped and counted in ``dropped``); drawing (``edge.annotate.draw``),
+  one not yet written is dropped and counted in ``dropped``); drawing (``edge.view.annotate.draw``),
   resizing to ``resolution`` and JPEG encoding happen in the writer thread;
 * the writer thread creates the FIFO when it is missing (``os.mkfifo``), then opens it with
   ``O_WRONLY | O_NONBLOCK``, which fails with ENXIO while no reader has it open: it retries every
@@ -28,7 +28,7 @@ import threading
 
 import cv2
 
-from edge.annotate import draw
+from edge.view.annotate import draw
 
 log = logging.getLogger("fer_edge.deeplens.stream")
 

@@ -6,8 +6,8 @@ Modules: ``labels`` (the FER+ label list), ``metadata`` (artifact metadata), ``p
 ``detect``, ``track``, ``policy``, ``events``, ``outbox``, ``publish``, ``agent``, ``service``, ``config``.
 """
 
-from .classifier import load_classifier  # noqa: F401
-from .labels import EMOTIONS  # noqa: F401
-from .pipeline import detect_emotions  # noqa: F401
+from edge.classifier import load_classifier  # noqa: F401
+from edge.labels import EMOTIONS  # noqa: F401
+from edge.pipeline import detect_emotions  # noqa: F401
 
 __version__ = "0.1.0"

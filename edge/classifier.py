@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
-from . import metadata as md
-from .backends import load_backend
-from .preprocess import prepare_faces
+from edge import metadata as md
+from edge.backends import load_backend
+from edge.preprocess import prepare_faces
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ENV = "FER_EDGE_MODEL"
@@ -67,7 +67,7 @@ class EmotionClassifier(object):
         """One inference on a gray face at load: the outputs must be probabilities over the labels.
         Catches corrupt weights that still parse (NaN/inf) and a model whose output does not match
         its metadata, with a message naming the file, before the agent goes online."""
-        from .backends.base import ModelFileError
+        from edge.backends.base import ModelFileError
         inp = self.meta["input"]
         probe = np.full((1, inp["height"], inp["width"]), 128, np.uint8)
         out = np.asarray(self.backend.infer(prepare_faces(probe, self.meta)))

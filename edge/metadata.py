@@ -11,7 +11,7 @@ import copy
 import json
 import os
 
-from .labels import EMOTIONS
+from edge.labels import EMOTIONS
 
 FORMAT_VERSION = 1
 

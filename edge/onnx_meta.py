@@ -9,7 +9,7 @@ must parse and the graph (field 7) must be present.
 
 import os
 
-from . import metadata as md
+from edge import metadata as md
 
 
 class OnnxMetadataError(md.MetadataError):

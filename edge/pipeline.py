@@ -12,12 +12,12 @@ import functools
 
 import numpy as np
 
-from .classifier import load_classifier
-from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, crop, make_detector
+from edge.classifier import load_classifier
+from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, crop, make_detector
 
 
 class FaceEmotionPipeline(object):
-    """The loaded detector and classifier; ``detector_options`` go to ``edge.detect.make_detector``
+    """The loaded detector and classifier; ``detector_options`` go to ``edge.detect.factory.make_detector``
     (detector_model -> model, score_threshold, nms_iou, tiles, align, threads)."""
 
     def __init__(self, model=None, detector=DEFAULT_DETECTOR, min_face=DEFAULT_MIN_FACE, yunet_model=None,

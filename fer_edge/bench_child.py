@@ -1,6 +1,6 @@
 """One measured agent run in a process of its own: ``python -m fer_edge.bench_child VIDEO [MODEL]``.
 
-The real agent loop (edge.service.serve) on every frame of the video, publishing to a bounded
+The real agent loop (edge.agent.service.serve) on every frame of the video, publishing to a bounded
 in-memory publisher (the final stats message gives the per-stage ms), then one JSON line: fps, per-stage ms, peak RSS, CPU use.
 """
 
@@ -20,8 +20,8 @@ def peak_rss_mb():
 
 
 def main():
-    from edge.config import load_config
-    from edge.service import serve
+    from edge.config.agent import load_config
+    from edge.agent.service import serve
     video = sys.argv[1]
     overrides = {"source": video, "broker": "", "stats_interval": 0.0, "device_id": "bench"}
     if len(sys.argv) > 2:
@@ -31,7 +31,7 @@ def main():
     classifier = load_classifier(config["model"] or None)
     import numpy as np
     classifier.predict(np.zeros((1, 48, 48), np.uint8))  # warm-up, not timed
-    from edge.publish import MemoryPublisher
+    from edge.delivery.base import MemoryPublisher
     publisher = MemoryPublisher("bench", keep=1)  # serializes like a real publisher, keeps nothing
     cpu0 = time.process_time()
     start = time.perf_counter()

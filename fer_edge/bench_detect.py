@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from edge.track import iou as box_iou  # the tracker's IoU of (x, y, w, h) boxes
+from edge.tracking.track import iou as box_iou  # the tracker's IoU of (x, y, w, h) boxes
 
 from .scenes import KINDS, astronaut_scene, backgrounds, make_scenes
 
@@ -65,9 +65,9 @@ def _installed(module):
 
 
 def make_detectors(min_face, names=None):
-    from edge.crops import IDENTITY
-    from edge.detect import make_detector
-    from edge.detect import NEURAL, shipped_detector_path
+    from edge.detect.crops import IDENTITY
+    from edge.detect.factory import make_detector
+    from edge.detect.factory import NEURAL, shipped_detector_path
     out = []
     for label, kind, options in CANDIDATES:
         if names and kind not in names and label not in names:
@@ -95,7 +95,7 @@ def scene_sets(faces, labels, counts, seed):
 
 def evaluate(detector, scenes, classifier=None):
     """Detections on every scene once: counts for recall, false positives and accuracy."""
-    from edge.crops import face_crop
+    from edge.detect.crops import face_crop
     found = total = false_pos = correct = labelled = labelled_found = 0
     for scene in scenes:
         dets = detector.detect(scene.image)
@@ -162,7 +162,7 @@ def calibrate(detectors, scenes, log=print):
 
 def write_calibration(mapping, path, report):
     """The measured mappings as ``models/crop_mapping.json`` (read by ``make detector-models``)."""
-    from edge.detect import NEURAL
+    from edge.detect.factory import NEURAL
     doc = {"about": "box -> FER+ crop mapping per detector, measured by `fer-edge bench detect --calibrate` on "
                     "FER2013Valid faces pasted upright on photographs (median over the faces found)",
            "machine": report["machine"], "seed": report["seed"], "min_face": report["min_face"],
@@ -183,8 +183,8 @@ def run(data, counts=None, repeats=5, seed=0, min_face=24, names=None, calibrate
     report = {"machine": machine(), "iou": IOU, "min_face": min_face, "seed": seed, "repeats": repeats}
     if calibrate_only:
         scenes = make_scenes("calibrate", (counts or {}).get("calibrate", 150), faces, labels, seed=seed + 100)
-        from edge.detect import make_detector
-        from edge.detect import NEURAL, shipped_detector_path
+        from edge.detect.factory import make_detector
+        from edge.detect.factory import NEURAL, shipped_detector_path
         detectors = [(kind, make_detector(kind, min_size=min_face)) for kind in CALIBRATED
                      if kind not in NEURAL or os.path.isfile(shipped_detector_path(kind))]
         mapping = calibrate(detectors, scenes, log)

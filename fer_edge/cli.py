@@ -102,7 +102,7 @@ def cmd_image(args):
 
 
 def cmd_subscribe(args):
-    from edge.mqtt_settings import from_config
+    from edge.delivery.settings import from_config
     from .subscribe_lines import run_subscriber
     from .subscribe_table import run_table
     config = dict((key, getattr(args, key, None)) for key in ("username", "ca_file", "cert_file", "key_file",
@@ -128,7 +128,7 @@ def cmd_subscribe(args):
 
 def subscribe_kinds(text):
     """``--kinds events,tracks`` -> ``("events", "tracks")``; every kind when empty; an unknown one is an error."""
-    from edge.mqtt_url import TOPIC_KINDS
+    from edge.delivery.url import TOPIC_KINDS
     if not text:
         return TOPIC_KINDS
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())

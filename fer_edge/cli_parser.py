@@ -108,7 +108,7 @@ def build_parser(handlers):
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", help="model artifact (default: the shipped model)")
     p.add_argument("--runtime")
-    from edge.detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
+    from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
     p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
                    help="face detector (default: %(default)s)")
     p.add_argument("--detector-model", dest="detector_model",

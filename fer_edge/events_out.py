@@ -1,12 +1,12 @@
 """`fer-edge run --events-out FILE`: a video's results as a file, beside (or instead of) MQTT.
 
 ``.jsonl``: one emotion event per line, exactly what the agent publishes (schema
-``edge/schema/emotion-event.schema.json``). ``.csv``: one row per face and frame (frame, time,
+``edge/events/schema/emotion-event.schema.json``). ``.csv``: one row per face and frame (frame, time,
 track id, box, emotion, confidence, the score of every label), like the ``fer`` package's video
 analysis. Written through a temporary name and renamed into place when the run ends, so a file
 with this name is always complete.
 
-The face tracks (``new``/``update``/``end`` messages, ``edge/schema/track.schema.json``) go to a
+The face tracks (``new``/``update``/``end`` messages, ``edge/events/schema/track.schema.json``) go to a
 file beside it, ``<name>.tracks.jsonl`` (``results.jsonl`` -> ``results.tracks.jsonl``, ``faces.csv``
 -> ``faces.tracks.jsonl``), one message per line as published; it is written only when the agent
 publishes tracks (``track_events``, on by default). Its ``end`` lines are a summary per face: how
@@ -19,7 +19,7 @@ import json
 import os
 
 from edge.labels import EMOTIONS
-from edge.publish import PublisherWrapper
+from edge.delivery.base import PublisherWrapper
 
 CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + \
     list(EMOTIONS)

@@ -18,7 +18,7 @@
   archives only), i.e. ``edge``, ``jetson`` and ``model/*.onnx``, run as
   ``python3 -m jetson`` (built without install.sh and the systemd unit: the nucleus runs it);
 * each archive also holds ``greengrass/defaults.json``, the agent settings of that device kind
-  (the source), read by ``edge.greengrass_config`` on the device;
+  (the source), read by ``edge.greengrass.component`` on the device;
 * ``<ComponentName>-<version>.yaml`` (or ``.json``): the recipe, one manifest per target
   (``fer_edge.greengrass_recipe``); the agent settings given (``agent_config``) become its default
   configuration's ``Agent`` object, checked with the agent's own rules before anything is written.
@@ -155,7 +155,7 @@ def jetson_files(stage, model=None, version=None):
             with tar.extractfile(member) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
             files[rel] = dest
-    for needed in ("edge/greengrass_config.py", "edge/greengrass_check.py", "jetson/__main__.py", "model/model.onnx"):
+    for needed in ("edge/greengrass/component.py", "edge/greengrass/check.py", "jetson/__main__.py", "model/model.onnx"):
         if needed not in files:
             raise BundleError("the Jetson bundle lacks {}, which the component runs".format(needed))
     return files

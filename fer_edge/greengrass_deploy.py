@@ -9,7 +9,7 @@ Steps, each one ``aws`` command (the venv's awscli, or any ``aws`` on PATH; cred
 endpoints as the CLI finds them, e.g. ``AWS_ENDPOINT_URL_GREENGRASSV2``):
 
 1. read and check the recipe (``fer_edge.greengrass_recipe.load_recipe``) and ``configuration``
-   (the deployment's merge update, checked like the component's own: ``edge.greengrass_config``);
+   (the deployment's merge update, checked like the component's own: ``edge.greengrass.component``);
    find every artifact the recipe names beside it (or in ``artifacts_dir``); with ``thing`` or
    ``thing_group``: ``aws iot describe-thing``/``describe-thing-group`` (the target's ARN; a target
    that does not exist stops the deploy before anything is uploaded);
@@ -37,7 +37,7 @@ import tempfile
 import time
 
 from deeplens.deploy import AwsCli, DeployError
-from edge.config import ConfigError
+from edge.config.agent import ConfigError
 
 from .greengrass_recipe import DEFAULT_KEY_PREFIX, BundleError, artifact_uri, check_bucket, load_recipe
 
@@ -60,7 +60,7 @@ def recipe_artifacts(recipe):
 
 def check_configuration(configuration):
     """The deployment's merge update, checked (a dict or JSON text); returns the JSON text to send."""
-    from edge.greengrass_config import check_component_configuration
+    from edge.greengrass.component import check_component_configuration
     if isinstance(configuration, str):
         try:
             configuration = json.loads(configuration)

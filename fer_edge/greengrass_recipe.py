@@ -5,8 +5,8 @@
 <version>/<zip>, ``Unarchive: ZIP``, read permission for all users, no execute) and its
 lifecycle: ``Setenv`` (PYTHONPATH to the unpacked archive, the component configuration's ``Agent``
 object as JSON in ``FER_GG_AGENT_CONFIG``, on a Jetson the TensorRT engine folder), ``Install``
-(the module check ``edge/greengrass_check.py``, by path) and ``Run`` (``exec <Python> -m
-edge.greengrass_config``, which checks the configuration, writes the agent config and replaces
+(the module check ``edge/greengrass/check.py``, by path) and ``Run`` (``exec <Python> -m
+edge.greengrass.component``, which checks the configuration, writes the agent config and replaces
 itself by the agent). ``ComponentConfiguration.DefaultConfiguration`` is ``{"Python": "python3",
 "Agent": {...}}``, checked with the agent's own rules. Format: AWS's component recipe reference,
 RecipeFormatVersion 2020-01-25; the recipe variables used are ``{artifacts:decompressedPath}``,
@@ -18,7 +18,7 @@ RecipeFormatVersion 2020-01-25; the recipe variables used are ``{artifacts:decom
 import json
 import re
 
-from edge.config import ConfigError
+from edge.config.agent import ConfigError
 
 RECIPE_FORMAT_VERSION = "2020-01-25"
 DEFAULT_COMPONENT = "com.feredge.EmotionAgent"
@@ -86,7 +86,7 @@ def manifest(target, uri, stem):
     setenv = {"PYTHONPATH": root, "PYTHONUNBUFFERED": "1", "FER_GG_AGENT_CONFIG": "{configuration:/Agent}"}
     if target == "jetson":
         setenv["FER_EDGE_ENGINE_DIR"] = "{work:path}/engines"  # TensorRT engines, built at the first start
-    run = ('exec {{configuration:/Python}} -m edge.greengrass_config --exec {target} --defaults "{root}/{defaults}" '
+    run = ('exec {{configuration:/Python}} -m edge.greengrass.component --exec {target} --defaults "{root}/{defaults}" '
            '--work-dir "{{work:path}}" --out "{{work:path}}/agent.json"').format(
                target=target, root=root, defaults=DEFAULTS_FILE)
     return {
@@ -94,7 +94,7 @@ def manifest(target, uri, stem):
         "Platform": dict(PLATFORMS[target]),
         "Lifecycle": {
             "Setenv": setenv,
-            "Install": {"Script": '{{configuration:/Python}} "{}/edge/greengrass_check.py" {}'.format(root, target),
+            "Install": {"Script": '{{configuration:/Python}} "{}/edge/greengrass/check.py" {}'.format(root, target),
                         "Timeout": INSTALL_TIMEOUT},
             "Run": {"Script": run},
         },
@@ -104,7 +104,7 @@ def manifest(target, uri, stem):
 
 def make_recipe(component_name, version, targets, uris, agent=None, python="python3", description=None):
     """The recipe as a dict (``uris``: {target: s3 URI of its archive})."""
-    from edge.greengrass_config import check_component_configuration
+    from edge.greengrass.component import check_component_configuration
     configuration = {"Python": python, "Agent": dict(DEFAULT_AGENT, **(agent or {}))}
     try:  # values converted to the agent's types (a "5" for interval becomes 5.0)
         configuration = check_component_configuration(configuration, "the component's DefaultConfiguration")
@@ -152,7 +152,7 @@ def check_recipe(recipe, source="recipe"):
                 raise BundleError("{}: {}.Artifacts[{}].URI {!r} is not s3://bucket/key".format(source, where, j, uri))
     configuration = recipe.get("ComponentConfiguration", {}).get("DefaultConfiguration")
     if configuration is not None:
-        from edge.greengrass_config import check_component_configuration
+        from edge.greengrass.component import check_component_configuration
         try:
             check_component_configuration(configuration, "{}: ComponentConfiguration.DefaultConfiguration".format(
                 source))

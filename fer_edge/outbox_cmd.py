@@ -19,7 +19,7 @@ EXIT_LEFT = 3
 
 def queue_status(path):
     """Facts about a queue file, read without taking it over (read-only SQLite)."""
-    from edge.outbox import salvage
+    from edge.delivery.outbox import salvage
     if not os.path.isfile(path):
         return {"path": path, "exists": False, "messages": 0, "bytes": 0}
     out = {"path": path, "exists": True}
@@ -42,8 +42,8 @@ def queue_status(path):
 
 
 def cmd_outbox(args):
-    from edge.config import BY_NAME, load_config
-    from edge.outbox import queue_path
+    from edge.config.agent import BY_NAME, load_config
+    from edge.delivery.outbox import queue_path
     overrides = dict((name, getattr(args, name, None)) for name in BY_NAME)
     config = load_config(args.config, overrides=overrides)
     if not config["data_dir"]:
@@ -56,7 +56,7 @@ def cmd_outbox(args):
 
 
 def flush(config, path, timeout, out=sys.stdout):
-    from edge.service import make_publisher
+    from edge.agent.service import make_publisher
     before = queue_status(path)
     if not before["messages"]:
         print("{}: nothing queued".format(path), file=out)

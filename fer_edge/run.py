@@ -11,8 +11,8 @@ import signal
 import sys
 import threading
 
-from edge.config import BY_NAME, boolean, load_config
-from edge.publish import PublisherWrapper
+from edge.config.agent import BY_NAME, boolean, load_config
+from edge.delivery.base import PublisherWrapper
 
 EXIT_DROPPED = 3
 
@@ -58,7 +58,7 @@ class EventPrinter(PublisherWrapper):
         self.prefix = getattr(getattr(inner, "topics", None), "prefix", None)
 
     def _print(self, kind, data):
-        from edge.subscribe import Message
+        from edge.delivery.subscribe import Message
         from .subscribe_lines import format_message_lines
         message = Message("{}/{}/{}".format(self.prefix or "fer-edge", self.device_id, kind), self.device_id, kind,
                           b"", data, False, 1)
@@ -80,7 +80,7 @@ class EventPrinter(PublisherWrapper):
         return accepted
 
     def publish_track(self, message):
-        from edge.lifecycle import format_track_line
+        from edge.tracking.lifecycle import format_track_line
         accepted = self.inner.publish_track(message)
         print(format_track_line(message), file=self.out, flush=True)
         return accepted
@@ -111,8 +111,8 @@ def camera_events_path(path, device_id):
 
 
 def cmd_run(args):
-    from edge.assembly import Factories
-    from edge.service import make_publisher, serve
+    from edge.agent.assembly import Factories
+    from edge.agent.service import make_publisher, serve
     from fer_edge.broker import EmbeddedBroker
     overrides = dict((name, getattr(args, name)) for name in BY_NAME)
     config = load_config(args.config, overrides=overrides)

@@ -1,7 +1,7 @@
-"""``fer-edge subscribe``: what agents publish, as lines (host side of :mod:`edge.subscribe`).
+"""``fer-edge subscribe``: what agents publish, as lines (host side of :mod:`edge.delivery.subscribe`).
 
 One line per face of an emotion event, one per face-track message (``new``/``update``/``end``, as
-``fer-edge run`` prints them: :func:`edge.lifecycle.format_track_line`), one per device state,
+``fer-edge run`` prints them: :func:`edge.tracking.lifecycle.format_track_line`), one per device state,
 status and stats message; ``--json`` passes every payload through as it came. Delivery is
 at-least-once: :class:`Deduplicator` skips events (``event_id``) and track messages
 (``message_id``) that arrive a second time.
@@ -12,9 +12,9 @@ import json
 import sys
 import time
 
-from edge.lifecycle import format_track_line
-from edge.mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS
-from edge.subscribe import queue_subscription, session_options
+from edge.tracking.lifecycle import format_track_line
+from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
+from edge.delivery.subscribe import queue_subscription, session_options
 
 EVENT_SCHEMA, TRACK_SCHEMA = "fer-edge/emotion-event", "fer-edge/track"
 STATE_SCHEMA, STATUS_SCHEMA, STATS_SCHEMA = "fer-edge/state", "fer-edge/status", "fer-edge/stats"
@@ -62,7 +62,7 @@ def format_state_line(state, device_id=None, retained=False):
 
 
 def format_track_lines(message, device_id=None):
-    """The face-track message's line (:func:`edge.lifecycle.format_track_line`)."""
+    """The face-track message's line (:func:`edge.tracking.lifecycle.format_track_line`)."""
     if device_id and not message.get("device_id"):
         message = dict(message, device_id=device_id)
     return [format_track_line(message)]
@@ -82,7 +82,7 @@ def _stats_line(data, ts, dev):
 
 
 def format_message_lines(message):
-    """Human lines for any received :class:`edge.subscribe.Message` (events, tracks, state, status,
+    """Human lines for any received :class:`edge.delivery.subscribe.Message` (events, tracks, state, status,
     stats, other)."""
     data = message.data
     if not message.payload and message.data is None and message.retain:
@@ -161,7 +161,7 @@ def run_subscriber(url, device_id="+", prefix=DEFAULT_PREFIX, json_mode=False, o
     ``out``: a text stream (default ``sys.stdout``). ``ready``: optional ``threading.Event`` set
     once subscribed. ``resume``: a persistent session for ``client_id`` (the QoS 1 messages
     published since this client id was last connected come first). ``dedupe``: skip events and
-    track messages already printed. ``options``: keyword arguments of :func:`edge.subscribe.subscribe`
+    track messages already printed. ``options``: keyword arguments of :func:`edge.delivery.subscribe.subscribe`
     (``qos``, ``client_id``, ``username``, ``password``, ``ca_certs``, ``certfile``, ...).
     """
     if out is None:

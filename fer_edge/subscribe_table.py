@@ -1,4 +1,4 @@
-"""``fer-edge subscribe --table``: a live table per device (host side of :mod:`edge.subscribe`).
+"""``fer-edge subscribe --table``: a live table per device (host side of :mod:`edge.delivery.subscribe`).
 
 Per device: online/offline (the retained status, with the reason), the faces in view and their
 emotions and the dominant emotion (from the retained state topic; from the latest emotion event
@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 
-from edge.mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS
-from edge.subscribe import queue_subscription, session_options
+from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
+from edge.delivery.subscribe import queue_subscription, session_options
 
 from .subscribe_lines import Deduplicator, format_emotion_counts, format_track_lines
 
@@ -63,7 +63,7 @@ class DeviceTable(object):
         self._dedupe = Deduplicator()
 
     def update(self, message):
-        """Fold one :class:`edge.subscribe.Message` in; returns False for messages it ignores."""
+        """Fold one :class:`edge.delivery.subscribe.Message` in; returns False for messages it ignores."""
         data = message.data
         if not isinstance(data, dict) or message.kind is None:
             return False

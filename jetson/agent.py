@@ -1,8 +1,8 @@
 """The Jetson agent: ``python3 -m jetson [--config /etc/fer-edge/agent.json] [--check-camera] [--check-gpu] [--build-engine]``.
 
-Reads the agent config (``edge.config.load_config``: defaults < file < FER_EDGE_* environment <
-flags), picks the model runtime and runs ``edge.service.serve`` (the parts put together by
-``edge.assembly``, one or several cameras: config ``cameras``) until SIGINT/SIGTERM:
+Reads the agent config (``edge.config.agent.load_config``: defaults < file < FER_EDGE_* environment <
+flags), picks the model runtime and runs ``edge.agent.service.serve`` (the parts put together by
+``edge.agent.assembly``, one or several cameras: config ``cameras``) until SIGINT/SIGTERM:
 
 * config ``model`` is an ``.onnx`` (default: the bundle's ``model/model.onnx``), TensorRT + pycuda
   are installed and CUDA works for this user (``--check-gpu``): ``jetson.engine.ensure_engine``
@@ -19,7 +19,7 @@ The face detector (config ``detector``, default BlazeFace; ``detector_model`` de
 plus 4x2 tiles), so detection and classification both run on the GPU. Haar and YuNet stay on
 the CPU when chosen.
 
-Events go out through edge's MQTT publisher (``edge.service``). Logs go to stdout (journald under
+Events go out through edge's MQTT publisher (``edge.agent.service``). Logs go to stdout (journald under
 systemd). The service's working directory is /var/lib/fer-edge (StateDirectory): engines now, the
 offline event queue. Exit status: 0 done, 2 error (camera, runtime, CUDA, broker), 78 bad config
 (the systemd unit does not restart on 78), also for a missing, corrupt or wrong model or detector file.
@@ -37,7 +37,7 @@ import threading
 
 from edge.backends.base import BackendError, module_installed
 from edge.classifier import resolve_model
-from edge.config import BY_NAME, ConfigError, load_config
+from edge.config.agent import BY_NAME, ConfigError, load_config
 
 from . import engine, trt_backend
 
@@ -65,7 +65,7 @@ def default_detector():
     """The bundle's model/detector.onnx when present (installed layout), else edge's shipped default."""
     if os.path.isfile(BUNDLED_DETECTOR):
         return BUNDLED_DETECTOR
-    from edge.detect import DEFAULT_DETECTOR, shipped_detector_path
+    from edge.detect.factory import DEFAULT_DETECTOR, shipped_detector_path
     return shipped_detector_path(DEFAULT_DETECTOR)
 
 
@@ -135,8 +135,8 @@ def make_face_detector(config, precision=trt_backend.DEFAULT_PRECISION, engine_d
     (ONNX Runtime otherwise, with a warning), Haar/YuNet as configured."""
     from edge import metadata as md
     from edge.backends import load_backend
-    from edge.detect import NEURAL
-    from edge.service import detector_from_config
+    from edge.detect.factory import NEURAL
+    from edge.agent.service import detector_from_config
     if config["detector"] not in NEURAL:
         return detector_from_config(config, runtime="")
     model = config["detector_model"] or default_detector()
@@ -221,11 +221,11 @@ def main(argv=None):
     setup_logging(config["log_level"])
     if config_path:
         log.info("config %s", config_path)
-    from edge.agent import AgentError
+    from edge.agent.loop import AgentError
     from edge.backends.base import ModelFileError
-    from edge.detect import DetectorError, DetectorFileError
-    from edge.mqtt_client import PahoMissingError
-    from edge.sources import SourceError
+    from edge.detect.factory import DetectorError, DetectorFileError
+    from edge.delivery.client import PahoMissingError
+    from edge.agent.sources import SourceError
     try:
         if args.check_camera:
             return _check_cameras(config, args.timeout)
@@ -248,8 +248,8 @@ def main(argv=None):
 def _check_cameras(config, timeout):
     """``--check-camera``: every configured camera (each entry of ``cameras``, else ``source``); exit 0
     when all give a frame, else 2 after reporting each one (the failing ones named with hints)."""
-    from edge.camera_config import camera_configs
-    from edge.sources import SourceError
+    from edge.config.cameras import camera_configs
+    from edge.agent.sources import SourceError
     from .camera import check_camera, format_report
     failed = 0
     for camera in camera_configs(config):
@@ -280,7 +280,7 @@ def _build_engine(config, args):
     path = engine.ensure_engine(model, args.precision, args.max_batch, args.engine_dir, log=log.info,
                                 force=args.force, retry_failed=True)
     print(path, flush=True)
-    from edge.detect import NEURAL
+    from edge.detect.factory import NEURAL
     if config["detector"] in NEURAL:
         detector = config["detector_model"] or default_detector()
         if str(detector).endswith(".onnx"):
@@ -291,11 +291,11 @@ def _build_engine(config, args):
 
 
 def _serve(config, args):
-    """The agent on the Jetson's parts: ``edge.service.serve`` (``edge.assembly``) with the TensorRT
+    """The agent on the Jetson's parts: ``edge.agent.service.serve`` (``edge.agent.assembly``) with the TensorRT
     classifier and detector as factories (made once, shared by every camera of a ``cameras``
     config, closed when the agent stops)."""
-    from edge.assembly import Factories
-    from edge.service import serve
+    from edge.agent.assembly import Factories
+    from edge.agent.service import serve
     stop = threading.Event()
     install_stop_handlers(stop)
     factories = Factories(

@@ -7,7 +7,7 @@
 Layout (everything under ``fer-edge-jetson-<version>/``)::
 
     install.sh  uninstall.sh  README.txt  VERSION  MANIFEST.sha256
-    edge/                     the device-agnostic agent (incl. edge/schema/*.json)
+    edge/                     the device-agnostic agent (incl. edge/events/schema/*.json)
     jetson/                   this adapter (TensorRT backend, engines and their check, camera check, agent)
     model/model.onnx          the emotion classifier; its fer-edge metadata is embedded in the ONNX
     model/model.check.npz     its engine check set (inputs + ONNX Runtime's outputs on them, jetson.check_set)
@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 import time
 
-from edge.config import OPTIONS
+from edge.config.agent import OPTIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(REPO, "jetson", "templates")
@@ -39,7 +39,7 @@ HOST_ONLY = ("bundle.py", "check_set.py", "templates")
 EXECUTABLE = ("install.sh", "uninstall.sh")
 INSTALL_PREFIX = "/opt/fer-edge"
 
-# Values of the device config template that differ from edge.config's defaults.
+# Values of the device config template that differ from edge.config.agent's defaults.
 JETSON_CONFIG = {
     "source": "csi://0?width=1280&height=720&framerate=30",
     "model": INSTALL_PREFIX + "/model/model.onnx",
@@ -54,7 +54,7 @@ class BundleError(ValueError):
 
 
 def config_template():
-    """The device's agent.json: every key of edge.config.OPTIONS, Jetson values where they differ."""
+    """The device's agent.json: every key of edge.config.agent.OPTIONS, Jetson values where they differ."""
     return dict((o.name, JETSON_CONFIG.get(o.name, o.default)) for o in OPTIONS)
 
 
@@ -200,7 +200,7 @@ def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None, inc
         raise BundleError("bad bundle version {!r}".format(version))
     _check_model(model_onnx)
     if detector_onnx is None:
-        from edge.detect import DEFAULT_DETECTOR, shipped_detector_path
+        from edge.detect.factory import DEFAULT_DETECTOR, shipped_detector_path
         detector_onnx = shipped_detector_path(DEFAULT_DETECTOR)
     detector_onnx = str(detector_onnx)
     _check_detector(detector_onnx)

@@ -1,6 +1,6 @@
 """Jetson camera check: open the configured source, grab one frame, report its resolution.
 
-Frame sources themselves are ``edge.sources`` (``csi://0?width=1280&height=720&framerate=30``
+Frame sources themselves are ``edge.agent.sources`` (``csi://0?width=1280&height=720&framerate=30``
 builds the nvarguscamerasrc pipeline); this module only adds what helps on a Jetson: a one-shot
 check (``python3 -m jetson --check-camera``) and hints when the camera does not deliver.
 
@@ -14,7 +14,7 @@ import time
 
 import cv2
 
-from edge.sources import SourceError, has_gstreamer, open_source
+from edge.agent.sources import SourceError, has_gstreamer, open_source
 
 CameraReport = collections.namedtuple("CameraReport", "uri width height channels seconds opencv gstreamer")
 
@@ -67,7 +67,7 @@ def camera_hints(uri, video_devices=None, cv2_file=None, gstreamer=None):
 
 
 def check_camera(uri, timeout=10.0):
-    """Open ``uri`` (an ``edge.sources`` URI), read one frame, return a CameraReport.
+    """Open ``uri`` (an ``edge.agent.sources`` URI), read one frame, return a CameraReport.
 
     Raises SourceError with Jetson-specific hints when the source cannot be opened or gives no
     frame within ``timeout`` seconds.

@@ -49,7 +49,7 @@ def _save(path, inputs, outputs, kind, onnx_path, ort_version):
 
 def detector_check_set(detector_onnx, path):
     """Letterboxed frames and the detector's raw outputs on them."""
-    from edge.neural_detect import letterbox
+    from edge.detect.blazeface import letterbox
     meta = onnx_model_metadata(detector_onnx)
     size = int(meta["input"]["height"])
     frames = _frames()
@@ -64,7 +64,7 @@ def detector_check_set(detector_onnx, path):
 
 def classifier_check_set(model_onnx, detector_onnx, path):
     """Face crops cut by the detector (as the agent cuts them) in variants, preprocessed for the model."""
-    from edge.detect import crop, make_detector
+    from edge.detect.factory import crop, make_detector
     from edge.preprocess import prepare_faces
     detector = make_detector(model=str(detector_onnx))
     crops = []

@@ -200,7 +200,7 @@ PROBS = [0.05, 0.7, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
 
 def sample_event(device, frame, faces=1):
     """A schema-valid emotion event with ``faces`` faces (track ids 0..faces-1)."""
-    from edge.events import face_entry, make_event
+    from edge.events.payloads import face_entry, make_event
     from edge.labels import EMOTIONS
     return make_event(device, frame,
                       [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],

@@ -1,7 +1,7 @@
 """The host agent end to end, with real parts: a video file -> Haar -> ONNX Runtime -> mosquitto.
 
 mosquitto (Debian) is started by the fixture on a free loopback port; a subscriber built on
-edge.subscribe collects what the agent publishes; every event is validated against the schema.
+edge.delivery.subscribe collects what the agent publishes; every event is validated against the schema.
 """
 
 import json
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from edge.classifier import default_model_path
-from edge.events import load_schema
-from edge.subscribe import subscribe
+from edge.events.payloads import load_schema
+from edge.delivery.subscribe import subscribe
 from fer_testdata import REPO
 from mqtt_broker import mosquitto_fixture
 
@@ -227,7 +227,7 @@ def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
     for a, b in zip(sorted(f["box"] for f in gray_faces), sorted(f["box"] for f in faces)):
         assert max(abs(u - v) for u, v in zip(a, b)) <= 6, (a, b)
     # the scores are the classifier's on the detector's FER-framed crops (not on the bare boxes)
-    from edge.detect import crop, make_detector
+    from edge.detect.factory import crop, make_detector
     detections = make_detector().detect(frame)
     assert [list(d.box) for d in detections] == [f["box"] for f in faces]
     clf = load_classifier(model_path)
@@ -298,7 +298,7 @@ def test_events_out_writes_the_results_as_jsonl_or_csv(video, model_path, tmp_pa
 
 
 def test_annotations_stay_inside_the_frame_and_apart(tmp_path):
-    from edge.annotate import draw
+    from edge.view.annotate import draw
     frame = np.full((120, 160, 3), 255, np.uint8)  # a white wall
     scores = {"neutral": 0.5, "happiness": 0.3, "surprise": 0.2}
     faces = [{"box": [0, 0, 40, 40], "track_id": 1, "emotion": "neutral", "confidence": 0.5, "scores": scores},
@@ -306,7 +306,7 @@ def test_annotations_stay_inside_the_frame_and_apart(tmp_path):
              {"box": [130, 95, 30, 25], "track_id": 3, "emotion": "neutral", "confidence": 0.5, "scores": scores}]
     out = draw(frame, faces)
     assert out.shape == frame.shape and (out < 60).any()  # the dark outline shows on white
-    import edge.annotate as annotate
+    import edge.view.annotate as annotate
     taken, placed = [], []
     original = annotate._fit
 

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import ConfigError, load_config
-from edge.detect import HaarDetector, YuNetDetector, DetectorError, find_haar_cascade
-from edge.policy import PublishPolicy
-from edge.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
-from edge.track import IouTracker, iou
+from edge.config.agent import ConfigError, load_config
+from edge.detect.factory import HaarDetector, YuNetDetector, DetectorError, find_haar_cascade
+from edge.tracking.policy import PublishPolicy
+from edge.agent.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
+from edge.tracking.track import IouTracker, iou
 
 LABELS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 
@@ -73,7 +73,7 @@ def test_missing_and_bad_sources_are_named(tmp_path):
 def test_live_source_drops_stale_frames_and_reconnects():
     import threading
     import time
-    from edge.sources import LiveSource
+    from edge.agent.sources import LiveSource
 
     class FakeCapture(object):
         """Stands in for a camera: 50 frames, then a drop (read fails), then frames again."""
@@ -228,7 +228,7 @@ def test_password_in_the_broker_url_is_refused_wherever_it_comes_from(tmp_path):
 
 def test_world_readable_password_file_is_warned_about(tmp_path, caplog):
     import os
-    from edge.config import read_secret
+    from edge.config.agent import read_secret
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     os.chmod(str(secret), 0o600)

@@ -1,4 +1,4 @@
-"""The one assembly function (``edge.assembly.assemble``): the host agent, the Jetson agent and the
+"""The one assembly function (``edge.agent.assembly.assemble``): the host agent, the Jetson agent and the
 DeepLens Lambda all build their parts through it, with what each device supplies.
 
 Real here: the shipped emotion model and BlazeFace on ONNX Runtime, sample videos, OpenCV; for the
@@ -19,9 +19,9 @@ import threading
 import jsonschema
 import pytest
 
-import edge.assembly
-from edge.config import load_config
-from edge.events import load_schema
+import edge.agent.assembly
+from edge.config.agent import load_config
+from edge.events.payloads import load_schema
 from test_deeplens import (THING, bundle, doubles, greengrass_core, savedmodel,  # noqa: F401 (fixtures)
                            synthetic_faces, video)
 
@@ -30,16 +30,16 @@ FRAMES = 8  # test_deeplens.video's length
 
 @pytest.fixture
 def assembled(monkeypatch):
-    """Records every edge.assembly.assemble call: [(config, factories, Assembly)]."""
+    """Records every edge.agent.assembly.assemble call: [(config, factories, Assembly)]."""
     calls = []
-    real = edge.assembly.assemble
+    real = edge.agent.assembly.assemble
 
     def spy(config, factories):
         result = real(config, factories)
         calls.append((config, factories, result))
         return result
 
-    monkeypatch.setattr(edge.assembly, "assemble", spy)
+    monkeypatch.setattr(edge.agent.assembly, "assemble", spy)
     return calls
 
 
@@ -59,9 +59,9 @@ def sample(tmp_path_factory):
 
 
 def test_the_host_agent_goes_through_assemble(assembled, sample, signals, capsys):
-    """`fer-edge run` (in process) -> edge.service.serve -> edge.assembly.assemble: the host's parts."""
-    from edge.lifecycle import TrackLifecycle
-    from edge.publish import MemoryPublisher
+    """`fer-edge run` (in process) -> edge.agent.service.serve -> edge.agent.assembly.assemble: the host's parts."""
+    from edge.tracking.lifecycle import TrackLifecycle
+    from edge.delivery.base import MemoryPublisher
     from fer_edge.cli import main
     assert main(["run", "--source", sample, "--device-id", "host-asm", "--no-embedded-broker", "--quiet",
                  "--data-dir", "", "--log-level", "WARNING"]) == 0

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from edge import metadata as md
-from edge.events import load_schema
+from edge.events.payloads import load_schema
 from fer_testdata import REPO, synthetic_faces as make_synthetic_faces
 
 DOUBLES = str(REPO / "tests" / "doubles")
@@ -160,16 +160,16 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(bundle, tmp_path):
         names = set(zf.namelist())
         zf.extractall(str(tmp_path / "zip"))
     assert "lambda_function.py" in names  # at the root: handler lambda_function.function_handler
-    assert {"edge/schema/emotion-event.schema.json", "edge/schema/stats.schema.json",
-            "edge/schema/status.schema.json"} <= names
+    assert {"edge/events/schema/emotion-event.schema.json", "edge/events/schema/stats.schema.json",
+            "edge/events/schema/status.schema.json"} <= names
     assert {"deeplens/awscam_source.py", "deeplens/awscam_backend.py", "deeplens/stream.py",
             "deeplens/greengrass_publisher.py", "deeplens/lambda_agent.py", "greengrasssdk/IoTDataPlane.py",
             "greengrasssdk/LICENSE"} <= names
-    host_only = {"deeplens/deploy.py", "deeplens/bundle.py", "edge/subscribe.py", "edge/service.py",
+    host_only = {"deeplens/deploy.py", "deeplens/bundle.py", "edge/delivery/subscribe.py", "edge/agent/service.py",
                  "edge/backends/onnxruntime_backend.py", "edge/backends/openvino_backend.py"}
     assert not names & host_only
     assert not [n for n in names if n.split("/")[0] in ("train", "convert", "fer_edge", "jetson", "tests")]
-    lazy_ok = {("edge/mqtt_client.py", "paho"), ("edge/backends/__init__.py", "onnx"),
+    lazy_ok = {("edge/delivery/client.py", "paho"), ("edge/backends/__init__.py", "onnx"),
                ("edge/backends/__init__.py", "onnxruntime")}
     bad = []
     for name in sorted(n for n in names if n.endswith(".py")):
@@ -522,7 +522,7 @@ def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, 
     schemas = dict(("fer-edge/" + name, load_schema(name)) for name in kinds)
     for m in on_infer:
         jsonschema.validate(m, schemas[m["schema"]])
-    # the face lifecycle (edge.assembly gives the Lambda every part the host agent has)
+    # the face lifecycle (edge.agent.assembly gives the Lambda every part the host agent has)
     tracks = [m for m in on_infer if m["schema"] == "fer-edge/track"]
     assert tracks and {m["type"] for m in tracks} >= {"new", "end"}
     assert [m for t, m in messages if t == "fer-edge/{}/tracks".format(THING)] == tracks
@@ -561,7 +561,7 @@ def test_greengrass_publisher_sends_tracks_and_state_and_refuses_retained(greeng
     """Through the real greengrasssdk to the core stand-in: track messages and the state go to the
     infer topic (and the fer-edge topics); retained messages (Home Assistant discovery) cannot."""
     from deeplens.greengrass_publisher import GreengrassPublisher
-    from edge.events import state_payload
+    from edge.events.payloads import state_payload
     pub = GreengrassPublisher(fer_topics=True)
     pub.start()
     track = {"schema": "fer-edge/track", "type": "new", "after": {"id": "ab-1"}}

@@ -1,6 +1,6 @@
 """Reliable MQTT delivery against a real mosquitto on 127.0.0.1 (skipped without the binary).
 
-The on-disk outbox (edge/outbox.py) and the MqttPublisher's network thread: a 10 s broker outage
+The on-disk outbox (edge/delivery/outbox.py) and the MqttPublisher's network thread: a 10 s broker outage
 in the middle of a real agent run (every frame, exactly once, in order), an agent killed with
 SIGKILL while the broker is down and restarted, the queue bound (oldest dropped and counted),
 corrupt and full queue files, reconnection back-off with jitter, the subscriber tools and the
@@ -29,12 +29,12 @@ import pytest
 
 from mqtt_broker import Collector, sample_event, Mosquitto, free_port, running_mosquitto
 
-from edge.events import face_entry, load_schema, make_event, stats_payload
+from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
-from edge.outbox import Outbox, queue_path
-from edge.mqtt_client import backoff_delay
-from edge.mqtt_publisher import MqttPublisher
-from edge.subscribe import Message, subscribe
+from edge.delivery.outbox import Outbox, queue_path
+from edge.delivery.client import backoff_delay
+from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.subscribe import Message, subscribe
 from fer_edge.subscribe_lines import Deduplicator, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
 
@@ -621,8 +621,8 @@ def test_publisher_queue_survives_close_and_restart(tmp_path):
 
 QUEUEING_AGENT = """
 import sys, time
-from edge.events import make_event
-from edge.mqtt_publisher import MqttPublisher
+from edge.events.payloads import make_event
+from edge.delivery.mqtt import MqttPublisher
 url, device, data_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 pub = MqttPublisher(url, device, data_dir=data_dir, reconnect_delay=(0.2, 1))
 pub.start()
@@ -726,7 +726,7 @@ def _message(kind, data, retain=False):
 
 
 def test_device_table_and_deduplication():
-    from edge.events import status_payload
+    from edge.events.payloads import status_payload
     clock = [1000.0]
     table = DeviceTable(clock=lambda: clock[0])
     assert "no devices" in table.render()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from edge import metadata as md
-from edge import ssd
+from edge.detect import ssd
 from edge.backends import BackendError, artifact_metadata
-from edge.config import ConfigError, load_config
-from edge.crops import CropMapping, Detection, eye_angle, face_crop
-from edge.detect import DEFAULT_DETECTOR, NEURAL, DetectorError, make_detector, shipped_detector_path
+from edge.config.agent import ConfigError, load_config
+from edge.detect.crops import CropMapping, Detection, eye_angle, face_crop
+from edge.detect.factory import DEFAULT_DETECTOR, NEURAL, DetectorError, make_detector, shipped_detector_path
 from fer_testdata import REPO
 
 
@@ -210,7 +210,7 @@ def test_detector_options_out_of_range_name_the_key(tmp_path):
             load_config(None, env={}, overrides=overrides)
     config = load_config(None, env={}, overrides={"detector_tiles": "4x2", "detector_score": 0.6})
     assert config["detector"] == DEFAULT_DETECTOR and config["min_face"] == 24
-    from edge.service import detector_from_config
+    from edge.agent.service import detector_from_config
     det = detector_from_config(config)
     assert det.tiles == (4, 2) and det.score_threshold == 0.6
     with pytest.raises(DetectorError, match="tile_overlap"):

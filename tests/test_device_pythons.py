@@ -15,7 +15,7 @@ the devices ship: numpy 1.19.5, opencv-python-headless 4.1.1.26, paho-mqtt 1.5.1
   edge's backend uses exists for 3.6).
 
 A subscriber on the host collects what reaches the broker: an event for every frame, every payload
-valid against the schema its ``schema`` field names (edge/schema), ``online`` then ``offline``
+valid against the schema its ``schema`` field names (edge/events/schema), ``online`` then ``offline``
 status, and the same faces and emotions as the same agent run under the host's Python and current
 libraries. A venv that is absent skips its tests, saying how to build it.
 """
@@ -114,7 +114,7 @@ def deeplens_root(tmp_path_factory):
 
 def run_agent(python, args, root, broker, device, tmp_path):
     """Run an agent to the end of the video; (process, messages collected on the broker)."""
-    from edge.subscribe import subscribe
+    from edge.delivery.subscribe import subscribe
     collector = Collector(timeout=WAIT)
     sub = subscribe(broker.url, device_id=device, on_message=collector)
     try:
@@ -134,7 +134,7 @@ def run_agent(python, args, root, broker, device, tmp_path):
 
 def check_messages(messages, device):
     """Every payload valid against its schema; one event per frame; online then offline."""
-    from edge.events import load_schema
+    from edge.events.payloads import load_schema
     from edge.labels import EMOTIONS
     schemas = {}
     for m in messages:

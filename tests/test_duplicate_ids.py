@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from edge.mqtt_client import SESSION_TAKEN_OVER, TakeoverWatch
-from edge.mqtt_publisher import MqttPublisher, default_client_id
+from edge.delivery.client import SESSION_TAKEN_OVER, TakeoverWatch
+from edge.delivery.mqtt import MqttPublisher, default_client_id
 from fer_testdata import REPO
 from mqtt_broker import mosquitto_fixture
 
@@ -82,7 +82,7 @@ def test_two_agents_with_one_client_id_are_told_what_to_change(broker, video, tm
 def test_publishers_with_one_client_id_warn_once_and_mqtt5_reason_is_definite(broker, caplog):
     import logging
     import time
-    caplog.set_level(logging.WARNING, logger="edge.publish")  # whatever level an earlier test left it at
+    caplog.set_level(logging.WARNING, logger="edge.delivery.base")  # whatever level an earlier test left it at
     pubs = [MqttPublisher(broker.url, "cam-{}".format(i), client_id="same-id", reconnect_delay=(0.2, 0.5))
             for i in range(2)]
     for pub in pubs:

@@ -1,4 +1,4 @@
-"""Emotion event, status and stats payloads against their JSON Schemas (edge/schema/)."""
+"""Emotion event, status and stats payloads against their JSON Schemas (edge/events/schema/)."""
 
 import copy
 import datetime
@@ -10,7 +10,7 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from edge.events import (EVENT_SCHEMA, EVENT_SCHEMA_VERSION, SCHEMA_VERSION, face_entry, format_timestamp,
+from edge.events.payloads import (EVENT_SCHEMA, EVENT_SCHEMA_VERSION, SCHEMA_VERSION, face_entry, format_timestamp,
                          load_schema, make_event, schema_path, state_payload, stats_payload, status_payload,
                          to_json, track_message)
 from edge.labels import EMOTIONS

@@ -1,5 +1,5 @@
 """The AWS IoT Greengrass V2 component: recipe and archives (``fer-edge bundle greengrass``), the
-device-side launcher (``edge.greengrass_config``, ``edge.greengrass_check``), ``fer-edge deploy greengrass``.
+device-side launcher (``edge.greengrass.component``, ``edge.greengrass.check``), ``fer-edge deploy greengrass``.
 
 Real here: the recipe and archives as built; the real awscli against moto's server for S3 and IoT;
 the agents as the component runs them (``python3 -m deeplens`` on OpenVINO; ``python3 -m jetson``,
@@ -31,7 +31,7 @@ import pytest
 
 from mqtt_broker import mosquitto_fixture, running_mosquitto
 
-from edge.config import ConfigError
+from edge.config.agent import ConfigError
 from fer_testdata import REPO
 
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (it comes with awscli: pip install -e '.[deeplens]')")
@@ -157,10 +157,10 @@ def test_recipe_follows_the_component_recipe_format(component):
         root = "{artifacts:decompressedPath}/" + zip_name[:-4]
         assert life["Setenv"]["PYTHONPATH"] == root
         assert life["Setenv"]["FER_GG_AGENT_CONFIG"] == "{configuration:/Agent}"
-        assert life["Install"]["Script"] == '{{configuration:/Python}} "{}/edge/greengrass_check.py" {}'.format(
+        assert life["Install"]["Script"] == '{{configuration:/Python}} "{}/edge/greengrass/check.py" {}'.format(
             root, target)
         run = life["Run"]["Script"]
-        assert run.startswith("exec {configuration:/Python} -m edge.greengrass_config --exec " + target)
+        assert run.startswith("exec {configuration:/Python} -m edge.greengrass.component --exec " + target)
         assert '--out "{work:path}/agent.json"' in run
     assert recipe["Manifests"][1]["Lifecycle"]["Setenv"]["FER_EDGE_ENGINE_DIR"] == "{work:path}/engines"
     # the same recipe as JSON
@@ -173,8 +173,8 @@ def test_archives_hold_what_the_agents_run_and_nothing_of_the_host(component):
     with zipfile.ZipFile(component["artifacts"]["deeplens"]) as z:
         names = set(z.namelist())
         defaults = json.loads(z.read("greengrass/defaults.json"))
-    assert {"edge/greengrass_config.py", "edge/greengrass_check.py", "edge/backends/openvino_backend.py",
-            "edge/schema/emotion-event.schema.json", "deeplens/__init__.py", "deeplens/__main__.py",
+    assert {"edge/greengrass/component.py", "edge/greengrass/check.py", "edge/backends/openvino_backend.py",
+            "edge/events/schema/emotion-event.schema.json", "deeplens/__init__.py", "deeplens/__main__.py",
             "models/ferplus-vgg13bn-48/onnx/model.onnx", "models/blazeface-back-256/openvino/model.xml",
             "models/blazeface-back-256/openvino/model.bin",
             "models/blazeface-back-256/openvino/model.xml.fer_edge.json",
@@ -187,7 +187,7 @@ def test_archives_hold_what_the_agents_run_and_nothing_of_the_host(component):
         names = set(z.namelist())
         defaults = json.loads(z.read("greengrass/defaults.json"))
         version = z.read("VERSION").decode().strip()
-    assert {"edge/greengrass_config.py", "edge/greengrass_check.py", "jetson/__main__.py", "jetson/agent.py",
+    assert {"edge/greengrass/component.py", "edge/greengrass/check.py", "jetson/__main__.py", "jetson/agent.py",
             "model/model.onnx", "model/detector.onnx"} <= names
     assert not [n for n in names if n.startswith("fer-edge-jetson")]  # the bundle's top folder is stripped
     assert not {"install.sh", "uninstall.sh", "systemd/fer-edge.service"} & set(names)  # the nucleus runs it
@@ -261,7 +261,7 @@ def test_bundle_refuses_bad_names_versions_and_models(tmp_path):
 
 
 def test_component_configuration_errors_name_the_key():
-    from edge.greengrass_config import check_component_configuration
+    from edge.greengrass.component import check_component_configuration
     cases = [
         ({"Agent": {"publsh": "on-change"}}, "/Agent: unknown key 'publsh'; did you mean 'publish'"),
         ({"Agent": {"qos": 2}}, "/Agent: key 'qos': 2 is not one of 0, 1"),
@@ -282,7 +282,7 @@ def test_component_configuration_errors_name_the_key():
 
 
 def test_launcher_fills_in_the_greengrass_defaults(tmp_path):
-    from edge.greengrass_config import agent_config, parse_agent_json
+    from edge.greengrass.component import agent_config, parse_agent_json
     artifact, work = tmp_path / "artifact", tmp_path / "work"
     (artifact / "model").mkdir(parents=True)
     (artifact / "model" / "model.onnx").write_bytes(b"onnx")
@@ -327,7 +327,7 @@ def test_launcher_fills_in_the_greengrass_defaults(tmp_path):
 
 
 def test_launcher_writes_the_config_and_execs_the_agent(tmp_path, capsys):
-    from edge.greengrass_config import main
+    from edge.greengrass.component import main
     artifact, work = tmp_path / "artifact", tmp_path / "work"
     (artifact / "greengrass").mkdir(parents=True)
     defaults = artifact / "greengrass" / "defaults.json"
@@ -353,7 +353,7 @@ def test_launcher_writes_the_config_and_execs_the_agent(tmp_path, capsys):
 
 
 def test_install_check_names_what_is_missing():
-    from edge import greengrass_check as gc
+    from edge.greengrass import check as gc
     everything = lambda name: True  # noqa: E731
     assert gc.check("deeplens", (3, 6, 9), everything)[0] == []
     problems, _, _ = gc.check("deeplens", (3, 8, 0), lambda name: name not in ("openvino", "paho"))
@@ -365,7 +365,7 @@ def test_install_check_names_what_is_missing():
     problems, _, _ = gc.check("deeplens", (3, 5, 2), everything)
     assert "Python 3.5.2 is too old" in problems[0]
 
-    script = str(REPO / "edge" / "greengrass_check.py")
+    script = str(REPO / "edge" / "greengrass" / "check.py")
     run = lambda *args: subprocess.run([sys.executable, script] + list(args), stdout=subprocess.PIPE,  # noqa: E731
                                        stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
     done = run("deeplens")  # this venv has numpy, OpenCV, paho-mqtt and OpenVINO
@@ -514,7 +514,7 @@ def run_component(component, tmp_path, agent, platform="amd64", root_ca=None):
 
 
 def subscribe_inbox(url, device, **tls):
-    from edge.subscribe import subscribe
+    from edge.delivery.subscribe import subscribe
     inbox = Inbox()
     sub = subscribe(url, device_id=device, on_message=inbox, kinds=("events", "status", "stats"),
                     reconnect_delay=(0.2, 1), **tls)
@@ -523,7 +523,7 @@ def subscribe_inbox(url, device, **tls):
 
 
 def test_component_runs_the_openvino_agent_from_its_archive(component, broker, video, tmp_path):
-    from edge.events import load_schema
+    from edge.events.payloads import load_schema
     import jsonschema
     installed = run_component(component, tmp_path, {"source": video, "broker": broker.url, "publish": "every-frame",
                                                     "stats_interval": 0.5})
@@ -611,7 +611,7 @@ def test_component_publishes_over_mutual_tls_and_stops_on_sigterm(component, lon
 
 def test_component_runs_the_jetson_agent_from_its_archive(component, broker, video, tmp_path):
     """The aarch64 manifest, run here on x86-64: without TensorRT the Jetson agent falls back to ONNX Runtime."""
-    from edge import greengrass_check
+    from edge.greengrass import check as greengrass_check
     if not greengrass_check.installed("onnxruntime"):
         pytest.skip("onnxruntime not installed: the Jetson agent has nothing to run the models on here")
     installed = run_component(component, tmp_path, {"source": video, "broker": broker.url, "publish": "every-frame",

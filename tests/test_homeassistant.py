@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from edge.events import load_schema
-from edge.homeassistant import clear_discovery, discovery_configs, node_id
+from edge.events.payloads import load_schema
+from edge.events.homeassistant import clear_discovery, discovery_configs, node_id
 from edge.labels import EMOTIONS
 from fer_testdata import REPO
 from mqtt_broker import mosquitto_fixture
@@ -32,7 +32,7 @@ class Inbox(object):
     """A paho consumer: ``subscribe(topic)``, then ``of(topic)`` -> [(payload text, retained)]."""
 
     def __init__(self, url, name):
-        from edge.mqtt_client import create_client
+        from edge.delivery.client import create_client
         self.lock = threading.Lock()
         self.messages = []
         self.client = create_client(url, name)
@@ -174,7 +174,7 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
     finally:
         late.stop()
     # 5. clearing them (empty retained payloads) removes them from the broker
-    from edge.mqtt_publisher import MqttPublisher
+    from edge.delivery.mqtt import MqttPublisher
     cleaner = MqttPublisher(broker.url, DEVICE + "-admin")
     cleaner.start()
     assert cleaner.wait_connected(10)

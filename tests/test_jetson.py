@@ -20,7 +20,7 @@ import pytest
 
 from edge import metadata as md
 from edge.backends.base import BackendError, module_installed
-from edge.config import BY_NAME, load_config
+from edge.config.agent import BY_NAME, load_config
 from fer_testdata import REPO
 from jetson import engine as je
 from jetson import trt_backend as tb
@@ -176,7 +176,7 @@ def test_tensorrt_detector_engine_finds_the_faces_onnxruntime_finds(tmp_path):
         pytest.skip(TRT_SKIP)
     from edge import metadata as md
     from edge.backends import load_backend
-    from edge.detect import DEFAULT_DETECTOR, make_detector, shipped_detector_path
+    from edge.detect.factory import DEFAULT_DETECTOR, make_detector, shipped_detector_path
     from fer_edge.scenes import astronaut_scene
     from jetson.agent import DETECTOR_ENGINE_STEM, DETECTOR_MAX_BATCH
     engine = je.ensure_engine(shipped_detector_path(DEFAULT_DETECTOR), "fp16", DETECTOR_MAX_BATCH, str(tmp_path),
@@ -258,7 +258,7 @@ def test_cli_bad_config_exits_78_and_build_engine_without_tensorrt_is_clear(tiny
 
 
 def test_check_camera_reports_resolution_and_hints(tmp_path):
-    from edge.sources import SourceError
+    from edge.agent.sources import SourceError
     from jetson.camera import camera_hints, check_camera, format_report, gstreamer_hint
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), np.full((72, 128, 3), 90, np.uint8))
@@ -300,8 +300,8 @@ def test_bundle_contents_and_modes(bundle, tiny_onnx):
         assert all(m.name == TOP or m.name.startswith(TOP + "/") for m in tar.getmembers())
     names = set(n for n, m in members.items() if m.isfile())
     for required in ("install.sh", "uninstall.sh", "README.txt", "VERSION", "MANIFEST.sha256",
-                     "edge/__init__.py", "edge/service.py", "edge/backends/base.py",
-                     "edge/schema/emotion-event.schema.json", "jetson/__init__.py", "jetson/__main__.py",
+                     "edge/__init__.py", "edge/agent/service.py", "edge/backends/base.py",
+                     "edge/events/schema/emotion-event.schema.json", "jetson/__init__.py", "jetson/__main__.py",
                      "jetson/agent.py", "jetson/trt_backend.py", "jetson/engine.py", "jetson/engine_build.py",
                      "jetson/engine_check.py", "jetson/engine_plan.py", "jetson/camera.py", "model/model.onnx",
                      "model/model.check.npz", "model/detector.onnx", "model/detector.check.npz",
@@ -462,7 +462,7 @@ def test_bundled_agent_runs_without_host_packages(unpacked, tmp_path):
     assert proc.returncode == 0, out
     assert '"frames": 2' in out and "ONNX Runtime" in out
     where = subprocess.run([sys.executable, "-c", runner.split("sys.argv =")[0] +
-                            "import edge.service, jetson.agent, jetson.trt_backend, jetson.camera, jetson.engine, "
+                            "import edge.agent.service, jetson.agent, jetson.trt_backend, jetson.camera, jetson.engine, "
                             "jetson.engine_build, jetson.engine_check\n"
                             "print('\\n'.join(m.__file__ for n, m in sorted(sys.modules.items()) if m and "
                             "n.split('.')[0] in ('edge', 'jetson')))"],
@@ -636,7 +636,7 @@ def test_install_refuses_test_hooks_outside_dry_run(unpacked):
 def test_detector_engine_runs_blazeface_through_the_tensorrt_backend(fake_runtime, tmp_path):
     """The TensorRT backend with a two-output NHWC engine (outputs in another order than the
     model's) gives the neural detector the same faces as ONNX Runtime."""
-    from edge.detect import DEFAULT_DETECTOR, make_detector, shipped_detector_path
+    from edge.detect.factory import DEFAULT_DETECTOR, make_detector, shipped_detector_path
     from edge.onnx_meta import onnx_model_metadata
     from fer_edge.scenes import astronaut_scene
     version, cuda, engines = fake_runtime

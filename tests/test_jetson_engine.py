@@ -17,7 +17,7 @@ import pytest
 
 from edge import metadata as md
 from edge.backends.base import BackendError
-from edge.config import load_config
+from edge.config.agent import load_config
 from fer_testdata import REPO
 from jetson import engine as je
 from jetson import engine_check
@@ -128,7 +128,7 @@ def test_the_shipped_check_sets_pass_on_the_real_models_and_catch_a_wrong_one(tm
     for the engine: the right model passes at FP16 tolerance, the other detector does not."""
     from edge.backends import load_backend
     from edge.classifier import SHIPPED_MODEL
-    from edge.detect import shipped_detector_path
+    from edge.detect.factory import shipped_detector_path
     from edge.onnx_meta import onnx_model_metadata
     from jetson import check_set
     detector = shipped_detector_path("blazeface-back")

@@ -16,12 +16,12 @@ import time
 import numpy as np
 import pytest
 
-from edge.events import load_schema
+from edge.events.payloads import load_schema
 from edge.labels import EMOTIONS
-from edge.lifecycle import TrackLifecycle, format_track_line
-from edge.policy import PublishPolicy
-from edge.publish import MemoryPublisher
-from edge.track import IouTracker
+from edge.tracking.lifecycle import TrackLifecycle, format_track_line
+from edge.tracking.policy import PublishPolicy
+from edge.delivery.base import MemoryPublisher
+from edge.tracking.track import IouTracker
 from fer_testdata import REPO
 from mqtt_broker import mosquitto_fixture
 
@@ -211,7 +211,7 @@ def once_video(tmp_path_factory):
 
 class Inbox(object):
     def __init__(self, url, topic):
-        from edge.mqtt_client import create_client
+        from edge.delivery.client import create_client
         self.messages = []
         self.lock = threading.Lock()
         ready = threading.Event()

@@ -1,4 +1,4 @@
-"""The live view (edge.live_view): in-process with frames fed by the test, then `fer-edge run --view`
+"""The live view (edge.view.live): in-process with frames fed by the test, then `fer-edge run --view`
 end to end (sample video -> BlazeFace -> ONNX Runtime -> mosquitto) with a real HTTP client, OpenCV
 decoding the stream's JPEGs and headless Chromium loading the page.
 """
@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.annotate import COLORS
-from edge.config import ConfigError, load_config
-from edge.live_view import BOUNDARY, LiveView, LiveViewError, parse_view
-from edge.publish import MemoryPublisher
-from edge.sources import Frame
+from edge.view.annotate import COLORS
+from edge.config.agent import ConfigError, load_config
+from edge.view.live import BOUNDARY, LiveView, LiveViewError, parse_view
+from edge.delivery.base import MemoryPublisher
+from edge.agent.sources import Frame
 from fer_testdata import REPO
 from mqtt_broker import mosquitto_fixture
 
@@ -164,7 +164,7 @@ def test_taken_port_is_a_clear_error():
 # -- in-process: cost, stream, limits, slow clients, stop --
 
 def test_nothing_is_drawn_or_encoded_while_nobody_watches(monkeypatch):
-    import edge.live_view as live_view
+    import edge.view.live as live_view
     drawn = []
     real_draw = live_view.draw
     monkeypatch.setattr(live_view, "draw", lambda image, faces: drawn.append(1) or real_draw(image, faces))
@@ -329,13 +329,13 @@ def test_close_ends_the_streams_and_the_port():
 
 def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
     """run_agent with real parts: the annotated writer (annotator=) and the live view (sinks=)."""
-    from edge.agent import run_agent
-    from edge.annotate import AnnotatedWriter
+    from edge.agent.loop import run_agent
+    from edge.view.annotate import AnnotatedWriter
     from edge.classifier import load_classifier
-    from edge.detect import make_detector
-    from edge.policy import PublishPolicy
-    from edge.sources import open_source
-    from edge.track import IouTracker
+    from edge.detect.factory import make_detector
+    from edge.tracking.policy import PublishPolicy
+    from edge.agent.sources import open_source
+    from edge.tracking.track import IouTracker
     from fer_edge.samples import make_sample_video
     video = make_sample_video(str(tmp_path / "v.mp4"), frames=6)
     classifier = load_classifier()

@@ -1,6 +1,6 @@
 """Several cameras in one agent (config ``cameras``), with real parts: sample videos made by
 fer_edge.samples as the cameras, BlazeFace and the shipped emotion model on ONNX Runtime, a real
-mosquitto (tests/mqtt_broker.py) and edge.subscribe as the consumer.
+mosquitto (tests/mqtt_broker.py) and edge.delivery.subscribe as the consumer.
 
 What is counted here is counted on the real classifier: a wrapper records every ``predict``
 call and its batch size (the classifier itself runs). The one camera that breaks on purpose
@@ -18,10 +18,10 @@ import time
 import jsonschema
 import pytest
 
-from edge.camera_config import camera_configs
-from edge.config import ConfigError, load_config
-from edge.events import load_schema
-from edge.subscribe import subscribe
+from edge.config.cameras import camera_configs
+from edge.config.agent import ConfigError, load_config
+from edge.events.payloads import load_schema
+from edge.delivery.subscribe import subscribe
 from fer_testdata import REPO
 from mqtt_broker import mosquitto_fixture
 
@@ -127,8 +127,8 @@ def test_bad_cameras_config_is_named(tmp_path, cameras, shared, message):
 
 
 def test_a_camera_overrides_detector_tiles_on_the_one_loaded_detector():
-    from edge.assembly import camera_detector
-    from edge.detect import make_detector
+    from edge.agent.assembly import camera_detector
+    from edge.detect.factory import make_detector
     shared = make_detector("blazeface-back")
     same = camera_detector(shared, {"detector_tiles": "1x1"})
     tiled = camera_detector(shared, {"detector_tiles": "2x1"})
@@ -156,8 +156,8 @@ class CountingClassifier(object):
 
 
 def test_one_classifier_call_per_round_covers_every_cameras_faces(broker, videos, tmp_path):
-    from edge.assembly import Factories
-    from edge.service import load_host_classifier, serve
+    from edge.agent.assembly import Factories
+    from edge.agent.service import load_host_classifier, serve
     config = load_config(write_config(tmp_path / "cams.json", [
         {"source": videos[0], "device_id": "round-a"},
         {"source": videos[1], "device_id": "round-b", "publish": "on-change"}],
@@ -203,13 +203,13 @@ class BreaksAfter(object):
 
 def test_a_camera_that_fails_or_stalls_does_not_stop_the_others(broker, videos, tmp_path):
     """cam-broken raises after 3 frames (dropped and closed: offline status); cam-live is a live source
-    (a thread keeping the newest frame, reconnecting by edge.sources' rules) that delivers a few frames
+    (a thread keeping the newest frame, reconnecting by edge.agent.sources' rules) that delivers a few frames
     and then none; cam-ok reads all its frames meanwhile."""
     import cv2
 
-    from edge.assembly import Factories
-    from edge.service import serve
-    from edge.sources import LiveSource, open_source
+    from edge.agent.assembly import Factories
+    from edge.agent.service import serve
+    from edge.agent.sources import LiveSource, open_source
     collector = Collector(broker.url)
     config = load_config(write_config(tmp_path / "cams.json", [
         {"source": videos[1], "device_id": "cam-ok"},

@@ -23,14 +23,14 @@ import pytest
 
 from mqtt_broker import Collector, sample_event, Mosquitto, free_port, mosquitto_fixture, running_mosquitto
 
-from edge.events import face_entry, load_schema, make_event, stats_payload
+from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
-from edge.mqtt_url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subscription_topics,
+from edge.delivery.url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subscription_topics,
                            topics)
-from edge.mqtt_client import PAHO_MISSING, PahoMissingError
-from edge.mqtt_publisher import MqttPublisher
-from edge.publish import MemoryPublisher
-from edge.subscribe import subscribe
+from edge.delivery.client import PAHO_MISSING, PahoMissingError
+from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.base import MemoryPublisher
+from edge.delivery.subscribe import subscribe
 from fer_edge.subscribe_lines import format_event_lines, run_subscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_retained_online_then_offline_status_for_late_subscribers(broker, valida
 
 KILLED_AGENT = """
 import sys, time
-from edge.mqtt_publisher import MqttPublisher
+from edge.delivery.mqtt import MqttPublisher
 pub = MqttPublisher(sys.argv[1], sys.argv[2], keepalive=5)
 pub.start()
 if not pub.wait_connected(20):
@@ -513,7 +513,7 @@ def test_without_paho_the_error_says_how_to_install(monkeypatch):
 
 
 def test_importing_edge_modules_does_not_import_paho():
-    code = ("import sys; import edge.events, edge.mqtt_url, edge.publish, edge.mqtt_tls, edge.mqtt_client, edge.mqtt_publisher, edge.subscribe; "
+    code = ("import sys; import edge.events.payloads, edge.delivery.url, edge.delivery.base, edge.delivery.tls, edge.delivery.client, edge.delivery.mqtt, edge.delivery.subscribe; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paho'))")
     out = subprocess.check_output([sys.executable, "-c", code], cwd=str(REPO),
                                   universal_newlines=True)
@@ -532,7 +532,7 @@ def test_only_edge_mqtt_client_imports_paho():
         text = path.read_text(encoding="utf-8", errors="replace")
         if re.search(r"^\s*(import|from)\s+paho\b", text, re.M):
             importing.append(rel.as_posix())
-    assert importing == ["edge/mqtt_client.py"]
+    assert importing == ["edge/delivery/client.py"]
 
 
 def test_memory_publisher_bound_keeps_the_newest_and_counts_all():
@@ -547,15 +547,15 @@ def test_memory_publisher_bound_keeps_the_newest_and_counts_all():
 
 
 def test_agent_without_a_broker_keeps_bounded_memory():
-    from edge.config import load_config
-    from edge.service import MEMORY_KEEP, make_publisher
+    from edge.config.agent import load_config
+    from edge.agent.service import MEMORY_KEEP, make_publisher
     pub = make_publisher(load_config(None, env={}, overrides={"broker": "", "device_id": "cam-nobroker"}))
     assert isinstance(pub, MemoryPublisher) and pub.keep == MEMORY_KEEP
 
 
 def test_broker_settings_are_one_validated_value(tmp_path):
-    from edge.config import ConfigError, load_config
-    from edge.mqtt_settings import from_config
+    from edge.config.agent import ConfigError, load_config
+    from edge.delivery.settings import from_config
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
@@ -577,7 +577,7 @@ def test_broker_settings_are_one_validated_value(tmp_path):
 
 def raw_listener(url, topic, name):
     """A plain paho subscriber (any topic): returns (client, [(topic, payload text, retained)])."""
-    from edge.mqtt_client import create_client
+    from edge.delivery.client import create_client
     got = []
     client = create_client(url, name)
     client.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode("utf-8"), bool(m.retain)))

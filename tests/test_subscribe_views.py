@@ -6,7 +6,7 @@ fed the messages of a real TrackLifecycle, then run against a real mosquitto whi
 rate (``--realtime``: the faces stay in view for seconds, as before a camera, whatever the CPU); the
 CLI (``fer-edge subscribe --json`` and ``--table``) reads the same run from a persistent session.
 What the views show is checked against what the agent published, collected by a plain
-``edge.subscribe.subscribe`` on the side.
+``edge.delivery.subscribe.subscribe`` on the side.
 """
 
 import collections
@@ -21,13 +21,13 @@ import time
 import numpy as np
 import pytest
 
-from edge.events import load_schema
+from edge.events.payloads import load_schema
 from edge.labels import EMOTIONS
-from edge.lifecycle import TrackLifecycle, format_track_line
-from edge.mqtt_url import TOPIC_KINDS
-from edge.publish import MemoryPublisher
-from edge.subscribe import Message, subscribe
-from edge.track import IouTracker
+from edge.tracking.lifecycle import TrackLifecycle, format_track_line
+from edge.delivery.url import TOPIC_KINDS
+from edge.delivery.base import MemoryPublisher
+from edge.delivery.subscribe import Message, subscribe
+from edge.tracking.track import IouTracker
 from fer_edge.subscribe_lines import Deduplicator, format_message_lines, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
 from fer_testdata import REPO

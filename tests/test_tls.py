@@ -23,17 +23,17 @@ import pytest
 
 from mqtt_broker import running_mosquitto
 
-from edge.config import ConfigError, load_config
-from edge.events import face_entry, make_event
-from edge.homeassistant import discovery_configs
+from edge.config.agent import ConfigError, load_config
+from edge.events.payloads import face_entry, make_event
+from edge.events.homeassistant import discovery_configs
 from edge.labels import EMOTIONS
-from edge.mqtt_client import create_client, subscribe_granted_ok
-from edge.mqtt_publisher import MqttPublisher
-from edge.mqtt_tls import AWS_ALPN, alpn_protocols, make_ssl_context
-from edge.mqtt_url import DEFAULT_PREFIX, TOPIC_KINDS, subscription_topics, topics
-from edge.publish import MemoryPublisher
-from edge.service import make_publisher
-from edge.subscribe import subscribe
+from edge.delivery.client import create_client, subscribe_granted_ok
+from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.tls import AWS_ALPN, alpn_protocols, make_ssl_context
+from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS, subscription_topics, topics
+from edge.delivery.base import MemoryPublisher
+from edge.agent.service import make_publisher
+from edge.delivery.subscribe import subscribe
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "mosquitto"

@@ -32,7 +32,7 @@ class Backend(object):
     ``run(batch) -> [output arrays]`` (every model output, in the model's order);
     ``infer(batch)`` returns the first output (a classifier's probabilities [N, len(labels)]).
     ``batch`` is float32 in the layout of ``self.meta`` (``edge.preprocess.prepare_faces`` for
-    classifiers, ``edge.neural_detect`` for detectors). Subclasses set ``name`` (their row in
+    classifiers, ``edge.detect.blazeface`` for detectors). Subclasses set ``name`` (their row in
     ``edge.formats.RUNTIMES``) and import their runtime inside ``__init__`` only.
     """
 

@@ -1,0 +1,1 @@
+"""The agent's configuration: one file, environment variables and flags; several cameras."""

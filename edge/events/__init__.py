@@ -1,0 +1,1 @@
+"""What an agent says: message payloads and their JSON Schemas, Home Assistant discovery."""

@@ -1,0 +1,1 @@
+"""Faces over time: the IoU tracker, face lifecycle and device state, the publish policy."""

@@ -1,0 +1,128 @@
+"""The live view's HTTP side: its address (``HOST:PORT``), a bounded threaded server and the routes.
+
+``/`` the page (``edge.view.page``), ``/api/state`` the view's state as JSON, ``/stream.mjpg``
+handed to the view (``edge.view.live.LiveView.stream_to``). At most ``view.max_connections``
+connections are served, each by a thread; beyond, the accept loop answers 503 itself (no thread).
+Each connection's reads and sends time out after ``view.client_timeout`` seconds.
+Python 3.6 compatible (device code): stdlib only.
+"""
+
+import json
+import logging
+import select
+import socket
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from edge.view.page import PAGE
+
+log = logging.getLogger("fer_edge.live_view")
+
+DEFAULT_HOST = "127.0.0.1"
+BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+        b"Connection: close\r\n\r\nfer-edge live view: too many connections\n")
+
+
+class LiveViewError(OSError):
+    """The live view cannot listen where it was told to."""
+
+
+def parse_view(text, where="key 'view'"):
+    """``HOST:PORT``, ``PORT`` or ``[IPv6]:PORT`` -> (host, port); '' -> None. ValueError naming ``where``."""
+    text = str(text or "").strip()
+    if not text:
+        return None
+    if text.isdigit():
+        host, port = DEFAULT_HOST, text
+    elif text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("{}: {!r} is not HOST:PORT or PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080, 8080; port 0 "
+                         "picks a free one)".format(where, text))
+    return host, int(port)
+
+
+def closed_by_peer(sock):
+    """True when the client has closed its end (readable with nothing to read) or the socket failed."""
+    try:
+        readable = select.select([sock], [], [], 0)[0]
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+class ViewServer(socketserver.ThreadingMixIn, HTTPServer):
+    """An HTTP server with a thread per connection, at most ``view.max_connections`` at a time."""
+
+    daemon_threads = True
+    block_on_close = False  # Python 3.7/3.8 keep a list of non-daemon threads otherwise
+    allow_reuse_address = True
+
+    def __init__(self, address, view):
+        self.view = view
+        self.active = 0
+        self.count_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        HTTPServer.__init__(self, address, _Handler)
+
+    def process_request(self, request, client_address):
+        with self.count_lock:
+            busy = self.active >= self.view.max_connections
+            if not busy:
+                self.active += 1
+        if busy:  # answered here, without a thread: connections beyond the bound cost no thread
+            self.view.rejected += 1
+            try:
+                request.settimeout(1.0)
+                request.sendall(BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        socketserver.ThreadingMixIn.process_request(self, request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
+        finally:
+            with self.count_lock:
+                self.active -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "fer-edge-live-view"
+    protocol_version = "HTTP/1.0"
+
+    def setup(self):
+        self.timeout = self.server.view.client_timeout  # reads and sends time out: idle clients go
+        BaseHTTPRequestHandler.setup(self)
+
+    def log_message(self, fmt, *args):
+        log.debug("%s %s", self.client_address[0], fmt % args)
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        view = self.server.view
+        if path in ("/", "/index.html"):
+            self.send_body(200, "text/html; charset=utf-8", PAGE.encode("utf-8"))
+        elif path == "/api/state":
+            self.send_body(200, "application/json", json.dumps(view.state()).encode("utf-8"))
+        elif path == "/stream.mjpg":
+            view.stream_to(self)
+        else:
+            self.send_body(404, "text/plain", b"not found: / (page), /stream.mjpg, /api/state\n")
+
+    def send_body(self, code, kind, body, extra=()):
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
