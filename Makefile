@@ -42,7 +42,7 @@ vermin: venv
 # calls (binding API) are marked `type: ignore[attr-defined]` where the 10.x stubs lack them.
 TYPECHECK_VENV := .venv-typecheck
 TRT_STUBS := $(TYPECHECK_VENV)/trt-stubs
-TRT_FILES := convert/tensorrt_build.py jetson/trt_backend.py jetson/engine.py jetson/engine_build.py \
+TRT_FILES := convert/tensorrt_build.py jetson/trt_backend.py jetson/trt_runtime.py jetson/engine.py jetson/engine_info.py jetson/engine_build.py \
   jetson/engine_check.py jetson/engine_plan.py
 $(TYPECHECK_VENV)/.installed:
 	$(PYTHON) -m venv $(TYPECHECK_VENV)

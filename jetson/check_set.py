@@ -40,7 +40,7 @@ def _onnxruntime(onnx_path):
 
 
 def _save(path, inputs, outputs, kind, onnx_path, ort_version):
-    from .engine import sha256_file
+    from edge.files import sha256_file
     arrays = dict(("output_{}".format(i), np.asarray(o, np.float32)) for i, o in enumerate(outputs))
     np.savez_compressed(path, inputs=inputs, kind=np.array(kind), onnx_sha256=np.array(sha256_file(onnx_path)),
                         source=np.array(SOURCE.format(ort_version)), **arrays)

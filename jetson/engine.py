@@ -27,19 +27,21 @@ instead of rebuilding for minutes; ``python3 -m jetson --build-engine`` (a perso
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
-import re
 import sys
 import time
 
 from edge import metadata as md
 from edge.backends.base import BackendError
+from edge.files import atomic_file, sha256_file
+from edge.onnx_meta import onnx_model_metadata
+from jetson import engine_check
+from jetson.engine_build import TensorRTBuilder
+from jetson.engine_info import (ENGINE_SUFFIX, RUNTIME_FIELDS, engine_filename, engine_staleness,  # noqa: F401
+                                read_engine_info, runtime_key, runtime_staleness, slug)
+from jetson.trt_runtime import DEFAULT_MAX_BATCH, DEFAULT_PRECISION, device_info, import_tensorrt
 
-from .trt_backend import DEFAULT_MAX_BATCH, DEFAULT_PRECISION, device_info, import_tensorrt
-
-ENGINE_SUFFIX = ".engine"
 FAILED_SUFFIX = ".failed.json"
 ENGINE_DIR_ENV = "FER_EDGE_ENGINE_DIR"
 STATE_DIR = "/var/lib/fer-edge"
@@ -47,86 +49,10 @@ DEFAULT_OPT_BATCH = 4
 DEFAULT_WORKSPACE_MB = 256
 BACKOFF_FIRST_S = 300
 BACKOFF_MAX_S = 6 * 3600
-RUNTIME_FIELDS = ("tensorrt_version", "gpu", "compute_capability", "cuda_driver")
 
 
 class EngineError(BackendError):
     """No usable engine: the build, the check or the back-off says why."""
-
-
-# ---------------------------------------------------------------- naming, checksums, the runtime key
-
-
-def slug(text):
-    """'NVIDIA Tegra X1' -> 'nvidia-tegra-x1'."""
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
-
-
-def engine_filename(stem, trt_version, precision, gpu, capability=None):
-    """``<stem>.trt<version>.<precision>.<gpu-slug>[.sm<capability>].engine``."""
-    sm = ".sm" + str(capability).replace(".", "") if capability else ""
-    return "{}.trt{}.{}.{}{}{}".format(stem, trt_version, precision, slug(gpu), sm, ENGINE_SUFFIX)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def runtime_key(trt_version, device):
-    """What an engine is tied to: TensorRT version + the device (``trt_backend.DeviceInfo``)."""
-    return {"tensorrt_version": str(trt_version), "gpu": str(device.name),
-            "compute_capability": str(device.compute_capability), "cuda_driver": str(device.cuda_driver)}
-
-
-def read_engine_info(engine_path):
-    """The sidecar of an engine (metadata + 'engine' section), or None when missing/unreadable."""
-    try:
-        info = md.read(md.sidecar_path(engine_path))
-    except md.MetadataError:
-        return None
-    return info if isinstance(info.get("engine"), dict) else None
-
-
-def runtime_staleness(info, key):
-    """Why an engine (its sidecar ``info``) cannot run with this runtime ``key``, or None."""
-    engine = (info or {}).get("engine") or {}
-    reasons = []
-    names = {"tensorrt_version": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability",
-             "cuda_driver": "CUDA driver"}
-    for field in RUNTIME_FIELDS:
-        built, here = engine.get(field), key.get(field)
-        if built is None:
-            reasons.append("its sidecar does not say which {} built it".format(names[field]))
-        elif str(built) != str(here):
-            reasons.append("built with {} {!r}, this is {!r}".format(names[field], built, here)
-                           if field != "tensorrt_version" else
-                           "built with TensorRT {}, this is TensorRT {}".format(built, here))
-    return "; ".join(reasons) or None
-
-
-def engine_staleness(engine_path, onnx_path, key, max_batch=None, precision=None, onnx_sha256=None):
-    """Why the engine must be (re)built for ``onnx_path`` here, or None when it is current
-    (``onnx_sha256``: the ONNX's checksum when the caller has it already)."""
-    if not os.path.isfile(engine_path):
-        return "no engine at {}".format(engine_path)
-    info = read_engine_info(engine_path)
-    if info is None:
-        return "no readable sidecar {}".format(md.sidecar_path(engine_path))
-    engine = info["engine"]
-    if engine.get("onnx_sha256") != (onnx_sha256 or sha256_file(onnx_path)):
-        return "the ONNX model changed"
-    reason = runtime_staleness(info, key)
-    if reason:
-        return reason
-    if max_batch is not None and engine.get("max_batch") != int(max_batch):
-        return "built for max batch {}".format(engine.get("max_batch"))
-    if precision is not None and engine.get("precision") != precision:
-        return "built as {}".format(engine.get("precision"))
-    return None
 
 
 def default_engine_dir(onnx_path):
@@ -168,9 +94,8 @@ def _write_failure(engine_path, build_key, reason, clock):
               "when": datetime.datetime.utcfromtimestamp(clock()).replace(microsecond=0).isoformat() + "Z",
               "retry_after_s": backoff_seconds(attempts)}
     try:
-        with open(engine_path + FAILED_SUFFIX + ".tmp", "w") as handle:
+        with atomic_file(engine_path + FAILED_SUFFIX) as handle:
             json.dump(record, handle, indent=2, sort_keys=True)
-        os.replace(engine_path + FAILED_SUFFIX + ".tmp", engine_path + FAILED_SUFFIX)
     except OSError:
         pass  # the build error itself is what the caller reports
     return record
@@ -206,12 +131,9 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
     ``retry_failed``: build even within the back-off of a failed build (a person asked for it).
     Raises EngineError (a BackendError) saying why no engine can be had.
     """
-    from edge.onnx_meta import onnx_model_metadata
-    from . import engine_check
     trt = import_tensorrt()
     here = device_info()
     if builder is None:
-        from .engine_build import TensorRTBuilder
         builder = TensorRTBuilder(trt)
     onnx_path = os.path.abspath(str(onnx_path))
     if not os.path.isfile(onnx_path):
@@ -300,7 +222,6 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
 
 def _check_or_refuse(engine_path, meta, checks, precision, build_key, log, clock):
     """The check report (a dict); on a mismatch the engine is deleted, the failure recorded, EngineError."""
-    from . import engine_check
     try:
         report = engine_check.verify_engine(engine_path, meta, checks, precision)
     except BackendError as exc:

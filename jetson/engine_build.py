@@ -23,7 +23,8 @@ import numpy as np
 from edge import metadata as md
 from edge.backends.base import BackendError
 
-from .trt_backend import cuda_error, import_cuda, version_major
+from edge.preprocess import prepare_faces
+from jetson.trt_runtime import cuda_error, import_cuda, version_major
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -63,7 +64,6 @@ def trtexec_command(onnx_path, engine_path, precision, input_name, item_shape, m
 
 def calibration_batches(faces, meta, opt_batch):
     """Real faces -> float32 NCHW batches of exactly ``opt_batch`` faces (the rest dropped)."""
-    from edge.preprocess import prepare_faces
     x = prepare_faces(faces, md.with_layout(meta, "NCHW"))
     n = (len(x) // opt_batch) * opt_batch
     if n == 0:

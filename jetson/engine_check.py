@@ -24,6 +24,7 @@ import numpy as np
 
 from edge import metadata as md
 from edge.backends.base import BackendError
+from jetson.trt_backend import TensorRTBackend
 
 PROBABILITY_ATOL = {"fp32": 1e-3, "fp16": 1e-2, "int8": 1.0}
 SCORE_ATOL = {"fp32": 5e-3, "fp16": 5e-2, "int8": 0.15}
@@ -147,7 +148,6 @@ def verify_engine(engine_path, meta, checks, precision, backend=None):
             checks.path, checks.inputs.shape[1:], md.input_shape(meta)[1:]))
     own = backend is None
     if own:
-        from .trt_backend import TensorRTBackend
         backend = TensorRTBackend(engine_path, meta)
     try:
         got = backend.run(checks.inputs.astype(np.float32))

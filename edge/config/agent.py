@@ -9,166 +9,18 @@ config per camera).
 Python 3.6 compatible (the Jetson service reads /etc/fer-edge/agent.json or .ini).
 """
 
-import collections
 import configparser
 import difflib
 import json
 import os
 import socket
 
-from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
-from edge.tracking.policy import POLICIES
-
-Option = collections.namedtuple("Option", "name type default help choices")
-
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off", "")
-
-
-def boolean(value):
-    """A yes/no setting: a bool, or text true/false, yes/no, on/off, 1/0 (also an argparse type)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    raise ValueError("expected true or false, got {!r}".format(value))
-
-
-def _opt(name, kind, default, help_text, choices=None):
-    return Option(name, kind, default, help_text, choices)
-
-
-OPTIONS = (
-    _opt("source", str, "0", "frame source URI: video/image file or folder, 0, v4l2:///dev/video0, csi://0, rtsp://..."),
-    _opt("realtime", boolean, False, "a video-file source plays at its own frame rate, as a camera would (default: "
-         "as fast as the pipeline runs); cameras and streams are live anyway"),
-    _opt("broker", str, "", "mqtt://[user@]host[:port] or mqtts://host[:port]; empty: no broker"),
-    _opt("device_id", str, "", "device id in topics and events (default: the host name)"),
-    _opt("topic_prefix", str, "fer-edge", "topic prefix: <prefix>/<device_id>/events|status|stats"),
-    _opt("publish", str, "every-frame", "publish policy", POLICIES),
-    _opt("interval", float, 5.0, "seconds between events per track (publish=interval)"),
-    _opt("qos", int, 1, "MQTT QoS of events", (0, 1)),
-    _opt("model", str, "", "emotion model: an artifact (.onnx, .xml, .engine) or a shipped model's name (default, "
-         "fast, balanced); empty: the default shipped model"),
-    _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
-    _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),
-    _opt("detector_model", str, "", "face-detector artifact (.onnx, .xml, .engine) for a blazeface-* detector "
-         "(ignored by haar and yunet); empty: the shipped one"),
-    _opt("detector_score", float, 0.5, "lowest face score a neural detector reports"),
-    _opt("detector_nms", float, 0.3, "IoU above which a neural detector's overlapping boxes are merged"),
-    _opt("detector_tiles", str, "1x1", "COLSxROWS tiles (with the whole frame) run as one batch, for small faces "
-         "in wide frames: e.g. 4x2 for 720p door cameras; costs about tiles+1 times the detection time on a CPU"),
-    _opt("align", boolean, True, "level each face crop by its eye line before classifying (neural detectors)"),
-    _opt("threads", int, 0, "CPU threads of the ONNX Runtime/OpenVINO models; 0: the runtime's default"),
-    _opt("yunet_model", str, "", "path of face_detection_yunet_*.onnx for detector=yunet"),
-    _opt("min_face", int, DEFAULT_MIN_FACE, "smallest face (pixels) to detect and classify (the model sees 48x48)"),
-    _opt("smoothing", float, 0.6, "per-track score smoothing, 0 (off) to <1"),
-    _opt("iou", float, 0.3, "IoU needed to continue a track"),
-    _opt("max_missed", int, 15, "frames a track survives unseen (coasting: it keeps its id, nothing is re-announced)"),
-    _opt("hysteresis_margin", float, 0.1, "a face's emotion changes only to one whose smoothed score leads it by this "
-         "much ..."),
-    _opt("hysteresis_frames", int, 3, "... in this many frames in a row (margin 0 and 1 frame: the top label of "
-         "every frame)"),
-    _opt("track_events", boolean, True, "publish each face's lifecycle (new, update, end) on <prefix>/<device_id>/tracks "
-         "and the retained current state on <prefix>/<device_id>/state"),
-    _opt("confirm_frames", int, 3, "frames a face must be seen in before its track is announced (new)"),
-    _opt("homeassistant", boolean, False, "publish Home Assistant MQTT discovery configs (retained) for this agent's "
-         "sensors: faces in view, dominant emotion, fps"),
-    _opt("homeassistant_prefix", str, "homeassistant", "Home Assistant's MQTT discovery prefix"),
-    _opt("stats_interval", float, 10.0, "seconds between stats logs/messages"),
-    _opt("annotate", str, "", "write annotated frames to this video (.mp4/.avi) or folder"),
-    _opt("view", str, "", "serve a live view (page, MJPEG stream /stream.mjpg, JSON /api/state) at HOST:PORT or "
-         "PORT (on 127.0.0.1); port 0 picks a free one (logged); no authentication; empty: off"),
-    _opt("ca_file", str, "", "CA certificate for mqtts://"),
-    _opt("cert_file", str, "", "client certificate for mqtts:// (AWS IoT Core)"),
-    _opt("key_file", str, "", "client private key for mqtts://"),
-    _opt("username", str, "", "MQTT user name"),
-    _opt("password_file", str, "", "file holding the MQTT password (never put it in the config)"),
-    _opt("log_level", str, "INFO", "logging level", ("DEBUG", "INFO", "WARNING", "ERROR")),
-    _opt("data_dir", str, "~/.local/share/fer-edge",
-         "folder of the on-disk event queue (outbox-<device_id>.sqlite3); empty: queue in memory only"),
-    _opt("queue_max_events", int, 100000, "most messages the queue holds; beyond, the oldest are dropped (counted)"),
-    _opt("queue_max_bytes", int, 100000000, "most payload bytes the queue holds; beyond, the oldest are dropped"),
-    _opt("flush_timeout", float, 5.0, "seconds the agent waits at exit for queued messages to be acknowledged"),
-    _opt("reconnect_min_delay", float, 1.0, "first reconnection delay (s); doubles up to reconnect_max_delay, with jitter"),
-    _opt("reconnect_max_delay", float, 30.0, "longest reconnection delay (s)"),
-    _opt("protocol", str, "3.1.1", "MQTT protocol version; 5: a publish the broker refuses (ACL) is counted as "
-         "failed and logged with its reason code (needs paho-mqtt 2.x to see it)", ("3.1.1", "5")),
-    _opt("keepalive", int, 10, "MQTT keepalive (s): a broker that stops answering is noticed after 1.5x this"),
-    _opt("ack_timeout", float, 10.0, "seconds without any acknowledgement, messages in flight, before the "
-         "connection is dropped and made again (a frozen broker); 0: off"),
-    _opt("client_id", str, "", "MQTT client id (default fer-edge-<device_id>-<random>, different per process; "
-         "AWS IoT Core: the thing name)"),
-    _opt("alpn", str, "", "TLS ALPN protocols, comma-separated; empty: x-amzn-mqtt-ca for *.amazonaws.com:443; none: off"),
-    _opt("tls_insecure", boolean, False, "do not verify the broker's host name (tests only; the CA is still checked)"),
-)
-BY_NAME = dict((o.name, o) for o in OPTIONS)
-ENV_PREFIX = "FER_EDGE_"
-RANGES = {"min_face": (1, 10000), "detector_score": (0.01, 0.99), "detector_nms": (0.01, 0.99), "threads": (0, 256), "interval": (0.001, 1e6), "iou": (0.01, 1.0), "max_missed": (0, 100000),
-          "hysteresis_margin": (0.0, 1.0), "hysteresis_frames": (1, 10000), "confirm_frames": (1, 10000),
-          "stats_interval": (0.0, 1e6), "queue_max_events": (1, 10 ** 9), "queue_max_bytes": (10000, 10 ** 12),
-          "flush_timeout": (0.0, 86400.0), "reconnect_min_delay": (0.01, 3600.0),
-          "reconnect_max_delay": (0.01, 86400.0), "keepalive": (1, 65535), "ack_timeout": (0.0, 86400.0)}
-# The broker password: from password_file, else from this environment variable (never from a config file).
-PASSWORD_ENV = "FER_EDGE_PASSWORD"
-# FER_EDGE_* variables that are not agent settings (read elsewhere); any other FER_EDGE_* name is a
-# mistake (FER_EDGE_BROKER_URL for FER_EDGE_BROKER) and stops the agent instead of being ignored.
-OTHER_ENV = ("FER_EDGE_PASSWORD", "FER_EDGE_DATA", "FER_EDGE_ENGINE_DIR", "FER_EDGE_HAAR_CASCADE",
-             "FER_EDGE_LAMBDA_AUTOSTART", "FER_EDGE_ROOT", "FER_EDGE_ARCH", "FER_EDGE_PYTHON")
-OTHER_ENV_PREFIXES = ("FER_EDGE_DEEPLENS_",)  # the DeepLens Lambda's own settings (deeplens.lambda_agent)
-TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", boolean: "true or false"}
-CAMERAS_KEY = "cameras"
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names where it came from and the key."""
-
-
-def _convert(option, value, where):
-    if isinstance(value, str) and option.type is not str:
-        value = value.strip()
-    try:
-        if option.type is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            value = int(value)
-        elif option.type is float:
-            if isinstance(value, bool):
-                raise ValueError
-            value = float(value)
-        elif option.type is boolean:
-            value = boolean(value)
-        elif not isinstance(value, str):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError("{}: key '{}': expected {}, got {!r}".format(
-            where, option.name, TYPE_NAMES[option.type], value))
-    if option.choices and value not in option.choices:
-        raise ConfigError("{}: key '{}': {!r} is not one of {}".format(
-            where, option.name, value, ", ".join(str(c) for c in option.choices)))
-    if option.name in RANGES:
-        lo, hi = RANGES[option.name]
-        if not lo <= value <= hi:
-            raise ConfigError("{}: key '{}': {} is outside {}..{}".format(where, option.name, value, lo, hi))
-    if option.name == "smoothing" and not 0.0 <= value < 1.0:
-        raise ConfigError("{}: key 'smoothing': {} is outside [0, 1)".format(where, value))
-    if option.name == "view":
-        from edge.view.server import parse_view
-        try:
-            parse_view(value, "{}: key 'view'".format(where))
-        except ValueError as exc:
-            raise ConfigError(str(exc))
-    return value
-
-
-def _apply(config, values, where):
-    unknown = sorted(k for k in values if k not in BY_NAME)
-    if unknown:
-        raise ConfigError("{}: unknown key(s) {} (known: {})".format(where, ", ".join(unknown), ", ".join(BY_NAME)))
-    for key, value in values.items():
-        config[key] = _convert(BY_NAME[key], value, where)
+from edge.config.cameras import check_cameras
+from edge.config.checks import check_broker, check_ha_prefix, refuse_url_password  # noqa: F401
+from edge.config.options import (BY_NAME, CAMERAS_KEY, ENV_PREFIX, OPTIONS, OTHER_ENV, OTHER_ENV_PREFIXES,  # noqa: F401
+                                 PASSWORD_ENV, ConfigError, apply_values, boolean)
+from edge.config.secrets import broker_password, read_secret  # noqa: F401
+from edge.detect.blazeface import DetectorConfigError, parse_tiles
 
 
 def read_file(path):
@@ -208,20 +60,19 @@ def load_config(path=None, env=None, overrides=None):
         values = dict(read_file(path))
         if CAMERAS_KEY in values:
             cameras, cameras_where = values.pop(CAMERAS_KEY), path
-        _apply(config, values, path)
+        apply_values(config, values, path)
         explicit.update(values)
     env = os.environ if env is None else env
     for name, value in sorted(env_settings(env).items()):
-        _apply(config, {name[len(ENV_PREFIX):].lower(): value}, "environment variable " + name)
+        apply_values(config, {name[len(ENV_PREFIX):].lower(): value}, "environment variable " + name)
         explicit.add(name[len(ENV_PREFIX):].lower())
     given = dict((k, v) for k, v in (overrides or {}).items() if v is not None)
     if CAMERAS_KEY in given:
         cameras, cameras_where = given.pop(CAMERAS_KEY), "overrides"
-    _apply(config, given, "command line")
+    apply_values(config, given, "command line")
     explicit.update(given)
     if not config["device_id"]:
         config["device_id"] = socket.gethostname().split(".")[0] or "fer-edge"
-    from edge.detect.blazeface import DetectorConfigError, parse_tiles
     try:
         parse_tiles(config["detector_tiles"], "key 'detector_tiles'")
     except DetectorConfigError as exc:
@@ -230,27 +81,19 @@ def load_config(path=None, env=None, overrides=None):
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
     if config["homeassistant"]:
-        _check_ha_prefix(config)
+        check_ha_prefix(config)
     if config["detector"] == "yunet" and not config["yunet_model"]:
         raise ConfigError("key 'yunet_model': required when detector is yunet")
     if config["reconnect_min_delay"] > config["reconnect_max_delay"]:
         raise ConfigError("key 'reconnect_min_delay': {} is larger than reconnect_max_delay {}".format(
             config["reconnect_min_delay"], config["reconnect_max_delay"]))
     if config["broker"]:
-        _check_broker(config)
+        check_broker(config)
     if cameras is not None:
-        from edge.config.cameras import check_cameras
         cameras = check_cameras(cameras, cameras_where, config, explicit)
     config[CAMERAS_KEY] = cameras or []
     return config
 
-
-def _check_ha_prefix(config):
-    from edge.events.homeassistant import check_discovery_prefix
-    try:
-        check_discovery_prefix(config["homeassistant_prefix"])
-    except ValueError as exc:
-        raise ConfigError("key 'homeassistant_prefix': {}".format(exc))
 
 
 def env_settings(env):
@@ -269,55 +112,3 @@ def env_settings(env):
                                   name, "; did you mean {}{}?".format(ENV_PREFIX, close[0]) if close else ""))
         out[name] = value
     return out
-
-
-def refuse_url_password(url_text, where="key 'broker'"):
-    """ConfigError when a broker URL carries a password (visible in `ps`, in config files and logs)."""
-    from edge.delivery.url import parse_url
-    try:
-        url = parse_url(url_text)
-    except ValueError as exc:
-        raise ConfigError("{}: {}".format(where, exc))
-    if url.password is not None:
-        raise ConfigError("{}: the broker URL {} holds a password; give the user name in the URL or 'username' "
-                          "and the password in a file (key 'password_file', mode 0600) or in ${}".format(
-                              where, url.redacted(), PASSWORD_ENV))
-    return url
-
-
-def _check_broker(config):
-    """The broker URL and the TLS settings that go with it, with the key named on errors."""
-    url = refuse_url_password(config["broker"])
-    tls_keys = [k for k in ("ca_file", "cert_file", "key_file", "alpn") if config[k]] + \
-        (["tls_insecure"] if config["tls_insecure"] else [])
-    if tls_keys and not url.tls and config["alpn"].strip().lower() != "none":
-        raise ConfigError("key '{}': TLS settings need a broker URL with mqtts://, got {}".format(
-            tls_keys[0], url.redacted()))
-    if config["key_file"] and not config["cert_file"]:
-        raise ConfigError("key 'key_file': a client key needs the client certificate (cert_file)")
-
-
-def read_secret(path):
-    """A secret from a file (first line, stripped); never logged. A file that every user of the
-    machine may read is warned about (the secret is then not one)."""
-    import logging
-    import stat
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        mode = 0
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        logging.getLogger("fer_edge.config").warning(
-            "password file %s is readable by every user of this machine (mode %04o): chmod 600 %s", path,
-            stat.S_IMODE(mode), path)
-    with open(path, "r", encoding="utf-8") as handle:
-        return handle.readline().strip()
-
-
-def broker_password(config, env=None):
-    """The broker password: ``password_file``'s first line, else ``$FER_EDGE_PASSWORD``, else
-    None. Never logged; never read from a config file."""
-    if config.get("password_file"):
-        return read_secret(config["password_file"])
-    env = os.environ if env is None else env
-    return env.get(PASSWORD_ENV) or None

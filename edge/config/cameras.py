@@ -9,7 +9,11 @@ device id, one client id, one live-view address or one annotated output are refu
 import json
 import os
 
-from edge.config.agent import BY_NAME, CAMERAS_KEY, ConfigError, _apply, _check_broker, _check_ha_prefix
+from edge.config.checks import check_broker, check_ha_prefix
+from edge.config.options import BY_NAME, CAMERAS_KEY, ConfigError, apply_values
+from edge.delivery.url import check_device_id
+from edge.detect.blazeface import DetectorConfigError, parse_tiles
+from edge.view.server import parse_view
 
 # Keys a camera entry may set for itself (everything else is shared: one detector, one classifier).
 CAMERA_KEYS = ("source", "realtime", "device_id", "client_id", "username", "password_file", "cert_file", "key_file",
@@ -22,8 +26,6 @@ def check_cameras(cameras, where, config, explicit=()):
     file, the entry (``cameras[i]``) and the key. ``config``: the shared settings; ``explicit``: the
     keys given in the file, the environment or flags (a top-level ``source``/``device_id`` beside
     ``cameras`` is refused: each camera names its own)."""
-    from edge.delivery.url import check_device_id
-    from edge.detect.blazeface import DetectorConfigError, parse_tiles
     if isinstance(cameras, str):  # an INI file's value: the JSON list
         try:
             cameras = json.loads(cameras)
@@ -51,7 +53,7 @@ def check_cameras(cameras, where, config, explicit=()):
         if missing:
             raise ConfigError("{}: key '{}' is required".format(here, missing[0]))
         entry = {}
-        _apply(entry, camera, here)
+        apply_values(entry, camera, here)
         try:
             check_device_id(entry["device_id"])
         except ValueError as exc:
@@ -62,14 +64,14 @@ def check_cameras(cameras, where, config, explicit=()):
             except DetectorConfigError as exc:
                 raise ConfigError(str(exc))
         if entry.get("homeassistant"):
-            _check_ha_prefix(config)
+            check_ha_prefix(config)
         for key in ("password_file", "cert_file", "key_file"):
             if entry.get(key) and not os.path.isfile(entry[key]):
                 raise ConfigError("{}: key '{}': file {} not found".format(here, key, entry[key]))
         merged = dict(config, **entry)
         if config["broker"] and any(k in entry for k in ("cert_file", "key_file")):
             try:
-                _check_broker(merged)
+                check_broker(merged)
             except ConfigError as exc:
                 raise ConfigError("{}: {}".format(here, exc))
         out.append(entry)
@@ -80,7 +82,6 @@ def check_cameras(cameras, where, config, explicit=()):
 def _refuse_shared(cameras, where, config):
     """ConfigError naming both cameras when two would share a device id, a client id, a live-view
     address or an annotated output (a top-level value applies to every camera that does not set its own)."""
-    from edge.view.server import parse_view
     why = {"device_id": "topics, status and the event queue are per device id",
            "client_id": "the broker disconnects one of two clients with the same id",
            "view": "two live views cannot listen on one address",

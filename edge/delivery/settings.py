@@ -40,7 +40,9 @@ class BrokerSettings(_Fields):
 def from_config(config, env=None):
     """The broker settings of an agent config (``edge.config.agent.load_config``); ValueError naming
     the key on a bad value. The config must name a broker."""
-    from edge.config.agent import ConfigError, broker_password, refuse_url_password
+    from edge.config.checks import refuse_url_password
+    from edge.config.options import ConfigError
+    from edge.config.secrets import broker_password
     if not config.get("broker"):
         raise ConfigError("key 'broker': no broker configured")
     refuse_url_password(config["broker"])

@@ -49,7 +49,9 @@ import os
 import re
 import sys
 
-from edge.config.agent import BY_NAME, ConfigError, _apply, load_config
+from edge.config.agent import load_config
+from edge.config.options import BY_NAME, ConfigError, apply_values
+from edge.files import atomic_file
 
 CONFIG_ENV = "FER_GG_AGENT_CONFIG"
 THING_ENV = "AWS_IOT_THING_NAME"
@@ -86,7 +88,7 @@ def check_agent_settings(values, where=None):
             raise ConfigError("{}: unknown key '{}'{} (the keys are those of the agent config: `fer-edge run "
                               "--help`, docs/greengrass.md)".format(where, key, _closest(key, BY_NAME)))
     out = {}
-    _apply(out, values, where)
+    apply_values(out, values, where)
     return out
 
 
@@ -200,17 +202,9 @@ def write_config(settings, path):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         os.makedirs(folder)
-    tmp = "{}.tmp{}".format(path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(settings, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path, mode=0o600) as handle:
+        json.dump(settings, handle, indent=2, sort_keys=True)
+        handle.write("\n")
     return path
 
 
