@@ -40,7 +40,7 @@ from edge.delivery.base import Publisher, device_topic
 log = logging.getLogger("fer_edge.deeplens.publish")
 
 THING_ENV = "AWS_IOT_THING_NAME"
-SDK_MISSING = ("greengrasssdk is not importable ({}): the Lambda zip must hold it (deeplens.bundle puts the "
+SDK_MISSING = ("greengrasssdk is not importable ({}): the Lambda zip must hold it (fer_edge.bundles.deeplens puts the "
                "installed greengrasssdk package in; pip install 'greengrasssdk>=1.6,<2' on the host that builds it)")
 
 

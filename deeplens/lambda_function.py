@@ -7,7 +7,7 @@ here in a thread (``deeplens.lambda_agent.start_in_thread``), so the import retu
 Greengrass runtime can finish starting the function. Set ``FER_EDGE_LAMBDA_AUTOSTART=0`` to import
 the module without starting anything (tests, a Python shell on the device).
 
-In the Lambda zip (``deeplens.bundle``) this file sits at the root, beside ``edge/``,
+In the Lambda zip (``fer_edge.bundles.deeplens``) this file sits at the root, beside ``edge/``,
 ``deeplens/`` and ``greengrasssdk/``. Everything else lives in ``deeplens.lambda_agent``.
 Python 3.6/3.7 compatible (device code).
 """

@@ -15,12 +15,12 @@ import numpy as np
 from edge import metadata as md
 from edge.backends import load_backend
 from edge.preprocess import prepare_faces
+from edge.shipped import MODELS_DIR
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ENV = "FER_EDGE_MODEL"
 # The model the project ships (models/README.md is its card); devices consume its ONNX.
 SHIPPED_MODEL_NAME = "ferplus-vgg13bn-48"
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "models", SHIPPED_MODEL_NAME, "onnx", "model.onnx")
+SHIPPED_MODEL = os.path.join(MODELS_DIR, SHIPPED_MODEL_NAME, "onnx", "model.onnx")
 
 
 # Shipped models by name (``--model fast``): name -> folder under models/.
@@ -34,7 +34,7 @@ def named_model_path(name):
     if name not in NAMED_MODELS:
         raise ValueError("unknown model name {!r}: give a file (.onnx, .xml, .engine) or one of {}".format(
             name, ", ".join(sorted(NAMED_MODELS))))
-    path = os.path.join(REPO_ROOT, "models", NAMED_MODELS[name], "onnx", "model.onnx")
+    path = os.path.join(MODELS_DIR, NAMED_MODELS[name], "onnx", "model.onnx")
     if not os.path.isfile(path):
         raise ValueError("model {!r} ({}) is not shipped in this checkout".format(name, path))
     return path

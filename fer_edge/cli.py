@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from train.quiet import quiet_tensorflow
+
 
 def _print_counts(counts):
     from edge.labels import EMOTIONS
@@ -181,15 +183,15 @@ def cmd_bench_detect(args):
 def cmd_bundle(args):
     from edge.classifier import NAMED_MODELS, SHIPPED_MODEL, resolve_model
     if args.target == "greengrass":
-        from .greengrass_bundle import run_command
+        from fer_edge.bundles.greengrass import run_command
         args.model = resolve_model(args.model)  # a shipped model's name (default, fast, balanced) or a path
         return run_command(args)
     if args.target == "jetson":
-        from jetson.bundle import build_bundle
+        from fer_edge.bundles.jetson import build_bundle
         path = build_bundle(args.out, model_onnx=resolve_model(args.model), version=args.version)
         print("wrote the Jetson bundle {} (install: docs/jetson.md)".format(path))
         return 0
-    from deeplens.bundle import build_bundle as build_deeplens
+    from fer_edge.bundles.deeplens import build_bundle as build_deeplens
     savedmodel = args.savedmodel
     for name in (args.savedmodel, args.model):
         if name in NAMED_MODELS:  # `--model fast`: that shipped model's SavedModel, converted here
@@ -204,13 +206,13 @@ def cmd_bundle(args):
 
 def cmd_deploy(args):
     if args.target == "greengrass":
-        from .greengrass_deploy import run_command
+        from fer_edge.bundles.greengrass_deploy import run_command
         return run_command(args)
     missing = [flag for flag, value in (("--function", args.function), ("--zip", args.zip), ("--model", args.model))
                if not value]
     if missing:
         raise ValueError("fer-edge deploy deeplens needs {}".format(", ".join(missing)))
-    from deeplens.deploy import deploy
+    from fer_edge.bundles.deeplens_deploy import deploy
     environment = dict(kv.split("=", 1) for kv in args.env or [])
     result = deploy(args.bucket, args.function, args.zip, args.model, args.region, role_arn=args.role,
                     endpoint_url=args.endpoint_url, runtime=args.runtime, environment=environment or None,
@@ -220,32 +222,6 @@ def cmd_deploy(args):
 
 
 HANDLERS = {"data_build": cmd_data_build, "data_stats": cmd_data_stats, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "convert": cmd_convert, "run": cmd_run, "image": cmd_image, "subscribe": cmd_subscribe, "bench": cmd_bench, "bundle": cmd_bundle, "deploy": cmd_deploy}
-
-
-TF_COMMANDS = ("train", "evaluate", "export", "convert")
-
-
-def quiet_tensorflow(command):
-    """Import TensorFlow with its C++ start-up lines (oneDNN, CPU features, absl: written to the
-    process's stderr before any Python logging exists) silenced, for the commands that use it.
-    Kept when the user sets TF_CPP_MIN_LOG_LEVEL; an import error still surfaces as usual."""
-    if command not in TF_COMMANDS or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        try:
-            import tensorflow  # noqa: F401
-            import keras  # noqa: F401
-        except ImportError:
-            pass  # reported by the command itself, with stderr back
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def build_parser():

@@ -182,7 +182,7 @@ def build_parser(handlers):
                                      "component version X.Y.Z (default: the package's)")
     p.add_argument("--savedmodel", help="deeplens: convert this SavedModel (default: the shipped one)")
     p.add_argument("--data", help="deeplens: FER+ data whose Valid faces check the conversion")
-    from .greengrass_bundle import add_arguments as add_greengrass_bundle_arguments
+    from fer_edge.bundles.greengrass import add_arguments as add_greengrass_bundle_arguments
     add_greengrass_bundle_arguments(p)
     p.set_defaults(func=handlers["bundle"])
 
@@ -200,7 +200,7 @@ def build_parser(handlers):
     p.add_argument("--endpoint-url", dest="endpoint_url", help="a local AWS endpoint (tests)")
     p.add_argument("--allow-any-name", dest="allow_any_name", action="store_true",
                    help="do not require the deeplens- bucket and function name prefixes")
-    from .greengrass_deploy import add_arguments as add_greengrass_deploy_arguments
+    from fer_edge.bundles.greengrass_deploy import add_arguments as add_greengrass_deploy_arguments
     add_greengrass_deploy_arguments(p)
     p.set_defaults(func=handlers["deploy"])
     return parser

@@ -1,7 +1,7 @@
 """The on-device engine check: a built engine against reference outputs computed on the host.
 
 Device code (Python 3.6, numpy). A check set is an ``.npz`` the bundle ships beside each ONNX
-(``model/model.check.npz``, ``model/detector.check.npz``; written by ``jetson.check_set`` on the
+(``model/model.check.npz``, ``model/detector.check.npz``; written by ``fer_edge.bundles.jetson_check_set`` on the
 host) holding:
 
 * ``inputs``: uint8 [N, ...] in the model's input layout (faces [N, 1, 48, 48]; letterboxed RGB

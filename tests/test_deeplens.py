@@ -51,7 +51,7 @@ def _purge(prefixes):
 
 def _restore(prefixes, saved):
     """Forget what was imported under ``prefixes`` meanwhile and put the earlier modules back, so code
-    imported before (e.g. fer_edge.greengrass_deploy holding deeplens.deploy.DeployError) keeps seeing
+    imported before (e.g. fer_edge.bundles.greengrass_deploy holding fer_edge.bundles.deeplens_deploy.DeployError) keeps seeing
     the same classes as code imported after."""
     _purge(prefixes)
     sys.modules.update(saved)
@@ -112,8 +112,8 @@ def savedmodel(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(savedmodel, synthetic_faces, tmp_path_factory):
-    """deeplens.bundle.build_bundle from the SavedModel (runs `convert deeplens`)."""
-    from deeplens.bundle import build_bundle
+    """fer_edge.bundles.deeplens.build_bundle from the SavedModel (runs `convert deeplens`)."""
+    from fer_edge.bundles.deeplens import build_bundle
     logs = []
     out = str(tmp_path_factory.mktemp("bundle") / "deeplens")
     result = build_bundle(out, savedmodel=savedmodel, faces=synthetic_faces, log=logs.append)
@@ -165,7 +165,7 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(bundle, tmp_path):
     assert {"deeplens/awscam_source.py", "deeplens/awscam_backend.py", "deeplens/stream.py",
             "deeplens/greengrass_publisher.py", "deeplens/lambda_agent.py", "greengrasssdk/IoTDataPlane.py",
             "greengrasssdk/LICENSE"} <= names
-    host_only = {"deeplens/deploy.py", "deeplens/bundle.py", "edge/delivery/subscribe.py", "edge/agent/service.py",
+    host_only = {"fer_edge/bundles/deeplens_deploy.py", "fer_edge/bundles/deeplens.py", "edge/delivery/subscribe.py", "edge/agent/service.py",
                  "edge/backends/onnxruntime_backend.py", "edge/backends/openvino_backend.py"}
     assert not names & host_only
     assert not [n for n in names if n.split("/")[0] in ("train", "convert", "fer_edge", "jetson", "tests")]
@@ -203,7 +203,7 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(bundle, tmp_path):
 
 
 def test_bundle_refuses_a_bad_model_artifact(tmp_path):
-    from deeplens.bundle import BundleError, build_bundle
+    from fer_edge.bundles.deeplens import BundleError, build_bundle
     bogus = tmp_path / "model.tar.gz"
     with tarfile.open(str(bogus), "w:gz") as tar:
         tar.add(__file__, arcname="model.pb")  # a .pb but no metadata
@@ -217,7 +217,7 @@ def test_bundle_refuses_a_bad_model_artifact(tmp_path):
 def test_deploy_with_awscli_creates_then_updates_and_publishes(bundle, moto_endpoint, aws_env):
     import boto3
 
-    from deeplens.deploy import deploy
+    from fer_edge.bundles.deeplens_deploy import deploy
     kw = dict(endpoint_url=moto_endpoint, region_name="us-east-1")
     iam = boto3.client("iam", **kw)
     role = iam.create_role(RoleName="AWSDeepLensLambdaRole", Path="/service-role/", AssumeRolePolicyDocument=json.dumps(
@@ -248,7 +248,7 @@ def test_deploy_with_awscli_creates_then_updates_and_publishes(bundle, moto_endp
 
 
 def test_deploy_refuses_bad_names_before_calling_aws(bundle):
-    from deeplens.deploy import DeployError, deploy
+    from fer_edge.bundles.deeplens_deploy import DeployError, deploy
     with pytest.raises(DeployError, match="starts with 'deeplens-'"):
         deploy("my-models", "deeplens-fer-edge", bundle["zip"], bundle["model"], "us-east-1", aws="/nonexistent/aws")
     with pytest.raises(DeployError, match="named deeplens"):

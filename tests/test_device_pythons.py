@@ -5,7 +5,7 @@ Two venvs (``make old-pythons``, run by ``make test``; tests/device_envs): pyenv
 the devices ship: numpy 1.19.5, opencv-python-headless 4.1.1.26, paho-mqtt 1.5.1, onnxruntime
 1.10.0 (and on 3.7 OpenVINO 2023.1, the last release for 3.7). In each:
 
-* the unpacked Jetson bundle (``jetson.bundle.build_bundle``, what ``fer-edge bundle jetson`` writes)
+* the unpacked Jetson bundle (``fer_edge.bundles.jetson.build_bundle``, what ``fer-edge bundle jetson`` writes)
   runs its agent (``python -m jetson --config ...``) on a video file with the ONNX Runtime backend
   (no TensorRT here), BlazeFace and the emotion model from the bundle, with nothing but the bundle on
   ``PYTHONPATH``;
@@ -84,7 +84,7 @@ def video(tmp_path_factory):
 @pytest.fixture(scope="module")
 def jetson_root(tmp_path_factory):
     """The Jetson bundle of the shipped models, built and unpacked."""
-    from jetson.bundle import build_bundle
+    from fer_edge.bundles.jetson import build_bundle
     dist = tmp_path_factory.mktemp("jetson-dist")
     tar_path = build_bundle(str(dist))
     with tarfile.open(tar_path) as tar:

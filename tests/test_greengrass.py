@@ -66,7 +66,7 @@ def sha256(path):
 
 @pytest.fixture(scope="module")
 def component(tmp_path_factory):
-    from fer_edge.greengrass_bundle import build_component
+    from fer_edge.bundles.greengrass import build_component
     out = tmp_path_factory.mktemp("component")
     logs = []
     result = build_component(str(out), version=VERSION, log=logs.append)
@@ -164,7 +164,7 @@ def test_recipe_follows_the_component_recipe_format(component):
         assert '--out "{work:path}/agent.json"' in run
     assert recipe["Manifests"][1]["Lifecycle"]["Setenv"]["FER_EDGE_ENGINE_DIR"] == "{work:path}/engines"
     # the same recipe as JSON
-    from fer_edge.greengrass_recipe import dump_recipe, load_recipe
+    from fer_edge.bundles.greengrass_recipe import dump_recipe, load_recipe
     assert json.loads(dump_recipe(component["recipe_data"], "json")) == recipe
     assert load_recipe(component["recipe"]) == recipe
 
@@ -193,13 +193,13 @@ def test_archives_hold_what_the_agents_run_and_nothing_of_the_host(component):
     assert not {"install.sh", "uninstall.sh", "systemd/fer-edge.service"} & set(names)  # the nucleus runs it
     assert {"model/model.check.npz", "model/detector.check.npz"} <= set(names)  # engines checked on first start
     assert version == VERSION
-    from jetson.bundle import JETSON_CONFIG
+    from fer_edge.bundles.jetson import JETSON_CONFIG
     assert defaults == {"source": JETSON_CONFIG["source"]}
     assert any("deeplens archive" in line for line in component["logs"])
 
 
 def test_archives_are_reproducible(component, tmp_path):
-    from fer_edge.greengrass_bundle import build_component
+    from fer_edge.bundles.greengrass import build_component
     again = build_component(str(tmp_path), version=VERSION, log=None)
     for target in ("deeplens", "jetson"):
         assert sha256(again["artifacts"][target]) == sha256(component["artifacts"][target]), target
@@ -232,8 +232,8 @@ def test_cli_bundle_writes_a_json_recipe_with_the_agent_settings(tmp_path, capsy
 
 
 def test_bundle_refuses_bad_names_versions_and_models(tmp_path):
-    from fer_edge.greengrass_bundle import BundleError, build_component
-    from fer_edge.greengrass_recipe import check_recipe
+    from fer_edge.bundles.greengrass import BundleError, build_component
+    from fer_edge.bundles.greengrass_recipe import check_recipe
     cases = [
         (dict(version="1.0"), "semantic version"),
         (dict(component_name="aws.greengrass.Fer"), "AWS's own"),
@@ -450,8 +450,8 @@ def test_example_policies_are_iam_json():
 def test_deploy_again_with_the_same_version_is_refused_and_names_the_fix(component, moto_endpoint, standin,
                                                                          monkeypatch):
     """Through the CLI's own endpoint settings this time (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_GREENGRASSV2)."""
-    from deeplens.deploy import DeployError
-    from fer_edge.greengrass_deploy import deploy
+    from fer_edge.bundles.deeplens_deploy import DeployError
+    from fer_edge.bundles.greengrass_deploy import deploy
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_GREENGRASSV2", standin.url)
     first = deploy(component["recipe"], "fer-edge-gg-again", "us-east-1", log=None)
@@ -465,8 +465,8 @@ def test_deploy_again_with_the_same_version_is_refused_and_names_the_fix(compone
 
 
 def test_a_component_version_greengrass_fails_is_reported(moto_endpoint, standin, tmp_path):
-    from deeplens.deploy import DeployError
-    from fer_edge.greengrass_deploy import GreengrassCli, wait_deployable
+    from fer_edge.bundles.deeplens_deploy import DeployError
+    from fer_edge.bundles.greengrass_deploy import GreengrassCli, wait_deployable
     recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.feredge.Broken", "ComponentVersion": "1.0.0",
               "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"},
                              "Artifacts": [{"URI": "s3://fer-edge-gg-missing/none.zip", "Unarchive": "ZIP"}]}]}
@@ -479,8 +479,8 @@ def test_a_component_version_greengrass_fails_is_reported(moto_endpoint, standin
 
 
 def test_deploy_refuses_bad_input_before_calling_aws(component, tmp_path):
-    from deeplens.deploy import DeployError
-    from fer_edge.greengrass_deploy import deploy
+    from fer_edge.bundles.deeplens_deploy import DeployError
+    from fer_edge.bundles.greengrass_deploy import deploy
     nowhere = dict(aws="/nonexistent/aws", log=None)
     recipe = component["recipe"]
     with pytest.raises(DeployError, match="unknown key 'brokr'"):

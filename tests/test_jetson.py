@@ -25,7 +25,7 @@ from fer_testdata import REPO
 from jetson import engine as je
 from jetson import trt_backend as tb
 from jetson.agent import choose_runtime, make_classifier
-from jetson.bundle import BundleError, build_bundle
+from fer_edge.bundles.jetson import BundleError, build_bundle
 from trt_doubles import (NAMES, FakeEngine8, FakeEngine10, install_fakes, reference_probs, tiny_meta, write_engine,
                          write_tiny_onnx)
 
@@ -308,10 +308,10 @@ def test_bundle_contents_and_modes(bundle, tiny_onnx):
                      "config/agent.json", "config/agent.ini.example", "systemd/fer-edge.service"):
         assert required in names, required
     assert not any(n.startswith("convert/") for n in names)  # engine code lives in jetson/, nothing synthesized
-    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("jetson/templates", "train/",
+    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("fer_edge/bundles/jetson_templates", "train/",
                                                                                "fer_edge/", "tests/"))
                    for n in names)
-    assert "jetson/bundle.py" not in names and "jetson/check_set.py" not in names
+    assert "fer_edge/bundles/jetson.py" not in names and "fer_edge/bundles/jetson_check_set.py" not in names
     for name, member in members.items():
         want = 0o755 if member.isdir() or name in ("install.sh", "uninstall.sh") else 0o644
         assert member.mode == want, (name, oct(member.mode))

@@ -37,7 +37,7 @@ def trt_version(request, monkeypatch):
 
 
 def tiny_check_set(onnx_path, shift=0.0, n=12):
-    """What jetson.check_set writes for a classifier: faces and ONNX Runtime's probabilities (+ ``shift``)."""
+    """What fer_edge.bundles.jetson_check_set writes for a classifier: faces and ONNX Runtime's probabilities (+ ``shift``)."""
     import onnxruntime as ort
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (n, 1, 48, 48)).astype(np.float32)
@@ -130,7 +130,7 @@ def test_the_shipped_check_sets_pass_on_the_real_models_and_catch_a_wrong_one(tm
     from edge.classifier import SHIPPED_MODEL
     from edge.detect.factory import shipped_detector_path
     from edge.onnx_meta import onnx_model_metadata
-    from jetson import check_set
+    from fer_edge.bundles import jetson_check_set as check_set
     detector = shipped_detector_path("blazeface-back")
     det_set = engine_check.load_check_set(check_set.detector_check_set(detector, str(tmp_path / "d.check.npz")))
     clf_set = engine_check.load_check_set(check_set.classifier_check_set(SHIPPED_MODEL, detector,

@@ -13,8 +13,8 @@ import numpy as np
 
 from edge.detect.crops import CropMapping, Detection, face_crop
 from edge.preprocess import to_gray
+from edge.shipped import MODELS_DIR
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Neural detectors the project ships (models/<folder>/, made by `make detector-models`).
 NEURAL = {
     "blazeface-back": "blazeface-back-256",
@@ -164,7 +164,7 @@ def shipped_detector_path(name=DEFAULT_DETECTOR, suffix=".onnx"):
     """Path of a shipped neural detector's artifact (``.onnx``, or ``.xml`` for its OpenVINO IR)."""
     if name not in NEURAL:
         raise DetectorError("unknown neural detector {!r}: choose {}".format(name, ", ".join(sorted(NEURAL))))
-    folder = os.path.join(REPO_ROOT, "models", NEURAL[name])
+    folder = os.path.join(MODELS_DIR, NEURAL[name])
     if suffix == ".xml":
         return os.path.join(folder, "openvino", "model.xml")
     return os.path.join(folder, "onnx", "model.onnx")

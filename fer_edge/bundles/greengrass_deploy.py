@@ -8,7 +8,7 @@
 Steps, each one ``aws`` command (the venv's awscli, or any ``aws`` on PATH; credentials, profile and
 endpoints as the CLI finds them, e.g. ``AWS_ENDPOINT_URL_GREENGRASSV2``):
 
-1. read and check the recipe (``fer_edge.greengrass_recipe.load_recipe``) and ``configuration``
+1. read and check the recipe (``fer_edge.bundles.greengrass_recipe.load_recipe``) and ``configuration``
    (the deployment's merge update, checked like the component's own: ``edge.greengrass.component``);
    find every artifact the recipe names beside it (or in ``artifacts_dir``); with ``thing`` or
    ``thing_group``: ``aws iot describe-thing``/``describe-thing-group`` (the target's ARN; a target
@@ -36,7 +36,7 @@ import os
 import tempfile
 import time
 
-from deeplens.deploy import AwsCli, DeployError
+from fer_edge.bundles.deeplens_deploy import AwsCli, DeployError
 from edge.config.agent import ConfigError
 
 from .greengrass_recipe import DEFAULT_KEY_PREFIX, BundleError, artifact_uri, check_bucket, load_recipe

@@ -1,6 +1,6 @@
 """The AWS IoT Greengrass V2 component: a recipe and one artifact archive per device kind (host side).
 
-    from fer_edge.greengrass_bundle import build_component
+    from fer_edge.bundles.greengrass import build_component
     out = build_component("dist/greengrass")                       # both targets, the shipped models
     out = build_component("dist/greengrass", targets=["deeplens"], model="models/x/openvino/model.xml",
                           agent_config={"broker": "mqtts://<prefix>-ats.iot.eu-west-1.amazonaws.com:8883",
@@ -14,13 +14,13 @@
   shipped ONNX, which OpenVINO reads, or ``model`` as ``model/``), both BlazeFace OpenVINO IRs and
   their licences, in the checkout's layout so the agent finds them as it does in a checkout;
 * ``fer-edge-greengrass-jetson-<version>.zip`` (target ``jetson``, aarch64): the Jetson bundle of
-  ``jetson.bundle.build_bundle`` (called, then repacked from its .tar.gz: Greengrass unpacks ZIP
+  ``fer_edge.bundles.jetson.build_bundle`` (called, then repacked from its .tar.gz: Greengrass unpacks ZIP
   archives only), i.e. ``edge``, ``jetson`` and ``model/*.onnx``, run as
   ``python3 -m jetson`` (built without install.sh and the systemd unit: the nucleus runs it);
 * each archive also holds ``greengrass/defaults.json``, the agent settings of that device kind
   (the source), read by ``edge.greengrass.component`` on the device;
 * ``<ComponentName>-<version>.yaml`` (or ``.json``): the recipe, one manifest per target
-  (``fer_edge.greengrass_recipe``); the agent settings given (``agent_config``) become its default
+  (``fer_edge.bundles.greengrass_recipe``); the agent settings given (``agent_config``) become its default
   configuration's ``Agent`` object, checked with the agent's own rules before anything is written.
 
 Without ``bucket`` the URIs name the bucket ``REPLACE-WITH-BUCKET``; ``fer-edge deploy
@@ -118,7 +118,7 @@ def deeplens_files(model=None, root=None):
 
 def check_device_imports(files):
     """BundleError when a Python file of the archive imports a host-only module when it loads."""
-    from deeplens.bundle import imports_of
+    from fer_edge.bundles.deeplens import imports_of
     problems = []
     for arc, path in sorted(files.items()):
         if not arc.endswith(".py"):
@@ -134,8 +134,8 @@ def check_device_imports(files):
 
 
 def jetson_files(stage, model=None, version=None):
-    """{archive name: path} of the Jetson bundle (``jetson.bundle.build_bundle``), unpacked into ``stage``."""
-    from jetson.bundle import BundleError as JetsonBundleError, build_bundle
+    """{archive name: path} of the Jetson bundle (``fer_edge.bundles.jetson.build_bundle``), unpacked into ``stage``."""
+    from fer_edge.bundles.jetson import BundleError as JetsonBundleError, build_bundle
     try:
         tarball = build_bundle(stage, model_onnx=model, version=version, include_installer=False)
     except (JetsonBundleError, ValueError) as exc:
@@ -168,7 +168,7 @@ def target_defaults(target, model=None):
         if model:
             defaults["model"] = "model/model.xml" if str(model).endswith(".xml") else "model/model.onnx"
         return defaults
-    from jetson.bundle import JETSON_CONFIG
+    from fer_edge.bundles.jetson import JETSON_CONFIG
     return {"source": JETSON_CONFIG["source"]}
 
 
@@ -188,7 +188,8 @@ def build_component(out_dir, targets=TARGETS, component_name=DEFAULT_COMPONENT, 
                     recipe_format="yaml", log=print):
     """Write the archives and the recipe into ``out_dir``; returns ``{"recipe": path, "artifacts":
     {target: path}, "uris": {target: uri}, "component_name", "component_version"}``."""
-    from deeplens.bundle import sha256, write_zip
+    from edge.files import sha256_file
+    from fer_edge.bundles.deeplens import write_zip
     from edge import __version__
     targets = list(dict.fromkeys(targets or TARGETS))
     for target in targets:
@@ -221,7 +222,7 @@ def build_component(out_dir, targets=TARGETS, component_name=DEFAULT_COMPONENT, 
             artifacts[target] = path
             if log is not None:
                 log("{} archive: {} ({} files, {} bytes, sha256 {})".format(
-                    target, path, len(files), os.path.getsize(path), sha256(path)[:16]))
+                    target, path, len(files), os.path.getsize(path), sha256_file(path)[:16]))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     recipe_path = os.path.join(out_dir, "{}-{}.{}".format(component_name, version, recipe_format))

@@ -1,6 +1,6 @@
 """The Jetson bundle: one self-contained ``fer-edge-jetson-<version>.tar.gz`` to copy to a device.
 
-    from jetson.bundle import build_bundle
+    from fer_edge.bundles.jetson import build_bundle
     path = build_bundle("dist/")                  # the shipped ONNX model, version of edge/
     path = build_bundle("dist/", model_onnx="models/x/onnx/model.onnx", version="0.2.0")
 
@@ -10,7 +10,7 @@ Layout (everything under ``fer-edge-jetson-<version>/``)::
     edge/                     the device-agnostic agent (incl. edge/events/schema/*.json)
     jetson/                   this adapter (TensorRT backend, engines and their check, camera check, agent)
     model/model.onnx          the emotion classifier; its fer-edge metadata is embedded in the ONNX
-    model/model.check.npz     its engine check set (inputs + ONNX Runtime's outputs on them, jetson.check_set)
+    model/model.check.npz     its engine check set (inputs + ONNX Runtime's outputs on them, fer_edge.bundles.jetson_check_set)
     model/detector.onnx       the face detector (BlazeFace), its metadata embedded likewise
     model/detector.check.npz  the detector's engine check set
     config/agent.json         agent config template (all keys); config/agent.ini.example (with help)
@@ -32,10 +32,9 @@ import time
 
 from edge.config.agent import OPTIONS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATES = os.path.join(REPO, "jetson", "templates")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jetson_templates")
 # jetson/ files that stay on the host
-HOST_ONLY = ("bundle.py", "check_set.py", "templates")
 EXECUTABLE = ("install.sh", "uninstall.sh")
 INSTALL_PREFIX = "/opt/fer-edge"
 
@@ -134,8 +133,8 @@ def _check_model(model_onnx):
 
 def _check_set_entries(model_onnx, detector_onnx):
     """model/model.check.npz (and model/detector.check.npz): what install.sh and the service check the
-    engines against (``jetson.check_set``); computed here with ONNX Runtime on the shipped ONNX files."""
-    from . import check_set
+    engines against (``fer_edge.bundles.jetson_check_set``); computed here with ONNX Runtime on the shipped ONNX files."""
+    from fer_edge.bundles import jetson_check_set as check_set
     folder = tempfile.mkdtemp(prefix="fer-edge-check-")
     try:
         entries = [("model/model.check.npz", _read(check_set.classifier_check_set(
@@ -154,7 +153,7 @@ def bundle_entries(model_onnx, version, detector_onnx=None, include_installer=Tr
     ``include_installer=False``: without install.sh, uninstall.sh and the systemd unit (a Greengrass
     V2 component runs the agent itself: ``fer-edge bundle greengrass``)."""
     entries = []
-    for rel, disk in _package_files("edge") + _package_files("jetson", HOST_ONLY):
+    for rel, disk in _package_files("edge") + _package_files("jetson"):
         entries.append((rel, _read(disk)))
     entries.append(("model/model.onnx", _read(model_onnx)))
     entries += _check_set_entries(model_onnx, detector_onnx)
@@ -232,10 +231,10 @@ def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None, inc
 
 
 def main(argv=None):
-    """``python -m jetson.bundle --out DIR [--model ONNX] [--version V]`` (the CLI wires the same call)."""
+    """``python -m fer_edge.bundles.jetson --out DIR [--model ONNX] [--version V]`` (the CLI wires the same call)."""
     import argparse
     import sys
-    parser = argparse.ArgumentParser(prog="python -m jetson.bundle", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fer_edge.bundles.jetson", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the .tar.gz")
     parser.add_argument("--model", help="ONNX model with fer-edge metadata (default: the shipped model)")
     parser.add_argument("--detector", help="face-detector ONNX (default: the shipped default detector)")

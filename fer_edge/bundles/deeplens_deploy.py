@@ -167,7 +167,7 @@ def deploy(bucket, function_name, zip_path, model_artifact, region, role_arn=Non
     check_function_name(function_name, require_deeplens_name)
     for what, path in (("Lambda zip", zip_path), ("model artifact", model_artifact)):
         if not path or not os.path.isfile(path):
-            raise DeployError("{} not found: {} (build both with deeplens.bundle.build_bundle / "
+            raise DeployError("{} not found: {} (build both with fer_edge.bundles.deeplens.build_bundle / "
                               "`fer-edge bundle deeplens`)".format(what, path))
     if not str(model_artifact).endswith(".tar.gz"):
         raise DeployError("{}: the DeepLens model artifact is the model.tar.gz from `fer-edge convert "

@@ -5,7 +5,7 @@
 * ``fer-edge-deeplens-lambda.zip``: ``lambda_function.py`` at the root (handler
   ``lambda_function.function_handler``), the ``edge`` and ``deeplens`` modules the Lambda imports
   (found by following its import statements with ``ast``, so host-only modules such as
-  ``deeplens.deploy`` or ``edge.delivery.subscribe`` stay out), ``edge/events/schema/*.json``, and the installed
+  ``fer_edge.bundles.deeplens_deploy`` or ``edge.delivery.subscribe`` stay out), ``edge/events/schema/*.json``, and the installed
   ``greengrasssdk`` package with its licence (a Greengrass v1 Lambda carries the Core SDK in its
   zip, as AWS's DeepLens function template does). Nothing it holds imports paho, ONNX Runtime,
   TensorFlow or fer-edge's host packages when the Lambda runs; that is checked before writing
@@ -21,7 +21,6 @@ Host tool; kept Python 3.6-compatible like the rest of ``deeplens/``.
 
 import ast
 import glob
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -29,8 +28,9 @@ import tempfile
 import zipfile
 
 from edge import metadata as md
+from edge.files import sha256_file
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZIP_NAME = "fer-edge-deeplens-lambda.zip"
 MODEL_NAME = "model.tar.gz"
 ENTRY = os.path.join("deeplens", "lambda_function.py")
@@ -206,7 +206,7 @@ def _copy_atomic(src, dst):
 
 def check_model_artifact(path):
     """The metadata of a DeepLens model tarball (one .pb and its metadata inside); BundleError otherwise."""
-    from .awscam_backend import tar_metadata
+    from deeplens.awscam_backend import tar_metadata
     from edge.backends.base import BackendError
     if not str(path).endswith(".tar.gz") or not os.path.isfile(path):
         raise BundleError("{}: expected the model.tar.gz written by `fer-edge convert deeplens`".format(path))
@@ -216,12 +216,6 @@ def check_model_artifact(path):
         raise BundleError(str(exc))
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_bundle(out_dir, model_artifact=None, savedmodel=None, faces=None, data=None, include_sdk=True,
@@ -236,7 +230,7 @@ def build_bundle(out_dir, model_artifact=None, savedmodel=None, faces=None, data
     zip_path = write_zip(files, os.path.join(out_dir, zip_name))
     _say(log, "Lambda zip: {} ({} files, {} bytes, handler {})".format(
         zip_path, len(files), os.path.getsize(zip_path), HANDLER))
-    result = {"zip": zip_path, "model": None, "files": sorted(files), "zip_sha256": sha256(zip_path)}
+    result = {"zip": zip_path, "model": None, "files": sorted(files), "zip_sha256": sha256_file(zip_path)}
     model_path = os.path.join(out_dir, MODEL_NAME)
     if savedmodel:
         from convert.formats import converter
