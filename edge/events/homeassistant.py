@@ -28,6 +28,7 @@ import re
 
 from edge.labels import EMOTIONS
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, check_prefix
+from edge.version import __version__
 
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 NO_FACE = "none"   # the dominant emotion when no face is in view
@@ -69,7 +70,6 @@ def _sensors(state_topic):
 def discovery_configs(device_id, prefix=DEFAULT_PREFIX, discovery_prefix=DEFAULT_DISCOVERY_PREFIX, model_id=None,
                       sw_version=None):
     """``[(config topic, config dict)]`` for the agent's sensors (see the module doc)."""
-    from edge import __version__
     check_discovery_prefix(discovery_prefix)
     base = "{}/{}".format(check_prefix(prefix), check_device_id(device_id))
     state_topic, status_topic = base + "/state", base + "/status"

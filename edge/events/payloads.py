@@ -48,6 +48,7 @@ import time
 
 from edge.labels import EMOTIONS
 from edge.delivery.url import check_device_id
+from edge.version import __version__
 
 EVENT_SCHEMA = "fer-edge/emotion-event"
 STATUS_SCHEMA = "fer-edge/status"
@@ -286,7 +287,6 @@ def state_payload(device_id, faces, emotions, fps, tracks=(), timestamp=None):
 
 
 def _software_version():
-    from edge import __version__
     return __version__
 
 

@@ -190,7 +190,7 @@ def build_component(out_dir, targets=TARGETS, component_name=DEFAULT_COMPONENT, 
     {target: path}, "uris": {target: uri}, "component_name", "component_version"}``."""
     from edge.files import sha256_file
     from fer_edge.bundles.deeplens import write_zip
-    from edge import __version__
+    from edge.version import __version__
     targets = list(dict.fromkeys(targets or TARGETS))
     for target in targets:
         if target not in TARGETS:

@@ -78,7 +78,7 @@ def config_ini_example():
 
 
 def _edge_version():
-    from edge import __version__
+    from edge.version import __version__
     return __version__
 
 
