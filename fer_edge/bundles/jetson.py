@@ -153,7 +153,7 @@ def bundle_entries(model_onnx, version, detector_onnx=None, include_installer=Tr
     ``include_installer=False``: without install.sh, uninstall.sh and the systemd unit (a Greengrass
     V2 component runs the agent itself: ``fer-edge bundle greengrass``)."""
     entries = []
-    for rel, disk in _package_files("edge") + _package_files("jetson"):
+    for rel, disk in _package_files("edge", ("models",)) + _package_files("jetson"):
         entries.append((rel, _read(disk)))
     entries.append(("model/model.onnx", _read(model_onnx)))
     entries += _check_set_entries(model_onnx, detector_onnx)
