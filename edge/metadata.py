@@ -1,6 +1,6 @@
 """Model metadata: what every artifact carries so that agents preprocess as training did.
 
-The metadata is one JSON object (format documented in README.md, "Model metadata"). It is
+The metadata is one JSON object (format documented in docs/models/export.md, "Model metadata"). It is
 written by ``train.export`` and copied into every converted artifact: embedded where the format
 allows (ONNX ``metadata_props`` key ``fer_edge``), otherwise in a sidecar file.
 

@@ -76,7 +76,7 @@ def test_cache_round_trip(small_ferplus_dir, tmp_path):
 def test_shared_fer2013new_names_the_same_images_as_the_folder_layout(ferplus, ferplus_votes_csv):
     """fer2013new.csv and the FERPlus folders index the same FER2013 images per split.
 
-    Their votes are two FER+ label releases and differ on a few percent of rows (README, Data),
+    Their votes are two FER+ label releases and differ on a few percent of rows (docs/models/data.md),
     so only the pairing of image names and splits is asserted here, plus that most votes agree.
     """
     with open(ferplus_votes_csv, newline="") as f:

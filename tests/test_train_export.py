@@ -152,7 +152,8 @@ def test_bad_config_values_are_named(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ferdata
 def test_one_epoch_on_the_shared_data_then_evaluate_and_export(ferplus_tar, tmp_path):
-    """The README's commands on the full shared data: build the cache, 1 epoch, evaluate, export."""
+    """The documented commands (README quick start, docs/models/) on the full shared data: build the cache,
+    1 epoch, evaluate, export."""
     cache = tmp_path / "ferplus.npz"
     assert run_cli("data", "build", "--src", ferplus_tar, "--out", cache).returncode == 0
     run = tmp_path / "run"

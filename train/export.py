@@ -5,7 +5,7 @@ Layout of the export directory::
     saved_model.pb, variables/   serving signature ``serving_default``:
                                  input  ``face``  float32 [N, H, W, 1], gray values in [0, 255]
                                  output ``output_0`` float32 [N, 8], softmax in metadata label order
-    fer_edge.json                the model metadata (README, "Model metadata")
+    fer_edge.json                the model metadata (docs/models/export.md)
 
 The export is written to a temporary sibling directory, checked (the reloaded SavedModel must
 reproduce the Keras model's probabilities), and only then moved into place.
