@@ -32,6 +32,7 @@ import pytest
 from edge import metadata as md
 from edge.events.payloads import load_schema
 from fer_testdata import REPO, synthetic_faces as make_synthetic_faces
+from helpers import wait_until
 
 DOUBLES = str(REPO / "tests" / "doubles")
 DOUBLE_MODULES = ("awscam", "mo", "greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk")
@@ -500,10 +501,8 @@ def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, 
     stop = threading.Event()
     thread = lambda_function.start(env=dict(os.environ), stop=stop)
     assert awscam.exhausted.wait(60), "the Lambda did not read the whole video"
-    deadline = time.time() + 20
-    while time.time() < deadline and sum(1 for t, m in greengrass_core.messages()
-                                         if m.get("schema") == "fer-edge/emotion-event") < 2 * FRAMES:
-        time.sleep(0.05)
+    wait_until(lambda: sum(1 for t, m in greengrass_core.messages()
+                           if m.get("schema") == "fer-edge/emotion-event") >= 2 * FRAMES, 20, step=0.05)
     stop.set()
     thread.join(30)
     assert not thread.is_alive()

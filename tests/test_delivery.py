@@ -27,14 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_broker import Collector, sample_event, Mosquitto, free_port, running_mosquitto
+from helpers import collect, wait_until
+from mqtt_broker import sample_event, Mosquitto, free_port, running_mosquitto
 
 from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
 from edge.delivery.outbox import Outbox, queue_path
 from edge.delivery.client import backoff_delay
 from edge.delivery.mqtt import MqttPublisher
-from edge.delivery.subscribe import Message, subscribe
+from edge.delivery.subscribe import Message
 from fer_edge.subscribe_lines import Deduplicator, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
 
@@ -50,20 +51,8 @@ event = sample_event
 
 
 def listen(url, device, kinds=("events", "status", "stats"), **kwargs):
-    collector = Collector()
     kwargs.setdefault("reconnect_delay", FAST)
-    sub = subscribe(url, device_id=device, on_message=collector, kinds=kinds, **kwargs)
-    assert sub.wait_subscribed(WAIT), sub.last_error
-    return sub, collector
-
-
-def wait_until(predicate, timeout=WAIT, step=0.02):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
+    return collect(url, device, WAIT, kinds=kinds, **kwargs)
 
 
 def analyse(events):
