@@ -4,11 +4,15 @@
     sub, got = collect(url, "cam-1", kinds=...)    # an edge.delivery.subscribe subscriber into a Collector
     got.wait(lambda ms: len(ms) >= 3)              # block on the collected messages (asserts)
     inbox = RawInbox(url, "me", ["a/#"])           # a bare paho client for any topic filters
+    core = CoreIpc()                               # the Greengrass core's IPC server, recording
 
-The waiting and MQTT helpers are written for Python 3.6 too (paho-mqtt 1.x or 2.x).
+The waiting and MQTT helpers are written for Python 3.6 too (paho-mqtt 1.x or 2.x); CoreIpc needs 3.7+.
 """
 
+import base64
+import http.server
 import json
+import os
 import threading
 import time
 
@@ -159,3 +163,44 @@ class RawInbox(object):
     def stop(self):
         self.client.loop_stop()
         self.client.disconnect()
+
+
+# ---------------------------------------------------------------- the DeepLens Lambda's Greengrass core
+
+DOUBLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "doubles")  # see its README
+DEEPLENS_THING = "deeplens_fer_test"  # AWS_IOT_THING_NAME in the core's environment (conftest.greengrass_core)
+
+
+class CoreIpc(object):
+    """Stands in for the Greengrass core's IPC server: records what the IPC client posts."""
+
+    def __init__(self):
+        self.posts = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                context = json.loads(base64.b64decode(self.headers["X-Amz-Client-Context"]).decode("utf-8"))
+                owner.posts.append({"path": self.path, "context": context, "body": body,
+                                    "type": self.headers["X-Amz-Invocation-Type"],
+                                    "auth": self.headers["Authorization"]})
+                self.send_response(202)
+                self.send_header("X-Amz-InvocationId", str(len(owner.posts)))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def messages(self):
+        return [(p["context"]["custom"]["subject"], json.loads(p["body"].decode("utf-8"))) for p in self.posts]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
