@@ -1,8 +1,9 @@
-"""Shared fixtures: the FER+ data, AWS stand-ins and the DeepLens Lambda's stand-ins. FER+ data is
-found through one variable, FER_EDGE_DATA (default ../shared/data). Plain helper functions and
-classes are in helpers.py."""
+"""Shared fixtures: the FER+ data, AWS stand-ins, the numbers a test measures (``report``) and the
+DeepLens Lambda's stand-ins. FER+ data is found through one variable, FER_EDGE_DATA (default
+../shared/data). Plain helper functions and classes are in helpers.py."""
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -90,6 +91,20 @@ def aws_env(monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GREENGRASSV2"):
         monkeypatch.delenv(key, raising=False)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@pytest.fixture
+def report(request):
+    """A dict for the numbers a test measures (``report["outage"] = {...}``), printed when the test ends,
+    passed or not (``pytest -s``): ``REPORT <test> {...}``. Each measurement must be a non-empty dict."""
+    values = {}
+    yield values
+    print("\nREPORT {} {}".format(request.node.name, json.dumps(values, sort_keys=True)))
+    for name, value in values.items():
+        assert isinstance(value, dict) and value, (name, value)
 
 
 # ---------------------------------------------------------------- the DeepLens Lambda on test doubles
