@@ -1,12 +1,18 @@
-"""Shared fixtures. FER+ data is found through one variable, FER_EDGE_DATA (default ../shared/data)."""
+"""Shared fixtures: the FER+ data, AWS stand-ins, the numbers a test measures (``report``) and the
+DeepLens Lambda's stand-ins. FER+ data is found through one variable, FER_EDGE_DATA (default
+../shared/data). Plain helper functions and classes are in helpers.py."""
 
+import importlib
+import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fer_testdata import REPO, write_ferplus_folder
+from fer_testdata import REPO, synthetic_faces, write_ferplus_folder
+from helpers import DEEPLENS_THING, DOUBLES, CoreIpc
 
 DATA_ENV = "FER_EDGE_DATA"
 TARBALL = "ferplus-trainval.tar.gz"
@@ -85,3 +91,117 @@ def aws_env(monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GREENGRASSV2"):
         monkeypatch.delenv(key, raising=False)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@pytest.fixture
+def report(request):
+    """A dict for the numbers a test measures (``report["outage"] = {...}``), printed when the test ends,
+    passed or not (``pytest -s``): ``REPORT <test> {...}``. Each measurement must be a non-empty dict."""
+    values = {}
+    yield values
+    print("\nREPORT {} {}".format(request.node.name, json.dumps(values, sort_keys=True)))
+    for name, value in values.items():
+        assert isinstance(value, dict) and value, (name, value)
+
+
+# ---------------------------------------------------------------- the DeepLens Lambda on test doubles
+
+DOUBLE_MODULES = ("awscam", "mo", "greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk")
+
+
+def _purge(prefixes):
+    """Forget the modules under ``prefixes``; returns them, for :func:`_restore`."""
+    gone = {}
+    for name in list(sys.modules):
+        if name.split(".")[0] in prefixes:
+            gone[name] = sys.modules.pop(name)
+    return gone
+
+
+def _restore(prefixes, saved):
+    """Forget what was imported under ``prefixes`` meanwhile and put the earlier modules back, so code
+    imported before (e.g. fer_edge.bundles.greengrass_deploy holding fer_edge.bundles.deeplens_deploy.DeployError) keeps seeing
+    the same classes as code imported after."""
+    _purge(prefixes)
+    sys.modules.update(saved)
+
+
+@pytest.fixture(scope="module")
+def deeplens_doubles():
+    """tests/doubles first on sys.path for the module (and the modules it shadows forgotten, then
+    restored): the ``awscam`` and ``mo`` doubles."""
+    prefixes = DOUBLE_MODULES + ("deeplens",)
+    saved = _purge(prefixes)
+    sys.path.insert(0, DOUBLES)
+    try:
+        yield importlib.import_module("awscam"), importlib.import_module("mo")
+    finally:
+        sys.path.remove(DOUBLES)
+        _restore(prefixes, saved)
+
+
+@pytest.fixture
+def greengrass_core(deeplens_doubles, monkeypatch):
+    """A recording :class:`helpers.CoreIpc` and the environment a Greengrass v1 core gives its Lambda
+    (thing ``helpers.DEEPLENS_THING``); the Greengrass modules are imported afresh with it."""
+    core = CoreIpc()
+    env = {"AWS_IOT_THING_NAME": DEEPLENS_THING, "GG_DAEMON_PORT": str(core.port),
+           "MY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:deeplens-fer-edge:1",
+           "ROUTER_FUNCTION_ARN": "arn:aws:lambda:::function:GGRouter",
+           "SHADOW_FUNCTION_ARN": "arn:aws:lambda:::function:GGShadowService",
+           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "test-token"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _purge(("greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk"))  # env is read at import
+    try:
+        yield core
+    finally:
+        core.close()
+        _purge(("greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk"))
+
+
+@pytest.fixture(scope="module")
+def deeplens_faces():
+    """24 synthetic faces: the DeepLens conversions' calibration set and the parity checks' inputs."""
+    return synthetic_faces(24, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_savedmodel(tmp_path_factory):
+    """A tiny untrained model with the real models' input (face [N,48,48,1], Rescaling inside)."""
+    import keras
+    from keras import layers
+
+    from edge import metadata as md
+    from train.export import export_savedmodel
+    from train.models import NORM_OFFSET, NORM_SCALE
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((48, 48, 1), name="face")
+    x = layers.Rescaling(NORM_SCALE, offset=NORM_OFFSET, name="normalize")(inp)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling2D(4)(x)
+    x = layers.Flatten()(x)
+    model = keras.Model(inp, layers.Dense(8, activation="softmax", name="probabilities")(x), name="tiny-deeplens")
+    root = tmp_path_factory.mktemp("tiny")
+    path = str(root / "tiny.keras")
+    model.save(path)
+    meta = md.default_metadata(48, 48)
+    meta["model"] = {"name": "tiny-deeplens"}
+    md.write(meta, md.sidecar_path(path))
+    return export_savedmodel(path, str(root / "saved_model"))
+
+
+@pytest.fixture(scope="module")
+def deeplens_bundle(tiny_savedmodel, deeplens_faces, tmp_path_factory):
+    """fer_edge.bundles.deeplens.build_bundle from the tiny SavedModel (runs `convert deeplens`)."""
+    from fer_edge.bundles.deeplens import build_bundle
+    logs = []
+    out = str(tmp_path_factory.mktemp("bundle") / "deeplens")
+    result = build_bundle(out, savedmodel=tiny_savedmodel, faces=deeplens_faces, log=logs.append)
+    result["logs"] = logs
+    return result

@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -205,35 +204,3 @@ def sample_event(device, frame, faces=1):
     return make_event(device, frame,
                       [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],
                       "ferplus-test", "1", source="test")
-
-
-class Collector(object):
-    """Collects subscriber messages; ``wait(predicate)`` until they satisfy it."""
-
-    def __init__(self, timeout=10.0):
-        self.messages = []
-        self.timeout = timeout
-        self._cond = threading.Condition()
-
-    def __call__(self, message):
-        with self._cond:
-            self.messages.append(message)
-            self._cond.notify_all()
-
-    def wait(self, predicate, timeout=None):
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        with self._cond:
-            while not predicate(self.messages):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError("timed out with {} messages: {}".format(
-                        len(self.messages), [(m.topic, m.data) for m in self.messages[-5:]]))
-                self._cond.wait(min(remaining, 0.5))
-            return list(self.messages)
-
-    def of_kind(self, kind):
-        with self._cond:
-            return [m for m in self.messages if m.kind == kind]
-
-    def events(self):
-        return [m.data for m in self.of_kind("events")]

@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import cv2
 import jsonschema
@@ -19,12 +17,13 @@ import pytest
 
 from edge.classifier import default_model_path
 from edge.events.payloads import load_schema
-from edge.delivery.subscribe import subscribe
 from fer_testdata import REPO
+from helpers import collect, wait_until
 from mqtt_broker import mosquitto_fixture
 
 broker = mosquitto_fixture(scope="module")
 FRAMES = 24
+WAIT = 20  # s: what the agent published reaches the subscriber
 
 
 @pytest.fixture(scope="module")
@@ -38,34 +37,6 @@ def model_path():
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "two-faces.mp4"), frames=FRAMES)
-
-
-class Collector(object):
-    def __init__(self, url, device_id):
-        self.messages = []
-        self.lock = threading.Lock()
-        ready = threading.Event()
-        self.sub = subscribe(url, device_id=device_id, on_message=self.add, ready=ready)
-        assert ready.wait(10), "subscriber did not connect"
-
-    def add(self, message):
-        with self.lock:
-            self.messages.append(message)
-
-    def of(self, kind):
-        with self.lock:
-            return [m for m in self.messages if m.kind == kind]
-
-    def wait_for(self, predicate, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self):
-        self.sub.stop()
 
 
 def agent(*args, timeout=180, data_dir=None, **kw):
@@ -117,18 +88,18 @@ def test_broker_down_queues_on_disk_or_says_what_was_dropped(video, model_path, 
 
 
 def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, tmp_path):
-    collector = Collector(broker.url, "cam-e2e")
+    sub, collector = collect(broker.url, "cam-e2e")
     try:
         proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-e2e", "--model", model_path,
                      "--publish", "every-frame", "--annotate", tmp_path / "out.mp4", "--stats-interval", "0.5")
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
         assert summary["frames"] == FRAMES and summary["events"] == FRAMES and summary["errors"] == 0
-        assert collector.wait_for(lambda: len(collector.of("events")) >= FRAMES)
-        assert collector.wait_for(lambda: any(m.data.get("state") == "offline" for m in collector.of("status")))
+        assert wait_until(lambda: len(collector.of_kind("events")) >= FRAMES, WAIT)
+        assert wait_until(lambda: any(m.data.get("state") == "offline" for m in collector.of_kind("status")), WAIT)
     finally:
-        collector.stop()
-    events = [m.data for m in collector.of("events")]
+        sub.stop()
+    events = [m.data for m in collector.of_kind("events")]
     schema = load_schema("emotion-event")
     for event in events:
         jsonschema.validate(event, schema)
@@ -139,8 +110,8 @@ def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, t
     for face in events[0]["faces"]:
         assert abs(sum(face["scores"].values()) - 1.0) < 1e-3
         assert face["emotion"] == max(face["scores"], key=face["scores"].get)
-    assert collector.of("stats"), "no stats message"
-    jsonschema.validate(collector.of("stats")[-1].data, load_schema("stats"))
+    assert collector.of_kind("stats"), "no stats message"
+    jsonschema.validate(collector.of_kind("stats")[-1].data, load_schema("stats"))
     # annotated at the source's frame rate, in a codec browsers play (H.264 .mp4, else VP8 .webm)
     written = summary["annotated"]
     assert written.endswith((".mp4", ".webm")) and os.path.isfile(written), written
@@ -153,16 +124,16 @@ def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, t
 
 
 def test_on_change_publishes_fewer_events(broker, video, model_path):
-    collector = Collector(broker.url, "cam-change")
+    sub, collector = collect(broker.url, "cam-change")
     try:
         proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-change", "--model", model_path,
                      "--publish", "on-change")
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
-        assert collector.wait_for(lambda: len(collector.of("events")) >= summary["events"])
+        assert wait_until(lambda: len(collector.of_kind("events")) >= summary["events"], WAIT)
     finally:
-        collector.stop()
-    events = [m.data for m in collector.of("events")]
+        sub.stop()
+    events = [m.data for m in collector.of_kind("events")]
     assert 1 <= len(events) < FRAMES and events[0]["frame"] == 0
     assert {f["track_id"] for f in events[0]["faces"]} == {1, 2}
 
@@ -195,21 +166,21 @@ def test_missing_model_and_bad_config_are_clear_errors(broker, video, tmp_path):
 def test_sigterm_finishes_the_frame_flushes_and_goes_offline(broker, model_path, tmp_path):
     from fer_edge.samples import make_sample_video
     long_video = make_sample_video(str(tmp_path / "long.mp4"), frames=400)
-    collector = Collector(broker.url, "cam-term")
+    sub, collector = collect(broker.url, "cam-term")
     try:
         cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--source", long_video, "--broker", broker.url,
                "--device-id", "cam-term", "--model", model_path, "--data-dir", str(tmp_path / "queue")]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert collector.wait_for(lambda: len(collector.of("events")) >= 5, timeout=60)
+        assert wait_until(lambda: len(collector.of_kind("events")) >= 5, 60)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-3000:]
         summary = json.loads(out.strip().splitlines()[-1])["summary"]
         assert 5 <= summary["frames"] < 400
-        assert collector.wait_for(lambda: len(collector.of("events")) == summary["events"])
-        assert collector.wait_for(lambda: collector.of("status")[-1].data["state"] == "offline")
+        assert wait_until(lambda: len(collector.of_kind("events")) == summary["events"], WAIT)
+        assert wait_until(lambda: collector.of_kind("status")[-1].data["state"] == "offline", WAIT)
     finally:
-        collector.stop()
+        sub.stop()
 
 
 def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
@@ -256,17 +227,17 @@ def test_outbox_status_and_flush_deliver_a_backlog_without_a_camera(broker, vide
     assert status.returncode == 0, status.stderr
     before = json.loads(status.stdout)
     assert before["messages"] >= FRAMES and before["last_event_seq"] == FRAMES
-    collector = Collector(broker.url, "cam-backlog")
+    sub, collector = collect(broker.url, "cam-backlog")
     try:
         flush = subprocess.run(cli + ["flush", "--device-id", "cam-backlog", "--data-dir", queue, "--broker",
                                       broker.url, "--timeout", "30"], cwd=REPO, capture_output=True, text=True,
                                timeout=90)
         assert flush.returncode == 0, flush.stderr[-3000:]
         assert json.loads(flush.stdout.strip().splitlines()[-1])["flushed"]["left"] == 0
-        assert collector.wait_for(lambda: len(collector.of("events")) >= FRAMES)
+        assert wait_until(lambda: len(collector.of_kind("events")) >= FRAMES, WAIT)
     finally:
-        collector.stop()
-    assert [m.data["frame"] for m in collector.of("events")] == list(range(FRAMES))  # in order, once
+        sub.stop()
+    assert [m.data["frame"] for m in collector.of_kind("events")] == list(range(FRAMES))  # in order, once
     after = json.loads(subprocess.run(cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue], cwd=REPO,
                                       capture_output=True, text=True, timeout=60).stdout)
     assert after["messages"] == 0

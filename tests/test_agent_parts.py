@@ -12,6 +12,7 @@ from edge.detect.factory import HaarDetector, YuNetDetector, DetectorError, find
 from edge.tracking.policy import PublishPolicy
 from edge.agent.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
 from edge.tracking.track import IouTracker, iou
+from helpers import wait_until
 
 LABELS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 
@@ -101,9 +102,7 @@ def test_live_source_drops_stale_frames_and_reconnects():
     time.sleep(0.1)
     second = source.read(timeout=2)
     assert second.index > first.index + 1  # frames produced meanwhile were dropped, not queued
-    deadline = time.time() + 5
-    while source.reconnects == 0 and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: source.reconnects, 5, step=0.05)
     assert source.reconnects >= 1 and source.read(timeout=2) is not None
     source.close()
     assert not source.thread.is_alive()

@@ -2,7 +2,7 @@
 DeepLens Lambda all build their parts through it, with what each device supplies.
 
 Real here: the shipped emotion model and BlazeFace on ONNX Runtime, sample videos, OpenCV; for the
-Lambda, the same stand-ins as tests/test_deeplens.py (whose fixtures are reused): the ``awscam``
+Lambda, the same stand-ins as tests/test_deeplens.py (fixtures in conftest.py): the ``awscam``
 and ``mo`` test doubles (tests/doubles, OpenVINO inside), the real greengrasssdk over the doubles
 of the Greengrass core's IPC client to a recording HTTP server. The spy around ``assemble`` only
 records its calls and returns what the real function built.
@@ -22,10 +22,9 @@ import pytest
 import edge.agent.assembly
 from edge.config.agent import load_config
 from edge.events.payloads import load_schema
-from test_deeplens import (THING, bundle, doubles, greengrass_core, savedmodel,  # noqa: F401 (fixtures)
-                           synthetic_faces, video)
+from helpers import DEEPLENS_THING as THING
 
-FRAMES = 8  # test_deeplens.video's length
+FRAMES = 8  # the Lambda's video
 
 
 @pytest.fixture
@@ -56,6 +55,13 @@ def signals():
 def sample(tmp_path_factory):
     from fer_edge.samples import make_sample_video
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "two.mp4"), frames=12)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """The video the awscam double plays to the Lambda."""
+    from fer_edge.samples import make_sample_video
+    return make_sample_video(str(tmp_path_factory.mktemp("v") / "faces.mp4"), frames=FRAMES)
 
 
 def test_the_host_agent_goes_through_assemble(assembled, sample, signals, capsys):
@@ -113,14 +119,14 @@ def test_the_jetson_agent_passes_its_models_to_assemble(assembled, sample, signa
 
 
 def test_the_lambda_goes_through_assemble_and_publishes_tracks_through_greengrass(
-        doubles, greengrass_core, bundle, video, assembled, tmp_path, monkeypatch):  # noqa: F811
+        deeplens_doubles, greengrass_core, deeplens_bundle, video, assembled, tmp_path, monkeypatch):
     """The DeepLens Lambda (awscam source and backend, Greengrass publisher) now has the face
     lifecycle: track messages and the device state reach the core through the real greengrasssdk."""
     import shutil
-    awscam, _ = doubles
+    awscam, _ = deeplens_doubles
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    shutil.copy(bundle["model"], str(artifacts / "model.tar.gz"))
+    shutil.copy(deeplens_bundle["model"], str(artifacts / "model.tar.gz"))
     env = dict(os.environ, FER_EDGE_LAMBDA_AUTOSTART="0", FER_EDGE_MODEL=str(artifacts),
                FER_EDGE_DEEPLENS_FIFO="off", FER_EDGE_STATS_INTERVAL="0.5", FER_EDGE_LOG_LEVEL="WARNING",
                FER_EDGE_CONFIRM_FRAMES="2")

@@ -6,17 +6,15 @@ DeepLens tarball and the OpenVINO IR), OpenCV (Haar faces in a generated video),
 runtime and converter (inside the awscam/mo doubles), greengrasssdk 1.6.1 from PyPI, awscli and
 moto's server. Doubles (tests/doubles, see its README): ``awscam``, ``mo``, and the Greengrass
 core's ``greengrass_common`` / ``greengrass_ipc_python_sdk``, which talk to a recording HTTP
-server standing in for the core.
+server standing in for the core. Those stand-ins, the tiny model and its bundle are fixtures in
+conftest.py (tests/test_assembly.py runs the Lambda on them too).
 """
 
 import ast
-import base64
-import http.server
 import importlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -31,108 +29,28 @@ import pytest
 
 from edge import metadata as md
 from edge.events.payloads import load_schema
-from fer_testdata import REPO, synthetic_faces as make_synthetic_faces
+from fer_testdata import REPO
+from helpers import DEEPLENS_THING as THING, DOUBLES, wait_until
 
-DOUBLES = str(REPO / "tests" / "doubles")
-DOUBLE_MODULES = ("awscam", "mo", "greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk")
-THING = "deeplens_fer_test"
 FRAMES = 8
 FORBIDDEN = {"paho", "onnxruntime", "tensorflow", "keras", "train", "fer_edge", "convert", "tf2onnx", "onnx"}
-
-
-def _purge(prefixes):
-    """Forget the modules under ``prefixes``; returns them, for :func:`_restore`."""
-    gone = {}
-    for name in list(sys.modules):
-        if name.split(".")[0] in prefixes:
-            gone[name] = sys.modules.pop(name)
-    return gone
-
-
-def _restore(prefixes, saved):
-    """Forget what was imported under ``prefixes`` meanwhile and put the earlier modules back, so code
-    imported before (e.g. fer_edge.bundles.greengrass_deploy holding fer_edge.bundles.deeplens_deploy.DeployError) keeps seeing
-    the same classes as code imported after."""
-    _purge(prefixes)
-    sys.modules.update(saved)
-
-
-@pytest.fixture(scope="module")
-def doubles():
-    """tests/doubles first on sys.path for this module (and the modules it shadows forgotten, then restored)."""
-    prefixes = DOUBLE_MODULES + ("deeplens",)
-    saved = _purge(prefixes)
-    sys.path.insert(0, DOUBLES)
-    try:
-        yield importlib.import_module("awscam"), importlib.import_module("mo")
-    finally:
-        sys.path.remove(DOUBLES)
-        _restore(prefixes, saved)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the model
 
 
 @pytest.fixture(scope="module")
-def synthetic_faces():
-    return make_synthetic_faces(24, seed=5)
-
-
-@pytest.fixture(scope="module")
-def savedmodel(tmp_path_factory):
-    """A tiny untrained model with the real models' input (face [N,48,48,1], Rescaling inside)."""
-    import keras
-    from keras import layers
-
-    from train.export import export_savedmodel
-    from train.models import NORM_OFFSET, NORM_SCALE
-    keras.utils.set_random_seed(11)
-    inp = keras.Input((48, 48, 1), name="face")
-    x = layers.Rescaling(NORM_SCALE, offset=NORM_OFFSET, name="normalize")(inp)
-    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.MaxPooling2D(4)(x)
-    x = layers.Flatten()(x)
-    model = keras.Model(inp, layers.Dense(8, activation="softmax", name="probabilities")(x), name="tiny-deeplens")
-    root = tmp_path_factory.mktemp("tiny")
-    path = str(root / "tiny.keras")
-    model.save(path)
-    meta = md.default_metadata(48, 48)
-    meta["model"] = {"name": "tiny-deeplens"}
-    md.write(meta, md.sidecar_path(path))
-    return export_savedmodel(path, str(root / "saved_model"))
-
-
-@pytest.fixture(scope="module")
-def bundle(savedmodel, synthetic_faces, tmp_path_factory):
-    """fer_edge.bundles.deeplens.build_bundle from the SavedModel (runs `convert deeplens`)."""
-    from fer_edge.bundles.deeplens import build_bundle
-    logs = []
-    out = str(tmp_path_factory.mktemp("bundle") / "deeplens")
-    result = build_bundle(out, savedmodel=savedmodel, faces=synthetic_faces, log=logs.append)
-    result["logs"] = logs
-    return result
-
-
-@pytest.fixture(scope="module")
-def openvino_xml(savedmodel, synthetic_faces, tmp_path_factory):
+def openvino_xml(tiny_savedmodel, deeplens_faces, tmp_path_factory):
     from convert.formats import converter
-    return converter("openvino")(savedmodel, str(tmp_path_factory.mktemp("ov") / "out"), faces=synthetic_faces)
+    return converter("openvino")(tiny_savedmodel, str(tmp_path_factory.mktemp("ov") / "out"), faces=deeplens_faces)
 
 
 @pytest.fixture(scope="module")
-def reference(savedmodel, synthetic_faces):
+def reference(tiny_savedmodel, deeplens_faces):
     from convert.common import SavedModelSource
     from edge.preprocess import prepare_faces
-    source = SavedModelSource(savedmodel)
-    return source.predict(prepare_faces(synthetic_faces, source.meta))
+    source = SavedModelSource(tiny_savedmodel)
+    return source.predict(prepare_faces(deeplens_faces, source.meta))
 
 
 # ---------------------------------------------------------------- bundle
@@ -152,11 +70,11 @@ def _imports(tree):
             yield node.module.split(".")[0], id(node) in inside
 
 
-def test_bundle_zip_holds_only_what_the_lambda_runs(bundle, tmp_path):
-    assert os.path.isfile(bundle["model"]) and os.path.isfile(md.sidecar_path(bundle["model"]))
-    with tarfile.open(bundle["model"], "r:gz") as tar:
+def test_bundle_zip_holds_only_what_the_lambda_runs(deeplens_bundle, tmp_path):
+    assert os.path.isfile(deeplens_bundle["model"]) and os.path.isfile(md.sidecar_path(deeplens_bundle["model"]))
+    with tarfile.open(deeplens_bundle["model"], "r:gz") as tar:
         assert sorted(tar.getnames()) == ["model.pb", "model.pb.fer_edge.json"]
-    with zipfile.ZipFile(bundle["zip"]) as zf:
+    with zipfile.ZipFile(deeplens_bundle["zip"]) as zf:
         names = set(zf.namelist())
         zf.extractall(str(tmp_path / "zip"))
     assert "lambda_function.py" in names  # at the root: handler lambda_function.function_handler
@@ -214,7 +132,7 @@ def test_bundle_refuses_a_bad_model_artifact(tmp_path):
 # ---------------------------------------------------------------- deployment (awscli -> moto)
 
 
-def test_deploy_with_awscli_creates_then_updates_and_publishes(bundle, moto_endpoint, aws_env):
+def test_deploy_with_awscli_creates_then_updates_and_publishes(deeplens_bundle, moto_endpoint, aws_env):
     import boto3
 
     from fer_edge.bundles.deeplens_deploy import deploy
@@ -224,8 +142,9 @@ def test_deploy_with_awscli_creates_then_updates_and_publishes(bundle, moto_endp
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                                                  "Action": "sts:AssumeRole"}]}))["Role"]
     logs = []
-    first = deploy("deeplens-fer-edge-test", "deeplens-fer-edge", zip_path=bundle["zip"],
-                   model_artifact=bundle["model"], region="us-east-1", endpoint_url=moto_endpoint, log=logs.append)
+    first = deploy("deeplens-fer-edge-test", "deeplens-fer-edge", zip_path=deeplens_bundle["zip"],
+                   model_artifact=deeplens_bundle["model"], region="us-east-1", endpoint_url=moto_endpoint,
+                   log=logs.append)
     assert first["created"] and first["version"] == "1"
     assert first["s3_uri"] == "s3://deeplens-fer-edge-test/fer-edge/model.tar.gz"
     assert first["version_arn"].endswith(":function:deeplens-fer-edge:1")
@@ -235,46 +154,49 @@ def test_deploy_with_awscli_creates_then_updates_and_publishes(bundle, moto_endp
 
     s3 = boto3.client("s3", **kw)
     head = s3.head_object(Bucket="deeplens-fer-edge-test", Key="fer-edge/model.tar.gz")
-    assert head["ContentLength"] == os.path.getsize(bundle["model"])
+    assert head["ContentLength"] == os.path.getsize(deeplens_bundle["model"])
     fn = boto3.client("lambda", **kw).get_function(FunctionName="deeplens-fer-edge")["Configuration"]
     assert fn["Handler"] == "lambda_function.function_handler" and fn["Runtime"] == "python3.7"
     assert fn["Role"] == role["Arn"]  # found by name: the role DeepLens registration creates
 
-    second = deploy("deeplens-fer-edge-test", "deeplens-fer-edge", zip_path=bundle["zip"],
-                    model_artifact=bundle["model"], region="us-east-1", endpoint_url=moto_endpoint, log=None)
+    second = deploy("deeplens-fer-edge-test", "deeplens-fer-edge", zip_path=deeplens_bundle["zip"],
+                    model_artifact=deeplens_bundle["model"], region="us-east-1", endpoint_url=moto_endpoint,
+                    log=None)
     assert not second["created"] and second["version"] == "2"
     versions = boto3.client("lambda", **kw).list_versions_by_function(FunctionName="deeplens-fer-edge")["Versions"]
     assert {"1", "2"} <= {v["Version"] for v in versions}
 
 
-def test_deploy_refuses_bad_names_before_calling_aws(bundle):
+def test_deploy_refuses_bad_names_before_calling_aws(deeplens_bundle):
     from fer_edge.bundles.deeplens_deploy import DeployError, deploy
+    files = deeplens_bundle["zip"], deeplens_bundle["model"]
     with pytest.raises(DeployError, match="starts with 'deeplens-'"):
-        deploy("my-models", "deeplens-fer-edge", bundle["zip"], bundle["model"], "us-east-1", aws="/nonexistent/aws")
+        deploy("my-models", "deeplens-fer-edge", *files, "us-east-1", aws="/nonexistent/aws")
     with pytest.raises(DeployError, match="named deeplens"):
-        deploy("deeplens-x1", "fer-edge", bundle["zip"], bundle["model"], "us-east-1", aws="/nonexistent/aws")
+        deploy("deeplens-x1", "fer-edge", *files, "us-east-1", aws="/nonexistent/aws")
     with pytest.raises(DeployError, match="not a valid S3 bucket name"):
-        deploy("deeplens-Upper", "deeplens-fer", bundle["zip"], bundle["model"], "us-east-1", aws="/nonexistent/aws")
+        deploy("deeplens-Upper", "deeplens-fer", *files, "us-east-1", aws="/nonexistent/aws")
 
 
 # ---------------------------------------------------------------- the backend on the doubles
 
 
-def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(doubles, bundle, openvino_xml,
-                                                                              synthetic_faces, reference, tmp_path):
-    awscam, mo = doubles
+def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(deeplens_doubles, deeplens_bundle,
+                                                                              openvino_xml, deeplens_faces, reference,
+                                                                              tmp_path):
+    awscam, mo = deeplens_doubles
     from deeplens.awscam_backend import AwscamBackend
     from edge.classifier import EmotionClassifier
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    shutil.copy(bundle["model"], str(artifacts / "model.tar.gz"))  # no sidecar beside: read from the tarball
+    shutil.copy(deeplens_bundle["model"], str(artifacts / "model.tar.gz"))  # no sidecar beside: read from the tarball
     del mo.calls[:]
     clf = EmotionClassifier(AwscamBackend(str(artifacts)))
     # a 3-channel graph: no channel option, AWS's TensorFlow sample call (plus the folders: not in /opt/awscam)
     assert [c["platform"] for c in mo.calls] == ["tf"] and "--img-channels" not in mo.calls[0]["aux_inputs"]
     assert (mo.calls[0]["model_name"], mo.calls[0]["width"], mo.calls[0]["height"]) == ("model", 48, 48)
     assert clf.backend.xml == str(artifacts / "tf_model_FP16_FUSED.xml")
-    probs = clf.predict(synthetic_faces)
+    probs = clf.predict(deeplens_faces)
     assert np.abs(probs - reference).max() <= 1e-3 and (probs.argmax(1) == reference.argmax(1)).all()
     model = awscam.Model.instances[-1]
     assert model.loading_config == {"GPU": 1}
@@ -283,18 +205,18 @@ def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(do
     AwscamBackend(str(artifacts / "model.pb"))
     assert len(mo.calls) == 1
     # the IR of the openvino converter (NCHW metadata) runs through the same path
-    ov_probs = EmotionClassifier(AwscamBackend(openvino_xml, gpu=False)).predict(synthetic_faces)
+    ov_probs = EmotionClassifier(AwscamBackend(openvino_xml, gpu=False)).predict(deeplens_faces)
     assert np.abs(ov_probs - reference).max() <= 1e-3
     assert awscam.Model.instances[-1].loading_config == {"GPU": 0}
 
 
-def test_awscam_backend_reports_optimizer_failure(doubles, bundle, tmp_path):
+def test_awscam_backend_reports_optimizer_failure(deeplens_doubles, deeplens_bundle, tmp_path):
     from deeplens.awscam_backend import AwscamBackend, extract_artifact
     from edge.backends.base import BackendError
-    shutil.copy(bundle["model"], str(tmp_path / "model.tar.gz"))
+    shutil.copy(deeplens_bundle["model"], str(tmp_path / "model.tar.gz"))
     pb = extract_artifact(str(tmp_path / "model.tar.gz"))
     # options the optimizer refuses (a precision it does not know): tried again without them
-    _, mo = doubles
+    _, mo = deeplens_doubles
     del mo.calls[:]
     AwscamBackend(pb, mo_aux={"--precision": "FP8"}, reuse_ir=False)
     assert [c["aux_inputs"].get("--precision") for c in mo.calls] == ["FP8", None]
@@ -407,7 +329,7 @@ def test_project_stream_waits_for_a_reader_and_never_blocks_the_loop(tmp_path):
     assert stream.readers == 1 and stream.written == len(frames)
 
 
-def test_greengrass_publisher_needs_a_thing_name(doubles, monkeypatch):
+def test_greengrass_publisher_needs_a_thing_name(deeplens_doubles, monkeypatch):
     from deeplens.greengrass_publisher import GreengrassError, GreengrassPublisher
     monkeypatch.delenv("AWS_IOT_THING_NAME", raising=False)
     with pytest.raises(GreengrassError, match="AWS_IOT_THING_NAME is not set"):
@@ -417,70 +339,18 @@ def test_greengrass_publisher_needs_a_thing_name(doubles, monkeypatch):
 # ---------------------------------------------------------------- the Lambda, end to end on doubles
 
 
-class CoreIpc(object):
-    """Stands in for the Greengrass core's IPC server: records what the IPC client posts."""
-
-    def __init__(self):
-        self.posts = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                context = json.loads(base64.b64decode(self.headers["X-Amz-Client-Context"]).decode("utf-8"))
-                owner.posts.append({"path": self.path, "context": context, "body": body,
-                                    "type": self.headers["X-Amz-Invocation-Type"],
-                                    "auth": self.headers["Authorization"]})
-                self.send_response(202)
-                self.send_header("X-Amz-InvocationId", str(len(owner.posts)))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def messages(self):
-        return [(p["context"]["custom"]["subject"], json.loads(p["body"].decode("utf-8"))) for p in self.posts]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def greengrass_core(doubles, monkeypatch):
-    core = CoreIpc()
-    env = {"AWS_IOT_THING_NAME": THING, "GG_DAEMON_PORT": str(core.port),
-           "MY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:deeplens-fer-edge:1",
-           "ROUTER_FUNCTION_ARN": "arn:aws:lambda:::function:GGRouter",
-           "SHADOW_FUNCTION_ARN": "arn:aws:lambda:::function:GGShadowService",
-           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "test-token"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    _purge(("greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk"))  # env is read at import
-    try:
-        yield core
-    finally:
-        core.close()
-        _purge(("greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk"))
-
-
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "faces.mp4"), frames=FRAMES)
 
 
-def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, video, tmp_path, monkeypatch):
-    awscam, mo = doubles
+def test_lambda_runs_the_agent_on_the_doubles(deeplens_doubles, greengrass_core, deeplens_bundle, video, tmp_path,
+                                              monkeypatch):
+    awscam, mo = deeplens_doubles
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    shutil.copy(bundle["model"], str(artifacts / "model.tar.gz"))
+    shutil.copy(deeplens_bundle["model"], str(artifacts / "model.tar.gz"))
     fifo = str(tmp_path / "results.mjpeg")
     env = {"FER_EDGE_LAMBDA_AUTOSTART": "0", "FER_EDGE_MODEL": str(artifacts), "FER_EDGE_DEEPLENS_FIFO": fifo,
            "FER_EDGE_DEEPLENS_FER_TOPICS": "1", "FER_EDGE_STATS_INTERVAL": "0.2", "FER_EDGE_PUBLISH": "every-frame",
@@ -500,10 +370,8 @@ def test_lambda_runs_the_agent_on_the_doubles(doubles, greengrass_core, bundle, 
     stop = threading.Event()
     thread = lambda_function.start(env=dict(os.environ), stop=stop)
     assert awscam.exhausted.wait(60), "the Lambda did not read the whole video"
-    deadline = time.time() + 20
-    while time.time() < deadline and sum(1 for t, m in greengrass_core.messages()
-                                         if m.get("schema") == "fer-edge/emotion-event") < 2 * FRAMES:
-        time.sleep(0.05)
+    wait_until(lambda: sum(1 for t, m in greengrass_core.messages()
+                           if m.get("schema") == "fer-edge/emotion-event") >= 2 * FRAMES, 20, step=0.05)
     stop.set()
     thread.join(30)
     assert not thread.is_alive()

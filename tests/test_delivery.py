@@ -27,14 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_broker import Collector, sample_event, Mosquitto, free_port, running_mosquitto
+from helpers import collect, wait_until
+from mqtt_broker import sample_event, Mosquitto, free_port, running_mosquitto
 
 from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
 from edge.delivery.outbox import Outbox, queue_path
 from edge.delivery.client import backoff_delay
 from edge.delivery.mqtt import MqttPublisher
-from edge.delivery.subscribe import Message, subscribe
+from edge.delivery.subscribe import Message
 from fer_edge.subscribe_lines import Deduplicator, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
 
@@ -43,27 +44,14 @@ from mqtt_broker import PROBS  # noqa: E402
 WAIT = 10.0
 FAST = (0.2, 1.0)  # reconnect back-off for tests (min, max seconds)
 OUTAGE_S = 10.0
-REPORT = {}        # measured numbers, printed at the end of the module (pytest -s)
 
 
 event = sample_event
 
 
 def listen(url, device, kinds=("events", "status", "stats"), **kwargs):
-    collector = Collector()
     kwargs.setdefault("reconnect_delay", FAST)
-    sub = subscribe(url, device_id=device, on_message=collector, kinds=kinds, **kwargs)
-    assert sub.wait_subscribed(WAIT), sub.last_error
-    return sub, collector
-
-
-def wait_until(predicate, timeout=WAIT, step=0.02):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
+    return collect(url, device, WAIT, kinds=kinds, **kwargs)
 
 
 def analyse(events):
@@ -174,7 +162,7 @@ def finish_agent(proc, log_path, timeout=120):
     return json.loads(out.strip().splitlines()[-1])["summary"], log_text
 
 
-def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp_path):
+def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp_path, report):
     """A 10 s outage while the agent publishes every frame: the subscriber (persistent session,
     reconnecting) gets every event once, in order; stats report the queue and the reconnect."""
     device, frames = "cam-outage", 400
@@ -207,7 +195,7 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
     events = [m.data for m in messages]
     unique, duplicates, gaps, disorder = analyse(events)
     redelivered = redeliveries(messages)
-    REPORT["outage"] = {"frames": frames, "received": len(events), "unique": len(unique),
+    report["outage"] = {"frames": frames, "received": len(events), "unique": len(unique),
                         "duplicates": duplicates, "gaps": gaps, "out_of_order": disorder,
                         "received_before_stop": stopped_at,
                         "duplicates_with_dup_flag": sum(m.dup for m in redelivered)}
@@ -219,7 +207,7 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
     # it had in flight to the subscriber when it stopped: mosquitto saves that as unacknowledged
     # and sends it again after the restart (QoS 1 between broker and subscriber). A copy from the
     # agent's leg (PUBACK lost at the stop) would be as legitimate, so the origin is reported
-    # (REPORT, pytest -s), not asserted.
+    # (report, pytest -s), not asserted.
     assert duplicates <= 5, [(m.data["seq"], m.dup) for m in redelivered]
     schema = load_schema("emotion-event")
     jsonschema = pytest.importorskip("jsonschema")
@@ -237,11 +225,11 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
     assert summary["delivery"]["reconnects"] >= 1 and summary["delivery"]["acknowledged"] >= frames, summary
     assert all(s["delivery"]["reconnects"] >= 1 for s in after)
     assert all(s["delivery"]["dropped"] == 0 and s["delivery"]["storage"] == "disk" for s in stats)
-    REPORT["outage"]["stats_after_reconnect"] = len(after)
+    report["outage"]["stats_after_reconnect"] = len(after)
     assert "lost" in log_text  # the agent logged the outage
 
 
-def test_publishing_at_30_fps_across_an_outage(tmp_path):
+def test_publishing_at_30_fps_across_an_outage(tmp_path, report):
     """The publisher fed at 30 events/s (and stats twice a second) while the broker goes away for
     4 s and comes back: nothing lost, in order, and the stats tell the story."""
     device, frames = "cam-30fps", 240
@@ -277,11 +265,11 @@ def test_publishing_at_30_fps_across_an_outage(tmp_path):
     assert any(not s["connected"] and s["queued"] > 30 for s in stats)
     assert stats[-1]["connected"] and stats[-1]["reconnects"] == 1 and stats[-1]["disconnects"] == 1
     assert stats[-1]["dropped"] == 0 and stats[-1]["queued"] == 0
-    REPORT["outage_30fps"] = {"frames": frames, "received": len(got.events()), "duplicates": duplicates,
+    report["outage_30fps"] = {"frames": frames, "received": len(got.events()), "duplicates": duplicates,
                               "gaps": gaps, "max_queued": max(s["queued"] for s in stats)}
 
 
-def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model, videos, tmp_path):
+def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model, videos, tmp_path, report):
     device = "cam-killed"
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
@@ -320,7 +308,7 @@ def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model
             sub.stop()
         broker.stop()
     unique, duplicates, gaps, disorder = analyse(got.events())
-    REPORT["sigkill"] = {"queued_at_kill": len(queued), "second_run": summary["events"],
+    report["sigkill"] = {"queued_at_kill": len(queued), "second_run": summary["events"],
                          "received": len(got.events()), "duplicates": duplicates, "gaps": gaps}
     assert [e["frame"] for e in unique] == list(range(len(queued))) + list(range(summary["events"]))
     assert [e["seq"] for e in unique] == list(range(1, total + 1))  # one stream across the restart
@@ -671,7 +659,7 @@ def test_publisher_killed_while_broker_down_then_restarted(tmp_path):
     assert [e["seq"] for e in unique] == list(range(1, 31))
 
 
-def test_queue_throughput(tmp_path):
+def test_queue_throughput(tmp_path, report):
     """Measured, not tuned: every-frame publishing at 30 fps needs 30 events/s."""
     payload = json.dumps(dict(event("cam-speed", 1, faces=2), seq=1, event_id="0123456789abcdef-1"))
     box = Outbox(str(tmp_path / "q.sqlite3"))
@@ -687,11 +675,11 @@ def test_queue_throughput(tmp_path):
         box.ack([r.seq for r in rows])
     ack_rate = n / (time.perf_counter() - started)
     box.close()
-    REPORT["outbox"] = {"payload_bytes": len(payload), "put_per_s": round(put_rate), "ack_per_s": round(ack_rate)}
-    assert put_rate > 300 and ack_rate > 300, REPORT["outbox"]
+    report["outbox"] = {"payload_bytes": len(payload), "put_per_s": round(put_rate), "ack_per_s": round(ack_rate)}
+    assert put_rate > 300 and ack_rate > 300, report["outbox"]
 
 
-def test_end_to_end_throughput(tmp_path):
+def test_end_to_end_throughput(tmp_path, report):
     n = 2000
     device = "cam-e2e-speed"
     with running_mosquitto(tmp_path / "broker") as broker:
@@ -712,9 +700,9 @@ def test_end_to_end_throughput(tmp_path):
             pub.close()
             sub.stop()
     assert [e["frame"] for e in got.events()] == list(range(n))
-    REPORT["end_to_end"] = {"events": n, "publish_event_us": round(enqueue_s / n * 1e6),
+    report["end_to_end"] = {"events": n, "publish_event_us": round(enqueue_s / n * 1e6),
                             "acked_per_s": round(n / total_s)}
-    assert n / total_s > 300, REPORT["end_to_end"]
+    assert n / total_s > 300, report["end_to_end"]
 
 
 # --- subscriber tools -------------------------------------------------------------------------
@@ -865,13 +853,3 @@ def test_example_runs_against_a_broker(tmp_path):
     rows = csv_path.read_text().splitlines()
     assert len(rows) == 2 and rows[1].split(",")[1:4] == [device, "10", "20"]
     assert device in out
-
-
-def test_zz_report():
-    """Prints the measured numbers (pytest -s) of the delivery tests that ran before it, and checks
-    that each measurement they recorded is complete."""
-    print("\nDELIVERY REPORT " + json.dumps(REPORT, sort_keys=True))
-    for name, value in REPORT.items():
-        assert isinstance(value, dict) and value, (name, value)
-    if "outage" in REPORT:
-        assert REPORT["outage"]["unique"] == REPORT["outage"]["frames"], REPORT["outage"]

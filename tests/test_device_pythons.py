@@ -31,7 +31,8 @@ import jsonschema
 import pytest
 
 from fer_testdata import REPO, synthetic_faces
-from mqtt_broker import Collector, mosquitto_fixture
+from helpers import Collector
+from mqtt_broker import mosquitto_fixture
 
 OLD_VENVS = REPO / "build" / "old-pythons"
 DEVICE_ENVS = REPO / "tests" / "device_envs"

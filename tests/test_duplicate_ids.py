@@ -16,6 +16,7 @@ import pytest
 from edge.delivery.client import SESSION_TAKEN_OVER, TakeoverWatch
 from edge.delivery.mqtt import MqttPublisher, default_client_id
 from fer_testdata import REPO
+from helpers import wait_until
 from mqtt_broker import mosquitto_fixture
 
 broker = mosquitto_fixture(scope="function")
@@ -81,15 +82,12 @@ def test_two_agents_with_one_client_id_are_told_what_to_change(broker, video, tm
 
 def test_publishers_with_one_client_id_warn_once_and_mqtt5_reason_is_definite(broker, caplog):
     import logging
-    import time
     caplog.set_level(logging.WARNING, logger="edge.delivery.base")  # whatever level an earlier test left it at
     pubs = [MqttPublisher(broker.url, "cam-{}".format(i), client_id="same-id", reconnect_delay=(0.2, 0.5))
             for i in range(2)]
     for pub in pubs:
         pub.start()
-    deadline = time.time() + 20
-    while time.time() < deadline and not all(p.counters["taken_over"] for p in pubs):
-        time.sleep(0.1)
+    wait_until(lambda: all(p.counters["taken_over"] for p in pubs), 20, step=0.1)
     for pub in pubs:
         pub.close(1)
     assert all(p.counters["taken_over"] >= 1 for p in pubs), [p.counters for p in pubs]

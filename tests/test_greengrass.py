@@ -22,13 +22,12 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from helpers import collect, wait_until
 from mqtt_broker import mosquitto_fixture, running_mosquitto
 
 from edge.config.agent import ConfigError
@@ -97,29 +96,6 @@ def standin(moto_endpoint, aws_env):
         yield service
     finally:
         service.stop()
-
-
-class Inbox(object):
-    def __init__(self):
-        self.messages = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message):
-        with self.lock:
-            self.messages.append(message)
-
-    def of(self, kind):
-        with self.lock:
-            return [m for m in self.messages if m.kind == kind]
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def copy_fetch(component):
@@ -514,12 +490,7 @@ def run_component(component, tmp_path, agent, platform="amd64", root_ca=None):
 
 
 def subscribe_inbox(url, device, **tls):
-    from edge.delivery.subscribe import subscribe
-    inbox = Inbox()
-    sub = subscribe(url, device_id=device, on_message=inbox, kinds=("events", "status", "stats"),
-                    reconnect_delay=(0.2, 1), **tls)
-    assert sub.wait_subscribed(20), sub.last_error
-    return sub, inbox
+    return collect(url, device, 20, kinds=("events", "status", "stats"), reconnect_delay=(0.2, 1), **tls)
 
 
 def test_component_runs_the_openvino_agent_from_its_archive(component, broker, video, tmp_path):
@@ -541,10 +512,10 @@ def test_component_runs_the_openvino_agent_from_its_archive(component, broker, v
     try:
         installed.start()
         assert installed.wait(WAIT) == 0, installed.log_text()
-        assert wait_until(lambda: len(inbox.of("events")) >= FRAMES, 20), installed.log_text()
+        assert wait_until(lambda: len(inbox.of_kind("events")) >= FRAMES, 20), installed.log_text()
     finally:
         sub.stop()
-    events = [m.data for m in inbox.of("events")]
+    events = [m.data for m in inbox.of_kind("events")]
     schema = load_schema("emotion-event")
     for event in events:
         jsonschema.validate(event, schema)
@@ -600,10 +571,10 @@ def test_component_publishes_over_mutual_tls_and_stops_on_sigterm(component, lon
                                      keyfile=pki["consumer.key"])
         try:
             installed.start()
-            assert wait_until(lambda: len(inbox.of("events")) >= 3, WAIT), installed.log_text()
+            assert wait_until(lambda: len(inbox.of_kind("events")) >= 3, WAIT), installed.log_text()
             assert installed.process.poll() is None  # still working through the 400-frame video
             assert installed.stop(timeout=30) == 0, installed.log_text()
-            assert wait_until(lambda: any(m.data.get("state") == "offline" for m in inbox.of("status")), 20)
+            assert wait_until(lambda: any(m.data.get("state") == "offline" for m in inbox.of_kind("status")), 20)
         finally:
             sub.stop()
     assert "broker mqtts://localhost:{}".format(tls_broker.port) in installed.log_text()
@@ -625,10 +596,10 @@ def test_component_runs_the_jetson_agent_from_its_archive(component, broker, vid
     try:
         installed.start()
         assert installed.wait(WAIT) == 0, installed.log_text()
-        assert wait_until(lambda: len(inbox.of("events")) >= FRAMES, 20), installed.log_text()
+        assert wait_until(lambda: len(inbox.of_kind("events")) >= FRAMES, 20), installed.log_text()
     finally:
         sub.stop()
-    assert sum(len(m.data["faces"]) for m in inbox.of("events")) >= FRAMES
+    assert sum(len(m.data["faces"]) for m in inbox.of_kind("events")) >= FRAMES
     assert "starting: -m jetson --config" in installed.log_text()
 
 

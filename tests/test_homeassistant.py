@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from edge.events.payloads import load_schema
 from edge.events.homeassistant import clear_discovery, discovery_configs, node_id
 from edge.labels import EMOTIONS
 from fer_testdata import REPO
+from helpers import RawInbox
 from mqtt_broker import mosquitto_fixture
 
 jinja2 = pytest.importorskip("jinja2", reason="jinja2 renders the discovery templates as Home Assistant does")
@@ -26,50 +26,6 @@ jsonschema = pytest.importorskip("jsonschema")
 
 broker = mosquitto_fixture(scope="module")
 DEVICE = "cam-ha"
-
-
-class Inbox(object):
-    """A paho consumer: ``subscribe(topic)``, then ``of(topic)`` -> [(payload text, retained)]."""
-
-    def __init__(self, url, name):
-        from edge.delivery.client import create_client
-        self.lock = threading.Lock()
-        self.messages = []
-        self.client = create_client(url, name)
-        self.client.on_message = self._add
-        ready = threading.Event()
-        self.client.on_connect = lambda *args: ready.set()
-        host, port = url.split("://", 1)[1].rsplit(":", 1)
-        self.client.connect(host, int(port))
-        self.client.loop_start()
-        assert ready.wait(10), "consumer did not connect"
-
-    def _add(self, client, userdata, message):
-        with self.lock:
-            self.messages.append((message.topic, message.payload.decode("utf-8"), bool(message.retain)))
-
-    def subscribe(self, topic):
-        self.client.subscribe(topic, qos=1)
-
-    def of(self, topic):
-        with self.lock:
-            return [(text, retain) for t, text, retain in self.messages if t == topic]
-
-    def topics(self, prefix):
-        with self.lock:
-            return sorted({t for t, text, _ in self.messages if t.startswith(prefix) and text})
-
-    def wait(self, predicate, timeout=60, what="a condition"):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting for {}; got {}".format(what, self.messages[-8:]))
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def render(template, text):
@@ -109,7 +65,7 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
            "--broker", broker.url, "--device-id", DEVICE, "--homeassistant", "--stats-interval", "0.5",
            "--data-dir", str(tmp_path / "queue")]
     agent = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    consumer = Inbox(broker.url, "ha-consumer")
+    consumer = RawInbox(broker.url, "ha-consumer")
     try:
         # 1. the retained discovery configs, found from the prefix alone
         consumer.subscribe("homeassistant/#")
@@ -166,7 +122,7 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
             agent.communicate()
         consumer.stop()
     # 4. a consumer arriving later (Home Assistant restarting) gets the same configs, retained
-    late = Inbox(broker.url, "ha-late")
+    late = RawInbox(broker.url, "ha-late")
     try:
         late.subscribe("homeassistant/#")
         late.wait(lambda: len(late.topics("homeassistant/")) == 3, what="retained configs")
@@ -181,10 +137,10 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
     cleared = clear_discovery(cleaner, DEVICE)
     cleaner.close(5)
     assert sorted(cleared) == sorted(configs)
-    after = Inbox(broker.url, "ha-after")
+    after = RawInbox(broker.url, "ha-after")
     try:
         after.subscribe("homeassistant/#")
         time.sleep(1.0)
-        assert after.topics("homeassistant/") == []
+        assert after.topics("homeassistant/") == set()
     finally:
         after.stop()

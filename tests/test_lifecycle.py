@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from edge.tracking.policy import PublishPolicy
 from edge.delivery.base import MemoryPublisher
 from edge.tracking.track import IouTracker
 from fer_testdata import REPO
+from helpers import RawInbox, wait_until
 from mqtt_broker import mosquitto_fixture
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -209,40 +208,9 @@ def once_video(tmp_path_factory):
     return path
 
 
-class Inbox(object):
-    def __init__(self, url, topic):
-        from edge.delivery.client import create_client
-        self.messages = []
-        self.lock = threading.Lock()
-        ready = threading.Event()
-        self.client = create_client(url, "inbox-{}".format(os.getpid()))
-        self.client.on_connect = lambda c, u, f, rc, *a: (c.subscribe(topic, qos=1), ready.set())
-        self.client.on_message = self._add
-        self.client.connect(self.client_host(url), int(url.rsplit(":", 1)[1]))
-        self.client.loop_start()
-        assert ready.wait(10)
-        time.sleep(0.2)
-
-    @staticmethod
-    def client_host(url):
-        return url.split("://", 1)[1].rsplit(":", 1)[0]
-
-    def _add(self, client, userdata, message):
-        with self.lock:
-            self.messages.append((message.topic, json.loads(message.payload.decode("utf-8")) if message.payload
-                                  else None, message.retain))
-
-    def of(self, suffix):
-        with self.lock:
-            return [data for topic, data, _ in self.messages if topic.endswith(suffix)]
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 def test_a_face_that_appears_once_on_a_real_video_gives_one_new_and_one_end(broker, once_video, tmp_path):
-    inbox = Inbox(broker.url, "fer-edge/cam-once/#")
+    prefix = "fer-edge/cam-once/"
+    inbox = RawInbox(broker.url, "inbox-{}".format(os.getpid()), [prefix + "#"])
     try:
         out = tmp_path / "events.jsonl"
         cmd = [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING", "--quiet", "--source", once_video,
@@ -252,12 +220,11 @@ def test_a_face_that_appears_once_on_a_real_video_gives_one_new_and_one_end(brok
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
         assert summary["frames"] == FRAMES and summary["tracks"]["new"] == summary["tracks"]["end"] == 1, summary
-        deadline = time.time() + 20
-        while time.time() < deadline and not (inbox.of("/tracks") and inbox.of("/tracks")[-1]["type"] == "end"):
-            time.sleep(0.1)
+        wait_until(lambda: inbox.data(prefix + "tracks") and inbox.data(prefix + "tracks")[-1]["type"] == "end",
+                   20, step=0.1)
     finally:
         inbox.stop()
-    tracks = inbox.of("/tracks")
+    tracks = inbox.data(prefix + "tracks")
     check = validator("track")
     for message in tracks:
         check.validate(message)
@@ -271,7 +238,7 @@ def test_a_face_that_appears_once_on_a_real_video_gives_one_new_and_one_end(brok
     assert end["duration"] == pytest.approx((FACE_FRAMES[1] - 1 - FACE_FRAMES[0]) / FPS, abs=1e-3)
     assert tracks[-1]["reason"] == "gone" and abs(sum(end["emotion_shares"].values()) - 1) < 1e-3
     # on-change: the face is announced when it appears, and again only when its stable emotion changes
-    events = inbox.of("/events")
+    events = inbox.data(prefix + "events")
     faces = [(e["frame"], f["track_id"], f["emotion"]) for e in events for f in e["faces"]]
     assert faces and faces[0][0] == FACE_FRAMES[0] and {tid for _, tid, _ in faces} == {end["track_id"]}
     emotions = [emotion for _, _, emotion in faces]
@@ -284,4 +251,4 @@ def test_a_face_that_appears_once_on_a_real_video_gives_one_new_and_one_end(brok
     written = [json.loads(line) for line in (tmp_path / "events.tracks.jsonl").read_text().splitlines()]
     assert [m["message_id"] for m in written] == [m["message_id"] for m in tracks]
     # the retained state says no face once the agent is done
-    assert inbox.of("/state")[-1]["faces"] == 0
+    assert inbox.data(prefix + "state")[-1]["faces"] == 0

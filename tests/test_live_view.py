@@ -28,6 +28,7 @@ from edge.view.live import BOUNDARY, LiveView, LiveViewError, parse_view
 from edge.delivery.base import MemoryPublisher
 from edge.agent.sources import Frame
 from fer_testdata import REPO
+from helpers import wait_until
 from mqtt_broker import mosquitto_fixture
 
 broker = mosquitto_fixture(scope="module")
@@ -112,15 +113,6 @@ class Feeder(object):
 
 def flat_image(_k, shape=(240, 320, 3)):
     return np.full(shape, 200, np.uint8)
-
-
-def wait_until(predicate, timeout=10.0, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # -- settings --

@@ -21,12 +21,13 @@ import pytest
 from edge.config.cameras import camera_configs
 from edge.config.agent import ConfigError, load_config
 from edge.events.payloads import load_schema
-from edge.delivery.subscribe import subscribe
 from fer_testdata import REPO
+from helpers import collect, wait_until
 from mqtt_broker import mosquitto_fixture
 
 broker = mosquitto_fixture(scope="module")
 FRAMES_A, FRAMES_B = 10, 16
+WAIT = 20  # s: what the agent published reaches the subscriber
 
 
 @pytest.fixture(scope="module")
@@ -41,36 +42,6 @@ def write_config(path, cameras, **shared):
     shared["cameras"] = cameras
     path.write_text(json.dumps(shared))
     return str(path)
-
-
-class Collector(object):
-    """Every message under fer-edge/+/... (all devices), by device id and kind."""
-
-    def __init__(self, url):
-        self.messages = []
-        self.lock = threading.Lock()
-        ready = threading.Event()
-        self.sub = subscribe(url, device_id="+", on_message=self.add, ready=ready)
-        assert ready.wait(10), "subscriber did not connect"
-
-    def add(self, message):
-        with self.lock:
-            self.messages.append(message)
-
-    def of(self, device_id, kind):
-        with self.lock:
-            return [m for m in self.messages if m.device_id == device_id and m.kind == kind]
-
-    def wait_for(self, predicate, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self):
-        self.sub.stop()
 
 
 # ---------------------------------------------------------------- the config
@@ -210,7 +181,7 @@ def test_a_camera_that_fails_or_stalls_does_not_stop_the_others(broker, videos, 
     from edge.agent.assembly import Factories
     from edge.agent.service import serve
     from edge.agent.sources import LiveSource, open_source
-    collector = Collector(broker.url)
+    sub, collector = collect(broker.url)
     config = load_config(write_config(tmp_path / "cams.json", [
         {"source": videos[1], "device_id": "cam-ok"},
         {"source": videos[0], "device_id": "cam-broken"},
@@ -231,28 +202,28 @@ def test_a_camera_that_fails_or_stalls_does_not_stop_the_others(broker, videos, 
                                                                  factories=Factories(source=source))))
     try:
         thread.start()
-        assert collector.wait_for(lambda: any(m.data.get("state") == "offline"
-                                              for m in collector.of("cam-ok", "status")), timeout=120), \
+        assert wait_until(lambda: any(m.data.get("state") == "offline"
+                                      for m in collector.of_kind("status", "cam-ok")), 120), \
             "cam-ok did not finish"
         time.sleep(1.5)  # cam-live reconnects (its video ended) while nothing else runs
         stop.set()
         thread.join(60)
         assert not thread.is_alive()
-        assert collector.wait_for(lambda: any(m.data.get("state") == "offline"
-                                              for m in collector.of("cam-live", "status")))
+        assert wait_until(lambda: any(m.data.get("state") == "offline"
+                                      for m in collector.of_kind("status", "cam-live")), WAIT)
     finally:
         stop.set()
-        collector.stop()
+        sub.stop()
     cams = result["cameras"]
     assert cams["cam-ok"]["state"] == "ended" and cams["cam-ok"]["frames"] == FRAMES_B
     assert cams["cam-broken"]["state"] == "failed" and cams["cam-broken"]["frames"] == 3
     assert "camera unplugged (test)" in cams["cam-broken"]["error"]
     assert cams["cam-live"]["state"] == "stopped" and cams["cam-live"]["frames"] >= 1
-    assert [m.data["frame"] for m in collector.of("cam-ok", "events")] == list(range(FRAMES_B))
-    broken = collector.of("cam-broken", "status")
+    assert [m.data["frame"] for m in collector.of_kind("events", "cam-ok")] == list(range(FRAMES_B))
+    broken = collector.of_kind("status", "cam-broken")
     assert broken[-1].data["state"] == "offline"  # closed when it was dropped
-    assert len(collector.of("cam-broken", "events")) == 3
-    live_stats = [m.data for m in collector.of("cam-live", "stats")]
+    assert len(collector.of_kind("events", "cam-broken")) == 3
+    live_stats = [m.data for m in collector.of_kind("stats", "cam-live")]
     assert live_stats and live_stats[-1]["extra"]["reconnects_source"] >= 1
 
 
@@ -273,20 +244,20 @@ def check_device_topics(collector, device_id, frames):
         ("events", "emotion-event"), ("tracks", "track"), ("state", "state"), ("stats", "stats"),
         ("status", "status")))
     for kind, schema in schemas.items():
-        messages = collector.of(device_id, kind)
+        messages = collector.of_kind(kind, device_id)
         assert messages, (device_id, kind)
         for message in messages:
             assert message.topic == "fer-edge/{}/{}".format(device_id, kind)
             assert message.data.get("device_id") == device_id, message.data
             jsonschema.validate(message.data, schema)
-    events = [m.data for m in collector.of(device_id, "events")]
+    events = [m.data for m in collector.of_kind("events", device_id)]
     assert [e["frame"] for e in events] == list(range(frames))
     assert all(len(e["faces"]) == 2 for e in events)
-    assert [m.data["state"] for m in collector.of(device_id, "status")][-1] == "offline"
+    assert [m.data["state"] for m in collector.of_kind("status", device_id)][-1] == "offline"
 
 
 def test_fer_edge_run_with_two_cameras_against_mosquitto(broker, videos, tmp_path):
-    collector = Collector(broker.url)
+    sub, collector = collect(broker.url)
     path = write_config(tmp_path / "cams.json", [
         {"source": videos[0], "device_id": "door-cam"},
         {"source": videos[1], "device_id": "hall-cam"},
@@ -295,10 +266,11 @@ def test_fer_edge_run_with_two_cameras_against_mosquitto(broker, videos, tmp_pat
     try:
         proc = run_agent("--config", path, "--quiet", "--events-out", tmp_path / "results.jsonl")
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert collector.wait_for(lambda: all(collector.of(d, "status") and collector.of(d, "status")[-1].data["state"]
-                                              == "offline" for d in ("door-cam", "hall-cam")))
+        assert wait_until(lambda: all(collector.of_kind("status", d) and
+                                      collector.of_kind("status", d)[-1].data["state"] == "offline"
+                                      for d in ("door-cam", "hall-cam")), WAIT)
     finally:
-        collector.stop()
+        sub.stop()
     summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
     cams = summary["cameras"]
     assert cams["door-cam"]["frames"] == FRAMES_A and cams["hall-cam"]["frames"] == FRAMES_B
@@ -313,7 +285,7 @@ def test_fer_edge_run_with_two_cameras_against_mosquitto(broker, videos, tmp_pat
     assert all(v.startswith("http://127.0.0.1:") for v in views) and views[0] != views[1]
     check_device_topics(collector, "door-cam", FRAMES_A)
     check_device_topics(collector, "hall-cam", FRAMES_B)
-    assert not collector.of("gone-cam", "events") and not collector.of("gone-cam", "status")
+    assert not collector.of_kind("events", "gone-cam") and not collector.of_kind("status", "gone-cam")
     # one MQTT connection per camera, each with its own client id (LWT and retained status per device)
     ids = re.findall(r"New client connected from \S+ as (fer-edge-[\w-]+)", broker.log_text())
     assert any(i.startswith("fer-edge-door-cam-") for i in ids) and any(i.startswith("fer-edge-hall-cam-") for i in ids)
@@ -329,17 +301,18 @@ OLD_DEVICE_PYTHON = REPO / "build" / "old-pythons" / "py36-device" / "bin" / "py
 def run_device_agent(broker, videos, tmp_path, command, devices):
     """``command`` + ``--config <two cameras>`` against mosquitto; waits until both cameras are offline and
     checks each one's topics (every frame). Returns the finished process."""
-    collector = Collector(broker.url)
+    sub, collector = collect(broker.url)
     path = write_config(tmp_path / "cams.json", [
         {"source": videos[0], "device_id": devices[0]}, {"source": videos[1], "device_id": devices[1]}],
         broker=broker.url, data_dir=str(tmp_path / "queue"), stats_interval=0.3)
     try:
         proc = subprocess.run(command + ["--config", path], cwd=REPO, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-        assert collector.wait_for(lambda: all(collector.of(d, "status") and collector.of(d, "status")[-1].data["state"]
-                                              == "offline" for d in devices))
+        assert wait_until(lambda: all(collector.of_kind("status", d) and
+                                      collector.of_kind("status", d)[-1].data["state"] == "offline"
+                                      for d in devices), WAIT)
     finally:
-        collector.stop()
+        sub.stop()
     check_device_topics(collector, devices[0], FRAMES_A)
     check_device_topics(collector, devices[1], FRAMES_B)
     return proc

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_broker import Collector, sample_event, Mosquitto, free_port, mosquitto_fixture, running_mosquitto
+from helpers import RawInbox, collect, wait_until
+from mqtt_broker import sample_event, Mosquitto, free_port, mosquitto_fixture, running_mosquitto
 
 from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
 from edge.labels import EMOTIONS
@@ -30,7 +31,6 @@ from edge.delivery.url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, 
 from edge.delivery.client import PAHO_MISSING, PahoMissingError
 from edge.delivery.mqtt import MqttPublisher
 from edge.delivery.base import MemoryPublisher
-from edge.delivery.subscribe import subscribe
 from fer_edge.subscribe_lines import format_event_lines, run_subscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +51,7 @@ event = sample_event
 
 
 def listen(url, device, kinds=("events", "status", "stats"), **kwargs):
-    collector = Collector()
-    sub = subscribe(url, device_id=device, on_message=collector, kinds=kinds, **kwargs)
-    assert sub.wait_subscribed(WAIT), sub.last_error
-    return sub, collector
+    return collect(url, device, WAIT, kinds=kinds, **kwargs)
 
 
 def retained_status(url, device):
@@ -64,15 +61,6 @@ def retained_status(url, device):
         return got.wait(lambda ms: ms)[0]
     finally:
         sub.stop()
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -575,19 +563,6 @@ def test_broker_settings_are_one_validated_value(tmp_path):
 
 # --- latest-value (retained) messages and track messages ------------------------------------------
 
-def raw_listener(url, topic, name):
-    """A plain paho subscriber (any topic): returns (client, [(topic, payload text, retained)])."""
-    from edge.delivery.client import create_client
-    got = []
-    client = create_client(url, name)
-    client.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode("utf-8"), bool(m.retain)))
-    parsed = parse_url(url)
-    client.connect(parsed.host, parsed.port)
-    client.subscribe(topic, qos=1)
-    client.loop_start()
-    return client, got
-
-
 def test_latest_values_are_sent_once_newest_first_and_again_after_a_broker_restart(tmp_path):
     device = "cam-latest"
     mosq = Mosquitto(tmp_path / "broker")  # no persistence: a restart forgets retained messages
@@ -597,37 +572,35 @@ def test_latest_values_are_sent_once_newest_first_and_again_after_a_broker_resta
         assert pub.publish_state({"faces": faces})
     assert pub.publish_track({"type": "new", "after": {"id": "x-1"}})  # queued like an event
     mosq.start()
-    client, got = raw_listener(mosq.url, "fer-edge/{}/#".format(device), "latest-listener")
+    state_topic, tracks_topic = "fer-edge/{}/state".format(device), "fer-edge/{}/tracks".format(device)
+    inbox = RawInbox(mosq.url, "latest-listener", ["fer-edge/{}/#".format(device)])
     try:
         assert pub.wait_connected(WAIT)
-        assert wait_until(lambda: any(t.endswith("/tracks") for t, _, _ in got))
-        assert wait_until(lambda: any(t.endswith("/state") for t, _, _ in got))
+        assert wait_until(lambda: inbox.of(tracks_topic))
+        assert wait_until(lambda: inbox.of(state_topic))
         time.sleep(0.5)
-        states = [json.loads(text) for t, text, _ in got if t.endswith("/state")]
+        states = inbox.data(state_topic)
         assert states == [{"faces": 3}], states
-        tracks = [json.loads(text) for t, text, _ in got if t.endswith("/tracks")]
+        tracks = inbox.data(tracks_topic)
         assert tracks == [{"type": "new", "after": {"id": "x-1"}}]
     finally:
-        client.loop_stop()
-        client.disconnect()
+        inbox.stop()
     mosq.stop()
     mosq.start()  # the retained state is gone from the broker; the publisher sends it again
     assert wait_until(lambda: pub.counters["reconnects"] >= 1)
-    late, got = raw_listener(mosq.url, "fer-edge/{}/state".format(device), "late-listener")
+    late = RawInbox(mosq.url, "late-listener", [state_topic])
     try:
-        assert wait_until(lambda: got)
-        assert json.loads(got[0][1]) == {"faces": 3} and got[0][2]  # retained
+        assert wait_until(lambda: late.messages)
+        assert late.data(state_topic)[0] == {"faces": 3} and late.of(state_topic)[0][1]  # retained
     finally:
-        late.loop_stop()
-        late.disconnect()
+        late.stop()
     assert pub.publish_retained("fer-edge/{}/state".format(device), None)  # clear it
     pub.close(5)
     try:
-        cleared, got = raw_listener(mosq.url, "fer-edge/{}/state".format(device), "cleared-listener")
+        cleared = RawInbox(mosq.url, "cleared-listener", [state_topic])
         time.sleep(0.8)
-        assert got == []
-        cleared.loop_stop()
-        cleared.disconnect()
+        assert cleared.messages == []
+        cleared.stop()
     finally:
         mosq.stop()
 

@@ -31,7 +31,8 @@ from edge.tracking.track import IouTracker
 from fer_edge.subscribe_lines import Deduplicator, format_message_lines, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
 from fer_testdata import REPO
-from mqtt_broker import Collector, mosquitto_fixture
+from helpers import Collector
+from mqtt_broker import mosquitto_fixture
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -21,19 +21,18 @@ from pathlib import Path
 
 import pytest
 
+from helpers import RawInbox, collect, wait_until
 from mqtt_broker import running_mosquitto
 
 from edge.config.agent import ConfigError, load_config
 from edge.events.payloads import face_entry, make_event
 from edge.events.homeassistant import discovery_configs
 from edge.labels import EMOTIONS
-from edge.delivery.client import create_client, subscribe_granted_ok
 from edge.delivery.mqtt import MqttPublisher
 from edge.delivery.tls import AWS_ALPN, alpn_protocols, make_ssl_context
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS, subscription_topics, topics
 from edge.delivery.base import MemoryPublisher
 from edge.agent.service import make_publisher
-from edge.delivery.subscribe import subscribe
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "mosquitto"
@@ -104,36 +103,9 @@ def mtls_broker(pki, tmp_path_factory):
         yield broker
 
 
-class Inbox(object):
-    def __init__(self):
-        self.messages = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message):
-        with self.lock:
-            self.messages.append(message)
-
-    def topics(self):
-        with self.lock:
-            return [m.topic for m in self.messages]
-
-
 def consumer(broker, pki, device="+", name="consumer", kinds=("events", "status")):
-    inbox = Inbox()
-    sub = subscribe(broker.tls_url, device_id=device, on_message=inbox, kinds=kinds,
-                    ca_certs=pki["ca"], certfile=pki[name], keyfile=pki[name].replace(".crt", ".key"),
-                    reconnect_delay=(0.2, 1))
-    assert sub.wait_subscribed(WAIT), sub.last_error
-    return sub, inbox
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return collect(broker.tls_url, device, WAIT, kinds=kinds, ca_certs=pki["ca"], certfile=pki[name],
+                   keyfile=pki[name].replace(".crt", ".key"), reconnect_delay=(0.2, 1))
 
 
 def refused(publisher):
@@ -153,39 +125,6 @@ def agent_topics(device):
     memory, own = MemoryPublisher(device), topics(DEFAULT_PREFIX, device)
     return ({own.events, own.status, own.stats, memory.tracks_topic, memory.state_topic} |
             {topic for topic, _ in discovery_configs(device)})
-
-
-class RawInbox(object):
-    """A plain paho consumer with a client certificate, for any topic filters."""
-
-    def __init__(self, broker, pki, name, filters):
-        self.messages, self.lock, subscribed = [], threading.Lock(), threading.Event()
-        self.granted = None
-        self.client = create_client(broker.tls_url, "raw-" + name, ca_certs=pki["ca"], certfile=pki[name],
-                                    keyfile=pki[name].replace(".crt", ".key"))
-
-        def on_subscribe(client, userdata, mid, granted, *args):
-            self.granted = subscribe_granted_ok(granted)
-            subscribed.set()
-
-        self.client.on_message = self._add
-        self.client.on_subscribe = on_subscribe
-        self.client.connect("localhost", broker.port)
-        self.client.subscribe([(f, 1) for f in filters])
-        self.client.loop_start()
-        assert subscribed.wait(WAIT) and self.granted, "subscription to {} refused".format(filters)
-
-    def _add(self, client, userdata, message):
-        with self.lock:
-            self.messages.append((message.topic, message.payload))
-
-    def topics(self):
-        with self.lock:
-            return set(t for t, payload in self.messages if payload)
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_device_certificate_connects_and_the_consumer_reads(mtls_broker, pki):
@@ -302,7 +241,9 @@ def test_an_agent_with_homeassistant_publishes_everything_under_the_acl(mtls_bro
     from fer_edge.samples import make_sample_video
     video = make_sample_video(str(tmp_path / "two-faces.mp4"), frames=30)
     expected = agent_topics("cam-a")
-    home = RawInbox(mtls_broker, pki, "homeassistant", ["fer-edge/cam-a/#", "homeassistant/#"])
+    home = RawInbox(mtls_broker.tls_url, "raw-homeassistant", ["fer-edge/cam-a/#", "homeassistant/#"], WAIT,
+                    ca_certs=pki["ca"], certfile=pki["homeassistant"],
+                    keyfile=pki["homeassistant"].replace(".crt", ".key"))
     sub, inbox = consumer(mtls_broker, pki, device="cam-a", name="dashboard", kinds=TOPIC_KINDS)
     key = pki["cam-a"].replace(".crt", ".key")
     try:
@@ -459,10 +400,8 @@ def test_password_from_the_environment_over_tls_and_never_logged(pki, tmp_path, 
     config_text = example_config("fer-edge-passwords.conf", pki, tmp_path, passwd=passwd)
     with running_mosquitto(tmp_path / "broker", config=config_text) as broker:
         url = "mqtts://localhost:{}".format(broker.port)
-        inbox = Inbox()
-        sub = subscribe(url, device_id="cam-pw", on_message=inbox, kinds=("events",), ca_certs=pki["ca"],
-                        username="consumer", password="c0nsumer")
-        assert sub.wait_subscribed(WAIT), sub.last_error
+        sub, inbox = collect(url, "cam-pw", WAIT, kinds=("events",), ca_certs=pki["ca"], username="consumer",
+                             password="c0nsumer")
         monkeypatch.setenv("FER_EDGE_PASSWORD", "s3cret-from-env")
         config = load_config(None, env={}, overrides={"broker": url, "device_id": "cam-pw", "username": "cam-pw",
                                                       "ca_file": pki["ca"], "data_dir": ""})
