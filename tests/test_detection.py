@@ -168,6 +168,24 @@ def test_one_format_table_drives_converters_and_backends():
         assert "class {}(".format(cls) in source and "suffixes" not in source
 
 
+def test_a_backend_implements_run_and_infer_is_its_first_output():
+    from edge.backends.base import Backend
+
+    class Incomplete(Backend):
+        name = "incomplete"
+
+    with pytest.raises(TypeError):
+        Incomplete("model.x", {})  # neither run nor infer: refused, not an endless recursion
+
+    class TwoOutputs(Backend):
+        name = "two"
+
+        def run(self, batch):
+            return [batch + 1, batch + 2]
+
+    assert TwoOutputs("model.x", {}).infer(np.zeros(2)).tolist() == [1.0, 1.0]
+
+
 # ---------------------------------------------------------------- bad input
 
 
