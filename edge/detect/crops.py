@@ -82,6 +82,14 @@ def face_crop(image, det, size=None):
     return cv2.warpAffine(image, matrix, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
+def clip_xywh(box, width, height):
+    """An (x, y, w, h) box rounded to ints and clipped to a width x height frame."""
+    x, y, w, h = [int(round(v)) for v in box]
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(width, x + w), min(height, y + h)
+    return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+
 def clip_box(box, width, height):
     x0, y0, x1, y1 = box
     x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
