@@ -150,13 +150,6 @@ def model_location(config):
     return config["model"] or DEFAULT_ARTIFACTS_DIR
 
 
-def _status(publisher, state, **extra):
-    """A lifecycle status when the publisher has them (GreengrassPublisher); nothing otherwise."""
-    method = getattr(publisher, "publish_status", None)
-    if method is not None:
-        method(state, **extra)
-
-
 def device_factories(config, settings, publisher, stop, camera=None, mo=None):
     """The DeepLens parts for ``edge.agent.assembly.assemble``: the awscam backend (``backend`` holds it once
     made, for the status), Haar (or the configured detector), the Greengrass publisher (already
@@ -216,12 +209,12 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     assembly = None
     reason = "shutdown"
     try:
-        _status(publisher, "online", phase="loading-model", model=model_location(config))
+        publisher.publish_status("online", phase="loading-model", model=model_location(config))
         factories, holder = device_factories(config, settings, publisher, stop, camera=camera, mo=mo)
         assembly = assemble(config, factories)
         classifier = assembly.classifier
-        _status(publisher, "online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
-                ir=holder["backend"].xml)
+        publisher.publish_status("online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
+                                 ir=holder["backend"].xml)
         log.info("fer-edge on DeepLens: device %s, model %s (%s), detector %s, publishing %r, stream %s",
                  config["device_id"], classifier.model_id, holder["backend"].xml, config["detector"], publisher,
                  settings["fifo"] or "off")

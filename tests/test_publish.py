@@ -501,6 +501,25 @@ def test_memory_publisher():
         MemoryPublisher("cam-mem").publish_event({"x": float("inf")})
 
 
+def test_the_publisher_interface_is_declared_and_a_wrapper_passes_it_through():
+    from edge.delivery.base import Publisher, PublisherWrapper
+
+    class Incomplete(Publisher):
+        def publish_event(self, event):
+            return True
+
+    with pytest.raises(TypeError):
+        Incomplete()  # start, publish_stats, ..., close, connected are abstract
+    inner = MemoryPublisher("cam-wrapped")
+    wrapper = PublisherWrapper(inner)
+    assert wrapper.device_id == "cam-wrapped" and wrapper.topics is inner.topics
+    assert wrapper.delivery() is None and wrapper.outbox is None  # nothing queued in memory to report
+    assert wrapper.publish_status("online", phase="running") is False  # its own status only
+    with wrapper:
+        assert wrapper.publish_event(event("cam-wrapped", 0)) and wrapper.counters["published"] == 1
+    assert [s["state"] for s in inner.statuses] == ["online", "offline"]
+
+
 def test_without_paho_the_error_says_how_to_install(monkeypatch):
     for name in ("paho", "paho.mqtt", "paho.mqtt.client"):
         monkeypatch.setitem(sys.modules, name, None)  # makes `import paho...` fail
