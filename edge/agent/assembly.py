@@ -256,9 +256,7 @@ def run(assembly, stop=None):
     if not assembly.multi:
         from edge.agent.loop import run_agent
         camera = assembly.cameras[0]
-        summary = run_agent(camera.source, camera.detector, classifier, camera.tracker, camera.publisher,
-                            camera.policy, camera.device_id, stop=stop, stats_interval=config["stats_interval"],
-                            sinks=camera.sinks, lifecycle=camera.lifecycle)
+        summary = run_agent(camera, classifier, stop=stop, stats_interval=config["stats_interval"])
         summary.update(camera.summary_extra())
         return summary
     from edge.agent.cameras import run_cameras
