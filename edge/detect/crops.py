@@ -63,9 +63,11 @@ def face_crop(image, det, size=None):
     """The classifier's crop of a detection: ``det.crop`` (rotated by its angle, edge-padded) or,
     when a detector gives no crop region, the box itself. ``size``: output side (default: the
     region's own size, so the classifier's resize rule applies as in training)."""
-    region = getattr(det, "crop", None)
+    if not isinstance(det, Detection):  # a plain (x, y, w, h) box
+        return box_slice(image, det)
+    region = det.crop
     if region is None:
-        return box_slice(image, det.box if hasattr(det, "box") else det)
+        return box_slice(image, det.box)
     cx, cy, side, angle = region
     out = int(size or max(1, int(round(side))))
     if not angle:
