@@ -19,7 +19,7 @@ The IR is loaded with ``awscam.Model(xml, {'GPU': 1})`` (``gpu=False``: ``{'GPU'
 Input. ``awscam``'s ``doInference`` takes one image at a time: AWS's samples pass an H x W x 3
 array (a resized camera frame; for TensorFlow models a float32 H x W x 3 array, after
 ``mo.optimize(name, W, H, platform='tf')`` with no other options), and it returns ``{output layer
-name: flat numpy array}``. So :meth:`AwscamBackend.infer` runs one call per face and view. Each face
+name: flat numpy array}``. So :meth:`AwscamBackend.run` runs one call per face and view. Each face
 is preprocessed by ``edge.preprocess.prepare_faces`` exactly as on every other runtime (gray,
 resized to the metadata's H x W, float32 0..255; the normalisation is in the graph), then
 :func:`device_views` makes the arrays the device runs: H x W x C with C the metadata's
@@ -317,7 +317,8 @@ class AwscamBackend(Backend):
                 self.xml, self.loading_config, type(exc).__name__, exc))
         log.info("model %s loaded on the %s", self.xml, "GPU" if gpu else "CPU")
 
-    def infer(self, batch):
+    def run(self, batch):
+        """[probabilities [N, len(labels)]]: the classifier's one output."""
         views = device_views(batch, self.meta)
         out = np.empty((len(views[0]), len(self.labels)), dtype=np.float32)
         for i in range(len(out)):
@@ -325,4 +326,4 @@ class AwscamBackend(Backend):
             # runtime flip-averages (runtime_flip_average)
             out[i] = combine_views([pick_output(self.model.doInference(np.ascontiguousarray(view[i], self.input_dtype)),
                                                 self.output_name, len(self.labels)) for view in views])
-        return out
+        return [out]

@@ -16,7 +16,7 @@ consumers and JSON Schemas apply.
 subscription in the group, which the DeepLens console does not let you add for a project, so
 this is off by default.
 
-Differences from MQTT (``edge.delivery.base.MqttPublisher``): no retained messages and no last will
+Differences from MQTT (``edge.delivery.mqtt.MqttPublisher``): no retained messages and no last will
 (the SDK cannot set them), so ``online`` is published once at ``start()`` and ``offline`` at
 ``close()`` only; the device state goes out as an ordinary message each time it changes, and
 other retained messages (Home Assistant discovery, ``publish_retained``) are refused (False,

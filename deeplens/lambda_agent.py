@@ -10,7 +10,7 @@ stream (:func:`device_factories`). Settings come
 from the Lambda's environment variables: the agent's ``FER_EDGE_*`` keys as ``edge.config.agent``
 reads them (``FER_EDGE_PUBLISH``, ``FER_EDGE_INTERVAL``, ``FER_EDGE_MIN_FACE``,
 ``FER_EDGE_DEVICE_ID`` (default: the thing name), ``FER_EDGE_MODEL``, ``FER_EDGE_STATS_INTERVAL``,
-``FER_EDGE_LOG_LEVEL``, ...), ``FER_EDGE_HAAR_CASCADE`` (``edge.detect.factory``), and the DeepLens ones
+``FER_EDGE_LOG_LEVEL``, ...), ``FER_EDGE_HAAR_CASCADE`` (``edge.detect.haar``), and the DeepLens ones
 in :data:`DEEPLENS_ENV`. ``FER_EDGE_BROKER``/``FER_EDGE_ANNOTATE``/``FER_EDGE_VIEW`` do not apply here
 (messages go through the Greengrass core, frames to the project stream) and are ignored with a warning.
 
@@ -28,7 +28,9 @@ import time
 
 from edge.classifier import EmotionClassifier
 from edge.config.agent import load_config
-from edge.detect.factory import CASCADE_ENV, HAAR_FILE, DetectorError, HaarDetector, find_haar_cascade, make_detector
+from edge.detect.base import DetectorError
+from edge.detect.factory import make_detector
+from edge.detect.haar import CASCADE_ENV, HAAR_FILE, HaarDetector, find_haar_cascade
 
 from .awscam_backend import DEFAULT_ARTIFACTS_DIR, DEFAULT_MODEL_NAME, AwscamBackend
 from .awscam_source import AwscamSource
@@ -51,7 +53,7 @@ DEEPLENS_ENV = {
     "FER_EDGE_DEEPLENS_FER_TOPICS": ("fer_topics", "0", "1: also publish on <prefix>/<device_id>/events|stats|status"),
 }
 # Where OpenCV 3.x builds (the DeepLens system OpenCV among them) install the cascades, beyond the
-# folders edge.detect.factory knows; not verified on a device (docs/deeplens.md).
+# folders edge.detect.haar knows; not verified on a device (docs/deeplens.md).
 DEEPLENS_CASCADE_DIRS = (
     "/usr/local/share/OpenCV/haarcascades",
     "/usr/share/OpenCV/haarcascades",
@@ -126,7 +128,7 @@ def agent_config(env=None):
 
 
 def make_haar(min_size):
-    """The Haar detector, with the cascade from edge.detect.factory's search or the DeepLens OpenCV folders."""
+    """The Haar detector, with the cascade from edge.detect.haar's search or the DeepLens OpenCV folders."""
     try:
         return HaarDetector(min_size=min_size, cascade=find_haar_cascade())
     except DetectorError as first:
@@ -146,13 +148,6 @@ def make_haar(min_size):
 def model_location(config):
     """FER_EDGE_MODEL, or the DeepLens artifacts folder."""
     return config["model"] or DEFAULT_ARTIFACTS_DIR
-
-
-def _status(publisher, state, **extra):
-    """A lifecycle status when the publisher has them (GreengrassPublisher); nothing otherwise."""
-    method = getattr(publisher, "publish_status", None)
-    if method is not None:
-        method(state, **extra)
 
 
 def device_factories(config, settings, publisher, stop, camera=None, mo=None):
@@ -214,12 +209,12 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     assembly = None
     reason = "shutdown"
     try:
-        _status(publisher, "online", phase="loading-model", model=model_location(config))
+        publisher.publish_status("online", phase="loading-model", model=model_location(config))
         factories, holder = device_factories(config, settings, publisher, stop, camera=camera, mo=mo)
         assembly = assemble(config, factories)
         classifier = assembly.classifier
-        _status(publisher, "online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
-                ir=holder["backend"].xml)
+        publisher.publish_status("online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
+                                 ir=holder["backend"].xml)
         log.info("fer-edge on DeepLens: device %s, model %s (%s), detector %s, publishing %r, stream %s",
                  config["device_id"], classifier.model_id, holder["backend"].xml, config["detector"], publisher,
                  settings["fifo"] or "off")

@@ -199,7 +199,7 @@ def run(data, counts=None, repeats=5, seed=0, min_face=24, names=None, calibrate
                             for k, v in sets.items())
     classifier = load_classifier()
     detectors = make_detectors(min_face, names)
-    rows = dict((label, {"detector": label, "runtime": getattr(det, "runtime", "opencv")}) for label, det in detectors)
+    rows = dict((label, {"detector": label, "runtime": det.runtime}) for label, det in detectors)
     for kind, scenes in sorted(sets.items()):
         for label, det in detectors:
             rows[label][kind] = evaluate(det, scenes, classifier)

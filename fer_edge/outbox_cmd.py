@@ -71,7 +71,8 @@ def flush(config, path, timeout, out=sys.stdout):
         outbox = publisher.outbox
         if outbox is None or outbox.storage != "disk":
             raise RuntimeError("{}: the queue could not be opened ({}); is an agent with device id {} running?".format(
-                path, "; ".join(getattr(outbox, "problems", []) or ["queued in memory"]), config["device_id"]))
+                path, "; ".join((outbox.problems if outbox is not None else []) or ["queued in memory"]),
+                config["device_id"]))
         deadline = time.monotonic() + float(timeout)
         while outbox.depth and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -55,28 +55,26 @@ class EventPrinter(PublisherWrapper):
     def __init__(self, inner, out=None):
         PublisherWrapper.__init__(self, inner)
         self.out = out or sys.stdout
-        self.prefix = getattr(getattr(inner, "topics", None), "prefix", None)
 
-    def _print(self, kind, data):
+    def _print(self, topic, kind, data):
         from edge.delivery.subscribe import Message
         from .subscribe_lines import format_message_lines
-        message = Message("{}/{}/{}".format(self.prefix or "fer-edge", self.device_id, kind), self.device_id, kind,
-                          b"", data, False, 1)
+        message = Message(topic, self.device_id, kind, b"", data, False, 1)
         for line in format_message_lines(message):
             print(line, file=self.out, flush=True)
 
     def publish_event(self, event):
         accepted = self.inner.publish_event(event)
-        self._print("events", event)
+        self._print(self.topics.events, "events", event)
         return accepted
 
     def publish_stats(self, stats):
         stats = dict(stats)
-        delivery = getattr(self.inner, "delivery", None)
-        if callable(delivery):
-            stats.setdefault("delivery", delivery())
+        delivery = self.inner.delivery()
+        if delivery is not None:
+            stats.setdefault("delivery", delivery)
         accepted = self.inner.publish_stats(stats)
-        self._print("stats", stats)
+        self._print(self.topics.stats, "stats", stats)
         return accepted
 
     def publish_track(self, message):
@@ -89,8 +87,8 @@ class EventPrinter(PublisherWrapper):
 def delivery_summary(publisher, broker):
     """The delivery part of the run summary, and whether anything was lost."""
     counts = publisher.counters
-    outbox = getattr(publisher, "outbox", None)
-    storage = getattr(outbox, "storage", None) if outbox is not None else None
+    outbox = publisher.outbox
+    storage = outbox.storage if outbox is not None else None
     summary = {"broker": bool(broker), "acknowledged": int(counts.get("acknowledged", 0)),
                "queued": int(counts.get("queued", 0)), "dropped": int(counts.get("dropped", 0)),
                "failed": int(counts.get("failed", 0)), "reconnects": int(counts.get("reconnects", 0))}

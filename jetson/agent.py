@@ -223,7 +223,7 @@ def main(argv=None):
         log.info("config %s", config_path)
     from edge.agent.loop import AgentError
     from edge.backends.base import ModelFileError
-    from edge.detect.factory import DetectorError, DetectorFileError
+    from edge.detect.base import DetectorError, DetectorFileError
     from edge.delivery.client import PahoMissingError
     from edge.agent.sources import SourceError
     try:

@@ -192,9 +192,6 @@ class TensorRTBackend(Backend):
             raise cuda_error("inference on {}".format(self.path), exc)
         return outs
 
-    def infer(self, batch):
-        return self.run(batch)[0]
-
     def _release(self):
         buf = getattr(self, "dev_in", None)
         if buf is not None:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from edge.config.agent import ConfigError, load_config
-from edge.detect.factory import HaarDetector, YuNetDetector, DetectorError, find_haar_cascade
+from edge.detect.base import DetectorError
+from edge.detect.haar import HaarDetector, find_haar_cascade
+from edge.detect.yunet import YuNetDetector
 from edge.tracking.policy import PublishPolicy
 from edge.agent.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
 from edge.tracking.track import IouTracker, iou

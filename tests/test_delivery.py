@@ -35,6 +35,7 @@ from edge.labels import EMOTIONS
 from edge.delivery.outbox import Outbox, queue_path
 from edge.delivery.client import backoff_delay
 from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.settings import BrokerSettings
 from edge.delivery.subscribe import Message
 from fer_edge.subscribe_lines import Deduplicator, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
@@ -236,7 +237,7 @@ def test_publishing_at_30_fps_across_an_outage(tmp_path, report):
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
     sub, got = listen(broker.url, device, client_id="fps-listener", clean_session=False)
-    pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"), reconnect_delay=FAST)
+    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=str(tmp_path / "data"))
     try:
         pub.start()
         assert pub.wait_connected(WAIT)
@@ -366,8 +367,8 @@ def test_queue_bound_drops_the_oldest_and_reports_it(tmp_path):
     sub, got = listen(broker.url, device, kinds=("events", "stats"), client_id="bound-listener",
                       clean_session=False)
     broker.stop()
-    pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"), max_queued=50,
-                        reconnect_delay=FAST)
+    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=str(tmp_path / "data"),
+                        max_queued=50)
     try:
         pub.start()
         for i in range(80):
@@ -447,8 +448,8 @@ def test_a_frozen_broker_is_noticed_in_seconds_and_nothing_is_lost(tmp_path):
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
     sub, got = listen(broker.url, device, kinds=("events",), client_id="frozen-listener", clean_session=False)
-    pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"), reconnect_delay=FAST,
-                        keepalive=30, ack_timeout=2.0)
+    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST, keepalive=30, ack_timeout=2.0), device,
+                        data_dir=str(tmp_path / "data"))
     frozen_at = None
     try:
         pub.start()
@@ -561,12 +562,12 @@ def test_backoff_is_exponential_with_jitter():
         assert all(base / 2.0 <= d <= base for d in draws)
         assert max(draws) - min(draws) > base * 0.3  # really jittered
     with pytest.raises(ValueError, match="0 < min <= max"):
-        MqttPublisher("mqtt://127.0.0.1:1", "cam-x", reconnect_delay=(5, 1))
+        MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1", reconnect_delay=(5, 1)), "cam-x")
 
 
 def test_reconnects_are_jittered_against_a_down_broker():
-    pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-backoff", reconnect_delay=(0.1, 0.4),
-                        rng=random.Random(3))
+    pub = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:{}".format(free_port()), reconnect_delay=(0.1, 0.4)),
+                        "cam-backoff", rng=random.Random(3))
     pub.start()
     try:
         time.sleep(2.0)
@@ -587,14 +588,14 @@ def test_publisher_queue_survives_close_and_restart(tmp_path):
     sub, got = listen(broker.url, device, kinds=("events",), client_id="restart-listener",
                       clean_session=False)
     broker.stop()
-    pub = MqttPublisher(broker.url, device, data_dir=data_dir, reconnect_delay=FAST)
+    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=data_dir)
     pub.start()
     for i in range(5):
         pub.publish_event(event(device, i))
     pub.close(timeout=0.2)
     assert pub.counters["dropped"] == 0 and pub.counters["queued"] == 5
     broker.start()
-    pub = MqttPublisher(broker.url, device, data_dir=data_dir, reconnect_delay=FAST)
+    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=data_dir)
     try:
         pub.start()
         pub.publish_event(event(device, 5))
@@ -611,8 +612,9 @@ QUEUEING_AGENT = """
 import sys, time
 from edge.events.payloads import make_event
 from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.settings import BrokerSettings
 url, device, data_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-pub = MqttPublisher(url, device, data_dir=data_dir, reconnect_delay=(0.2, 1))
+pub = MqttPublisher(BrokerSettings(url, reconnect_delay=(0.2, 1)), device, data_dir=data_dir)
 pub.start()
 for i in range(n):
     pub.publish_event(make_event(device, i, [], "m", "1"))
@@ -640,7 +642,7 @@ def test_publisher_killed_while_broker_down_then_restarted(tmp_path):
         proc.wait(WAIT)
         assert len(queue_rows(queue_path(data_dir, device))) == 25
         broker.start()
-        pub = MqttPublisher(broker.url, device, data_dir=data_dir, reconnect_delay=FAST)
+        pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=data_dir)
         pub.start()
         for i in range(25, 30):
             pub.publish_event(event(device, i))
@@ -684,7 +686,7 @@ def test_end_to_end_throughput(tmp_path, report):
     device = "cam-e2e-speed"
     with running_mosquitto(tmp_path / "broker") as broker:
         sub, got = listen(broker.url, device, kinds=("events",))
-        pub = MqttPublisher(broker.url, device, data_dir=str(tmp_path / "data"))
+        pub = MqttPublisher(BrokerSettings(broker.url), device, data_dir=str(tmp_path / "data"))
         try:
             pub.start()
             assert pub.wait_connected(WAIT)
@@ -752,7 +754,7 @@ def test_run_table_prints_snapshots_when_not_a_terminal(tmp_path):
             "table", run_table(broker.url, out=out, refresh=0.2, timeout=3.0, ready=ready)))
         thread.start()
         assert ready.wait(WAIT)
-        pub = MqttPublisher(broker.url, device)
+        pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
         for i in range(5):
             pub.publish_event(event(device, i, faces=2))
@@ -779,7 +781,7 @@ def test_resume_gets_what_was_published_while_away(tmp_path):
         # first run: creates the session at the broker
         assert run_subscriber(broker.url, device, resume=True, client_id="resume-me", timeout=0.5,
                               kinds=("events",), out=io.StringIO()) == 0
-        pub = MqttPublisher(broker.url, device)
+        pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
         for i in range(4):
             pub.publish_event(event(device, i))
@@ -839,7 +841,7 @@ def test_example_runs_against_a_broker(tmp_path):
                                 universal_newlines=True)
         sub, got = listen(broker.url, device, kinds=("events",))  # the example is subscribed by then
         time.sleep(1.0)
-        pub = MqttPublisher(broker.url, device)
+        pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
         an_hour_ago = time.time() - 3600  # a replayed backlog: one row, not one per event
         for i in range(10):

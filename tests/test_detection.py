@@ -104,6 +104,18 @@ def test_default_detector_is_neural_and_finds_faces_in_gray_and_small_images():
     assert make_detector(min_size=60).detect(small) == []
 
 
+
+def test_every_detector_is_a_face_detector_and_only_neural_ones_tile():
+    from edge.agent.assembly import camera_detector
+    from edge.detect.base import DetectorConfigError, FaceDetector
+    neural, haar = make_detector(), make_detector("haar")
+    assert isinstance(neural, FaceDetector) and isinstance(haar, FaceDetector)
+    assert haar.runtime == "opencv" and haar.tiles is None and neural.tiles == (1, 1)
+    assert camera_detector(haar, {"detector_tiles": "2x1"}) is haar  # Haar does not tile: the option is ignored
+    with pytest.raises(DetectorConfigError, match="does not cut frames into tiles"):
+        haar.with_tiles((2, 1))
+    assert neural.with_tiles((1, 1)) is neural and neural.with_tiles((2, 1)).backend is neural.backend
+
 def test_tiles_find_small_faces_that_the_whole_frame_misses():
     face = cv2.resize(astronaut().image[40:220, 150:310], (60, 68))
     frame = np.full((720, 1280, 3), 60, np.uint8)
@@ -166,6 +178,24 @@ def test_one_format_table_drives_converters_and_backends():
         module, _, cls = row.backend.partition(":")
         source = open(os.path.join(REPO, *module.split("."))[:] + ".py").read()
         assert "class {}(".format(cls) in source and "suffixes" not in source
+
+
+def test_a_backend_implements_run_and_infer_is_its_first_output():
+    from edge.backends.base import Backend
+
+    class Incomplete(Backend):
+        name = "incomplete"
+
+    with pytest.raises(TypeError):
+        Incomplete("model.x", {})  # neither run nor infer: refused, not an endless recursion
+
+    class TwoOutputs(Backend):
+        name = "two"
+
+        def run(self, batch):
+            return [batch + 1, batch + 2]
+
+    assert TwoOutputs("model.x", {}).infer(np.zeros(2)).tolist() == [1.0, 1.0]
 
 
 # ---------------------------------------------------------------- bad input

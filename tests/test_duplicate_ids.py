@@ -15,6 +15,7 @@ import pytest
 
 from edge.delivery.client import SESSION_TAKEN_OVER, TakeoverWatch
 from edge.delivery.mqtt import MqttPublisher, default_client_id
+from edge.delivery.settings import BrokerSettings
 from fer_testdata import REPO
 from helpers import wait_until
 from mqtt_broker import mosquitto_fixture
@@ -48,9 +49,9 @@ def two_agents(video, url, args_a, args_b, timeout=300):
 def test_default_client_ids_differ_per_process():
     ids = {default_client_id("door-cam") for _ in range(20)}
     assert len(ids) == 20 and all(i.startswith("fer-edge-door-cam-") for i in ids)
-    assert MqttPublisher("mqtt://127.0.0.1:1", "door-cam").client_id != MqttPublisher("mqtt://127.0.0.1:1",
-                                                                                       "door-cam").client_id
-    assert MqttPublisher("mqtt://127.0.0.1:1", "door-cam", client_id="door-cam").client_id == "door-cam"
+    assert MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1"), "door-cam").client_id != \
+        MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1"), "door-cam").client_id
+    assert MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1", client_id="door-cam"), "door-cam").client_id == "door-cam"
 
 
 def test_two_agents_with_the_default_ids_stay_connected_and_the_shared_device_id_is_named(broker, video, tmp_path):
@@ -83,7 +84,8 @@ def test_two_agents_with_one_client_id_are_told_what_to_change(broker, video, tm
 def test_publishers_with_one_client_id_warn_once_and_mqtt5_reason_is_definite(broker, caplog):
     import logging
     caplog.set_level(logging.WARNING, logger="edge.delivery.base")  # whatever level an earlier test left it at
-    pubs = [MqttPublisher(broker.url, "cam-{}".format(i), client_id="same-id", reconnect_delay=(0.2, 0.5))
+    pubs = [MqttPublisher(BrokerSettings(broker.url, client_id="same-id", reconnect_delay=(0.2, 0.5)),
+                          "cam-{}".format(i))
             for i in range(2)]
     for pub in pubs:
         pub.start()

@@ -131,7 +131,8 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
         late.stop()
     # 5. clearing them (empty retained payloads) removes them from the broker
     from edge.delivery.mqtt import MqttPublisher
-    cleaner = MqttPublisher(broker.url, DEVICE + "-admin")
+    from edge.delivery.settings import BrokerSettings
+    cleaner = MqttPublisher(BrokerSettings(broker.url), DEVICE + "-admin")
     cleaner.start()
     assert cleaner.wait_connected(10)
     cleared = clear_discovery(cleaner, DEVICE)

@@ -320,7 +320,8 @@ def test_close_ends_the_streams_and_the_port():
 
 
 def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
-    """run_agent with real parts: the annotated writer (annotator=) and the live view (sinks=)."""
+    """run_agent with real parts: the annotated writer and the live view, the camera's sinks as on the host."""
+    from edge.agent.assembly import Camera
     from edge.agent.loop import run_agent
     from edge.view.annotate import AnnotatedWriter
     from edge.classifier import load_classifier
@@ -336,8 +337,9 @@ def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
     writer = AnnotatedWriter(str(tmp_path / "annotated"))
     source = open_source(video)
     try:
-        summary = run_agent(source, make_detector("blazeface-back"), classifier, IouTracker(), publisher,
-                            PublishPolicy("every-frame"), "sinks", annotator=writer, sinks=[view])
+        camera = Camera({"device_id": "sinks"}, source, make_detector("blazeface-back"), IouTracker(),
+                        PublishPolicy("every-frame"), publisher, [("annotated", writer), ("view", view)], None)
+        summary = run_agent(camera, classifier)
         state = state_of(view.url)
     finally:
         source.close()

@@ -30,6 +30,7 @@ from edge.delivery.url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, 
                            topics)
 from edge.delivery.client import PAHO_MISSING, PahoMissingError
 from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.settings import BrokerSettings
 from edge.delivery.base import MemoryPublisher
 from fer_edge.subscribe_lines import format_event_lines, run_subscriber
 
@@ -68,7 +69,7 @@ def retained_status(url, device):
 def test_events_arrive_in_order_and_match_schema(broker, validators):
     device, n = "cam-order", 60
     sub, got = listen(broker.url, device)
-    pub = MqttPublisher(broker.url, device)
+    pub = MqttPublisher(BrokerSettings(broker.url), device)
     try:
         pub.start()
         assert pub.wait_connected(WAIT)
@@ -103,7 +104,7 @@ def test_events_arrive_in_order_and_match_schema(broker, validators):
 
 def test_retained_online_then_offline_status_for_late_subscribers(broker, validators):
     device = "cam-retained"
-    pub = MqttPublisher(broker.url, device)
+    pub = MqttPublisher(BrokerSettings(broker.url), device)
     pub.start()
     try:
         assert pub.wait_connected(WAIT)
@@ -122,7 +123,8 @@ def test_retained_online_then_offline_status_for_late_subscribers(broker, valida
 KILLED_AGENT = """
 import sys, time
 from edge.delivery.mqtt import MqttPublisher
-pub = MqttPublisher(sys.argv[1], sys.argv[2], keepalive=5)
+from edge.delivery.settings import BrokerSettings
+pub = MqttPublisher(BrokerSettings(sys.argv[1], keepalive=5), sys.argv[2])
 pub.start()
 if not pub.wait_connected(20):
     sys.exit(3)
@@ -172,7 +174,7 @@ def test_broker_down_at_start_and_outage_then_queued_events_are_delivered(tmp_pa
         sub.stop()
         mosq.stop()
 
-        pub = MqttPublisher(mosq.url, device, reconnect_delay=(1, 2))
+        pub = MqttPublisher(BrokerSettings(mosq.url, reconnect_delay=(1, 2)), device)
         try:
             pub.start()  # broker down: must neither raise nor block
             assert not pub.wait_connected(0.3)
@@ -216,7 +218,7 @@ def test_publishing_while_connecting_does_not_deadlock(broker):
     status inside on_connect deadlocked paho 1.5 here about once in five connections."""
     device, n = "cam-busy", 200
     for _ in range(5):
-        pub = MqttPublisher(broker.url, device)
+        pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
         worker = threading.Thread(target=lambda: [pub.publish_event(event(device, i, faces=0))
                                                   for i in range(n)])
@@ -229,7 +231,7 @@ def test_publishing_while_connecting_does_not_deadlock(broker):
 
 
 def test_close_is_bounded_when_the_broker_never_comes(validators):
-    pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-nobroker")
+    pub = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:{}".format(free_port())), "cam-nobroker")
     pub.start()
     for i in range(3):
         pub.publish_event(event("cam-nobroker", i))
@@ -243,7 +245,7 @@ def test_close_is_bounded_when_the_broker_never_comes(validators):
 
 def test_in_memory_queue_is_bounded():
     """Beyond the bound the oldest are dropped (and counted); the newest are kept."""
-    pub = MqttPublisher("mqtt://127.0.0.1:{}".format(free_port()), "cam-full", max_queued=3)
+    pub = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:{}".format(free_port())), "cam-full", max_queued=3)
     pub.start()
     try:
         accepted = [pub.publish_event(event("cam-full", i)) for i in range(5)]
@@ -257,13 +259,13 @@ def test_in_memory_queue_is_bounded():
 
 
 def test_publish_before_start_is_an_error():
-    pub = MqttPublisher("mqtt://127.0.0.1:1", "cam-x")
+    pub = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1"), "cam-x")
     with pytest.raises(RuntimeError, match="start"):
         pub.publish_event(event("cam-x", 0))
 
 
 def test_unserializable_event_is_counted_as_failed(broker):
-    pub = MqttPublisher(broker.url, "cam-nan")
+    pub = MqttPublisher(BrokerSettings(broker.url), "cam-nan")
     pub.start()
     try:
         assert pub.wait_connected(WAIT)
@@ -302,7 +304,7 @@ def test_tls_with_host_name_verification(tmp_path):
     with running_mosquitto(tmp_path / "broker", extra_conf=conf) as mosq:
         good = "mqtts://localhost:{}".format(mosq.port)
         sub, got = listen(good, "cam-tls", kinds=("events",), ca_certs=str(ca))
-        pub = MqttPublisher(good, "cam-tls", ca_certs=str(ca))
+        pub = MqttPublisher(BrokerSettings(good, ca_certs=str(ca)), "cam-tls")
         try:
             pub.start()
             assert pub.wait_connected(WAIT), pub.last_error
@@ -312,8 +314,8 @@ def test_tls_with_host_name_verification(tmp_path):
             pub.close()
             sub.stop()
         # Same broker, but the certificate does not name 127.0.0.1: refused.
-        wrong_name = MqttPublisher("mqtts://127.0.0.1:{}".format(mosq.port), "cam-tls2",
-                                   ca_certs=str(ca), reconnect_delay=(1, 1))
+        wrong_name = MqttPublisher(BrokerSettings("mqtts://127.0.0.1:{}".format(mosq.port), ca_certs=str(ca),
+                                                  reconnect_delay=(1, 1)), "cam-tls2")
         wrong_name.start()
         try:
             assert not wrong_name.wait_connected(1.5)
@@ -332,7 +334,7 @@ def test_credentials_from_the_url_and_no_secret_in_logs(tmp_path, caplog):
     with running_mosquitto(tmp_path / "broker", extra_conf=conf) as mosq:
         good = "mqtt://agent:s3cr%3At%40x@127.0.0.1:{}".format(mosq.port)
         sub, got = listen(good, "cam-auth", kinds=("events",))
-        pub = MqttPublisher(good, "cam-auth")
+        pub = MqttPublisher(BrokerSettings(good), "cam-auth")
         try:
             pub.start()
             assert pub.wait_connected(WAIT), pub.last_error
@@ -341,16 +343,16 @@ def test_credentials_from_the_url_and_no_secret_in_logs(tmp_path, caplog):
         finally:
             pub.close()
             sub.stop()
-        bad = MqttPublisher("mqtt://agent:wrong@127.0.0.1:{}".format(mosq.port), "cam-auth2",
-                            reconnect_delay=(1, 1))
+        bad = MqttPublisher(BrokerSettings("mqtt://agent:wrong@127.0.0.1:{}".format(mosq.port), reconnect_delay=(1, 1)),
+                            "cam-auth2")
         bad.start()
         try:
             assert not bad.wait_connected(1.0)
             assert "auth" in (bad.last_error or "").lower(), bad.last_error
         finally:
             bad.close(timeout=0)
-        anonymous = MqttPublisher("mqtt://127.0.0.1:{}".format(mosq.port), "cam-auth3",
-                                  username="agent", password="s3cr:t@x")
+        anonymous = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:{}".format(mosq.port), username="agent",
+                                                 password="s3cr:t@x"), "cam-auth3")
         anonymous.start()
         try:
             assert anonymous.wait_connected(WAIT), "username/password arguments not used"
@@ -380,7 +382,7 @@ def test_run_subscriber_prints_events(broker, json_mode):
     device = "cam-print-json" if json_mode else "cam-print"
     thread, out, result = _subscriber_thread(broker.url, device, json_mode, 3)
     sent = [event(device, 0, faces=2), event(device, 1, faces=0), event(device, 2, faces=1)]
-    pub = MqttPublisher(broker.url, device)
+    pub = MqttPublisher(BrokerSettings(broker.url), device)
     pub.start()
     try:
         for e in sent:
@@ -449,7 +451,7 @@ def test_parse_url():
 ])
 def test_bad_urls_give_clear_errors(url, message):
     with pytest.raises(ValueError, match=re.escape(message)) as info:
-        MqttPublisher(url, "cam-1")
+        MqttPublisher(BrokerSettings(url), "cam-1")
     assert "secret" not in str(info.value)
 
 
@@ -465,13 +467,13 @@ def test_topics_and_bad_names():
         with pytest.raises(ValueError, match=re.escape(message)):
             topics("fer-edge", device)
         with pytest.raises(ValueError, match="device id"):
-            MqttPublisher("mqtt://h", device)
+            MqttPublisher(BrokerSettings("mqtt://h"), device)
     for prefix, message in (("", "empty"), ("a/+", "'+'"), ("#", "'#'"), ("a//b", "empty level"),
                             ("/a", "empty level"), ("$SYS", "'$'")):
         with pytest.raises(ValueError, match=re.escape(message)):
             topics(prefix, "cam-1")
     with pytest.raises(ValueError, match="not mqtts"):
-        MqttPublisher("mqtt://h", "cam-1", ca_certs="/ca.crt")
+        MqttPublisher(BrokerSettings("mqtt://h", ca_certs="/ca.crt"), "cam-1")
 
 
 def test_memory_publisher():
@@ -489,10 +491,29 @@ def test_memory_publisher():
         MemoryPublisher("cam-mem").publish_event({"x": float("inf")})
 
 
+def test_the_publisher_interface_is_declared_and_a_wrapper_passes_it_through():
+    from edge.delivery.base import Publisher, PublisherWrapper
+
+    class Incomplete(Publisher):
+        def publish_event(self, event):
+            return True
+
+    with pytest.raises(TypeError):
+        Incomplete()  # start, publish_stats, ..., close, connected are abstract
+    inner = MemoryPublisher("cam-wrapped")
+    wrapper = PublisherWrapper(inner)
+    assert wrapper.device_id == "cam-wrapped" and wrapper.topics is inner.topics
+    assert wrapper.delivery() is None and wrapper.outbox is None  # nothing queued in memory to report
+    assert wrapper.publish_status("online", phase="running") is False  # its own status only
+    with wrapper:
+        assert wrapper.publish_event(event("cam-wrapped", 0)) and wrapper.counters["published"] == 1
+    assert [s["state"] for s in inner.statuses] == ["online", "offline"]
+
+
 def test_without_paho_the_error_says_how_to_install(monkeypatch):
     for name in ("paho", "paho.mqtt", "paho.mqtt.client"):
         monkeypatch.setitem(sys.modules, name, None)  # makes `import paho...` fail
-    pub = MqttPublisher("mqtt://127.0.0.1:1883", "cam-nopaho")  # constructing needs no paho
+    pub = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1883"), "cam-nopaho")  # constructing needs no paho
     with pytest.raises(PahoMissingError) as info:
         pub.start()
     assert str(info.value) == PAHO_MISSING == "paho-mqtt is not installed: pip install 'paho-mqtt>=1.5,<3'"
@@ -552,7 +573,7 @@ def test_broker_settings_are_one_validated_value(tmp_path):
     settings = from_config(config)
     assert settings.password == "s3cret" and settings.username is None and settings.protocol == "5"
     assert "s3cret" not in repr(settings) and "'***'" in repr(settings)
-    pub = MqttPublisher.from_settings(settings, "cam-settings", data_dir=None)
+    pub = MqttPublisher(settings, "cam-settings", data_dir=None)
     assert pub.keepalive == 7 and pub.protocol == "5" and pub.url.port == 1884 and pub.url.username == "cam"
     assert settings.client_options() == {"password": "s3cret"}
     with pytest.raises(ConfigError, match="holds a password"):
@@ -566,7 +587,7 @@ def test_broker_settings_are_one_validated_value(tmp_path):
 def test_latest_values_are_sent_once_newest_first_and_again_after_a_broker_restart(tmp_path):
     device = "cam-latest"
     mosq = Mosquitto(tmp_path / "broker")  # no persistence: a restart forgets retained messages
-    pub = MqttPublisher(mosq.url, device, reconnect_delay=(0.3, 0.6))
+    pub = MqttPublisher(BrokerSettings(mosq.url, reconnect_delay=(0.3, 0.6)), device)
     pub.start()
     for faces in (1, 2, 3):  # set while the broker is down: only the newest may go out
         assert pub.publish_state({"faces": faces})

@@ -29,6 +29,7 @@ from edge.events.payloads import face_entry, make_event
 from edge.events.homeassistant import discovery_configs
 from edge.labels import EMOTIONS
 from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.settings import BrokerSettings
 from edge.delivery.tls import AWS_ALPN, alpn_protocols, make_ssl_context
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS, subscription_topics, topics
 from edge.delivery.base import MemoryPublisher
@@ -129,8 +130,8 @@ def agent_topics(device):
 
 def test_device_certificate_connects_and_the_consumer_reads(mtls_broker, pki):
     sub, inbox = consumer(mtls_broker, pki)
-    pub = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"],
-                        keyfile=pki["cam-a"].replace(".crt", ".key"))
+    pub = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
+                                       keyfile=pki["cam-a"].replace(".crt", ".key")), "cam-a")
     try:
         pub.start()
         assert pub.wait_connected(WAIT), pub.last_error
@@ -147,9 +148,10 @@ def test_acl_stops_a_device_publishing_under_another_id(mtls_broker, pki):
     """cam-a's certificate, device id cam-b: mosquitto acknowledges and drops (MQTT 3.1.1)."""
     sub, inbox = consumer(mtls_broker, pki)
     key = pki["cam-a"].replace(".crt", ".key")
-    impostor = MqttPublisher(mtls_broker.tls_url, "cam-b", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key)
-    honest = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                           client_id="cam-a-second")
+    impostor = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
+                                            keyfile=key), "cam-b")
+    honest = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                          client_id="cam-a-second"), "cam-a")
     try:
         impostor.start()
         assert impostor.wait_connected(WAIT), impostor.last_error
@@ -176,10 +178,10 @@ def test_mqtt5_counts_an_acl_refusal_as_failed(mtls_broker, pki, caplog):
         pytest.skip("paho-mqtt {} gives on_publish no reason code".format(paho.__version__))
     sub, inbox = consumer(mtls_broker, pki)
     key = pki["cam-a"].replace(".crt", ".key")
-    impostor = MqttPublisher(mtls_broker.tls_url, "cam-b", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                             protocol="5")
-    honest = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                           client_id="cam-a-v5", protocol="5")
+    impostor = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                            protocol="5"), "cam-b")
+    honest = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                          client_id="cam-a-v5", protocol="5"), "cam-a")
     try:
         impostor.start()
         assert impostor.wait_connected(WAIT), impostor.last_error
@@ -206,10 +208,11 @@ def test_consumer_certificate_cannot_publish(mtls_broker, pki):
     another consumer (dashboard), which may read fer-edge/consumer/#: a publish that got through
     would reach it, as cam-a's publish does."""
     sub, inbox = consumer(mtls_broker, pki, name="dashboard")
-    pub = MqttPublisher(mtls_broker.tls_url, "consumer", ca_certs=pki["ca"], certfile=pki["consumer"],
-                        keyfile=pki["consumer"].replace(".crt", ".key"))
-    device = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"],
-                           keyfile=pki["cam-a"].replace(".crt", ".key"), client_id="cam-a-control")
+    pub = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["consumer"],
+                                       keyfile=pki["consumer"].replace(".crt", ".key")), "consumer")
+    device = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
+                                          keyfile=pki["cam-a"].replace(".crt", ".key"), client_id="cam-a-control"),
+                           "cam-a")
     try:
         pub.start()
         assert pub.wait_connected(WAIT)
@@ -259,10 +262,11 @@ def test_an_agent_with_homeassistant_publishes_everything_under_the_acl(mtls_bro
                           set(inbox.topics()) == {t for t in expected if t.startswith("fer-edge/")}, 20), \
             (sorted(expected - home.topics()), sorted(home.topics() - expected), sorted(set(inbox.topics())))
         # the other way round: what cam-a may not write, with MQTT 5's refusals counted as failed
-        impostor = MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                 client_id="cam-a-impostor", protocol="5")
-        reader = MqttPublisher(mtls_broker.tls_url, "dashboard", ca_certs=pki["ca"], certfile=pki["dashboard"],
-                               keyfile=pki["dashboard"].replace(".crt", ".key"), protocol="5")
+        impostor = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
+                                                keyfile=key, client_id="cam-a-impostor", protocol="5"), "cam-a")
+        reader = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["dashboard"],
+                                              keyfile=pki["dashboard"].replace(".crt", ".key"), protocol="5"),
+                               "dashboard")
         others = [topic for topic, _ in discovery_configs("cam-b")][:1] + \
             [topic for topic, _ in discovery_configs("dashboard")][:1]
         try:
@@ -284,31 +288,35 @@ def test_an_agent_with_homeassistant_publishes_everything_under_the_acl(mtls_bro
 
 
 def test_wrong_ca_is_refused_with_a_clear_message(mtls_broker, pki):
-    error = refused(MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["other-ca"], certfile=pki["cam-a"],
-                                  keyfile=pki["cam-a"].replace(".crt", ".key"), reconnect_delay=(1, 1)))
+    error = refused(MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["other-ca"], certfile=pki["cam-a"],
+                                                 keyfile=pki["cam-a"].replace(".crt", ".key"), reconnect_delay=(1, 1)),
+                                  "cam-a"))
     assert "not trusted by ca_file {}".format(pki["other-ca"]) in error
     assert "certificate verify failed" in error
 
 
 def test_missing_client_certificate_is_refused_with_a_clear_message(mtls_broker, pki):
-    error = refused(MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], reconnect_delay=(1, 1)))
+    error = refused(MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], reconnect_delay=(1, 1)),
+                                  "cam-a"))
     assert "requires a client certificate" in error and "cert_file" in error, error
 
 
 def test_client_certificate_from_another_ca_is_refused(mtls_broker, pki):
-    error = refused(MqttPublisher(mtls_broker.tls_url, "cam-a", ca_certs=pki["ca"], certfile=pki["rogue"],
-                                  keyfile=pki["rogue"].replace(".crt", ".key"), reconnect_delay=(1, 1)))
+    error = refused(MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["rogue"],
+                                                 keyfile=pki["rogue"].replace(".crt", ".key"), reconnect_delay=(1, 1)),
+                                  "cam-a"))
     assert "client certificate {}".format(pki["rogue"]) in error, error
 
 
 def test_host_name_is_verified_unless_tls_insecure(mtls_broker, pki, caplog):
     key = pki["cam-a"].replace(".crt", ".key")
     by_ip = "mqtts://127.0.0.1:{}".format(mtls_broker.port)  # the certificate names localhost only
-    error = refused(MqttPublisher(by_ip, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                  reconnect_delay=(1, 1)))
+    error = refused(MqttPublisher(BrokerSettings(by_ip, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                                 reconnect_delay=(1, 1)), "cam-a"))
     assert "not valid for the host name 127.0.0.1" in error, error
     caplog.set_level(logging.WARNING)
-    pub = MqttPublisher(by_ip, "cam-a", ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key, tls_insecure=True)
+    pub = MqttPublisher(BrokerSettings(by_ip, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
+                                       tls_insecure=True), "cam-a")
     try:
         pub.start()
         assert pub.wait_connected(WAIT), pub.last_error
@@ -316,8 +324,8 @@ def test_host_name_is_verified_unless_tls_insecure(mtls_broker, pki, caplog):
         pub.close()
     assert "host name verification is OFF" in caplog.text
     # the CA is still checked with tls_insecure
-    error = refused(MqttPublisher(by_ip, "cam-a", ca_certs=pki["other-ca"], certfile=pki["cam-a"], keyfile=key,
-                                  tls_insecure=True, reconnect_delay=(1, 1)))
+    error = refused(MqttPublisher(BrokerSettings(by_ip, ca_certs=pki["other-ca"], certfile=pki["cam-a"], keyfile=key,
+                                                 tls_insecure=True, reconnect_delay=(1, 1)), "cam-a"))
     assert "certificate verify failed" in error
 
 
@@ -349,8 +357,8 @@ def test_alpn_for_aws_iot_core_on_443(pki):
     thread = threading.Thread(target=serve)
     thread.daemon = True
     thread.start()
-    pub = MqttPublisher("mqtts://localhost:{}".format(port), "cam-alpn", ca_certs=pki["ca"], alpn=AWS_ALPN,
-                        reconnect_delay=(5, 5))
+    pub = MqttPublisher(BrokerSettings("mqtts://localhost:{}".format(port), ca_certs=pki["ca"], alpn=AWS_ALPN,
+                                       reconnect_delay=(5, 5)), "cam-alpn")
     pub.start()
     try:
         thread.join(WAIT)
@@ -363,11 +371,11 @@ def test_alpn_for_aws_iot_core_on_443(pki):
 def test_tls_setting_errors_name_the_file_or_key(pki, tmp_path):
     missing = str(tmp_path / "missing.crt")
     with pytest.raises(ValueError, match="client certificate \\(cert_file\\) .*missing.crt not found"):
-        MqttPublisher("mqtts://localhost:8883", "cam-a", certfile=missing)
+        MqttPublisher(BrokerSettings("mqtts://localhost:8883", certfile=missing), "cam-a")
     with pytest.raises(ValueError, match="CA file \\(ca_file\\) .*missing.crt not found"):
-        MqttPublisher("mqtts://localhost:8883", "cam-a", ca_certs=missing)
+        MqttPublisher(BrokerSettings("mqtts://localhost:8883", ca_certs=missing), "cam-a")
     with pytest.raises(ValueError, match="without a client certificate"):
-        MqttPublisher("mqtts://localhost:8883", "cam-a", keyfile=pki["cam-a"].replace(".crt", ".key"))
+        MqttPublisher(BrokerSettings("mqtts://localhost:8883", keyfile=pki["cam-a"].replace(".crt", ".key")), "cam-a")
     not_pem = tmp_path / "ca.crt"
     not_pem.write_text("not a certificate\n")
     with pytest.raises(ValueError, match="ca_file.*ca.crt cannot be loaded"):
@@ -375,7 +383,7 @@ def test_tls_setting_errors_name_the_file_or_key(pki, tmp_path):
     with pytest.raises(ValueError, match="is the key the certificate's"):  # key of another certificate
         make_ssl_context("mqtts://localhost", certfile=pki["cam-a"], keyfile=pki["consumer"].replace(".crt", ".key"))
     with pytest.raises(ValueError, match="not mqtts"):
-        MqttPublisher("mqtt://localhost", "cam-a", ca_certs=pki["ca"])
+        MqttPublisher(BrokerSettings("mqtt://localhost", ca_certs=pki["ca"]), "cam-a")
     cases = [({"broker": "mqtt://h", "ca_file": pki["ca"]}, "key 'ca_file': TLS settings need a broker URL with mqtts://"),
              ({"broker": "mqtt://h", "tls_insecure": "true"}, "key 'tls_insecure'"),
              ({"broker": "mqtts://h", "cert_file": missing}, "key 'cert_file': file {} not found".format(missing)),

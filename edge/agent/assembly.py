@@ -80,18 +80,13 @@ def make_tracker(config):
 
 
 def camera_detector(detector, config):
-    """The shared detector for a camera: itself, or a copy with the camera's ``detector_tiles`` that
-    runs on the same loaded backend (neural detectors; others have no tiles)."""
+    """The shared detector (``edge.detect.base.FaceDetector``) for a camera: itself, or a view with the
+    camera's ``detector_tiles`` on the same loaded model (neural detectors; the others do not tile)."""
     tiles = config.get("detector_tiles")
-    if not tiles or not hasattr(detector, "tiles"):
+    if not tiles or detector.tiles is None:
         return detector
     from edge.detect.blazeface import parse_tiles
-    wanted = parse_tiles(tiles, "key 'detector_tiles'")
-    if wanted == tuple(detector.tiles):
-        return detector
-    view = copy.copy(detector)
-    view.tiles = wanted
-    return view
+    return detector.with_tiles(parse_tiles(tiles, "key 'detector_tiles'"))
 
 
 class Camera(object):
@@ -173,7 +168,7 @@ class Assembly(object):
 
 def _close_models(classifier, detector, borrowed):
     for name, part in (("detector", detector), ("classifier", classifier)):
-        if part is not None and name not in borrowed and hasattr(part, "close"):
+        if part is not None and name not in borrowed:
             try:
                 part.close()
             except Exception as exc:  # pragma: no cover
@@ -261,9 +256,7 @@ def run(assembly, stop=None):
     if not assembly.multi:
         from edge.agent.loop import run_agent
         camera = assembly.cameras[0]
-        summary = run_agent(camera.source, camera.detector, classifier, camera.tracker, camera.publisher,
-                            camera.policy, camera.device_id, stop=stop, stats_interval=config["stats_interval"],
-                            sinks=camera.sinks, lifecycle=camera.lifecycle)
+        summary = run_agent(camera, classifier, stop=stop, stats_interval=config["stats_interval"])
         summary.update(camera.summary_extra())
         return summary
     from edge.agent.cameras import run_cameras

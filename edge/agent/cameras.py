@@ -41,9 +41,8 @@ class _Running(object):
 
     def __init__(self, camera, classifier, stats_interval, max_consecutive_errors):
         self.camera = camera
-        self.loop = CameraLoop(camera.source, camera.tracker, camera.publisher, camera.policy, camera.device_id,
-                               classifier, stats_interval=stats_interval, sinks=camera.sinks,
-                               lifecycle=camera.lifecycle, max_consecutive_errors=max_consecutive_errors,
+        self.loop = CameraLoop(camera, classifier, stats_interval=stats_interval,
+                               max_consecutive_errors=max_consecutive_errors,
                                name="camera {}: ".format(camera.device_id))
         self.pollable = _pollable(camera.source)
         self.summary = None
@@ -117,7 +116,7 @@ def run_cameras(cameras, classifier, stop=None, failed=(), stats_interval=None, 
                 finish(running, "ended")
                 continue
             try:
-                detections = running.loop.detect(running.camera.detector, frame)
+                detections = running.loop.detect(frame)
                 crops = running.loop.crops(frame, detections)
             except Exception as exc:
                 _frame_failed(running, frame, exc, fail)

@@ -3,9 +3,11 @@
     source -> detector -> classifier (preprocess + backend) -> tracker -> policy -> publisher
 
 Every part is passed in, so the host agent, the Jetson agent and the DeepLens Lambda run this
-same loop with their own sources, backends and publishers (``edge.agent.assembly`` builds the parts).
-:class:`CameraLoop` holds one camera's per-frame steps; :func:`run_agent` runs them for one
-camera, ``edge.agent.cameras`` for several cameras sharing one detector and one classifier.
+same loop with their own sources, backends and publishers: ``edge.agent.assembly`` builds each
+camera's parts (its ``Camera``: source, detector, tracker, policy, publisher, frame sinks, face
+lifecycle, device id) and the classifier. :class:`CameraLoop` holds one camera's per-frame steps;
+:func:`run_agent` runs them for one camera, ``edge.agent.cameras`` for several cameras sharing
+one detector and one classifier.
 """
 
 import logging
@@ -38,23 +40,24 @@ def faces_of(tracks, labels):
 
 
 class CameraLoop(object):
-    """One camera's steps of the loop, around detection and classification (which the caller runs:
-    per frame in :func:`run_agent`, batched across cameras in :mod:`edge.agent.cameras`).
+    """One camera's steps of the loop, around classification (which the caller runs: per frame in
+    :func:`run_agent`, batched across cameras in :mod:`edge.agent.cameras`).
 
-    ``read()`` a frame; ``detect(detector, frame)`` its faces and ``crops(frame, detections)`` the
-    classifier's input; then ``deliver(frame, detections, probs)`` (tracker, lifecycle, policy,
-    event, sinks, stats) or ``failed(frame, exc)`` (logged, counted, AgentError after
-    ``max_consecutive_errors`` in a row); ``finish()`` ends the lifecycle and returns the summary.
-    ``name``: prefix of log lines ("" for a one-camera agent).
+    ``camera``: the camera's parts (``edge.agent.assembly.Camera``). ``read()`` a frame;
+    ``detect(frame)`` its faces and ``crops(frame, detections)`` the classifier's input; then
+    ``deliver(frame, detections, probs)`` (tracker, lifecycle, policy, event, sinks, stats) or
+    ``failed(frame, exc)`` (logged, counted, AgentError after ``max_consecutive_errors`` in a
+    row); ``finish()`` ends the lifecycle and returns the summary. ``name``: prefix of log lines
+    ("" for a one-camera agent).
     """
 
-    def __init__(self, source, tracker, publisher, policy, device_id, classifier, stats_interval=10.0, sinks=(),
-                 lifecycle=None, max_consecutive_errors=50, clock=time.time, name=""):
-        self.source, self.tracker, self.publisher, self.policy = source, tracker, publisher, policy
-        self.device_id = device_id
+    def __init__(self, camera, classifier, stats_interval=10.0, max_consecutive_errors=50, clock=time.time, name=""):
+        self.source, self.detector, self.tracker = camera.source, camera.detector, camera.tracker
+        self.publisher, self.policy = camera.publisher, camera.policy
+        self.device_id = camera.device_id
         self.stats_interval = stats_interval
-        self.sinks = list(sinks or ())
-        self.lifecycle = lifecycle
+        self.sinks = camera.sinks
+        self.lifecycle = camera.lifecycle
         self.max_consecutive_errors = max_consecutive_errors
         self.clock = clock
         self.name = name
@@ -69,9 +72,9 @@ class CameraLoop(object):
         with self.metrics.stage("capture"):
             return self.source.read(**options)
 
-    def detect(self, detector, frame):
+    def detect(self, frame):
         with self.metrics.stage("detect"):
-            return detector.detect(frame.image)
+            return self.detector.detect(frame.image)
 
     @staticmethod
     def crops(frame, detections):
@@ -117,29 +120,26 @@ class CameraLoop(object):
         return summary
 
 
-def run_agent(source, detector, classifier, tracker, publisher, policy, device_id, stop=None,
-              stats_interval=10.0, annotator=None, max_consecutive_errors=50, clock=time.time, sinks=(),
-              lifecycle=None):
-    """Process frames until the source ends or ``stop`` is set; returns a summary dict.
+def run_agent(camera, classifier, stop=None, stats_interval=10.0, max_consecutive_errors=50, clock=time.time):
+    """Process ``camera``'s frames until its source ends or ``stop`` is set; returns a summary dict.
 
+    ``camera``: the parts ``edge.agent.assembly`` built (``Camera``): source, detector, tracker,
+    publish policy, publisher, frame sinks (``edge.view.annotate.FrameSink``: the annotated writer,
+    the live view; each handed every processed frame and its faces), the face lifecycle
+    (``edge.tracking.lifecycle.TrackLifecycle``: track new/update/end messages and the retained
+    device state, shown every live track after the tracker; or None) and the device id.
     A frame whose detection or inference fails is logged, counted and skipped; the loop only
     gives up (AgentError) after ``max_consecutive_errors`` failures in a row.
-    ``sinks``: frame sinks (``edge.view.annotate.FrameSink``: the annotated writer, the live view),
-    each handed every processed frame and its faces; ``annotator`` is one more sink (kept for
-    callers that pass one).
-    ``lifecycle``: the face lifecycle (``edge.tracking.lifecycle.TrackLifecycle``: track new/update/end
-    messages and the retained device state), shown every live track after the tracker.
     """
-    sinks = list(sinks or ()) + ([annotator] if annotator is not None else [])
     stop = stop or threading.Event()
-    loop = CameraLoop(source, tracker, publisher, policy, device_id, classifier, stats_interval=stats_interval,
-                      sinks=sinks, lifecycle=lifecycle, max_consecutive_errors=max_consecutive_errors, clock=clock)
+    loop = CameraLoop(camera, classifier, stats_interval=stats_interval,
+                      max_consecutive_errors=max_consecutive_errors, clock=clock)
     while not stop.is_set():
         frame = loop.read()
         if frame is None:
             break
         try:
-            detections = loop.detect(detector, frame)
+            detections = loop.detect(frame)
             with loop.metrics.stage("infer"):
                 probs = classifier.predict(loop.crops(frame, detections))
         except Exception as exc:  # a corrupt frame or a failing backend must not end the loop

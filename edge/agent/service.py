@@ -35,11 +35,9 @@ def make_publisher(config):
     from edge.delivery.settings import from_config
     if not config["broker"]:
         return MemoryPublisher(config["device_id"], config["topic_prefix"], keep=MEMORY_KEEP)
-    return MqttPublisher.from_settings(from_config(config), config["device_id"], prefix=config["topic_prefix"],
-                                       data_dir=config.get("data_dir", "") or None,
-                                       max_queued=config["queue_max_events"],
-                                       queue_max_bytes=config["queue_max_bytes"],
-                                       flush_timeout=config["flush_timeout"])
+    return MqttPublisher(from_config(config), config["device_id"], prefix=config["topic_prefix"],
+                         data_dir=config.get("data_dir", "") or None, max_queued=config["queue_max_events"],
+                         queue_max_bytes=config["queue_max_bytes"], flush_timeout=config["flush_timeout"])
 
 
 def thread_options(config, runtime=None):

@@ -4,6 +4,7 @@ Which artifacts a runtime loads and which modules it needs live in the one table
 (``edge.formats.FORMATS`` and ``RUNTIMES``), not here.
 """
 
+import abc
 import importlib
 
 
@@ -26,14 +27,15 @@ class ModelFileError(BackendError):
     of model): retrying will not help (the Jetson service exits 78 so systemd does not loop)."""
 
 
-class Backend(object):
+class Backend(abc.ABC):
     """Runs one model artifact.
 
-    ``run(batch) -> [output arrays]`` (every model output, in the model's order);
-    ``infer(batch)`` returns the first output (a classifier's probabilities [N, len(labels)]).
-    ``batch`` is float32 in the layout of ``self.meta`` (``edge.preprocess.prepare_faces`` for
-    classifiers, ``edge.detect.blazeface`` for detectors). Subclasses set ``name`` (their row in
-    ``edge.formats.RUNTIMES``) and import their runtime inside ``__init__`` only.
+    ``run(batch) -> [output arrays]`` (every model output, in the model's order) is what a
+    subclass implements; ``infer(batch)`` returns the first output (a classifier's probabilities
+    [N, len(labels)]). ``batch`` is float32 in the layout of ``self.meta``
+    (``edge.preprocess.prepare_faces`` for classifiers, ``edge.detect.blazeface`` for detectors).
+    Subclasses set ``name`` (their row in ``edge.formats.RUNTIMES``) and import their runtime
+    inside ``__init__`` only.
     """
 
     name = "base"
@@ -53,10 +55,12 @@ class Backend(object):
         """True when every module the runtime needs is really installed here (see ``module_installed``)."""
         return all(module_installed(m) for m in cls.requires())
 
+    @abc.abstractmethod
     def run(self, batch):
-        return [self.infer(batch)]
+        """Every output of the model for ``batch``, in the model's order (a list of float32 arrays)."""
 
     def infer(self, batch):
+        """The model's first output for ``batch`` (a classifier's probabilities)."""
         return self.run(batch)[0]
 
     def close(self):

@@ -13,6 +13,8 @@ Three kinds of message:
 * **status** (online/offline, the last will): the publisher's own.
 """
 
+import abc
+
 from edge.events.payloads import status_payload, to_json
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, check_prefix, topics
 
@@ -37,36 +39,48 @@ def retained_text(payload):
     return to_json(payload)
 
 
-class Publisher(object):
-    """Where an agent sends its messages. Use as ``start()`` ... ``close()`` or ``with``."""
+class Publisher(abc.ABC):
+    """Where an agent sends its messages. Use as ``start()`` ... ``close()`` or ``with``.
+
+    Every publisher sets ``device_id`` (the id in its topics and payloads) and ``topics``
+    (``edge.delivery.url.Topics``: its ``events``, ``status`` and ``stats`` topics) when made, and
+    implements the abstract methods; the others have defaults for a publisher without a queue.
+    """
 
     device_id = None
+    topics = None
 
+    @abc.abstractmethod
     def start(self):
         """Begin publishing (connect in the background); returns at once."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def publish_event(self, event):
         """Queue one emotion event dict; True if accepted. Never blocks on the network."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def publish_stats(self, stats):
         """Queue one stats dict; True if accepted."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def publish_track(self, message):
         """Queue one face-track message (``edge.tracking.lifecycle``) for ``<prefix>/<device_id>/tracks``; True
         if accepted. Never blocks on the network."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def publish_retained(self, topic, payload):
         """Set the retained value of ``topic`` (a dict as JSON, text, or None to clear it): only the
         newest value per topic is sent; sent again after a reconnection. True if accepted."""
-        raise NotImplementedError
 
     def publish_state(self, state):
         """Set the retained device state (``<prefix>/<device_id>/state``)."""
         return self.publish_retained(self.state_topic, state)
+
+    def publish_status(self, state, **extra):
+        """An extra status message (e.g. ``online`` with ``phase='loading-model'``) where the agent
+        reports its own phases (the DeepLens Greengrass publisher); True if sent. Default: False,
+        the publisher's own online/offline status is all it publishes."""
+        return False
 
     @property
     def tracks_topic(self):
@@ -76,18 +90,31 @@ class Publisher(object):
     def state_topic(self):
         return self.topics.events.rsplit("/", 1)[0] + "/" + STATE_KIND
 
+    @abc.abstractmethod
     def close(self, timeout=5.0):
         """Flush (at most ``timeout`` s), publish the offline status and disconnect."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def connected(self):
-        raise NotImplementedError
+        """True while messages can leave (connected to the broker, or started for local publishers)."""
 
     @property
     def counters(self):
-        """Delivery counters (dict of ints)."""
+        """Delivery counters (dict of ints; default: none)."""
         return {}
+
+    @property
+    def outbox(self):
+        """The queue of messages not yet delivered (``edge.delivery.outbox.Outbox``: ``storage``
+        ``disk`` or ``memory``, ``depth``, ``problems``); None for a publisher that keeps none."""
+        return None
+
+    def delivery(self):
+        """The ``delivery`` object of stats payloads (stats.schema.json: queued, queued_bytes,
+        dropped, failed, acknowledged, reconnects, disconnects, taken_over, connected, storage), or
+        None for a publisher without a queue to report (stats then go out without one)."""
+        return None
 
     def __enter__(self):
         self.start()
@@ -196,11 +223,15 @@ class MemoryPublisher(Publisher):
 class PublisherWrapper(Publisher):
     """A publisher that hands everything to ``inner``; subclasses add to ``publish_event`` or
     ``publish_stats`` (print, write a file) and still deliver through the wrapped publisher.
-    Other attributes (``delivery``, ``outbox``, ``topics``) are the wrapped publisher's."""
+    ``device_id``, ``topics``, ``outbox``, ``delivery()`` and the counters are the wrapped publisher's."""
 
     def __init__(self, inner):
         self.inner = inner
         self.device_id = inner.device_id
+
+    @property
+    def topics(self):
+        return self.inner.topics
 
     def start(self):
         self.inner.start()
@@ -219,6 +250,9 @@ class PublisherWrapper(Publisher):
 
     def publish_state(self, state):
         return self.inner.publish_state(state)
+
+    def publish_status(self, state, **extra):
+        return self.inner.publish_status(state, **extra)
 
     @property
     def tracks_topic(self):
@@ -242,10 +276,12 @@ class PublisherWrapper(Publisher):
     def counters(self):
         return self.inner.counters
 
-    def __getattr__(self, name):
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    @property
+    def outbox(self):
+        return self.inner.outbox
+
+    def delivery(self):
+        return self.inner.delivery()
 
     def __repr__(self):
         return repr(self.inner)

@@ -47,8 +47,7 @@ import threading
 import time
 
 from edge.events.payloads import status_payload, to_json
-from edge.delivery.client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, PROTOCOLS, TakeoverWatch, create_client,
-                          paho_client_module, paho_version)
+from edge.delivery.client import PROTOCOLS, TakeoverWatch, create_client, paho_client_module, paho_version
 from edge.delivery.network import MAX_DIRECT_INFLIGHT, NetworkLoop
 from edge.delivery.tls import alpn_protocols, make_ssl_context
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, parse_url, topics
@@ -59,7 +58,6 @@ from edge.delivery.retained import LatestValues
 log = logging.getLogger("edge.delivery.base")
 
 DEFAULT_MAX_QUEUED = DEFAULT_MAX_EVENTS
-DEFAULT_ACK_TIMEOUT = 10.0    # s without any acknowledgement while messages are in flight: the link is dead
 DEFAULT_MAX_INFLIGHT = 32
 DEFAULT_FLUSH_TIMEOUT = 5.0
 
@@ -70,39 +68,36 @@ class MqttPublisher(NetworkLoop, Publisher):
     """Publishes events, stats and status to an MQTT broker (paho-mqtt 1.x or 2.x) through a
     bounded outbox (see the module doc).
 
-    ``url``: ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (text or MqttUrl).
-    ``ca_certs``/``certfile``/``keyfile``/``alpn``/``tls_insecure``: TLS (mqtts only; see
-    :func:`make_ssl_context`). ``username``/``password`` override the URL's. ``qos``: for events
-    and stats (status is always QoS 1). ``data_dir``: folder of the on-disk outbox (None:
-    memory). ``max_queued`` (messages; 0 = no count bound) and ``queue_max_bytes``: the outbox
-    bounds. ``max_inflight``: unacknowledged messages at a time. ``reconnect_delay``:
-    ``(min, max)`` seconds of the back-off. ``flush_timeout``: default of ``close()``.
+    ``settings``: how to reach the broker (:class:`edge.delivery.settings.BrokerSettings`: URL,
+    credentials, TLS (mqtts only; see :func:`make_ssl_context`), keepalive, protocol, QoS of events
+    and stats (status is always QoS 1), reconnect back-off, ack timeout), validated here
+    (ValueError naming the bad value). The queue: ``data_dir``: folder of the on-disk outbox
+    (None: memory); ``max_queued`` (messages; 0 = no count bound) and ``queue_max_bytes``: its
+    bounds; ``max_inflight``: unacknowledged messages at a time; ``flush_timeout``: default of
+    ``close()``. ``outbox``/``rng``: an outbox and a random source to use instead (tests).
     Counters: see :attr:`counters`.
     """
 
-    def __init__(self, url, device_id, prefix=DEFAULT_PREFIX, qos=1, client_id=None,
-                 username=None, password=None, ca_certs=None, certfile=None, keyfile=None,
-                 keepalive=DEFAULT_KEEPALIVE, max_queued=DEFAULT_MAX_QUEUED,
-                 reconnect_delay=DEFAULT_RECONNECT_DELAY, data_dir=None,
+    def __init__(self, settings, device_id, prefix=DEFAULT_PREFIX, data_dir=None, max_queued=DEFAULT_MAX_QUEUED,
                  queue_max_bytes=DEFAULT_MAX_BYTES, max_inflight=DEFAULT_MAX_INFLIGHT,
-                 flush_timeout=DEFAULT_FLUSH_TIMEOUT, tls_insecure=False, alpn=None,
-                 outbox=None, rng=None, ack_timeout=DEFAULT_ACK_TIMEOUT, protocol="3.1.1"):
-        self.url = parse_url(url)
+                 flush_timeout=DEFAULT_FLUSH_TIMEOUT, outbox=None, rng=None):
+        s = self.settings = settings
+        self.url = parse_url(s.url)
         self.device_id = check_device_id(device_id)
         self.prefix = prefix
         self.topics = topics(prefix, device_id)
-        if qos not in (0, 1, 2):
-            raise ValueError("qos must be 0, 1 or 2, got {!r}".format(qos))
-        self.qos = qos
-        self.client_id = client_id or default_client_id(device_id)
-        self.keepalive = int(keepalive)
+        if s.qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2, got {!r}".format(s.qos))
+        self.qos = s.qos
+        self.client_id = s.client_id or default_client_id(device_id)
+        self.keepalive = int(s.keepalive)
         if self.keepalive < 1:
-            raise ValueError("keepalive must be >= 1 s, got {}".format(keepalive))
-        self.ack_timeout = float(ack_timeout)  # 0: off
-        if protocol not in PROTOCOLS:
-            raise ValueError("MQTT protocol must be one of {}, got {!r}".format(", ".join(PROTOCOLS), protocol))
-        self.protocol = protocol
-        min_delay, max_delay = (float(v) for v in reconnect_delay)
+            raise ValueError("keepalive must be >= 1 s, got {}".format(s.keepalive))
+        self.ack_timeout = float(s.ack_timeout)  # 0: off
+        if s.protocol not in PROTOCOLS:
+            raise ValueError("MQTT protocol must be one of {}, got {!r}".format(", ".join(PROTOCOLS), s.protocol))
+        self.protocol = s.protocol
+        min_delay, max_delay = (float(v) for v in s.reconnect_delay)
         if not 0 < min_delay <= max_delay:
             raise ValueError("reconnect delays must satisfy 0 < min <= max, got {} and {}".format(
                 min_delay, max_delay))
@@ -111,18 +106,18 @@ class MqttPublisher(NetworkLoop, Publisher):
             raise ValueError("max_inflight must be >= 1, got {}".format(max_inflight))
         self.max_inflight = int(max_inflight)
         self.flush_timeout = float(flush_timeout)
-        if not self.url.tls and (ca_certs or certfile or keyfile):
+        if not self.url.tls and (s.ca_certs or s.certfile or s.keyfile):
             raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(
                 self.url.redacted()))
-        self._ca_certs, self._certfile = ca_certs, certfile
+        self._ca_certs, self._certfile = s.ca_certs, s.certfile
         # TLS files are checked now, so that a bad setting stops the agent before it goes online.
-        self._ssl_context = (make_ssl_context(self.url, ca_certs, certfile, keyfile, alpn, tls_insecure)
+        self._ssl_context = (make_ssl_context(self.url, s.ca_certs, s.certfile, s.keyfile, s.alpn, s.tls_insecure)
                              if self.url.tls else None)
-        if alpn and not self.url.tls:
-            alpn_protocols(self.url, alpn)  # raises: ALPN needs mqtts://
-        self._username, self._password = username, password
-        if (username if username is not None else self.url.username) is None and \
-                (password if password is not None else self.url.password) is not None:
+        if s.alpn and not self.url.tls:
+            alpn_protocols(self.url, s.alpn)  # raises: ALPN needs mqtts://
+        self._username, self._password = s.username, s.password
+        if (s.username if s.username is not None else self.url.username) is None and \
+                (s.password if s.password is not None else self.url.password) is not None:
             raise ValueError("a broker password needs a user name")
         if int(max_queued) < 0 or int(queue_max_bytes) < 0:
             raise ValueError("queue bounds must be >= 0 (0: unbounded), got max_queued={} and "
@@ -160,13 +155,6 @@ class MqttPublisher(NetworkLoop, Publisher):
         self._closed = False
         self._deadline = None
         self._offline_sent = False
-
-    @classmethod
-    def from_settings(cls, settings, device_id, prefix=DEFAULT_PREFIX, data_dir=None, max_queued=DEFAULT_MAX_QUEUED,
-                      queue_max_bytes=DEFAULT_MAX_BYTES, flush_timeout=DEFAULT_FLUSH_TIMEOUT):
-        """A publisher for one validated :class:`edge.delivery.settings.BrokerSettings` and its queue."""
-        return cls(settings.url, device_id, prefix=prefix, data_dir=data_dir, max_queued=max_queued,
-                   queue_max_bytes=queue_max_bytes, flush_timeout=flush_timeout, **settings.publisher_options())
 
     def __repr__(self):
         return "MqttPublisher({}, device_id={!r}, prefix={!r})".format(

@@ -2,16 +2,27 @@
 
 Built once from the agent's config (``from_config``: the URL parsed, a password in it refused,
 TLS files checked, the password read from ``password_file`` or ``$FER_EDGE_PASSWORD``), then
-handed whole to the MQTT publisher (``MqttPublisher.from_settings``) and the subscriber
-(``client_options``), instead of two dozen keyword arguments at every call. The password never
-appears in ``repr()``. Python 3.6 compatible, no paho.
+handed whole to the MQTT publisher (``MqttPublisher(settings, device_id)``, which validates it)
+and the subscriber (``client_options``), instead of two dozen keyword arguments at every call.
+``BrokerSettings(url, **fields)`` takes the defaults below for the fields not given. The
+password never appears in ``repr()``. Python 3.6 compatible, no paho.
 """
 
 import collections
 import os
 
+from edge.delivery.client import DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY
+
+DEFAULT_ACK_TIMEOUT = 10.0    # s without any acknowledgement while messages are in flight: the link is dead
+
 _Fields = collections.namedtuple("BrokerSettings", "url client_id username password ca_certs certfile keyfile alpn "
                                                    "tls_insecure keepalive protocol qos reconnect_delay ack_timeout")
+# url: mqtt://[user[:password]@]host[:port] or mqtts://... (text or MqttUrl); client_id: None for
+# fer-edge-<device_id>-<random>; username/password override the URL's; ca_certs/certfile/keyfile/
+# alpn/tls_insecure: TLS (mqtts only); keepalive s; protocol 3.1.1 or 5; qos of events and stats;
+# reconnect_delay (min, max) s of the back-off; ack_timeout s (0: off).
+_Fields.__new__.__defaults__ = (None, None, None, None, None, None, None, False, DEFAULT_KEEPALIVE, "3.1.1", 1,
+                                DEFAULT_RECONNECT_DELAY, DEFAULT_ACK_TIMEOUT)
 
 
 class BrokerSettings(_Fields):
@@ -29,12 +40,6 @@ class BrokerSettings(_Fields):
                "certfile": self.certfile, "keyfile": self.keyfile, "alpn": self.alpn,
                "tls_insecure": self.tls_insecure}
         return dict((k, v) for k, v in out.items() if v not in (None, False))
-
-    def publisher_options(self):
-        """Keyword arguments of ``MqttPublisher`` (everything but the URL)."""
-        options = dict(self._asdict())
-        options.pop("url")
-        return options
 
 
 def from_config(config, env=None):

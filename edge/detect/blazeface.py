@@ -12,18 +12,17 @@ whole frame as well, for faces larger than a tile); small faces in wide frames n
 (``fer-edge bench detect`` measures the trade-off).
 """
 
+import copy
+
 import cv2
 import numpy as np
 
 from edge import metadata as md
 from edge.detect import ssd
+from edge.detect.base import DetectorConfigError, FaceDetector
 from edge.detect.crops import CropMapping, Detection, as_points, clip_box, eye_angle
 
 DEFAULTS = {"score_threshold": 0.5, "nms_iou": 0.3, "tiles": (1, 1), "tile_overlap": 0.25, "align": True}
-
-
-class DetectorConfigError(ValueError):
-    """A detector option out of range; the message names the option."""
 
 
 def parse_tiles(value, where="detector_tiles"):
@@ -72,8 +71,10 @@ def letterbox(image, size, out=None):
     return canvas, scale, px, py
 
 
-class NeuralFaceDetector(object):
-    """``detect(image BGR/gray uint8) -> [Detection]``: a face-detector artifact on a backend."""
+class NeuralFaceDetector(FaceDetector):
+    """``detect(image BGR/gray uint8) -> [Detection]``: a face-detector artifact on a backend
+    (``edge.backends``: ONNX Runtime, OpenVINO, or the Jetson's TensorRT engine); ``runtime`` is
+    the backend's."""
 
     def __init__(self, backend, min_size=32, score_threshold=None, nms_iou=None, tiles=None, tile_overlap=None,
                  align=None, max_faces=50):
@@ -129,6 +130,16 @@ class NeuralFaceDetector(object):
     @property
     def runtime(self):
         return self.backend.name
+
+    def with_tiles(self, tiles):
+        """This detector with ``tiles`` ((cols, rows)): itself when it has them, else a copy on the same
+        loaded backend (a camera's own ``detector_tiles``)."""
+        tiles = parse_tiles(tiles)
+        if tiles == tuple(self.tiles):
+            return self
+        view = copy.copy(self)
+        view.tiles = tiles
+        return view
 
     def regions(self, width, height):
         """The frame regions run as one batch: the whole frame, then the tiles (if any)."""

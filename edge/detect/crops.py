@@ -63,9 +63,11 @@ def face_crop(image, det, size=None):
     """The classifier's crop of a detection: ``det.crop`` (rotated by its angle, edge-padded) or,
     when a detector gives no crop region, the box itself. ``size``: output side (default: the
     region's own size, so the classifier's resize rule applies as in training)."""
-    region = getattr(det, "crop", None)
+    if not isinstance(det, Detection):  # a plain (x, y, w, h) box
+        return box_slice(image, det)
+    region = det.crop
     if region is None:
-        return box_slice(image, det.box if hasattr(det, "box") else det)
+        return box_slice(image, det.box)
     cx, cy, side, angle = region
     out = int(size or max(1, int(round(side))))
     if not angle:
@@ -80,6 +82,14 @@ def face_crop(image, det, size=None):
     matrix[1, 2] += out / 2.0 - cy
     interp = cv2.INTER_AREA if scale < 1.0 and not angle else cv2.INTER_LINEAR
     return cv2.warpAffine(image, matrix, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+
+def clip_xywh(box, width, height):
+    """An (x, y, w, h) box rounded to ints and clipped to a width x height frame."""
+    x, y, w, h = [int(round(v)) for v in box]
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(width, x + w), min(height, y + h)
+    return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
 
 def clip_box(box, width, height):

@@ -101,7 +101,7 @@ def open_video_writer(path, fps, size):
 
 
 class FrameSink(object):
-    """What the agent loop hands every processed frame to (``run_agent(sinks=...)``).
+    """What the agent loop hands every processed frame to (a camera's sinks, ``edge.agent.assembly.Camera``).
 
     ``write(frame, faces)``: the Frame (index, BGR image, timestamp) and its event face entries
     (tracks with smoothed scores); it must return quickly and must not modify ``frame.image``.

@@ -173,12 +173,10 @@ class LiveView(FrameSink):
         if publisher is None:
             return out
         try:
-            delivery = getattr(publisher, "delivery", None)
-            if callable(delivery):
-                out["delivery"] = delivery()
-            counters = getattr(publisher, "counters", None)
-            if isinstance(counters, dict):
-                out["counters"] = counters
+            delivery = publisher.delivery()
+            if delivery is not None:
+                out["delivery"] = delivery
+            out["counters"] = publisher.counters
             if "connected" not in out.get("delivery", {}):
                 out["connected"] = bool(publisher.connected)
         except Exception as exc:  # the page must not fail because a counter did

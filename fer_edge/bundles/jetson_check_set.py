@@ -73,8 +73,7 @@ def classifier_check_set(model_onnx, detector_onnx, path):
             face = crop(frame, d)
             crops += [face, face[:, ::-1], cv2.convertScaleAbs(face, alpha=0.7, beta=0),
                       cv2.convertScaleAbs(face, alpha=1.2, beta=10)]
-    if hasattr(detector, "close"):
-        detector.close()
+    detector.close()
     if len(crops) < 8:
         raise ValueError("{}: found only {} faces in the check frames".format(detector_onnx, len(crops) // 4))
     meta = onnx_model_metadata(model_onnx)

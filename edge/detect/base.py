@@ -1,0 +1,56 @@
+"""The face detector interface (:class:`FaceDetector`) and the detector errors.
+
+Implementations: ``edge.detect.blazeface.NeuralFaceDetector`` (a face-detector artifact on a model
+backend: ONNX Runtime, OpenVINO, TensorRT), ``edge.detect.haar.HaarDetector`` and
+``edge.detect.yunet.YuNetDetector`` (OpenCV); ``edge.detect.factory.make_detector`` makes them
+by name. Python 3.6 compatible (device code).
+"""
+
+import abc
+
+DEFAULT_MIN_FACE = 24
+
+
+class DetectorError(RuntimeError):
+    """A detector that cannot be created; the message says what is missing and how to get it."""
+
+
+class DetectorFileError(DetectorError):
+    """The detector's model file is the problem (missing, corrupt, the wrong kind): retrying will not help."""
+
+
+class DetectorConfigError(ValueError):
+    """A detector option out of range; the message names the option."""
+
+
+class FaceDetector(abc.ABC):
+    """Finds faces in frames: ``detect(image) -> [Detection]``.
+
+    Attributes every detector has: ``name`` (``haar``, ``yunet``, or the neural model's name);
+    ``runtime`` (what it runs on: ``opencv``, or its backend's runtime such as ``onnxruntime``,
+    ``openvino``, ``tensorrt``); ``min_size`` (faces with a shorter side, in pixels, are not
+    reported); ``mapping`` (the box -> FER crop ``edge.detect.crops.CropMapping`` its detections'
+    ``crop`` comes from; None when they carry no crop region, so the box itself is cropped);
+    ``tiles`` ((cols, rows) the frame is cut into, run as one batch; None for a detector that
+    does not tile).
+    """
+
+    name = None
+    runtime = None
+    min_size = DEFAULT_MIN_FACE
+    mapping = None
+    tiles = None
+
+    @abc.abstractmethod
+    def detect(self, image):
+        """The faces in ``image`` (BGR or gray uint8): [``edge.detect.crops.Detection``] with the box
+        (x, y, w, h) in the image's pixels, the score, the classifier's crop region, the keypoints."""
+
+    def with_tiles(self, tiles):
+        """This detector cutting frames into ``tiles`` ((cols, rows)) on the same loaded model: itself
+        when it already does, else a view sharing its model. Only detectors that tile (``tiles`` not
+        None) have one."""
+        raise DetectorConfigError("detector_tiles: the {} detector does not cut frames into tiles".format(self.name))
+
+    def close(self):
+        """Release the model (default: nothing to release)."""
