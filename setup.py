@@ -22,8 +22,18 @@ import re
 NAMESPACED = ("train", "convert")
 NAMESPACE = "fer_edge"
 DEVICE_PACKAGES = ("edge", "jetson", "deeplens")
-MODEL_FILES = ["README.md", "BLAZEFACE.md", "LICENSE.*", "crop_mapping.json", "*/README.md", "*/LICENSE.*",
-               "*/onnx/model.onnx", "*/openvino/model.xml", "*/openvino/model.bin", "*/openvino/model.xml.fer_edge.json"]
+MODEL_FILES = [
+    "README.md",
+    "BLAZEFACE.md",
+    "LICENSE.*",
+    "crop_mapping.json",
+    "*/README.md",
+    "*/LICENSE.*",
+    "*/onnx/model.onnx",
+    "*/openvino/model.xml",
+    "*/openvino/model.bin",
+    "*/openvino/model.xml.fer_edge.json",
+]
 
 _NAMES = "|".join(NAMESPACED)
 _IMPORT = re.compile(r"^(\s*(?:from|import)\s+)({})(?=[.\s])".format(_NAMES), re.M)
@@ -51,6 +61,7 @@ def namespaced(source):
 
 def _packages():
     from setuptools import find_packages
+
     packages = find_packages(include=[p + s for p in DEVICE_PACKAGES + (NAMESPACE,) for s in ("", ".*")])
     for name in NAMESPACED:
         packages += [NAMESPACE + "." + p for p in find_packages(include=[name, name + ".*"])]
@@ -65,8 +76,13 @@ def _build_py():
 
         def build_module(self, module, module_file, package):
             result = super().build_module(module, module_file, package)
-            target = result[0] if isinstance(result, tuple) else self.get_module_outfile(
-                self.build_lib, package.split(".") if isinstance(package, str) else package, module)
+            target = (
+                result[0]
+                if isinstance(result, tuple)
+                else self.get_module_outfile(
+                    self.build_lib, package.split(".") if isinstance(package, str) else package, module
+                )
+            )
             with open(target, "r", encoding="utf-8") as handle:
                 text = handle.read()
             rewritten = namespaced(text)
@@ -85,8 +101,11 @@ if __name__ == "__main__":
     setup(
         packages=_packages(),
         package_dir=dict([(NAMESPACE + "." + n, n) for n in NAMESPACED] + [("edge.models", "models")]),
-        package_data={"edge": ["events/schema/*.json"], "fer_edge": ["bundles/jetson_templates/*"],
-                      "edge.models": MODEL_FILES},
+        package_data={
+            "edge": ["events/schema/*.json"],
+            "fer_edge": ["bundles/jetson_templates/*"],
+            "edge.models": MODEL_FILES,
+        },
         include_package_data=False,
         cmdclass={"build_py": _build_py()},
     )

@@ -35,8 +35,13 @@ def parse_args(argv=None):
     parser.add_argument("--config", help="agent config file (JSON, or INI with an [agent] section)")
     for option in BY_NAME.values():
         kind = option.type if option.type is not str else None
-        parser.add_argument("--" + option.name.replace("_", "-"), dest=option.name, type=kind, default=None,
-                            help="{} (default: {!r})".format(option.help, option.default))
+        parser.add_argument(
+            "--" + option.name.replace("_", "-"),
+            dest=option.name,
+            type=kind,
+            default=None,
+            help="{} (default: {!r})".format(option.help, option.default),
+        )
     return parser.parse_args(argv)
 
 
@@ -46,6 +51,7 @@ def open_default_source(uri, realtime=False):
     import cv2
 
     from edge.agent.sources import LiveSource, open_source
+
     if uri == "0" and os.path.exists(DEEPLENS_MJPEG):
         uri = DEEPLENS_MJPEG
     if uri.startswith("/") and os.path.exists(uri) and stat.S_ISFIFO(os.stat(uri).st_mode):
@@ -66,6 +72,7 @@ def main(argv=None, stop=None):
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from edge.agent.assembly import Factories
     from edge.agent.service import serve
+
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,8 +82,14 @@ def main(argv=None, stop=None):
     summary = serve(config, stop=stop, factories=factories)
     print("frames {frames}, faces {faces}, events {events}, errors {errors}".format(**summary))
     if summary.get("cameras"):
-        print("cameras: {}".format(", ".join("{} {} frames".format(name, camera.get("frames", 0)) for name, camera
-                                             in sorted(summary["cameras"].items()))))
+        print(
+            "cameras: {}".format(
+                ", ".join(
+                    "{} {} frames".format(name, camera.get("frames", 0))
+                    for name, camera in sorted(summary["cameras"].items())
+                )
+            )
+        )
     return 0
 
 

@@ -58,7 +58,7 @@ from edge.backends.base import Backend, BackendError
 
 from .device import load_awscam, load_mo
 
-log = logging.getLogger("fer_edge.deeplens.backend")
+log = logging.getLogger(__name__)
 
 DEFAULT_ARTIFACTS_DIR = "/opt/awscam/artifacts"
 DEFAULT_MODEL_NAME = "model"
@@ -66,15 +66,17 @@ DEVICE_CHANNELS = 3  # what the DeepLens optimizer assumes and doInference takes
 FLIP_AVERAGE_KEY = "flip_average"  # in the metadata's "model" section
 FLIP_BY_RUNTIME = "runtime"  # the graph holds one view; the runtime averages it with the mirrored face
 FOLDER_OPTIONS = ("--models-dir", "--output-dir")
-MO_ERRORS = {1: "the platform is not supported by this model optimizer",
-             2: "the model optimizer failed (see the Lambda's log on the device)"}
+MO_ERRORS = {
+    1: "the platform is not supported by this model optimizer",
+    2: "the model optimizer failed (see the Lambda's log on the device)",
+}
 
 
 def _stem(path):
     name = os.path.basename(path)
     for suffix in (".tar.gz", ".pb", ".xml"):
         if name.endswith(suffix):
-            return name[:-len(suffix)]
+            return name[: -len(suffix)]
     return name
 
 
@@ -87,9 +89,10 @@ def find_model_artifact(folder, name=DEFAULT_MODEL_NAME):
         tried.append(path)
         if os.path.isfile(path):
             return path
-    raise BackendError("no fer-edge model in {}: looked for {} (import the model artifact from "
-                       "`fer-edge convert deeplens` into the DeepLens project, or set FER_EDGE_MODEL)".format(
-                           folder, ", ".join(tried)))
+    raise BackendError(
+        "no fer-edge model in {}: looked for {} (import the model artifact from "
+        "`fer-edge convert deeplens` into the DeepLens project, or set FER_EDGE_MODEL)".format(folder, ", ".join(tried))
+    )
 
 
 def _tar_members(tar_path):
@@ -98,14 +101,15 @@ def _tar_members(tar_path):
         with tarfile.open(tar_path, "r:gz") as tar:
             names = [m.name for m in tar.getmembers() if m.isfile()]
     except (tarfile.TarError, OSError) as exc:
-        raise BackendError("{}: not a readable .tar.gz ({})".format(tar_path, exc))
+        raise BackendError("{}: not a readable .tar.gz ({})".format(tar_path, exc)) from exc
     pbs = [n for n in names if n.endswith(".pb")]
     if len(pbs) != 1:
         raise BackendError("{}: expected one .pb in the tarball, found {}".format(tar_path, pbs or "none"))
     meta = md.sidecar_path(pbs[0])
     if meta not in names:
-        raise BackendError("{}: the tarball has no metadata {} (build it with `fer-edge convert deeplens`)".format(
-            tar_path, meta))
+        raise BackendError(
+            "{}: the tarball has no metadata {} (build it with `fer-edge convert deeplens`)".format(tar_path, meta)
+        )
     return pbs[0], meta
 
 
@@ -124,8 +128,10 @@ def extract_artifact(tar_path, folder=None):
     folder = folder or os.path.dirname(os.path.abspath(tar_path))
     pb_name, meta_name = _tar_members(tar_path)
     pb_path = os.path.join(folder, os.path.basename(pb_name))
-    fresh = all(os.path.isfile(p) and os.path.getmtime(p) >= os.path.getmtime(tar_path)
-                for p in (pb_path, md.sidecar_path(pb_path)))
+    fresh = all(
+        os.path.isfile(p) and os.path.getmtime(p) >= os.path.getmtime(tar_path)
+        for p in (pb_path, md.sidecar_path(pb_path))
+    )
     if fresh:
         return pb_path
     if not os.path.isdir(folder):
@@ -153,15 +159,19 @@ def artifact_metadata(path):
         return md.read(md.sidecar_path(path))
     if path.endswith(".xml"):
         folder = os.path.dirname(os.path.abspath(path))
-        found = sorted(glob.glob(os.path.join(folder, "*.pb" + md.SIDECAR_SUFFIX)) +
-                       glob.glob(os.path.join(folder, "*.tar.gz" + md.SIDECAR_SUFFIX)))
+        found = sorted(
+            glob.glob(os.path.join(folder, "*.pb" + md.SIDECAR_SUFFIX))
+            + glob.glob(os.path.join(folder, "*.tar.gz" + md.SIDECAR_SUFFIX))
+        )
         stem = _stem(path)
         same = [f for f in found if stem in os.path.basename(f)]
         if len(same) == 1 or len(found) == 1:
             return md.read((same or found)[0])
-    raise BackendError("{}: no fer-edge metadata (expected {}{})".format(
-        path, md.sidecar_path(path),
-        " or one *.pb.fer_edge.json beside it" if path.endswith(".xml") else ""))
+    raise BackendError(
+        "{}: no fer-edge metadata (expected {}{})".format(
+            path, md.sidecar_path(path), " or one *.pb.fer_edge.json beside it" if path.endswith(".xml") else ""
+        )
+    )
 
 
 def runtime_flip_average(meta):
@@ -215,8 +225,7 @@ def existing_ir(pb_path, folder=None, fp32=False):
     none whose name says FP16 (the CPU plugin takes FP32 IRs)."""
     folder = folder or os.path.dirname(os.path.abspath(pb_path))
     stem = _stem(pb_path)
-    patterns = [stem + ".xml", "tf_" + stem + ".xml", "tf_" + stem + "_*.xml", stem + "_FP16*.xml",
-                stem + "_FP32*.xml"]
+    patterns = [stem + ".xml", "tf_" + stem + ".xml", "tf_" + stem + "_*.xml", stem + "_FP16*.xml", stem + "_FP32*.xml"]
     found = set()
     for pattern in patterns:
         found.update(glob.glob(os.path.join(folder, pattern)))
@@ -254,10 +263,10 @@ def optimize(pb_path, meta, mo=None, aux=None, output_dir=None, log_fn=None, gpu
             continue
         if error == 0 and xml and os.path.isfile(str(xml)):
             return str(xml)
-        errors.append("{}: error {} ({}), model path {!r}".format(
-            options, error, MO_ERRORS.get(error, "unknown error code"), xml))
-    raise BackendError("{}: the DeepLens model optimizer could not convert it: {}".format(
-        pb_path, "; ".join(errors)))
+        errors.append(
+            "{}: error {} ({}), model path {!r}".format(options, error, MO_ERRORS.get(error, "unknown error code"), xml)
+        )
+    raise BackendError("{}: the DeepLens model optimizer could not convert it: {}".format(pb_path, "; ".join(errors)))
 
 
 def pick_output(result, name, size):
@@ -271,8 +280,10 @@ def pick_output(result, name, size):
     else:
         sized = [k for k, v in result.items() if np.asarray(v).size == size]
         if len(sized) != 1:
-            raise BackendError("doInference returned layers {} and none is '{}' (the metadata's output); "
-                               "cannot tell which holds the probabilities".format(sorted(map(str, result)), name))
+            raise BackendError(
+                "doInference returned layers {} and none is '{}' (the metadata's output); "
+                "cannot tell which holds the probabilities".format(sorted(map(str, result)), name)
+            )
         value = result[sized[0]]
     value = np.asarray(value, dtype=np.float32).reshape(-1)
     if value.size != size:
@@ -285,8 +296,19 @@ class AwscamBackend(Backend):
 
     name = "awscam"
 
-    def __init__(self, path, meta=None, gpu=True, artifacts_dir=None, model_name=DEFAULT_MODEL_NAME,
-                 mo_aux=None, reuse_ir=True, input_dtype="float32", awscam=None, mo=None):
+    def __init__(
+        self,
+        path,
+        meta=None,
+        gpu=True,
+        artifacts_dir=None,
+        model_name=DEFAULT_MODEL_NAME,
+        mo_aux=None,
+        reuse_ir=True,
+        input_dtype="float32",
+        awscam=None,
+        mo=None,
+    ):
         path = str(path)
         if os.path.isdir(path):
             path = find_model_artifact(path, model_name)
@@ -313,8 +335,11 @@ class AwscamBackend(Backend):
         try:
             self.model = awscam.Model(self.xml, self.loading_config)
         except Exception as exc:
-            raise BackendError("{}: awscam.Model cannot load it with {} ({}: {})".format(
-                self.xml, self.loading_config, type(exc).__name__, exc))
+            raise BackendError(
+                "{}: awscam.Model cannot load it with {} ({}: {})".format(
+                    self.xml, self.loading_config, type(exc).__name__, exc
+                )
+            ) from exc
         log.info("model %s loaded on the %s", self.xml, "GPU" if gpu else "CPU")
 
     def run(self, batch):
@@ -324,6 +349,14 @@ class AwscamBackend(Backend):
         for i in range(len(out)):
             # one H x W x C image per doInference call: the face, and its mirror image when the
             # runtime flip-averages (runtime_flip_average)
-            out[i] = combine_views([pick_output(self.model.doInference(np.ascontiguousarray(view[i], self.input_dtype)),
-                                                self.output_name, len(self.labels)) for view in views])
+            out[i] = combine_views(
+                [
+                    pick_output(
+                        self.model.doInference(np.ascontiguousarray(view[i], self.input_dtype)),
+                        self.output_name,
+                        len(self.labels),
+                    )
+                    for view in views
+                ]
+            )
         return [out]

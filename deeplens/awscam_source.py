@@ -22,7 +22,7 @@ from edge.agent.sources import Frame, FrameSource
 
 from .device import load_awscam
 
-log = logging.getLogger("fer_edge.deeplens.source")
+log = logging.getLogger(__name__)
 
 
 class AwscamSource(FrameSource):
@@ -30,18 +30,17 @@ class AwscamSource(FrameSource):
 
     live = True
 
-    def __init__(self, camera=None, stop=None, min_backoff=0.05, max_backoff=2.0, max_failures=None,
-                 uri="awscam"):
+    def __init__(self, camera=None, stop=None, min_backoff=0.05, max_backoff=2.0, max_failures=None, uri="awscam"):
         FrameSource.__init__(self, uri)
         self.camera = camera if camera is not None else load_awscam()
-        self.stop_request = stop              # the caller's event: watched, never set here
-        self.stopping = threading.Event()     # set by close()
+        self.stop_request = stop  # the caller's event: watched, never set here
+        self.stopping = threading.Event()  # set by close()
         self.min_backoff = float(min_backoff)
         self.max_backoff = float(max_backoff)
         self.max_failures = max_failures  # None: retry for ever (a camera that comes back)
         self.index = 0
-        self.reconnects = 0   # runs of failures that ended with a frame again
-        self.failures = 0     # consecutive failed reads right now
+        self.reconnects = 0  # runs of failures that ended with a frame again
+        self.failures = 0  # consecutive failed reads right now
 
     def _grab(self):
         try:
@@ -84,7 +83,8 @@ class AwscamSource(FrameSource):
             self.corrupt += 1
             self.failures += 1
             (log.warning if self.failures == 1 else log.debug)(
-                "awscam: no frame (%s); retrying in %.2f s", problem, backoff)
+                "awscam: no frame (%s); retrying in %.2f s", problem, backoff
+            )
             if self.max_failures is not None and self.failures >= self.max_failures:
                 log.error("awscam: %d reads in a row failed; giving up", self.failures)
                 return None

@@ -14,12 +14,14 @@ Python 3.6/3.7 compatible (device code).
 import importlib
 import logging
 
-log = logging.getLogger("fer_edge.deeplens")
+log = logging.getLogger(__name__)
 
-NOT_ON_DEEPLENS = ("the AWS DeepLens device library module '{}' is not importable here ({}): it is part of "
-                   "the DeepLens device software (/opt/awscam) and exists only on the device, inside the "
-                   "Greengrass Lambda runtime. Off the device, run the edge agent with the OpenVINO IR instead "
-                   "(docs/deeplens.md, 'Standalone').")
+NOT_ON_DEEPLENS = (
+    "the AWS DeepLens device library module '{}' is not importable here ({}): it is part of "
+    "the DeepLens device software (/opt/awscam) and exists only on the device, inside the "
+    "Greengrass Lambda runtime. Off the device, run the edge agent with the OpenVINO IR instead "
+    "(docs/deeplens.md, 'Standalone')."
+)
 
 
 class DeviceLibraryMissing(ImportError):
@@ -30,7 +32,7 @@ def _load(name):
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise DeviceLibraryMissing(NOT_ON_DEEPLENS.format(name, exc))
+        raise DeviceLibraryMissing(NOT_ON_DEEPLENS.format(name, exc)) from exc
 
 
 def load_awscam():

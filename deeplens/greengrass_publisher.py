@@ -33,15 +33,17 @@ import logging
 import os
 import threading
 
-from edge.events.payloads import status_payload, to_json
-from edge.delivery.url import DEFAULT_PREFIX, check_device_id, topics
 from edge.delivery.base import Publisher, device_topic
+from edge.delivery.url import DEFAULT_PREFIX, check_device_id, topics
+from edge.events.payloads import status_payload, to_json
 
-log = logging.getLogger("fer_edge.deeplens.publish")
+log = logging.getLogger(__name__)
 
 THING_ENV = "AWS_IOT_THING_NAME"
-SDK_MISSING = ("greengrasssdk is not importable ({}): the Lambda zip must hold it (fer_edge.bundles.deeplens puts the "
-               "installed greengrasssdk package in; pip install 'greengrasssdk>=1.6,<2' on the host that builds it)")
+SDK_MISSING = (
+    "greengrasssdk is not importable ({}): the Lambda zip must hold it (fer_edge.bundles.deeplens puts the "
+    "installed greengrasssdk package in; pip install 'greengrasssdk>=1.6,<2' on the host that builds it)"
+)
 
 
 class GreengrassError(RuntimeError):
@@ -53,7 +55,7 @@ def load_sdk():
     try:
         import greengrasssdk
     except ImportError as exc:
-        raise GreengrassError(SDK_MISSING.format(exc))
+        raise GreengrassError(SDK_MISSING.format(exc)) from exc
     return greengrasssdk
 
 
@@ -62,8 +64,10 @@ def thing_name(env=None):
     env = os.environ if env is None else env
     name = env.get(THING_ENV, "").strip()
     if not name:
-        raise GreengrassError("{} is not set: the Greengrass core sets it for its Lambda functions; "
-                              "set it by hand to run elsewhere".format(THING_ENV))
+        raise GreengrassError(
+            "{} is not set: the Greengrass core sets it for its Lambda functions; "
+            "set it by hand to run elsewhere".format(THING_ENV)
+        )
     return name
 
 
@@ -81,8 +85,16 @@ class GreengrassPublisher(Publisher):
     client (default: ``greengrasssdk.client('iot-data')``, created in :meth:`start`).
     """
 
-    def __init__(self, thing=None, device_id=None, prefix=DEFAULT_PREFIX, infer=True, fer_topics=False,
-                 client=None, queue_full_policy="BestEffort"):
+    def __init__(
+        self,
+        thing=None,
+        device_id=None,
+        prefix=DEFAULT_PREFIX,
+        infer=True,
+        fer_topics=False,
+        client=None,
+        queue_full_policy="BestEffort",
+    ):
         self.thing = thing or thing_name()
         self.device_id = check_device_id(device_id or self.thing)
         self.prefix = prefix
@@ -97,8 +109,17 @@ class GreengrassPublisher(Publisher):
         self.queue_full_policy = queue_full_policy
         self.client = client
         self._lock = threading.Lock()
-        self._counts = {"published": 0, "acknowledged": 0, "dropped": 0, "failed": 0, "in_flight": 0,
-                        "connects": 0, "reconnects": 0, "disconnects": 0, "connect_failures": 0}
+        self._counts = {
+            "published": 0,
+            "acknowledged": 0,
+            "dropped": 0,
+            "failed": 0,
+            "in_flight": 0,
+            "connects": 0,
+            "reconnects": 0,
+            "disconnects": 0,
+            "connect_failures": 0,
+        }
         self._started = False
         self._closed = False
         self._warned_retained = False
@@ -106,15 +127,19 @@ class GreengrassPublisher(Publisher):
 
     def __repr__(self):
         return "GreengrassPublisher(thing={!r}, device_id={!r}, infer={}, fer_topics={})".format(
-            self.thing, self.device_id, self.infer, self.fer_topics)
+            self.thing, self.device_id, self.infer, self.fer_topics
+        )
 
     def _targets(self, kind):
         out = []
         if self.infer:
             out.append(self.infer_topic)
         if self.fer_topics:
-            out.append(getattr(self.topics, kind) if kind in self.topics._fields else
-                       device_topic(self.prefix, self.device_id, kind))
+            out.append(
+                getattr(self.topics, kind)
+                if kind in self.topics._fields
+                else device_topic(self.prefix, self.device_id, kind)
+            )
         return out
 
     def _send(self, kind, obj, counted=True):
@@ -187,8 +212,11 @@ class GreengrassPublisher(Publisher):
         """Refused: the Greengrass v1 SDK cannot publish retained messages (said once in the log)."""
         if not self._warned_retained:
             self._warned_retained = True
-            log.warning("retained messages (%s; Home Assistant discovery) cannot be published through Greengrass "
-                        "v1: skipped. The standalone agent (python3 -m deeplens) publishes them over MQTT", topic)
+            log.warning(
+                "retained messages (%s; Home Assistant discovery) cannot be published through Greengrass "
+                "v1: skipped. The standalone agent (python3 -m deeplens) publishes them over MQTT",
+                topic,
+            )
         return False
 
     def close(self, timeout=5.0, reason="shutdown"):
@@ -196,8 +224,9 @@ class GreengrassPublisher(Publisher):
         if self._closed:
             return
         if self._started:
-            self._send("status", status_payload(self.device_id, "offline", reason=reason, thing=self.thing),
-                       counted=False)
+            self._send(
+                "status", status_payload(self.device_id, "offline", reason=reason, thing=self.thing), counted=False
+            )
         self._closed = True
 
     @property

@@ -37,16 +37,22 @@ from .awscam_source import AwscamSource
 from .greengrass_publisher import GreengrassPublisher, thing_name
 from .stream import DEFAULT_FIFO, ProjectStream
 
-log = logging.getLogger("fer_edge.deeplens")
+log = logging.getLogger(__name__)
 
 AUTOSTART_ENV = "FER_EDGE_LAMBDA_AUTOSTART"
 # DeepLens settings (environment variable -> (key, default, meaning)).
 DEEPLENS_ENV = {
-    "FER_EDGE_DEEPLENS_MODEL_NAME": ("model_name", DEFAULT_MODEL_NAME,
-                                     "artifact name looked for in FER_EDGE_MODEL when it is a folder"),
+    "FER_EDGE_DEEPLENS_MODEL_NAME": (
+        "model_name",
+        DEFAULT_MODEL_NAME,
+        "artifact name looked for in FER_EDGE_MODEL when it is a folder",
+    ),
     "FER_EDGE_DEEPLENS_GPU": ("gpu", "1", "1: awscam.Model on the GPU ({'GPU': 1}); 0: on the CPU"),
-    "FER_EDGE_DEEPLENS_MO_AUX": ("mo_aux", "", "JSON aux_inputs of mo.optimize; empty: from the model's "
-                                 "metadata (awscam_backend.mo_options)"),
+    "FER_EDGE_DEEPLENS_MO_AUX": (
+        "mo_aux",
+        "",
+        "JSON aux_inputs of mo.optimize; empty: from the model's metadata (awscam_backend.mo_options)",
+    ),
     "FER_EDGE_DEEPLENS_FIFO": ("fifo", DEFAULT_FIFO, "project-stream FIFO; empty or 'off': no stream"),
     "FER_EDGE_DEEPLENS_STREAM": ("stream_resolution", "480p", "project-stream size: 480p, 720p, 1080p, WxH, source"),
     "FER_EDGE_DEEPLENS_INFER_TOPIC": ("infer_topic", "1", "1: publish on $aws/things/<thing>/infer"),
@@ -91,12 +97,13 @@ def deeplens_settings(env=None):
     out["infer_topic"] = _flag(out["infer_topic"], "FER_EDGE_DEEPLENS_INFER_TOPIC")
     out["fer_topics"] = _flag(out["fer_topics"], "FER_EDGE_DEEPLENS_FER_TOPICS")
     if not (out["infer_topic"] or out["fer_topics"]):
-        raise LambdaConfigError("FER_EDGE_DEEPLENS_INFER_TOPIC and FER_EDGE_DEEPLENS_FER_TOPICS are both 0: "
-                                "nothing would be published")
+        raise LambdaConfigError(
+            "FER_EDGE_DEEPLENS_INFER_TOPIC and FER_EDGE_DEEPLENS_FER_TOPICS are both 0: nothing would be published"
+        )
     try:
         aux = json.loads(out["mo_aux"]) if out["mo_aux"].strip() else None
     except ValueError as exc:
-        raise LambdaConfigError("FER_EDGE_DEEPLENS_MO_AUX: not valid JSON ({})".format(exc))
+        raise LambdaConfigError("FER_EDGE_DEEPLENS_MO_AUX: not valid JSON ({})".format(exc)) from exc
     if aux is not None and not isinstance(aux, dict):
         raise LambdaConfigError("FER_EDGE_DEEPLENS_MO_AUX: expected a JSON object")
     out["mo_aux"] = aux
@@ -119,8 +126,11 @@ def agent_config(env=None):
         # (ONNX Runtime/OpenVINO Python); BlazeFace needs one, so the Lambda keeps Haar unless told.
         overrides["detector"] = LAMBDA_DETECTOR
     config = load_config(None, env=env, overrides=overrides)
-    why = {"broker": "messages go through the Greengrass core", "annotate": "annotated frames go to the project "
-           "stream", "view": "the project stream shows the annotated frames; the Lambda serves no live view"}
+    why = {
+        "broker": "messages go through the Greengrass core",
+        "annotate": "annotated frames go to the project stream",
+        "view": "the project stream shows the annotated frames; the Lambda serves no live view",
+    }
     for key in ("broker", "annotate", "view"):
         if config[key]:
             log.warning("FER_EDGE_%s is ignored on DeepLens (%s)", key.upper(), why[key])
@@ -141,8 +151,11 @@ def make_haar(min_size):
         found = glob.glob("/usr/*/share/*/haarcascades/" + HAAR_FILE) + glob.glob("/opt/*/*/haarcascades/" + HAAR_FILE)
         if found:
             return HaarDetector(min_size=min_size, cascade=sorted(found)[0])
-        raise DetectorError("{}; also looked in {} (set {} in the Lambda's environment)".format(
-            first, ", ".join(DEEPLENS_CASCADE_DIRS), CASCADE_ENV))
+        raise DetectorError(
+            "{}; also looked in {} (set {} in the Lambda's environment)".format(
+                first, ", ".join(DEEPLENS_CASCADE_DIRS), CASCADE_ENV
+            )
+        ) from first
 
 
 def model_location(config):
@@ -156,11 +169,18 @@ def device_factories(config, settings, publisher, stop, camera=None, mo=None):
     started: borrowed, closed by :func:`run` with the reason), the awscam source (or a file or stream
     URI, for trying the Lambda on recorded video) and the project stream. Returns (factories, holder)."""
     from edge.agent.assembly import Factories
+
     holder = {}
 
     def classifier(cfg):
-        holder["backend"] = AwscamBackend(model_location(cfg), gpu=settings["gpu"], model_name=settings["model_name"],
-                                          mo_aux=settings["mo_aux"], awscam=camera, mo=mo)
+        holder["backend"] = AwscamBackend(
+            model_location(cfg),
+            gpu=settings["gpu"],
+            model_name=settings["model_name"],
+            mo_aux=settings["mo_aux"],
+            awscam=camera,
+            mo=mo,
+        )
         return EmotionClassifier(holder["backend"])
 
     def detector(cfg):
@@ -172,14 +192,24 @@ def device_factories(config, settings, publisher, stop, camera=None, mo=None):
         if cfg["source"] in ("0", "awscam"):
             return AwscamSource(camera=camera, stop=stop)
         from edge.agent.sources import source_from_config
+
         return source_from_config(cfg)
 
     def sinks(cfg, source, publisher, classifier):
-        return [(None, ProjectStream(settings["fifo"], resolution=settings["stream_resolution"]))] \
-            if settings["fifo"] else []
+        return (
+            [(None, ProjectStream(settings["fifo"], resolution=settings["stream_resolution"]))]
+            if settings["fifo"]
+            else []
+        )
 
-    return Factories(classifier=classifier, detector=detector, publisher=lambda cfg: publisher, source=source,
-                     sinks=sinks, borrowed=("publisher",)), holder
+    return Factories(
+        classifier=classifier,
+        detector=detector,
+        publisher=lambda cfg: publisher,
+        source=source,
+        sinks=sinks,
+        borrowed=("publisher",),
+    ), holder
 
 
 def run(env=None, stop=None, publisher=None, camera=None, mo=None):
@@ -193,7 +223,9 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     (refused by the Greengrass publisher: no retained messages). ``camera``/``mo``: stand-ins for
     the ``awscam``/``mo`` modules (default: the device's).
     """
-    from edge.agent.assembly import assemble, run as run_assembly
+    from edge.agent.assembly import assemble
+    from edge.agent.assembly import run as run_assembly
+
     env = os.environ if env is None else env
     stop = stop or threading.Event()
     config = agent_config(env)
@@ -201,10 +233,15 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
     root = logging.getLogger()
     if not root.handlers:  # the Greengrass runtime configures the root logger; plain Python does not
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fer_edge").setLevel(config["log_level"])
-    publisher = publisher or GreengrassPublisher(thing=thing_name(env), device_id=config["device_id"],
-                                                 prefix=config["topic_prefix"], infer=settings["infer_topic"],
-                                                 fer_topics=settings["fer_topics"])
+    for package in ("edge", "deeplens"):  # the agent's loggers are named by module (edge.*, deeplens.*)
+        logging.getLogger(package).setLevel(config["log_level"])
+    publisher = publisher or GreengrassPublisher(
+        thing=thing_name(env),
+        device_id=config["device_id"],
+        prefix=config["topic_prefix"],
+        infer=settings["infer_topic"],
+        fer_topics=settings["fer_topics"],
+    )
     publisher.start()
     assembly = None
     reason = "shutdown"
@@ -213,11 +250,18 @@ def run(env=None, stop=None, publisher=None, camera=None, mo=None):
         factories, holder = device_factories(config, settings, publisher, stop, camera=camera, mo=mo)
         assembly = assemble(config, factories)
         classifier = assembly.classifier
-        publisher.publish_status("online", phase="running", model=classifier.model_id, runtime=classifier.runtime,
-                                 ir=holder["backend"].xml)
-        log.info("fer-edge on DeepLens: device %s, model %s (%s), detector %s, publishing %r, stream %s",
-                 config["device_id"], classifier.model_id, holder["backend"].xml, config["detector"], publisher,
-                 settings["fifo"] or "off")
+        publisher.publish_status(
+            "online", phase="running", model=classifier.model_id, runtime=classifier.runtime, ir=holder["backend"].xml
+        )
+        log.info(
+            "fer-edge on DeepLens: device %s, model %s (%s), detector %s, publishing %r, stream %s",
+            config["device_id"],
+            classifier.model_id,
+            holder["backend"].xml,
+            config["detector"],
+            publisher,
+            settings["fifo"] or "off",
+        )
         return run_assembly(assembly, stop)
     except Exception as exc:
         reason = "error: {}: {}".format(type(exc).__name__, exc)[:500]
@@ -255,7 +299,6 @@ def supervise(env=None, stop=None, first_delay=5.0, max_delay=300.0, **parts):
 
 def start_in_thread(env=None, stop=None, **parts):
     """:func:`supervise` in a non-daemon thread (the Lambda process stays up for it); returns the thread."""
-    thread = threading.Thread(target=supervise, args=(env,), kwargs=dict(parts, stop=stop),
-                              name="fer-edge-deeplens")
+    thread = threading.Thread(target=supervise, args=(env,), kwargs=dict(parts, stop=stop), name="fer-edge-deeplens")
     thread.start()
     return thread

@@ -30,7 +30,7 @@ import cv2
 
 from edge.view.annotate import draw
 
-log = logging.getLogger("fer_edge.deeplens.stream")
+log = logging.getLogger(__name__)
 
 DEFAULT_FIFO = "/tmp/results.mjpeg"
 RESOLUTIONS = {"1080p": (1920, 1080), "720p": (1280, 720), "480p": (858, 480)}
@@ -46,7 +46,7 @@ def parse_resolution(text):
     try:
         w, h = [int(v) for v in text.split("x")]
     except ValueError:
-        raise ValueError("stream resolution {!r}: use 480p, 720p, 1080p, WxH or source".format(text))
+        raise ValueError("stream resolution {!r}: use 480p, 720p, 1080p, WxH or source".format(text)) from None
     if w < 16 or h < 16:
         raise ValueError("stream resolution {!r} is too small".format(text))
     return (w, h)
@@ -85,19 +85,18 @@ def encode_jpeg(image, resolution=None, quality=80):
 class ProjectStream(object):
     """Annotated frames into the project-stream FIFO, from a thread (see the module doc)."""
 
-    def __init__(self, path=DEFAULT_FIFO, resolution="480p", quality=80, annotate=True, retry_interval=0.2,
-                 start=True):
+    def __init__(self, path=DEFAULT_FIFO, resolution="480p", quality=80, annotate=True, retry_interval=0.2, start=True):
         self.path = path
         self.resolution = parse_resolution(resolution) if not isinstance(resolution, tuple) else resolution
         self.quality = int(quality)
         self.annotate = annotate
         self.retry_interval = float(retry_interval)
         self.condition = threading.Condition()
-        self.pending = None           # (image, faces) waiting for the writer
+        self.pending = None  # (image, faces) waiting for the writer
         self.stopping = threading.Event()
-        self.written = 0              # JPEGs written whole
-        self.dropped = 0              # frames replaced before the writer took them
-        self.readers = 0              # times a reader opened the FIFO
+        self.written = 0  # JPEGs written whole
+        self.dropped = 0  # frames replaced before the writer took them
+        self.readers = 0  # times a reader opened the FIFO
         self.errors = 0
         self.thread = None
         if start:
@@ -187,7 +186,7 @@ class ProjectStream(object):
                 try:
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     self.written += 1
                 except OSError as exc:
                     if exc.errno != errno.EPIPE:

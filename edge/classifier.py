@@ -24,16 +24,22 @@ SHIPPED_MODEL = os.path.join(MODELS_DIR, SHIPPED_MODEL_NAME, "onnx", "model.onnx
 
 
 # Shipped models by name (``--model fast``): name -> folder under models/.
-NAMED_MODELS = {"default": SHIPPED_MODEL_NAME, "fast": "ferplus-vgg13bn-third-48",
-                "balanced": "ferplus-vgg13bn-balanced-48"}
+NAMED_MODELS = {
+    "default": SHIPPED_MODEL_NAME,
+    "fast": "ferplus-vgg13bn-third-48",
+    "balanced": "ferplus-vgg13bn-balanced-48",
+}
 
 
 def named_model_path(name):
     """The ONNX of a shipped model called ``name`` (``default``, ``fast``, ``balanced``); ValueError when the
     name is unknown or that model is not in this checkout."""
     if name not in NAMED_MODELS:
-        raise ValueError("unknown model name {!r}: give a file (.onnx, .xml, .engine) or one of {}".format(
-            name, ", ".join(sorted(NAMED_MODELS))))
+        raise ValueError(
+            "unknown model name {!r}: give a file (.onnx, .xml, .engine) or one of {}".format(
+                name, ", ".join(sorted(NAMED_MODELS))
+            )
+        )
     path = os.path.join(MODELS_DIR, NAMED_MODELS[name], "onnx", "model.onnx")
     if not os.path.isfile(path):
         raise ValueError("model {!r} ({}) is not shipped in this checkout".format(name, path))
@@ -68,16 +74,23 @@ class EmotionClassifier(object):
         Catches corrupt weights that still parse (NaN/inf) and a model whose output does not match
         its metadata, with a message naming the file, before the agent goes online."""
         from edge.backends.base import ModelFileError
+
         inp = self.meta["input"]
         probe = np.full((1, inp["height"], inp["width"]), 128, np.uint8)
         out = np.asarray(self.backend.infer(prepare_faces(probe, self.meta)))
         where = str(self.backend.path)
         if out.shape != (1, len(self.labels)):
-            raise ModelFileError("{}: the model outputs shape {} but its metadata lists {} labels".format(
-                where, out.shape, len(self.labels)))
+            raise ModelFileError(
+                "{}: the model outputs shape {} but its metadata lists {} labels".format(
+                    where, out.shape, len(self.labels)
+                )
+            )
         if not np.all(np.isfinite(out)) or out.min() < -1e-3 or abs(float(out.sum()) - 1.0) > 1e-2:
-            raise ModelFileError("{}: the model's outputs are not probabilities ({}; corrupt weights?)".format(
-                where, np.array2string(out[0], precision=3)))
+            raise ModelFileError(
+                "{}: the model's outputs are not probabilities ({}; corrupt weights?)".format(
+                    where, np.array2string(out[0], precision=3)
+                )
+            )
 
     @property
     def model_id(self):
@@ -99,5 +112,6 @@ class EmotionClassifier(object):
 
 def load_classifier(path=None, runtime=None, **options):
     """Load an exported artifact (.onnx, .xml, .engine); default: the shipped model."""
-    return EmotionClassifier(load_backend(resolve_model(path) or default_model_path(), runtime=runtime, kind=md.CLASSIFIER,
-                                          **options))
+    return EmotionClassifier(
+        load_backend(resolve_model(path) or default_model_path(), runtime=runtime, kind=md.CLASSIFIER, **options)
+    )

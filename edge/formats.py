@@ -18,30 +18,68 @@ Format = collections.namedtuple("Format", "name suffix converter requires runtim
 Runtime = collections.namedtuple("Runtime", "name backend requires description")
 
 FORMATS = (
-    Format("onnx", ".onnx", "convert.onnx_export:export_onnx", ("tensorflow", "tf2onnx", "onnx", "onnxruntime"),
-           ("onnxruntime", "openvino"),
-           "ONNX opset <= 13, dynamic batch, metadata in metadata_props (classifier input NCHW [N,1,H,W]); "
-           "ops checked against TensorRT 8.2's ONNX parser; the source of TensorRT engines"),
-    Format("openvino", ".xml", "convert.openvino_export:export_openvino", ("tensorflow", "openvino"),
-           ("openvino", "awscam"),
-           "OpenVINO IR (.xml + .bin, FP16 weights), metadata in a sidecar and in rt_info"),
-    Format("deeplens", ".tar.gz", "convert.deeplens_export:export_deeplens", ("tensorflow",), ("awscam",),
-           "AWS DeepLens model artifact: a frozen TF1-style GraphDef (.pb, input 'face' NHWC, output "
-           "'probabilities') and its metadata, in one .tar.gz"),
-    Format("tensorrt", ".engine", "convert.tensorrt_build:export_tensorrt", ("tensorrt",), ("tensorrt",),
-           "TensorRT engine built from the ONNX on the target GPU (TensorRT 8.2 on JetPack 4.6, or 10); "
-           "pycuda for INT8 calibration and the engine check"),
+    Format(
+        "onnx",
+        ".onnx",
+        "convert.onnx_export:export_onnx",
+        ("tensorflow", "tf2onnx", "onnx", "onnxruntime"),
+        ("onnxruntime", "openvino"),
+        "ONNX opset <= 13, dynamic batch, metadata in metadata_props (classifier input NCHW [N,1,H,W]); "
+        "ops checked against TensorRT 8.2's ONNX parser; the source of TensorRT engines",
+    ),
+    Format(
+        "openvino",
+        ".xml",
+        "convert.openvino_export:export_openvino",
+        ("tensorflow", "openvino"),
+        ("openvino", "awscam"),
+        "OpenVINO IR (.xml + .bin, FP16 weights), metadata in a sidecar and in rt_info",
+    ),
+    Format(
+        "deeplens",
+        ".tar.gz",
+        "convert.deeplens_export:export_deeplens",
+        ("tensorflow",),
+        ("awscam",),
+        "AWS DeepLens model artifact: a frozen TF1-style GraphDef (.pb, input 'face' NHWC, output "
+        "'probabilities') and its metadata, in one .tar.gz",
+    ),
+    Format(
+        "tensorrt",
+        ".engine",
+        "convert.tensorrt_build:export_tensorrt",
+        ("tensorrt",),
+        ("tensorrt",),
+        "TensorRT engine built from the ONNX on the target GPU (TensorRT 8.2 on JetPack 4.6, or 10); "
+        "pycuda for INT8 calibration and the engine check",
+    ),
 )
 
 RUNTIMES = (
-    Runtime("onnxruntime", "edge.backends.onnxruntime_backend:OnnxRuntimeBackend", ("onnxruntime",),
-            "ONNX Runtime (CPU; CUDA with onnxruntime-gpu)"),
-    Runtime("openvino", "edge.backends.openvino_backend:OpenVinoBackend", ("openvino",),
-            "OpenVINO runtime (Intel CPU/GPU: DeepLens hardware standalone, NUCs)"),
-    Runtime("tensorrt", "jetson.trt_backend:TensorRTBackend", ("tensorrt", "pycuda"),
-            "TensorRT engine on an NVIDIA GPU (Jetson)"),
-    Runtime("awscam", "deeplens.awscam_backend:AwscamBackend", ("awscam",),
-            "the DeepLens inference engine (awscam.Model, after the device's model optimizer)"),
+    Runtime(
+        "onnxruntime",
+        "edge.backends.onnxruntime_backend:OnnxRuntimeBackend",
+        ("onnxruntime",),
+        "ONNX Runtime (CPU; CUDA with onnxruntime-gpu)",
+    ),
+    Runtime(
+        "openvino",
+        "edge.backends.openvino_backend:OpenVinoBackend",
+        ("openvino",),
+        "OpenVINO runtime (Intel CPU/GPU: DeepLens hardware standalone, NUCs)",
+    ),
+    Runtime(
+        "tensorrt",
+        "jetson.trt_backend:TensorRTBackend",
+        ("tensorrt", "pycuda"),
+        "TensorRT engine on an NVIDIA GPU (Jetson)",
+    ),
+    Runtime(
+        "awscam",
+        "deeplens.awscam_backend:AwscamBackend",
+        ("awscam",),
+        "the DeepLens inference engine (awscam.Model, after the device's model optimizer)",
+    ),
 )
 
 NAMES = tuple(f.name for f in FORMATS)

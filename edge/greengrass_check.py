@@ -6,5 +6,6 @@ import os
 import runpy
 
 if __name__ == "__main__":
-    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "greengrass", "check.py"),
-                   run_name="__main__")
+    runpy.run_path(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "greengrass", "check.py"), run_name="__main__"
+    )

@@ -29,8 +29,10 @@ CLASSIFIER = "emotion_classifier"
 FACE_DETECTOR = "face_detector"
 KINDS = (CLASSIFIER, FACE_DETECTOR)
 KIND_NAMES = {CLASSIFIER: "an emotion classifier", FACE_DETECTOR: "a face detector"}
-KIND_HINTS = {CLASSIFIER: "give it as the model (--model / key 'model')",
-              FACE_DETECTOR: "give it as the detector model (--detector-model / key 'detector_model')"}
+KIND_HINTS = {
+    CLASSIFIER: "give it as the model (--model / key 'model')",
+    FACE_DETECTOR: "give it as the detector model (--detector-model / key 'detector_model')",
+}
 
 
 class MetadataError(ValueError):
@@ -70,8 +72,11 @@ def _require(mapping, key, where, kind=None):
         raise MetadataError("{}: missing field '{}'".format(where, key))
     value = mapping[key]
     if kind is not None and not isinstance(value, kind):
-        raise MetadataError("{}: field '{}' has type {}, expected {}".format(
-            where, key, type(value).__name__, getattr(kind, "__name__", kind)))
+        raise MetadataError(
+            "{}: field '{}' has type {}, expected {}".format(
+                where, key, type(value).__name__, getattr(kind, "__name__", kind)
+            )
+        )
     return value
 
 
@@ -81,8 +86,9 @@ def validate(meta, source="metadata"):
         raise MetadataError("{}: expected a JSON object".format(source))
     version = _require(meta, "format_version", source, int)
     if version > FORMAT_VERSION:
-        raise MetadataError("{}: format_version {} is newer than this code understands ({})".format(
-            source, version, FORMAT_VERSION))
+        raise MetadataError(
+            "{}: format_version {} is newer than this code understands ({})".format(source, version, FORMAT_VERSION)
+        )
     labels = _require(meta, "labels", source, list)
     if not labels or not all(isinstance(x, str) for x in labels):
         raise MetadataError("{}: field 'labels' must be a non-empty list of strings".format(source))
@@ -93,8 +99,7 @@ def validate(meta, source="metadata"):
         if value <= 0:
             raise MetadataError("{}: field '{}' must be positive, got {}".format(where, key, value))
     if _require(inp, "layout", where, str) not in LAYOUTS:
-        raise MetadataError("{}: field 'layout' must be one of {}, got {!r}".format(
-            where, LAYOUTS, inp["layout"]))
+        raise MetadataError("{}: field 'layout' must be one of {}, got {!r}".format(where, LAYOUTS, inp["layout"]))
     norm = _require(meta, "normalization", source, dict)
     _require(norm, "in_model", source + ": normalization", bool)
     for key in ("scale", "offset"):
@@ -127,8 +132,11 @@ def _validate_detector(det, where):
         raise MetadataError("{}: crop: field 'scale' must be within 0.2..5, got {}".format(where, crop["scale"]))
     outputs = _require(det, "outputs", where, list)
     if sorted(outputs) != ["boxes", "scores"]:
-        raise MetadataError("{}: field 'outputs' must name the model outputs 'boxes' and 'scores' in order, "
-                            "got {}".format(where, outputs))
+        raise MetadataError(
+            "{}: field 'outputs' must name the model outputs 'boxes' and 'scores' in order, got {}".format(
+                where, outputs
+            )
+        )
 
 
 def kind_of(meta):
@@ -140,8 +148,11 @@ def check_kind(meta, want, source):
     """MetadataError naming ``source`` when the artifact is not the kind of model wanted."""
     got = kind_of(meta)
     if got != want:
-        raise MetadataError("{}: this is {}, not {}: {}".format(
-            source, KIND_NAMES.get(got, got), KIND_NAMES.get(want, want), KIND_HINTS.get(got, "")))
+        raise MetadataError(
+            "{}: this is {}, not {}: {}".format(
+                source, KIND_NAMES.get(got, got), KIND_NAMES.get(want, want), KIND_HINTS.get(got, "")
+            )
+        )
     return meta
 
 
@@ -167,7 +178,7 @@ def loads(text, source="metadata"):
     try:
         meta = json.loads(text)
     except ValueError as exc:
-        raise MetadataError("{}: not valid JSON ({})".format(source, exc))
+        raise MetadataError("{}: not valid JSON ({})".format(source, exc)) from exc
     return validate(meta, source)
 
 

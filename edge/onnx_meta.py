@@ -74,10 +74,10 @@ def onnx_metadata_props(path):
                 entry = {}
                 for sub, sub_wire, span in _proto_fields(data, value[0], value[1]):
                     if sub in (1, 2) and sub_wire == 2:
-                        entry[sub] = data[span[0]:span[1]].decode("utf-8")
+                        entry[sub] = data[span[0] : span[1]].decode("utf-8")
                 props[entry.get(1, "")] = entry.get(2, "")
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise OnnxMetadataError("{}: not a readable ONNX file ({}; corrupt or truncated?)".format(path, exc))
+        raise OnnxMetadataError("{}: not a readable ONNX file ({}; corrupt or truncated?)".format(path, exc)) from exc
     if not has_graph:
         raise OnnxMetadataError("{}: not an ONNX model (no graph in the file; {} bytes)".format(path, len(data)))
     return props
@@ -90,6 +90,8 @@ def onnx_model_metadata(path):
         return md.loads(props[md.ONNX_METADATA_KEY], "{}: metadata_props['{}']".format(path, md.ONNX_METADATA_KEY))
     if os.path.isfile(md.sidecar_path(path)):
         return md.read(md.sidecar_path(path))
-    raise OnnxMetadataError("{}: no fer-edge metadata (metadata_props['{}'] or sidecar {}); convert the model "
-                            "with `fer-edge convert onnx` (classifiers) or `make detector-models` "
-                            "(face detectors)".format(path, md.ONNX_METADATA_KEY, md.sidecar_path(path)))
+    raise OnnxMetadataError(
+        "{}: no fer-edge metadata (metadata_props['{}'] or sidecar {}); convert the model "
+        "with `fer-edge convert onnx` (classifiers) or `make detector-models` "
+        "(face detectors)".format(path, md.ONNX_METADATA_KEY, md.sidecar_path(path))
+    )

@@ -20,13 +20,19 @@ class FaceEmotionPipeline(object):
     """The loaded detector and classifier; ``detector_options`` go to ``edge.detect.factory.make_detector``
     (detector_model -> model, score_threshold, nms_iou, tiles, align, threads)."""
 
-    def __init__(self, model=None, detector=DEFAULT_DETECTOR, min_face=DEFAULT_MIN_FACE, yunet_model=None,
-                 runtime=None, **detector_options):
+    def __init__(
+        self,
+        model=None,
+        detector=DEFAULT_DETECTOR,
+        min_face=DEFAULT_MIN_FACE,
+        yunet_model=None,
+        runtime=None,
+        **detector_options,
+    ):
         options = dict(detector_options)
         options["model"] = options.pop("detector_model", None)
         self.classifier = load_classifier(model, runtime=runtime)
-        self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model, runtime=runtime,
-                                      **options)
+        self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model, runtime=runtime, **options)
         self.labels = self.classifier.labels
 
     def detect_emotions(self, image):
@@ -38,9 +44,14 @@ class FaceEmotionPipeline(object):
         out = []
         for det, p in zip(detections, probs):
             top = int(np.argmax(p))
-            out.append({"box": [int(v) for v in det.box], "emotion": self.labels[top],
-                        "confidence": round(float(p[top]), 4),
-                        "scores": dict((label, round(float(v), 4)) for label, v in zip(self.labels, p))})
+            out.append(
+                {
+                    "box": [int(v) for v in det.box],
+                    "emotion": self.labels[top],
+                    "confidence": round(float(p[top]), 4),
+                    "scores": dict((label, round(float(v), 4)) for label, v in zip(self.labels, p)),
+                }
+            )
         return out
 
 
@@ -49,8 +60,10 @@ def _pipeline(model, detector, min_face, yunet_model, options):
     return FaceEmotionPipeline(model, detector, min_face, yunet_model, **dict(options))
 
 
-def detect_emotions(image, model=None, detector=DEFAULT_DETECTOR, min_face=DEFAULT_MIN_FACE, yunet_model=None,
-                    **detector_options):
+def detect_emotions(
+    image, model=None, detector=DEFAULT_DETECTOR, min_face=DEFAULT_MIN_FACE, yunet_model=None, **detector_options
+):
     """Faces in ``image`` (BGR or gray uint8) with their emotions; parts are loaded once and reused."""
     return _pipeline(model, detector, min_face, yunet_model, tuple(sorted(detector_options.items()))).detect_emotions(
-        image)
+        image
+    )

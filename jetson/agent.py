@@ -41,7 +41,7 @@ from edge.config.agent import BY_NAME, ConfigError, load_config
 
 from . import engine, trt_backend
 
-log = logging.getLogger("fer_edge.jetson")
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "/etc/fer-edge/agent.json"
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +58,7 @@ def default_model():
     if os.path.isfile(BUNDLED_MODEL):
         return BUNDLED_MODEL
     from edge.classifier import default_model_path
+
     return default_model_path()
 
 
@@ -66,6 +67,7 @@ def default_detector():
     if os.path.isfile(BUNDLED_DETECTOR):
         return BUNDLED_DETECTOR
     from edge.detect.factory import DEFAULT_DETECTOR, shipped_detector_path
+
     return shipped_detector_path(DEFAULT_DETECTOR)
 
 
@@ -103,8 +105,12 @@ def _on_gpu_or_cpu(model, runtime, gpu, build, on_tensorrt, on_cpu, what, engine
                 raise
             log.error("TensorRT %s engine unavailable (%s); falling back to ONNX Runtime", engine_name, exc)
     elif model.endswith(".onnx") and runtime != "onnxruntime":
-        log.warning("%s: running the %s %s with ONNX Runtime on the CPU (much slower on a Jetson)",
-                    why_not or trt_backend.NOT_INSTALLED, what, model)
+        log.warning(
+            "%s: running the %s %s with ONNX Runtime on the CPU (much slower on a Jetson)",
+            why_not or trt_backend.NOT_INSTALLED,
+            what,
+            model,
+        )
     return on_cpu()
 
 
@@ -116,47 +122,66 @@ def _gpu_ok():
     return trt_backend.gpu_ready()
 
 
-def make_classifier(config, precision=trt_backend.DEFAULT_PRECISION, max_batch=trt_backend.DEFAULT_MAX_BATCH,
-                    engine_dir=None, tensorrt_ok=None):
+def make_classifier(
+    config,
+    precision=trt_backend.DEFAULT_PRECISION,
+    max_batch=trt_backend.DEFAULT_MAX_BATCH,
+    engine_dir=None,
+    tensorrt_ok=None,
+):
     """The EmotionClassifier the agent runs (see the module doc for the choice)."""
     from edge.classifier import load_classifier
+
     model = resolve_model(config["model"]) or default_model()
     runtime = config["runtime"]
     return _on_gpu_or_cpu(
-        model, runtime, _gpu_ok() if tensorrt_ok is None else tensorrt_ok,
+        model,
+        runtime,
+        _gpu_ok() if tensorrt_ok is None else tensorrt_ok,
         lambda onnx: engine.ensure_engine(onnx, precision, max_batch, engine_dir, log=log.info),
         lambda engine: load_classifier(engine, runtime="tensorrt"),
         lambda: load_classifier(model, runtime=runtime if runtime != "tensorrt" else "onnxruntime"),
-        "emotion model", "emotion-model")
+        "emotion model",
+        "emotion-model",
+    )
 
 
 def make_face_detector(config, precision=trt_backend.DEFAULT_PRECISION, engine_dir=None, tensorrt_ok=None):
     """The face detector the agent runs: a neural one on its TensorRT engine when possible
     (ONNX Runtime otherwise, with a warning), Haar/YuNet as configured."""
     from edge import metadata as md
+    from edge.agent.service import detector_from_config
     from edge.backends import load_backend
     from edge.detect.factory import NEURAL
-    from edge.agent.service import detector_from_config
+
     if config["detector"] not in NEURAL:
         return detector_from_config(config, runtime="")
     model = config["detector_model"] or default_detector()
     config = dict(config, detector_model=model)
     runtime = config["runtime"]
     return _on_gpu_or_cpu(
-        model, runtime, _gpu_ok() if tensorrt_ok is None else tensorrt_ok,
-        lambda onnx: engine.ensure_engine(onnx, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info,
-                                               stem=DETECTOR_ENGINE_STEM),
-        lambda engine: detector_from_config(config, backend=load_backend(engine, runtime="tensorrt",
-                                                                        kind=md.FACE_DETECTOR)),
+        model,
+        runtime,
+        _gpu_ok() if tensorrt_ok is None else tensorrt_ok,
+        lambda onnx: engine.ensure_engine(
+            onnx, precision, DETECTOR_MAX_BATCH, engine_dir, log=log.info, stem=DETECTOR_ENGINE_STEM
+        ),
+        lambda engine: detector_from_config(
+            config, backend=load_backend(engine, runtime="tensorrt", kind=md.FACE_DETECTOR)
+        ),
         lambda: detector_from_config(config, runtime="onnxruntime" if runtime in ("", "tensorrt") else runtime),
-        "face detector", "detector")
+        "face detector",
+        "detector",
+    )
 
 
 def install_stop_handlers(stop):
     """SIGINT/SIGTERM (systemctl stop) set ``stop``: the loop finishes its frame, flushes, goes offline."""
+
     def handler(signum, _frame):
         log.info("signal %d: stopping after this frame", signum)
         stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
 
@@ -178,31 +203,55 @@ def setup_logging(level="INFO"):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python3 -m jetson",
-        description="fer-edge agent for NVIDIA Jetson: camera -> faces -> emotions (TensorRT) -> MQTT.")
-    parser.add_argument("--config", help="agent config, JSON or INI [agent] (default: {} when it exists)".format(
-        DEFAULT_CONFIG))
-    parser.add_argument("--check-camera", action="store_true",
-                        help="open the configured source (every camera of 'cameras'), grab one frame each, "
-                             "print the resolutions and exit")
-    parser.add_argument("--check-gpu", action="store_true",
-                        help="check that TensorRT and CUDA work for this user (pycuda.driver.init, the device), "
-                             "print the GPU and exit")
-    parser.add_argument("--build-engine", action="store_true",
-                        help="build (or confirm) the TensorRT engines of the configured ONNX model and face "
-                             "detector, and exit")
+        description="fer-edge agent for NVIDIA Jetson: camera -> faces -> emotions (TensorRT) -> MQTT.",
+    )
+    parser.add_argument(
+        "--config", help="agent config, JSON or INI [agent] (default: {} when it exists)".format(DEFAULT_CONFIG)
+    )
+    parser.add_argument(
+        "--check-camera",
+        action="store_true",
+        help="open the configured source (every camera of 'cameras'), grab one frame each, "
+        "print the resolutions and exit",
+    )
+    parser.add_argument(
+        "--check-gpu",
+        action="store_true",
+        help="check that TensorRT and CUDA work for this user (pycuda.driver.init, the device), print the GPU and exit",
+    )
+    parser.add_argument(
+        "--build-engine",
+        action="store_true",
+        help="build (or confirm) the TensorRT engines of the configured ONNX model and face detector, and exit",
+    )
     parser.add_argument("--force", action="store_true", help="with --build-engine: rebuild even when current")
-    parser.add_argument("--engine-dir", help="folder for TensorRT engines (default: ${} or {}/engines)".format(
-        engine.ENGINE_DIR_ENV, engine.STATE_DIR))
-    parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default=trt_backend.DEFAULT_PRECISION,
-                        help="engine precision (int8 needs calibration faces: build it with python3 -m jetson.engine)")
-    parser.add_argument("--max-batch", type=int, default=trt_backend.DEFAULT_MAX_BATCH,
-                        help="largest batch of faces per engine call (default %(default)s)")
+    parser.add_argument(
+        "--engine-dir",
+        help="folder for TensorRT engines (default: ${} or {}/engines)".format(engine.ENGINE_DIR_ENV, engine.STATE_DIR),
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp16", "fp32", "int8"),
+        default=trt_backend.DEFAULT_PRECISION,
+        help="engine precision (int8 needs calibration faces: build it with python3 -m jetson.engine)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=trt_backend.DEFAULT_MAX_BATCH,
+        help="largest batch of faces per engine call (default %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="with --check-camera: seconds to wait")
     group = parser.add_argument_group("agent settings (override the config file)")
     for option in BY_NAME.values():
         kind = option.type if option.type is not str else None
-        group.add_argument("--" + option.name.replace("_", "-"), dest=option.name, type=kind, default=None,
-                           help="{} (default: {!r})".format(option.help, option.default))
+        group.add_argument(
+            "--" + option.name.replace("_", "-"),
+            dest=option.name,
+            type=kind,
+            default=None,
+            help="{} (default: {!r})".format(option.help, option.default),
+        )
     return parser
 
 
@@ -222,10 +271,11 @@ def main(argv=None):
     if config_path:
         log.info("config %s", config_path)
     from edge.agent.loop import AgentError
-    from edge.backends.base import ModelFileError
-    from edge.detect.base import DetectorError, DetectorFileError
-    from edge.delivery.client import PahoMissingError
     from edge.agent.sources import SourceError
+    from edge.backends.base import ModelFileError
+    from edge.delivery.client import PahoMissingError
+    from edge.detect.base import DetectorError, DetectorFileError
+
     try:
         if args.check_camera:
             return _check_cameras(config, args.timeout)
@@ -248,9 +298,11 @@ def main(argv=None):
 def _check_cameras(config, timeout):
     """``--check-camera``: every configured camera (each entry of ``cameras``, else ``source``); exit 0
     when all give a frame, else 2 after reporting each one (the failing ones named with hints)."""
-    from edge.config.cameras import camera_configs
     from edge.agent.sources import SourceError
+    from edge.config.cameras import camera_configs
+
     from .camera import check_camera, format_report
+
     failed = 0
     for camera in camera_configs(config):
         prefix = "{}: ".format(camera["device_id"]) if config.get("cameras") else ""
@@ -269,7 +321,8 @@ def check_gpu():
         raise BackendError(info)
     trt = trt_backend.import_tensorrt()
     return "TensorRT {}; GPU {} (compute capability {}); CUDA driver {}".format(
-        trt.__version__, info.name, info.compute_capability, info.cuda_driver)
+        trt.__version__, info.name, info.compute_capability, info.cuda_driver
+    )
 
 
 def _build_engine(config, args):
@@ -277,15 +330,25 @@ def _build_engine(config, args):
     if not str(model).endswith(".onnx"):
         raise BackendError("--build-engine needs an ONNX model; config 'model' is {}".format(model))
     log.info("%s", check_gpu())
-    path = engine.ensure_engine(model, args.precision, args.max_batch, args.engine_dir, log=log.info,
-                                force=args.force, retry_failed=True)
+    path = engine.ensure_engine(
+        model, args.precision, args.max_batch, args.engine_dir, log=log.info, force=args.force, retry_failed=True
+    )
     print(path, flush=True)
     from edge.detect.factory import NEURAL
+
     if config["detector"] in NEURAL:
         detector = config["detector_model"] or default_detector()
         if str(detector).endswith(".onnx"):
-            path = engine.ensure_engine(detector, args.precision, DETECTOR_MAX_BATCH, args.engine_dir,
-                                        log=log.info, force=args.force, stem=DETECTOR_ENGINE_STEM, retry_failed=True)
+            path = engine.ensure_engine(
+                detector,
+                args.precision,
+                DETECTOR_MAX_BATCH,
+                args.engine_dir,
+                log=log.info,
+                force=args.force,
+                stem=DETECTOR_ENGINE_STEM,
+                retry_failed=True,
+            )
             print(path, flush=True)
     return 0
 
@@ -296,11 +359,13 @@ def _serve(config, args):
     config, closed when the agent stops)."""
     from edge.agent.assembly import Factories
     from edge.agent.service import serve
+
     stop = threading.Event()
     install_stop_handlers(stop)
     factories = Factories(
         classifier=lambda cfg: make_classifier(cfg, args.precision, args.max_batch, args.engine_dir),
-        detector=lambda cfg: make_face_detector(cfg, args.precision, args.engine_dir))
+        detector=lambda cfg: make_face_detector(cfg, args.precision, args.engine_dir),
+    )
     summary = serve(config, stop=stop, factories=factories)
     log.info("stopped: %s", json.dumps(summary, sort_keys=True))
     return 0

@@ -38,8 +38,16 @@ from edge.files import atomic_file, sha256_file
 from edge.onnx_meta import onnx_model_metadata
 from jetson import engine_check
 from jetson.engine_build import TensorRTBuilder
-from jetson.engine_info import (ENGINE_SUFFIX, RUNTIME_FIELDS, engine_filename, engine_staleness,  # noqa: F401
-                                read_engine_info, runtime_key, runtime_staleness, slug)
+from jetson.engine_info import (  # noqa: F401
+    ENGINE_SUFFIX,
+    RUNTIME_FIELDS,
+    engine_filename,
+    engine_staleness,
+    read_engine_info,
+    runtime_key,
+    runtime_staleness,
+    slug,
+)
 from jetson.trt_runtime import DEFAULT_MAX_BATCH, DEFAULT_PRECISION, device_info, import_tensorrt
 
 FAILED_SUFFIX = ".failed.json"
@@ -90,9 +98,14 @@ def _read_failure(engine_path):
 def _write_failure(engine_path, build_key, reason, clock):
     previous = _read_failure(engine_path)
     attempts = previous["attempts"] + 1 if previous and previous.get("key") == build_key else 1
-    record = {"key": build_key, "attempts": attempts, "epoch": clock(), "reason": str(reason),
-              "when": datetime.datetime.utcfromtimestamp(clock()).replace(microsecond=0).isoformat() + "Z",
-              "retry_after_s": backoff_seconds(attempts)}
+    record = {
+        "key": build_key,
+        "attempts": attempts,
+        "epoch": clock(),
+        "reason": str(reason),
+        "when": datetime.datetime.utcfromtimestamp(clock()).replace(microsecond=0).isoformat() + "Z",
+        "retry_after_s": backoff_seconds(attempts),
+    }
     try:
         with atomic_file(engine_path + FAILED_SUFFIX) as handle:
             json.dump(record, handle, indent=2, sort_keys=True)
@@ -119,10 +132,23 @@ def _say(log, message):
         log(message)
 
 
-def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_batch=DEFAULT_MAX_BATCH,
-                   opt_batch=DEFAULT_OPT_BATCH, workspace_mb=DEFAULT_WORKSPACE_MB, calibration_faces=None,
-                   check=None, meta=None, stem=None, force=False, log=print, builder=None, clock=time.time,
-                   retry_failed=False):
+def build_or_reuse(
+    onnx_path,
+    out_dir=None,
+    precision=DEFAULT_PRECISION,
+    max_batch=DEFAULT_MAX_BATCH,
+    opt_batch=DEFAULT_OPT_BATCH,
+    workspace_mb=DEFAULT_WORKSPACE_MB,
+    calibration_faces=None,
+    check=None,
+    meta=None,
+    stem=None,
+    force=False,
+    log=print,
+    builder=None,
+    clock=time.time,
+    retry_failed=False,
+):
     """The engine for ``onnx_path`` on this GPU: reused when current, else built and checked; its path.
 
     ``check``: a check set (``jetson.engine_check.CheckSet``) or the path of its .npz, verified
@@ -140,8 +166,9 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
         raise EngineError("{}: ONNX model not found".format(onnx_path))
     meta = md.validate(meta if meta is not None else onnx_model_metadata(onnx_path))
     if md.kind_of(meta) == md.CLASSIFIER and meta["input"]["layout"] != "NCHW":
-        raise EngineError("{}: metadata layout {} (TensorRT engines take the NCHW ONNX)".format(
-            onnx_path, meta["input"]["layout"]))
+        raise EngineError(
+            "{}: metadata layout {} (TensorRT engines take the NCHW ONNX)".format(onnx_path, meta["input"]["layout"])
+        )
     if max_batch < 1:
         raise EngineError("max batch must be >= 1, got {}".format(max_batch))
     checks = engine_check.load_check_set(check) if isinstance(check, str) else check
@@ -150,13 +177,18 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
     stem = stem or os.path.splitext(os.path.basename(onnx_path))[0]
     key = runtime_key(trt.__version__, here)
     actual = builder.effective_precision(precision, log)
-    engine_path = os.path.join(out_dir, engine_filename(stem, trt.__version__, actual, here.name,
-                                                        here.compute_capability))
+    engine_path = os.path.join(
+        out_dir, engine_filename(stem, trt.__version__, actual, here.name, here.compute_capability)
+    )
     onnx_sha = sha256_file(onnx_path)
     if checks is not None and checks.onnx_sha256 and checks.onnx_sha256 != onnx_sha:
-        _say(log, "the check set {} belongs to another version of {} (sha256 differs): the engine cannot be "
-                  "verified with it (ship the model's own check set from `fer-edge bundle jetson`)".format(
-                      checks.path, os.path.basename(onnx_path)))
+        _say(
+            log,
+            "the check set {} belongs to another version of {} (sha256 differs): the engine cannot be "
+            "verified with it (ship the model's own check set from `fer-edge bundle jetson`)".format(
+                checks.path, os.path.basename(onnx_path)
+            ),
+        )
         checks = None
     build_key = dict(key, onnx_sha256=onnx_sha, precision=actual, max_batch=int(max_batch))
     reason = "rebuild forced" if force else engine_staleness(engine_path, onnx_path, key, max_batch, actual, onnx_sha)
@@ -171,44 +203,67 @@ def build_or_reuse(onnx_path, out_dir=None, precision=DEFAULT_PRECISION, max_bat
     failed = None if (force or retry_failed) else failure_in_backoff(engine_path, build_key, clock)
     if failed is not None:
         wait = int(float(failed["epoch"]) + backoff_seconds(failed["attempts"]) - clock())
-        raise EngineError("the last build of {} failed at {} ({} attempt(s)): {}; the next automatic attempt is in "
-                          "{} min; `python3 -m jetson --build-engine` retries now".format(
-                              os.path.basename(engine_path), failed["when"], failed["attempts"], failed["reason"],
-                              max(1, wait // 60)))
+        raise EngineError(
+            "the last build of {} failed at {} ({} attempt(s)): {}; the next automatic attempt is in "
+            "{} min; `python3 -m jetson --build-engine` retries now".format(
+                os.path.basename(engine_path), failed["when"], failed["attempts"], failed["reason"], max(1, wait // 60)
+            )
+        )
     _say(log, "building {}: {}".format(os.path.basename(engine_path), reason))
     calib_cache = os.path.join(out_dir, "{}.trt{}.calib".format(stem, trt.__version__)) if actual == "int8" else None
     input_name = meta["input"].get("name", "face")
-    command = builder.trtexec_command(os.path.basename(onnx_path), os.path.basename(engine_path), actual, input_name,
-                                      tuple(md.input_shape(meta)[1:]), max_batch, opt_batch, workspace_mb,
-                                      calib_cache and os.path.basename(calib_cache))
+    command = builder.trtexec_command(
+        os.path.basename(onnx_path),
+        os.path.basename(engine_path),
+        actual,
+        input_name,
+        tuple(md.input_shape(meta)[1:]),
+        max_batch,
+        opt_batch,
+        workspace_mb,
+        calib_cache and os.path.basename(calib_cache),
+    )
     _say(log, "equivalent trtexec command (in {}):\n  {}".format(out_dir, command))
     sidecar = md.sidecar_path(engine_path)
     if os.path.exists(sidecar):
         os.remove(sidecar)  # an engine without its sidecar is never taken as current
     try:
-        actual, input_name, output_names = builder.build(onnx_path, engine_path, meta, actual, max_batch, opt_batch,
-                                                         workspace_mb, calibration_faces, calib_cache, log)
+        actual, input_name, output_names = builder.build(
+            onnx_path,
+            engine_path,
+            meta,
+            actual,
+            max_batch,
+            opt_batch,
+            workspace_mb,
+            calibration_faces,
+            calib_cache,
+            log,
+        )
     except BackendError as exc:
         _write_failure(engine_path, build_key, exc, clock)
-        raise EngineError("cannot build a TensorRT engine for {}: {}".format(onnx_path, exc))
+        raise EngineError("cannot build a TensorRT engine for {}: {}".format(onnx_path, exc)) from exc
     info = dict(meta)
-    info["engine"] = dict(key, **{
-        "file": os.path.basename(engine_path),
-        "onnx": os.path.basename(onnx_path),
-        "onnx_sha256": onnx_sha,
-        "precision": actual,
-        "requested_precision": precision,
-        "input": input_name,
-        "output": output_names[0],
-        "outputs": list(output_names),
-        "min_batch": 1,
-        "opt_batch": max(1, min(opt_batch, max_batch)),
-        "max_batch": int(max_batch),
-        "workspace_mb": int(workspace_mb),
-        "built": datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
-        "trtexec": command,
-        "check": None,
-    })
+    info["engine"] = dict(
+        key,
+        **{
+            "file": os.path.basename(engine_path),
+            "onnx": os.path.basename(onnx_path),
+            "onnx_sha256": onnx_sha,
+            "precision": actual,
+            "requested_precision": precision,
+            "input": input_name,
+            "output": output_names[0],
+            "outputs": list(output_names),
+            "min_batch": 1,
+            "opt_batch": max(1, min(opt_batch, max_batch)),
+            "max_batch": int(max_batch),
+            "workspace_mb": int(workspace_mb),
+            "built": datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
+            "trtexec": command,
+            "check": None,
+        },
+    )
     md.write(info, sidecar)  # the backend that runs the check reads it
     if checks is not None:
         info["engine"]["check"] = _check_or_refuse(engine_path, meta, checks, actual, build_key, log, clock)
@@ -229,13 +284,24 @@ def _check_or_refuse(engine_path, meta, checks, precision, build_key, log, clock
             if os.path.exists(path):
                 os.remove(path)
         _write_failure(engine_path, build_key, exc, clock)
-        raise EngineError("{}: refused: {}".format(os.path.basename(engine_path), exc))
+        raise EngineError("{}: refused: {}".format(os.path.basename(engine_path), exc)) from exc
     _say(log, report.summary())
     return report.as_dict()
 
 
-def ensure_engine(onnx_path, precision=DEFAULT_PRECISION, max_batch=DEFAULT_MAX_BATCH, engine_dir=None, log=print,
-                  force=False, stem=None, check="beside", builder=None, clock=time.time, retry_failed=False):
+def ensure_engine(
+    onnx_path,
+    precision=DEFAULT_PRECISION,
+    max_batch=DEFAULT_MAX_BATCH,
+    engine_dir=None,
+    log=print,
+    force=False,
+    stem=None,
+    check="beside",
+    builder=None,
+    clock=time.time,
+    retry_failed=False,
+):
     """The path of a current, checked TensorRT engine for ``onnx_path`` in the engine folder.
 
     ``check``: a check set, its .npz path, None (no check), or "beside": the ``<model>.check.npz``
@@ -250,29 +316,44 @@ def ensure_engine(onnx_path, precision=DEFAULT_PRECISION, max_batch=DEFAULT_MAX_
     try:
         os.makedirs(engine_dir, exist_ok=True)
     except OSError as exc:
-        raise EngineError("cannot create the engine folder {} ({}); set {} or --engine-dir".format(
-            engine_dir, exc, ENGINE_DIR_ENV))
+        raise EngineError(
+            "cannot create the engine folder {} ({}); set {} or --engine-dir".format(engine_dir, exc, ENGINE_DIR_ENV)
+        ) from exc
     if not os.access(engine_dir, os.W_OK):
-        raise EngineError("engine folder {} is not writable by this user; set {} or --engine-dir".format(
-            engine_dir, ENGINE_DIR_ENV))
+        raise EngineError(
+            "engine folder {} is not writable by this user; set {} or --engine-dir".format(engine_dir, ENGINE_DIR_ENV)
+        )
     try:
-        return build_or_reuse(onnx_path, engine_dir, precision=precision, max_batch=int(max_batch), force=force,
-                              log=log, stem=stem, check=check, builder=builder, clock=clock,
-                              retry_failed=retry_failed)
+        return build_or_reuse(
+            onnx_path,
+            engine_dir,
+            precision=precision,
+            max_batch=int(max_batch),
+            force=force,
+            log=log,
+            stem=stem,
+            check=check,
+            builder=builder,
+            clock=clock,
+            retry_failed=retry_failed,
+        )
     except (md.MetadataError, OSError) as exc:
-        raise EngineError("cannot get a TensorRT engine for {}: {}".format(onnx_path, exc))
+        raise EngineError("cannot get a TensorRT engine for {}: {}".format(onnx_path, exc)) from exc
 
 
 # ---------------------------------------------------------------- CLI
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python3 -m jetson.engine",
-                                     description="Build (or reuse) and check the TensorRT engine of a fer-edge ONNX "
-                                                 "model on this GPU.")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m jetson.engine",
+        description="Build (or reuse) and check the TensorRT engine of a fer-edge ONNX model on this GPU.",
+    )
     parser.add_argument("onnx", help="ONNX model with fer-edge metadata (the bundle's model/*.onnx)")
-    parser.add_argument("--out-dir", help="folder for the engine and its sidecar (default: ${} or {}/engines)".format(
-        ENGINE_DIR_ENV, STATE_DIR))
+    parser.add_argument(
+        "--out-dir",
+        help="folder for the engine and its sidecar (default: ${} or {}/engines)".format(ENGINE_DIR_ENV, STATE_DIR),
+    )
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=DEFAULT_PRECISION)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     parser.add_argument("--opt-batch", type=int, default=DEFAULT_OPT_BATCH)
@@ -283,12 +364,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         import numpy as np
+
         calib = np.load(args.calibration_faces, allow_pickle=False) if args.calibration_faces else None
         check = args.check or check_set_beside(args.onnx)
         out_dir = args.out_dir or default_engine_dir(args.onnx)
         os.makedirs(out_dir, exist_ok=True)
-        path = build_or_reuse(args.onnx, out_dir, args.precision, args.max_batch, args.opt_batch,
-                              args.workspace_mb, calib, check, force=args.force, log=print, retry_failed=True)
+        path = build_or_reuse(
+            args.onnx,
+            out_dir,
+            args.precision,
+            args.max_batch,
+            args.opt_batch,
+            args.workspace_mb,
+            calib,
+            check,
+            force=args.force,
+            log=print,
+            retry_failed=True,
+        )
     except (BackendError, ValueError, OSError) as exc:
         print("jetson.engine: error: {}".format(exc), file=sys.stderr)
         return 2

@@ -22,7 +22,6 @@ import numpy as np
 
 from edge import metadata as md
 from edge.backends.base import BackendError
-
 from edge.preprocess import prepare_faces
 from jetson.trt_runtime import cuda_error, import_cuda, version_major
 
@@ -34,20 +33,36 @@ def _say(log, message):
         log(message)
 
 
-def trtexec_command(onnx_path, engine_path, precision, input_name, item_shape, max_batch, opt_batch, workspace_mb,
-                    trt_version, calib_cache=None, fp16_fallback=True):
+def trtexec_command(
+    onnx_path,
+    engine_path,
+    precision,
+    input_name,
+    item_shape,
+    max_batch,
+    opt_batch,
+    workspace_mb,
+    trt_version,
+    calib_cache=None,
+    fp16_fallback=True,
+):
     """The trtexec command line building the same engine (for logs and manual builds).
 
     ``item_shape``: the input's dimensions after the batch (C, H, W for the classifier's NCHW faces;
     H, W, C for the detector's NHWC frames)."""
+
     def shape(n):
         return "{}:{}".format(input_name, "x".join(str(d) for d in (n,) + tuple(item_shape)))
+
     args = ["trtexec", "--onnx=" + onnx_path, "--saveEngine=" + engine_path]
     major = version_major(trt_version)
     if major < 10:
         args.append("--explicitBatch")
-    args += ["--minShapes=" + shape(1), "--optShapes=" + shape(min(opt_batch, max_batch)),
-             "--maxShapes=" + shape(max_batch)]
+    args += [
+        "--minShapes=" + shape(1),
+        "--optShapes=" + shape(min(opt_batch, max_batch)),
+        "--maxShapes=" + shape(max_batch),
+    ]
     minor = int(str(trt_version).split(".")[1]) if "." in str(trt_version) else 0
     if major >= 10 or (major == 8 and minor >= 4):
         args.append("--memPoolSize=workspace:{}".format(workspace_mb))  # MiB
@@ -68,7 +83,7 @@ def calibration_batches(faces, meta, opt_batch):
     n = (len(x) // opt_batch) * opt_batch
     if n == 0:
         raise BackendError("INT8 calibration needs at least {} faces, got {}".format(opt_batch, len(x)))
-    return [x[i:i + opt_batch] for i in range(0, n, opt_batch)]
+    return [x[i : i + opt_batch] for i in range(0, n, opt_batch)]
 
 
 def _make_calibrator(trt, batches, cache_path):
@@ -115,6 +130,7 @@ class TensorRTBuilder(object):
     def __init__(self, trt):
         self.trt = trt  # checked by import_tensorrt; the methods import it by name so mypy sees TensorRT's API
         import tensorrt
+
         self.logger = tensorrt.Logger(tensorrt.Logger.WARNING)
         self._builder = None
 
@@ -122,10 +138,11 @@ class TensorRTBuilder(object):
     def builder(self):
         if self._builder is None:
             import tensorrt
+
             try:
                 self._builder = tensorrt.Builder(self.logger)
             except Exception as exc:  # no CUDA device for this user, out of memory, ...
-                raise cuda_error("creating the TensorRT builder", exc)
+                raise cuda_error("creating the TensorRT builder", exc) from exc
             if self._builder is None:
                 raise BackendError("TensorRT could not create a builder (is the GPU usable by this user?)")
         return self._builder
@@ -146,13 +163,34 @@ class TensorRTBuilder(object):
             precision = "fp32"
         return precision
 
-    def trtexec_command(self, onnx_path, engine_path, precision, input_name, item_shape, max_batch, opt_batch,
-                        workspace_mb, calib_cache=None):
-        return trtexec_command(onnx_path, engine_path, precision, input_name, item_shape, max_batch, opt_batch,
-                               workspace_mb, self.trt.__version__, calib_cache)
+    def trtexec_command(
+        self,
+        onnx_path,
+        engine_path,
+        precision,
+        input_name,
+        item_shape,
+        max_batch,
+        opt_batch,
+        workspace_mb,
+        calib_cache=None,
+    ):
+        return trtexec_command(
+            onnx_path,
+            engine_path,
+            precision,
+            input_name,
+            item_shape,
+            max_batch,
+            opt_batch,
+            workspace_mb,
+            self.trt.__version__,
+            calib_cache,
+        )
 
     def _network(self):
         import tensorrt as trt
+
         builder = self.builder  # type: trt.Builder
         if version_major(trt.__version__) >= 10:
             return builder.create_network(0)  # explicit batch is the only mode
@@ -160,6 +198,7 @@ class TensorRTBuilder(object):
 
     def _parse(self, onnx_path, meta):
         import tensorrt as trt
+
         network = self._network()
         parser = trt.OnnxParser(network, self.logger)
         with open(onnx_path, "rb") as handle:
@@ -168,21 +207,39 @@ class TensorRTBuilder(object):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise BackendError("{}: TensorRT {}'s ONNX parser failed: {}".format(onnx_path, trt.__version__, errors))
         if network.num_inputs != 1 or network.num_outputs < 1:
-            raise BackendError("{}: expected one input and at least one output, found {} and {}".format(
-                onnx_path, network.num_inputs, network.num_outputs))
+            raise BackendError(
+                "{}: expected one input and at least one output, found {} and {}".format(
+                    onnx_path, network.num_inputs, network.num_outputs
+                )
+            )
         inp = network.get_input(0)
         want = (-1,) + tuple(md.input_shape(meta)[1:])
         if tuple(inp.shape) != want:
-            raise BackendError("{}: input '{}' has shape {} but the metadata says {} ({}, dynamic batch)".format(
-                onnx_path, inp.name, tuple(inp.shape), want, meta["input"]["layout"]))
+            raise BackendError(
+                "{}: input '{}' has shape {} but the metadata says {} ({}, dynamic batch)".format(
+                    onnx_path, inp.name, tuple(inp.shape), want, meta["input"]["layout"]
+                )
+            )
         outputs = [network.get_output(i).name for i in range(network.num_outputs)]
         # keep the parser alive as long as the network (it owns the weights in TensorRT 8)
         return network, parser, inp.name, outputs
 
-    def build(self, onnx_path, engine_path, meta, precision, max_batch, opt_batch, workspace_mb,
-              calibration_faces=None, calib_cache=None, log=None):
+    def build(
+        self,
+        onnx_path,
+        engine_path,
+        meta,
+        precision,
+        max_batch,
+        opt_batch,
+        workspace_mb,
+        calibration_faces=None,
+        calib_cache=None,
+        log=None,
+    ):
         """Build and write an engine (atomically); returns (precision used, input name, output names)."""
         import tensorrt as trt
+
         builder = self.builder  # type: trt.Builder
         network, parser, input_name, output_names = self._parse(onnx_path, meta)
         config = builder.create_builder_config()
@@ -207,15 +264,20 @@ class TensorRTBuilder(object):
             calibrator = _make_calibrator(trt, calibration_batches(calibration_faces, meta, opt), calib_cache)
             config.int8_calibrator = calibrator
             config.set_calibration_profile(profile)  # calibration runs at the profile's OPT shape
-        _say(log, "building a {} engine with TensorRT {} (batch 1..{}, opt {}); this takes minutes on a "
-                  "Jetson".format(precision, trt.__version__, max_batch, opt))
+        _say(
+            log,
+            "building a {} engine with TensorRT {} (batch 1..{}, opt {}); this takes minutes on a Jetson".format(
+                precision, trt.__version__, max_batch, opt
+            ),
+        )
         try:
             serialized = builder.build_serialized_network(network, config)
         except Exception as exc:  # CUDA out of memory and friends surface here
-            raise cuda_error("building the engine", exc)
+            raise cuda_error("building the engine", exc) from exc
         if serialized is None:
-            raise BackendError("TensorRT could not build the engine from {} (see the TensorRT log above)".format(
-                onnx_path))
+            raise BackendError(
+                "TensorRT could not build the engine from {} (see the TensorRT log above)".format(onnx_path)
+            )
         tmp = engine_path + ".tmp"
         try:
             with open(tmp, "wb") as handle:

@@ -55,13 +55,14 @@ def load_check_set(path):
     try:
         z = np.load(str(path), allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise BackendError("{}: not a readable check set ({})".format(path, exc))
+        raise BackendError("{}: not a readable check set ({})".format(path, exc)) from exc
     with z:
         names = set(z.files)
         for field in ("inputs", "output_0", "kind"):
             if field not in names:
-                raise BackendError("{}: check set has no '{}' field (fields: {})".format(
-                    path, field, ", ".join(sorted(names))))
+                raise BackendError(
+                    "{}: check set has no '{}' field (fields: {})".format(path, field, ", ".join(sorted(names)))
+                )
         outputs = []  # type: list
         while "output_{}".format(len(outputs)) in names:
             outputs.append(np.array(z["output_{}".format(len(outputs))], dtype=np.float32))
@@ -73,7 +74,9 @@ def load_check_set(path):
         if len(out) != len(inputs):
             raise BackendError("{}: output_{} has {} rows for {} inputs".format(path, i, len(out), len(inputs)))
     if kind not in (md.CLASSIFIER, md.FACE_DETECTOR):
-        raise BackendError("{}: check set kind {!r} is not {} or {}".format(path, kind, md.CLASSIFIER, md.FACE_DETECTOR))
+        raise BackendError(
+            "{}: check set kind {!r} is not {} or {}".format(path, kind, md.CLASSIFIER, md.FACE_DETECTOR)
+        )
     return CheckSet(inputs, outputs, kind, sha, source, str(path))
 
 
@@ -90,13 +93,17 @@ def compare_classifier(reference, got, precision):
     hard = differ & ((top2[:, 1] - top2[:, 0]) > 2 * atol)
     agree = int((~differ).sum())
     detail = "max |diff| of probabilities {:.2e} (allowed {:.0e}), same top emotion on {}/{}".format(
-        float(diff.max()), atol, agree, len(ref))
+        float(diff.max()), atol, agree, len(ref)
+    )
     if precision == "int8":
         if agree < INT8_MIN_AGREEMENT * len(ref):
             raise CheckError("INT8 engine: {} (< {:.0%})".format(detail, INT8_MIN_AGREEMENT))
     elif float(diff.max()) > atol or hard.any():
-        raise CheckError("{}; faces differing: {}".format(detail, ", ".join(str(i) for i in np.flatnonzero(hard)[:10])
-                                                          or "none beyond near-ties"))
+        raise CheckError(
+            "{}; faces differing: {}".format(
+                detail, ", ".join(str(i) for i in np.flatnonzero(hard)[:10]) or "none beyond near-ties"
+            )
+        )
     return float(diff.max()), agree, detail
 
 
@@ -116,9 +123,12 @@ def compare_detector(reference, got, meta, precision):
         ob = np.asarray(out_boxes, np.float64)[confident]
         box_diff = float(np.abs(rb[:, :4] - ob[:, :4]).max())
     found = int(confident.any(axis=1).sum())
-    detail = "face scores max |diff| {:.3f} (allowed {:.2f}); boxes of {} confident anchors max |diff| {:.2f} px " \
-             "(allowed {:.2f}); faces in {}/{} frames".format(score_diff, SCORE_ATOL[precision], int(confident.sum()),
-                                                             box_diff, box_atol, found, len(ref_p))
+    detail = (
+        "face scores max |diff| {:.3f} (allowed {:.2f}); boxes of {} confident anchors max |diff| {:.2f} px "
+        "(allowed {:.2f}); faces in {}/{} frames".format(
+            score_diff, SCORE_ATOL[precision], int(confident.sum()), box_diff, box_atol, found, len(ref_p)
+        )
+    )
     if score_diff > SCORE_ATOL[precision] or box_diff > box_atol:
         raise CheckError(detail)
     return max(score_diff, box_diff / size), int(confident.sum()), detail
@@ -127,8 +137,11 @@ def compare_detector(reference, got, meta, precision):
 def compare(checks, got, meta, precision):
     """CheckReport, or CheckError with the numbers."""
     if len(got) != len(checks.outputs) or any(np.shape(g) != np.shape(r) for g, r in zip(got, checks.outputs)):
-        raise CheckError("engine outputs {} differ in shape from the check set's {}".format(
-            [np.shape(g) for g in got], [np.shape(r) for r in checks.outputs]))
+        raise CheckError(
+            "engine outputs {} differ in shape from the check set's {}".format(
+                [np.shape(g) for g in got], [np.shape(r) for r in checks.outputs]
+            )
+        )
     if not all(np.all(np.isfinite(g)) for g in got):
         raise CheckError("engine outputs hold NaN or infinite values")
     if checks.kind == md.CLASSIFIER:
@@ -141,11 +154,17 @@ def compare(checks, got, meta, precision):
 def verify_engine(engine_path, meta, checks, precision, backend=None):
     """Run ``checks`` through the engine (``TensorRTBackend``, or ``backend``) and compare; CheckReport."""
     if checks.kind != md.kind_of(meta):
-        raise CheckError("{}: the check set {} is for a {}, the model is a {}".format(
-            engine_path, checks.path, checks.kind, md.kind_of(meta)))
+        raise CheckError(
+            "{}: the check set {} is for a {}, the model is a {}".format(
+                engine_path, checks.path, checks.kind, md.kind_of(meta)
+            )
+        )
     if tuple(checks.inputs.shape[1:]) != tuple(md.input_shape(meta)[1:]):
-        raise CheckError("{}: check inputs {} do not fit the model's input {}".format(
-            checks.path, checks.inputs.shape[1:], md.input_shape(meta)[1:]))
+        raise CheckError(
+            "{}: check inputs {} do not fit the model's input {}".format(
+                checks.path, checks.inputs.shape[1:], md.input_shape(meta)[1:]
+            )
+        )
     own = backend is None
     if own:
         backend = TensorRTBackend(engine_path, meta)
@@ -157,5 +176,6 @@ def verify_engine(engine_path, meta, checks, precision, backend=None):
     try:
         return compare(checks, got, meta, precision)
     except CheckError as exc:
-        raise CheckError("{} against {} ({}): {}".format(engine_path, checks.path, checks.source or "host reference",
-                                                         exc))
+        raise CheckError(
+            "{} against {} ({}): {}".format(engine_path, checks.path, checks.source or "host reference", exc)
+        ) from exc

@@ -27,8 +27,12 @@ def engine_filename(stem, trt_version, precision, gpu, capability=None):
 
 def runtime_key(trt_version, device):
     """What an engine is tied to: TensorRT version + the device (``trt_backend.DeviceInfo``)."""
-    return {"tensorrt_version": str(trt_version), "gpu": str(device.name),
-            "compute_capability": str(device.compute_capability), "cuda_driver": str(device.cuda_driver)}
+    return {
+        "tensorrt_version": str(trt_version),
+        "gpu": str(device.name),
+        "compute_capability": str(device.compute_capability),
+        "cuda_driver": str(device.cuda_driver),
+    }
 
 
 def read_engine_info(engine_path):
@@ -44,16 +48,22 @@ def runtime_staleness(info, key):
     """Why an engine (its sidecar ``info``) cannot run with this runtime ``key``, or None."""
     engine = (info or {}).get("engine") or {}
     reasons = []
-    names = {"tensorrt_version": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability",
-             "cuda_driver": "CUDA driver"}
+    names = {
+        "tensorrt_version": "TensorRT",
+        "gpu": "GPU",
+        "compute_capability": "compute capability",
+        "cuda_driver": "CUDA driver",
+    }
     for field in RUNTIME_FIELDS:
         built, here = engine.get(field), key.get(field)
         if built is None:
             reasons.append("its sidecar does not say which {} built it".format(names[field]))
         elif str(built) != str(here):
-            reasons.append("built with {} {!r}, this is {!r}".format(names[field], built, here)
-                           if field != "tensorrt_version" else
-                           "built with TensorRT {}, this is TensorRT {}".format(built, here))
+            reasons.append(
+                "built with {} {!r}, this is {!r}".format(names[field], built, here)
+                if field != "tensorrt_version"
+                else "built with TensorRT {}, this is TensorRT {}".format(built, here)
+            )
     return "; ".join(reasons) or None
 
 

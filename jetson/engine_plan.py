@@ -19,8 +19,9 @@ from edge.backends.base import BackendError
 TensorSpec = collections.namedtuple("TensorSpec", "index name shape dtype")
 
 
-class EnginePlan(collections.namedtuple(
-        "EnginePlan", "tensor_api input outputs min_batch opt_batch max_batch num_bindings")):
+class EnginePlan(
+    collections.namedtuple("EnginePlan", "tensor_api input outputs min_batch opt_batch max_batch num_bindings")
+):
     """What the backend needs to know about an engine, read once from it (no CUDA involved).
 
     ``input``: TensorSpec; ``outputs``: TensorSpecs in the model's output order;
@@ -71,8 +72,9 @@ def _io_tensors(engine, tensor_api, is_input_mode, nptype):
             (inputs if is_input_mode(engine.get_tensor_mode(name)) else outputs).append(spec)
     else:
         for i in range(engine.num_bindings):
-            spec = TensorSpec(i, engine.get_binding_name(i), _dims(engine.get_binding_shape(i)),
-                              nptype(engine.get_binding_dtype(i)))
+            spec = TensorSpec(
+                i, engine.get_binding_name(i), _dims(engine.get_binding_shape(i)), nptype(engine.get_binding_dtype(i))
+            )
             (inputs if engine.binding_is_input(i) else outputs).append(spec)
     return inputs, outputs
 
@@ -99,46 +101,65 @@ def plan_engine(engine, tensor_api, is_input_mode=None, nptype=np.dtype, where="
         raise ValueError("is_input_mode is required with the tensor API")
     inputs, outputs = _io_tensors(engine, tensor_api, is_input_mode, nptype)
     if len(inputs) != 1 or not outputs:
-        raise BackendError("{}: expected one input and at least one output, found {} and {} ({})".format(
-            where, len(inputs), len(outputs), ", ".join(s.name for s in inputs + outputs)))
+        raise BackendError(
+            "{}: expected one input and at least one output, found {} and {} ({})".format(
+                where, len(inputs), len(outputs), ", ".join(s.name for s in inputs + outputs)
+            )
+        )
     if output_order:
         by_name = dict((s.name, s) for s in outputs)
         if sorted(by_name) != sorted(output_order):
-            raise BackendError("{}: engine outputs {} differ from the model's {}".format(
-                where, ", ".join(sorted(by_name)), ", ".join(output_order)))
+            raise BackendError(
+                "{}: engine outputs {} differ from the model's {}".format(
+                    where, ", ".join(sorted(by_name)), ", ".join(output_order)
+                )
+            )
         outputs = [by_name[name] for name in output_order]
     inp = inputs[0]
     for spec in [inp] + outputs:
         if np.dtype(spec.dtype) != np.float32:
-            raise BackendError("{}: tensor '{}' is {}, expected float32 (build the engine with "
-                               "jetson.engine)".format(where, spec.name, np.dtype(spec.dtype)))
+            raise BackendError(
+                "{}: tensor '{}' is {}, expected float32 (build the engine with jetson.engine)".format(
+                    where, spec.name, np.dtype(spec.dtype)
+                )
+            )
     if len(inp.shape) != 4 or any(d < 1 for d in inp.shape[1:]):
-        raise BackendError("{}: input '{}' has shape {}, expected 4 dimensions with a dynamic or fixed N".format(
-            where, inp.name, inp.shape))
+        raise BackendError(
+            "{}: input '{}' has shape {}, expected 4 dimensions with a dynamic or fixed N".format(
+                where, inp.name, inp.shape
+            )
+        )
     for out in outputs:
         if len(out.shape) < 2 or any(d < 1 for d in out.shape[1:]):
-            raise BackendError("{}: output '{}' has shape {}, expected [N, ...] with fixed item dimensions".format(
-                where, out.name, out.shape))
+            raise BackendError(
+                "{}: output '{}' has shape {}, expected [N, ...] with fixed item dimensions".format(
+                    where, out.name, out.shape
+                )
+            )
     if inp.shape[0] == -1:
         lo, opt, hi = _profile(engine, tensor_api, inp)
         if lo[1:] != inp.shape[1:] or hi[1:] != inp.shape[1:]:
-            raise BackendError("{}: optimisation profile {}..{} does not match the input shape {}".format(
-                where, lo, hi, inp.shape))
+            raise BackendError(
+                "{}: optimisation profile {}..{} does not match the input shape {}".format(where, lo, hi, inp.shape)
+            )
         min_batch, opt_batch, max_batch = lo[0], opt[0], hi[0]
     else:
         min_batch = opt_batch = max_batch = inp.shape[0]
     if not 1 <= min_batch <= max_batch:
         raise BackendError("{}: bad batch range {}..{} in the optimisation profile".format(where, min_batch, max_batch))
     num_bindings = engine.num_io_tensors if tensor_api else engine.num_bindings
-    return EnginePlan(bool(tensor_api), inp, list(outputs), int(min_batch), int(opt_batch), int(max_batch),
-                      int(num_bindings))
+    return EnginePlan(
+        bool(tensor_api), inp, list(outputs), int(min_batch), int(opt_batch), int(max_batch), int(num_bindings)
+    )
 
 
 def buffer_nbytes(plan, batch=None):
     """(input bytes, bytes of all outputs) of float32 buffers for ``batch`` items (default: the max batch)."""
     batch = plan.max_batch if batch is None else batch
-    return (int(np.prod(plan.input_shape(batch))) * 4,
-            sum(int(np.prod(plan.output_shape(batch, k))) * 4 for k in range(len(plan.outputs))))
+    return (
+        int(np.prod(plan.input_shape(batch))) * 4,
+        sum(int(np.prod(plan.output_shape(batch, k))) * 4 for k in range(len(plan.outputs))),
+    )
 
 
 def batch_chunks(n, max_batch, min_batch=1):
@@ -161,6 +182,9 @@ def check_batch(batch, plan, where="engine"):
     """``batch`` as a C-contiguous float32 array [N, ...] of the engine's input; BackendError on a wrong shape."""
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     if batch.ndim != 4 or tuple(batch.shape[1:]) != plan.item_input_shape:
-        raise BackendError("{}: input batch has shape {}, the engine takes [N, {}]".format(
-            where, tuple(batch.shape), ", ".join(str(d) for d in plan.item_input_shape)))
+        raise BackendError(
+            "{}: input batch has shape {}, the engine takes [N, {}]".format(
+                where, tuple(batch.shape), ", ".join(str(d) for d in plan.item_input_shape)
+            )
+        )
     return batch

@@ -22,7 +22,6 @@ capability and the CUDA driver version): the same call the backend makes, so a u
 instead of a traceback.
 """
 
-import collections
 import logging
 import os
 
@@ -31,11 +30,30 @@ import numpy as np
 from edge import metadata as md
 from edge.backends.base import Backend, BackendError
 from jetson.engine_info import read_engine_info, runtime_key, runtime_staleness
-from jetson.trt_runtime import (DEFAULT_MAX_BATCH, DEFAULT_PRECISION, NOT_INSTALLED, SUPPORTED_MAJORS, DeviceInfo,  # noqa: F401
-                                cuda_error, device_info, gpu_ready, import_cuda, import_tensorrt, version_major)
+from jetson.trt_runtime import (  # noqa: F401
+    DEFAULT_MAX_BATCH,
+    DEFAULT_PRECISION,
+    NOT_INSTALLED,
+    SUPPORTED_MAJORS,
+    DeviceInfo,
+    cuda_error,
+    device_info,
+    gpu_ready,
+    import_cuda,
+    import_tensorrt,
+    version_major,
+)
 
-from .engine_plan import EnginePlan, TensorSpec, batch_chunks, buffer_nbytes, check_batch, padded_size  # noqa: F401
-from .engine_plan import plan_engine, uses_tensor_api  # noqa: F401
+from .engine_plan import (  # noqa: F401  # noqa: F401
+    EnginePlan,
+    TensorSpec,
+    batch_chunks,
+    buffer_nbytes,
+    check_batch,
+    padded_size,
+    plan_engine,
+    uses_tensor_api,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +71,7 @@ class TensorRTBackend(Backend):
         Backend.__init__(self, path, meta)
         import_tensorrt()  # a real, supported TensorRT, or BackendError
         import tensorrt as trt
+
         cuda = import_cuda()
         self._cuda = cuda
         self.trt_version = str(trt.__version__)
@@ -63,8 +82,9 @@ class TensorRTBackend(Backend):
         if check_sidecar:
             info = read_engine_info(path)
             if info is None:
-                log.warning("%s: no engine sidecar (%s); cannot tell which TensorRT/GPU built it", path,
-                            md.sidecar_path(path))
+                log.warning(
+                    "%s: no engine sidecar (%s); cannot tell which TensorRT/GPU built it", path, md.sidecar_path(path)
+                )
             else:
                 reason = runtime_staleness(info, runtime_key(self.trt_version, here))
                 if reason:
@@ -74,7 +94,7 @@ class TensorRTBackend(Backend):
         try:
             self._cuda_ctx = cuda.Device(device).retain_primary_context()
         except Exception as exc:
-            raise cuda_error("creating the CUDA context on device {}".format(device), exc)
+            raise cuda_error("creating the CUDA context on device {}".format(device), exc) from exc
         self._cuda_ctx.push()
         try:
             self._logger = trt.Logger(trt.Logger.WARNING)
@@ -83,26 +103,40 @@ class TensorRTBackend(Backend):
                 data = handle.read()
             self.engine = self._runtime.deserialize_cuda_engine(data)
             if self.engine is None:
-                raise BackendError("{}: TensorRT {} cannot deserialize this engine (built by another TensorRT "
-                                   "version or for another GPU, or a truncated file; see the TensorRT log "
-                                   "above): {}".format(path, self.trt_version, _rebuild_hint(path, info)))
+                raise BackendError(
+                    "{}: TensorRT {} cannot deserialize this engine (built by another TensorRT "
+                    "version or for another GPU, or a truncated file; see the TensorRT log "
+                    "above): {}".format(path, self.trt_version, _rebuild_hint(path, info))
+                )
             order = (meta.get("detector") or {}).get("output_names")
-            self.plan = plan_engine(self.engine, uses_tensor_api(self.trt_version),
-                                    lambda mode: mode == trt.TensorIOMode.INPUT, trt.nptype, where=path,
-                                    output_order=order)
+            self.plan = plan_engine(
+                self.engine,
+                uses_tensor_api(self.trt_version),
+                lambda mode: mode == trt.TensorIOMode.INPUT,
+                trt.nptype,
+                where=path,
+                output_order=order,
+            )
             want = tuple(md.input_shape(meta)[1:])
             if want != self.plan.item_input_shape:
-                raise BackendError("{}: the engine takes [N, {}] but its metadata says {} {} (wrong sidecar?)".format(
-                    path, ", ".join(str(d) for d in self.plan.item_input_shape), meta["input"]["layout"],
-                    md.input_shape(meta)[1:]))
+                raise BackendError(
+                    "{}: the engine takes [N, {}] but its metadata says {} {} (wrong sidecar?)".format(
+                        path,
+                        ", ".join(str(d) for d in self.plan.item_input_shape),
+                        meta["input"]["layout"],
+                        md.input_shape(meta)[1:],
+                    )
+                )
             self.context = self.engine.create_execution_context()
             if self.context is None:
                 raise BackendError("{}: cannot create a TensorRT execution context (out of GPU memory?)".format(path))
             self.stream = cuda.Stream()
             plan = self.plan
             self.host_in = cuda.pagelocked_empty(plan.input_shape(plan.max_batch), np.float32)
-            self.host_outs = [cuda.pagelocked_empty(plan.output_shape(plan.max_batch, k), np.float32)
-                              for k in range(len(plan.outputs))]
+            self.host_outs = [
+                cuda.pagelocked_empty(plan.output_shape(plan.max_batch, k), np.float32)
+                for k in range(len(plan.outputs))
+            ]
             self.dev_in = cuda.mem_alloc(self.host_in.nbytes)
             self.dev_outs = [cuda.mem_alloc(h.nbytes) for h in self.host_outs]
             if plan.tensor_api:
@@ -122,11 +156,18 @@ class TensorRTBackend(Backend):
                 self._cuda_ctx.detach()
                 self._cuda_ctx = None
             if isinstance(exc, Exception) and not isinstance(exc, (BackendError, OSError)):
-                raise cuda_error("loading {} (buffers, context, stream)".format(path), exc)
+                raise cuda_error("loading {} (buffers, context, stream)".format(path), exc) from exc
             raise
         self._cuda_ctx.pop()
-        log.info("%s: TensorRT %s engine, input %s %s, batch %d..%d", path, self.trt_version, plan.input.name,
-                 plan.item_input_shape, plan.min_batch, plan.max_batch)
+        log.info(
+            "%s: TensorRT %s engine, input %s %s, batch %d..%d",
+            path,
+            self.trt_version,
+            plan.input.name,
+            plan.item_input_shape,
+            plan.min_batch,
+            plan.max_batch,
+        )
         if warmup:
             try:
                 self.infer(np.zeros(plan.input_shape(1), dtype=np.float32))  # first call sets up the kernels
@@ -146,8 +187,11 @@ class TensorRTBackend(Backend):
             ok = self.context.set_binding_shape(plan.input.index, shape)  # type: ignore[attr-defined]  # TensorRT 8
             got = tuple(self.context.get_binding_shape(plan.output.index))  # type: ignore[attr-defined]  # TensorRT 8
         if ok is False or got != plan.output_shape(n, 0):
-            raise BackendError("{}: TensorRT refused input shape {} (output {}; profile batch {}..{})".format(
-                self.path, shape, got, plan.min_batch, plan.max_batch))
+            raise BackendError(
+                "{}: TensorRT refused input shape {} (output {}; profile batch {}..{})".format(
+                    self.path, shape, got, plan.min_batch, plan.max_batch
+                )
+            )
         self._shape = n
 
     def _run_chunk(self, chunk):
@@ -175,7 +219,9 @@ class TensorRTBackend(Backend):
         if self._closed or ctx is None:
             raise BackendError("{}: backend closed".format(self.path))
         batch = check_batch(batch, self.plan, self.path)
-        outs = [np.empty(self.plan.output_shape(len(batch), k), dtype=np.float32) for k in range(len(self.plan.outputs))]
+        outs = [
+            np.empty(self.plan.output_shape(len(batch), k), dtype=np.float32) for k in range(len(self.plan.outputs))
+        ]
         if len(batch) == 0:
             return outs
         try:
@@ -189,7 +235,7 @@ class TensorRTBackend(Backend):
         except BackendError:
             raise
         except Exception as exc:  # a CUDA error (e.g. the GPU was reset, launch failure)
-            raise cuda_error("inference on {}".format(self.path), exc)
+            raise cuda_error("inference on {}".format(self.path), exc) from exc
         return outs
 
     def _release(self):
@@ -219,9 +265,10 @@ class TensorRTBackend(Backend):
 
 def _rebuild_hint(path, info):
     onnx = ((info or {}).get("engine") or {}).get("onnx") or "model.onnx"
-    return ("rebuild it here: `python3 -m jetson --build-engine` (or `python3 -m jetson.engine {} --precision "
-            "fp16`); engines are specific to the TensorRT version and the GPU").format(
-        os.path.join(os.path.dirname(path), onnx))
+    return (
+        "rebuild it here: `python3 -m jetson --build-engine` (or `python3 -m jetson.engine {} --precision "
+        "fp16`); engines are specific to the TensorRT version and the GPU"
+    ).format(os.path.join(os.path.dirname(path), onnx))
 
 
 def tensorrt_available():

@@ -20,11 +20,15 @@ DEFAULT_PRECISION = "fp16"
 DEFAULT_MAX_BATCH = 8
 SUPPORTED_MAJORS = (8, 10)
 
-NOT_INSTALLED = ("TensorRT/pycuda not installed: the TensorRT backend runs on a Jetson (JetPack 4.6: "
-                 "TensorRT 8.2 is part of JetPack; pycuda: the bundle's install.sh builds it) or on a host "
-                 "with an NVIDIA GPU")
-CUDA_HINTS = ("is this user in the 'video' group (sudo usermod -a -G video $USER; the service user is), "
-              "and was pycuda built against this machine's CUDA (reinstall it: sudo ./install.sh)?")
+NOT_INSTALLED = (
+    "TensorRT/pycuda not installed: the TensorRT backend runs on a Jetson (JetPack 4.6: "
+    "TensorRT 8.2 is part of JetPack; pycuda: the bundle's install.sh builds it) or on a host "
+    "with an NVIDIA GPU"
+)
+CUDA_HINTS = (
+    "is this user in the 'video' group (sudo usermod -a -G video $USER; the service user is), "
+    "and was pycuda built against this machine's CUDA (reinstall it: sudo ./install.sh)?"
+)
 
 DeviceInfo = collections.namedtuple("DeviceInfo", "name compute_capability cuda_driver")
 
@@ -38,11 +42,15 @@ def import_tensorrt():
     if not module_installed("tensorrt"):
         raise BackendError(NOT_INSTALLED + " (no usable Python module 'tensorrt')")
     import tensorrt as trt
+
     if not hasattr(trt, "Runtime") or not hasattr(trt, "__version__"):
         raise BackendError(NOT_INSTALLED + " (the 'tensorrt' module has no Runtime: type stubs only?)")
     if version_major(trt.__version__) not in SUPPORTED_MAJORS:
-        raise BackendError("TensorRT {} is not supported (supported: {}; 8.x as in JetPack 4.6/5, 10.x as in "
-                           "JetPack 6)".format(trt.__version__, ", ".join("{}.x".format(m) for m in SUPPORTED_MAJORS)))
+        raise BackendError(
+            "TensorRT {} is not supported (supported: {}; 8.x as in JetPack 4.6/5, 10.x as in JetPack 6)".format(
+                trt.__version__, ", ".join("{}.x".format(m) for m in SUPPORTED_MAJORS)
+            )
+        )
     return trt
 
 
@@ -53,7 +61,7 @@ def import_cuda():
     try:
         import pycuda.driver as cuda
     except ImportError as exc:  # e.g. a pycuda built against another CUDA: libcuda/libcudart symbols
-        raise BackendError("pycuda is installed but does not load ({}): {}".format(exc, CUDA_HINTS))
+        raise BackendError("pycuda is installed but does not load ({}): {}".format(exc, CUDA_HINTS)) from exc
     return cuda
 
 
@@ -76,7 +84,7 @@ def device_info(device=0):
         major, minor = dev.compute_capability()
         driver = int(cuda.get_driver_version())
     except Exception as exc:  # pycuda.driver.Error and its subclasses (LogicError, RuntimeError, ...)
-        raise cuda_error("cuInit/device {} query".format(device), exc)
+        raise cuda_error("cuInit/device {} query".format(device), exc) from exc
     return DeviceInfo(name, "{}.{}".format(major, minor), "{}.{}".format(driver // 1000, (driver % 1000) // 10))
 
 

@@ -26,8 +26,7 @@ def fer_data_dir():
 def _require(name):
     path = fer_data_dir() / name
     if not path.is_file():
-        pytest.skip("FER+ data not found: {} is missing (set {} to the folder holding {})".format(
-            path, DATA_ENV, name))
+        pytest.skip("FER+ data not found: {} is missing (set {} to the folder holding {})".format(path, DATA_ENV, name))
     return path
 
 
@@ -47,14 +46,16 @@ def ferplus_votes_csv():
 def ferplus(ferplus_tar):
     """The whole FER+ train/valid data, read once per session from the tarball."""
     from train.dataset import read_ferplus_tar
+
     return read_ferplus_tar(ferplus_tar)
 
 
 @pytest.fixture(scope="session")
 def small_ferplus_dir(ferplus, tmp_path_factory):
     """A small FERPlus folder (600 Train + 300 Valid faces) sliced from the real data."""
-    return write_ferplus_folder(tmp_path_factory.mktemp("ferplus_small"), ferplus,
-                                {"FER2013Train": 600, "FER2013Valid": 300})
+    return write_ferplus_folder(
+        tmp_path_factory.mktemp("ferplus_small"), ferplus, {"FER2013Train": 600, "FER2013Valid": 300}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +72,9 @@ def valid_faces(ferplus):
 def moto_endpoint():
     """moto's server on a free local port (S3, IoT, Lambda, ... as awscli and boto3 call them)."""
     from moto.server import ThreadedMotoServer
+
     from mqtt_broker import free_port
+
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -84,10 +87,14 @@ def moto_endpoint():
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     """Test credentials and a region for awscli/boto3; nothing read from the user's AWS files or endpoints."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GREENGRASSV2"):
         monkeypatch.delenv(key, raising=False)
@@ -148,11 +155,14 @@ def greengrass_core(deeplens_doubles, monkeypatch):
     """A recording :class:`helpers.CoreIpc` and the environment a Greengrass v1 core gives its Lambda
     (thing ``helpers.DEEPLENS_THING``); the Greengrass modules are imported afresh with it."""
     core = CoreIpc()
-    env = {"AWS_IOT_THING_NAME": DEEPLENS_THING, "GG_DAEMON_PORT": str(core.port),
-           "MY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:deeplens-fer-edge:1",
-           "ROUTER_FUNCTION_ARN": "arn:aws:lambda:::function:GGRouter",
-           "SHADOW_FUNCTION_ARN": "arn:aws:lambda:::function:GGShadowService",
-           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "test-token"}
+    env = {
+        "AWS_IOT_THING_NAME": DEEPLENS_THING,
+        "GG_DAEMON_PORT": str(core.port),
+        "MY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:deeplens-fer-edge:1",
+        "ROUTER_FUNCTION_ARN": "arn:aws:lambda:::function:GGRouter",
+        "SHADOW_FUNCTION_ARN": "arn:aws:lambda:::function:GGShadowService",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": "test-token",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     _purge(("greengrass_common", "greengrass_ipc_python_sdk", "greengrasssdk"))  # env is read at import
@@ -178,6 +188,7 @@ def tiny_savedmodel(tmp_path_factory):
     from edge import metadata as md
     from train.export import export_savedmodel
     from train.models import NORM_OFFSET, NORM_SCALE
+
     keras.utils.set_random_seed(11)
     inp = keras.Input((48, 48, 1), name="face")
     x = layers.Rescaling(NORM_SCALE, offset=NORM_OFFSET, name="normalize")(inp)
@@ -200,6 +211,7 @@ def tiny_savedmodel(tmp_path_factory):
 def deeplens_bundle(tiny_savedmodel, deeplens_faces, tmp_path_factory):
     """fer_edge.bundles.deeplens.build_bundle from the tiny SavedModel (runs `convert deeplens`)."""
     from fer_edge.bundles.deeplens import build_bundle
+
     logs = []
     out = str(tmp_path_factory.mktemp("bundle") / "deeplens")
     result = build_bundle(out, savedmodel=tiny_savedmodel, faces=deeplens_faces, log=logs.append)

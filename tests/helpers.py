@@ -50,8 +50,11 @@ class Collector(object):
             while not predicate(self.messages):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError("timed out with {} messages: {}".format(
-                        len(self.messages), [(m.topic, m.data) for m in self.messages[-5:]]))
+                    raise AssertionError(
+                        "timed out with {} messages: {}".format(
+                            len(self.messages), [(m.topic, m.data) for m in self.messages[-5:]]
+                        )
+                    )
                 self._cond.wait(min(remaining, 0.5))
             return list(self.messages)
 
@@ -75,12 +78,14 @@ def collect(url, device_id="+", timeout=10.0, **options):
     :class:`Collector`: ``(subscriber, collector)`` once the broker acknowledged the subscription,
     within ``timeout`` s (else AssertionError). Stop the subscriber when done."""
     from edge.delivery.subscribe import subscribe
+
     collector = Collector(timeout)
     sub = subscribe(url, device_id=device_id, on_message=collector, **options)
     if not sub.wait_subscribed(timeout):
         sub.stop()
-        raise AssertionError("subscription to {} for {} not acknowledged within {} s: {}".format(
-            url, device_id, timeout, sub.last_error))
+        raise AssertionError(
+            "subscription to {} for {} not acknowledged within {} s: {}".format(url, device_id, timeout, sub.last_error)
+        )
     return sub, collector
 
 
@@ -92,6 +97,7 @@ class RawInbox(object):
     def __init__(self, url, client_id, filters=(), timeout=10.0, **client_options):
         from edge.delivery.client import create_client
         from edge.delivery.url import parse_url
+
         self.messages = []
         self.timeout = timeout
         self._cond = threading.Condition()
@@ -117,12 +123,14 @@ class RawInbox(object):
 
     def _on_connect(self, client, userdata, flags, rc, *args):
         from edge.delivery.client import rc_value
+
         with self._cond:
             self._connack = rc_value(rc)
             self._cond.notify_all()
 
     def _on_subscribe(self, client, userdata, mid, granted, *args):
         from edge.delivery.client import subscribe_granted_ok
+
         with self._cond:
             self._granted[mid] = subscribe_granted_ok(granted)
             self._cond.notify_all()
@@ -182,9 +190,15 @@ class CoreIpc(object):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 context = json.loads(base64.b64decode(self.headers["X-Amz-Client-Context"]).decode("utf-8"))
-                owner.posts.append({"path": self.path, "context": context, "body": body,
-                                    "type": self.headers["X-Amz-Invocation-Type"],
-                                    "auth": self.headers["Authorization"]})
+                owner.posts.append(
+                    {
+                        "path": self.path,
+                        "context": context,
+                        "body": body,
+                        "type": self.headers["X-Amz-Invocation-Type"],
+                        "auth": self.headers["Authorization"],
+                    }
+                )
                 self.send_response(202)
                 self.send_header("X-Amz-InvocationId", str(len(owner.posts)))
                 self.send_header("Content-Length", "0")

@@ -46,8 +46,7 @@ def require_mosquitto():
     """Path of mosquitto; skips the calling test with the reason when it is missing."""
     path = find_mosquitto()
     if path is None:
-        pytest.skip("mosquitto broker not installed (apt-get install mosquitto; `make test` "
-                    "installs it)")
+        pytest.skip("mosquitto broker not installed (apt-get install mosquitto; `make test` installs it)")
     return path
 
 
@@ -80,9 +79,15 @@ class Mosquitto(object):
         self.process = None
         self._log_file = None
         if config is not None:  # a complete configuration (e.g. from examples/mosquitto/)
-            lines = [config.replace("{port}", str(self.port)).replace("{dir}", str(self.directory)),
-                     "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
-                     "log_type information", "connection_messages true"]
+            lines = [
+                config.replace("{port}", str(self.port)).replace("{dir}", str(self.directory)),
+                "log_dest stderr",
+                "log_type error",
+                "log_type warning",
+                "log_type notice",
+                "log_type information",
+                "connection_messages true",
+            ]
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 lines.append("user root")
             self.conf_path.write_text("\n".join(lines) + "\n")
@@ -98,8 +103,12 @@ class Mosquitto(object):
             "connection_messages true",
         ]
         if persistence:
-            lines += ["persistence true", "persistence_location {}/".format(self.directory),
-                      "persistence_file mosquitto.db", "autosave_interval 0"]
+            lines += [
+                "persistence true",
+                "persistence_location {}/".format(self.directory),
+                "persistence_file mosquitto.db",
+                "autosave_interval 0",
+            ]
         else:
             lines.append("persistence false")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -127,21 +136,30 @@ class Mosquitto(object):
         if self.running:
             return self
         self._log_file = open(str(self.log_path), "ab")
-        self.process = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
-                                        stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.conf_path)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._close_log()
-                raise RuntimeError("mosquitto exited with {} on port {}:\n{}".format(
-                    self.process.returncode, self.port, self.log_text()))
+                raise RuntimeError(
+                    "mosquitto exited with {} on port {}:\n{}".format(
+                        self.process.returncode, self.port, self.log_text()
+                    )
+                )
             if port_accepts(self.port):
                 return self
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError("mosquitto did not accept connections on port {} within {} s:\n{}".format(
-            self.port, timeout, self.log_text()))
+        raise RuntimeError(
+            "mosquitto did not accept connections on port {} within {} s:\n{}".format(
+                self.port, timeout, self.log_text()
+            )
+        )
 
     def stop(self, timeout=5.0):
         """Stop the broker (SIGTERM, then SIGKILL); the port can be reused by ``start()``."""
@@ -185,8 +203,9 @@ def mosquitto_fixture(scope="module", extra_conf="", persistence=False):
 
     @pytest.fixture(scope=scope)
     def _broker(tmp_path_factory):
-        with running_mosquitto(tmp_path_factory.mktemp("mosquitto"), extra_conf=extra_conf,
-                               persistence=persistence) as broker:
+        with running_mosquitto(
+            tmp_path_factory.mktemp("mosquitto"), extra_conf=extra_conf, persistence=persistence
+        ) as broker:
             yield broker
 
     return _broker
@@ -201,6 +220,12 @@ def sample_event(device, frame, faces=1):
     """A schema-valid emotion event with ``faces`` faces (track ids 0..faces-1)."""
     from edge.events.payloads import face_entry, make_event
     from edge.labels import EMOTIONS
-    return make_event(device, frame,
-                      [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],
-                      "ferplus-test", "1", source="test")
+
+    return make_event(
+        device,
+        frame,
+        [face_entry(t, (10 * t, 20, 48, 48), EMOTIONS, PROBS) for t in range(faces)],
+        "ferplus-test",
+        "1",
+        source="test",
+    )

@@ -36,6 +36,7 @@ def model_path():
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "two-faces.mp4"), frames=FRAMES)
 
 
@@ -43,22 +44,35 @@ def agent(*args, timeout=180, data_dir=None, **kw):
     """`fer-edge run` (its default command line: events printed) with its event queue in a fresh
     folder (rows left by other runs would be re-sent)."""
     import tempfile
+
     data_dir = tempfile.mkdtemp(prefix="fer-edge-queue-") if data_dir is None else data_dir
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING",
-           "--data-dir", data_dir] + [str(a) for a in args]
+    cmd = [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING", "--data-dir", data_dir] + [
+        str(a) for a in args
+    ]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def closed_port():
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def test_default_command_line_prints_its_own_events_and_the_delivery(broker, video, model_path):
-    proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-print", "--model", model_path,
-                 "--stats-interval", "0.5")
+    proc = agent(
+        "--source",
+        video,
+        "--broker",
+        broker.url,
+        "--device-id",
+        "cam-print",
+        "--model",
+        model_path,
+        "--stats-interval",
+        "0.5",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert sum(" cam-print frame " in line and " track " in line for line in lines) == 2 * FRAMES
@@ -72,8 +86,22 @@ def test_broker_down_queues_on_disk_or_says_what_was_dropped(video, model_path, 
     """The printer opens no connection of its own, so a broker that is down does not stop the run;
     the summary and the exit status say where the events are."""
     url = "mqtt://127.0.0.1:{}".format(closed_port())
-    common = ["--source", video, "--broker", url, "--device-id", "cam-down", "--model", model_path,
-              "--flush-timeout", "0.5", "--reconnect-min-delay", "0.2", "--reconnect-max-delay", "0.5"]
+    common = [
+        "--source",
+        video,
+        "--broker",
+        url,
+        "--device-id",
+        "cam-down",
+        "--model",
+        model_path,
+        "--flush-timeout",
+        "0.5",
+        "--reconnect-min-delay",
+        "0.2",
+        "--reconnect-max-delay",
+        "0.5",
+    ]
     queued = agent(*common, data_dir=str(tmp_path / "queue"))
     assert queued.returncode == 0, queued.stderr[-3000:]
     delivery = json.loads(queued.stdout.strip().splitlines()[-1])["summary"]["delivery"]
@@ -90,8 +118,22 @@ def test_broker_down_queues_on_disk_or_says_what_was_dropped(video, model_path, 
 def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, tmp_path):
     sub, collector = collect(broker.url, "cam-e2e")
     try:
-        proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-e2e", "--model", model_path,
-                     "--publish", "every-frame", "--annotate", tmp_path / "out.mp4", "--stats-interval", "0.5")
+        proc = agent(
+            "--source",
+            video,
+            "--broker",
+            broker.url,
+            "--device-id",
+            "cam-e2e",
+            "--model",
+            model_path,
+            "--publish",
+            "every-frame",
+            "--annotate",
+            tmp_path / "out.mp4",
+            "--stats-interval",
+            "0.5",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
         assert summary["frames"] == FRAMES and summary["events"] == FRAMES and summary["errors"] == 0
@@ -126,8 +168,18 @@ def test_video_to_schema_valid_events_one_per_frame(broker, video, model_path, t
 def test_on_change_publishes_fewer_events(broker, video, model_path):
     sub, collector = collect(broker.url, "cam-change")
     try:
-        proc = agent("--source", video, "--broker", broker.url, "--device-id", "cam-change", "--model", model_path,
-                     "--publish", "on-change")
+        proc = agent(
+            "--source",
+            video,
+            "--broker",
+            broker.url,
+            "--device-id",
+            "cam-change",
+            "--model",
+            model_path,
+            "--publish",
+            "on-change",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
         assert wait_until(lambda: len(collector.of_kind("events")) >= summary["events"], WAIT)
@@ -165,11 +217,27 @@ def test_missing_model_and_bad_config_are_clear_errors(broker, video, tmp_path):
 
 def test_sigterm_finishes_the_frame_flushes_and_goes_offline(broker, model_path, tmp_path):
     from fer_edge.samples import make_sample_video
+
     long_video = make_sample_video(str(tmp_path / "long.mp4"), frames=400)
     sub, collector = collect(broker.url, "cam-term")
     try:
-        cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--source", long_video, "--broker", broker.url,
-               "--device-id", "cam-term", "--model", model_path, "--data-dir", str(tmp_path / "queue")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "run",
+            "--quiet",
+            "--source",
+            long_video,
+            "--broker",
+            broker.url,
+            "--device-id",
+            "cam-term",
+            "--model",
+            model_path,
+            "--data-dir",
+            str(tmp_path / "queue"),
+        ]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert wait_until(lambda: len(collector.of_kind("events")) >= 5, 60)
         proc.send_signal(signal.SIGTERM)
@@ -185,6 +253,7 @@ def test_sigterm_finishes_the_frame_flushes_and_goes_offline(broker, model_path,
 
 def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
     from edge import detect_emotions, load_classifier
+
     ok, frame = cv2.VideoCapture(video).read()
     faces = detect_emotions(frame, model=model_path)
     assert len(faces) == 2
@@ -199,6 +268,7 @@ def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
         assert max(abs(u - v) for u, v in zip(a, b)) <= 6, (a, b)
     # the scores are the classifier's on the detector's FER-framed crops (not on the bare boxes)
     from edge.detect.factory import crop, make_detector
+
     detections = make_detector().detect(frame)
     assert [list(d.box) for d in detections] == [f["box"] for f in faces]
     clf = load_classifier(model_path)
@@ -209,8 +279,13 @@ def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
         assert 1.1 < side / ((d.box[2] + d.box[3]) / 2.0) < 1.3
     path = tmp_path / "frame.png"
     cv2.imwrite(str(path), frame)
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "image", str(path), "--model", model_path],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "image", str(path), "--model", model_path],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)["faces"]) == 2
 
@@ -218,40 +293,85 @@ def test_detect_emotions_api_and_image_command(video, model_path, tmp_path):
 def test_outbox_status_and_flush_deliver_a_backlog_without_a_camera(broker, video, model_path, tmp_path):
     down = "mqtt://127.0.0.1:{}".format(closed_port())
     queue = str(tmp_path / "queue")
-    run = agent("--source", video, "--broker", down, "--device-id", "cam-backlog", "--model", model_path, "--quiet",
-                "--flush-timeout", "0.5", data_dir=queue)
+    run = agent(
+        "--source",
+        video,
+        "--broker",
+        down,
+        "--device-id",
+        "cam-backlog",
+        "--model",
+        model_path,
+        "--quiet",
+        "--flush-timeout",
+        "0.5",
+        data_dir=queue,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     cli = [sys.executable, "-m", "fer_edge", "outbox"]
-    status = subprocess.run(cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     before = json.loads(status.stdout)
     assert before["messages"] >= FRAMES and before["last_event_seq"] == FRAMES
     sub, collector = collect(broker.url, "cam-backlog")
     try:
-        flush = subprocess.run(cli + ["flush", "--device-id", "cam-backlog", "--data-dir", queue, "--broker",
-                                      broker.url, "--timeout", "30"], cwd=REPO, capture_output=True, text=True,
-                               timeout=90)
+        flush = subprocess.run(
+            cli
+            + ["flush", "--device-id", "cam-backlog", "--data-dir", queue, "--broker", broker.url, "--timeout", "30"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert flush.returncode == 0, flush.stderr[-3000:]
         assert json.loads(flush.stdout.strip().splitlines()[-1])["flushed"]["left"] == 0
         assert wait_until(lambda: len(collector.of_kind("events")) >= FRAMES, WAIT)
     finally:
         sub.stop()
     assert [m.data["frame"] for m in collector.of_kind("events")] == list(range(FRAMES))  # in order, once
-    after = json.loads(subprocess.run(cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue], cwd=REPO,
-                                      capture_output=True, text=True, timeout=60).stdout)
+    after = json.loads(
+        subprocess.run(
+            cli + ["status", "--device-id", "cam-backlog", "--data-dir", queue],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
     assert after["messages"] == 0
-    nowhere = subprocess.run(cli + ["flush", "--device-id", "cam-nothing", "--data-dir", queue, "--broker", down],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    nowhere = subprocess.run(
+        cli + ["flush", "--device-id", "cam-nothing", "--data-dir", queue, "--broker", down],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert nowhere.returncode == 0 and "nothing queued" in nowhere.stdout
 
 
 def test_events_out_writes_the_results_as_jsonl_or_csv(video, model_path, tmp_path):
     import csv
+
     jsonl, table = tmp_path / "events.jsonl", tmp_path / "faces.csv"
     for path in (jsonl, table):
-        proc = agent("--source", video, "--no-embedded-broker", "--device-id", "cam-file", "--model", model_path,
-                     "--quiet", "--events-out", path)
+        proc = agent(
+            "--source",
+            video,
+            "--no-embedded-broker",
+            "--device-id",
+            "cam-file",
+            "--model",
+            model_path,
+            "--quiet",
+            "--events-out",
+            path,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert not os.path.exists(str(path) + ".partial")
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -262,29 +382,36 @@ def test_events_out_writes_the_results_as_jsonl_or_csv(video, model_path, tmp_pa
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 2 * FRAMES and {r["track_id"] for r in rows} == {"1", "2"}
     first = rows[0]
-    assert first["emotion"] == max(("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                                    "contempt"), key=lambda k: float(first[k]))
+    assert first["emotion"] == max(
+        ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
+        key=lambda k: float(first[k]),
+    )
     bad = agent("--source", video, "--no-embedded-broker", "--events-out", tmp_path / "x.txt")
     assert bad.returncode == 2 and "must end in .jsonl or .csv" in bad.stderr
 
 
 def test_annotations_stay_inside_the_frame_and_apart(tmp_path):
     from edge.view.annotate import draw
+
     frame = np.full((120, 160, 3), 255, np.uint8)  # a white wall
     scores = {"neutral": 0.5, "happiness": 0.3, "surprise": 0.2}
-    faces = [{"box": [0, 0, 40, 40], "track_id": 1, "emotion": "neutral", "confidence": 0.5, "scores": scores},
-             {"box": [30, 10, 40, 40], "track_id": 2, "emotion": "neutral", "confidence": 0.5, "scores": scores},
-             {"box": [130, 95, 30, 25], "track_id": 3, "emotion": "neutral", "confidence": 0.5, "scores": scores}]
+    faces = [
+        {"box": [0, 0, 40, 40], "track_id": 1, "emotion": "neutral", "confidence": 0.5, "scores": scores},
+        {"box": [30, 10, 40, 40], "track_id": 2, "emotion": "neutral", "confidence": 0.5, "scores": scores},
+        {"box": [130, 95, 30, 25], "track_id": 3, "emotion": "neutral", "confidence": 0.5, "scores": scores},
+    ]
     out = draw(frame, faces)
     assert out.shape == frame.shape and (out < 60).any()  # the dark outline shows on white
     import edge.view.annotate as annotate
-    taken, placed = [], []
+
+    placed = []
     original = annotate._fit
 
     def record(box, size, width, height, taken_list):
         x, y = original(box, size, width, height, taken_list)
         placed.append((x, y, size[0], size[1]))
         return x, y
+
     annotate._fit = record
     try:
         draw(frame, faces)

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.agent.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
 from edge.config.agent import ConfigError, load_config
 from edge.detect.base import DetectorError
 from edge.detect.haar import HaarDetector, find_haar_cascade
 from edge.detect.yunet import YuNetDetector
 from edge.tracking.policy import PublishPolicy
-from edge.agent.sources import SourceError, VideoFileSource, csi_pipeline, has_gstreamer, open_source
 from edge.tracking.track import IouTracker, iou
 from helpers import wait_until
 
@@ -22,6 +22,7 @@ LABELS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fe
 @pytest.fixture(scope="module")
 def sample_video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("video") / "sample.mp4"), frames=30)
 
 
@@ -35,8 +36,12 @@ def test_video_file_source_delivers_every_frame_then_ends(sample_video):
 def test_realtime_video_file_plays_at_its_frame_rate(sample_video):
     # a fake clock: frame i waits until i / 15 s after the first; a slow pipeline is not slowed further
     now, waits = [100.0], []
-    source = VideoFileSource(sample_video, realtime=True, clock=lambda: now[0],
-                             sleep=lambda s: (waits.append(round(s, 6)), now.__setitem__(0, now[0] + s)))
+    source = VideoFileSource(
+        sample_video,
+        realtime=True,
+        clock=lambda: now[0],
+        sleep=lambda s: (waits.append(round(s, 6)), now.__setitem__(0, now[0] + s)),
+    )
     assert source.fps == 15.0 and source.realtime
     assert [source.read().index for _ in range(3)] == [0, 1, 2] and waits == [round(1 / 15, 6)] * 2
     now[0] += 1.0  # the pipeline took a second over frame 2: frame 3 is late, and goes out at once
@@ -74,12 +79,13 @@ def test_missing_and_bad_sources_are_named(tmp_path):
 
 
 def test_live_source_drops_stale_frames_and_reconnects():
-    import threading
     import time
+
     from edge.agent.sources import LiveSource
 
     class FakeCapture(object):
         """Stands in for a camera: 50 frames, then a drop (read fails), then frames again."""
+
         opened = 0
 
         def __init__(self):
@@ -171,8 +177,11 @@ def test_publish_policies():
 def test_config_file_env_and_flags(tmp_path):
     path = tmp_path / "agent.json"
     path.write_text(json.dumps({"source": "video.mp4", "min_face": 60, "publish": "on-change"}))
-    config = load_config(str(path), env={"FER_EDGE_MIN_FACE": "80", "FER_EDGE_DEVICE_ID": "cam1"},
-                         overrides={"publish": "interval", "source": None})
+    config = load_config(
+        str(path),
+        env={"FER_EDGE_MIN_FACE": "80", "FER_EDGE_DEVICE_ID": "cam1"},
+        overrides={"publish": "interval", "source": None},
+    )
     assert config["source"] == "video.mp4" and config["min_face"] == 80
     assert config["device_id"] == "cam1" and config["publish"] == "interval"
     ini = tmp_path / "agent.ini"
@@ -180,15 +189,18 @@ def test_config_file_env_and_flags(tmp_path):
     assert load_config(str(ini), env={})["smoothing"] == 0.0
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"min_fce": 3}', "unknown key(s) min_fce"),
-    ('{"min_face": "big"}', "key 'min_face': expected an integer, got 'big'"),
-    ('{"smoothing": 1.5}', "key 'smoothing'"),
-    ('{"publish": "always"}', "key 'publish': 'always' is not one of"),
-    ('{"qos": 2}', "key 'qos'"),
-    ('{"ca_file": "/nowhere/ca.pem"}', "key 'ca_file': file /nowhere/ca.pem not found"),
-    ('{"source": "a"', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"min_fce": 3}', "unknown key(s) min_fce"),
+        ('{"min_face": "big"}', "key 'min_face': expected an integer, got 'big'"),
+        ('{"smoothing": 1.5}', "key 'smoothing'"),
+        ('{"publish": "always"}', "key 'publish': 'always' is not one of"),
+        ('{"qos": 2}', "key 'qos'"),
+        ('{"ca_file": "/nowhere/ca.pem"}', "key 'ca_file': file /nowhere/ca.pem not found"),
+        ('{"source": "a"', "not valid JSON"),
+    ],
+)
 def test_bad_config_is_named(tmp_path, content, message):
     path = tmp_path / "agent.json"
     path.write_text(content)
@@ -210,16 +222,27 @@ def test_unknown_environment_variable_stops_the_agent_with_a_suggestion():
     with pytest.raises(ConfigError, match="FER_EDGE_XYZZY_QQQQ: not a fer-edge setting \\(settings"):
         load_config(None, env={"FER_EDGE_XYZZY_QQQQ": "red"})
     # variables read elsewhere (data, secrets, DeepLens settings) are not settings and pass
-    config = load_config(None, env={"FER_EDGE_DATA": "/d", "FER_EDGE_PASSWORD": "x", "FER_EDGE_DEEPLENS_GPU": "1",
-                                    "FER_EDGE_BROKER": "mqtt://broker:1883", "OTHER": "1"})
+    config = load_config(
+        None,
+        env={
+            "FER_EDGE_DATA": "/d",
+            "FER_EDGE_PASSWORD": "x",
+            "FER_EDGE_DEEPLENS_GPU": "1",
+            "FER_EDGE_BROKER": "mqtt://broker:1883",
+            "OTHER": "1",
+        },
+    )
     assert config["broker"] == "mqtt://broker:1883"
 
 
 def test_password_in_the_broker_url_is_refused_wherever_it_comes_from(tmp_path):
     path = tmp_path / "agent.json"
     path.write_text(json.dumps({"broker": "mqtt://cam:s3cret@broker:1883"}))
-    for kwargs in ({"path": str(path)}, {"env": {"FER_EDGE_BROKER": "mqtt://cam:s3cret@broker:1883"}},
-                   {"overrides": {"broker": "mqtt://cam:s3cret@broker:1883"}}):
+    for kwargs in (
+        {"path": str(path)},
+        {"env": {"FER_EDGE_BROKER": "mqtt://cam:s3cret@broker:1883"}},
+        {"overrides": {"broker": "mqtt://cam:s3cret@broker:1883"}},
+    ):
         kwargs.setdefault("env", {})
         with pytest.raises(ConfigError, match="holds a password.*password_file") as err:
             load_config(**kwargs)
@@ -229,7 +252,9 @@ def test_password_in_the_broker_url_is_refused_wherever_it_comes_from(tmp_path):
 
 def test_world_readable_password_file_is_warned_about(tmp_path, caplog):
     import os
+
     from edge.config.agent import read_secret
+
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     os.chmod(str(secret), 0o600)

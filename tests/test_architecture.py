@@ -24,7 +24,12 @@ PACKAGES = DEVICE + HOST
 MAX_LINES = 420
 # Third-party modules that only their adapters may import: {top-level module: allowed files (prefixes)}.
 ADAPTERS = {
-    "tensorrt": ("jetson/trt_runtime.py", "jetson/trt_backend.py", "jetson/engine_build.py", "convert/tensorrt_build.py"),
+    "tensorrt": (
+        "jetson/trt_runtime.py",
+        "jetson/trt_backend.py",
+        "jetson/engine_build.py",
+        "convert/tensorrt_build.py",
+    ),
     "pycuda": ("jetson/trt_runtime.py", "jetson/engine_build.py"),
     "awscam": ("deeplens/device.py",),
     "mo": ("deeplens/device.py",),
@@ -77,7 +82,7 @@ def _imports(path):
                     out.append(Import(module, alias.name, child.lineno, in_function))
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
-                    base = package.split(".")[:len(package.split(".")) - (child.level - 1)]
+                    base = package.split(".")[: len(package.split(".")) - (child.level - 1)]
                     target = ".".join(base + ([child.module] if child.module else []))
                 else:
                     target = child.module
@@ -146,15 +151,19 @@ def test_no_import_cycles_counting_imports_inside_functions(graph):
 
 
 def test_device_packages_never_import_host_packages(graph):
-    bad = ["{}:{} imports {}".format(path.relative_to(REPO), imp.line, imp.target)
-           for module, (path, imports) in graph.items() if module.split(".")[0] in DEVICE
-           for imp in imports if imp.target.split(".")[0] in HOST]
+    bad = [
+        "{}:{} imports {}".format(path.relative_to(REPO), imp.line, imp.target)
+        for module, (path, imports) in graph.items()
+        if module.split(".")[0] in DEVICE
+        for imp in imports
+        if imp.target.split(".")[0] in HOST
+    ]
     assert not bad, "device code imports host packages:\n" + "\n".join(bad)
 
 
 def test_hardware_sdks_and_runtimes_only_in_their_adapters(graph):
     bad = []
-    for module, (path, imports) in graph.items():
+    for _module, (path, imports) in graph.items():
         rel = path.relative_to(REPO).as_posix()
         for imp in imports:
             allowed = ADAPTERS.get(imp.target.split(".")[0])
@@ -174,7 +183,9 @@ def test_every_package_folder_is_a_package_and_modules_stay_small():
                 if name.endswith(".py"):
                     lines = sum(1 for _ in open(os.path.join(folder, name), encoding="utf-8"))
                     if lines > MAX_LINES:
-                        big.append("{} ({} lines)".format(os.path.relpath(os.path.join(folder, name), str(REPO)), lines))
+                        big.append(
+                            "{} ({} lines)".format(os.path.relpath(os.path.join(folder, name), str(REPO)), lines)
+                        )
     assert not missing, "folders with modules but no __init__.py: {}".format(missing)
     assert not big, "modules past {} lines (several jobs: cut them): {}".format(MAX_LINES, big)
 

@@ -54,6 +54,7 @@ def signals():
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "two.mp4"), frames=12)
 
 
@@ -61,21 +62,39 @@ def sample(tmp_path_factory):
 def video(tmp_path_factory):
     """The video the awscam double plays to the Lambda."""
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "faces.mp4"), frames=FRAMES)
 
 
 def test_the_host_agent_goes_through_assemble(assembled, sample, signals, capsys):
     """`fer-edge run` (in process) -> edge.agent.service.serve -> edge.agent.assembly.assemble: the host's parts."""
-    from edge.tracking.lifecycle import TrackLifecycle
     from edge.delivery.base import MemoryPublisher
+    from edge.tracking.lifecycle import TrackLifecycle
     from fer_edge.cli import main
-    assert main(["run", "--source", sample, "--device-id", "host-asm", "--no-embedded-broker", "--quiet",
-                 "--data-dir", "", "--log-level", "WARNING"]) == 0
+
+    assert (
+        main(
+            [
+                "run",
+                "--source",
+                sample,
+                "--device-id",
+                "host-asm",
+                "--no-embedded-broker",
+                "--quiet",
+                "--data-dir",
+                "",
+                "--log-level",
+                "WARNING",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]
     assert len(assembled) == 1
     config, factories, assembly = assembled[0]
     assert config["source"] == sample and not assembly.multi
-    camera, = assembly.cameras
+    (camera,) = assembly.cameras
     assert isinstance(camera.lifecycle, TrackLifecycle) and isinstance(camera.publisher, MemoryPublisher)
     assert camera.tracker.hysteresis_frames == config["hysteresis_frames"]
     assert assembly.classifier.runtime == "onnxruntime" and assembly.detector.runtime == "onnxruntime"
@@ -90,6 +109,7 @@ def test_the_jetson_agent_passes_its_models_to_assemble(assembled, sample, signa
     """jetson.agent._serve hands make_classifier/make_face_detector to assemble as factories: called
     once each (also for two cameras), their results run every camera and are closed at the end."""
     import jetson.agent as jetson_agent
+
     made = {"classifier": [], "detector": [], "closed": []}
 
     def wrap(name, real):
@@ -99,14 +119,24 @@ def test_the_jetson_agent_passes_its_models_to_assemble(assembled, sample, signa
             close = part.close
             part.close = lambda: (made["closed"].append(name), close())
             return part
+
         return factory
 
     monkeypatch.setattr(jetson_agent, "make_classifier", wrap("classifier", jetson_agent.make_classifier))
     monkeypatch.setattr(jetson_agent, "make_face_detector", wrap("detector", jetson_agent.make_face_detector))
     path = tmp_path / "cams.json"
-    path.write_text(json.dumps({"cameras": [{"source": sample, "device_id": "jet-1"},
-                                            {"source": sample, "device_id": "jet-2", "detector_tiles": "2x1"}],
-                                "data_dir": "", "log_level": "WARNING"}))
+    path.write_text(
+        json.dumps(
+            {
+                "cameras": [
+                    {"source": sample, "device_id": "jet-1"},
+                    {"source": sample, "device_id": "jet-2", "detector_tiles": "2x1"},
+                ],
+                "data_dir": "",
+                "log_level": "WARNING",
+            }
+        )
+    )
     args = argparse.Namespace(precision="fp16", max_batch=16, engine_dir=str(tmp_path / "engines"))
     assert jetson_agent._serve(load_config(str(path), env={}), args) == 0
     assert len(made["classifier"]) == len(made["detector"]) == 1 and len(assembled) == 1
@@ -119,21 +149,30 @@ def test_the_jetson_agent_passes_its_models_to_assemble(assembled, sample, signa
 
 
 def test_the_lambda_goes_through_assemble_and_publishes_tracks_through_greengrass(
-        deeplens_doubles, greengrass_core, deeplens_bundle, video, assembled, tmp_path, monkeypatch):
+    deeplens_doubles, greengrass_core, deeplens_bundle, video, assembled, tmp_path, monkeypatch
+):
     """The DeepLens Lambda (awscam source and backend, Greengrass publisher) now has the face
     lifecycle: track messages and the device state reach the core through the real greengrasssdk."""
     import shutil
+
     awscam, _ = deeplens_doubles
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     shutil.copy(deeplens_bundle["model"], str(artifacts / "model.tar.gz"))
-    env = dict(os.environ, FER_EDGE_LAMBDA_AUTOSTART="0", FER_EDGE_MODEL=str(artifacts),
-               FER_EDGE_DEEPLENS_FIFO="off", FER_EDGE_STATS_INTERVAL="0.5", FER_EDGE_LOG_LEVEL="WARNING",
-               FER_EDGE_CONFIRM_FRAMES="2")
+    env = dict(
+        os.environ,
+        FER_EDGE_LAMBDA_AUTOSTART="0",
+        FER_EDGE_MODEL=str(artifacts),
+        FER_EDGE_DEEPLENS_FIFO="off",
+        FER_EDGE_STATS_INTERVAL="0.5",
+        FER_EDGE_LOG_LEVEL="WARNING",
+        FER_EDGE_CONFIRM_FRAMES="2",
+    )
     awscam.configure(video)
     sys.modules.pop("deeplens.lambda_agent", None)
     lambda_agent = importlib.import_module("deeplens.lambda_agent")
     from deeplens.greengrass_publisher import GreengrassPublisher
+
     stop, result = threading.Event(), {}
     thread = threading.Thread(target=lambda: result.update(lambda_agent.run(env, stop=stop)))
     thread.start()
@@ -146,7 +185,7 @@ def test_the_lambda_goes_through_assemble_and_publishes_tracks_through_greengras
 
     assert len(assembled) == 1
     config, factories, assembly = assembled[0]
-    camera, = assembly.cameras
+    (camera,) = assembly.cameras
     assert isinstance(camera.publisher, GreengrassPublisher) and "publisher" in factories.borrowed
     assert type(camera.source).__name__ == "AwscamSource" and assembly.classifier.runtime == "awscam"
     assert config["detector"] == "haar" and camera.lifecycle is not None
@@ -154,8 +193,9 @@ def test_the_lambda_goes_through_assemble_and_publishes_tracks_through_greengras
     infer = "$aws/things/{}/infer".format(THING)
     messages = [m for t, m in greengrass_core.messages() if t == infer]
     assert {t for t, _ in greengrass_core.messages()} == {infer}  # FER_EDGE_DEEPLENS_FER_TOPICS off
-    schemas = dict(("fer-edge/" + name, load_schema(name)) for name in
-                   ("emotion-event", "stats", "status", "track", "state"))
+    schemas = dict(
+        ("fer-edge/" + name, load_schema(name)) for name in ("emotion-event", "stats", "status", "track", "state")
+    )
     for message in messages:
         jsonschema.validate(message, schemas[message["schema"]])
     tracks = [m for m in messages if m["schema"] == "fer-edge/track"]
@@ -164,8 +204,11 @@ def test_the_lambda_goes_through_assemble_and_publishes_tracks_through_greengras
     assert news and len(ends) == len(news) and all(m["device_id"] == THING for m in tracks)
     assert {m["after"]["id"] for m in news} == {m["after"]["id"] for m in ends}
     assert [m for m in messages if m["schema"] == "fer-edge/state"], "no device state"
-    assert result["tracks"] == {"new": len(news), "update": len([m for m in tracks if m["type"] == "update"]),
-                                "end": len(ends)}
+    assert result["tracks"] == {
+        "new": len(news),
+        "update": len([m for m in tracks if m["type"] == "update"]),
+        "end": len(ends),
+    }
     assert result["frames"] == FRAMES
     statuses = [m for m in messages if m["schema"] == "fer-edge/status"]
     assert [s.get("phase") for s in statuses[1:3]] == ["loading-model", "running"]

@@ -19,7 +19,8 @@ from convert import formats, parity, trt_ops
 from convert.errors import ConversionError
 from edge import metadata as md
 from edge.preprocess import prepare_faces
-from fer_testdata import REPO, synthetic_faces as make_synthetic_faces
+from fer_testdata import REPO
+from fer_testdata import synthetic_faces as make_synthetic_faces
 
 TRT_SKIP = "TensorRT not installed: engines are built on the Jetson (JetPack 4.6) or a host with TensorRT"
 
@@ -70,6 +71,7 @@ def savedmodel(tmp_path_factory, train_faces):
 @pytest.fixture(scope="module")
 def source(savedmodel):
     from convert.common import SavedModelSource
+
     return SavedModelSource(savedmodel)
 
 
@@ -92,6 +94,7 @@ def reference(source, faces):
 @pytest.fixture(scope="module")
 def onnx_path(savedmodel, synthetic_faces, tmp_path_factory):
     from convert.onnx_export import export_onnx
+
     return export_onnx(savedmodel, str(tmp_path_factory.mktemp("onnx") / "out"), faces=synthetic_faces)
 
 
@@ -109,6 +112,7 @@ def test_onnx_matches_savedmodel(savedmodel, source, faces, tmp_path):
     import onnxruntime as ort
 
     from convert.onnx_export import export_onnx
+
     logs = []
     path = export_onnx(savedmodel, str(tmp_path / "onnx"), faces=faces, log=logs.append)
     assert path == str(tmp_path / "onnx" / "model.onnx") and os.path.isfile(path)
@@ -125,6 +129,7 @@ def test_onnx_structure_metadata_and_operators(onnx_path, source):
 
     from convert.onnx_export import all_nodes
     from edge.onnx_meta import onnx_model_metadata
+
     model = onnx.load(onnx_path)
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 13
@@ -143,6 +148,7 @@ def test_openvino_matches_savedmodel(savedmodel, source, faces, tmp_path):
     import openvino as ov
 
     from convert.openvino_export import export_openvino, openvino_predictor, read_rt_metadata
+
     path = export_openvino(savedmodel, str(tmp_path / "ov"), faces=faces)
     assert path.endswith("model.xml") and os.path.isfile(path[:-4] + ".bin")
     meta = md.find(path)  # the sidecar model.xml.fer_edge.json
@@ -162,6 +168,7 @@ def test_deeplens_frozen_graph_matches_savedmodel(savedmodel, source, faces, tmp
     import tensorflow as tf
 
     from convert.deeplens_export import FORBIDDEN_OPS, export_deeplens
+
     path = export_deeplens(savedmodel, str(tmp_path / "dl"), faces=faces)
     assert path.endswith("model.tar.gz")
     with tarfile.open(path) as tar:
@@ -196,11 +203,17 @@ def test_operator_outside_tensorrt_list_is_named(savedmodel, synthetic_faces, tm
     from onnx import TensorProto, helper
 
     from convert.onnx_export import check_tensorrt_ops, export_onnx
+
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"], name="ok"), helper.make_node("NonZero", ["r"], ["y"], name="where_nz"),
-         helper.make_node("Gelu", ["r"], ["z"], name="custom", domain="com.microsoft")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, None])])
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="ok"),
+            helper.make_node("NonZero", ["r"], ["y"], name="where_nz"),
+            helper.make_node("Gelu", ["r"], ["z"], name="custom", domain="com.microsoft"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, None])],
+    )
     with pytest.raises(ConversionError, match=r"NonZero \(node where_nz\); com\.microsoft:Gelu \(node custom\)"):
         check_tensorrt_ops(helper.make_model(graph))
 
@@ -212,6 +225,7 @@ def test_operator_outside_tensorrt_list_is_named(savedmodel, synthetic_faces, tm
 
 def test_existing_output_is_refused_unless_forced(savedmodel, synthetic_faces, tmp_path):
     from convert.deeplens_export import export_deeplens
+
     out = tmp_path / "dl"
     out.mkdir()
     (out / "old.txt").write_text("keep me")
@@ -225,6 +239,7 @@ def test_existing_output_is_refused_unless_forced(savedmodel, synthetic_faces, t
 
 def test_missing_metadata_is_refused(savedmodel, synthetic_faces, tmp_path):
     from convert.onnx_export import export_onnx
+
     broken = tmp_path / "sm"
     shutil.copytree(savedmodel, str(broken))
     (broken / md.METADATA_FILENAME).unlink()
@@ -235,6 +250,7 @@ def test_missing_metadata_is_refused(savedmodel, synthetic_faces, tmp_path):
 
 def test_metadata_input_shape_must_match_the_graph(savedmodel, synthetic_faces, tmp_path):
     from convert.openvino_export import export_openvino
+
     wrong = tmp_path / "sm"
     shutil.copytree(savedmodel, str(wrong))
     meta = md.read(str(wrong / md.METADATA_FILENAME))
@@ -247,6 +263,7 @@ def test_metadata_input_shape_must_match_the_graph(savedmodel, synthetic_faces, 
 
 def test_no_real_faces_is_an_error_not_noise(savedmodel, tmp_path, monkeypatch):
     from convert.onnx_export import export_onnx
+
     monkeypatch.setenv(parity.DATA_ENV, str(tmp_path / "nowhere"))
     monkeypatch.setattr(parity, "REPO", str(tmp_path))
     with pytest.raises(ConversionError, match="--data.*--faces"):
@@ -272,6 +289,7 @@ def test_formats_table():
     assert formats.get("openvino").suffix == ".xml"
     assert formats.for_path("a/model.tar.gz").name == "deeplens"
     from convert.onnx_export import export_onnx
+
     assert formats.converter("onnx") is export_onnx
     with pytest.raises(ValueError, match="unknown format"):
         formats.get("tflite")
@@ -286,6 +304,7 @@ def test_engine_naming_trtexec_and_staleness_without_tensorrt(onnx_path, tmp_pat
     from jetson import engine as je
     from jetson.engine_build import trtexec_command
     from jetson.trt_backend import DeviceInfo
+
     name = je.engine_filename("model", "8.2.1.8", "fp16", "NVIDIA Tegra X1", "5.3")
     assert name == "model.trt8.2.1.8.fp16.nvidia-tegra-x1.sm53.engine"
     cmd82 = trtexec_command("m.onnx", name, "fp16", "face", (1, 48, 48), 8, 4, 256, "8.2.1.8")
@@ -316,9 +335,23 @@ def test_engine_naming_trtexec_and_staleness_without_tensorrt(onnx_path, tmp_pat
 def test_cli_convert_tensorrt_without_tensorrt_fails_clearly(savedmodel, tmp_path):
     if formats.missing_requirements("tensorrt") == []:
         pytest.skip("TensorRT is installed here; the missing-TensorRT message cannot be shown")
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "convert", "tensorrt", "--model", savedmodel,
-                           "--out", str(tmp_path / "trt")], cwd=str(REPO), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "convert",
+            "tensorrt",
+            "--model",
+            savedmodel,
+            "--out",
+            str(tmp_path / "trt"),
+        ],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "TensorRT is not installed" in proc.stderr and "Jetson" in proc.stderr
     assert not (tmp_path / "trt").exists()
@@ -326,18 +359,25 @@ def test_cli_convert_tensorrt_without_tensorrt_fails_clearly(savedmodel, tmp_pat
 
 def test_tensorrt_engine_matches_savedmodel(savedmodel, synthetic_faces, tmp_path):
     from edge.backends.base import module_installed
+
     if not module_installed("tensorrt"):
         pytest.skip(TRT_SKIP)
     if not module_installed("pycuda"):
         pytest.skip("pycuda not installed: needed for the engine check and INT8 calibration")
     from convert import tensorrt_build as tb
     from jetson import engine as je
-    engine = tb.export_tensorrt(savedmodel, str(tmp_path / "trt"), faces=synthetic_faces, precision="fp16",
-                                max_batch=8, log=print)
+
+    engine = tb.export_tensorrt(
+        savedmodel, str(tmp_path / "trt"), faces=synthetic_faces, precision="fp16", max_batch=8, log=print
+    )
     info = je.read_engine_info(engine)
     assert info["engine"]["check"]["items"] == len(synthetic_faces)
-    assert je.engine_staleness(engine, str(tmp_path / "trt" / "model.onnx"),
-                               {k: info["engine"][k] for k in je.RUNTIME_FIELDS}) is None
+    assert (
+        je.engine_staleness(
+            engine, str(tmp_path / "trt" / "model.onnx"), {k: info["engine"][k] for k in je.RUNTIME_FIELDS}
+        )
+        is None
+    )
 
 
 # ---------------------------------------------------------------- CLI
@@ -347,12 +387,46 @@ def test_cli_convert_onnx(savedmodel, synthetic_faces, tmp_path):
     faces = tmp_path / "faces.npy"
     np.save(str(faces), synthetic_faces)
     out = tmp_path / "onnx"
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "convert", "onnx", "--model", savedmodel, "--out",
-                           str(out), "--faces", str(faces), "--check-faces", "32"], cwd=str(REPO),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "convert",
+            "onnx",
+            "--model",
+            savedmodel,
+            "--out",
+            str(out),
+            "--faces",
+            str(faces),
+            "--check-faces",
+            "32",
+        ],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "same argmax on 32/32" in proc.stdout and str(out / "model.onnx") in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "convert", "onnx", "--model", savedmodel, "--out",
-                           str(out), "--faces", str(faces)], cwd=str(REPO), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "convert",
+            "onnx",
+            "--model",
+            savedmodel,
+            "--out",
+            str(out),
+            "--faces",
+            str(faces),
+        ],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "already exists" in proc.stderr

@@ -9,12 +9,32 @@ import numpy as np
 import pytest
 
 from fer_testdata import REPO, write_ferplus_folder
-from train.dataset import (DatasetError, load_cache, read_ferplus_folder, read_ferplus_tar, read_kaggle,
-                           read_source, save_cache, split_counts)
+from train.dataset import (
+    DatasetError,
+    load_cache,
+    read_ferplus_folder,
+    read_ferplus_tar,
+    read_kaggle,
+    read_source,
+    save_cache,
+    split_counts,
+)
 
 KAGGLE_HEADER = ["emotion", "pixels", "Usage"]
-NEW_HEADER = ["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger", "disgust",
-              "fear", "contempt", "unknown", "NF"]
+NEW_HEADER = [
+    "Usage",
+    "Image name",
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+]
 USAGE = {"FER2013Train": "Training", "FER2013Valid": "PublicTest"}
 
 
@@ -174,8 +194,13 @@ def test_cli_bad_input_exits_2_with_the_location_and_writes_nothing(tiny_folder,
     name = label.read_text().splitlines()[1].split(",")[0]
     _rewrite_row(label, 2, '{},"(0, 0, 48, 48)",1,2,3'.format(name))
     out = tmp_path / "out" / "cache.npz"
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "data", "build", "--src", str(tiny_folder),
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "data", "build", "--src", str(tiny_folder), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "row 2" in proc.stderr and str(label) in proc.stderr
     assert not out.exists()
@@ -183,8 +208,13 @@ def test_cli_bad_input_exits_2_with_the_location_and_writes_nothing(tiny_folder,
 
 def test_cli_build_prints_per_class_counts(small_ferplus_dir, tmp_path):
     out = tmp_path / "cache.npz"
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "data", "build", "--src", str(small_ferplus_dir),
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "data", "build", "--src", str(small_ferplus_dir), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "FER2013Valid (majority mode)" in proc.stdout and "neutral" in proc.stdout
     assert len(load_cache(out)) == 900
@@ -193,5 +223,6 @@ def test_cli_build_prints_per_class_counts(small_ferplus_dir, tmp_path):
 def test_decoded_png_pixels_match_opencv(small_ferplus_dir):
     data = read_ferplus_folder(small_ferplus_dir)
     first = data.names[0]
-    np.testing.assert_array_equal(data.images[0],
-                                  cv2.imread(str(small_ferplus_dir / "FER2013Train" / first), cv2.IMREAD_GRAYSCALE))
+    np.testing.assert_array_equal(
+        data.images[0], cv2.imread(str(small_ferplus_dir / "FER2013Train" / first), cv2.IMREAD_GRAYSCALE)
+    )

@@ -30,7 +30,8 @@ import pytest
 from edge import metadata as md
 from edge.events.payloads import load_schema
 from fer_testdata import REPO
-from helpers import DEEPLENS_THING as THING, DOUBLES, wait_until
+from helpers import DEEPLENS_THING as THING
+from helpers import DOUBLES, wait_until
 
 FRAMES = 8
 FORBIDDEN = {"paho", "onnxruntime", "tensorflow", "keras", "train", "fer_edge", "convert", "tf2onnx", "onnx"}
@@ -42,6 +43,7 @@ FORBIDDEN = {"paho", "onnxruntime", "tensorflow", "keras", "train", "fer_edge", 
 @pytest.fixture(scope="module")
 def openvino_xml(tiny_savedmodel, deeplens_faces, tmp_path_factory):
     from convert.formats import converter
+
     return converter("openvino")(tiny_savedmodel, str(tmp_path_factory.mktemp("ov") / "out"), faces=deeplens_faces)
 
 
@@ -49,6 +51,7 @@ def openvino_xml(tiny_savedmodel, deeplens_faces, tmp_path_factory):
 def reference(tiny_savedmodel, deeplens_faces):
     from convert.common import SavedModelSource
     from edge.preprocess import prepare_faces
+
     source = SavedModelSource(tiny_savedmodel)
     return source.predict(prepare_faces(deeplens_faces, source.meta))
 
@@ -78,17 +81,35 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(deeplens_bundle, tmp_path):
         names = set(zf.namelist())
         zf.extractall(str(tmp_path / "zip"))
     assert "lambda_function.py" in names  # at the root: handler lambda_function.function_handler
-    assert {"edge/events/schema/emotion-event.schema.json", "edge/events/schema/stats.schema.json",
-            "edge/events/schema/status.schema.json"} <= names
-    assert {"deeplens/awscam_source.py", "deeplens/awscam_backend.py", "deeplens/stream.py",
-            "deeplens/greengrass_publisher.py", "deeplens/lambda_agent.py", "greengrasssdk/IoTDataPlane.py",
-            "greengrasssdk/LICENSE"} <= names
-    host_only = {"fer_edge/bundles/deeplens_deploy.py", "fer_edge/bundles/deeplens.py", "edge/delivery/subscribe.py", "edge/agent/service.py",
-                 "edge/backends/onnxruntime_backend.py", "edge/backends/openvino_backend.py"}
+    assert {
+        "edge/events/schema/emotion-event.schema.json",
+        "edge/events/schema/stats.schema.json",
+        "edge/events/schema/status.schema.json",
+    } <= names
+    assert {
+        "deeplens/awscam_source.py",
+        "deeplens/awscam_backend.py",
+        "deeplens/stream.py",
+        "deeplens/greengrass_publisher.py",
+        "deeplens/lambda_agent.py",
+        "greengrasssdk/IoTDataPlane.py",
+        "greengrasssdk/LICENSE",
+    } <= names
+    host_only = {
+        "fer_edge/bundles/deeplens_deploy.py",
+        "fer_edge/bundles/deeplens.py",
+        "edge/delivery/subscribe.py",
+        "edge/agent/service.py",
+        "edge/backends/onnxruntime_backend.py",
+        "edge/backends/openvino_backend.py",
+    }
     assert not names & host_only
     assert not [n for n in names if n.split("/")[0] in ("train", "convert", "fer_edge", "jetson", "tests")]
-    lazy_ok = {("edge/delivery/client.py", "paho"), ("edge/backends/__init__.py", "onnx"),
-               ("edge/backends/__init__.py", "onnxruntime")}
+    lazy_ok = {
+        ("edge/delivery/client.py", "paho"),
+        ("edge/backends/__init__.py", "onnx"),
+        ("edge/backends/__init__.py", "onnxruntime"),
+    }
     bad = []
     for name in sorted(n for n in names if n.endswith(".py")):
         tree = ast.parse((tmp_path / "zip" / name).read_text(encoding="utf-8"))
@@ -98,30 +119,48 @@ def test_bundle_zip_holds_only_what_the_lambda_runs(deeplens_bundle, tmp_path):
     assert not bad, bad
     # Python 3.6 syntax and library for every .py in the zip (the device runs 3.7; JetPack-era 3.6 too)
     vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
-    proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", "--backport", "dataclasses",
-                           "--backport", "typing", str(tmp_path / "zip")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            vermin,
+            "--no-tips",
+            "--violations",
+            "-t=3.6-",
+            "--backport",
+            "dataclasses",
+            "--backport",
+            "typing",
+            str(tmp_path / "zip"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # the zip is self-contained: imported from its root (with the awscam double), its own copies load
     # and nothing heavy comes along
-    probe = ("import sys, lambda_function, edge, deeplens.lambda_agent, greengrasssdk\n"
-             "print(lambda_function.thread, edge.__file__, deeplens.__file__, greengrasssdk.__file__)\n"
-             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {!r})\n"
-             "print('heavy', heavy)\n").format(sorted(FORBIDDEN))
+    probe = (
+        "import sys, lambda_function, edge, deeplens.lambda_agent, greengrasssdk\n"
+        "print(lambda_function.thread, edge.__file__, deeplens.__file__, greengrasssdk.__file__)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {!r})\n"
+        "print('heavy', heavy)\n"
+    ).format(sorted(FORBIDDEN))
     env = dict(os.environ, FER_EDGE_LAMBDA_AUTOSTART="0", PYTHONPATH=DOUBLES)
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=str(tmp_path / "zip"), env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=str(tmp_path / "zip"), env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()[-2:]
     assert first.startswith("None ") and all(p.startswith(str(tmp_path / "zip")) for p in first.split()[1:])
     assert second == "heavy []"
     # ... and for the host tools in deeplens/ too (the Makefile's vermin target covers the folder)
-    proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", str(REPO / "deeplens")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [vermin, "--no-tips", "--violations", "-t=3.6-", str(REPO / "deeplens")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_bundle_refuses_a_bad_model_artifact(tmp_path):
     from fer_edge.bundles.deeplens import BundleError, build_bundle
+
     bogus = tmp_path / "model.tar.gz"
     with tarfile.open(str(bogus), "w:gz") as tar:
         tar.add(__file__, arcname="model.pb")  # a .pb but no metadata
@@ -136,15 +175,31 @@ def test_deploy_with_awscli_creates_then_updates_and_publishes(deeplens_bundle, 
     import boto3
 
     from fer_edge.bundles.deeplens_deploy import deploy
+
     kw = dict(endpoint_url=moto_endpoint, region_name="us-east-1")
     iam = boto3.client("iam", **kw)
-    role = iam.create_role(RoleName="AWSDeepLensLambdaRole", Path="/service-role/", AssumeRolePolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                                 "Action": "sts:AssumeRole"}]}))["Role"]
+    role = iam.create_role(
+        RoleName="AWSDeepLensLambdaRole",
+        Path="/service-role/",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+    )["Role"]
     logs = []
-    first = deploy("deeplens-fer-edge-test", "deeplens-fer-edge", zip_path=deeplens_bundle["zip"],
-                   model_artifact=deeplens_bundle["model"], region="us-east-1", endpoint_url=moto_endpoint,
-                   log=logs.append)
+    first = deploy(
+        "deeplens-fer-edge-test",
+        "deeplens-fer-edge",
+        zip_path=deeplens_bundle["zip"],
+        model_artifact=deeplens_bundle["model"],
+        region="us-east-1",
+        endpoint_url=moto_endpoint,
+        log=logs.append,
+    )
     assert first["created"] and first["version"] == "1"
     assert first["s3_uri"] == "s3://deeplens-fer-edge-test/fer-edge/model.tar.gz"
     assert first["version_arn"].endswith(":function:deeplens-fer-edge:1")
@@ -159,9 +214,15 @@ def test_deploy_with_awscli_creates_then_updates_and_publishes(deeplens_bundle, 
     assert fn["Handler"] == "lambda_function.function_handler" and fn["Runtime"] == "python3.7"
     assert fn["Role"] == role["Arn"]  # found by name: the role DeepLens registration creates
 
-    second = deploy("deeplens-fer-edge-test", "deeplens-fer-edge", zip_path=deeplens_bundle["zip"],
-                    model_artifact=deeplens_bundle["model"], region="us-east-1", endpoint_url=moto_endpoint,
-                    log=None)
+    second = deploy(
+        "deeplens-fer-edge-test",
+        "deeplens-fer-edge",
+        zip_path=deeplens_bundle["zip"],
+        model_artifact=deeplens_bundle["model"],
+        region="us-east-1",
+        endpoint_url=moto_endpoint,
+        log=None,
+    )
     assert not second["created"] and second["version"] == "2"
     versions = boto3.client("lambda", **kw).list_versions_by_function(FunctionName="deeplens-fer-edge")["Versions"]
     assert {"1", "2"} <= {v["Version"] for v in versions}
@@ -169,6 +230,7 @@ def test_deploy_with_awscli_creates_then_updates_and_publishes(deeplens_bundle, 
 
 def test_deploy_refuses_bad_names_before_calling_aws(deeplens_bundle):
     from fer_edge.bundles.deeplens_deploy import DeployError, deploy
+
     files = deeplens_bundle["zip"], deeplens_bundle["model"]
     with pytest.raises(DeployError, match="starts with 'deeplens-'"):
         deploy("my-models", "deeplens-fer-edge", *files, "us-east-1", aws="/nonexistent/aws")
@@ -181,12 +243,13 @@ def test_deploy_refuses_bad_names_before_calling_aws(deeplens_bundle):
 # ---------------------------------------------------------------- the backend on the doubles
 
 
-def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(deeplens_doubles, deeplens_bundle,
-                                                                              openvino_xml, deeplens_faces, reference,
-                                                                              tmp_path):
+def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(
+    deeplens_doubles, deeplens_bundle, openvino_xml, deeplens_faces, reference, tmp_path
+):
     awscam, mo = deeplens_doubles
     from deeplens.awscam_backend import AwscamBackend
     from edge.classifier import EmotionClassifier
+
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     shutil.copy(deeplens_bundle["model"], str(artifacts / "model.tar.gz"))  # no sidecar beside: read from the tarball
@@ -213,6 +276,7 @@ def test_awscam_backend_optimizes_the_frozen_graph_and_matches_the_savedmodel(de
 def test_awscam_backend_reports_optimizer_failure(deeplens_doubles, deeplens_bundle, tmp_path):
     from deeplens.awscam_backend import AwscamBackend, extract_artifact
     from edge.backends.base import BackendError
+
     shutil.copy(deeplens_bundle["model"], str(tmp_path / "model.tar.gz"))
     pb = extract_artifact(str(tmp_path / "model.tar.gz"))
     # options the optimizer refuses (a precision it does not know): tried again without them
@@ -232,6 +296,7 @@ def test_awscam_backend_reports_optimizer_failure(deeplens_doubles, deeplens_bun
 def test_pick_output_names_the_layers_when_ambiguous():
     from deeplens.awscam_backend import pick_output
     from edge.backends.base import BackendError
+
     assert pick_output({"prob/Softmax": np.ones(8)}, "probabilities", 8).shape == (8,)
     assert pick_output({"probabilities": np.ones(8), "x": np.ones(8)}, "probabilities", 8).shape == (8,)
     with pytest.raises(BackendError, match=r"layers \['a', 'b'\]"):
@@ -259,6 +324,7 @@ class FlakyCamera(object):
 
 def test_awscam_source_skips_failed_reads_counts_them_and_stops():
     from deeplens.awscam_source import AwscamSource
+
     stop = threading.Event()
     source = AwscamSource(camera=FlakyCamera(3), stop=stop, min_backoff=0.01, max_backoff=0.02)
     frame = source.read()
@@ -267,7 +333,7 @@ def test_awscam_source_skips_failed_reads_counts_them_and_stops():
     assert source.read().index == 1
     stop.set()
     assert source.read() is None and not source.stopping.is_set()  # the caller's event is only watched
-    gone = AwscamSource(camera=FlakyCamera(10 ** 6), min_backoff=0.01, max_backoff=0.01, max_failures=5)
+    gone = AwscamSource(camera=FlakyCamera(10**6), min_backoff=0.01, max_backoff=0.01, max_failures=5)
     assert gone.read() is None and gone.corrupt == 5
 
 
@@ -290,7 +356,7 @@ def jpegs(data):
     while start >= 0:
         end = data.find(b"\xff\xd9", start)
         while end >= 0:
-            image = cv2.imdecode(np.frombuffer(data[start:end + 2], np.uint8), cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(data[start : end + 2], np.uint8), cv2.IMREAD_COLOR)
             if image is not None:
                 break
             end = data.find(b"\xff\xd9", end + 2)
@@ -302,11 +368,12 @@ def jpegs(data):
 
 def test_project_stream_waits_for_a_reader_and_never_blocks_the_loop(tmp_path):
     from deeplens.stream import ProjectStream
+
     path = str(tmp_path / "results.mjpeg")
     stream = ProjectStream(path, resolution="64x48", retry_interval=0.02)
     image = np.zeros((120, 160, 3), np.uint8)
     t0 = time.time()
-    for i in range(20):  # no reader yet: returns at once, keeps only the newest frame
+    for _ in range(20):  # no reader yet: returns at once, keeps only the newest frame
         stream.write(image, [])
     assert time.time() - t0 < 0.5 and stream.dropped >= 18 and stream.written == 0
     for _ in range(100):
@@ -314,13 +381,24 @@ def test_project_stream_waits_for_a_reader_and_never_blocks_the_loop(tmp_path):
             break
         time.sleep(0.01)
     import stat
+
     assert stat.S_ISFIFO(os.stat(path).st_mode)  # created by the writer
     chunks, stop = [], threading.Event()
     reader = threading.Thread(target=read_fifo, args=(path, chunks, stop))
     reader.start()
     for i in range(5):
-        stream.write(image + i, [{"box": [10, 10, 40, 40], "track_id": 1, "emotion": "happiness",
-                                   "confidence": 0.9, "scores": {"happiness": 0.9, "neutral": 0.1}}])
+        stream.write(
+            image + i,
+            [
+                {
+                    "box": [10, 10, 40, 40],
+                    "track_id": 1,
+                    "emotion": "happiness",
+                    "confidence": 0.9,
+                    "scores": {"happiness": 0.9, "neutral": 0.1},
+                }
+            ],
+        )
         time.sleep(0.1)
     stream.close()
     reader.join(5)
@@ -331,6 +409,7 @@ def test_project_stream_waits_for_a_reader_and_never_blocks_the_loop(tmp_path):
 
 def test_greengrass_publisher_needs_a_thing_name(deeplens_doubles, monkeypatch):
     from deeplens.greengrass_publisher import GreengrassError, GreengrassPublisher
+
     monkeypatch.delenv("AWS_IOT_THING_NAME", raising=False)
     with pytest.raises(GreengrassError, match="AWS_IOT_THING_NAME is not set"):
         GreengrassPublisher()
@@ -342,19 +421,27 @@ def test_greengrass_publisher_needs_a_thing_name(deeplens_doubles, monkeypatch):
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "faces.mp4"), frames=FRAMES)
 
 
-def test_lambda_runs_the_agent_on_the_doubles(deeplens_doubles, greengrass_core, deeplens_bundle, video, tmp_path,
-                                              monkeypatch):
+def test_lambda_runs_the_agent_on_the_doubles(
+    deeplens_doubles, greengrass_core, deeplens_bundle, video, tmp_path, monkeypatch
+):
     awscam, mo = deeplens_doubles
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     shutil.copy(deeplens_bundle["model"], str(artifacts / "model.tar.gz"))
     fifo = str(tmp_path / "results.mjpeg")
-    env = {"FER_EDGE_LAMBDA_AUTOSTART": "0", "FER_EDGE_MODEL": str(artifacts), "FER_EDGE_DEEPLENS_FIFO": fifo,
-           "FER_EDGE_DEEPLENS_FER_TOPICS": "1", "FER_EDGE_STATS_INTERVAL": "0.2", "FER_EDGE_PUBLISH": "every-frame",
-           "FER_EDGE_LOG_LEVEL": "WARNING"}
+    env = {
+        "FER_EDGE_LAMBDA_AUTOSTART": "0",
+        "FER_EDGE_MODEL": str(artifacts),
+        "FER_EDGE_DEEPLENS_FIFO": fifo,
+        "FER_EDGE_DEEPLENS_FER_TOPICS": "1",
+        "FER_EDGE_STATS_INTERVAL": "0.2",
+        "FER_EDGE_PUBLISH": "every-frame",
+        "FER_EDGE_LOG_LEVEL": "WARNING",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     awscam.configure(video, fail_first=2)
@@ -370,21 +457,30 @@ def test_lambda_runs_the_agent_on_the_doubles(deeplens_doubles, greengrass_core,
     stop = threading.Event()
     thread = lambda_function.start(env=dict(os.environ), stop=stop)
     assert awscam.exhausted.wait(60), "the Lambda did not read the whole video"
-    wait_until(lambda: sum(1 for t, m in greengrass_core.messages()
-                           if m.get("schema") == "fer-edge/emotion-event") >= 2 * FRAMES, 20, step=0.05)
+    wait_until(
+        lambda: (
+            sum(1 for t, m in greengrass_core.messages() if m.get("schema") == "fer-edge/emotion-event") >= 2 * FRAMES
+        ),
+        20,
+        step=0.05,
+    )
     stop.set()
     thread.join(30)
     assert not thread.is_alive()
     reader.join(10)
 
     # what reached the core, through the real greengrasssdk: IPC posts to the router, per topic
-    assert greengrass_core.posts and all(p["path"] == "/2016-11-01/functions/arn:aws:lambda:::function:GGRouter"
-                                         and p["type"] == "Event" and p["auth"] == "test-token"
-                                         for p in greengrass_core.posts)
+    assert greengrass_core.posts and all(
+        p["path"] == "/2016-11-01/functions/arn:aws:lambda:::function:GGRouter"
+        and p["type"] == "Event"
+        and p["auth"] == "test-token"
+        for p in greengrass_core.posts
+    )
     messages = greengrass_core.messages()
     infer = "$aws/things/{}/infer".format(THING)
-    assert {t for t, _ in messages} == {infer} | {"fer-edge/{}/{}".format(THING, kind) for kind in
-                                                  ("events", "stats", "status", "tracks", "state")}
+    assert {t for t, _ in messages} == {infer} | {
+        "fer-edge/{}/{}".format(THING, kind) for kind in ("events", "stats", "status", "tracks", "state")
+    }
     on_infer = [m for t, m in messages if t == infer]
     kinds = ("emotion-event", "stats", "status", "track", "state")
     schemas = dict(("fer-edge/" + name, load_schema(name)) for name in kinds)
@@ -420,8 +516,13 @@ def test_lambda_runs_the_agent_on_the_doubles(deeplens_doubles, greengrass_core,
 def test_standalone_agent_runs_the_openvino_ir(openvino_xml, video, tmp_path):
     """`python3 -m deeplens` (no Greengrass, no awscam): the edge agent with the IR on OpenVINO."""
     from deeplens.__main__ import main
-    assert main(["--source", video, "--model", openvino_xml, "--device-id", "deeplens-standalone",
-                 "--log-level", "WARNING"]) == 0
+
+    assert (
+        main(
+            ["--source", video, "--model", openvino_xml, "--device-id", "deeplens-standalone", "--log-level", "WARNING"]
+        )
+        == 0
+    )
     assert main(["--source", video, "--publish", "sometimes"]) == 2
 
 
@@ -430,6 +531,7 @@ def test_greengrass_publisher_sends_tracks_and_state_and_refuses_retained(greeng
     infer topic (and the fer-edge topics); retained messages (Home Assistant discovery) cannot."""
     from deeplens.greengrass_publisher import GreengrassPublisher
     from edge.events.payloads import state_payload
+
     pub = GreengrassPublisher(fer_topics=True)
     pub.start()
     track = {"schema": "fer-edge/track", "type": "new", "after": {"id": "ab-1"}}

@@ -44,8 +44,11 @@ def old_python(name):
     """The python of build/old-pythons/NAME, or a skip that says how to build it."""
     python = OLD_VENVS / name / "bin" / "python"
     if not (OLD_VENVS / name / ".installed").is_file() or not python.exists():
-        pytest.skip("{} not built: run `make old-pythons` (needs pyenv's Python {}; `make test` builds it)".format(
-            OLD_VENVS / name, "3.6.15" if name.startswith("py36") else "3.7.16"))
+        pytest.skip(
+            "{} not built: run `make old-pythons` (needs pyenv's Python {}; `make test` builds it)".format(
+                OLD_VENVS / name, "3.6.15" if name.startswith("py36") else "3.7.16"
+            )
+        )
     return str(python)
 
 
@@ -74,6 +77,7 @@ def faces(request):
 def artifact(faces, tmp_path_factory):
     """The shipped model's DeepLens artifact: tarball, .pb path, metadata."""
     from convert.deeplens_export import export_deeplens, read_pb
+
     out = tmp_path_factory.mktemp("deeplens") / "out"
     tar = export_deeplens(str(SHIPPED), str(out), faces=faces[0])
     pb, meta = read_pb(tar, "model")
@@ -86,6 +90,7 @@ def artifact(faces, tmp_path_factory):
 def reference(faces):
     from convert.common import SavedModelSource
     from edge.preprocess import prepare_faces
+
     source = SavedModelSource(str(SHIPPED))
     return source.predict(prepare_faces(faces[0], source.meta))
 
@@ -95,16 +100,19 @@ def views(faces, artifact, tmp_path_factory):
     """The device's input arrays [V, N, 48, 48, 3] in an .npz for the old toolchains."""
     from deeplens.awscam_backend import device_views
     from edge.preprocess import prepare_faces
+
     stacked = np.stack(device_views(prepare_faces(faces[0], artifact["meta"]), artifact["meta"]))
     path = tmp_path_factory.mktemp("views") / "views.npz"
-    np.savez(str(path), views=stacked, input=artifact["meta"]["input"]["name"],
-             output=artifact["meta"]["output"]["name"])
+    np.savez(
+        str(path), views=stacked, input=artifact["meta"]["input"]["name"], output=artifact["meta"]["output"]["name"]
+    )
     return stacked, path
 
 
 def compare(what, reference, outputs, atol):
     from convert.parity import compare as parity_compare
     from deeplens.awscam_backend import combine_views
+
     got = combine_views(list(outputs))
     report = parity_compare(what, reference, got, atol)  # raises with the details when outside
     print(report)
@@ -116,8 +124,10 @@ def compare(what, reference, outputs, atol):
 
 
 def test_artifact_is_static_three_channel_and_mirror_free(artifact, faces):
-    from convert.tf1_graph import DEEPLENS_TF_OPS, SHAPE_OPS
     import tensorflow as tf
+
+    from convert.tf1_graph import DEEPLENS_TF_OPS, SHAPE_OPS
+
     meta = artifact["meta"]
     assert meta["input"]["channels"] == 3 and meta["input"]["layout"] == "NHWC"
     assert meta["model"]["flip_average"] == "runtime" and meta["model"]["test_time"] == "flip-average"
@@ -129,6 +139,7 @@ def test_artifact_is_static_three_channel_and_mirror_free(artifact, faces):
     assert [d.size for d in face.attr["shape"].shape.dim] == [-1, 48, 48, 3]
     # no mirror left: no MatMul by an anti-diagonal matrix, and only 2-D MatMuls (the Dense layers)
     from convert.tf1_graph import mirror_ops
+
     assert mirror_ops(graph_def) == []
     # every constant carries its values (TF 2 leaves zero-valued ones empty; TF 1.4 cannot read those)
     consts = [n for n in graph_def.node if n.op == "Const"]
@@ -183,8 +194,22 @@ def mo_irs(mo_python, artifact, tmp_path_factory):
     out = tmp_path_factory.mktemp("mo")
     irs, logs = {}, {}
     for precision in ("FP16", "FP32"):
-        proc = run([mo, "--input_model", artifact["pb"], "--input_shape", "[1,48,48,3]", "--data_type", precision,
-                    "--model_name", "model_" + precision, "--output_dir", out], cwd=str(out))
+        proc = run(
+            [
+                mo,
+                "--input_model",
+                artifact["pb"],
+                "--input_shape",
+                "[1,48,48,3]",
+                "--data_type",
+                precision,
+                "--model_name",
+                "model_" + precision,
+                "--output_dir",
+                out,
+            ],
+            cwd=str(out),
+        )
         logs[precision] = proc.stdout
         irs[precision] = out / ("model_" + precision + ".xml")
     return irs, logs
@@ -194,30 +219,31 @@ def test_model_optimizer_2021_4_converts_to_a_static_ir(mo_irs):
     irs, logs = mo_irs
     for precision, xml in irs.items():
         assert "Model Optimizer version: \t2021.4.2" in logs[precision] or re.search(
-            r"Model Optimizer version:\s+2021\.4\.2", logs[precision]), logs[precision][-2000:]
+            r"Model Optimizer version:\s+2021\.4\.2", logs[precision]
+        ), logs[precision][-2000:]
         assert xml.is_file() and xml.with_suffix(".bin").is_file()
         types, shapes = ir_layers(xml)
         assert not set(types) & SHAPE_LAYERS, sorted(set(types))
         assert "Convolution" in types and "SoftMax" in types
         # static: every dimension of every port is a positive integer (input [1,3,48,48] NCHW)
         assert shapes and all(d is not None and d.isdigit() and int(d) > 0 for s in shapes for d in s), shapes
-        params = [layer for layer in ElementTree.parse(str(xml)).getroot().iter("layer")
-                  if layer.get("type") == "Parameter"]
+        params = [
+            layer for layer in ElementTree.parse(str(xml)).getroot().iter("layer") if layer.get("type") == "Parameter"
+        ]
         assert len(params) == 1 and params[0].find("data").get("shape").replace(" ", "") == "1,3,48,48"
         assert params[0].find("data").get("element_type") == {"FP16": "f16", "FP32": "f32"}[precision]
 
 
 @pytest.mark.parametrize("precision,atol", [("FP16", IR_FP16_ATOL), ("FP32", IR_FP32_ATOL)])
-def test_inference_engine_2021_4_matches_the_savedmodel(mo_python, mo_irs, views, reference, precision, atol,
-                                                        tmp_path):
+def test_inference_engine_2021_4_matches_the_savedmodel(mo_python, mo_irs, views, reference, precision, atol, tmp_path):
     python = mo_python
     out = tmp_path / "ie.npz"
-    proc = run([python, DEVICE_ENVS / "ie2021_run.py", mo_irs[0][precision], views[1], out, "CPU"],
-               cwd=str(tmp_path))
+    proc = run([python, DEVICE_ENVS / "ie2021_run.py", mo_irs[0][precision], views[1], out, "CPU"], cwd=str(tmp_path))
     assert "inference engine 2021.4.2" in proc.stdout and "[1, 3, 48, 48]" in proc.stdout, proc.stdout
     result = np.load(str(out))
-    compare("OpenVINO 2021.4.2 {} IR, Inference Engine on the CPU".format(precision), reference,
-            result["outputs"], atol)
+    compare(
+        "OpenVINO 2021.4.2 {} IR, Inference Engine on the CPU".format(precision), reference, result["outputs"], atol
+    )
 
 
 # ---------------------------------------------------------------- the awscam backend (doubles)
@@ -230,6 +256,7 @@ DOUBLES = str(REPO / "tests" / "doubles")
 def doubles():
     """tests/doubles first on sys.path (awscam, mo), forgotten afterwards."""
     import importlib
+
     saved = {k: sys.modules.pop(k) for k in ("awscam", "mo") if k in sys.modules}
     sys.path.insert(0, DOUBLES)
     try:
@@ -243,9 +270,11 @@ def doubles():
 
 def test_awscam_backend_flip_averages_the_shipped_model(doubles, artifact, faces, reference, tmp_path):
     import shutil
+
     awscam, mo = doubles
     from deeplens.awscam_backend import AwscamBackend
     from edge.classifier import EmotionClassifier
+
     shutil.copy(artifact["tar"], str(tmp_path / "model.tar.gz"))
     del mo.calls[:]
     gpu = EmotionClassifier(AwscamBackend(str(tmp_path)))
@@ -270,6 +299,7 @@ def test_awscam_backend_flip_averages_the_shipped_model(doubles, artifact, faces
 
 def _graph(build):
     import tensorflow as tf
+
     graph = tf.Graph()
     with graph.as_default():
         face = tf.compat.v1.placeholder(tf.float32, [None, 4, 4, 1], name="face")
@@ -284,14 +314,17 @@ def test_a_mirror_that_is_not_a_flip_average_is_refused():
     def mirror_only(tf, face):  # f(mirror(x)) alone, no average with the plain view
         flat = tf.reshape(face, [-1, 4])
         return tf.reshape(tf.matmul(flat, tf.constant(np.eye(4, dtype=np.float32)[::-1].copy())), [-1, 16])
+
     with pytest.raises(ConversionError, match=r"not \(plain \+ mirrored\) / 2 of one network; path from the output"):
         remove_mirror(_graph(mirror_only), "face", "probabilities")
 
     def averaged(tf, face):
         flat = tf.reshape(face, [-1, 16])
-        mirrored = tf.reshape(tf.matmul(tf.reshape(face, [-1, 4]), tf.constant(np.eye(4, dtype=np.float32)[::-1].copy())),
-                              [-1, 16])
+        mirrored = tf.reshape(
+            tf.matmul(tf.reshape(face, [-1, 4]), tf.constant(np.eye(4, dtype=np.float32)[::-1].copy())), [-1, 16]
+        )
         return (flat + mirrored) * 0.5
+
     graph_def, removed = remove_mirror(_graph(averaged), "face", "probabilities")
     out = [n for n in graph_def.node if n.name == "probabilities"][0]
     assert removed and out.input[0].startswith("Reshape") and "MatMul" not in out.input[0]
@@ -303,5 +336,6 @@ def test_shape_computing_ops_are_refused_by_name():
 
     def dynamic_flatten(tf, face):
         return tf.reshape(face, tf.stack([tf.shape(face)[0], 16]))
+
     with pytest.raises(ConversionError, match=r"Pack.*Shape.*StridedSlice.*compute shapes at run time"):
         check_static(_graph(dynamic_flatten), "face", [1, 4, 4, 1])

@@ -27,21 +27,21 @@ from pathlib import Path
 
 import pytest
 
-from helpers import collect, wait_until
-from mqtt_broker import sample_event, Mosquitto, free_port, running_mosquitto
-
-from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
-from edge.labels import EMOTIONS
-from edge.delivery.outbox import Outbox, queue_path
 from edge.delivery.client import backoff_delay
 from edge.delivery.mqtt import MqttPublisher
+from edge.delivery.outbox import Outbox, queue_path
 from edge.delivery.settings import BrokerSettings
 from edge.delivery.subscribe import Message
+from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
+from edge.labels import EMOTIONS
 from fer_edge.subscribe_lines import Deduplicator, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
+from helpers import collect, wait_until
+from mqtt_broker import Mosquitto, free_port, running_mosquitto, sample_event
 
 REPO = Path(__file__).resolve().parents[1]
 from mqtt_broker import PROBS  # noqa: E402
+
 WAIT = 10.0
 FAST = (0.2, 1.0)  # reconnect back-off for tests (min, max seconds)
 OUTAGE_S = 10.0
@@ -92,13 +92,16 @@ def queue_rows(path):
     """Rows of a queue file, read-only (the agent may hold it open)."""
     db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=5)
     try:
-        return [(seq, topic, json.loads(bytes(payload).decode("utf-8")))
-                for seq, topic, payload in db.execute("SELECT seq, topic, payload FROM messages ORDER BY seq")]
+        return [
+            (seq, topic, json.loads(bytes(payload).decode("utf-8")))
+            for seq, topic, payload in db.execute("SELECT seq, topic, payload FROM messages ORDER BY seq")
+        ]
     finally:
         db.close()
 
 
 # --- the real agent ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
@@ -108,15 +111,26 @@ def tiny_model(tmp_path_factory):
     pytest.importorskip("cv2")
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
+
     from edge import metadata as md
+
     rng = np.random.RandomState(0)
-    inits = [numpy_helper.from_array((rng.standard_normal((48 * 48, 8)) * 0.01).astype(np.float32), "W"),
-             numpy_helper.from_array(np.zeros(8, np.float32), "B")]
-    nodes = [helper.make_node("Flatten", ["face"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
-                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])], inits)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((48 * 48, 8)) * 0.01).astype(np.float32), "W"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "B"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["face"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     meta = md.with_layout(md.default_metadata(48, 48), "NCHW")
@@ -130,22 +144,44 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def videos(tiny_model, tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     folder = tmp_path_factory.mktemp("videos")
-    return {n: make_sample_video(str(folder / "v{}.mp4".format(n)), frames=n, width=320, height=240)
-            for n in (20, 400)}
+    return {n: make_sample_video(str(folder / "v{}.mp4".format(n)), frames=n, width=320, height=240) for n in (20, 400)}
 
 
 def agent_cmd(url, device, video, model, data_dir, *extra):
-    return [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING", "--source", video,
-            "--broker", url, "--device-id", device, "--model", model, "--publish", "every-frame",
-            "--min-face", "30", "--data-dir", str(data_dir), "--reconnect-min-delay", str(FAST[0]),
-            "--reconnect-max-delay", str(FAST[1])] + [str(a) for a in extra]
+    return [
+        sys.executable,
+        "-m",
+        "fer_edge",
+        "run",
+        "--quiet",
+        "--log-level",
+        "WARNING",
+        "--source",
+        video,
+        "--broker",
+        url,
+        "--device-id",
+        device,
+        "--model",
+        model,
+        "--publish",
+        "every-frame",
+        "--min-face",
+        "30",
+        "--data-dir",
+        str(data_dir),
+        "--reconnect-min-delay",
+        str(FAST[0]),
+        "--reconnect-max-delay",
+        str(FAST[1]),
+    ] + [str(a) for a in extra]
 
 
 def start_agent(cmd, log_path):
     handle = open(str(log_path), "w")
-    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=handle,
-                            universal_newlines=True)
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=handle, universal_newlines=True)
     proc.log_handle = handle
     return proc
 
@@ -173,8 +209,20 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
     try:
         sub, got = listen(broker.url, device, client_id="outage-listener", clean_session=False)
         log_path = tmp_path / "agent.log"
-        proc = start_agent(agent_cmd(broker.url, device, videos[frames], tiny_model, tmp_path / "data",
-                                     "--stats-interval", "0.5", "--flush-timeout", "60"), log_path)
+        proc = start_agent(
+            agent_cmd(
+                broker.url,
+                device,
+                videos[frames],
+                tiny_model,
+                tmp_path / "data",
+                "--stats-interval",
+                "0.5",
+                "--flush-timeout",
+                "60",
+            ),
+            log_path,
+        )
         got.wait(lambda ms: sum(m.kind == "events" for m in ms) >= 40, timeout=60)
         broker.stop()
         stopped_at = len(got.events())
@@ -196,10 +244,16 @@ def test_broker_outage_mid_run_every_frame_once_in_order(tiny_model, videos, tmp
     events = [m.data for m in messages]
     unique, duplicates, gaps, disorder = analyse(events)
     redelivered = redeliveries(messages)
-    report["outage"] = {"frames": frames, "received": len(events), "unique": len(unique),
-                        "duplicates": duplicates, "gaps": gaps, "out_of_order": disorder,
-                        "received_before_stop": stopped_at,
-                        "duplicates_with_dup_flag": sum(m.dup for m in redelivered)}
+    report["outage"] = {
+        "frames": frames,
+        "received": len(events),
+        "unique": len(unique),
+        "duplicates": duplicates,
+        "gaps": gaps,
+        "out_of_order": disorder,
+        "received_before_stop": stopped_at,
+        "duplicates_with_dup_flag": sum(m.dup for m in redelivered),
+    }
     # De-duplicated by event_id: every frame exactly once, in order, no gap.
     assert [e["frame"] for e in unique] == list(range(frames))
     assert [e["seq"] for e in unique] == list(range(1, frames + 1))
@@ -253,8 +307,13 @@ def test_publishing_at_30_fps_across_an_outage(tmp_path, report):
             time.sleep(max(0.0, started + (i + 1) / 30.0 - time.monotonic()))
         assert wait_until(lambda: pub.counters["queued"] == 0, timeout=20), pub.counters
         pub.publish_stats(stats_payload(device, 30.0, {}, frames, 2 * frames))
-        got.wait(lambda ms: len(set(m.data["event_id"] for m in ms if m.kind == "events")) >= frames and
-                 sum(m.kind == "stats" for m in ms) >= frames // 15 + 1, timeout=20)
+        got.wait(
+            lambda ms: (
+                len(set(m.data["event_id"] for m in ms if m.kind == "events")) >= frames
+                and sum(m.kind == "stats" for m in ms) >= frames // 15 + 1
+            ),
+            timeout=20,
+        )
     finally:
         pub.close(timeout=WAIT)
         sub.stop()
@@ -266,8 +325,13 @@ def test_publishing_at_30_fps_across_an_outage(tmp_path, report):
     assert any(not s["connected"] and s["queued"] > 30 for s in stats)
     assert stats[-1]["connected"] and stats[-1]["reconnects"] == 1 and stats[-1]["disconnects"] == 1
     assert stats[-1]["dropped"] == 0 and stats[-1]["queued"] == 0
-    report["outage_30fps"] = {"frames": frames, "received": len(got.events()), "duplicates": duplicates,
-                              "gaps": gaps, "max_queued": max(s["queued"] for s in stats)}
+    report["outage_30fps"] = {
+        "frames": frames,
+        "received": len(got.events()),
+        "duplicates": duplicates,
+        "gaps": gaps,
+        "max_queued": max(s["queued"] for s in stats),
+    }
 
 
 def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model, videos, tmp_path, report):
@@ -278,13 +342,13 @@ def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model
     data_dir = tmp_path / "data"
     path = queue_path(str(data_dir), device)
     try:
-        sub, got = listen(broker.url, device, kinds=("events",), client_id="killed-listener",
-                          clean_session=False)
+        sub, got = listen(broker.url, device, kinds=("events",), client_id="killed-listener", clean_session=False)
         broker.stop()
         log_path = tmp_path / "agent1.log"
         proc = start_agent(agent_cmd(broker.url, device, videos[400], tiny_model, data_dir), log_path)
-        assert wait_until(lambda: os.path.exists(path) and queued_events(path) >= 60, timeout=60), \
-            Path(str(log_path)).read_text()[-2000:]
+        assert wait_until(lambda: os.path.exists(path) and queued_events(path) >= 60, timeout=60), Path(
+            str(log_path)
+        ).read_text()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(WAIT)
         proc.log_handle.close()
@@ -309,8 +373,13 @@ def test_agent_killed_while_broker_down_delivers_the_queue_at_restart(tiny_model
             sub.stop()
         broker.stop()
     unique, duplicates, gaps, disorder = analyse(got.events())
-    report["sigkill"] = {"queued_at_kill": len(queued), "second_run": summary["events"],
-                         "received": len(got.events()), "duplicates": duplicates, "gaps": gaps}
+    report["sigkill"] = {
+        "queued_at_kill": len(queued),
+        "second_run": summary["events"],
+        "received": len(got.events()),
+        "duplicates": duplicates,
+        "gaps": gaps,
+    }
     assert [e["frame"] for e in unique] == list(range(len(queued))) + list(range(summary["events"]))
     assert [e["seq"] for e in unique] == list(range(1, total + 1))  # one stream across the restart
     assert duplicates == gaps == disorder == 0
@@ -345,14 +414,22 @@ def test_bad_settings_stop_the_agent_with_the_key_named(tiny_model, videos, tmp_
     base = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--source", videos[20], "--model", tiny_model]
     cases = [
         (["--broker", "mqtt://127.0.0.1:70000"], ["broker", "70000", "out of range"]),
-        (["--broker", "mqtts://127.0.0.1:8883", "--cert-file", str(tmp_path / "missing.crt")],
-         ["cert_file", "missing.crt", "not found"]),
+        (
+            ["--broker", "mqtts://127.0.0.1:8883", "--cert-file", str(tmp_path / "missing.crt")],
+            ["cert_file", "missing.crt", "not found"],
+        ),
         (["--broker", "amqp://127.0.0.1"], ["broker", "amqp", "not supported"]),
         (["--broker", "mqtt://127.0.0.1", "--queue-max-events", "0"], ["queue_max_events", "0"]),
     ]
     for args, words in cases:
-        proc = subprocess.run(base + args, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=60)
+        proc = subprocess.run(
+            base + args,
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=60,
+        )
         assert proc.returncode == 2, proc.stderr
         for word in words:
             assert word in proc.stderr, (args, proc.stderr)
@@ -360,15 +437,16 @@ def test_bad_settings_stop_the_agent_with_the_key_named(tiny_model, videos, tmp_
 
 # --- publisher level: bounds, reconnects, restarts -------------------------------------------
 
+
 def test_queue_bound_drops_the_oldest_and_reports_it(tmp_path):
     device = "cam-bound"
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
-    sub, got = listen(broker.url, device, kinds=("events", "stats"), client_id="bound-listener",
-                      clean_session=False)
+    sub, got = listen(broker.url, device, kinds=("events", "stats"), client_id="bound-listener", clean_session=False)
     broker.stop()
-    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=str(tmp_path / "data"),
-                        max_queued=50)
+    pub = MqttPublisher(
+        BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=str(tmp_path / "data"), max_queued=50
+    )
     try:
         pub.start()
         for i in range(80):
@@ -387,7 +465,7 @@ def test_queue_bound_drops_the_oldest_and_reports_it(tmp_path):
         broker.stop()
     events, stats = got.events(), [m.data for m in got.of_kind("stats")]
     assert [e["frame"] for e in events] == list(range(31, 80))  # the 31 oldest dropped, no other loss
-    assert [e["seq"] for e in events] == list(range(32, 81))   # the gap shows where
+    assert [e["seq"] for e in events] == list(range(32, 81))  # the gap shows where
     assert stats[0]["delivery"]["dropped"] == 30 and stats[0]["delivery"]["queued"] == 50
     assert stats[0]["delivery"]["connected"] is False
     assert stats[1]["delivery"]["dropped"] == 31 and stats[1]["delivery"]["queued"] == 0
@@ -398,7 +476,7 @@ def test_queue_bound_drops_the_oldest_and_reports_it(tmp_path):
 def test_outbox_bounds_by_bytes_and_never_drops_in_flight(tmp_path):
     box = Outbox(str(tmp_path / "q.sqlite3"), max_events=0, max_bytes=10000)
     payload = b"x" * 1000
-    for i in range(10):
+    for _ in range(10):
         assert box.put("t", payload)
     assert box.depth == 10 and box.dropped == 0
     rows = box.pending(3)
@@ -448,8 +526,11 @@ def test_a_frozen_broker_is_noticed_in_seconds_and_nothing_is_lost(tmp_path):
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
     sub, got = listen(broker.url, device, kinds=("events",), client_id="frozen-listener", clean_session=False)
-    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST, keepalive=30, ack_timeout=2.0), device,
-                        data_dir=str(tmp_path / "data"))
+    pub = MqttPublisher(
+        BrokerSettings(broker.url, reconnect_delay=FAST, keepalive=30, ack_timeout=2.0),
+        device,
+        data_dir=str(tmp_path / "data"),
+    )
     frozen_at = None
     try:
         pub.start()
@@ -493,7 +574,7 @@ def test_a_damaged_page_costs_only_its_rows_and_numbering_goes_on(tmp_path):
     data = bytearray(Path(path).read_bytes())
     assert len(data) > 30 * 4096
     middle = (len(data) // 4096 // 2) * 4096
-    data[middle:middle + 4096] = b"\xa5" * 4096  # one page of the table's b-tree, overwritten
+    data[middle : middle + 4096] = b"\xa5" * 4096  # one page of the table's b-tree, overwritten
     Path(path).write_bytes(bytes(data))
     again = Outbox(path)
     try:
@@ -547,7 +628,7 @@ def test_disk_full_moves_the_queue_to_memory_and_back(tmp_path):
     assert box.depth == n  # nothing lost: the rows moved to memory
     assert [r.payload[:6] for r in box.pending(1000)] == [("m{:05d}".format(i)).encode() for i in range(n)]
     assert not os.path.exists(path)
-    box._max_pages = None          # the disk has room again
+    box._max_pages = None  # the disk has room again
     box.retry_interval = 0
     assert box.put("t", "back")
     assert box.storage == "disk" and box.depth == n + 1
@@ -566,8 +647,11 @@ def test_backoff_is_exponential_with_jitter():
 
 
 def test_reconnects_are_jittered_against_a_down_broker():
-    pub = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:{}".format(free_port()), reconnect_delay=(0.1, 0.4)),
-                        "cam-backoff", rng=random.Random(3))
+    pub = MqttPublisher(
+        BrokerSettings("mqtt://127.0.0.1:{}".format(free_port()), reconnect_delay=(0.1, 0.4)),
+        "cam-backoff",
+        rng=random.Random(3),
+    )
     pub.start()
     try:
         time.sleep(2.0)
@@ -585,8 +669,7 @@ def test_publisher_queue_survives_close_and_restart(tmp_path):
     data_dir = str(tmp_path / "data")
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
-    sub, got = listen(broker.url, device, kinds=("events",), client_id="restart-listener",
-                      clean_session=False)
+    sub, got = listen(broker.url, device, kinds=("events",), client_id="restart-listener", clean_session=False)
     broker.stop()
     pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=FAST), device, data_dir=data_dir)
     pub.start()
@@ -632,9 +715,14 @@ def test_publisher_killed_while_broker_down_then_restarted(tmp_path):
     sub, got = listen(broker.url, device, kinds=("events",), client_id="kill9-listener", clean_session=False)
     broker.stop()
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", QUEUEING_AGENT, broker.url, device, data_dir, "25"],
-                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", QUEUEING_AGENT, broker.url, device, data_dir, "25"],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.split() == ["queued", "25"], line + proc.stderr.read() if proc.poll() is not None else line
@@ -702,21 +790,25 @@ def test_end_to_end_throughput(tmp_path, report):
             pub.close()
             sub.stop()
     assert [e["frame"] for e in got.events()] == list(range(n))
-    report["end_to_end"] = {"events": n, "publish_event_us": round(enqueue_s / n * 1e6),
-                            "acked_per_s": round(n / total_s)}
+    report["end_to_end"] = {
+        "events": n,
+        "publish_event_us": round(enqueue_s / n * 1e6),
+        "acked_per_s": round(n / total_s),
+    }
     assert n / total_s > 300, report["end_to_end"]
 
 
 # --- subscriber tools -------------------------------------------------------------------------
 
+
 def _message(kind, data, retain=False):
     payload = json.dumps(data).encode("utf-8")
-    return Message("fer-edge/{}/{}".format(data["device_id"], kind), data["device_id"], kind, payload, data,
-                   retain, 1)
+    return Message("fer-edge/{}/{}".format(data["device_id"], kind), data["device_id"], kind, payload, data, retain, 1)
 
 
 def test_device_table_and_deduplication():
     from edge.events.payloads import status_payload
+
     clock = [1000.0]
     table = DeviceTable(clock=lambda: clock[0])
     assert "no devices" in table.render()
@@ -730,8 +822,20 @@ def test_device_table_and_deduplication():
     table.update(_message("status", status_payload("cam-a", "offline", reason="connection-lost"), retain=True))
     clock[0] += 75
     lines = table.render().splitlines()
-    assert lines[0].split() == ["DEVICE", "STATE", "FACES", "EMOTIONS", "DOMINANT", "FPS", "EVENTS", "TRACKS",
-                                "QUEUED", "DROPPED", "LAST", "SEEN"]
+    assert lines[0].split() == [
+        "DEVICE",
+        "STATE",
+        "FACES",
+        "EMOTIONS",
+        "DOMINANT",
+        "FPS",
+        "EVENTS",
+        "TRACKS",
+        "QUEUED",
+        "DROPPED",
+        "LAST",
+        "SEEN",
+    ]
     assert lines[1].startswith("cam-a") and "offline (connection-lost)" in lines[1] and lines[1].endswith("-")
     row = lines[2].split()
     assert row[:7] == ["cam-b", "online", "2", "happiness", "2", "-", "29.5"]  # no state topic: no dominant
@@ -750,8 +854,11 @@ def test_run_table_prints_snapshots_when_not_a_terminal(tmp_path):
     device = "cam-table"
     with running_mosquitto(tmp_path / "broker") as broker:
         out, ready, result = io.StringIO(), threading.Event(), {}
-        thread = threading.Thread(target=lambda: result.setdefault(
-            "table", run_table(broker.url, out=out, refresh=0.2, timeout=3.0, ready=ready)))
+        thread = threading.Thread(
+            target=lambda: result.setdefault(
+                "table", run_table(broker.url, out=out, refresh=0.2, timeout=3.0, ready=ready)
+            )
+        )
         thread.start()
         assert ready.wait(WAIT)
         pub = MqttPublisher(BrokerSettings(broker.url), device)
@@ -779,24 +886,46 @@ def test_resume_gets_what_was_published_while_away(tmp_path):
         with pytest.raises(ValueError, match="client id"):
             run_subscriber(broker.url, device, resume=True, timeout=0.1)
         # first run: creates the session at the broker
-        assert run_subscriber(broker.url, device, resume=True, client_id="resume-me", timeout=0.5,
-                              kinds=("events",), out=io.StringIO()) == 0
+        assert (
+            run_subscriber(
+                broker.url,
+                device,
+                resume=True,
+                client_id="resume-me",
+                timeout=0.5,
+                kinds=("events",),
+                out=io.StringIO(),
+            )
+            == 0
+        )
         pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
         for i in range(4):
             pub.publish_event(event(device, i))
         pub.close(timeout=WAIT)
         out = io.StringIO()
-        n = run_subscriber(broker.url, device, resume=True, client_id="resume-me", json_mode=True,
-                           max_messages=4, timeout=WAIT, kinds=("events",), out=out)
+        n = run_subscriber(
+            broker.url,
+            device,
+            resume=True,
+            client_id="resume-me",
+            json_mode=True,
+            max_messages=4,
+            timeout=WAIT,
+            kinds=("events",),
+            out=out,
+        )
         assert n == 4
         assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0, 1, 2, 3]
         # without resume the same client id starts clean: nothing old
-        assert run_subscriber(broker.url, device, client_id="resume-me", timeout=0.5,
-                              kinds=("events",), out=io.StringIO()) == 0
+        assert (
+            run_subscriber(broker.url, device, client_id="resume-me", timeout=0.5, kinds=("events",), out=io.StringIO())
+            == 0
+        )
 
 
 # --- the example consumer ---------------------------------------------------------------------
+
 
 def _example():
     path = REPO / "examples" / "aggregate_per_minute.py"
@@ -818,10 +947,11 @@ def test_example_aggregates_per_device_per_minute(tmp_path):
             agg.add(e, now=t0 + 30)  # a duplicate delivery is ignored
     assert agg.close_idle(t0 + 62, grace=5) == []  # the minute is not over + grace yet
     later = make_event("cam-y", 0, [], "m", "1", timestamp=t0 + 70)
-    assert agg.add(later, now=t0 + 71) == []       # another device's minute changes nothing
+    assert agg.add(later, now=t0 + 71) == []  # another device's minute changes nothing
     closed = agg.close_idle(t0 + 66, grace=5)
-    assert [(r["device_id"], r["minute"], r["frames"], r["faces"], r["happiness"]) for r in closed] == \
-        [("cam-x", "2026-11-24T10:15Z", 6, 6, 6)]
+    assert [(r["device_id"], r["minute"], r["frames"], r["faces"], r["happiness"]) for r in closed] == [
+        ("cam-x", "2026-11-24T10:15Z", 6, 6, 6)
+    ]
     csv_path = tmp_path / "out.csv"
     with open(str(csv_path), "w") as handle:
         example.write_csv(closed, handle, header=True)
@@ -835,18 +965,38 @@ def test_example_runs_against_a_broker(tmp_path):
     device = "cam-example"
     with running_mosquitto(tmp_path / "broker") as broker:
         csv_path = tmp_path / "minutes.csv"
-        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "aggregate_per_minute.py"), "--broker",
-                                 broker.url, "--csv", str(csv_path), "--duration", "4"],
-                                cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                universal_newlines=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "examples" / "aggregate_per_minute.py"),
+                "--broker",
+                broker.url,
+                "--csv",
+                str(csv_path),
+                "--duration",
+                "4",
+            ],
+            cwd=str(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+        )
         sub, got = listen(broker.url, device, kinds=("events",))  # the example is subscribed by then
         time.sleep(1.0)
         pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
         an_hour_ago = time.time() - 3600  # a replayed backlog: one row, not one per event
         for i in range(10):
-            pub.publish_event(make_event(device, i, [face_entry(t, (0, 0, 9, 9), EMOTIONS, PROBS) for t in (1, 2)],
-                                         "m", "1", timestamp=an_hour_ago))
+            pub.publish_event(
+                make_event(
+                    device,
+                    i,
+                    [face_entry(t, (0, 0, 9, 9), EMOTIONS, PROBS) for t in (1, 2)],
+                    "m",
+                    "1",
+                    timestamp=an_hour_ago,
+                )
+            )
         pub.close(timeout=WAIT)
         got.wait(lambda ms: len(ms) >= 10)
         sub.stop()

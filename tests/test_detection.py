@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edge import metadata as md
-from edge.detect import ssd
 from edge.backends import BackendError, artifact_metadata
 from edge.config.agent import ConfigError, load_config
+from edge.detect import ssd
 from edge.detect.crops import CropMapping, Detection, eye_angle, face_crop
 from edge.detect.factory import DEFAULT_DETECTOR, NEURAL, DetectorError, make_detector, shipped_detector_path
 from fer_testdata import REPO
@@ -20,11 +20,13 @@ from fer_testdata import REPO
 
 def astronaut():
     from fer_edge.scenes import astronaut_scene
+
     return astronaut_scene()
 
 
 def box_iou(a, b):
     from fer_edge.bench_detect import box_iou as iou
+
     return iou(a, b)
 
 
@@ -39,8 +41,15 @@ def test_ssd_anchors_match_the_models_and_mediapipe_layout():
         anchors = ssd.ssd_anchors(meta["detector"]["anchors"])
         assert len(anchors) == meta["detector"]["num_anchors"] == 896
         assert anchors.min() > 0 and anchors.max() < 1
-    opts = {"num_layers": 4, "strides": [8, 16, 16, 16], "input_size_height": 128, "input_size_width": 128,
-            "anchor_offset_x": 0.5, "anchor_offset_y": 0.5, "interpolated_scale_aspect_ratio": 1.0}
+    opts = {
+        "num_layers": 4,
+        "strides": [8, 16, 16, 16],
+        "input_size_height": 128,
+        "input_size_width": 128,
+        "anchor_offset_x": 0.5,
+        "anchor_offset_y": 0.5,
+        "interpolated_scale_aspect_ratio": 1.0,
+    }
     a = ssd.ssd_anchors(opts)
     # stride 8: 16x16 cells x 2 anchors, x fastest; then stride 16: 8x8 cells x 6 anchors
     assert a[0].tolist() == a[1].tolist() == [1 / 32.0, 1 / 32.0]
@@ -51,8 +60,8 @@ def test_ssd_anchors_match_the_models_and_mediapipe_layout():
 def test_decode_puts_boxes_and_keypoints_around_their_anchor():
     anchors = np.array([[0.5, 0.5], [0.25, 0.75]], np.float32)
     raw = np.zeros((2, 16), np.float32)
-    raw[0, :4] = [12.8, 0.0, 25.6, 51.2]     # centre moved right by 0.1, w 0.2, h 0.4 (box_scale 128)
-    raw[1, 4:6] = [-12.8, 12.8]               # first keypoint 0.1 left and down of the anchor
+    raw[0, :4] = [12.8, 0.0, 25.6, 51.2]  # centre moved right by 0.1, w 0.2, h 0.4 (box_scale 128)
+    raw[1, 4:6] = [-12.8, 12.8]  # first keypoint 0.1 left and down of the anchor
     boxes, points = ssd.decode(raw, anchors, 128.0)
     np.testing.assert_allclose(boxes[0], [0.5, 0.3, 0.7, 0.7], atol=1e-6)
     np.testing.assert_allclose(points[1, 0], [0.15, 0.85], atol=1e-6)
@@ -104,10 +113,10 @@ def test_default_detector_is_neural_and_finds_faces_in_gray_and_small_images():
     assert make_detector(min_size=60).detect(small) == []
 
 
-
 def test_every_detector_is_a_face_detector_and_only_neural_ones_tile():
     from edge.agent.assembly import camera_detector
     from edge.detect.base import DetectorConfigError, FaceDetector
+
     neural, haar = make_detector(), make_detector("haar")
     assert isinstance(neural, FaceDetector) and isinstance(haar, FaceDetector)
     assert haar.runtime == "opencv" and haar.tiles is None and neural.tiles == (1, 1)
@@ -116,17 +125,18 @@ def test_every_detector_is_a_face_detector_and_only_neural_ones_tile():
         haar.with_tiles((2, 1))
     assert neural.with_tiles((1, 1)) is neural and neural.with_tiles((2, 1)).backend is neural.backend
 
+
 def test_tiles_find_small_faces_that_the_whole_frame_misses():
     face = cv2.resize(astronaut().image[40:220, 150:310], (60, 68))
     frame = np.full((720, 1280, 3), 60, np.uint8)
     spots = [(100, 100), (700, 150), (300, 500), (1100, 600)]
     for x, y in spots:
-        frame[y:y + 68, x:x + 60] = face
+        frame[y : y + 68, x : x + 60] = face
     whole = make_detector().detect(frame)
     tiled = make_detector(tiles="4x2").detect(frame)
     assert len(tiled) >= 3 > len(whole)
     for i, a in enumerate(tiled):  # one box per face after the cross-tile merge
-        assert all(box_iou(a.box, b.box) < 0.3 for b in tiled[i + 1:])
+        assert all(box_iou(a.box, b.box) < 0.3 for b in tiled[i + 1 :])
 
 
 def test_crop_is_framed_like_fer_and_levelled_by_the_eyes():
@@ -168,6 +178,7 @@ def test_shipped_crop_mapping_is_the_measured_one():
 def test_one_format_table_drives_converters_and_backends():
     from convert.formats import converter
     from edge import formats
+
     for fmt in formats.FORMATS:
         assert callable(converter(fmt.name))
         for name in fmt.runtimes:
@@ -203,6 +214,7 @@ def test_a_backend_implements_run_and_infer_is_its_first_output():
 
 def test_wrong_kind_of_model_is_refused_naming_the_file():
     from edge.classifier import SHIPPED_MODEL, load_classifier
+
     detector = shipped_detector_path(DEFAULT_DETECTOR)
     with pytest.raises(BackendError, match="this is a face detector, not an emotion classifier") as err:
         load_classifier(detector)
@@ -217,7 +229,7 @@ def test_missing_corrupt_or_truncated_detector_files_name_the_file(tmp_path):
         make_detector(model=str(tmp_path / "nope.onnx"))
     good = open(shipped_detector_path(DEFAULT_DETECTOR), "rb").read()
     truncated = tmp_path / "truncated.onnx"
-    truncated.write_bytes(good[:len(good) // 2])
+    truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(DetectorError, match="truncated") as err:
         make_detector(model=str(truncated))
     assert str(truncated) in str(err.value)
@@ -233,14 +245,20 @@ def test_missing_corrupt_or_truncated_detector_files_name_the_file(tmp_path):
 
 
 def test_detector_options_out_of_range_name_the_key(tmp_path):
-    for overrides, key in (({"detector_tiles": "9x1"}, "detector_tiles"), ({"detector_tiles": "big"}, "detector_tiles"),
-                           ({"detector_score": 1.5}, "detector_score"), ({"detector_nms": 0.0}, "detector_nms"),
-                           ({"detector": "mtcnn"}, "detector"), ({"threads": -1}, "threads")):
+    for overrides, key in (
+        ({"detector_tiles": "9x1"}, "detector_tiles"),
+        ({"detector_tiles": "big"}, "detector_tiles"),
+        ({"detector_score": 1.5}, "detector_score"),
+        ({"detector_nms": 0.0}, "detector_nms"),
+        ({"detector": "mtcnn"}, "detector"),
+        ({"threads": -1}, "threads"),
+    ):
         with pytest.raises(ConfigError, match=key):
             load_config(None, env={}, overrides=overrides)
     config = load_config(None, env={}, overrides={"detector_tiles": "4x2", "detector_score": 0.6})
     assert config["detector"] == DEFAULT_DETECTOR and config["min_face"] == 24
     from edge.agent.service import detector_from_config
+
     det = detector_from_config(config)
     assert det.tiles == (4, 2) and det.score_threshold == 0.6
     with pytest.raises(DetectorError, match="tile_overlap"):
@@ -250,14 +268,26 @@ def test_detector_options_out_of_range_name_the_key(tmp_path):
 def test_image_command_reports_a_bad_detector_and_exits_2(tmp_path):
     import subprocess
     import sys
+
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), astronaut().image)
-    ok = subprocess.run([sys.executable, "-m", "fer_edge", "image", str(path)], cwd=str(REPO), capture_output=True,
-                        text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "image", str(path)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and len(json.loads(ok.stdout)["faces"]) == 1
     from edge.classifier import SHIPPED_MODEL
-    bad = subprocess.run([sys.executable, "-m", "fer_edge", "image", str(path), "--detector-model", SHIPPED_MODEL],
-                         cwd=str(REPO), capture_output=True, text=True, timeout=120)
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "image", str(path), "--detector-model", SHIPPED_MODEL],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "not a face detector" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -269,6 +299,7 @@ def test_detector_converter_round_trip_against_tflite(tmp_path):
     pytest.importorskip("tensorflow")
     from convert.detector_export import export_detector_onnx, package_data_dir
     from convert.errors import ConversionError
+
     try:
         package_data_dir()
     except ConversionError as exc:
@@ -289,6 +320,7 @@ def test_detector_converter_round_trip_against_tflite(tmp_path):
 def test_detector_parity_check_fails_on_a_wrong_artifact():
     from convert.detector_export import TOL_ONNX, compare
     from convert.errors import ConversionError
+
     rng = np.random.default_rng(0)
     boxes, scores = rng.normal(0, 5, (2, 896, 16)).astype(np.float32), rng.normal(0, 3, (2, 896, 1)).astype(np.float32)
     compare("same", (boxes, scores), (boxes.copy(), scores.copy()), TOL_ONNX)
@@ -302,8 +334,15 @@ def test_detector_parity_check_fails_on_a_wrong_artifact():
 @pytest.mark.ferdata
 def test_bench_detect_measures_recall_and_accuracy(ferplus_tar, tmp_path):
     from fer_edge.bench_detect import run
-    report = run(str(ferplus_tar), counts={"near": 6, "far": 0, "tilted": 0}, repeats=1,
-                 names=["blazeface-back (256)", "haar (OpenCV)"], out_json=str(tmp_path / "d.json"), log=lambda m: None)
+
+    report = run(
+        str(ferplus_tar),
+        counts={"near": 6, "far": 0, "tilted": 0},
+        repeats=1,
+        names=["blazeface-back (256)", "haar (OpenCV)"],
+        out_json=str(tmp_path / "d.json"),
+        log=lambda m: None,
+    )
     rows = dict((r["detector"], r) for r in report["detectors"])
     neural = rows["blazeface-back (256)"]["near"]
     assert neural["faces"] == 12 and neural["recall"] >= 0.75 and neural["ms_per_frame"] > 0
@@ -316,15 +355,29 @@ def test_bench_detect_measures_recall_and_accuracy(ferplus_tar, tmp_path):
 def test_agent_refuses_bad_detector_input_with_exit_2(tmp_path):
     import subprocess
     import sys
+
     from edge.classifier import SHIPPED_MODEL
     from fer_edge.samples import make_sample_video
+
     video = make_sample_video(str(tmp_path / "v.mp4"), frames=3)
-    base = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--quiet",
-            "--data-dir", ""]
-    cases = ((["--model", shipped_detector_path(DEFAULT_DETECTOR)], "this is a face detector"),
-             (["--detector-model", SHIPPED_MODEL], "this is an emotion classifier"),
-             (["--detector-model", str(tmp_path / "missing.onnx")], "detector model not found"),
-             (["--detector-tiles", "3x9"], "detector_tiles"))
+    base = [
+        sys.executable,
+        "-m",
+        "fer_edge",
+        "run",
+        "--source",
+        video,
+        "--no-embedded-broker",
+        "--quiet",
+        "--data-dir",
+        "",
+    ]
+    cases = (
+        (["--model", shipped_detector_path(DEFAULT_DETECTOR)], "this is a face detector"),
+        (["--detector-model", SHIPPED_MODEL], "this is an emotion classifier"),
+        (["--detector-model", str(tmp_path / "missing.onnx")], "detector model not found"),
+        (["--detector-tiles", "3x9"], "detector_tiles"),
+    )
     for extra, message in cases:
         proc = subprocess.run(base + extra, cwd=str(REPO), capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, (extra, proc.stderr[-1500:])
@@ -338,23 +391,40 @@ def test_corrupt_or_truncated_model_files_name_the_file_and_stop_the_services(tm
     detector file that is truncated, corrupt or of the wrong kind; no traceback."""
     import subprocess
     import sys
+
     from edge.classifier import SHIPPED_MODEL
     from fer_edge.samples import make_sample_video
+
     video = make_sample_video(str(tmp_path / "v.mp4"), frames=2)
     data = open(SHIPPED_MODEL, "rb").read()
     truncated = tmp_path / "truncated.onnx"
-    truncated.write_bytes(data[:len(data) // 3])
+    truncated.write_bytes(data[: len(data) // 3])
     flipped = bytearray(data)
-    flipped[len(flipped) // 2:len(flipped) // 2 + 4096] = b"\xff" * 4096  # inside the weights: parses, fails to load
+    flipped[len(flipped) // 2 : len(flipped) // 2 + 4096] = b"\xff" * 4096  # inside the weights: parses, fails to load
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(bytes(flipped))
     for bad in (truncated, corrupt):
-        run = subprocess.run([sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker",
-                              "--model", str(bad)], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--model", str(bad)],
+            cwd=str(REPO),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 2 and str(bad) in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
-        jetson = subprocess.run([sys.executable, "-m", "jetson", "--source", video, "--broker", "", "--model", str(bad)],
-                                cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        jetson = subprocess.run(
+            [sys.executable, "-m", "jetson", "--source", video, "--broker", "", "--model", str(bad)],
+            cwd=str(REPO),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert jetson.returncode == 78 and str(bad) in jetson.stderr, jetson.stderr[-2000:]
-    wrong = subprocess.run([sys.executable, "-m", "jetson", "--source", video, "--broker", "", "--detector-model",
-                            SHIPPED_MODEL], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "jetson", "--source", video, "--broker", "", "--detector-model", SHIPPED_MODEL],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert wrong.returncode == 78 and "not a face detector" in wrong.stderr, wrong.stderr[-2000:]

@@ -59,15 +59,24 @@ def pins(name):
 def old_python(name):
     python = OLD_VENVS / name / "bin" / "python"
     if not (OLD_VENVS / name / ".installed").is_file() or not python.exists():
-        pytest.skip("{} not built: run `make old-pythons` (needs pyenv's Python {}; `make test` builds it)".format(
-            OLD_VENVS / name, PYTHONS[name]))
+        pytest.skip(
+            "{} not built: run `make old-pythons` (needs pyenv's Python {}; `make test` builds it)".format(
+                OLD_VENVS / name, PYTHONS[name]
+            )
+        )
     return str(python)
 
 
 def device_env(tmp_path, root):
     """A bare environment: the tree under test alone on PYTHONPATH, nothing of the host's."""
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "PYTHONPATH": str(root),
-            "PYTHONDONTWRITEBYTECODE": "1", "FER_EDGE_ENGINE_DIR": str(tmp_path / "engines")}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(root),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "FER_EDGE_ENGINE_DIR": str(tmp_path / "engines"),
+    }
 
 
 @pytest.fixture(scope="module", params=sorted(PYTHONS))
@@ -79,6 +88,7 @@ def device_python(request):
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("video") / "faces.mp4"), frames=FRAMES)
 
 
@@ -86,6 +96,7 @@ def video(tmp_path_factory):
 def jetson_root(tmp_path_factory):
     """The Jetson bundle of the shipped models, built and unpacked."""
     from fer_edge.bundles.jetson import build_bundle
+
     dist = tmp_path_factory.mktemp("jetson-dist")
     tar_path = build_bundle(str(dist))
     with tarfile.open(tar_path) as tar:
@@ -99,14 +110,18 @@ def deeplens_root(tmp_path_factory):
     """edge/ and deeplens/ copied alone, with the models the standalone path runs: the emotion
     model's OpenVINO IR (``fer-edge convert openvino``) and ONNX, BlazeFace's IR and ONNX."""
     from convert.formats import converter
+
     root = tmp_path_factory.mktemp("deeplens-device")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in ("edge", "deeplens"):
         shutil.copytree(str(REPO / package), str(root / package), ignore=ignore)
     models = root / "models"
     models.mkdir()
-    converter("openvino")(str(REPO / "models" / "ferplus-vgg13bn-48" / "saved_model"), str(models / "openvino"),
-                          faces=synthetic_faces(16, seed=3))
+    converter("openvino")(
+        str(REPO / "models" / "ferplus-vgg13bn-48" / "saved_model"),
+        str(models / "openvino"),
+        faces=synthetic_faces(16, seed=3),
+    )
     shutil.copy(str(SHIPPED_ONNX), str(models / "model.onnx"))
     shutil.copytree(str(DETECTOR / "openvino"), str(models / "detector-openvino"))
     shutil.copy(str(DETECTOR / "onnx" / "model.onnx"), str(models / "detector.onnx"))
@@ -116,17 +131,27 @@ def deeplens_root(tmp_path_factory):
 def run_agent(python, args, root, broker, device, tmp_path):
     """Run an agent to the end of the video; (process, messages collected on the broker)."""
     from edge.delivery.subscribe import subscribe
+
     collector = Collector(timeout=WAIT)
     sub = subscribe(broker.url, device_id=device, on_message=collector)
     try:
         assert sub.wait_subscribed(WAIT), sub.last_error
-        proc = subprocess.run([python] + [str(a) for a in args], cwd=str(root), env=device_env(tmp_path, root),
-                              capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(
+            [python] + [str(a) for a in args],
+            cwd=str(root),
+            env=device_env(tmp_path, root),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-6000:]
-        collector.wait(lambda ms: len([m for m in ms if m.kind == "events"]) >= FRAMES and any(
-            m.kind == "status" and (m.data or {}).get("state") == "offline"
-            for m in ms))
+        collector.wait(
+            lambda ms: (
+                len([m for m in ms if m.kind == "events"]) >= FRAMES
+                and any(m.kind == "status" and (m.data or {}).get("state") == "offline" for m in ms)
+            )
+        )
         time.sleep(0.3)  # anything late (nothing should be)
         return out, list(collector.messages)
     finally:
@@ -137,6 +162,7 @@ def check_messages(messages, device):
     """Every payload valid against its schema; one event per frame; online then offline."""
     from edge.events.payloads import load_schema
     from edge.labels import EMOTIONS
+
     schemas = {}
     for m in messages:
         assert m.data is not None, m.payload[:200]
@@ -169,12 +195,15 @@ def same_faces(old, new, tolerance=3):
 
 def test_device_venv_has_the_oldest_pinned_libraries(device_python):
     name, python = device_python
-    probe = ("import json, sys, numpy, cv2, paho.mqtt, onnxruntime\n"
-             "print(json.dumps({'python': sys.version.split()[0], 'numpy': numpy.__version__, "
-             "'opencv-python-headless': cv2.__version__, 'paho-mqtt': paho.mqtt.__version__, "
-             "'onnxruntime': onnxruntime.__version__}))\n")
-    proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin"})
+    probe = (
+        "import json, sys, numpy, cv2, paho.mqtt, onnxruntime\n"
+        "print(json.dumps({'python': sys.version.split()[0], 'numpy': numpy.__version__, "
+        "'opencv-python-headless': cv2.__version__, 'paho-mqtt': paho.mqtt.__version__, "
+        "'onnxruntime': onnxruntime.__version__}))\n"
+    )
+    proc = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}
+    )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     want = pins(name)
@@ -189,23 +218,49 @@ def host_runs(jetson_root, deeplens_root, video, broker, tmp_path_factory):
     """The same agents under the host's Python and libraries: the reference events."""
     out = {}
     tmp = tmp_path_factory.mktemp("host-runs")
-    out["jetson"] = check_messages(run_agent(sys.executable, jetson_args(jetson_root, video, broker, "host-jetson",
-                                                                        tmp / "j"), jetson_root, broker,
-                                             "host-jetson", tmp)[1], "host-jetson")
+    out["jetson"] = check_messages(
+        run_agent(
+            sys.executable,
+            jetson_args(jetson_root, video, broker, "host-jetson", tmp / "j"),
+            jetson_root,
+            broker,
+            "host-jetson",
+            tmp,
+        )[1],
+        "host-jetson",
+    )
     for runtime in ("openvino", "onnxruntime"):
         device = "host-deeplens-" + runtime
-        out[runtime] = check_messages(run_agent(sys.executable, deeplens_args(deeplens_root, video, broker, device,
-                                                                             runtime, tmp / device),
-                                                deeplens_root, broker, device, tmp)[1], device)
+        out[runtime] = check_messages(
+            run_agent(
+                sys.executable,
+                deeplens_args(deeplens_root, video, broker, device, runtime, tmp / device),
+                deeplens_root,
+                broker,
+                device,
+                tmp,
+            )[1],
+            device,
+        )
     return out
 
 
 def jetson_args(root, video, broker, device, data_dir):
     config = data_dir.parent / (device + ".json")
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"source": str(video), "broker": broker.url, "device_id": device,
-                                  "publish": "every-frame", "stats_interval": 0, "data_dir": str(data_dir),
-                                  "log_level": "INFO"}))
+    config.write_text(
+        json.dumps(
+            {
+                "source": str(video),
+                "broker": broker.url,
+                "device_id": device,
+                "publish": "every-frame",
+                "stats_interval": 0,
+                "data_dir": str(data_dir),
+                "log_level": "INFO",
+            }
+        )
+    )
     return ["-m", "jetson", "--config", config]
 
 
@@ -215,16 +270,43 @@ def deeplens_args(root, video, broker, device, runtime, data_dir):
         model, detector = models / "openvino" / "model.xml", models / "detector-openvino" / "model.xml"
     else:
         model, detector = models / "model.onnx", models / "detector.onnx"
-    return ["-m", "deeplens", "--source", video, "--model", model, "--detector-model", detector, "--runtime", runtime,
-            "--broker", broker.url, "--device-id", device, "--publish", "every-frame", "--stats-interval", "0",
-            "--data-dir", data_dir]
+    return [
+        "-m",
+        "deeplens",
+        "--source",
+        video,
+        "--model",
+        model,
+        "--detector-model",
+        detector,
+        "--runtime",
+        runtime,
+        "--broker",
+        broker.url,
+        "--device-id",
+        device,
+        "--publish",
+        "every-frame",
+        "--stats-interval",
+        "0",
+        "--data-dir",
+        data_dir,
+    ]
 
 
-def test_jetson_bundle_agent_publishes_on_the_old_python(device_python, jetson_root, video, broker, host_runs, tmp_path):
+def test_jetson_bundle_agent_publishes_on_the_old_python(
+    device_python, jetson_root, video, broker, host_runs, tmp_path
+):
     name, python = device_python
     device = "jetson-" + name
-    out, messages = run_agent(python, jetson_args(jetson_root, video, broker, device, tmp_path / "data"),
-                              jetson_root, broker, device, tmp_path)
+    out, messages = run_agent(
+        python,
+        jetson_args(jetson_root, video, broker, device, tmp_path / "data"),
+        jetson_root,
+        broker,
+        device,
+        tmp_path,
+    )
     assert "ONNX Runtime" in out and '"frames": {}'.format(FRAMES) in out, out[-3000:]
     assert str(jetson_root / "model" / "model.onnx") in out and str(jetson_root / "model" / "detector.onnx") in out
     events = check_messages(messages, device)
@@ -232,13 +314,20 @@ def test_jetson_bundle_agent_publishes_on_the_old_python(device_python, jetson_r
     same_faces(events, host_runs["jetson"])
 
 
-def test_deeplens_standalone_agent_publishes_on_the_old_python(device_python, deeplens_root, video, broker,
-                                                             host_runs, tmp_path):
+def test_deeplens_standalone_agent_publishes_on_the_old_python(
+    device_python, deeplens_root, video, broker, host_runs, tmp_path
+):
     name, python = device_python
     runtime = "openvino" if name.startswith("py37") else "onnxruntime"
     device = "deeplens-" + name
-    out, messages = run_agent(python, deeplens_args(deeplens_root, video, broker, device, runtime, tmp_path / "data"),
-                              deeplens_root, broker, device, tmp_path)
+    out, messages = run_agent(
+        python,
+        deeplens_args(deeplens_root, video, broker, device, runtime, tmp_path / "data"),
+        deeplens_root,
+        broker,
+        device,
+        tmp_path,
+    )
     assert "frames {}, faces".format(FRAMES) in out and "on {}".format(runtime) in out, out[-3000:]
     events = check_messages(messages, device)
     same_faces(events, host_runs[runtime])

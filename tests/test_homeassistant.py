@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from edge.events.payloads import load_schema
 from edge.events.homeassistant import clear_discovery, discovery_configs, node_id
+from edge.events.payloads import load_schema
 from edge.labels import EMOTIONS
 from fer_testdata import REPO
 from helpers import RawInbox
@@ -40,13 +40,15 @@ def render(template, text):
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     return make_sample_video(str(tmp_path_factory.mktemp("ha") / "two-faces.mp4"), frames=600)
 
 
 def test_discovery_configs_name_the_state_and_availability_topics():
     configs = discovery_configs("door.cam", prefix="site/fer-edge", model_id="ferplus-x", sw_version="1.2")
-    assert [t for t, _ in configs] == ["homeassistant/sensor/{}/{}/config".format(node_id("door.cam"), o)
-                                       for o in ("faces", "dominant_emotion", "fps")]
+    assert [t for t, _ in configs] == [
+        "homeassistant/sensor/{}/{}/config".format(node_id("door.cam"), o) for o in ("faces", "dominant_emotion", "fps")
+    ]
     assert node_id("door.cam").startswith("fer-edge_door_cam-") and node_id("door-cam") == "fer-edge_door-cam"
     for _, config in configs:
         assert config["state_topic"] == "site/fer-edge/door.cam/state"
@@ -59,11 +61,27 @@ def test_discovery_configs_name_the_state_and_availability_topics():
         discovery_configs("cam", discovery_prefix="home#")
 
 
-def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_values(broker, long_video,
-                                                                                       tmp_path):
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--quiet", "--log-level", "WARNING", "--source", long_video,
-           "--broker", broker.url, "--device-id", DEVICE, "--homeassistant", "--stats-interval", "0.5",
-           "--data-dir", str(tmp_path / "queue")]
+def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_values(broker, long_video, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "fer_edge",
+        "run",
+        "--quiet",
+        "--log-level",
+        "WARNING",
+        "--source",
+        long_video,
+        "--broker",
+        broker.url,
+        "--device-id",
+        DEVICE,
+        "--homeassistant",
+        "--stats-interval",
+        "0.5",
+        "--data-dir",
+        str(tmp_path / "queue"),
+    ]
     agent = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     consumer = RawInbox(broker.url, "ha-consumer")
     try:
@@ -90,10 +108,13 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
         def sensor(name, text):
             return render(by_object[name]["value_template"], text)
 
-        consumer.wait(lambda: any(sensor("faces", text) == "2" for text, _ in consumer.of(state_topic)),
-                      what="the faces sensor to read 2 (the video shows two faces)")
-        consumer.wait(lambda: any(float(sensor("fps", text)) > 0 for text, _ in consumer.of(state_topic)),
-                      what="an fps value")
+        consumer.wait(
+            lambda: any(sensor("faces", text) == "2" for text, _ in consumer.of(state_topic)),
+            what="the faces sensor to read 2 (the video shows two faces)",
+        )
+        consumer.wait(
+            lambda: any(float(sensor("fps", text)) > 0 for text, _ in consumer.of(state_topic)), what="an fps value"
+        )
         values = [text for text, _ in consumer.of(state_topic)]
         check = jsonschema.Draft7Validator(load_schema("state"))
         for text in values:
@@ -132,6 +153,7 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
     # 5. clearing them (empty retained payloads) removes them from the broker
     from edge.delivery.mqtt import MqttPublisher
     from edge.delivery.settings import BrokerSettings
+
     cleaner = MqttPublisher(BrokerSettings(broker.url), DEVICE + "-admin")
     cleaner.start()
     assert cleaner.wait_connected(10)

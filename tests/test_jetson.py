@@ -21,13 +21,21 @@ import pytest
 from edge import metadata as md
 from edge.backends.base import BackendError, module_installed
 from edge.config.agent import BY_NAME, load_config
+from fer_edge.bundles.jetson import BundleError, build_bundle
 from fer_testdata import REPO
 from jetson import engine as je
 from jetson import trt_backend as tb
 from jetson.agent import choose_runtime, make_classifier
-from fer_edge.bundles.jetson import BundleError, build_bundle
-from trt_doubles import (NAMES, FakeEngine8, FakeEngine10, install_fakes, reference_probs, tiny_meta, write_engine,
-                         write_tiny_onnx)
+from trt_doubles import (
+    NAMES,
+    FakeEngine8,
+    FakeEngine10,
+    install_fakes,
+    reference_probs,
+    tiny_meta,
+    write_engine,
+    write_tiny_onnx,
+)
 
 TRT_SKIP = "TensorRT/pycuda not installed: runs on a Jetson or a host with an NVIDIA GPU"
 VERSION = "0.0.test"
@@ -112,8 +120,10 @@ def test_runtime_staleness_names_tensorrt_gpu_capability_and_cuda():
     assert "compute capability '5.3', this is '8.7'" in reason and "CUDA driver '10.2', this is '12.2'" in reason
     old = {"engine": {"tensorrt_version": "8.2.1.8", "gpu": "NVIDIA Tegra X1"}}  # a sidecar without the new fields
     assert "does not say which compute capability" in je.runtime_staleness(old, je.runtime_key("8.2.1.8", nano))
-    assert je.engine_filename("model", "8.2.1.8", "fp16", "NVIDIA Tegra X1", "5.3") == \
-        "model.trt8.2.1.8.fp16.nvidia-tegra-x1.sm53.engine"
+    assert (
+        je.engine_filename("model", "8.2.1.8", "fp16", "NVIDIA Tegra X1", "5.3")
+        == "model.trt8.2.1.8.fp16.nvidia-tegra-x1.sm53.engine"
+    )
 
 
 # ---------------------------------------------------------------- TensorRT backend: fake runtime
@@ -123,6 +133,7 @@ def test_backend_runs_chunks_with_pinned_buffers(fake_runtime, tmp_path, faces):
     from edge.backends import load_backend
     from edge.classifier import EmotionClassifier
     from edge.preprocess import prepare_faces
+
     version, cuda, engines = fake_runtime
     engine_path = write_engine(tmp_path, version)
     backend = load_backend(engine_path, runtime="tensorrt")
@@ -162,6 +173,7 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_onnx, faces, tmp_path):
     if not (module_installed("tensorrt") and module_installed("pycuda")):
         pytest.skip(TRT_SKIP)
     from edge.classifier import load_classifier
+
     engine = je.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print)
     assert je.ensure_engine(tiny_onnx, "fp16", 8, str(tmp_path), log=print) == engine  # reused
     trt_clf = load_classifier(engine, runtime="tensorrt")
@@ -179,8 +191,15 @@ def test_tensorrt_detector_engine_finds_the_faces_onnxruntime_finds(tmp_path):
     from edge.detect.factory import DEFAULT_DETECTOR, make_detector, shipped_detector_path
     from fer_edge.scenes import astronaut_scene
     from jetson.agent import DETECTOR_ENGINE_STEM, DETECTOR_MAX_BATCH
-    engine = je.ensure_engine(shipped_detector_path(DEFAULT_DETECTOR), "fp16", DETECTOR_MAX_BATCH, str(tmp_path),
-                              log=print, stem=DETECTOR_ENGINE_STEM)
+
+    engine = je.ensure_engine(
+        shipped_detector_path(DEFAULT_DETECTOR),
+        "fp16",
+        DETECTOR_MAX_BATCH,
+        str(tmp_path),
+        log=print,
+        stem=DETECTOR_ENGINE_STEM,
+    )
     backend = load_backend(engine, runtime="tensorrt", kind=md.FACE_DETECTOR)
     image = astronaut_scene().image
     on_gpu = make_detector(backend=backend, tiles="4x2").detect(image)
@@ -225,6 +244,7 @@ def test_choose_runtime():
 
 def test_make_classifier_falls_back_to_onnxruntime(tiny_onnx, faces, monkeypatch, caplog):
     from edge.preprocess import prepare_faces
+
     config = load_config(None, env={}, overrides={"model": tiny_onnx})
     clf = make_classifier(config, tensorrt_ok=False)
     assert clf.runtime == "onnxruntime" and "TensorRT/pycuda not installed" in caplog.text
@@ -232,6 +252,7 @@ def test_make_classifier_falls_back_to_onnxruntime(tiny_onnx, faces, monkeypatch
 
     def no_engine(*args, **kwargs):
         raise BackendError("engine build failed: parser error")
+
     monkeypatch.setattr(je, "ensure_engine", no_engine)
     assert make_classifier(config, tensorrt_ok=True).runtime == "onnxruntime"
     assert "engine build failed" in caplog.text and "falling back to ONNX Runtime" in caplog.text
@@ -240,8 +261,9 @@ def test_make_classifier_falls_back_to_onnxruntime(tiny_onnx, faces, monkeypatch
 
 
 def run_jetson(args, cwd=REPO, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "jetson"] + args, cwd=str(cwd), capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "jetson"] + args, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_cli_bad_config_exits_78_and_build_engine_without_tensorrt_is_clear(tiny_onnx, tmp_path):
@@ -260,6 +282,7 @@ def test_cli_bad_config_exits_78_and_build_engine_without_tensorrt_is_clear(tiny
 def test_check_camera_reports_resolution_and_hints(tmp_path):
     from edge.agent.sources import SourceError
     from jetson.camera import camera_hints, check_camera, format_report, gstreamer_hint
+
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), np.full((72, 128, 3), 90, np.uint8))
     report = check_camera(str(image))
@@ -295,22 +318,45 @@ def test_bundle_contents_and_modes(bundle, tiny_onnx):
     assert os.path.basename(bundle) == TOP + ".tar.gz"
     assert [n for n in os.listdir(os.path.dirname(bundle)) if n.endswith(".tmp")] == []
     with tarfile.open(bundle) as tar:
-        members = dict((m.name[len(TOP) + 1:], m) for m in tar.getmembers() if m.name != TOP)
+        members = dict((m.name[len(TOP) + 1 :], m) for m in tar.getmembers() if m.name != TOP)
         model = tar.extractfile(TOP + "/model/model.onnx").read()
         assert all(m.name == TOP or m.name.startswith(TOP + "/") for m in tar.getmembers())
     names = set(n for n, m in members.items() if m.isfile())
-    for required in ("install.sh", "uninstall.sh", "README.txt", "VERSION", "MANIFEST.sha256",
-                     "edge/__init__.py", "edge/agent/service.py", "edge/backends/base.py",
-                     "edge/events/schema/emotion-event.schema.json", "jetson/__init__.py", "jetson/__main__.py",
-                     "jetson/agent.py", "jetson/trt_backend.py", "jetson/engine.py", "jetson/engine_build.py",
-                     "jetson/engine_check.py", "jetson/engine_plan.py", "jetson/camera.py", "model/model.onnx",
-                     "model/model.check.npz", "model/detector.onnx", "model/detector.check.npz",
-                     "config/agent.json", "config/agent.ini.example", "systemd/fer-edge.service"):
+    for required in (
+        "install.sh",
+        "uninstall.sh",
+        "README.txt",
+        "VERSION",
+        "MANIFEST.sha256",
+        "edge/__init__.py",
+        "edge/agent/service.py",
+        "edge/backends/base.py",
+        "edge/events/schema/emotion-event.schema.json",
+        "jetson/__init__.py",
+        "jetson/__main__.py",
+        "jetson/agent.py",
+        "jetson/trt_backend.py",
+        "jetson/engine.py",
+        "jetson/engine_build.py",
+        "jetson/engine_check.py",
+        "jetson/engine_plan.py",
+        "jetson/camera.py",
+        "model/model.onnx",
+        "model/model.check.npz",
+        "model/detector.onnx",
+        "model/detector.check.npz",
+        "config/agent.json",
+        "config/agent.ini.example",
+        "systemd/fer-edge.service",
+    ):
         assert required in names, required
     assert not any(n.startswith("convert/") for n in names)  # engine code lives in jetson/, nothing synthesized
-    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("fer_edge/bundles/jetson_templates", "train/",
-                                                                               "fer_edge/", "tests/"))
-                   for n in names)
+    assert not any(
+        "__pycache__" in n
+        or n.endswith(".pyc")
+        or n.startswith(("fer_edge/bundles/jetson_templates", "train/", "fer_edge/", "tests/"))
+        for n in names
+    )
     assert "fer_edge/bundles/jetson.py" not in names and "fer_edge/bundles/jetson_check_set.py" not in names
     for name, member in members.items():
         want = 0o755 if member.isdir() or name in ("install.sh", "uninstall.sh") else 0o644
@@ -321,6 +367,7 @@ def test_bundle_contents_and_modes(bundle, tiny_onnx):
 
 def test_bundle_manifest_readme_and_model_metadata(unpacked):
     from edge.onnx_meta import onnx_model_metadata
+
     lines = (unpacked / "MANIFEST.sha256").read_text().splitlines()
     files = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
     assert sorted(line.split("  ", 1)[1] for line in lines) == sorted(f for f in files if f != "MANIFEST.sha256")
@@ -349,10 +396,17 @@ def parse_unit(text):
 def test_bundle_systemd_unit(unpacked):
     unit = parse_unit((unpacked / "systemd" / "fer-edge.service").read_text())
     service = unit["Service"]
-    expected = {"Restart": "on-failure", "RestartSec": "5", "User": "fer-edge", "Group": "fer-edge",
-                "SupplementaryGroups": "video", "WorkingDirectory": "/var/lib/fer-edge", "StateDirectory": "fer-edge",
-                "ExecStart": "/opt/fer-edge/venv/bin/python3 -m jetson --config /etc/fer-edge/agent.json",
-                "RestartPreventExitStatus": "78"}
+    expected = {
+        "Restart": "on-failure",
+        "RestartSec": "5",
+        "User": "fer-edge",
+        "Group": "fer-edge",
+        "SupplementaryGroups": "video",
+        "WorkingDirectory": "/var/lib/fer-edge",
+        "StateDirectory": "fer-edge",
+        "ExecStart": "/opt/fer-edge/venv/bin/python3 -m jetson --config /etc/fer-edge/agent.json",
+        "RestartPreventExitStatus": "78",
+    }
     for key, value in expected.items():
         assert service[key] == [value], key
     assert "PYTHONPATH=/opt/fer-edge" in service["Environment"]
@@ -404,16 +458,15 @@ def _imports(tree):
 
 def test_bundle_has_no_host_only_imports(unpacked):
     stdlib = set(sys.stdlib_module_names)
-    bundled = set(str(p.relative_to(unpacked).with_suffix("")).replace(os.sep, ".")
-                  for p in unpacked.rglob("*.py"))
-    bundled |= set(m[:-len(".__init__")] for m in bundled if m.endswith(".__init__"))
+    bundled = set(str(p.relative_to(unpacked).with_suffix("")).replace(os.sep, ".") for p in unpacked.rglob("*.py"))
+    bundled |= set(m[: -len(".__init__")] for m in bundled if m.endswith(".__init__"))
     problems = []
     for path in sorted(unpacked.rglob("*.py")):
         rel = str(path.relative_to(unpacked))
         package = rel.rsplit("/", 1)[0].replace("/", ".") if "/" in rel else ""
         for module, level, in_function, guarded, function in _imports(ast.parse(path.read_text(), rel)):
             if level:  # relative: resolve against the file's package
-                base = package.split(".")[:len(package.split(".")) - level + 1]
+                base = package.split(".")[: len(package.split(".")) - level + 1]
                 module = ".".join(base + ([module] if module else []))
             top = module.split(".")[0]
             where = "{}: import {}{}".format(rel, module, " in {}()".format(function) if function else "")
@@ -434,8 +487,12 @@ def test_bundle_is_python36_syntax(unpacked):
         pytest.skip("vermin not installed (pip install '.[dev]')")
     files = [str(p) for p in sorted(unpacked.rglob("*.py"))]
     assert len(files) > 20
-    proc = subprocess.run([vermin, "--no-tips", "--violations", "-t=3.6-", "--backport", "dataclasses",
-                           "--backport", "typing"] + files, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [vermin, "--no-tips", "--violations", "-t=3.6-", "--backport", "dataclasses", "--backport", "typing"] + files,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -446,32 +503,58 @@ def test_bundled_agent_runs_without_host_packages(unpacked, tmp_path):
     frames.mkdir()
     for i in range(2):
         cv2.imwrite(str(frames / "{}.png".format(i)), np.full((120, 160, 3), 60 + 40 * i, np.uint8))
-    runner = ("import sys, runpy\n"
-              "for m in {blocked!r}: sys.modules[m] = None\n"
-              "sys.path.insert(0, {root!r})\n"
-              "sys.argv = ['jetson'] + sys.argv[1:]\n"
-              "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)\n").format(
-        blocked=sorted(HOST_ONLY_MODULES), root=str(unpacked))
+    runner = (
+        "import sys, runpy\n"
+        "for m in {blocked!r}: sys.modules[m] = None\n"
+        "sys.path.insert(0, {root!r})\n"
+        "sys.argv = ['jetson'] + sys.argv[1:]\n"
+        "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)\n"
+    ).format(blocked=sorted(HOST_ONLY_MODULES), root=str(unpacked))
     env = dict(os.environ, PYTHONPATH=str(unpacked), FER_EDGE_ENGINE_DIR=str(tmp_path / "engines"))
     config = tmp_path / "agent.json"
-    config.write_text(json.dumps({"source": str(frames), "model": str(unpacked / "model" / "model.onnx"),
-                                  "broker": "", "stats_interval": 0}))
-    proc = subprocess.run([sys.executable, "-c", runner, "jetson", "--config", str(config)], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=120, env=env)
+    config.write_text(
+        json.dumps(
+            {"source": str(frames), "model": str(unpacked / "model" / "model.onnx"), "broker": "", "stats_interval": 0}
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", runner, "jetson", "--config", str(config)],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert '"frames": 2' in out and "ONNX Runtime" in out
-    where = subprocess.run([sys.executable, "-c", runner.split("sys.argv =")[0] +
-                            "import edge.agent.service, jetson.agent, jetson.trt_backend, jetson.camera, jetson.engine, "
-                            "jetson.engine_build, jetson.engine_check\n"
-                            "print('\\n'.join(m.__file__ for n, m in sorted(sys.modules.items()) if m and "
-                            "n.split('.')[0] in ('edge', 'jetson')))"],
-                           cwd=str(tmp_path), capture_output=True, text=True, timeout=60, env=env)
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            runner.split("sys.argv =")[0]
+            + "import edge.agent.service, jetson.agent, jetson.trt_backend, jetson.camera, jetson.engine, "
+            "jetson.engine_build, jetson.engine_check\n"
+            "print('\\n'.join(m.__file__ for n, m in sorted(sys.modules.items()) if m and "
+            "n.split('.')[0] in ('edge', 'jetson')))",
+        ],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     loaded = where.stdout.split()
     assert where.returncode == 0 and len(loaded) > 10, where.stderr
     assert all(path.startswith(str(unpacked)) for path in loaded), loaded
-    proc = subprocess.run([sys.executable, "-c", runner, "jetson.engine", "--help"], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", runner, "jetson.engine", "--help"],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 0 and "--max-batch" in proc.stdout, proc.stderr
 
 
@@ -508,8 +591,14 @@ def tree(root):
 
 
 def run_install(unpacked, env, *args):
-    return subprocess.run(["bash", str(unpacked / "install.sh"), "--dry-run"] + list(args), capture_output=True,
-                          text=True, timeout=120, env=env, cwd=str(unpacked))
+    return subprocess.run(
+        ["bash", str(unpacked / "install.sh"), "--dry-run"] + list(args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=str(unpacked),
+    )
 
 
 def test_install_dry_run_reports_missing_tensorrt(unpacked, tmp_path):
@@ -533,28 +622,53 @@ def test_install_dry_run_reports_missing_tensorrt(unpacked, tmp_path):
 
 def test_install_dry_run_on_a_ready_jetson_prints_the_plan(unpacked, tmp_path):
     fakes = tmp_path / "fake_modules"
-    for name, text in (("tensorrt", "__version__ = '8.2.1.8'\n"), ("pycuda", "VERSION_TEXT = '2021.1'\n"),
-                       ("cv2", "__version__ = '4.1.1'\ndef getBuildInformation():\n"
-                               "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n")):
+    for name, text in (
+        ("tensorrt", "__version__ = '8.2.1.8'\n"),
+        ("pycuda", "VERSION_TEXT = '2021.1'\n"),
+        (
+            "cv2",
+            "__version__ = '4.1.1'\ndef getBuildInformation():\n"
+            "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n",
+        ),
+    ):
         (fakes / name).mkdir(parents=True)
         (fakes / name / "__init__.py").write_text(text)
     root = fake_root(tmp_path)
-    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=sys.executable, FER_EDGE_ARCH="aarch64",
-               PYTHONPATH=str(fakes))
+    env = dict(
+        os.environ,
+        FER_EDGE_ROOT=str(root),
+        FER_EDGE_PYTHON=sys.executable,
+        FER_EDGE_ARCH="aarch64",
+        PYTHONPATH=str(fakes),
+    )
     proc = run_install(unpacked, env)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    for expected in ("ok: TensorRT 8.2.1.8", "ok: OpenCV 4.1.1 with GStreamer", "ok: pycuda 2021.1",
-                     "ok: bundle files match MANIFEST.sha256", "would be installed (dry run)",
-                     "systemctl enable fer-edge.service", "--check-gpu", "--build-engine", "journalctl -u fer-edge -f",
-                     "mosquitto_sub -h BROKER -t 'fer-edge/+/events' -v", "No MQTT broker is set yet"):
+    for expected in (
+        "ok: TensorRT 8.2.1.8",
+        "ok: OpenCV 4.1.1 with GStreamer",
+        "ok: pycuda 2021.1",
+        "ok: bundle files match MANIFEST.sha256",
+        "would be installed (dry run)",
+        "systemctl enable fer-edge.service",
+        "--check-gpu",
+        "--build-engine",
+        "journalctl -u fer-edge -f",
+        "mosquitto_sub -h BROKER -t 'fer-edge/+/events' -v",
+        "No MQTT broker is set yet",
+    ):
         assert expected in out, expected
     assert "{}/opt/fer-edge".format(root) in out and "{}/etc/fer-edge/agent.json".format(root) in out
     # the config is readable by root and the service's group only; the state folder by the service alone
     assert "install -m 0640 -o root -g fer-edge" in out and "install -d -m 0700 -o fer-edge" in out
     assert tree(root) == ["etc", "etc/nv_tegra_release"]  # a dry run changes nothing
-    proc = subprocess.run(["bash", str(unpacked / "uninstall.sh"), "--dry-run"], capture_output=True, text=True,
-                          env=dict(os.environ, FER_EDGE_ROOT=str(root)), timeout=60)
+    proc = subprocess.run(
+        ["bash", str(unpacked / "uninstall.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, FER_EDGE_ROOT=str(root)),
+        timeout=60,
+    )
     assert proc.returncode == 0 and "rm -rf {}/opt/fer-edge".format(root) in proc.stdout, proc.stderr
     assert tree(root) == ["etc", "etc/nv_tegra_release"]
 
@@ -569,18 +683,26 @@ def test_install_pins_what_it_pip_installs_into_the_venv(unpacked, tmp_path, pyt
     if not os.path.isfile(python):
         pytest.skip("{} not here (pyenv's Python 3.6.15)".format(python))
     fakes = tmp_path / "fake_modules"
-    for name, text in (("tensorrt", "__version__ = '8.2.1.8'\n"), ("paho", "raise ImportError('no paho')\n"),
-                       ("pycuda", "raise ImportError('no pycuda')\n"), ("numpy", "__version__ = '1.19.5'\n"),
-                       ("cv2", "__version__ = '4.1.1'\ndef getBuildInformation():\n"
-                               "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n")):
+    for name, text in (
+        ("tensorrt", "__version__ = '8.2.1.8'\n"),
+        ("paho", "raise ImportError('no paho')\n"),
+        ("pycuda", "raise ImportError('no pycuda')\n"),
+        ("numpy", "__version__ = '1.19.5'\n"),
+        (
+            "cv2",
+            "__version__ = '4.1.1'\ndef getBuildInformation():\n"
+            "    return '  Video I/O:\\n    GStreamer:                   YES (1.14.5)\\n'\n",
+        ),
+    ):
         (fakes / name).mkdir(parents=True)
         (fakes / name / "__init__.py").write_text(text)
     root = fake_root(tmp_path)
     (root / "usr" / "local" / "cuda" / "bin").mkdir(parents=True)
     (root / "usr" / "local" / "cuda" / "bin" / "nvcc").write_text("#!/bin/sh\n")
     (root / "usr" / "local" / "cuda" / "bin" / "nvcc").chmod(0o755)
-    env = dict(os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=python, FER_EDGE_ARCH="aarch64",
-               PYTHONPATH=str(fakes))
+    env = dict(
+        os.environ, FER_EDGE_ROOT=str(root), FER_EDGE_PYTHON=python, FER_EDGE_ARCH="aarch64", PYTHONPATH=str(fakes)
+    )
     proc = run_install(unpacked, env)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -589,11 +711,19 @@ def test_install_pins_what_it_pip_installs_into_the_venv(unpacked, tmp_path, pyt
     pip_lines = [line for line in out.splitlines() if "pip install" in line and "[dry-run]" in line]
     assert pip_lines and all(venv + "/bin/python3 -m pip install" in line for line in pip_lines), out
     import re
-    pins = dict(m.groups() for line in pip_lines for m in re.finditer(r"(?:^|\s)(pycuda|paho-mqtt|onnxruntime|pip)(==\S+)", line))
+
+    pins = dict(
+        m.groups()
+        for line in pip_lines
+        for m in re.finditer(r"(?:^|\s)(pycuda|paho-mqtt|onnxruntime|pip)(==\S+)", line)
+    )
     old = python == PY36
-    assert pins == {"pip": "==21.3.1" if old else "==24.0", "pycuda": "==2021.1" if old else "==2024.1.2",
-                    "paho-mqtt": "==1.6.1" if old else "==2.1.0",
-                    "onnxruntime": "==1.10.0" if old else "==1.16.3"}, pip_lines
+    assert pins == {
+        "pip": "==21.3.1" if old else "==24.0",
+        "pycuda": "==2021.1" if old else "==2024.1.2",
+        "paho-mqtt": "==1.6.1" if old else "==2.1.0",
+        "onnxruntime": "==1.10.0" if old else "==1.16.3",
+    }, pip_lines
     assert "--check-gpu" in out and "/opt/fer-edge/venv/bin/python3 -m jetson" in out
     without = run_install(unpacked, env, "--no-onnxruntime").stdout
     assert "onnxruntime==" not in without and "no CPU fallback" in without
@@ -603,11 +733,21 @@ def test_service_unit_is_sandboxed(unpacked, tmp_path):
     """`systemd-analyze security` rates the shipped unit <= 3.0 while cameras and the GPU stay reachable."""
     import re
     import shutil
+
     unit = (unpacked / "systemd" / "fer-edge.service").read_text()
-    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "UMask=0077", "CapabilityBoundingSet=\n",
-                    "DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "DeviceAllow=/dev/nvmap rw",
-                    "DeviceAllow=/dev/nvhost-gpu rw", "SystemCallFilter=@system-service",
-                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "StateDirectoryMode=0700"):
+    for setting in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "UMask=0077",
+        "CapabilityBoundingSet=\n",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-video4linux rw",
+        "DeviceAllow=/dev/nvmap rw",
+        "DeviceAllow=/dev/nvhost-gpu rw",
+        "SystemCallFilter=@system-service",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "StateDirectoryMode=0700",
+    ):
         assert setting in unit, setting
     settings = [line.split("=")[0] for line in unit.splitlines() if line and not line.startswith("#")]
     assert "PrivateDevices" not in settings and "PrivateTmp" not in settings  # camera, GPU, /tmp/argus_socket
@@ -616,8 +756,9 @@ def test_service_unit_is_sandboxed(unpacked, tmp_path):
         pytest.skip("systemd-analyze not installed: the exposure score is not measured here")
     copy = tmp_path / "fer-edge.service"
     copy.write_text(unit)
-    proc = subprocess.run([analyze, "security", "--offline=true", str(copy)], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [analyze, "security", "--offline=true", str(copy)], capture_output=True, text=True, timeout=60
+    )
     match = re.search(r"Overall exposure level for fer-edge.service: ([0-9.]+)", proc.stdout + proc.stderr)
     if match is None:
         pytest.skip("this systemd-analyze cannot rate a unit file offline: {}".format((proc.stderr or "")[-300:]))
@@ -625,8 +766,13 @@ def test_service_unit_is_sandboxed(unpacked, tmp_path):
 
 
 def test_install_refuses_test_hooks_outside_dry_run(unpacked):
-    proc = subprocess.run(["bash", str(unpacked / "install.sh")], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, FER_EDGE_ROOT="/tmp/nowhere"))
+    proc = subprocess.run(
+        ["bash", str(unpacked / "install.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, FER_EDGE_ROOT="/tmp/nowhere"),
+    )
     assert proc.returncode == 2 and "test hooks for --dry-run only" in proc.stderr
 
 
@@ -639,14 +785,25 @@ def test_detector_engine_runs_blazeface_through_the_tensorrt_backend(fake_runtim
     from edge.detect.factory import DEFAULT_DETECTOR, make_detector, shipped_detector_path
     from edge.onnx_meta import onnx_model_metadata
     from fer_edge.scenes import astronaut_scene
+
     version, cuda, engines = fake_runtime
     onnx_path = shipped_detector_path(DEFAULT_DETECTOR)
     meta = onnx_model_metadata(onnx_path)
     engine_path = str(tmp_path / "detector.trt{}.fp16.fake-gpu.engine".format(version))
     with open(engine_path, "wb") as handle:
         handle.write("fake detector {} {}".format(onnx_path, meta["input"]["height"]).encode())
-    info = dict(meta, engine={"tensorrt_version": version, "gpu": "Fake GPU", "precision": "fp16", "max_batch": 9,
-                              "onnx": "detector.onnx", "compute_capability": "5.3", "cuda_driver": "10.2"})
+    info = dict(
+        meta,
+        engine={
+            "tensorrt_version": version,
+            "gpu": "Fake GPU",
+            "precision": "fp16",
+            "max_batch": 9,
+            "onnx": "detector.onnx",
+            "compute_capability": "5.3",
+            "cuda_driver": "10.2",
+        },
+    )
     md.write(info, md.sidecar_path(engine_path))
     backend = load_backend_kind(engine_path, md.FACE_DETECTOR)
     assert [s.name for s in backend.plan.outputs] == ["regressors", "classificators"]
@@ -664,11 +821,13 @@ def test_detector_engine_runs_blazeface_through_the_tensorrt_backend(fake_runtim
 
 def load_backend_kind(path, kind):
     from edge.backends import load_backend
+
     return load_backend(path, runtime="tensorrt", kind=kind)
 
 
 def test_face_detector_choice_on_the_jetson(monkeypatch, caplog):
     from jetson.agent import make_face_detector
+
     config = load_config(None, env={}, overrides={"broker": ""})
     detector = make_face_detector(config, tensorrt_ok=False)
     assert type(detector).__name__ == "NeuralFaceDetector" and detector.runtime == "onnxruntime"
@@ -676,8 +835,9 @@ def test_face_detector_choice_on_the_jetson(monkeypatch, caplog):
     haar = make_face_detector(load_config(None, env={}, overrides={"detector": "haar"}), tensorrt_ok=True)
     assert type(haar).__name__ == "HaarDetector"
     calls = []
-    monkeypatch.setattr(je, "ensure_engine", lambda *a, **k: calls.append((a, k)) or (_ for _ in ()).throw(
-        BackendError("no GPU here")))
+    monkeypatch.setattr(
+        je, "ensure_engine", lambda *a, **k: calls.append((a, k)) or (_ for _ in ()).throw(BackendError("no GPU here"))
+    )
     fallback = make_face_detector(config, tensorrt_ok=True)  # the engine build fails: ONNX Runtime, logged
     assert fallback.runtime == "onnxruntime" and calls[0][1]["stem"] == "detector" and calls[0][0][2] == 9
     assert "TensorRT detector engine unavailable (no GPU here)" in caplog.text
@@ -687,6 +847,7 @@ def test_face_detector_choice_on_the_jetson(monkeypatch, caplog):
 
 def test_bundle_ships_the_face_detector(unpacked):
     from edge.onnx_meta import onnx_model_metadata
+
     meta = onnx_model_metadata(str(unpacked / "model" / "detector.onnx"))
     assert meta["kind"] == md.FACE_DETECTOR and meta["model"]["name"] == "blazeface-back-256"
     template = json.loads((unpacked / "config" / "agent.json").read_text())
@@ -700,9 +861,17 @@ def test_check_camera_checks_every_configured_camera(tmp_path):
     good = tmp_path / "door.png"
     cv2.imwrite(str(good), np.full((60, 80, 3), 90, np.uint8))
     config = tmp_path / "cams.json"
-    config.write_text(json.dumps({"broker": "", "cameras": [
-        {"source": str(good), "device_id": "door"},
-        {"source": str(tmp_path / "missing.mp4"), "device_id": "hall"}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "broker": "",
+                "cameras": [
+                    {"source": str(good), "device_id": "door"},
+                    {"source": str(tmp_path / "missing.mp4"), "device_id": "hall"},
+                ],
+            }
+        )
+    )
     proc = run_jetson(["--config", str(config), "--check-camera"])
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "door: camera OK: {} gives 80x60 frames".format(good) in proc.stdout

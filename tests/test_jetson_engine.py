@@ -39,6 +39,7 @@ def trt_version(request, monkeypatch):
 def tiny_check_set(onnx_path, shift=0.0, n=12):
     """What fer_edge.bundles.jetson_check_set writes for a classifier: faces and ONNX Runtime's probabilities (+ ``shift``)."""
     import onnxruntime as ort
+
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (n, 1, 48, 48)).astype(np.float32)
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
@@ -62,8 +63,10 @@ def test_build_checks_the_engine_through_the_backend_then_reuses_it(trt_version,
     info = je.read_engine_info(path)
     assert info["engine"]["check"]["items"] == 12 and info["engine"]["check"]["max_diff"] < 1e-6
     assert info["engine"]["compute_capability"] == "5.3" and info["engine"]["cuda_driver"] == "10.2"
-    assert je.ensure_engine(tiny_onnx, engine_dir=engines, check=tiny_check_set(tiny_onnx), builder=builder,
-                            log=None) == path
+    assert (
+        je.ensure_engine(tiny_onnx, engine_dir=engines, check=tiny_check_set(tiny_onnx), builder=builder, log=None)
+        == path
+    )
     assert builder.builds == 1  # current: reused, not rebuilt
     # the engine runs in the agent's backend and computes the tiny model
     backend = TensorRTBackend(path, tiny_meta())
@@ -82,7 +85,9 @@ def test_an_engine_outside_tolerance_is_refused_and_backs_off(trt_version, tiny_
     assert len(marker) == 1
     # the service restarts 5 s later: no rebuild, the reason at once
     clock.t += 5
-    with pytest.raises(BackendError, match="the last build of .* failed .*1 attempt.*next automatic attempt is in 4 min"):
+    with pytest.raises(
+        BackendError, match="the last build of .* failed .*1 attempt.*next automatic attempt is in 4 min"
+    ):
         je.ensure_engine(tiny_onnx, engine_dir=engines, check=wrong, builder=builder, log=None, clock=clock)
     assert builder.builds == 1
     # after the back-off it tries again; a second failure doubles the wait
@@ -94,8 +99,15 @@ def test_an_engine_outside_tolerance_is_refused_and_backs_off(trt_version, tiny_
     with pytest.raises(BackendError, match="2 attempt"):
         je.ensure_engine(tiny_onnx, engine_dir=engines, check=wrong, builder=builder, log=None, clock=clock)
     # a person asking (`python3 -m jetson --build-engine`) retries now; success clears the marker
-    path = je.ensure_engine(tiny_onnx, engine_dir=engines, check=tiny_check_set(tiny_onnx), builder=builder, log=None,
-                            clock=clock, retry_failed=True)
+    path = je.ensure_engine(
+        tiny_onnx,
+        engine_dir=engines,
+        check=tiny_check_set(tiny_onnx),
+        builder=builder,
+        log=None,
+        clock=clock,
+        retry_failed=True,
+    )
     assert builder.builds == 3 and os.path.isfile(path)
     assert [n for n in os.listdir(engines) if n.endswith(je.FAILED_SUFFIX)] == []
 
@@ -115,6 +127,7 @@ def test_another_gpu_or_cuda_makes_the_engine_stale(trt_version, tiny_onnx, tmp_
     builder, engines = FakeBuilder(), str(tmp_path / "engines")
     first = je.ensure_engine(tiny_onnx, engine_dir=engines, builder=builder, log=None, check=None)
     import pycuda.driver as cuda
+
     monkeypatch.setattr(type(cuda), "DRIVER", 10010)  # the same GPU with another CUDA driver
     lines = []
     second = je.ensure_engine(tiny_onnx, engine_dir=engines, builder=builder, log=lines.append, check=None)
@@ -131,10 +144,12 @@ def test_the_shipped_check_sets_pass_on_the_real_models_and_catch_a_wrong_one(tm
     from edge.detect.factory import shipped_detector_path
     from edge.onnx_meta import onnx_model_metadata
     from fer_edge.bundles import jetson_check_set as check_set
+
     detector = shipped_detector_path("blazeface-back")
     det_set = engine_check.load_check_set(check_set.detector_check_set(detector, str(tmp_path / "d.check.npz")))
-    clf_set = engine_check.load_check_set(check_set.classifier_check_set(SHIPPED_MODEL, detector,
-                                                                         str(tmp_path / "m.check.npz")))
+    clf_set = engine_check.load_check_set(
+        check_set.classifier_check_set(SHIPPED_MODEL, detector, str(tmp_path / "m.check.npz"))
+    )
     assert det_set.kind == md.FACE_DETECTOR and det_set.inputs.dtype == np.uint8 and len(det_set.inputs) == 6
     assert clf_set.kind == md.CLASSIFIER and len(clf_set.inputs) >= 8 and "ONNX Runtime" in clf_set.source
     for onnx_path, checks, kind in ((detector, det_set, md.FACE_DETECTOR), (SHIPPED_MODEL, clf_set, md.CLASSIFIER)):
@@ -143,9 +158,16 @@ def test_the_shipped_check_sets_pass_on_the_real_models_and_catch_a_wrong_one(tm
         report = engine_check.verify_engine(onnx_path, meta, checks, "fp16", backend=backend)
         assert report.max_diff < 1e-4, report
         backend.close()
-    assert "faces in 6/6 frames" in engine_check.verify_engine(
-        detector, onnx_model_metadata(detector), det_set, "fp16",
-        backend=load_backend(detector, runtime="onnxruntime", kind=md.FACE_DETECTOR)).detail
+    assert (
+        "faces in 6/6 frames"
+        in engine_check.verify_engine(
+            detector,
+            onnx_model_metadata(detector),
+            det_set,
+            "fp16",
+            backend=load_backend(detector, runtime="onnxruntime", kind=md.FACE_DETECTOR),
+        ).detail
+    )
     # a detector engine whose boxes are off by 4 px (1.6 % of 256) is refused at FP16
     meta = onnx_model_metadata(detector)
     boxes, scores = det_set.outputs
@@ -172,6 +194,7 @@ def test_cuda_errors_become_the_projects_errors(monkeypatch, tiny_onnx, tmp_path
     """cuInit failing (a user outside the 'video' group): a clear BackendError from the readiness check,
     the backend and the builder path; the agent falls back to ONNX Runtime and says why."""
     from jetson import agent, trt_backend
+
     install_fakes(monkeypatch, "8.2.1.8", fail_init="cuInit failed: unknown error")
     ok, why = trt_backend.gpu_ready()
     assert not ok and "cuInit failed: unknown error" in why and "'video' group" in why
@@ -191,14 +214,21 @@ def test_cuda_errors_become_the_projects_errors(monkeypatch, tiny_onnx, tmp_path
 
 def test_check_gpu_cli_without_tensorrt_is_clear():
     from edge.backends.base import module_installed
+
     if module_installed("tensorrt") and module_installed("pycuda"):
         pytest.skip("TensorRT is installed here: the message for a missing one cannot be shown")
-    proc = subprocess.run([sys.executable, "-m", "jetson", "--check-gpu"], cwd=str(REPO), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jetson", "--check-gpu"], cwd=str(REPO), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "TensorRT/pycuda not installed" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "jetson.engine", "model.onnx"], cwd=str(REPO), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jetson.engine", "model.onnx"],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "jetson.engine: error:" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -40,8 +40,9 @@ def test_probability_mode_drops_unknown_tied_with_the_top_emotion():
 
 def test_multi_target_keeps_every_emotion_with_30_percent():
     np.testing.assert_allclose(label_distribution(ROW_SPLIT, "multi_target"), [4 / 7, 0, 0, 0, 3 / 7, 0, 0, 0])
-    np.testing.assert_allclose(label_distribution([3, 3, 2, 2, 0, 0, 0, 0, 0, 0], "multi_target"),
-                               [0.5, 0.5, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(
+        label_distribution([3, 3, 2, 2, 0, 0, 0, 0, 0, 0], "multi_target"), [0.5, 0.5, 0, 0, 0, 0, 0, 0]
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -73,8 +74,10 @@ def test_multi_target_targets_mark_every_voted_class():
 
 
 def test_multi_target_loss_only_needs_mass_on_one_voted_class():
-    from train.losses import multi_target_loss
     from keras import ops
+
+    from train.losses import multi_target_loss
+
     target = np.array([[1, 1, 0, 0, 0, 0, 0, 0]], np.float32)
     on_first = np.array([[0.9, 0.02, 0.08, 0, 0, 0, 0, 0]], np.float32)
     on_other = np.array([[0.02, 0.02, 0.96, 0, 0, 0, 0, 0]], np.float32)

@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import pytest
 
+from edge.delivery.base import MemoryPublisher
 from edge.events.payloads import load_schema
 from edge.labels import EMOTIONS
 from edge.tracking.lifecycle import TrackLifecycle, format_track_line
 from edge.tracking.policy import PublishPolicy
-from edge.delivery.base import MemoryPublisher
 from edge.tracking.track import IouTracker
 from fer_testdata import REPO
 from helpers import RawInbox, wait_until
@@ -70,8 +70,9 @@ def test_hysteresis_holds_an_ambiguous_face_and_follows_a_real_change():
         assert track.track_id == 1
     # a real change is followed, once, a few frames later
     tracker = IouTracker(smoothing=0.6)
-    labels = [tracker.update([(0, 0, 60, 60)], [p], i)[0].label
-              for i, p in enumerate(peaked(HAPPY, 20) + peaked(SAD, 20))]
+    labels = [
+        tracker.update([(0, 0, 60, 60)], [p], i)[0].label for i, p in enumerate(peaked(HAPPY, 20) + peaked(SAD, 20))
+    ]
     assert switches(labels) == 1 and labels[0] == HAPPY and labels[-1] == SAD
     assert 20 + 2 <= labels.index(SAD) <= 20 + 6
     # margin 0 and one frame: the top label of every frame (the old behaviour)
@@ -100,8 +101,10 @@ def test_on_change_uses_the_stable_label_and_a_short_miss_is_not_announced_again
     assert len(published) <= 2, published
     # without `live` (callers of the old signature) a miss forgets the track: it is announced again
     old, tracker = PublishPolicy("on-change"), IouTracker()
-    frames = [old.select(tracker.update(b, [probs[0]] * len(b), i), LABELS, float(i))
-              for i, b in enumerate([[(0, 0, 60, 60)], [], [(0, 0, 60, 60)]])]
+    frames = [
+        old.select(tracker.update(b, [probs[0]] * len(b), i), LABELS, float(i))
+        for i, b in enumerate([[(0, 0, 60, 60)], [], [(0, 0, 60, 60)]])
+    ]
     assert frames[0] and frames[1] is None and frames[2]
 
 
@@ -109,8 +112,17 @@ def run_lifecycle(schedule, probs_of, confirm=3, max_missed=5, fps=None):
     """Feed the tracker and a TrackLifecycle ``schedule`` (frame -> boxes); returns the publisher."""
     tracker = IouTracker(smoothing=0.6, max_missed=max_missed)
     clock = [0.0]
-    life = TrackLifecycle("cam-life", LABELS, "model-x", "7", source="test.mp4", confirm_frames=confirm, fps=fps,
-                          clock=lambda: clock[0], run_id="abcd1234")
+    life = TrackLifecycle(
+        "cam-life",
+        LABELS,
+        "model-x",
+        "7",
+        source="test.mp4",
+        confirm_frames=confirm,
+        fps=fps,
+        clock=lambda: clock[0],
+        run_id="abcd1234",
+    )
     pub = MemoryPublisher("cam-life")
     pub.start()
     for i, boxes in enumerate(schedule):
@@ -136,8 +148,11 @@ def test_lifecycle_new_update_end_with_before_after_and_shares():
     new, update, end = pub.tracks
     assert new["frame"] == 5 and new["before"] == new["after"]  # seen in 3 frames: 3, 4, 5
     assert new["after"]["emotion"] == "happiness" and new["after"]["end_time"] is None
-    assert new["id"] == "abcd1234-1" and [m["message_id"] for m in pub.tracks] == \
-        ["abcd1234-1-1", "abcd1234-1-2", "abcd1234-1-3"]
+    assert new["id"] == "abcd1234-1" and [m["message_id"] for m in pub.tracks] == [
+        "abcd1234-1-1",
+        "abcd1234-1-2",
+        "abcd1234-1-3",
+    ]
     assert update["before"]["emotion"] == "happiness" and update["after"]["emotion"] == "sadness"
     assert 15 < update["frame"] <= 21 and update["after"]["emotion_changes"] == 1
     assert end["reason"] == "gone" and end["frame"] == 39 + 5 + 1  # dropped after max_missed frames unseen
@@ -157,8 +172,9 @@ def test_lifecycle_new_update_end_with_before_after_and_shares():
     for state in states:
         check_state.validate(state)
     assert max(s["faces"] for s in states) == 1 and states[-1]["faces"] == 0
-    assert any(s["dominant_emotion"] == "happiness" for s in states) and \
-        any(s["dominant_emotion"] == "sadness" for s in states)
+    assert any(s["dominant_emotion"] == "happiness" for s in states) and any(
+        s["dominant_emotion"] == "sadness" for s in states
+    )
     assert pub.retained["fer-edge/cam-life/state"] == states[-1]
 
 
@@ -185,15 +201,17 @@ def test_track_events_off_keeps_the_state():
 # ------------------------------------------------------------------- the real agent on a real video
 
 FPS = 15.0
-FRAMES = 72                      # the face is gone for good after frame 49: its track ends at 49 + 15 + 1
-FACE_FRAMES = (6, 50)             # the face is in frames 6..49
-GAPS = (20, 30, 31, 40, 41, 42)   # ... except these: misses of 1, 2 and 3 frames
+FRAMES = 72  # the face is gone for good after frame 49: its track ends at 49 + 15 + 1
+FACE_FRAMES = (6, 50)  # the face is in frames 6..49
+GAPS = (20, 30, 31, 40, 41, 42)  # ... except these: misses of 1, 2 and 3 frames
 
 
 @pytest.fixture(scope="module")
 def once_video(tmp_path_factory):
     import cv2
+
     from fer_edge.samples import astronaut_bgr
+
     face = cv2.resize(astronaut_bgr(), (220, 220), interpolation=cv2.INTER_AREA)
     path = str(tmp_path_factory.mktemp("once") / "face-once.mp4")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), FPS, (640, 480))
@@ -202,7 +220,7 @@ def once_video(tmp_path_factory):
         canvas = np.full((480, 640, 3), 40, np.uint8)
         if FACE_FRAMES[0] <= k < FACE_FRAMES[1] and k not in GAPS:
             x = 200 + int(round(6 * np.sin(k / 5.0)))
-            canvas[120:340, x:x + 220] = face
+            canvas[120:340, x : x + 220] = face
         writer.write(canvas)
     writer.release()
     return path
@@ -213,15 +231,34 @@ def test_a_face_that_appears_once_on_a_real_video_gives_one_new_and_one_end(brok
     inbox = RawInbox(broker.url, "inbox-{}".format(os.getpid()), [prefix + "#"])
     try:
         out = tmp_path / "events.jsonl"
-        cmd = [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING", "--quiet", "--source", once_video,
-               "--broker", broker.url, "--device-id", "cam-once", "--publish", "on-change", "--data-dir",
-               str(tmp_path / "queue"), "--events-out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "run",
+            "--log-level",
+            "WARNING",
+            "--quiet",
+            "--source",
+            once_video,
+            "--broker",
+            broker.url,
+            "--device-id",
+            "cam-once",
+            "--publish",
+            "on-change",
+            "--data-dir",
+            str(tmp_path / "queue"),
+            "--events-out",
+            str(out),
+        ]
         proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
         assert summary["frames"] == FRAMES and summary["tracks"]["new"] == summary["tracks"]["end"] == 1, summary
-        wait_until(lambda: inbox.data(prefix + "tracks") and inbox.data(prefix + "tracks")[-1]["type"] == "end",
-                   20, step=0.1)
+        wait_until(
+            lambda: inbox.data(prefix + "tracks") and inbox.data(prefix + "tracks")[-1]["type"] == "end", 20, step=0.1
+        )
     finally:
         inbox.stop()
     tracks = inbox.data(prefix + "tracks")

@@ -22,23 +22,37 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.view.annotate import COLORS
-from edge.config.agent import ConfigError, load_config
-from edge.view.live import BOUNDARY, LiveView, LiveViewError, parse_view
-from edge.delivery.base import MemoryPublisher
 from edge.agent.sources import Frame
+from edge.config.agent import ConfigError, load_config
+from edge.delivery.base import MemoryPublisher
+from edge.view.annotate import COLORS
+from edge.view.live import BOUNDARY, LiveView, LiveViewError, parse_view
 from fer_testdata import REPO
 from helpers import wait_until
 from mqtt_broker import mosquitto_fixture
 
 broker = mosquitto_fixture(scope="module")
 
-FACE = {"track_id": 3, "box": [60, 50, 120, 110], "emotion": "happiness", "confidence": 0.8,
-        "scores": {"neutral": 0.1, "happiness": 0.8, "surprise": 0.05, "sadness": 0.05, "anger": 0.0,
-                   "disgust": 0.0, "fear": 0.0, "contempt": 0.0}}
+FACE = {
+    "track_id": 3,
+    "box": [60, 50, 120, 110],
+    "emotion": "happiness",
+    "confidence": 0.8,
+    "scores": {
+        "neutral": 0.1,
+        "happiness": 0.8,
+        "surprise": 0.05,
+        "sadness": 0.05,
+        "anger": 0.0,
+        "disgust": 0.0,
+        "fear": 0.0,
+        "contempt": 0.0,
+    },
+}
 
 
 # -- a small multipart/x-mixed-replace client on a raw socket --
+
 
 class StreamClient(object):
     """GET /stream.mjpg on a raw socket (so the receive buffer can be made small); reads parts."""
@@ -117,9 +131,18 @@ def flat_image(_k, shape=(240, 320, 3)):
 
 # -- settings --
 
-@pytest.mark.parametrize("text, expected", [
-    ("", None), ("8080", ("127.0.0.1", 8080)), ("0", ("127.0.0.1", 0)), ("0.0.0.0:8081", ("0.0.0.0", 8081)),
-    ("localhost:0", ("localhost", 0)), ("[::1]:9000", ("::1", 9000))])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", None),
+        ("8080", ("127.0.0.1", 8080)),
+        ("0", ("127.0.0.1", 0)),
+        ("0.0.0.0:8081", ("0.0.0.0", 8081)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:9000", ("::1", 9000)),
+    ],
+)
 def test_view_addresses(text, expected):
     assert parse_view(text) == expected
 
@@ -155,8 +178,10 @@ def test_taken_port_is_a_clear_error():
 
 # -- in-process: cost, stream, limits, slow clients, stop --
 
+
 def test_nothing_is_drawn_or_encoded_while_nobody_watches(monkeypatch):
     import edge.view.live as live_view
+
     drawn = []
     real_draw = live_view.draw
     monkeypatch.setattr(live_view, "draw", lambda image, faces: drawn.append(1) or real_draw(image, faces))
@@ -204,7 +229,7 @@ def test_stream_parts_are_annotated_jpegs_of_new_frames():
             assert image is not None and image.shape == (240, 320, 3)
             frames.append(int(part_headers["x-frame"]))
             x, y, w, h = FACE["box"]
-            edge = image[y, x + 10:x + w - 10].astype(float).mean(axis=0)  # the box's top edge
+            edge = image[y, x + 10 : x + w - 10].astype(float).mean(axis=0)  # the box's top edge
             assert np.abs(edge - COLORS["happiness"]).max() < 60, edge  # drawn in the emotion's colour
             assert np.abs(image[y + h // 2, x + w // 2].astype(float) - 200).max() < 10  # inside: the frame
         assert frames == sorted(frames) and len(set(frames)) == 4  # each part a newer frame
@@ -323,13 +348,14 @@ def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
     """run_agent with real parts: the annotated writer and the live view, the camera's sinks as on the host."""
     from edge.agent.assembly import Camera
     from edge.agent.loop import run_agent
-    from edge.view.annotate import AnnotatedWriter
+    from edge.agent.sources import open_source
     from edge.classifier import load_classifier
     from edge.detect.factory import make_detector
     from edge.tracking.policy import PublishPolicy
-    from edge.agent.sources import open_source
     from edge.tracking.track import IouTracker
+    from edge.view.annotate import AnnotatedWriter
     from fer_edge.samples import make_sample_video
+
     video = make_sample_video(str(tmp_path / "v.mp4"), frames=6)
     classifier = load_classifier()
     publisher = MemoryPublisher("sinks", keep=None)
@@ -337,8 +363,16 @@ def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
     writer = AnnotatedWriter(str(tmp_path / "annotated"))
     source = open_source(video)
     try:
-        camera = Camera({"device_id": "sinks"}, source, make_detector("blazeface-back"), IouTracker(),
-                        PublishPolicy("every-frame"), publisher, [("annotated", writer), ("view", view)], None)
+        camera = Camera(
+            {"device_id": "sinks"},
+            source,
+            make_detector("blazeface-back"),
+            IouTracker(),
+            PublishPolicy("every-frame"),
+            publisher,
+            [("annotated", writer), ("view", view)],
+            None,
+        )
         summary = run_agent(camera, classifier)
         state = state_of(view.url)
     finally:
@@ -360,11 +394,31 @@ E2E_FRAMES = 1200  # 80 s at the video's 15 fps (--realtime, whatever the CPU): 
 @pytest.fixture(scope="module")
 def running_agent(broker, tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     folder = tmp_path_factory.mktemp("live")
     video = make_sample_video(str(folder / "long.mp4"), frames=E2E_FRAMES)
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--realtime", "--view", "127.0.0.1:0",
-           "--broker", broker.url, "--device-id", "cam-view", "--quiet", "--log-level", "INFO",
-           "--data-dir", str(folder / "queue"), "--publish", "on-change"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fer_edge",
+        "run",
+        "--source",
+        video,
+        "--realtime",
+        "--view",
+        "127.0.0.1:0",
+        "--broker",
+        broker.url,
+        "--device-id",
+        "cam-view",
+        "--quiet",
+        "--log-level",
+        "INFO",
+        "--data-dir",
+        str(folder / "queue"),
+        "--publish",
+        "on-change",
+    ]
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log, found = [], threading.Event()
 
@@ -478,17 +532,30 @@ def test_run_view_page_in_headless_chromium(running_agent):
     shot = str(running_agent["folder"] / "page.png")
     profile = tempfile.mkdtemp(prefix="fer-edge-chromium-")
     try:
-        proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                               "--force-device-scale-factor=1", "--user-data-dir=" + profile,
-                               "--window-size=1200,800", "--screenshot=" + shot, running_agent["url"]],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--force-device-scale-factor=1",
+                "--user-data-dir=" + profile,
+                "--window-size=1200,800",
+                "--screenshot=" + shot,
+                running_agent["url"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     assert proc.returncode == 0 and os.path.isfile(shot), proc.stderr[-2000:]
     page = cv2.imread(shot, cv2.IMREAD_COLOR)
     assert page.shape[:2] == (800, 1200)
     background = page[790, 1190].astype(int)  # the page's background colour (bottom right corner)
-    stream = page[52:52 + 480, 12:12 + 640].astype(int)  # below the 40 px header, 12 px padding
+    stream = page[52 : 52 + 480, 12 : 12 + 640].astype(int)  # below the 40 px header, 12 px padding
     assert np.abs(stream - background).max(axis=2).mean() > 30, "the stream's region looks like the page background"
     assert stream.std() > 20, "the stream's region is blank"
     # and it is the video: the astronaut's orange suit (BGR about 40, 90, 220) fills the lower part

@@ -18,8 +18,8 @@ import time
 import jsonschema
 import pytest
 
-from edge.config.cameras import camera_configs
 from edge.config.agent import ConfigError, load_config
+from edge.config.cameras import camera_configs
 from edge.events.payloads import load_schema
 from fer_testdata import REPO
 from helpers import collect, wait_until
@@ -33,9 +33,12 @@ WAIT = 20  # s: what the agent published reaches the subscriber
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     from fer_edge.samples import make_sample_video
+
     folder = tmp_path_factory.mktemp("cams")
-    return (make_sample_video(str(folder / "a.mp4"), frames=FRAMES_A),
-            make_sample_video(str(folder / "b.mp4"), frames=FRAMES_B))
+    return (
+        make_sample_video(str(folder / "a.mp4"), frames=FRAMES_A),
+        make_sample_video(str(folder / "b.mp4"), frames=FRAMES_B),
+    )
 
 
 def write_config(path, cameras, **shared):
@@ -48,48 +51,99 @@ def write_config(path, cameras, **shared):
 
 
 def test_cameras_config_merges_shared_and_per_camera_keys(tmp_path):
-    path = write_config(tmp_path / "cams.json", [
-        {"source": "a.mp4", "device_id": "door", "publish": "on-change", "detector_tiles": "2x1"},
-        {"source": "b.mp4", "device_id": "hall", "client_id": "thing-hall"}], publish="interval", interval=2.0)
+    path = write_config(
+        tmp_path / "cams.json",
+        [
+            {"source": "a.mp4", "device_id": "door", "publish": "on-change", "detector_tiles": "2x1"},
+            {"source": "b.mp4", "device_id": "hall", "client_id": "thing-hall"},
+        ],
+        publish="interval",
+        interval=2.0,
+    )
     config = load_config(path, env={})
     door, hall = camera_configs(config)
-    assert (door["device_id"], door["source"], door["publish"], door["detector_tiles"]) == \
-        ("door", "a.mp4", "on-change", "2x1")
-    assert (hall["device_id"], hall["publish"], hall["interval"], hall["client_id"]) == \
-        ("hall", "interval", 2.0, "thing-hall")
+    assert (door["device_id"], door["source"], door["publish"], door["detector_tiles"]) == (
+        "door",
+        "a.mp4",
+        "on-change",
+        "2x1",
+    )
+    assert (hall["device_id"], hall["publish"], hall["interval"], hall["client_id"]) == (
+        "hall",
+        "interval",
+        2.0,
+        "thing-hall",
+    )
     assert door["cameras"] == [] and hall["detector_tiles"] == "1x1"
     ini = tmp_path / "cams.ini"  # an INI file holds the same list as JSON text
-    ini.write_text('[agent]\npublish = on-change\ncameras = [{"source": "a.mp4", "device_id": "door"},\n'
-                   '    {"source": "b.mp4", "device_id": "hall"}]\n')
+    ini.write_text(
+        '[agent]\npublish = on-change\ncameras = [{"source": "a.mp4", "device_id": "door"},\n'
+        '    {"source": "b.mp4", "device_id": "hall"}]\n'
+    )
     assert [c["device_id"] for c in camera_configs(load_config(str(ini), env={}))] == ["door", "hall"]
     assert camera_configs(load_config(None, env={}, overrides={"source": "x.mp4"}))[0]["source"] == "x.mp4"
 
 
-@pytest.mark.parametrize("cameras, shared, message", [
-    ([{"source": "a.mp4", "device_id": "cam"}, {"source": "b.mp4", "device_id": "x"},
-      {"source": "c.mp4", "device_id": "cam"}], {},
-     "cameras[0] and cameras[2] both have device_id 'cam'"),
-    ([{"source": "a.mp4", "device_id": "a", "client_id": "one"},
-      {"source": "b.mp4", "device_id": "b", "client_id": "one"}], {},
-     "cameras[0] and cameras[1] both have client_id 'one'"),
-    ([{"source": "a.mp4", "device_id": "a"}, {"source": "b.mp4", "device_id": "b"}], {"client_id": "shared"},
-     "cameras[0] and cameras[1] both have client_id 'shared' (the top-level 'client_id')"),
-    ([{"source": "a.mp4", "device_id": "a", "view": "8080"}, {"source": "b.mp4", "device_id": "b",
-                                                             "view": "127.0.0.1:8080"}], {},
-     "cameras[0] and cameras[1] both have view '127.0.0.1:8080'"),
-    ([{"source": "a.mp4", "device_id": "a"}, {"source": "b.mp4", "device_id": "b"}], {"annotate": "out.webm"},
-     "cameras[0] and cameras[1] both have annotate 'out.webm'"),
-    ([{"source": "a.mp4"}], {}, "cameras[0]: key 'device_id' is required"),
-    ([{"device_id": "a", "source": "a.mp4", "model": "m.onnx"}], {},
-     "cameras[0]: unknown key(s) model (a setting shared by every camera goes at the top level)"),
-    ([{"device_id": "a/b", "source": "a.mp4"}], {}, "cameras[0]: key 'device_id': device id 'a/b' must not contain"),
-    ([{"device_id": "a", "source": "a.mp4", "publish": "sometimes"}], {}, "cameras[0]: key 'publish'"),
-    ([{"device_id": "a", "source": "a.mp4", "detector_tiles": "9x9"}], {}, "cameras[0]: key 'detector_tiles'"),
-    ([{"device_id": "a", "source": "a.mp4", "cert_file": "/nowhere/a.pem"}], {},
-     "cameras[0]: key 'cert_file': file /nowhere/a.pem not found"),
-    ([], {}, "key 'cameras': expected a non-empty list"),
-    ([{"device_id": "a", "source": "a.mp4"}], {"source": "0"}, "key 'source': with 'cameras' every camera names"),
-])
+@pytest.mark.parametrize(
+    "cameras, shared, message",
+    [
+        (
+            [
+                {"source": "a.mp4", "device_id": "cam"},
+                {"source": "b.mp4", "device_id": "x"},
+                {"source": "c.mp4", "device_id": "cam"},
+            ],
+            {},
+            "cameras[0] and cameras[2] both have device_id 'cam'",
+        ),
+        (
+            [
+                {"source": "a.mp4", "device_id": "a", "client_id": "one"},
+                {"source": "b.mp4", "device_id": "b", "client_id": "one"},
+            ],
+            {},
+            "cameras[0] and cameras[1] both have client_id 'one'",
+        ),
+        (
+            [{"source": "a.mp4", "device_id": "a"}, {"source": "b.mp4", "device_id": "b"}],
+            {"client_id": "shared"},
+            "cameras[0] and cameras[1] both have client_id 'shared' (the top-level 'client_id')",
+        ),
+        (
+            [
+                {"source": "a.mp4", "device_id": "a", "view": "8080"},
+                {"source": "b.mp4", "device_id": "b", "view": "127.0.0.1:8080"},
+            ],
+            {},
+            "cameras[0] and cameras[1] both have view '127.0.0.1:8080'",
+        ),
+        (
+            [{"source": "a.mp4", "device_id": "a"}, {"source": "b.mp4", "device_id": "b"}],
+            {"annotate": "out.webm"},
+            "cameras[0] and cameras[1] both have annotate 'out.webm'",
+        ),
+        ([{"source": "a.mp4"}], {}, "cameras[0]: key 'device_id' is required"),
+        (
+            [{"device_id": "a", "source": "a.mp4", "model": "m.onnx"}],
+            {},
+            "cameras[0]: unknown key(s) model (a setting shared by every camera goes at the top level)",
+        ),
+        (
+            [{"device_id": "a/b", "source": "a.mp4"}],
+            {},
+            "cameras[0]: key 'device_id': device id 'a/b' must not contain",
+        ),
+        ([{"device_id": "a", "source": "a.mp4", "publish": "sometimes"}], {}, "cameras[0]: key 'publish'"),
+        ([{"device_id": "a", "source": "a.mp4", "detector_tiles": "9x9"}], {}, "cameras[0]: key 'detector_tiles'"),
+        (
+            [{"device_id": "a", "source": "a.mp4", "cert_file": "/nowhere/a.pem"}],
+            {},
+            "cameras[0]: key 'cert_file': file /nowhere/a.pem not found",
+        ),
+        ([], {}, "key 'cameras': expected a non-empty list"),
+        ([{"device_id": "a", "source": "a.mp4"}], {"source": "0"}, "key 'source': with 'cameras' every camera names"),
+    ],
+)
 def test_bad_cameras_config_is_named(tmp_path, cameras, shared, message):
     path = write_config(tmp_path / "cams.json", cameras, **shared)
     with pytest.raises(ConfigError) as err:
@@ -100,6 +154,7 @@ def test_bad_cameras_config_is_named(tmp_path, cameras, shared, message):
 def test_a_camera_overrides_detector_tiles_on_the_one_loaded_detector():
     from edge.agent.assembly import camera_detector
     from edge.detect.factory import make_detector
+
     shared = make_detector("blazeface-back")
     same = camera_detector(shared, {"detector_tiles": "1x1"})
     tiled = camera_detector(shared, {"detector_tiles": "2x1"})
@@ -129,10 +184,20 @@ class CountingClassifier(object):
 def test_one_classifier_call_per_round_covers_every_cameras_faces(broker, videos, tmp_path):
     from edge.agent.assembly import Factories
     from edge.agent.service import load_host_classifier, serve
-    config = load_config(write_config(tmp_path / "cams.json", [
-        {"source": videos[0], "device_id": "round-a"},
-        {"source": videos[1], "device_id": "round-b", "publish": "on-change"}],
-        broker=broker.url, data_dir="", stats_interval=0.2), env={})
+
+    config = load_config(
+        write_config(
+            tmp_path / "cams.json",
+            [
+                {"source": videos[0], "device_id": "round-a"},
+                {"source": videos[1], "device_id": "round-b", "publish": "on-change"},
+            ],
+            broker=broker.url,
+            data_dir="",
+            stats_interval=0.2,
+        ),
+        env={},
+    )
     made = []
 
     def classifier(cfg):
@@ -181,36 +246,48 @@ def test_a_camera_that_fails_or_stalls_does_not_stop_the_others(broker, videos, 
     from edge.agent.assembly import Factories
     from edge.agent.service import serve
     from edge.agent.sources import LiveSource, open_source
+
     sub, collector = collect(broker.url)
-    config = load_config(write_config(tmp_path / "cams.json", [
-        {"source": videos[1], "device_id": "cam-ok"},
-        {"source": videos[0], "device_id": "cam-broken"},
-        {"source": "live:" + videos[0], "device_id": "cam-live"}],
-        broker=broker.url, data_dir="", stats_interval=0.2), env={})
+    config = load_config(
+        write_config(
+            tmp_path / "cams.json",
+            [
+                {"source": videos[1], "device_id": "cam-ok"},
+                {"source": videos[0], "device_id": "cam-broken"},
+                {"source": "live:" + videos[0], "device_id": "cam-live"},
+            ],
+            broker=broker.url,
+            data_dir="",
+            stats_interval=0.2,
+        ),
+        env={},
+    )
 
     def source(cfg):
         if cfg["device_id"] == "cam-broken":
             return BreaksAfter(open_source(cfg["source"]), 3)
         if cfg["device_id"] == "cam-live":
-            path = cfg["source"][len("live:"):]
+            path = cfg["source"][len("live:") :]
             return LiveSource(cfg["source"], lambda: cv2.VideoCapture(path), max_backoff=0.5)
         return open_source(cfg["source"])
 
     stop = threading.Event()
     result = {}
-    thread = threading.Thread(target=lambda: result.update(serve(config, stop=stop,
-                                                                 factories=Factories(source=source))))
+    thread = threading.Thread(
+        target=lambda: result.update(serve(config, stop=stop, factories=Factories(source=source)))
+    )
     try:
         thread.start()
-        assert wait_until(lambda: any(m.data.get("state") == "offline"
-                                      for m in collector.of_kind("status", "cam-ok")), 120), \
-            "cam-ok did not finish"
+        assert wait_until(
+            lambda: any(m.data.get("state") == "offline" for m in collector.of_kind("status", "cam-ok")), 120
+        ), "cam-ok did not finish"
         time.sleep(1.5)  # cam-live reconnects (its video ended) while nothing else runs
         stop.set()
         thread.join(60)
         assert not thread.is_alive()
-        assert wait_until(lambda: any(m.data.get("state") == "offline"
-                                      for m in collector.of_kind("status", "cam-live")), WAIT)
+        assert wait_until(
+            lambda: any(m.data.get("state") == "offline" for m in collector.of_kind("status", "cam-live")), WAIT
+        )
     finally:
         stop.set()
         sub.stop()
@@ -232,17 +309,33 @@ def test_a_camera_that_fails_or_stalls_does_not_stop_the_others(broker, videos, 
 
 def run_agent(*args, timeout=240):
     import tempfile
-    cmd = [sys.executable, "-m", "fer_edge", "run", "--log-level", "INFO", "--data-dir",
-           tempfile.mkdtemp(prefix="fer-edge-queue-")] + [str(a) for a in args]
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "fer_edge",
+        "run",
+        "--log-level",
+        "INFO",
+        "--data-dir",
+        tempfile.mkdtemp(prefix="fer-edge-queue-"),
+    ] + [str(a) for a in args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def check_device_topics(collector, device_id, frames):
     """The device's events (one per frame), tracks, state, stats and status, each schema-valid and on
     its own topics."""
-    schemas = dict((kind, load_schema(name)) for kind, name in (
-        ("events", "emotion-event"), ("tracks", "track"), ("state", "state"), ("stats", "stats"),
-        ("status", "status")))
+    schemas = dict(
+        (kind, load_schema(name))
+        for kind, name in (
+            ("events", "emotion-event"),
+            ("tracks", "track"),
+            ("state", "state"),
+            ("stats", "stats"),
+            ("status", "status"),
+        )
+    )
     for kind, schema in schemas.items():
         messages = collector.of_kind(kind, device_id)
         assert messages, (device_id, kind)
@@ -258,17 +351,27 @@ def check_device_topics(collector, device_id, frames):
 
 def test_fer_edge_run_with_two_cameras_against_mosquitto(broker, videos, tmp_path):
     sub, collector = collect(broker.url)
-    path = write_config(tmp_path / "cams.json", [
-        {"source": videos[0], "device_id": "door-cam"},
-        {"source": videos[1], "device_id": "hall-cam"},
-        {"source": str(tmp_path / "missing.mp4"), "device_id": "gone-cam"}],
-        broker=broker.url, stats_interval=0.3, view="0")
+    path = write_config(
+        tmp_path / "cams.json",
+        [
+            {"source": videos[0], "device_id": "door-cam"},
+            {"source": videos[1], "device_id": "hall-cam"},
+            {"source": str(tmp_path / "missing.mp4"), "device_id": "gone-cam"},
+        ],
+        broker=broker.url,
+        stats_interval=0.3,
+        view="0",
+    )
     try:
         proc = run_agent("--config", path, "--quiet", "--events-out", tmp_path / "results.jsonl")
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert wait_until(lambda: all(collector.of_kind("status", d) and
-                                      collector.of_kind("status", d)[-1].data["state"] == "offline"
-                                      for d in ("door-cam", "hall-cam")), WAIT)
+        assert wait_until(
+            lambda: all(
+                collector.of_kind("status", d) and collector.of_kind("status", d)[-1].data["state"] == "offline"
+                for d in ("door-cam", "hall-cam")
+            ),
+            WAIT,
+        )
     finally:
         sub.stop()
     summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
@@ -302,15 +405,23 @@ def run_device_agent(broker, videos, tmp_path, command, devices):
     """``command`` + ``--config <two cameras>`` against mosquitto; waits until both cameras are offline and
     checks each one's topics (every frame). Returns the finished process."""
     sub, collector = collect(broker.url)
-    path = write_config(tmp_path / "cams.json", [
-        {"source": videos[0], "device_id": devices[0]}, {"source": videos[1], "device_id": devices[1]}],
-        broker=broker.url, data_dir=str(tmp_path / "queue"), stats_interval=0.3)
+    path = write_config(
+        tmp_path / "cams.json",
+        [{"source": videos[0], "device_id": devices[0]}, {"source": videos[1], "device_id": devices[1]}],
+        broker=broker.url,
+        data_dir=str(tmp_path / "queue"),
+        stats_interval=0.3,
+    )
     try:
         proc = subprocess.run(command + ["--config", path], cwd=REPO, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-        assert wait_until(lambda: all(collector.of_kind("status", d) and
-                                      collector.of_kind("status", d)[-1].data["state"] == "offline"
-                                      for d in devices), WAIT)
+        assert wait_until(
+            lambda: all(
+                collector.of_kind("status", d) and collector.of_kind("status", d)[-1].data["state"] == "offline"
+                for d in devices
+            ),
+            WAIT,
+        )
     finally:
         sub.stop()
     check_device_topics(collector, devices[0], FRAMES_A)
@@ -330,9 +441,9 @@ def test_python_m_jetson_takes_a_cameras_config(broker, videos, tmp_path, python
         pytest.skip("{} not built (make old-pythons builds it with pyenv's Python 3.6.15)".format(OLD_DEVICE_PYTHON))
     command = [python, "-m", "jetson", "--engine-dir", str(tmp_path / "engines")]
     proc = run_device_agent(broker, videos, tmp_path, command, ("jetson-a", "jetson-b"))
-    stopped = [line for line in proc.stdout.splitlines() if "fer_edge.jetson: stopped: " in line]
+    stopped = [line for line in proc.stdout.splitlines() if "jetson.agent: stopped: " in line]
     assert len(stopped) == 1, proc.stdout[-3000:]
-    summary = json.loads(stopped[0].split("fer_edge.jetson: stopped: ", 1)[1])
+    summary = json.loads(stopped[0].split("jetson.agent: stopped: ", 1)[1])
     assert summary["classifier_calls"] == FRAMES_B and set(summary["cameras"]) == {"jetson-a", "jetson-b"}
 
 
@@ -341,7 +452,11 @@ def test_python_m_deeplens_takes_a_cameras_config(broker, videos, tmp_path):
     manifest: OpenVINO by default) runs the same config: both cameras publish every frame."""
     proc = run_device_agent(broker, videos, tmp_path, [sys.executable, "-m", "deeplens"], ("lens-a", "lens-b"))
     totals = "frames {}, faces ".format(FRAMES_A + FRAMES_B)
-    assert totals in proc.stdout and "cameras: lens-a {} frames, lens-b {} frames".format(FRAMES_A, FRAMES_B) \
-        in proc.stdout, proc.stdout[-2000:]
-    assert all("agent {}: source {}, model vgg13_bn_w0.5_flipavg on openvino".format(d, v) in proc.stderr
-               for d, v in (("lens-a", videos[0]), ("lens-b", videos[1]))), proc.stderr[-2000:]
+    assert (
+        totals in proc.stdout
+        and "cameras: lens-a {} frames, lens-b {} frames".format(FRAMES_A, FRAMES_B) in proc.stdout
+    ), proc.stdout[-2000:]
+    assert all(
+        "agent {}: source {}, model vgg13_bn_w0.5_flipavg on openvino".format(d, v) in proc.stderr
+        for d, v in (("lens-a", videos[0]), ("lens-b", videos[1]))
+    ), proc.stderr[-2000:]

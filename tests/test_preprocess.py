@@ -25,8 +25,9 @@ def test_resize_rule_area_down_linear_up():
     img = np.random.default_rng(1).integers(0, 256, (96, 96)).astype(np.uint8)
     np.testing.assert_array_equal(resize_face(img, 48, 48), cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA))
     small = img[:24, :24]
-    np.testing.assert_array_equal(resize_face(small, 48, 48),
-                                  cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(
+        resize_face(small, 48, 48), cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR)
+    )
 
 
 def test_normalisation_outside_the_model_when_metadata_says_so():
@@ -76,14 +77,16 @@ def test_augmentation_without_distortion_is_the_plain_resize():
     m = random_affine(Zero(), 48, 48, 48, 48)
     np.testing.assert_allclose(m, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
     m64 = random_affine(Zero(), 64, 64, 48, 48)
-    warped = cv2.warpAffine(img, m64, (64, 64), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(
+        img, m64, (64, 64), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
     plain = resize_face(img, 64, 64)
     assert np.abs(warped.astype(int) - plain.astype(int)).mean() < 3.0
 
 
 def test_augmentation_varies_faces_within_the_paper_limits():
     from train.augment import augment_batch
+
     img = np.zeros((48, 48), np.uint8)
     img[10:38, 20:28] = 255  # a vertical bar
     out = augment_batch(np.stack([img] * 32), 48, 48, np.random.default_rng(0))

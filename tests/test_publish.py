@@ -21,21 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RawInbox, collect, wait_until
-from mqtt_broker import sample_event, Mosquitto, free_port, mosquitto_fixture, running_mosquitto
-
-from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
-from edge.labels import EMOTIONS
-from edge.delivery.url import (DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subscription_topics,
-                           topics)
+from edge.delivery.base import MemoryPublisher
 from edge.delivery.client import PAHO_MISSING, PahoMissingError
 from edge.delivery.mqtt import MqttPublisher
 from edge.delivery.settings import BrokerSettings
-from edge.delivery.base import MemoryPublisher
+from edge.delivery.url import DEFAULT_PREFIX, MqttUrl, parse_topic, parse_url, subscription_topics, topics
+from edge.events.payloads import face_entry, load_schema, make_event, stats_payload
+from edge.labels import EMOTIONS
 from fer_edge.subscribe_lines import format_event_lines, run_subscriber
+from helpers import RawInbox, collect, wait_until
+from mqtt_broker import Mosquitto, free_port, mosquitto_fixture, running_mosquitto, sample_event
 
 REPO = Path(__file__).resolve().parents[1]
 from mqtt_broker import PROBS  # noqa: E402
+
 WAIT = 10.0  # generous upper bound for things that take milliseconds
 
 broker = mosquitto_fixture(scope="module")
@@ -44,8 +43,7 @@ broker = mosquitto_fixture(scope="module")
 @pytest.fixture(scope="module")
 def validators():
     jsonschema = pytest.importorskip("jsonschema")
-    return dict((name, jsonschema.Draft7Validator(load_schema(name)))
-                for name in ("emotion-event", "status", "stats"))
+    return dict((name, jsonschema.Draft7Validator(load_schema(name))) for name in ("emotion-event", "status", "stats"))
 
 
 event = sample_event
@@ -66,6 +64,7 @@ def retained_status(url, device):
 
 # --- delivery ---------------------------------------------------------------------------------
 
+
 def test_events_arrive_in_order_and_match_schema(broker, validators):
     device, n = "cam-order", 60
     sub, got = listen(broker.url, device)
@@ -77,8 +76,12 @@ def test_events_arrive_in_order_and_match_schema(broker, validators):
             assert pub.publish_event(event(device, i, faces=i % 3)) is True
         assert pub.publish_stats(stats_payload(device, 12.5, {"detect": 10.0}, n, n)) is True
         pub.close(timeout=WAIT)
-        got.wait(lambda ms: sum(m.kind == "events" for m in ms) >= n and
-                 any(m.kind == "status" and m.data["state"] == "offline" for m in ms))
+        got.wait(
+            lambda ms: (
+                sum(m.kind == "events" for m in ms) >= n
+                and any(m.kind == "status" and m.data["state"] == "offline" for m in ms)
+            )
+        )
     finally:
         pub.close()
         sub.stop()
@@ -137,9 +140,14 @@ def test_last_will_is_published_when_the_agent_dies(broker, validators):
     device = "cam-killed"
     sub, got = listen(broker.url, device, kinds=("status",))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    agent = subprocess.Popen([sys.executable, "-c", KILLED_AGENT, broker.url, device], cwd=str(REPO),
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_AGENT, broker.url, device],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
     try:
         line = agent.stdout.readline()
         assert line.strip() == "ready", agent.stderr.read() if agent.poll() is not None else line
@@ -169,8 +177,7 @@ def test_broker_down_at_start_and_outage_then_queued_events_are_delivered(tmp_pa
     mosq.start()
     try:
         # A persistent subscriber session collects QoS 1 events while the subscriber is away.
-        sub, _ = listen(mosq.url, device, kinds=("events",), client_id="outage-listener",
-                        clean_session=False)
+        sub, _ = listen(mosq.url, device, kinds=("events",), client_id="outage-listener", clean_session=False)
         sub.stop()
         mosq.stop()
 
@@ -200,8 +207,7 @@ def test_broker_down_at_start_and_outage_then_queued_events_are_delivered(tmp_pa
             pub.close(timeout=WAIT)
         assert pub.counters["dropped"] == 0
 
-        sub, got = listen(mosq.url, device, kinds=("events",), client_id="outage-listener",
-                          clean_session=False)
+        sub, got = listen(mosq.url, device, kinds=("events",), client_id="outage-listener", clean_session=False)
         try:
             msgs = got.wait(lambda ms: len(ms) >= 8)
         finally:
@@ -220,8 +226,9 @@ def test_publishing_while_connecting_does_not_deadlock(broker):
     for _ in range(5):
         pub = MqttPublisher(BrokerSettings(broker.url), device)
         pub.start()
-        worker = threading.Thread(target=lambda: [pub.publish_event(event(device, i, faces=0))
-                                                  for i in range(n)])
+        worker = threading.Thread(
+            target=lambda pub=pub: [pub.publish_event(event(device, i, faces=0)) for i in range(n)]
+        )
         worker.daemon = True
         worker.start()
         worker.join(WAIT)
@@ -277,22 +284,62 @@ def test_unserializable_event_is_counted_as_failed(broker):
 
 # --- TLS --------------------------------------------------------------------------------------
 
+
 def _openssl(*args, cwd):
-    subprocess.check_call(("openssl",) + args, cwd=str(cwd), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+    subprocess.check_call(("openssl",) + args, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def make_certificates(folder):
     """A CA and a server certificate for DNS:localhost (not for 127.0.0.1)."""
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.crt", "-days", "2", "-subj", "/CN=fer-edge test CA", cwd=folder)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-             "server.csr", "-subj", "/CN=localhost", cwd=folder)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fer-edge test CA",
+        cwd=folder,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=folder,
+    )
     (folder / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext",
-             cwd=folder)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=folder,
+    )
     return folder / "ca.crt", folder / "server.crt", folder / "server.key"
 
 
@@ -314,8 +361,10 @@ def test_tls_with_host_name_verification(tmp_path):
             pub.close()
             sub.stop()
         # Same broker, but the certificate does not name 127.0.0.1: refused.
-        wrong_name = MqttPublisher(BrokerSettings("mqtts://127.0.0.1:{}".format(mosq.port), ca_certs=str(ca),
-                                                  reconnect_delay=(1, 1)), "cam-tls2")
+        wrong_name = MqttPublisher(
+            BrokerSettings("mqtts://127.0.0.1:{}".format(mosq.port), ca_certs=str(ca), reconnect_delay=(1, 1)),
+            "cam-tls2",
+        )
         wrong_name.start()
         try:
             assert not wrong_name.wait_connected(1.5)
@@ -343,16 +392,18 @@ def test_credentials_from_the_url_and_no_secret_in_logs(tmp_path, caplog):
         finally:
             pub.close()
             sub.stop()
-        bad = MqttPublisher(BrokerSettings("mqtt://agent:wrong@127.0.0.1:{}".format(mosq.port), reconnect_delay=(1, 1)),
-                            "cam-auth2")
+        bad = MqttPublisher(
+            BrokerSettings("mqtt://agent:wrong@127.0.0.1:{}".format(mosq.port), reconnect_delay=(1, 1)), "cam-auth2"
+        )
         bad.start()
         try:
             assert not bad.wait_connected(1.0)
             assert "auth" in (bad.last_error or "").lower(), bad.last_error
         finally:
             bad.close(timeout=0)
-        anonymous = MqttPublisher(BrokerSettings("mqtt://127.0.0.1:{}".format(mosq.port), username="agent",
-                                                 password="s3cr:t@x"), "cam-auth3")
+        anonymous = MqttPublisher(
+            BrokerSettings("mqtt://127.0.0.1:{}".format(mosq.port), username="agent", password="s3cr:t@x"), "cam-auth3"
+        )
         anonymous.start()
         try:
             assert anonymous.wait_connected(WAIT), "username/password arguments not used"
@@ -364,12 +415,22 @@ def test_credentials_from_the_url_and_no_secret_in_logs(tmp_path, caplog):
 
 # --- subscriber output ------------------------------------------------------------------------
 
+
 def _subscriber_thread(url, device, json_mode, n):
     out, ready, result = io.StringIO(), threading.Event(), {}
 
     def run():
-        result["n"] = run_subscriber(url, device, DEFAULT_PREFIX, json_mode, out=out,
-                                     max_messages=n, timeout=WAIT, kinds=("events",), ready=ready)
+        result["n"] = run_subscriber(
+            url,
+            device,
+            DEFAULT_PREFIX,
+            json_mode,
+            out=out,
+            max_messages=n,
+            timeout=WAIT,
+            kinds=("events",),
+            ready=ready,
+        )
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -410,20 +471,18 @@ def test_run_subscriber_prints_events(broker, json_mode):
 
 def test_run_subscriber_timeout_without_messages(broker):
     started = time.monotonic()
-    assert run_subscriber(broker.url, "cam-silent", json_mode=False, out=io.StringIO(),
-                          timeout=0.3) == 0
+    assert run_subscriber(broker.url, "cam-silent", json_mode=False, out=io.StringIO(), timeout=0.3) == 0
     assert time.monotonic() - started < 3.0
 
 
 def test_format_event_lines():
-    e = make_event("dev", 5, [face_entry(3, (1, 2, 30, 40), EMOTIONS, PROBS[::-1])], "m", "1",
-                   timestamp=0)
-    assert format_event_lines(e) == [
-        "1970-01-01T00:00:00.000Z dev frame 5 track 3 fear 0.70 box 1,2,30,40"]
+    e = make_event("dev", 5, [face_entry(3, (1, 2, 30, 40), EMOTIONS, PROBS[::-1])], "m", "1", timestamp=0)
+    assert format_event_lines(e) == ["1970-01-01T00:00:00.000Z dev frame 5 track 3 fear 0.70 box 1,2,30,40"]
     assert format_event_lines(make_event("dev", 6, [], "m", "1")) == []
 
 
 # --- URLs, topics, no paho --------------------------------------------------------------------
+
 
 def test_parse_url():
     assert parse_url("mqtt://broker.local") == MqttUrl("mqtt", "broker.local", 1883, None, None, False)
@@ -436,19 +495,22 @@ def test_parse_url():
     assert parse_url("mqtt://user@h").username == "user"
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://broker:1883", "scheme 'http' is not supported"),
-    ("broker:1883", "no scheme"),
-    ("mqtt://", "missing host"),
-    ("mqtt://:1883", "missing host"),
-    ("mqtt://user:secret@:1883", "missing host"),
-    ("mqtt://broker:0", "port 0 is out of range 1..65535"),
-    ("mqtt://broker:65536", "port 65536 is out of range 1..65535"),
-    ("mqtt://broker:http", "port 'http' is not a number"),
-    ("mqtt://broker:", "empty port"),
-    ("mqtt://broker:1883/topic", "unexpected path"),
-    ("mqtt://::1:1883", "IPv6"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://broker:1883", "scheme 'http' is not supported"),
+        ("broker:1883", "no scheme"),
+        ("mqtt://", "missing host"),
+        ("mqtt://:1883", "missing host"),
+        ("mqtt://user:secret@:1883", "missing host"),
+        ("mqtt://broker:0", "port 0 is out of range 1..65535"),
+        ("mqtt://broker:65536", "port 65536 is out of range 1..65535"),
+        ("mqtt://broker:http", "port 'http' is not a number"),
+        ("mqtt://broker:", "empty port"),
+        ("mqtt://broker:1883/topic", "unexpected path"),
+        ("mqtt://::1:1883", "IPv6"),
+    ],
+)
 def test_bad_urls_give_clear_errors(url, message):
     with pytest.raises(ValueError, match=re.escape(message)) as info:
         MqttPublisher(BrokerSettings(url), "cam-1")
@@ -456,20 +518,31 @@ def test_bad_urls_give_clear_errors(url, message):
 
 
 def test_topics_and_bad_names():
-    assert topics(DEFAULT_PREFIX, "cam-1") == ("fer-edge/cam-1/events", "fer-edge/cam-1/status",
-                                               "fer-edge/cam-1/stats")
+    assert topics(DEFAULT_PREFIX, "cam-1") == ("fer-edge/cam-1/events", "fer-edge/cam-1/status", "fer-edge/cam-1/stats")
     assert topics("site/a", "cam-1").events == "site/a/cam-1/events"
     assert subscription_topics("fer-edge", "+", ("events",)) == ["fer-edge/+/events"]
     assert parse_topic("fer-edge", "fer-edge/cam-1/stats") == ("cam-1", "stats")
     assert parse_topic("fer-edge", "other/cam-1/stats") == (None, None)
-    for device, message in (("cam+1", "'+'"), ("cam#", "'#'"), ("", "empty"), ("a/b", "'/'"),
-                            ("a b", "white space"), ("+", "'+'")):
+    for device, message in (
+        ("cam+1", "'+'"),
+        ("cam#", "'#'"),
+        ("", "empty"),
+        ("a/b", "'/'"),
+        ("a b", "white space"),
+        ("+", "'+'"),
+    ):
         with pytest.raises(ValueError, match=re.escape(message)):
             topics("fer-edge", device)
         with pytest.raises(ValueError, match="device id"):
             MqttPublisher(BrokerSettings("mqtt://h"), device)
-    for prefix, message in (("", "empty"), ("a/+", "'+'"), ("#", "'#'"), ("a//b", "empty level"),
-                            ("/a", "empty level"), ("$SYS", "'$'")):
+    for prefix, message in (
+        ("", "empty"),
+        ("a/+", "'+'"),
+        ("#", "'#'"),
+        ("a//b", "empty level"),
+        ("/a", "empty level"),
+        ("$SYS", "'$'"),
+    ):
         with pytest.raises(ValueError, match=re.escape(message)):
             topics(prefix, "cam-1")
     with pytest.raises(ValueError, match="not mqtts"):
@@ -485,8 +558,12 @@ def test_memory_publisher():
     assert not pub.connected and pub.publish_event(event("cam-mem", 1)) is False
     assert [e["frame"] for e in pub.events] == [0] and len(pub.stats) == 1
     assert [s["state"] for s in pub.statuses] == ["online", "offline"]
-    assert [t for t, _ in pub.messages] == ["fer-edge/cam-mem/status", "fer-edge/cam-mem/events",
-                                            "fer-edge/cam-mem/stats", "fer-edge/cam-mem/status"]
+    assert [t for t, _ in pub.messages] == [
+        "fer-edge/cam-mem/status",
+        "fer-edge/cam-mem/events",
+        "fer-edge/cam-mem/stats",
+        "fer-edge/cam-mem/status",
+    ]
     with pytest.raises(ValueError):
         MemoryPublisher("cam-mem").publish_event({"x": float("inf")})
 
@@ -522,10 +599,11 @@ def test_without_paho_the_error_says_how_to_install(monkeypatch):
 
 
 def test_importing_edge_modules_does_not_import_paho():
-    code = ("import sys; import edge.events.payloads, edge.delivery.url, edge.delivery.base, edge.delivery.tls, edge.delivery.client, edge.delivery.mqtt, edge.delivery.subscribe; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paho'))")
-    out = subprocess.check_output([sys.executable, "-c", code], cwd=str(REPO),
-                                  universal_newlines=True)
+    code = (
+        "import sys; import edge.events.payloads, edge.delivery.url, edge.delivery.base, edge.delivery.tls, edge.delivery.client, edge.delivery.mqtt, edge.delivery.subscribe; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paho'))"
+    )
+    out = subprocess.check_output([sys.executable, "-c", code], cwd=str(REPO), universal_newlines=True)
     assert out.strip() == "[]"
 
 
@@ -556,8 +634,9 @@ def test_memory_publisher_bound_keeps_the_newest_and_counts_all():
 
 
 def test_agent_without_a_broker_keeps_bounded_memory():
-    from edge.config.agent import load_config
     from edge.agent.service import MEMORY_KEEP, make_publisher
+    from edge.config.agent import load_config
+
     pub = make_publisher(load_config(None, env={}, overrides={"broker": "", "device_id": "cam-nobroker"}))
     assert isinstance(pub, MemoryPublisher) and pub.keep == MEMORY_KEEP
 
@@ -565,11 +644,20 @@ def test_agent_without_a_broker_keeps_bounded_memory():
 def test_broker_settings_are_one_validated_value(tmp_path):
     from edge.config.agent import ConfigError, load_config
     from edge.delivery.settings import from_config
+
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
-    config = load_config(None, env={}, overrides={"broker": "mqtt://cam@broker.local:1884", "password_file": str(secret),
-                                                  "protocol": "5", "keepalive": 7})
+    config = load_config(
+        None,
+        env={},
+        overrides={
+            "broker": "mqtt://cam@broker.local:1884",
+            "password_file": str(secret),
+            "protocol": "5",
+            "keepalive": 7,
+        },
+    )
     settings = from_config(config)
     assert settings.password == "s3cret" and settings.username is None and settings.protocol == "5"
     assert "s3cret" not in repr(settings) and "'***'" in repr(settings)
@@ -583,6 +671,7 @@ def test_broker_settings_are_one_validated_value(tmp_path):
 
 
 # --- latest-value (retained) messages and track messages ------------------------------------------
+
 
 def test_latest_values_are_sent_once_newest_first_and_again_after_a_broker_restart(tmp_path):
     device = "cam-latest"
@@ -632,8 +721,10 @@ def test_memory_publisher_keeps_tracks_and_latest_values():
     assert pub.publish_track({"type": "end"}) and pub.tracks == [{"type": "end"}]
     assert pub.publish_state({"faces": 1}) and pub.publish_state({"faces": 0})
     assert pub.retained == {"fer-edge/cam-mem-latest/state": {"faces": 0}}
-    assert pub.publish_retained("homeassistant/sensor/x/config", "text") and \
-        pub.retained["homeassistant/sensor/x/config"] == "text"
+    assert (
+        pub.publish_retained("homeassistant/sensor/x/config", "text")
+        and pub.retained["homeassistant/sensor/x/config"] == "text"
+    )
     pub.publish_retained("homeassistant/sensor/x/config", None)
     assert "homeassistant/sensor/x/config" not in pub.retained
     pub.close()

@@ -42,10 +42,16 @@ def shipped(request):
 
 
 def test_shipped_files_and_metadata(shipped):
-    for path in (shipped.onnx, os.path.join(shipped.saved_model, "saved_model.pb"), shipped.evaluation,
-                 os.path.join(shipped.folder, "eval", "confusion_matrix.png"), os.path.join(shipped.folder, "README.md")
-                 if shipped.name != "default" else os.path.join(shipped.folder, "..", "README.md"),
-                 os.path.join(shipped.folder, "training", "config.json")):
+    for path in (
+        shipped.onnx,
+        os.path.join(shipped.saved_model, "saved_model.pb"),
+        shipped.evaluation,
+        os.path.join(shipped.folder, "eval", "confusion_matrix.png"),
+        os.path.join(shipped.folder, "README.md")
+        if shipped.name != "default"
+        else os.path.join(shipped.folder, "..", "README.md"),
+        os.path.join(shipped.folder, "training", "config.json"),
+    ):
         assert os.path.isfile(path), path
     meta = md.find(shipped.saved_model)
     clf = load_classifier(shipped.name)
@@ -75,8 +81,9 @@ def test_classifier_takes_crops_of_any_size():
 
 @pytest.fixture(scope="module")
 def savedmodel_probs(valid_faces, shipped):
-    from train.predictors import load_predictor
     from edge.preprocess import prepare_faces
+    from train.predictors import load_predictor
+
     meta, predict = load_predictor(shipped.saved_model)
     faces = valid_faces[0][:400]
     return faces, predict(prepare_faces(faces, meta))
@@ -93,6 +100,7 @@ def test_onnx_agrees_with_the_savedmodel_on_valid_faces(savedmodel_probs, shippe
 @pytest.mark.ferdata
 def test_openvino_ir_from_the_shipped_savedmodel_agrees(savedmodel_probs, shipped, tmp_path):
     from convert.formats import converter
+
     faces, expected = savedmodel_probs
     xml = converter("openvino")(shipped.saved_model, str(tmp_path / "ir"), faces=faces[:128])
     got = load_classifier(xml).predict(faces)
@@ -127,11 +135,29 @@ def test_bench_models_measures_each_model_side_by_side(tmp_path):
     import json
     import subprocess
     import sys
+
     from fer_testdata import REPO
+
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "bench", "models", "--models", "default",
-                           "--rounds", "1", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "bench",
+            "models",
+            "--models",
+            "default",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     runtimes = {r["runtime"] for r in report["rows"]}
@@ -148,11 +174,18 @@ def test_the_fast_model_by_name_in_every_device_bundle(tmp_path):
     import subprocess
     import sys
     import tarfile
+
     from edge.onnx_meta import onnx_model_metadata
     from fer_testdata import REPO
+
     for target in ("jetson", "deeplens"):
-        proc = subprocess.run([sys.executable, "-m", "fer_edge", "bundle", target, "--model", "fast", "--out",
-                               str(tmp_path / target)], cwd=str(REPO), capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "fer_edge", "bundle", target, "--model", "fast", "--out", str(tmp_path / target)],
+            cwd=str(REPO),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
     (bundle,) = (tmp_path / "jetson").glob("fer-edge-jetson-*.tar.gz")
     with tarfile.open(str(bundle)) as tar:

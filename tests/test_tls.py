@@ -21,19 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RawInbox, collect, wait_until
-from mqtt_broker import running_mosquitto
-
+from edge.agent.service import make_publisher
 from edge.config.agent import ConfigError, load_config
-from edge.events.payloads import face_entry, make_event
-from edge.events.homeassistant import discovery_configs
-from edge.labels import EMOTIONS
+from edge.delivery.base import MemoryPublisher
 from edge.delivery.mqtt import MqttPublisher
 from edge.delivery.settings import BrokerSettings
 from edge.delivery.tls import AWS_ALPN, alpn_protocols, make_ssl_context
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS, subscription_topics, topics
-from edge.delivery.base import MemoryPublisher
-from edge.agent.service import make_publisher
+from edge.events.homeassistant import discovery_configs
+from edge.events.payloads import face_entry, make_event
+from edge.labels import EMOTIONS
+from helpers import RawInbox, collect, wait_until
+from mqtt_broker import running_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "mosquitto"
@@ -47,18 +46,43 @@ def event(device, frame):
 
 
 def _openssl(folder, *args):
-    subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+    subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _key_and_csr(folder, name, subject):
-    _openssl(folder, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", name + ".key", "-out", name + ".csr", "-subj", subject)
+    _openssl(
+        folder,
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        name + ".key",
+        "-out",
+        name + ".csr",
+        "-subj",
+        subject,
+    )
 
 
 def _sign(folder, name, ca, ext=None):
-    args = ["x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
-            "-CAcreateserial", "-out", name + ".crt", "-days", "2"]
+    args = [
+        "x509",
+        "-req",
+        "-in",
+        name + ".csr",
+        "-CA",
+        ca + ".crt",
+        "-CAkey",
+        ca + ".key",
+        "-CAcreateserial",
+        "-out",
+        name + ".crt",
+        "-days",
+        "2",
+    ]
     if ext:
         (folder / (name + ".ext")).write_text(ext)
         args += ["-extfile", name + ".ext"]
@@ -71,8 +95,24 @@ def pki(tmp_path_factory):
         pytest.skip("openssl command not installed")
     folder = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "other-ca"):
-        _openssl(folder, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", ca + ".key", "-out", ca + ".crt", "-days", "2", "-subj", "/CN=fer-edge test " + ca)
+        _openssl(
+            folder,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            ca + ".key",
+            "-out",
+            ca + ".crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fer-edge test " + ca,
+        )
     _key_and_csr(folder, "server", "/CN=localhost")
     _sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
     for client in ("cam-a", "consumer", "dashboard", "homeassistant"):
@@ -87,10 +127,12 @@ def example_config(name, pki, tmp_path, passwd=None):
     """An examples/mosquitto/ configuration with this test's files and a loopback port."""
     text = (EXAMPLES / name).read_text()
     certs = str(Path(pki["ca"]).parent) + "/"
-    text = (text.replace("/etc/mosquitto/certs/", certs)
-            .replace("/etc/mosquitto/fer-edge.acl", str(EXAMPLES / "fer-edge.acl"))
-            .replace("/var/lib/mosquitto/", str(tmp_path) + "/")
-            .replace("listener 8883", "listener {port} 127.0.0.1"))
+    text = (
+        text.replace("/etc/mosquitto/certs/", certs)
+        .replace("/etc/mosquitto/fer-edge.acl", str(EXAMPLES / "fer-edge.acl"))
+        .replace("/var/lib/mosquitto/", str(tmp_path) + "/")
+        .replace("listener 8883", "listener {port} 127.0.0.1")
+    )
     if passwd:
         text = text.replace("/etc/mosquitto/passwd", str(passwd))
     return text
@@ -105,8 +147,16 @@ def mtls_broker(pki, tmp_path_factory):
 
 
 def consumer(broker, pki, device="+", name="consumer", kinds=("events", "status")):
-    return collect(broker.tls_url, device, WAIT, kinds=kinds, ca_certs=pki["ca"], certfile=pki[name],
-                   keyfile=pki[name].replace(".crt", ".key"), reconnect_delay=(0.2, 1))
+    return collect(
+        broker.tls_url,
+        device,
+        WAIT,
+        kinds=kinds,
+        ca_certs=pki["ca"],
+        certfile=pki[name],
+        keyfile=pki[name].replace(".crt", ".key"),
+        reconnect_delay=(0.2, 1),
+    )
 
 
 def refused(publisher):
@@ -124,14 +174,19 @@ def agent_topics(device):
     """Every topic an agent with ``homeassistant`` on publishes to (the agent run below shows that it
     publishes to all of them and to no other): its five fer-edge topics and the discovery configs."""
     memory, own = MemoryPublisher(device), topics(DEFAULT_PREFIX, device)
-    return ({own.events, own.status, own.stats, memory.tracks_topic, memory.state_topic} |
-            {topic for topic, _ in discovery_configs(device)})
+    return {own.events, own.status, own.stats, memory.tracks_topic, memory.state_topic} | {
+        topic for topic, _ in discovery_configs(device)
+    }
 
 
 def test_device_certificate_connects_and_the_consumer_reads(mtls_broker, pki):
     sub, inbox = consumer(mtls_broker, pki)
-    pub = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
-                                       keyfile=pki["cam-a"].replace(".crt", ".key")), "cam-a")
+    pub = MqttPublisher(
+        BrokerSettings(
+            mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=pki["cam-a"].replace(".crt", ".key")
+        ),
+        "cam-a",
+    )
     try:
         pub.start()
         assert pub.wait_connected(WAIT), pub.last_error
@@ -148,10 +203,15 @@ def test_acl_stops_a_device_publishing_under_another_id(mtls_broker, pki):
     """cam-a's certificate, device id cam-b: mosquitto acknowledges and drops (MQTT 3.1.1)."""
     sub, inbox = consumer(mtls_broker, pki)
     key = pki["cam-a"].replace(".crt", ".key")
-    impostor = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
-                                            keyfile=key), "cam-b")
-    honest = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                          client_id="cam-a-second"), "cam-a")
+    impostor = MqttPublisher(
+        BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key), "cam-b"
+    )
+    honest = MqttPublisher(
+        BrokerSettings(
+            mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key, client_id="cam-a-second"
+        ),
+        "cam-a",
+    )
     try:
         impostor.start()
         assert impostor.wait_connected(WAIT), impostor.last_error
@@ -174,14 +234,26 @@ def test_mqtt5_counts_an_acl_refusal_as_failed(mtls_broker, pki, caplog):
     """With MQTT 5 the broker's PUBACK carries a reason code: the impostor's publishes are counted
     as failed (not acknowledged) and logged; the honest device's go through as before."""
     import paho.mqtt as paho
+
     if int(paho.__version__.split(".")[0]) < 2:
         pytest.skip("paho-mqtt {} gives on_publish no reason code".format(paho.__version__))
     sub, inbox = consumer(mtls_broker, pki)
     key = pki["cam-a"].replace(".crt", ".key")
-    impostor = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                            protocol="5"), "cam-b")
-    honest = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                          client_id="cam-a-v5", protocol="5"), "cam-a")
+    impostor = MqttPublisher(
+        BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key, protocol="5"),
+        "cam-b",
+    )
+    honest = MqttPublisher(
+        BrokerSettings(
+            mtls_broker.tls_url,
+            ca_certs=pki["ca"],
+            certfile=pki["cam-a"],
+            keyfile=key,
+            client_id="cam-a-v5",
+            protocol="5",
+        ),
+        "cam-a",
+    )
     try:
         impostor.start()
         assert impostor.wait_connected(WAIT), impostor.last_error
@@ -208,11 +280,25 @@ def test_consumer_certificate_cannot_publish(mtls_broker, pki):
     another consumer (dashboard), which may read fer-edge/consumer/#: a publish that got through
     would reach it, as cam-a's publish does."""
     sub, inbox = consumer(mtls_broker, pki, name="dashboard")
-    pub = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["consumer"],
-                                       keyfile=pki["consumer"].replace(".crt", ".key")), "consumer")
-    device = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
-                                          keyfile=pki["cam-a"].replace(".crt", ".key"), client_id="cam-a-control"),
-                           "cam-a")
+    pub = MqttPublisher(
+        BrokerSettings(
+            mtls_broker.tls_url,
+            ca_certs=pki["ca"],
+            certfile=pki["consumer"],
+            keyfile=pki["consumer"].replace(".crt", ".key"),
+        ),
+        "consumer",
+    )
+    device = MqttPublisher(
+        BrokerSettings(
+            mtls_broker.tls_url,
+            ca_certs=pki["ca"],
+            certfile=pki["cam-a"],
+            keyfile=pki["cam-a"].replace(".crt", ".key"),
+            client_id="cam-a-control",
+        ),
+        "cam-a",
+    )
     try:
         pub.start()
         assert pub.wait_connected(WAIT)
@@ -236,45 +322,105 @@ def test_an_agent_with_homeassistant_publishes_everything_under_the_acl(mtls_bro
     state, stats, status, the discovery configs) and a consumer with every fer-edge topic kind gets
     its five; then cam-a may not write another device's discovery configs, nor a consumer its own."""
     import paho.mqtt as paho
+
     pytest.importorskip("onnxruntime", reason="the agent runs the shipped model on ONNX Runtime")
     pytest.importorskip("cv2", reason="the sample video is written with OpenCV")
     if sys.version_info < (3, 8) or int(paho.__version__.split(".")[0]) < 2:
-        pytest.skip("fer-edge run is host code; MQTT 5 refusals need paho-mqtt 2 (here {}, Python {})".format(
-            paho.__version__, sys.version.split()[0]))
+        pytest.skip(
+            "fer-edge run is host code; MQTT 5 refusals need paho-mqtt 2 (here {}, Python {})".format(
+                paho.__version__, sys.version.split()[0]
+            )
+        )
     from fer_edge.samples import make_sample_video
+
     video = make_sample_video(str(tmp_path / "two-faces.mp4"), frames=30)
     expected = agent_topics("cam-a")
-    home = RawInbox(mtls_broker.tls_url, "raw-homeassistant", ["fer-edge/cam-a/#", "homeassistant/#"], WAIT,
-                    ca_certs=pki["ca"], certfile=pki["homeassistant"],
-                    keyfile=pki["homeassistant"].replace(".crt", ".key"))
+    home = RawInbox(
+        mtls_broker.tls_url,
+        "raw-homeassistant",
+        ["fer-edge/cam-a/#", "homeassistant/#"],
+        WAIT,
+        ca_certs=pki["ca"],
+        certfile=pki["homeassistant"],
+        keyfile=pki["homeassistant"].replace(".crt", ".key"),
+    )
     sub, inbox = consumer(mtls_broker, pki, device="cam-a", name="dashboard", kinds=TOPIC_KINDS)
     key = pki["cam-a"].replace(".crt", ".key")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "fer_edge", "run", "--log-level", "WARNING", "--quiet", "--source", video,
-             "--broker", mtls_broker.tls_url, "--ca-file", pki["ca"], "--cert-file", pki["cam-a"], "--key-file", key,
-             "--device-id", "cam-a", "--protocol", "5", "--homeassistant", "--stats-interval", "0.5",
-             "--data-dir", str(tmp_path / "queue")],
-            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "fer_edge",
+                "run",
+                "--log-level",
+                "WARNING",
+                "--quiet",
+                "--source",
+                video,
+                "--broker",
+                mtls_broker.tls_url,
+                "--ca-file",
+                pki["ca"],
+                "--cert-file",
+                pki["cam-a"],
+                "--key-file",
+                key,
+                "--device-id",
+                "cam-a",
+                "--protocol",
+                "5",
+                "--homeassistant",
+                "--stats-interval",
+                "0.5",
+                "--data-dir",
+                str(tmp_path / "queue"),
+            ],
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
-        assert wait_until(lambda: home.topics() == expected and
-                          set(inbox.topics()) == {t for t in expected if t.startswith("fer-edge/")}, 20), \
-            (sorted(expected - home.topics()), sorted(home.topics() - expected), sorted(set(inbox.topics())))
+        assert wait_until(
+            lambda: (
+                home.topics() == expected and set(inbox.topics()) == {t for t in expected if t.startswith("fer-edge/")}
+            ),
+            20,
+        ), (sorted(expected - home.topics()), sorted(home.topics() - expected), sorted(set(inbox.topics())))
         # the other way round: what cam-a may not write, with MQTT 5's refusals counted as failed
-        impostor = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["cam-a"],
-                                                keyfile=key, client_id="cam-a-impostor", protocol="5"), "cam-a")
-        reader = MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["dashboard"],
-                                              keyfile=pki["dashboard"].replace(".crt", ".key"), protocol="5"),
-                               "dashboard")
-        others = [topic for topic, _ in discovery_configs("cam-b")][:1] + \
-            [topic for topic, _ in discovery_configs("dashboard")][:1]
+        impostor = MqttPublisher(
+            BrokerSettings(
+                mtls_broker.tls_url,
+                ca_certs=pki["ca"],
+                certfile=pki["cam-a"],
+                keyfile=key,
+                client_id="cam-a-impostor",
+                protocol="5",
+            ),
+            "cam-a",
+        )
+        reader = MqttPublisher(
+            BrokerSettings(
+                mtls_broker.tls_url,
+                ca_certs=pki["ca"],
+                certfile=pki["dashboard"],
+                keyfile=pki["dashboard"].replace(".crt", ".key"),
+                protocol="5",
+            ),
+            "dashboard",
+        )
+        others = [topic for topic, _ in discovery_configs("cam-b")][:1] + [
+            topic for topic, _ in discovery_configs("dashboard")
+        ][:1]
         try:
             for pub, topic in zip((impostor, reader), others):
                 pub.start()
                 assert pub.wait_connected(WAIT), pub.last_error
                 pub.publish_retained(topic, {"name": "not allowed"})
-                assert wait_until(lambda: "refused" in (pub.last_error or ""), 5), (topic, pub.last_error)
+                assert wait_until(lambda pub=pub: "refused" in (pub.last_error or ""), 5), (topic, pub.last_error)
             time.sleep(0.3)
         finally:
             impostor.close()
@@ -288,35 +434,59 @@ def test_an_agent_with_homeassistant_publishes_everything_under_the_acl(mtls_bro
 
 
 def test_wrong_ca_is_refused_with_a_clear_message(mtls_broker, pki):
-    error = refused(MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["other-ca"], certfile=pki["cam-a"],
-                                                 keyfile=pki["cam-a"].replace(".crt", ".key"), reconnect_delay=(1, 1)),
-                                  "cam-a"))
+    error = refused(
+        MqttPublisher(
+            BrokerSettings(
+                mtls_broker.tls_url,
+                ca_certs=pki["other-ca"],
+                certfile=pki["cam-a"],
+                keyfile=pki["cam-a"].replace(".crt", ".key"),
+                reconnect_delay=(1, 1),
+            ),
+            "cam-a",
+        )
+    )
     assert "not trusted by ca_file {}".format(pki["other-ca"]) in error
     assert "certificate verify failed" in error
 
 
 def test_missing_client_certificate_is_refused_with_a_clear_message(mtls_broker, pki):
-    error = refused(MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], reconnect_delay=(1, 1)),
-                                  "cam-a"))
+    error = refused(
+        MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], reconnect_delay=(1, 1)), "cam-a")
+    )
     assert "requires a client certificate" in error and "cert_file" in error, error
 
 
 def test_client_certificate_from_another_ca_is_refused(mtls_broker, pki):
-    error = refused(MqttPublisher(BrokerSettings(mtls_broker.tls_url, ca_certs=pki["ca"], certfile=pki["rogue"],
-                                                 keyfile=pki["rogue"].replace(".crt", ".key"), reconnect_delay=(1, 1)),
-                                  "cam-a"))
+    error = refused(
+        MqttPublisher(
+            BrokerSettings(
+                mtls_broker.tls_url,
+                ca_certs=pki["ca"],
+                certfile=pki["rogue"],
+                keyfile=pki["rogue"].replace(".crt", ".key"),
+                reconnect_delay=(1, 1),
+            ),
+            "cam-a",
+        )
+    )
     assert "client certificate {}".format(pki["rogue"]) in error, error
 
 
 def test_host_name_is_verified_unless_tls_insecure(mtls_broker, pki, caplog):
     key = pki["cam-a"].replace(".crt", ".key")
     by_ip = "mqtts://127.0.0.1:{}".format(mtls_broker.port)  # the certificate names localhost only
-    error = refused(MqttPublisher(BrokerSettings(by_ip, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                                 reconnect_delay=(1, 1)), "cam-a"))
+    error = refused(
+        MqttPublisher(
+            BrokerSettings(by_ip, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key, reconnect_delay=(1, 1)),
+            "cam-a",
+        )
+    )
     assert "not valid for the host name 127.0.0.1" in error, error
     caplog.set_level(logging.WARNING)
-    pub = MqttPublisher(BrokerSettings(by_ip, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key,
-                                       tls_insecure=True), "cam-a")
+    pub = MqttPublisher(
+        BrokerSettings(by_ip, ca_certs=pki["ca"], certfile=pki["cam-a"], keyfile=key, tls_insecure=True), "cam-a"
+    )
     try:
         pub.start()
         assert pub.wait_connected(WAIT), pub.last_error
@@ -324,8 +494,19 @@ def test_host_name_is_verified_unless_tls_insecure(mtls_broker, pki, caplog):
         pub.close()
     assert "host name verification is OFF" in caplog.text
     # the CA is still checked with tls_insecure
-    error = refused(MqttPublisher(BrokerSettings(by_ip, ca_certs=pki["other-ca"], certfile=pki["cam-a"], keyfile=key,
-                                                 tls_insecure=True, reconnect_delay=(1, 1)), "cam-a"))
+    error = refused(
+        MqttPublisher(
+            BrokerSettings(
+                by_ip,
+                ca_certs=pki["other-ca"],
+                certfile=pki["cam-a"],
+                keyfile=key,
+                tls_insecure=True,
+                reconnect_delay=(1, 1),
+            ),
+            "cam-a",
+        )
+    )
     assert "certificate verify failed" in error
 
 
@@ -357,8 +538,10 @@ def test_alpn_for_aws_iot_core_on_443(pki):
     thread = threading.Thread(target=serve)
     thread.daemon = True
     thread.start()
-    pub = MqttPublisher(BrokerSettings("mqtts://localhost:{}".format(port), ca_certs=pki["ca"], alpn=AWS_ALPN,
-                                       reconnect_delay=(5, 5)), "cam-alpn")
+    pub = MqttPublisher(
+        BrokerSettings("mqtts://localhost:{}".format(port), ca_certs=pki["ca"], alpn=AWS_ALPN, reconnect_delay=(5, 5)),
+        "cam-alpn",
+    )
     pub.start()
     try:
         thread.join(WAIT)
@@ -384,13 +567,15 @@ def test_tls_setting_errors_name_the_file_or_key(pki, tmp_path):
         make_ssl_context("mqtts://localhost", certfile=pki["cam-a"], keyfile=pki["consumer"].replace(".crt", ".key"))
     with pytest.raises(ValueError, match="not mqtts"):
         MqttPublisher(BrokerSettings("mqtt://localhost", ca_certs=pki["ca"]), "cam-a")
-    cases = [({"broker": "mqtt://h", "ca_file": pki["ca"]}, "key 'ca_file': TLS settings need a broker URL with mqtts://"),
-             ({"broker": "mqtt://h", "tls_insecure": "true"}, "key 'tls_insecure'"),
-             ({"broker": "mqtts://h", "cert_file": missing}, "key 'cert_file': file {} not found".format(missing)),
-             ({"broker": "mqtts://h", "key_file": pki["cam-a"].replace(".crt", ".key")}, "key 'key_file'"),
-             ({"broker": "mqtts://h:0"}, "key 'broker': broker URL 'mqtts://h:0': port 0 is out of range"),
-             ({"broker": "ws://h"}, "key 'broker': broker URL scheme 'ws' is not supported"),
-             ({"reconnect_min_delay": 10, "reconnect_max_delay": 5}, "key 'reconnect_min_delay'")]
+    cases = [
+        ({"broker": "mqtt://h", "ca_file": pki["ca"]}, "key 'ca_file': TLS settings need a broker URL with mqtts://"),
+        ({"broker": "mqtt://h", "tls_insecure": "true"}, "key 'tls_insecure'"),
+        ({"broker": "mqtts://h", "cert_file": missing}, "key 'cert_file': file {} not found".format(missing)),
+        ({"broker": "mqtts://h", "key_file": pki["cam-a"].replace(".crt", ".key")}, "key 'key_file'"),
+        ({"broker": "mqtts://h:0"}, "key 'broker': broker URL 'mqtts://h:0': port 0 is out of range"),
+        ({"broker": "ws://h"}, "key 'broker': broker URL scheme 'ws' is not supported"),
+        ({"reconnect_min_delay": 10, "reconnect_max_delay": 5}, "key 'reconnect_min_delay'"),
+    ]
     for overrides, message in cases:
         with pytest.raises(ConfigError) as info:
             load_config(None, env={}, overrides=overrides)
@@ -408,11 +593,21 @@ def test_password_from_the_environment_over_tls_and_never_logged(pki, tmp_path, 
     config_text = example_config("fer-edge-passwords.conf", pki, tmp_path, passwd=passwd)
     with running_mosquitto(tmp_path / "broker", config=config_text) as broker:
         url = "mqtts://localhost:{}".format(broker.port)
-        sub, inbox = collect(url, "cam-pw", WAIT, kinds=("events",), ca_certs=pki["ca"], username="consumer",
-                             password="c0nsumer")
+        sub, inbox = collect(
+            url, "cam-pw", WAIT, kinds=("events",), ca_certs=pki["ca"], username="consumer", password="c0nsumer"
+        )
         monkeypatch.setenv("FER_EDGE_PASSWORD", "s3cret-from-env")
-        config = load_config(None, env={}, overrides={"broker": url, "device_id": "cam-pw", "username": "cam-pw",
-                                                      "ca_file": pki["ca"], "data_dir": ""})
+        config = load_config(
+            None,
+            env={},
+            overrides={
+                "broker": url,
+                "device_id": "cam-pw",
+                "username": "cam-pw",
+                "ca_file": pki["ca"],
+                "data_dir": "",
+            },
+        )
         pub = make_publisher(config)
         try:
             pub.start()

@@ -13,8 +13,13 @@ from fer_testdata import REPO
 
 
 def run_cli(*args, timeout=600):
-    proc = subprocess.run([sys.executable, "-m", "fer_edge"] + [str(a) for a in args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge"] + [str(a) for a in args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc
 
 
@@ -22,6 +27,7 @@ def run_cli(*args, timeout=600):
 def valid_majority_count(ferplus):
     """Majority-labelled faces among the 300 Valid rows of small_ferplus_dir."""
     from train.labels import labels_for
+
     return len(labels_for(ferplus.split("FER2013Valid").votes[:300], "majority")[0])
 
 
@@ -29,8 +35,25 @@ def valid_majority_count(ferplus):
 def tiny_run(small_ferplus_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "tiny"
     # trained with the logit-adjusted loss (a custom Keras loss): evaluate/export must still load it
-    proc = run_cli("train", "--data", small_ferplus_dir, "--run-dir", run, "--arch", "vgg13-bn-half",
-                   "--epochs", 1, "--batch-size", 32, "--verbose", 2, "--seed", 3, "--logit-adjust", 0.5)
+    proc = run_cli(
+        "train",
+        "--data",
+        small_ferplus_dir,
+        "--run-dir",
+        run,
+        "--arch",
+        "vgg13-bn-half",
+        "--epochs",
+        1,
+        "--batch-size",
+        32,
+        "--verbose",
+        2,
+        "--seed",
+        3,
+        "--logit-adjust",
+        0.5,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -52,6 +75,7 @@ def test_run_directory_holds_everything_to_reproduce(tiny_run, valid_majority_co
 
 def test_resume_continues_from_the_last_epoch(tiny_run, tmp_path):
     import shutil
+
     run = tmp_path / "resumed"
     shutil.copytree(tiny_run, run)
     proc = run_cli("train", "--resume", run, "--epochs", 2)
@@ -64,7 +88,9 @@ def test_resume_continues_from_the_last_epoch(tiny_run, tmp_path):
 def test_export_reload_gives_the_same_predictions(tiny_run, valid_faces, tmp_path):
     import keras
     import tensorflow as tf
+
     from train.export import export_savedmodel
+
     out = export_savedmodel(tiny_run, tmp_path / "saved")
     meta = md.find(out)
     trained = md.read(str(tiny_run / "fer_edge.json"))
@@ -82,14 +108,17 @@ def test_export_reload_gives_the_same_predictions(tiny_run, valid_faces, tmp_pat
 def test_export_with_flip_averaging_and_measured_accuracy(tiny_run, small_ferplus_dir, valid_faces, tmp_path):
     import keras
     import tensorflow as tf
+
     from train.export import export_savedmodel
-    out = export_savedmodel(tiny_run, tmp_path / "flip", flip_average=True, data=str(small_ferplus_dir),
-                            name="tiny_balanced_flipavg")
+
+    out = export_savedmodel(
+        tiny_run, tmp_path / "flip", flip_average=True, data=str(small_ferplus_dir), name="tiny_balanced_flipavg"
+    )
     meta = md.find(out)
     base = md.read(str(tiny_run / "fer_edge.json"))
     assert meta["model"]["test_time"] == "flip-average"
     assert meta["model"]["name"] == "tiny_balanced_flipavg" != base["model"]["name"]  # --name: the events' model.id
-    assert meta["model"]["macs"] == 2 * base["model"]["macs"] + 48 ** 3
+    assert meta["model"]["macs"] == 2 * base["model"]["macs"] + 48**3
     assert 0.0 <= meta["model"]["valid_accuracy"] <= 1.0 and meta["model"]["export_commit"]
     x = prepare_faces(valid_faces[0][:64], meta)
     model = keras.saving.load_model(str(tiny_run / "best.keras"))
@@ -106,8 +135,18 @@ def test_export_refuses_an_existing_directory(tiny_run, tmp_path):
 
 def test_evaluate_json_and_confusion_matrix(tiny_run, small_ferplus_dir, tmp_path, valid_majority_count):
     n = valid_majority_count
-    proc = run_cli("evaluate", "--model", tiny_run, "--data", small_ferplus_dir, "--split", "FER2013Valid",
-                   "--json", "--out", tmp_path)
+    proc = run_cli(
+        "evaluate",
+        "--model",
+        tiny_run,
+        "--data",
+        small_ferplus_dir,
+        "--split",
+        "FER2013Valid",
+        "--json",
+        "--out",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["faces"] == n
@@ -131,15 +170,29 @@ def test_missing_model_and_unknown_split_are_clear_errors(small_ferplus_dir, tin
 def test_every_label_mode_trains(mode, small_ferplus_dir, tmp_path):
     from train.config import TrainConfig
     from train.trainer import train
-    metrics = train(TrainConfig(data=str(small_ferplus_dir), run_dir=str(tmp_path / mode), mode=mode,
-                                arch="vgg13-bn-half", epochs=1, batch_size=64, limit_train=256,
-                                limit_valid=64, verbose=0, patience=0), log=lambda *_: None)
+
+    metrics = train(
+        TrainConfig(
+            data=str(small_ferplus_dir),
+            run_dir=str(tmp_path / mode),
+            mode=mode,
+            arch="vgg13-bn-half",
+            epochs=1,
+            batch_size=64,
+            limit_train=256,
+            limit_valid=64,
+            verbose=0,
+            patience=0,
+        ),
+        log=lambda *_: None,
+    )
     assert metrics["epochs_run"] == 1 and 0.0 <= metrics["valid_accuracy"] <= 1.0
     assert md.read(str(tmp_path / mode / "fer_edge.json"))["model"]["training_mode"] == mode
 
 
 def test_bad_config_values_are_named(tmp_path):
     from train.config import TrainConfig
+
     with pytest.raises(ValueError, match="config 'mode'"):
         TrainConfig(mode="soft").validate()
     with pytest.raises(ValueError, match="config 'arch'"):
@@ -172,13 +225,34 @@ def test_jax_backend_trains_and_tensorflow_exports(small_ferplus_dir, tmp_path):
     Runs where JAX is importable (`pip install 'jax[cpu]'` is enough to check it on a CPU)."""
     import importlib.util
     import os
+
     if importlib.util.find_spec("jax") is None:
         pytest.skip("JAX not installed (the train-jax extra, or jax[cpu] to check this path on a CPU)")
     env = dict(os.environ, KERAS_BACKEND="jax")
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "fer_edge", "train", "--data", str(small_ferplus_dir), "--run-dir",
-                           str(run), "--arch", "vgg13-bn-third", "--epochs", "1", "--verbose", "2"],
-                          cwd=str(REPO), capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_edge",
+            "train",
+            "--data",
+            str(small_ferplus_dir),
+            "--run-dir",
+            str(run),
+            "--arch",
+            "vgg13-bn-third",
+            "--epochs",
+            "1",
+            "--verbose",
+            "2",
+        ],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "fer_edge.json").read_text())["model"]["keras_backend"] == "jax"
     env.pop("KERAS_BACKEND")

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge import metadata as md
 
+
 def tiny_weights(seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(0, 0.05, (48 * 48, 8)).astype(np.float32), rng.normal(0, 0.1, 8).astype(np.float32)
@@ -46,17 +47,28 @@ def write_tiny_onnx(path):
 
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
     w, b = tiny_weights()
-    nodes = [helper.make_node("Mul", ["face", "scale"], ["scaled"]),
-             helper.make_node("Add", ["scaled", "offset"], ["normalized"]),
-             helper.make_node("Flatten", ["normalized"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
-    inits = [numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
-             numpy_helper.from_array(np.array(-1.0, np.float32), "offset"),
-             numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
-                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])], inits)
+    nodes = [
+        helper.make_node("Mul", ["face", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "offset"], ["normalized"]),
+        helper.make_node("Flatten", ["normalized"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
+        numpy_helper.from_array(np.array(-1.0, np.float32), "offset"),
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(b, "B"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 1, 48, 48])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 8])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="test_jetson")
     model.ir_version = 7  # what TensorRT 8.2's ONNX parser reads
     helper.set_model_props(model, {md.ONNX_METADATA_KEY: json.dumps(tiny_meta())})
@@ -145,20 +157,20 @@ class FakeCuda(types.ModuleType):
         data = np.ascontiguousarray(src).tobytes()
         buf = self.memory[int(dest)]
         assert len(data) <= len(buf), "host->device copy larger than the buffer"
-        buf[:len(data)] = data
+        buf[: len(data)] = data
 
     def memcpy_dtoh_async(self, dest, src, stream):
         assert self.depth > 0, "no CUDA context current"
         buf = self.memory[int(src)]
         assert dest.nbytes <= len(buf) and dest.flags["C_CONTIGUOUS"]
-        dest[...] = np.frombuffer(bytes(buf[:dest.nbytes]), dtype=dest.dtype).reshape(dest.shape)
+        dest[...] = np.frombuffer(bytes(buf[: dest.nbytes]), dtype=dest.dtype).reshape(dest.shape)
 
     def read(self, address, count):
-        return np.frombuffer(bytes(self.memory[address][:count * 4]), dtype=np.float32)
+        return np.frombuffer(bytes(self.memory[address][: count * 4]), dtype=np.float32)
 
     def write(self, address, array):
         data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-        self.memory[address][:len(data)] = data
+        self.memory[address][: len(data)] = data
 
 
 PROFILE = ((1, 1, 48, 48), (4, 1, 48, 48), (8, 1, 48, 48))
@@ -280,6 +292,7 @@ class FakeDetectorEngine(object):
 
     def __init__(self, cuda, tensor_api, onnx_path, size, max_batch=9):
         import onnxruntime as ort
+
         self.cuda, self.tensor_api, self.size, self.batches = cuda, tensor_api, size, []
         self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
         self.names = ("image", "classificators", "regressors")
@@ -382,7 +395,7 @@ def fake_tensorrt(version, cuda, engines):
 
         def deserialize_cuda_engine(self, data):
             if data.startswith(b"fake detector "):
-                onnx_path, size = data[len(b"fake detector "):].decode().rsplit(" ", 1)
+                onnx_path, size = data[len(b"fake detector ") :].decode().rsplit(" ", 1)
                 engine = FakeDetectorEngine(cuda, version.startswith("10."), onnx_path, int(size))
                 engines.append(engine)
                 return engine
@@ -404,8 +417,15 @@ def write_engine(folder, trt_version, gpu="Fake GPU", data=b"fake engine", capab
     with open(path, "wb") as handle:
         handle.write(data)
     info = tiny_meta()
-    info["engine"] = {"tensorrt_version": trt_version, "gpu": gpu, "precision": "fp16", "max_batch": 8,
-                      "onnx": "model.onnx", "compute_capability": capability, "cuda_driver": cuda_driver}
+    info["engine"] = {
+        "tensorrt_version": trt_version,
+        "gpu": gpu,
+        "precision": "fp16",
+        "max_batch": 8,
+        "onnx": "model.onnx",
+        "compute_capability": capability,
+        "cuda_driver": cuda_driver,
+    }
     md.write(info, md.sidecar_path(path))
     return path
 
@@ -413,6 +433,7 @@ def write_engine(folder, trt_version, gpu="Fake GPU", data=b"fake engine", capab
 def install_fakes(monkeypatch, version, fail_init=None):
     """Make fake ``tensorrt`` and ``pycuda`` importable; returns (fake pycuda.driver, engines deserialized)."""
     import sys
+
     cuda, engines = FakeCuda(fail_init=fail_init), []
     pycuda = types.ModuleType("pycuda")
     pycuda.__file__ = "fake-pycuda"
@@ -436,8 +457,19 @@ class FakeBuilder(object):
     def trtexec_command(self, *args):
         return "trtexec --onnx={} --saveEngine={}".format(args[0], args[1])
 
-    def build(self, onnx_path, engine_path, meta, precision, max_batch, opt_batch, workspace_mb,
-              calibration_faces=None, calib_cache=None, log=None):
+    def build(
+        self,
+        onnx_path,
+        engine_path,
+        meta,
+        precision,
+        max_batch,
+        opt_batch,
+        workspace_mb,
+        calibration_faces=None,
+        calib_cache=None,
+        log=None,
+    ):
         self.builds += 1
         if self.fail is not None:
             raise self.fail

@@ -32,7 +32,7 @@ from edge.tracking.lifecycle import lifecycle_from_config
 from edge.tracking.policy import PublishPolicy
 from edge.tracking.track import DEFAULT_HYSTERESIS_FRAMES, DEFAULT_HYSTERESIS_MARGIN, IouTracker
 
-log = logging.getLogger("fer_edge.assembly")
+log = logging.getLogger(__name__)
 
 PARTS = ("classifier", "detector", "publisher", "source", "sinks")
 SINK_SUMMARY = {"annotated": "path", "view": "url"}  # summary key -> the sink attribute it reports
@@ -44,6 +44,7 @@ def _no_sinks(config, source, publisher, classifier):
 
 def _open_source(config):
     from edge.agent.sources import source_from_config
+
     return source_from_config(config)
 
 
@@ -74,9 +75,13 @@ class Factories(object):
 
 
 def make_tracker(config):
-    return IouTracker(config["iou"], config["max_missed"], config["smoothing"],
-                      config.get("hysteresis_margin", DEFAULT_HYSTERESIS_MARGIN),
-                      config.get("hysteresis_frames", DEFAULT_HYSTERESIS_FRAMES))
+    return IouTracker(
+        config["iou"],
+        config["max_missed"],
+        config["smoothing"],
+        config.get("hysteresis_margin", DEFAULT_HYSTERESIS_MARGIN),
+        config.get("hysteresis_frames", DEFAULT_HYSTERESIS_FRAMES),
+    )
 
 
 def camera_detector(detector, config):
@@ -86,6 +91,7 @@ def camera_detector(detector, config):
     if not tiles or detector.tiles is None:
         return detector
     from edge.detect.blazeface import parse_tiles
+
     return detector.with_tiles(parse_tiles(tiles, "key 'detector_tiles'"))
 
 
@@ -188,8 +194,17 @@ def build_camera(config, classifier, detector, factories):
     except BaseException:
         Camera(config, source, None, None, None, publisher, sinks or [], None, factories.borrowed).close()
         raise
-    return Camera(config, source, camera_detector(detector, config), tracker, policy, publisher, sinks, lifecycle,
-                  factories.borrowed)
+    return Camera(
+        config,
+        source,
+        camera_detector(detector, config),
+        tracker,
+        policy,
+        publisher,
+        sinks,
+        lifecycle,
+        factories.borrowed,
+    )
 
 
 def assemble(config, factories):
@@ -205,6 +220,7 @@ def assemble(config, factories):
     if missing:
         raise ValueError("assemble: no factory for {}".format(", ".join(missing)))
     from edge.agent.sources import SourceError
+
     classifier = factories.classifier(config)
     detector = cameras = None
     failed = []
@@ -218,12 +234,17 @@ def assemble(config, factories):
             except SourceError as exc:
                 if len(configs) == 1:
                     raise
-                log.error("camera %s: source %s cannot be opened, left out of this run: %s",
-                          camera_config["device_id"], camera_config["source"], exc)
+                log.error(
+                    "camera %s: source %s cannot be opened, left out of this run: %s",
+                    camera_config["device_id"],
+                    camera_config["source"],
+                    exc,
+                )
                 failed.append((camera_config, "{}: {}".format(type(exc).__name__, exc)))
         if not cameras:
-            raise SourceError("no camera could be opened: " + "; ".join(
-                "{} ({})".format(c["device_id"], why) for c, why in failed))
+            raise SourceError(
+                "no camera could be opened: " + "; ".join("{} ({})".format(c["device_id"], why) for c, why in failed)
+            )
     except BaseException:
         for camera in cameras or ():
             camera.close()
@@ -238,8 +259,14 @@ def start_camera(camera, classifier):
     config = camera.config
     if config.get("homeassistant"):
         from edge.events.homeassistant import announce
-        announce(camera.publisher, camera.device_id, config["topic_prefix"], config["homeassistant_prefix"],
-                 classifier.model_id)
+
+        announce(
+            camera.publisher,
+            camera.device_id,
+            config["topic_prefix"],
+            config["homeassistant_prefix"],
+            classifier.model_id,
+        )
 
 
 def run(assembly, stop=None):
@@ -249,17 +276,25 @@ def run(assembly, stop=None):
     ``edge.agent.cameras.run_cameras``, with a ``cameras`` entry per device id."""
     classifier, config = assembly.classifier, assembly.config
     for camera in assembly.cameras:
-        log.info("agent %s: source %s, model %s on %s, publisher %r", camera.device_id, camera.config["source"],
-                 classifier.model_id, classifier.runtime, camera.publisher)
+        log.info(
+            "agent %s: source %s, model %s on %s, publisher %r",
+            camera.device_id,
+            camera.config["source"],
+            classifier.model_id,
+            classifier.runtime,
+            camera.publisher,
+        )
     for camera in assembly.cameras:
         start_camera(camera, classifier)
     if not assembly.multi:
         from edge.agent.loop import run_agent
+
         camera = assembly.cameras[0]
         summary = run_agent(camera, classifier, stop=stop, stats_interval=config["stats_interval"])
         summary.update(camera.summary_extra())
         return summary
     from edge.agent.cameras import run_cameras
+
     return run_cameras(assembly.cameras, classifier, stop=stop, failed=assembly.failed)
 
 

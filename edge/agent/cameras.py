@@ -30,7 +30,7 @@ import time
 
 from edge.agent.loop import AgentError, CameraLoop
 
-log = logging.getLogger("fer_edge.multi_agent")
+log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.01  # seconds to wait when no camera had a new frame in a round
 TOTALS = ("frames", "faces", "events", "errors", "corrupt_frames")
@@ -41,15 +41,20 @@ class _Running(object):
 
     def __init__(self, camera, classifier, stats_interval, max_consecutive_errors):
         self.camera = camera
-        self.loop = CameraLoop(camera, classifier, stats_interval=stats_interval,
-                               max_consecutive_errors=max_consecutive_errors,
-                               name="camera {}: ".format(camera.device_id))
+        self.loop = CameraLoop(
+            camera,
+            classifier,
+            stats_interval=stats_interval,
+            max_consecutive_errors=max_consecutive_errors,
+            name="camera {}: ".format(camera.device_id),
+        )
         self.pollable = _pollable(camera.source)
         self.summary = None
 
 
 def _pollable(source):
     from edge.agent.sources import LiveSource
+
     return isinstance(source, LiveSource)
 
 
@@ -66,8 +71,9 @@ def _next_frame(running):
     return frame
 
 
-def run_cameras(cameras, classifier, stop=None, failed=(), stats_interval=None, max_consecutive_errors=50,
-                idle_wait=IDLE_WAIT):
+def run_cameras(
+    cameras, classifier, stop=None, failed=(), stats_interval=None, max_consecutive_errors=50, idle_wait=IDLE_WAIT
+):
     """Run ``cameras`` (``edge.agent.assembly.Camera``, publishers started) until every source ended or
     ``stop`` is set; the run summary (see the module doc). ``failed``: [(camera config, error)]
     of cameras left out at start."""
@@ -87,16 +93,28 @@ def run_cameras(cameras, classifier, stop=None, failed=(), stats_interval=None, 
             running.summary = running.loop.finish()
         except Exception as exc:  # its last stats could not go out: still close it
             log.error("camera %s: finishing: %s: %s", camera.device_id, type(exc).__name__, exc)
-            running.summary = {"frames": running.loop.metrics.total_frames, "faces": running.loop.metrics.total_faces,
-                               "events": running.loop.events, "errors": running.loop.errors,
-                               "corrupt_frames": getattr(camera.source, "corrupt", 0)}
+            running.summary = {
+                "frames": running.loop.metrics.total_frames,
+                "faces": running.loop.metrics.total_faces,
+                "events": running.loop.events,
+                "errors": running.loop.errors,
+                "corrupt_frames": getattr(camera.source, "corrupt", 0),
+            }
         running.summary.update(camera.summary_extra())
         if state == "failed":
-            log.error("camera %s dropped after %d frames: %s; the other cameras go on", camera.device_id,
-                      running.summary["frames"], error)
+            log.error(
+                "camera %s dropped after %d frames: %s; the other cameras go on",
+                camera.device_id,
+                running.summary["frames"],
+                error,
+            )
         elif state == "ended":
-            log.info("camera %s: source %s ended after %d frames", camera.device_id, camera.config["source"],
-                     running.summary["frames"])
+            log.info(
+                "camera %s: source %s ended after %d frames",
+                camera.device_id,
+                camera.config["source"],
+                running.summary["frames"],
+            )
         camera.close()
 
     def fail(running, what, exc):
@@ -140,7 +158,7 @@ def run_cameras(cameras, classifier, stop=None, failed=(), stats_interval=None, 
             seconds = time.monotonic() - started
         offset = 0
         for running, frame, detections, _ in batch:
-            share = probs[offset:offset + len(detections)]
+            share = probs[offset : offset + len(detections)]
             offset += len(detections)
             running.loop.metrics.add("infer", seconds)
             try:
@@ -169,12 +187,22 @@ def _summary(done, failed, counts):
             entry["error"] = running.camera.error
         per_camera[running.camera.device_id] = entry
     for config, error in failed:
-        per_camera[config["device_id"]] = {"state": "failed", "source": str(config["source"]), "error": error,
-                                           "frames": 0, "faces": 0, "events": 0, "errors": 0, "corrupt_frames": 0}
+        per_camera[config["device_id"]] = {
+            "state": "failed",
+            "source": str(config["source"]),
+            "error": error,
+            "frames": 0,
+            "faces": 0,
+            "events": 0,
+            "errors": 0,
+            "corrupt_frames": 0,
+        }
     summary = dict((key, sum(int(e.get(key, 0)) for e in per_camera.values())) for key in TOTALS)
     summary.update(counts)
     summary["cameras"] = per_camera
     if per_camera and all(e["state"] == "failed" for e in per_camera.values()):
-        raise AgentError("every camera failed: " + "; ".join(
-            "{}: {}".format(name, e.get("error")) for name, e in sorted(per_camera.items())))
+        raise AgentError(
+            "every camera failed: "
+            + "; ".join("{}: {}".format(name, e.get("error")) for name, e in sorted(per_camera.items()))
+        )
     return summary

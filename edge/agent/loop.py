@@ -14,11 +14,11 @@ import logging
 import threading
 import time
 
+from edge.agent.metrics import StageMetrics
 from edge.detect.factory import crop
 from edge.events.payloads import face_entry, make_event, stats_payload
-from edge.agent.metrics import StageMetrics
 
-log = logging.getLogger("fer_edge.agent")
+log = logging.getLogger(__name__)
 
 
 class AgentError(RuntimeError):
@@ -98,9 +98,17 @@ class CameraLoop(object):
         chosen = self.policy.select(tracks, labels, self.clock(), live=self.tracker.tracks)
         if chosen is not None:
             with self.metrics.stage("publish"):
-                publisher.publish_event(make_event(self.device_id, frame.index, faces_of(chosen, labels),
-                                                   self.model_id, self.model_version, timestamp=frame.timestamp,
-                                                   source=str(getattr(self.source, "uri", ""))))
+                publisher.publish_event(
+                    make_event(
+                        self.device_id,
+                        frame.index,
+                        faces_of(chosen, labels),
+                        self.model_id,
+                        self.model_version,
+                        timestamp=frame.timestamp,
+                        source=str(getattr(self.source, "uri", "")),
+                    )
+                )
             self.events += 1
         if self.sinks:
             faces = faces_of(tracks, labels)
@@ -114,8 +122,13 @@ class CameraLoop(object):
         """End the lifecycle (every live track ends), publish the last stats; the summary dict."""
         if self.lifecycle is not None:
             self.lifecycle.finish(self.publisher)
-        summary = {"frames": self.metrics.total_frames, "faces": self.metrics.total_faces, "events": self.events,
-                   "errors": self.errors, "corrupt_frames": getattr(self.source, "corrupt", 0)}
+        summary = {
+            "frames": self.metrics.total_frames,
+            "faces": self.metrics.total_faces,
+            "events": self.events,
+            "errors": self.errors,
+            "corrupt_frames": getattr(self.source, "corrupt", 0),
+        }
         _report(self.publisher, self.device_id, self.metrics, self.source, self.errors, self.name)
         return summary
 
@@ -132,8 +145,9 @@ def run_agent(camera, classifier, stop=None, stats_interval=10.0, max_consecutiv
     gives up (AgentError) after ``max_consecutive_errors`` failures in a row.
     """
     stop = stop or threading.Event()
-    loop = CameraLoop(camera, classifier, stats_interval=stats_interval,
-                      max_consecutive_errors=max_consecutive_errors, clock=clock)
+    loop = CameraLoop(
+        camera, classifier, stats_interval=stats_interval, max_consecutive_errors=max_consecutive_errors, clock=clock
+    )
     while not stop.is_set():
         frame = loop.read()
         if frame is None:
@@ -151,9 +165,19 @@ def run_agent(camera, classifier, stop=None, stats_interval=10.0, max_consecutiv
 
 def _report(publisher, device_id, metrics, source, errors, name=""):
     snap = metrics.snapshot()
-    extra = {"errors": errors, "corrupt_frames": getattr(source, "corrupt", 0),
-             "reconnects_source": getattr(source, "reconnects", 0)}
-    log.info("%sfps %.1f, frames %d, faces %d, ms/frame %s", name, snap["fps"], snap["frames"], snap["faces"],
-             " ".join("{} {:.1f}".format(k, v) for k, v in sorted(snap["stage_ms"].items())))
-    publisher.publish_stats(stats_payload(device_id, snap["fps"], snap["stage_ms"], snap["frames"], snap["faces"],
-                                          extra))
+    extra = {
+        "errors": errors,
+        "corrupt_frames": getattr(source, "corrupt", 0),
+        "reconnects_source": getattr(source, "reconnects", 0),
+    }
+    log.info(
+        "%sfps %.1f, frames %d, faces %d, ms/frame %s",
+        name,
+        snap["fps"],
+        snap["frames"],
+        snap["faces"],
+        " ".join("{} {:.1f}".format(k, v) for k, v in sorted(snap["stage_ms"].items())),
+    )
+    publisher.publish_stats(
+        stats_payload(device_id, snap["fps"], snap["stage_ms"], snap["frames"], snap["faces"], extra)
+    )

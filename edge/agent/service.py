@@ -11,15 +11,15 @@ writer and the live view. Python 3.6 compatible.
 import copy
 import logging
 
-from edge.view.annotate import AnnotatedWriter
 from edge.agent.assembly import Factories, serve_assembled
-from edge.classifier import load_classifier
-from edge.detect.factory import make_detector
-from edge.delivery.mqtt import MqttPublisher
-from edge.delivery.base import MemoryPublisher
 from edge.agent.sources import source_from_config
+from edge.classifier import load_classifier
+from edge.delivery.base import MemoryPublisher
+from edge.delivery.mqtt import MqttPublisher
+from edge.detect.factory import make_detector
+from edge.view.annotate import AnnotatedWriter
 
-log = logging.getLogger("fer_edge.service")
+log = logging.getLogger(__name__)
 
 
 MEMORY_KEEP = 100  # newest messages an agent without a broker keeps (it may run for days)
@@ -33,11 +33,18 @@ def make_publisher(config):
     empty); the password comes from ``password_file`` or ``$FER_EDGE_PASSWORD``.
     """
     from edge.delivery.settings import from_config
+
     if not config["broker"]:
         return MemoryPublisher(config["device_id"], config["topic_prefix"], keep=MEMORY_KEEP)
-    return MqttPublisher(from_config(config), config["device_id"], prefix=config["topic_prefix"],
-                         data_dir=config.get("data_dir", "") or None, max_queued=config["queue_max_events"],
-                         queue_max_bytes=config["queue_max_bytes"], flush_timeout=config["flush_timeout"])
+    return MqttPublisher(
+        from_config(config),
+        config["device_id"],
+        prefix=config["topic_prefix"],
+        data_dir=config.get("data_dir", "") or None,
+        max_queued=config["queue_max_events"],
+        queue_max_bytes=config["queue_max_bytes"],
+        flush_timeout=config["flush_timeout"],
+    )
 
 
 def thread_options(config, runtime=None):
@@ -53,11 +60,19 @@ def detector_from_config(config, backend=None, runtime=None):
     runtime = runtime if runtime is not None else (config.get("runtime") or None)
     if runtime == "tensorrt" and backend is None:
         runtime = None  # a TensorRT detector comes as a loaded backend (jetson.agent builds its engine)
-    return make_detector(config["detector"], min_size=config["min_face"], yunet_model=config["yunet_model"],
-                         model=config.get("detector_model") or None, runtime=runtime, backend=backend,
-                         threads=config.get("threads", 0), score_threshold=config.get("detector_score"),
-                         nms_iou=config.get("detector_nms"), tiles=config.get("detector_tiles"),
-                         align=config.get("align"))
+    return make_detector(
+        config["detector"],
+        min_size=config["min_face"],
+        yunet_model=config["yunet_model"],
+        model=config.get("detector_model") or None,
+        runtime=runtime,
+        backend=backend,
+        threads=config.get("threads", 0),
+        score_threshold=config.get("detector_score"),
+        nms_iou=config.get("detector_nms"),
+        tiles=config.get("detector_tiles"),
+        align=config.get("align"),
+    )
 
 
 def load_host_classifier(config):
@@ -74,8 +89,15 @@ def host_sinks(config, source, publisher, classifier):
             sinks.append(("annotated", AnnotatedWriter(config["annotate"], fps=getattr(source, "fps", None))))
         if config.get("view"):
             from edge.view.live import LiveView
-            sinks.append(("view", LiveView.from_address(config["view"], publisher=publisher,
-                                                        model_id=classifier.model_id, device_id=config["device_id"])))
+
+            sinks.append(
+                (
+                    "view",
+                    LiveView.from_address(
+                        config["view"], publisher=publisher, model_id=classifier.model_id, device_id=config["device_id"]
+                    ),
+                )
+            )
     except BaseException:
         for _, sink in sinks:
             sink.close()
@@ -88,8 +110,12 @@ def host_factories(factories=None):
     classifier from ``load_classifier``, the detector the config names, the MQTT (or memory)
     publisher, ``edge.agent.sources.source_from_config``, the annotated writer and the live view."""
     return (factories or Factories()).with_defaults(
-        classifier=load_host_classifier, detector=detector_from_config, publisher=make_publisher,
-        source=source_from_config, sinks=host_sinks)
+        classifier=load_host_classifier,
+        detector=detector_from_config,
+        publisher=make_publisher,
+        source=source_from_config,
+        sinks=host_sinks,
+    )
 
 
 def serve(config, stop=None, classifier=None, publisher=None, source=None, detector=None, factories=None):
@@ -106,10 +132,16 @@ def serve(config, stop=None, classifier=None, publisher=None, source=None, detec
     factories = copy.copy(factories) if factories is not None else Factories()
     factories.borrowed = set(factories.borrowed)
     if config.get("cameras") and (publisher is not None or source is not None):
-        raise ValueError("serve: a config with 'cameras' opens each camera's source and publisher itself "
-                         "(pass factories=Factories(publisher=..., source=...) instead of objects)")
-    for name, part in (("classifier", classifier), ("detector", detector), ("publisher", publisher),
-                       ("source", source)):
+        raise ValueError(
+            "serve: a config with 'cameras' opens each camera's source and publisher itself "
+            "(pass factories=Factories(publisher=..., source=...) instead of objects)"
+        )
+    for name, part in (
+        ("classifier", classifier),
+        ("detector", detector),
+        ("publisher", publisher),
+        ("source", source),
+    ):
         if part is not None:
             factories.given(name, part)
             if name in ("classifier", "detector"):

@@ -28,7 +28,7 @@ import time
 
 import cv2
 
-log = logging.getLogger("fer_edge.sources")
+log = logging.getLogger(__name__)
 
 Frame = collections.namedtuple("Frame", "index image timestamp")
 
@@ -49,10 +49,11 @@ def has_gstreamer():
 
 def csi_pipeline(sensor_id=0, width=1280, height=720, framerate=30, flip=0):
     """GStreamer pipeline string for a Jetson CSI camera (nvarguscamerasrc) into BGR appsink."""
-    return ("nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM), width={}, height={}, "
-            "framerate={}/1, format=NV12 ! nvvidconv flip-method={} ! video/x-raw, width={}, height={}, "
-            "format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
-            ).format(int(sensor_id), int(width), int(height), int(framerate), int(flip), int(width), int(height))
+    return (
+        "nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM), width={}, height={}, "
+        "framerate={}/1, format=NV12 ! nvvidconv flip-method={} ! video/x-raw, width={}, height={}, "
+        "format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
+    ).format(int(sensor_id), int(width), int(height), int(framerate), int(flip), int(width), int(height))
 
 
 class FrameSource(object):
@@ -127,8 +128,9 @@ class VideoFileSource(FrameSource):
         FrameSource.__init__(self, uri)
         self.capture = cv2.VideoCapture(uri)
         if not self.capture.isOpened():
-            raise SourceError("{}: cannot open the video (unknown format or codec missing in this "
-                              "OpenCV build)".format(uri))
+            raise SourceError(
+                "{}: cannot open the video (unknown format or codec missing in this OpenCV build)".format(uri)
+            )
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0)
         self.fps = fps if 0 < fps < 1000 else None
@@ -244,14 +246,16 @@ def _csi_opener(uri):
     if unknown:
         raise SourceError("{}: unknown parameter(s) {}".format(uri, ", ".join(sorted(unknown))))
     if not has_gstreamer():
-        raise SourceError("{}: this OpenCV ({}) is built without GStreamer, which CSI cameras need. "
-                          "On a Jetson use the system OpenCV from JetPack (python3-opencv, /usr/lib/python3/"
-                          "dist-packages), not the pip wheel: `pip3 uninstall opencv-python "
-                          "opencv-python-headless`".format(uri, cv2.__version__))
+        raise SourceError(
+            "{}: this OpenCV ({}) is built without GStreamer, which CSI cameras need. "
+            "On a Jetson use the system OpenCV from JetPack (python3-opencv, /usr/lib/python3/"
+            "dist-packages), not the pip wheel: `pip3 uninstall opencv-python "
+            "opencv-python-headless`".format(uri, cv2.__version__)
+        )
     try:
         pipeline = csi_pipeline(m.group(1), **{k: int(v) for k, v in params.items()})
     except ValueError:
-        raise SourceError("{}: parameters must be integers".format(uri))
+        raise SourceError("{}: parameters must be integers".format(uri)) from None
     return lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
 
 
@@ -264,17 +268,19 @@ def open_source(uri, realtime=False):
     if re.match(r"^\d+$", uri):
         return LiveSource(uri, lambda: cv2.VideoCapture(int(uri)))
     if uri.startswith("v4l2://"):
-        device = uri[len("v4l2://"):] or "/dev/video0"
+        device = uri[len("v4l2://") :] or "/dev/video0"
         return LiveSource(uri, lambda: cv2.VideoCapture(device, cv2.CAP_V4L2))
     if uri.startswith("csi://"):
         return LiveSource(uri, _csi_opener(uri))
     if re.match(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", uri):
         return LiveSource(uri, lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG))
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if not os.path.exists(uri):
-        raise SourceError("{}: no such file or folder (sources: a video or image file, an image folder, "
-                          "0, v4l2:///dev/video0, csi://0, rtsp://...)".format(uri))
+        raise SourceError(
+            "{}: no such file or folder (sources: a video or image file, an image folder, "
+            "0, v4l2:///dev/video0, csi://0, rtsp://...)".format(uri)
+        )
     if os.path.isdir(uri) or uri.lower().endswith(IMAGE_SUFFIXES):
         return ImageFolderSource(uri)
     if stat.S_ISFIFO(os.stat(uri).st_mode):  # a stream written by another process (DeepLens ch2_out.mjpeg)

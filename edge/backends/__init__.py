@@ -43,15 +43,19 @@ def load_backend(path, runtime=None, kind=None, meta=None, **options):
     if runtime:
         candidates = [c for c in candidates if c.name == runtime]
     if not candidates:
-        raise BackendError("{}: no backend{} loads this kind of artifact (formats: {})".format(
-            path, " '{}'".format(runtime) if runtime else "",
-            ", ".join("{} ({})".format(f.suffix, "/".join(f.runtimes)) for f in formats.FORMATS)))
+        raise BackendError(
+            "{}: no backend{} loads this kind of artifact (formats: {})".format(
+                path,
+                " '{}'".format(runtime) if runtime else "",
+                ", ".join("{} ({})".format(f.suffix, "/".join(f.runtimes)) for f in formats.FORMATS),
+            )
+        )
     try:
         meta = meta if meta is not None else artifact_metadata(path)
         if kind is not None:
             md.check_kind(meta, kind, path)
     except md.MetadataError as exc:
-        raise ModelFileError(str(exc))
+        raise ModelFileError(str(exc)) from exc
     missing = []
     for row in candidates:
         if not all(module_installed(m) for m in row.requires):

@@ -48,6 +48,7 @@ class Backend(abc.ABC):
     def requires(cls):
         """The modules this runtime needs (from ``edge.formats.RUNTIMES``)."""
         from .. import formats
+
         return formats.runtime(cls.name).requires
 
     @classmethod
@@ -63,7 +64,7 @@ class Backend(abc.ABC):
         """The model's first output for ``batch`` (a classifier's probabilities)."""
         return self.run(batch)[0]
 
-    def close(self):
+    def close(self):  # noqa: B027 (optional hook: most runtimes hold nothing to release)
         """Release runtime resources (default: nothing to release)."""
 
     def __repr__(self):

@@ -27,19 +27,24 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path, meta, providers=None, threads=0, spinning=False):
         Backend.__init__(self, path, meta)
         import onnxruntime as ort
+
         available = ort.get_available_providers()
         chosen = [p for p in (providers or available) if p in available]
         try:
-            self.session = ort.InferenceSession(path, sess_options=session_options(ort, threads, spinning),
-                                                providers=chosen)
+            self.session = ort.InferenceSession(
+                path, sess_options=session_options(ort, threads, spinning), providers=chosen
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelFileError("{}: ONNX Runtime cannot load the model ({})".format(path, exc))
+            raise ModelFileError("{}: ONNX Runtime cannot load the model ({})".format(path, exc)) from exc
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, batch):
         try:
             outputs = self.session.run(None, {self.input_name: batch})
         except Exception as exc:
-            raise BackendError("{}: ONNX Runtime inference failed on input {} ({})".format(
-                self.path, getattr(batch, "shape", "?"), exc))
+            raise BackendError(
+                "{}: ONNX Runtime inference failed on input {} ({})".format(
+                    self.path, getattr(batch, "shape", "?"), exc
+                )
+            ) from exc
         return [np.asarray(o, dtype=np.float32) for o in outputs]

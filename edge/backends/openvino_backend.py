@@ -14,6 +14,7 @@ class OpenVinoBackend(Backend):
         ``threads``: CPU inference threads (0: OpenVINO's default)."""
         Backend.__init__(self, path, meta)
         import openvino as ov
+
         try:
             core = ov.Core()
             config = {}
@@ -24,13 +25,14 @@ class OpenVinoBackend(Backend):
                     config["INFERENCE_NUM_THREADS"] = int(threads)
             self.compiled = core.compile_model(core.read_model(path), device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
-            raise ModelFileError("{}: OpenVINO cannot load the model on {} ({})".format(path, device, exc))
+            raise ModelFileError("{}: OpenVINO cannot load the model on {} ({})".format(path, device, exc)) from exc
         self.request = self.compiled.create_infer_request()
 
     def run(self, batch):
         try:
             result = self.request.infer({0: batch})
         except Exception as exc:
-            raise BackendError("{}: OpenVINO inference failed on input {} ({})".format(
-                self.path, getattr(batch, "shape", "?"), exc))
+            raise BackendError(
+                "{}: OpenVINO inference failed on input {} ({})".format(self.path, getattr(batch, "shape", "?"), exc)
+            ) from exc
         return [np.asarray(result[out], dtype=np.float32) for out in self.compiled.outputs]

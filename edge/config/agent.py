@@ -17,8 +17,18 @@ import socket
 
 from edge.config.cameras import check_cameras
 from edge.config.checks import check_broker, check_ha_prefix, refuse_url_password  # noqa: F401
-from edge.config.options import (BY_NAME, CAMERAS_KEY, ENV_PREFIX, OPTIONS, OTHER_ENV, OTHER_ENV_PREFIXES,  # noqa: F401
-                                 PASSWORD_ENV, ConfigError, apply_values, boolean)
+from edge.config.options import (  # noqa: F401
+    BY_NAME,
+    CAMERAS_KEY,
+    ENV_PREFIX,
+    OPTIONS,
+    OTHER_ENV,
+    OTHER_ENV_PREFIXES,
+    PASSWORD_ENV,
+    ConfigError,
+    apply_values,
+    boolean,
+)
 from edge.config.secrets import broker_password, read_secret  # noqa: F401
 from edge.detect.blazeface import DetectorConfigError, parse_tiles
 
@@ -33,7 +43,7 @@ def read_file(path):
         try:
             values = json.loads(text)
         except ValueError as exc:
-            raise ConfigError("{}: not valid JSON ({})".format(path, exc))
+            raise ConfigError("{}: not valid JSON ({})".format(path, exc)) from exc
         if not isinstance(values, dict):
             raise ConfigError("{}: expected a JSON object of settings".format(path))
         return values
@@ -41,7 +51,7 @@ def read_file(path):
     try:
         parser.read_string(text, source=path)
     except configparser.Error as exc:
-        raise ConfigError("{}: not a valid INI file ({})".format(path, exc))
+        raise ConfigError("{}: not a valid INI file ({})".format(path, exc)) from exc
     extra = [s for s in parser.sections() if s != "agent"]
     if extra:
         raise ConfigError("{}: unknown section(s) {} (settings go under [agent])".format(path, ", ".join(extra)))
@@ -64,8 +74,8 @@ def load_config(path=None, env=None, overrides=None):
         explicit.update(values)
     env = os.environ if env is None else env
     for name, value in sorted(env_settings(env).items()):
-        apply_values(config, {name[len(ENV_PREFIX):].lower(): value}, "environment variable " + name)
-        explicit.add(name[len(ENV_PREFIX):].lower())
+        apply_values(config, {name[len(ENV_PREFIX) :].lower(): value}, "environment variable " + name)
+        explicit.add(name[len(ENV_PREFIX) :].lower())
     given = dict((k, v) for k, v in (overrides or {}).items() if v is not None)
     if CAMERAS_KEY in given:
         cameras, cameras_where = given.pop(CAMERAS_KEY), "overrides"
@@ -76,7 +86,7 @@ def load_config(path=None, env=None, overrides=None):
     try:
         parse_tiles(config["detector_tiles"], "key 'detector_tiles'")
     except DetectorConfigError as exc:
-        raise ConfigError(str(exc))
+        raise ConfigError(str(exc)) from exc
     for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
@@ -85,15 +95,17 @@ def load_config(path=None, env=None, overrides=None):
     if config["detector"] == "yunet" and not config["yunet_model"]:
         raise ConfigError("key 'yunet_model': required when detector is yunet")
     if config["reconnect_min_delay"] > config["reconnect_max_delay"]:
-        raise ConfigError("key 'reconnect_min_delay': {} is larger than reconnect_max_delay {}".format(
-            config["reconnect_min_delay"], config["reconnect_max_delay"]))
+        raise ConfigError(
+            "key 'reconnect_min_delay': {} is larger than reconnect_max_delay {}".format(
+                config["reconnect_min_delay"], config["reconnect_max_delay"]
+            )
+        )
     if config["broker"]:
         check_broker(config)
     if cameras is not None:
         cameras = check_cameras(cameras, cameras_where, config, explicit)
     config[CAMERAS_KEY] = cameras or []
     return config
-
 
 
 def env_settings(env):
@@ -105,10 +117,13 @@ def env_settings(env):
         if not name.startswith(ENV_PREFIX) or name in OTHER_ENV or name.startswith(OTHER_ENV_PREFIXES):
             continue
         if name not in known:
-            suffixes = [k[len(ENV_PREFIX):] for k in known + list(OTHER_ENV)]
-            close = difflib.get_close_matches(name[len(ENV_PREFIX):], suffixes, n=1, cutoff=0.6)
-            raise ConfigError("environment variable {}: not a fer-edge setting{} (settings: FER_EDGE_<KEY> for "
-                              "the keys of `fer-edge run --help`)".format(
-                                  name, "; did you mean {}{}?".format(ENV_PREFIX, close[0]) if close else ""))
+            suffixes = [k[len(ENV_PREFIX) :] for k in known + list(OTHER_ENV)]
+            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
+            raise ConfigError(
+                "environment variable {}: not a fer-edge setting{} (settings: FER_EDGE_<KEY> for "
+                "the keys of `fer-edge run --help`)".format(
+                    name, "; did you mean {}{}?".format(ENV_PREFIX, close[0]) if close else ""
+                )
+            )
         out[name] = value
     return out

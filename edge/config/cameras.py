@@ -16,8 +16,24 @@ from edge.detect.blazeface import DetectorConfigError, parse_tiles
 from edge.view.server import parse_view
 
 # Keys a camera entry may set for itself (everything else is shared: one detector, one classifier).
-CAMERA_KEYS = ("source", "realtime", "device_id", "client_id", "username", "password_file", "cert_file", "key_file",
-               "publish", "interval", "detector_tiles", "view", "annotate", "track_events", "confirm_frames", "homeassistant")
+CAMERA_KEYS = (
+    "source",
+    "realtime",
+    "device_id",
+    "client_id",
+    "username",
+    "password_file",
+    "cert_file",
+    "key_file",
+    "publish",
+    "interval",
+    "detector_tiles",
+    "view",
+    "annotate",
+    "track_events",
+    "confirm_frames",
+    "homeassistant",
+)
 CAMERA_REQUIRED = ("source", "device_id")
 
 
@@ -30,14 +46,18 @@ def check_cameras(cameras, where, config, explicit=()):
         try:
             cameras = json.loads(cameras)
         except ValueError as exc:
-            raise ConfigError("{}: key 'cameras': not valid JSON ({})".format(where, exc))
+            raise ConfigError("{}: key 'cameras': not valid JSON ({})".format(where, exc)) from exc
     if not isinstance(cameras, list) or not cameras:
-        raise ConfigError("{}: key 'cameras': expected a non-empty list of camera objects (each with source and "
-                          "device_id), got {!r}".format(where, cameras))
+        raise ConfigError(
+            "{}: key 'cameras': expected a non-empty list of camera objects (each with source and "
+            "device_id), got {!r}".format(where, cameras)
+        )
     for key in CAMERA_REQUIRED:
         if key in explicit:
-            raise ConfigError("{}: key '{}': with 'cameras' every camera names its own {} (cameras[i].{}); "
-                              "remove the top-level '{}'".format(where, key, key, key, key))
+            raise ConfigError(
+                "{}: key '{}': with 'cameras' every camera names its own {} (cameras[i].{}); "
+                "remove the top-level '{}'".format(where, key, key, key, key)
+            )
     out = []
     for i, camera in enumerate(cameras):
         here = "{}: cameras[{}]".format(where, i)
@@ -45,10 +65,16 @@ def check_cameras(cameras, where, config, explicit=()):
             raise ConfigError("{}: expected an object with source and device_id, got {!r}".format(here, camera))
         unknown = sorted(k for k in camera if k not in CAMERA_KEYS)
         if unknown:
-            hint = " (a setting shared by every camera goes at the top level)" if all(
-                k in BY_NAME for k in unknown) else ""
-            raise ConfigError("{}: unknown key(s) {}{} (per-camera keys: {})".format(
-                here, ", ".join(unknown), hint, ", ".join(CAMERA_KEYS)))
+            hint = (
+                " (a setting shared by every camera goes at the top level)"
+                if all(k in BY_NAME for k in unknown)
+                else ""
+            )
+            raise ConfigError(
+                "{}: unknown key(s) {}{} (per-camera keys: {})".format(
+                    here, ", ".join(unknown), hint, ", ".join(CAMERA_KEYS)
+                )
+            )
         missing = [k for k in CAMERA_REQUIRED if not camera.get(k)]
         if missing:
             raise ConfigError("{}: key '{}' is required".format(here, missing[0]))
@@ -57,12 +83,12 @@ def check_cameras(cameras, where, config, explicit=()):
         try:
             check_device_id(entry["device_id"])
         except ValueError as exc:
-            raise ConfigError("{}: key 'device_id': {}".format(here, exc))
+            raise ConfigError("{}: key 'device_id': {}".format(here, exc)) from exc
         if "detector_tiles" in entry:
             try:
                 parse_tiles(entry["detector_tiles"], "{}: key 'detector_tiles'".format(here))
             except DetectorConfigError as exc:
-                raise ConfigError(str(exc))
+                raise ConfigError(str(exc)) from exc
         if entry.get("homeassistant"):
             check_ha_prefix(config)
         for key in ("password_file", "cert_file", "key_file"):
@@ -73,7 +99,7 @@ def check_cameras(cameras, where, config, explicit=()):
             try:
                 check_broker(merged)
             except ConfigError as exc:
-                raise ConfigError("{}: {}".format(here, exc))
+                raise ConfigError("{}: {}".format(here, exc)) from exc
         out.append(entry)
     _refuse_shared(out, where, config)
     return out
@@ -82,10 +108,12 @@ def check_cameras(cameras, where, config, explicit=()):
 def _refuse_shared(cameras, where, config):
     """ConfigError naming both cameras when two would share a device id, a client id, a live-view
     address or an annotated output (a top-level value applies to every camera that does not set its own)."""
-    why = {"device_id": "topics, status and the event queue are per device id",
-           "client_id": "the broker disconnects one of two clients with the same id",
-           "view": "two live views cannot listen on one address",
-           "annotate": "two cameras would write one file"}
+    why = {
+        "device_id": "topics, status and the event queue are per device id",
+        "client_id": "the broker disconnects one of two clients with the same id",
+        "view": "two live views cannot listen on one address",
+        "annotate": "two cameras would write one file",
+    }
     for key in ("device_id", "client_id", "view", "annotate"):
         seen = {}
         for i, camera in enumerate(cameras):
@@ -99,8 +127,11 @@ def _refuse_shared(cameras, where, config):
             if not value:
                 continue
             if value in seen:
-                raise ConfigError("{}: cameras[{}] and cameras[{}] both have {} {!r}{}: {}; give each camera its "
-                                  "own".format(where, seen[value], i, key, value, origin, why[key]))
+                raise ConfigError(
+                    "{}: cameras[{}] and cameras[{}] both have {} {!r}{}: {}; give each camera its own".format(
+                        where, seen[value], i, key, value, origin, why[key]
+                    )
+                )
             seen[value] = i
 
 

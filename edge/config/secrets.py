@@ -19,8 +19,11 @@ def read_secret(path):
         mode = 0
     if mode & (stat.S_IROTH | stat.S_IWOTH):
         log.warning(
-            "password file %s is readable by every user of this machine (mode %04o): chmod 600 %s", path,
-            stat.S_IMODE(mode), path)
+            "password file %s is readable by every user of this machine (mode %04o): chmod 600 %s",
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
     with open(path, "r", encoding="utf-8") as handle:
         return handle.readline().strip()
 

@@ -15,8 +15,8 @@ Three kinds of message:
 
 import abc
 
-from edge.events.payloads import status_payload, to_json
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, check_prefix, topics
+from edge.events.payloads import status_payload, to_json
 
 TRACKS_KIND = "tracks"
 STATE_KIND = "state"
@@ -152,6 +152,7 @@ class MemoryPublisher(Publisher):
 
     def _put(self, topic, obj, target):
         import json
+
         text = to_json(obj)
         for kept, item in ((self.messages, (topic, text)), (target, json.loads(text))):
             kept.append(item)
@@ -183,6 +184,7 @@ class MemoryPublisher(Publisher):
 
     def publish_retained(self, topic, payload):
         import json
+
         if self._closed:
             return False
         text = retained_text(payload)
@@ -203,8 +205,7 @@ class MemoryPublisher(Publisher):
             return
         self._closed = True
         if self._connected:
-            self._put(self.topics.status,
-                      status_payload(self.device_id, "offline", reason="shutdown"), self.statuses)
+            self._put(self.topics.status, status_payload(self.device_id, "offline", reason="shutdown"), self.statuses)
         self._connected = False
 
     @property
@@ -213,11 +214,19 @@ class MemoryPublisher(Publisher):
 
     @property
     def counters(self):
-        return {"published": self._published,
-                "acknowledged": self._published,
-                "dropped": 0, "failed": 0, "in_flight": 0, "queued": 0, "queued_bytes": 0,
-                "connects": 1 if self.statuses else 0, "reconnects": 0, "disconnects": 0,
-                "connect_failures": 0}
+        return {
+            "published": self._published,
+            "acknowledged": self._published,
+            "dropped": 0,
+            "failed": 0,
+            "in_flight": 0,
+            "queued": 0,
+            "queued_bytes": 0,
+            "connects": 1 if self.statuses else 0,
+            "reconnects": 0,
+            "disconnects": 0,
+            "connect_failures": 0,
+        }
 
 
 class PublisherWrapper(Publisher):

@@ -13,11 +13,12 @@ import time
 from edge.delivery.tls import make_ssl_context
 from edge.delivery.url import parse_url
 
-log = logging.getLogger("edge.delivery.base")
+log = logging.getLogger(__name__)
 
 PAHO_MISSING = "paho-mqtt is not installed: pip install 'paho-mqtt>=1.5,<3'"
 DEFAULT_RECONNECT_DELAY = (1, 30)
-DEFAULT_KEEPALIVE = 10        # s; paho notices a silent broker after 1.5x this
+DEFAULT_KEEPALIVE = 10  # s; paho notices a silent broker after 1.5x this
+
 
 class PahoMissingError(ImportError):
     """paho-mqtt cannot be imported; the message says how to install it."""
@@ -28,7 +29,7 @@ def paho_client_module():
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
-        raise PahoMissingError(PAHO_MISSING)
+        raise PahoMissingError(PAHO_MISSING) from None
     return mqtt
 
 
@@ -36,10 +37,12 @@ def paho_version():
     """The installed paho-mqtt version text (raises PahoMissingError without it)."""
     paho_client_module()
     import paho.mqtt
+
     return getattr(paho.mqtt, "__version__", "unknown")
 
 
 # --- helpers that hide the paho 1.x / 2.x callback differences --------------------------------
+
 
 def rc_value(rc):
     """An int from a paho result/reason code (int in 1.x, ReasonCode in 2.x callbacks)."""
@@ -109,10 +112,22 @@ def reason_failed(reason):
         return False
 
 
-def create_client(url, client_id, clean_session=True, username=None, password=None,
-                  ca_certs=None, certfile=None, keyfile=None, max_queued=0,
-                  reconnect_delay=DEFAULT_RECONNECT_DELAY, tls_insecure=False, alpn=None,
-                  ssl_context=None, protocol="3.1.1"):
+def create_client(
+    url,
+    client_id,
+    clean_session=True,
+    username=None,
+    password=None,
+    ca_certs=None,
+    certfile=None,
+    keyfile=None,
+    max_queued=0,
+    reconnect_delay=DEFAULT_RECONNECT_DELAY,
+    tls_insecure=False,
+    alpn=None,
+    ssl_context=None,
+    protocol="3.1.1",
+):
     """A configured, unconnected paho client for ``url`` (text or MqttUrl).
 
     Uses ``CallbackAPIVersion.VERSION2`` on paho 2.x; callers write callbacks accepting both
@@ -145,8 +160,7 @@ def create_client(url, client_id, clean_session=True, username=None, password=No
         client.tls_set_context(ssl_context)
         client.tls_insecure_set(not ssl_context.check_hostname)
     elif ca_certs or certfile or keyfile:
-        raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(
-            url.redacted()))
+        raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(url.redacted()))
     client.max_queued_messages_set(int(max_queued))
     min_delay, max_delay = reconnect_delay
     client.reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)
@@ -155,10 +169,10 @@ def create_client(url, client_id, clean_session=True, username=None, password=No
 
 # --- another client with the same client id -----------------------------------------------------
 
-SESSION_TAKEN_OVER = 0x8E     # MQTT 5 DISCONNECT reason code: another client connected with this id
-SHORT_SESSION = 10.0          # s: a connection the broker closes sooner than this counts as knocked off
-SHORT_SESSIONS_TO_WARN = 3    # in a row (MQTT 3.1.1 brokers just close the socket: no reason given)
-WARN_EVERY = 60.0             # s between repeated warnings
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code: another client connected with this id
+SHORT_SESSION = 10.0  # s: a connection the broker closes sooner than this counts as knocked off
+SHORT_SESSIONS_TO_WARN = 3  # in a row (MQTT 3.1.1 brokers just close the socket: no reason given)
+WARN_EVERY = 60.0  # s between repeated warnings
 
 
 class TakeoverWatch(object):
@@ -173,8 +187,7 @@ class TakeoverWatch(object):
     made; then at most every ``every`` seconds.
     """
 
-    def __init__(self, client_id, short=SHORT_SESSION, repeats=SHORT_SESSIONS_TO_WARN, every=WARN_EVERY,
-                 clock=None):
+    def __init__(self, client_id, short=SHORT_SESSION, repeats=SHORT_SESSIONS_TO_WARN, every=WARN_EVERY, clock=None):
         self.client_id = client_id
         self.short = float(short)
         self.repeats = int(repeats)
@@ -182,7 +195,7 @@ class TakeoverWatch(object):
         self.clock = clock or time.monotonic
         self.started = None
         self.streak = 0
-        self.detected = 0        # connections lost to another client (suspected or said), since start
+        self.detected = 0  # connections lost to another client (suspected or said), since start
         self._warned_at = None
 
     def connected(self):
@@ -204,12 +217,17 @@ class TakeoverWatch(object):
         if self._warned_at is not None and now - self._warned_at < self.every:
             return None
         self._warned_at = now
-        why = ("the broker closed the connection with reason 'Session taken over'" if said else
-               "the broker closed {} connections in a row within {:.0f} s of accepting them (if nothing else uses "
-               "this id, the broker is closing them for another reason: AWS IoT Core does on a publish its "
-               "policy refuses)".format(self.streak, self.short))
-        return ("MQTT client id {!r} {} another client at the same time: {}. A broker keeps one connection "
-                "per client id, so the two knock each other off in turns (reconnections, and each shows offline "
-                "while the other is connected). Give each agent its own client_id, or leave client_id unset (the "
-                "default, fer-edge-<device_id>-<random>, differs per process), and its own device_id if they share "
-                "that too".format(self.client_id, "is used by" if said else "seems to be used by", why))
+        why = (
+            "the broker closed the connection with reason 'Session taken over'"
+            if said
+            else "the broker closed {} connections in a row within {:.0f} s of accepting them (if nothing else uses "
+            "this id, the broker is closing them for another reason: AWS IoT Core does on a publish its "
+            "policy refuses)".format(self.streak, self.short)
+        )
+        return (
+            "MQTT client id {!r} {} another client at the same time: {}. A broker keeps one connection "
+            "per client id, so the two knock each other off in turns (reconnections, and each shows offline "
+            "while the other is connected). Give each agent its own client_id, or leave client_id unset (the "
+            "default, fer-edge-<device_id>-<random>, differs per process), and its own device_id if they share "
+            "that too".format(self.client_id, "is used by" if said else "seems to be used by", why)
+        )

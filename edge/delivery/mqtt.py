@@ -46,16 +46,16 @@ import random
 import threading
 import time
 
-from edge.events.payloads import status_payload, to_json
+from edge.delivery.base import Publisher, retained_text
 from edge.delivery.client import PROTOCOLS, TakeoverWatch, create_client, paho_client_module, paho_version
 from edge.delivery.network import MAX_DIRECT_INFLIGHT, NetworkLoop
+from edge.delivery.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Outbox, queue_path
+from edge.delivery.retained import LatestValues
 from edge.delivery.tls import alpn_protocols, make_ssl_context
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, parse_url, topics
-from edge.delivery.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Outbox, queue_path
-from edge.delivery.base import Publisher, retained_text
-from edge.delivery.retained import LatestValues
+from edge.events.payloads import status_payload, to_json
 
-log = logging.getLogger("edge.delivery.base")
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUED = DEFAULT_MAX_EVENTS
 DEFAULT_MAX_INFLIGHT = 32
@@ -78,9 +78,19 @@ class MqttPublisher(NetworkLoop, Publisher):
     Counters: see :attr:`counters`.
     """
 
-    def __init__(self, settings, device_id, prefix=DEFAULT_PREFIX, data_dir=None, max_queued=DEFAULT_MAX_QUEUED,
-                 queue_max_bytes=DEFAULT_MAX_BYTES, max_inflight=DEFAULT_MAX_INFLIGHT,
-                 flush_timeout=DEFAULT_FLUSH_TIMEOUT, outbox=None, rng=None):
+    def __init__(
+        self,
+        settings,
+        device_id,
+        prefix=DEFAULT_PREFIX,
+        data_dir=None,
+        max_queued=DEFAULT_MAX_QUEUED,
+        queue_max_bytes=DEFAULT_MAX_BYTES,
+        max_inflight=DEFAULT_MAX_INFLIGHT,
+        flush_timeout=DEFAULT_FLUSH_TIMEOUT,
+        outbox=None,
+        rng=None,
+    ):
         s = self.settings = settings
         self.url = parse_url(s.url)
         self.device_id = check_device_id(device_id)
@@ -99,34 +109,39 @@ class MqttPublisher(NetworkLoop, Publisher):
         self.protocol = s.protocol
         min_delay, max_delay = (float(v) for v in s.reconnect_delay)
         if not 0 < min_delay <= max_delay:
-            raise ValueError("reconnect delays must satisfy 0 < min <= max, got {} and {}".format(
-                min_delay, max_delay))
+            raise ValueError("reconnect delays must satisfy 0 < min <= max, got {} and {}".format(min_delay, max_delay))
         self.reconnect_delay = (min_delay, max_delay)
         if int(max_inflight) < 1:
             raise ValueError("max_inflight must be >= 1, got {}".format(max_inflight))
         self.max_inflight = int(max_inflight)
         self.flush_timeout = float(flush_timeout)
         if not self.url.tls and (s.ca_certs or s.certfile or s.keyfile):
-            raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(
-                self.url.redacted()))
+            raise ValueError("TLS files were given but the broker URL {} is not mqtts://".format(self.url.redacted()))
         self._ca_certs, self._certfile = s.ca_certs, s.certfile
         # TLS files are checked now, so that a bad setting stops the agent before it goes online.
-        self._ssl_context = (make_ssl_context(self.url, s.ca_certs, s.certfile, s.keyfile, s.alpn, s.tls_insecure)
-                             if self.url.tls else None)
+        self._ssl_context = (
+            make_ssl_context(self.url, s.ca_certs, s.certfile, s.keyfile, s.alpn, s.tls_insecure)
+            if self.url.tls
+            else None
+        )
         if s.alpn and not self.url.tls:
             alpn_protocols(self.url, s.alpn)  # raises: ALPN needs mqtts://
         self._username, self._password = s.username, s.password
-        if (s.username if s.username is not None else self.url.username) is None and \
-                (s.password if s.password is not None else self.url.password) is not None:
+        if (s.username if s.username is not None else self.url.username) is None and (
+            s.password if s.password is not None else self.url.password
+        ) is not None:
             raise ValueError("a broker password needs a user name")
         if int(max_queued) < 0 or int(queue_max_bytes) < 0:
-            raise ValueError("queue bounds must be >= 0 (0: unbounded), got max_queued={} and "
-                             "queue_max_bytes={}".format(max_queued, queue_max_bytes))
+            raise ValueError(
+                "queue bounds must be >= 0 (0: unbounded), got max_queued={} and queue_max_bytes={}".format(
+                    max_queued, queue_max_bytes
+                )
+            )
         self._outbox = outbox
         self._latest = LatestValues()
         self._takeover = TakeoverWatch(self.client_id)
-        self._self_disconnect = False    # the network thread dropped the connection itself (ack timeout)
-        self._disconnect_reason = None   # the broker's DISCONNECT reason code (MQTT 5)
+        self._self_disconnect = False  # the network thread dropped the connection itself (ack timeout)
+        self._disconnect_reason = None  # the broker's DISCONNECT reason code (MQTT 5)
         self._outbox_args = (data_dir, int(max_queued), int(queue_max_bytes))
         self._rng = rng or random.Random()
         self._client = None
@@ -135,17 +150,24 @@ class MqttPublisher(NetworkLoop, Publisher):
         self._lock = threading.Condition()
         self._wake = threading.Event()
         self._connected_event = threading.Event()
-        self._session_up = False         # CONNACK accepted and not lost since (network thread)
-        self._announce = False           # publish the online status (network thread)
+        self._session_up = False  # CONNACK accepted and not lost since (network thread)
+        self._announce = False  # publish the online status (network thread)
         self._inflight = collections.OrderedDict()  # mid -> outbox seq, sent and not acknowledged
-        self._progress_at = None         # when the in-flight set last moved (a send into an empty set, an ack)
-        self._status_mids = set()        # online/offline status messages not yet acknowledged
-        self._early_acks = set()         # acks that arrived before publish() returned the mid
-        self._early_refusals = set()     # of those, the ones the broker refused (MQTT 5 reason code)
-        self._acked = []                 # outbox seqs acknowledged, to delete (network thread)
-        self._counts = {"published": 0, "acknowledged": 0, "dropped": 0, "failed": 0,
-                        "connects": 0, "reconnects": 0, "disconnects": 0,
-                        "connect_failures": 0}
+        self._progress_at = None  # when the in-flight set last moved (a send into an empty set, an ack)
+        self._status_mids = set()  # online/offline status messages not yet acknowledged
+        self._early_acks = set()  # acks that arrived before publish() returned the mid
+        self._early_refusals = set()  # of those, the ones the broker refused (MQTT 5 reason code)
+        self._acked = []  # outbox seqs acknowledged, to delete (network thread)
+        self._counts = {
+            "published": 0,
+            "acknowledged": 0,
+            "dropped": 0,
+            "failed": 0,
+            "connects": 0,
+            "reconnects": 0,
+            "disconnects": 0,
+            "connect_failures": 0,
+        }
         self.last_error = None
         self._paho_error = None
         self._refusal = None
@@ -157,8 +179,7 @@ class MqttPublisher(NetworkLoop, Publisher):
         self._offline_sent = False
 
     def __repr__(self):
-        return "MqttPublisher({}, device_id={!r}, prefix={!r})".format(
-            self.url.redacted(), self.device_id, self.prefix)
+        return "MqttPublisher({}, device_id={!r}, prefix={!r})".format(self.url.redacted(), self.device_id, self.prefix)
 
     # -- lifecycle --
 
@@ -168,11 +189,21 @@ class MqttPublisher(NetworkLoop, Publisher):
         if self._started:
             return
         mqtt = paho_client_module()
-        client = create_client(self.url, self.client_id, clean_session=True, username=self._username,
-                               password=self._password, ssl_context=self._ssl_context, protocol=self.protocol)
+        client = create_client(
+            self.url,
+            self.client_id,
+            clean_session=True,
+            username=self._username,
+            password=self._password,
+            ssl_context=self._ssl_context,
+            protocol=self.protocol,
+        )
         if self.protocol == "5" and not hasattr(mqtt, "CallbackAPIVersion"):
-            log.warning("MQTT 5 with paho-mqtt %s: its on_publish gives no reason code, so a publish the broker "
-                        "refuses (ACL) still counts as acknowledged; paho-mqtt 2.x reports it", paho_version())
+            log.warning(
+                "MQTT 5 with paho-mqtt %s: its on_publish gives no reason code, so a publish the broker "
+                "refuses (ACL) still counts as acknowledged; paho-mqtt 2.x reports it",
+                paho_version(),
+            )
         will = status_payload(self.device_id, "offline", reason="connection-lost")
         client.will_set(self.topics.status, to_json(will), qos=1, retain=True)
         client.max_inflight_messages_set(self.max_inflight + MAX_DIRECT_INFLIGHT)  # + status, latest values
@@ -186,15 +217,26 @@ class MqttPublisher(NetworkLoop, Publisher):
             path = queue_path(data_dir, self.device_id) if data_dir else None
             self._outbox = Outbox(path, max_events=max_events, max_bytes=max_bytes)
             if any("locked by another process" in problem for problem in self._outbox.problems):
-                log.warning("another fer-edge agent on this host uses device id %r (its queue file %s is locked): "
-                            "both publish under %s/%s/, their events interleave and each one's offline status "
-                            "hides the other; give each agent its own device_id (--device-id, FER_EDGE_DEVICE_ID "
-                            "or the config's device_id)", self.device_id, path, self.prefix, self.device_id)
+                log.warning(
+                    "another fer-edge agent on this host uses device id %r (its queue file %s is locked): "
+                    "both publish under %s/%s/, their events interleave and each one's offline status "
+                    "hides the other; give each agent its own device_id (--device-id, FER_EDGE_DEVICE_ID "
+                    "or the config's device_id)",
+                    self.device_id,
+                    path,
+                    self.prefix,
+                    self.device_id,
+                )
         self._client = client
         self._mqtt = mqtt
         self._started = True
-        log.info("MQTT publisher %s connecting to %s as %s (outbox: %s)", self.device_id,
-                 self.url.redacted(), self.client_id, self._outbox.path or "memory")
+        log.info(
+            "MQTT publisher %s connecting to %s as %s (outbox: %s)",
+            self.device_id,
+            self.url.redacted(),
+            self.client_id,
+            self._outbox.path or "memory",
+        )
         self._thread = threading.Thread(target=self._run, name="fer-edge-mqtt")
         self._thread.daemon = True
         self._thread.start()
@@ -238,12 +280,18 @@ class MqttPublisher(NetworkLoop, Publisher):
         """The ``delivery`` object of stats payloads (see stats.schema.json)."""
         counters = self.counters
         outbox = self._outbox
-        return {"queued": counters["queued"], "queued_bytes": counters["queued_bytes"],
-                "dropped": counters["dropped"], "failed": counters["failed"],
-                "acknowledged": counters["acknowledged"], "reconnects": counters["reconnects"],
-                "disconnects": counters["disconnects"], "taken_over": counters["taken_over"],
-                "connected": self.connected,
-                "storage": outbox.storage if outbox is not None else "memory"}
+        return {
+            "queued": counters["queued"],
+            "queued_bytes": counters["queued_bytes"],
+            "dropped": counters["dropped"],
+            "failed": counters["failed"],
+            "acknowledged": counters["acknowledged"],
+            "reconnects": counters["reconnects"],
+            "disconnects": counters["disconnects"],
+            "taken_over": counters["taken_over"],
+            "connected": self.connected,
+            "storage": outbox.storage if outbox is not None else "memory",
+        }
 
     def close(self, timeout=None):
         """Wait up to ``timeout`` s (default ``flush_timeout``) for the outbox to be acknowledged,
@@ -272,11 +320,13 @@ class MqttPublisher(NetworkLoop, Publisher):
         if left and outbox.storage == "memory":
             with self._lock:
                 self._counts["dropped"] += left
-            log.warning("MQTT publisher closed with %d unacknowledged message(s) dropped (memory "
-                        "queue)", left)
+            log.warning("MQTT publisher closed with %d unacknowledged message(s) dropped (memory queue)", left)
         elif left:
-            log.warning("MQTT publisher closed with %d message(s) queued in %s; they are sent at "
-                        "the next start", left, outbox.path)
+            log.warning(
+                "MQTT publisher closed with %d message(s) queued in %s; they are sent at the next start",
+                left,
+                outbox.path,
+            )
         if thread is None or not thread.is_alive():
             outbox.close()
         with self._lock:
@@ -357,4 +407,5 @@ def default_client_id(device_id):
     host they share the default device id, the host name) never knock each other off the broker."""
     import binascii
     import os
+
     return "fer-edge-{}-{}".format(device_id, binascii.hexlify(os.urandom(3)).decode("ascii"))

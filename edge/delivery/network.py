@@ -11,14 +11,14 @@ makes, counters) is in :mod:`edge.delivery.mqtt`; both share the publisher's att
 import logging
 import time
 
-from edge.events.payloads import status_payload, to_json
 from edge.delivery.client import backoff_delay, disconnect_rc, rc_text, rc_value, reason_failed
 from edge.delivery.tls import describe_connect_problem
+from edge.events.payloads import status_payload, to_json
 
-log = logging.getLogger("edge.delivery.base")
+log = logging.getLogger(__name__)
 
 LOOP_TIMEOUT = 0.02  # seconds the network thread waits for traffic before looking at the outbox
-MAX_DIRECT_INFLIGHT = 8   # latest-value and status messages unacknowledged at a time
+MAX_DIRECT_INFLIGHT = 8  # latest-value and status messages unacknowledged at a time
 
 _monotonic = time.monotonic
 
@@ -94,7 +94,8 @@ class NetworkLoop(object):
             waited, self._progress_at = now - self._progress_at, None
             count = len(self._inflight)
         self._paho_error = "no acknowledgement from the broker for {:.0f} s with {} message(s) in flight".format(
-            waited, count)
+            waited, count
+        )
         return True
 
     def _delete_acknowledged(self):
@@ -178,8 +179,7 @@ class NetworkLoop(object):
         deadline = self._deadline
         reserve = min(1.0, max(0.0, deadline - now) * 0.25) if not self._offline_sent else 0.0
         with self._lock:
-            drained = not self._inflight and self._outbox.depth == 0 and not self._acked and \
-                not self._latest.pending
+            drained = not self._inflight and self._outbox.depth == 0 and not self._acked and not self._latest.pending
             status_done = not self._status_mids
         if not self._offline_sent:
             if not (drained or now >= deadline - reserve):
@@ -212,7 +212,8 @@ class NetworkLoop(object):
             return
         self.last_error = problem
         (log.warning if first else log.debug)(
-            "MQTT: %s; retrying in the background (messages are queued)", self.last_error)
+            "MQTT: %s; retrying in the background (messages are queued)", self.last_error
+        )
 
     def _lost(self, rc):
         """The connection ended (or never came up): returns True if a session was up."""
@@ -233,8 +234,7 @@ class NetworkLoop(object):
             (log.warning if first else log.debug)("MQTT %s; retrying in the background", refusal)
         elif was_up:
             if not self._closing:
-                self.last_error = ("connection to {} lost ({})".format(
-                    self.url.redacted(), error or rc_text(rc)))
+                self.last_error = "connection to {} lost ({})".format(self.url.redacted(), error or rc_text(rc))
                 log.warning("MQTT %s; queued messages wait for the reconnection", self.last_error)
                 warning = self._takeover.lost(reason, self_initiated)
                 if warning:
@@ -251,7 +251,8 @@ class NetworkLoop(object):
             code = rc_value(rc)
             if code != 0:
                 self._refusal = "connection to {} refused by the broker: {}".format(
-                    self.url.redacted(), rc_text(rc, connack=True))
+                    self.url.redacted(), rc_text(rc, connack=True)
+                )
                 return
             with self._lock:
                 self._counts["connects"] += 1
@@ -295,8 +296,13 @@ class NetworkLoop(object):
                 self._lock.notify_all()
             if refused:
                 self.last_error = "the broker refused a publish: {}".format(reason)
-                log.error("MQTT publish refused by %s: %s (message counted as failed; an ACL that does not let "
-                          "this client write under %s?)", self.url.redacted(), reason, self.topics.events)
+                log.error(
+                    "MQTT publish refused by %s: %s (message counted as failed; an ACL that does not let "
+                    "this client write under %s?)",
+                    self.url.redacted(),
+                    reason,
+                    self.topics.events,
+                )
         except Exception:  # pragma: no cover
             log.exception("error in MQTT on_publish")
 

@@ -41,15 +41,25 @@ try:
 except ImportError:  # pragma: no cover - not a Linux/macOS device
     fcntl = None
 
-log = logging.getLogger("fer_edge.outbox")
+from edge.delivery.store import (
+    FORMAT_VERSION,
+    MemoryStore,
+    Row,
+    SqliteStore,
+    _remove_files,
+    highest_event_seq,
+    is_corruption,
+    move_aside,
+    new_stream_id,
+    queue_path,  # noqa: F401  (edge.delivery.outbox.queue_path: where a device's queue lives)
+    salvage,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EVENTS = 100000
 DEFAULT_MAX_BYTES = 100 * 1000 * 1000
 DEFAULT_RETRY_INTERVAL = 60.0
-
-from edge.delivery.store import (FORMAT_VERSION, MemoryStore, Row, SqliteStore, _remove_files, highest_event_seq,
-                           is_corruption, move_aside, new_stream_id, salvage)
-from edge.delivery.store import queue_path  # noqa: F401  (edge.delivery.outbox.queue_path: where a device's queue lives)
 
 
 class Outbox(object):
@@ -60,11 +70,19 @@ class Outbox(object):
     that fills up like a full disk).
     """
 
-    def __init__(self, path=None, max_events=DEFAULT_MAX_EVENTS, max_bytes=DEFAULT_MAX_BYTES,
-                 retry_interval=DEFAULT_RETRY_INTERVAL, sqlite_max_pages=None, clock=time.monotonic):
+    def __init__(
+        self,
+        path=None,
+        max_events=DEFAULT_MAX_EVENTS,
+        max_bytes=DEFAULT_MAX_BYTES,
+        retry_interval=DEFAULT_RETRY_INTERVAL,
+        sqlite_max_pages=None,
+        clock=time.monotonic,
+    ):
         if int(max_events) < 0 or int(max_bytes) < 0:
-            raise ValueError("outbox bounds must be >= 0 (0: unbounded), got {} events, {} bytes".format(
-                max_events, max_bytes))
+            raise ValueError(
+                "outbox bounds must be >= 0 (0: unbounded), got {} events, {} bytes".format(max_events, max_bytes)
+            )
         self.path = os.path.abspath(os.path.expanduser(path)) if path else None
         self.max_events = int(max_events)
         self.max_bytes = int(max_bytes)
@@ -72,9 +90,9 @@ class Outbox(object):
         self._max_pages = sqlite_max_pages
         self._clock = clock
         self._lock = threading.RLock()
-        self.dropped = 0          # rows deleted by the bounds (or refused: larger than max_bytes)
-        self.sent_upto = 0        # highest seq handed to the network; those rows are never dropped
-        self.problems = []        # what went wrong with the file, for logs and tests
+        self.dropped = 0  # rows deleted by the bounds (or refused: larger than max_bytes)
+        self.sent_upto = 0  # highest seq handed to the network; those rows are never dropped
+        self.problems = []  # what went wrong with the file, for logs and tests
         self._lock_handle = None
         self._fallback_at = None
         self.stream = None
@@ -89,8 +107,12 @@ class Outbox(object):
         if "stream" not in self.store.meta:
             self._guard(lambda: self._write_meta({"stream": self.stream, "event_seq": self.event_seq}))
         if self.store.count:
-            log.info("outbox %s: %d message(s) (%d bytes) from an earlier run will be sent first",
-                     self.path, self.store.count, self.store.bytes)
+            log.info(
+                "outbox %s: %d message(s) (%d bytes) from an earlier run will be sent first",
+                self.path,
+                self.store.count,
+                self.store.bytes,
+            )
 
     # -- opening, failures ------------------------------------------------------------------
 
@@ -107,8 +129,7 @@ class Outbox(object):
                 os.makedirs(folder, 0o700)
             self._lock_file()
         except (OSError, IOError) as exc:
-            self._problem("cannot use {} ({}); queuing in memory (not kept across restarts)".format(
-                self.path, exc))
+            self._problem("cannot use {} ({}); queuing in memory (not kept across restarts)".format(self.path, exc))
             self._fallback_at = self._clock()
             return MemoryStore()
         try:
@@ -128,8 +149,9 @@ class Outbox(object):
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (OSError, IOError):
             handle.close()
-            raise OSError("the queue is locked by another process (another agent with this device id "
-                          "and data directory?)")
+            raise OSError(
+                "the queue is locked by another process (another agent with this device id and data directory?)"
+            ) from None
         self._lock_handle = handle
 
     def _recreate(self, exc):
@@ -139,27 +161,38 @@ class Outbox(object):
         if meta.get("stream") and not self.stream:
             self.stream = meta["stream"]
         self.event_seq = max(self.event_seq, highest_event_seq(rows, meta))
-        salvaged_meta = {"stream": self.stream or meta.get("stream") or new_stream_id(),
-                         "event_seq": self.event_seq, "format": FORMAT_VERSION}
+        salvaged_meta = {
+            "stream": self.stream or meta.get("stream") or new_stream_id(),
+            "event_seq": self.event_seq,
+            "format": FORMAT_VERSION,
+        }
         self.stream = salvaged_meta["stream"]
         try:
             moved = move_aside(self.path)
             store = SqliteStore(self.path, self._max_pages)
             store.insert_many(rows, salvaged_meta)
         except (OSError, IOError, sqlite3.Error) as exc2:
-            self._problem("{} is corrupt ({}) and could not be replaced ({}); its {} readable message(s) "
-                          "are queued in memory".format(self.path, exc, exc2, len(rows)))
+            self._problem(
+                "{} is corrupt ({}) and could not be replaced ({}); its {} readable message(s) "
+                "are queued in memory".format(self.path, exc, exc2, len(rows))
+            )
             self._fallback_at = self._clock()
             memory = MemoryStore()
             for row in rows:
                 memory.insert(row)
             memory.meta.update((k, str(v)) for k, v in salvaged_meta.items())
             return memory
-        self._problem("{} was corrupt ({}): {} readable message(s) salvaged into a new queue{}, the file moved "
-                      "to {}; event numbering goes on from {}".format(
-                          self.path, exc, len(rows),
-                          " ({} unreadable row number(s) lost)".format(len(lost)) if lost else "", moved,
-                          self.event_seq))
+        self._problem(
+            "{} was corrupt ({}): {} readable message(s) salvaged into a new queue{}, the file moved "
+            "to {}; event numbering goes on from {}".format(
+                self.path,
+                exc,
+                len(rows),
+                " ({} unreadable row number(s) lost)".format(len(lost)) if lost else "",
+                moved,
+                self.event_seq,
+            )
+        )
         return store
 
     def _write_meta(self, values):
@@ -190,15 +223,19 @@ class Outbox(object):
         memory.meta.update({"stream": self.stream, "event_seq": str(self.event_seq)})
         if rows is not None and "full" in str(exc).lower():
             _remove_files(self.path)  # its rows are in memory now; frees the space it held
-            self._problem("{}: {}; its {} message(s) moved to memory and the file removed, queuing in "
-                          "memory until a new file can be created".format(self.path, exc, len(rows)))
+            self._problem(
+                "{}: {}; its {} message(s) moved to memory and the file removed, queuing in "
+                "memory until a new file can be created".format(self.path, exc, len(rows))
+            )
         elif rows is not None:
-            self._problem("{}: {}; its {} message(s) moved to memory, queuing in memory until a new "
-                          "file can be created (this one is then renamed aside)".format(
-                              self.path, exc, len(rows)))
+            self._problem(
+                "{}: {}; its {} message(s) moved to memory, queuing in memory until a new "
+                "file can be created (this one is then renamed aside)".format(self.path, exc, len(rows))
+            )
         else:
-            self._problem("{}: {}; the file could not be read and is left in place, queuing in "
-                          "memory".format(self.path, exc))
+            self._problem(
+                "{}: {}; the file could not be read and is left in place, queuing in memory".format(self.path, exc)
+            )
         self.store = memory
         self._fallback_at = self._clock()
 
@@ -269,8 +306,9 @@ class Outbox(object):
         with self._lock:
             if self.max_bytes and len(payload) > self.max_bytes:
                 self.dropped += 1
-                log.warning("outbox: a %d-byte message is larger than queue_max_bytes %d: dropped",
-                            len(payload), self.max_bytes)
+                log.warning(
+                    "outbox: a %d-byte message is larger than queue_max_bytes %d: dropped", len(payload), self.max_bytes
+                )
                 return False
             self._maybe_restore()
             row = Row(self._next_seq, topic, payload, int(qos), bool(retain))
@@ -282,8 +320,9 @@ class Outbox(object):
 
     def _over(self, extra_count=0, extra_bytes=0):
         store = self.store
-        return ((self.max_events and store.count - extra_count > self.max_events) or
-                (self.max_bytes and store.bytes - extra_bytes > self.max_bytes))
+        return (self.max_events and store.count - extra_count > self.max_events) or (
+            self.max_bytes and store.bytes - extra_bytes > self.max_bytes
+        )
 
     def _enforce_bounds(self):
         while self._over():
@@ -292,7 +331,7 @@ class Outbox(object):
             if self.max_bytes and store.bytes > self.max_bytes:
                 need = max(need, 64)
             victims, count, size = [], 0, 0
-            for seq, n in self._guard(lambda: self.store.sizes_after(self.sent_upto, need)):
+            for seq, n in self._guard(lambda need=need: self.store.sizes_after(self.sent_upto, need)):
                 victims.append(seq)
                 count += 1
                 size += n
@@ -300,10 +339,13 @@ class Outbox(object):
                     break
             if not victims:
                 return  # everything queued is in flight
-            self._guard(lambda: self.store.delete(victims))
+            self._guard(lambda victims=victims: self.store.delete(victims))
             if self.dropped == 0:
-                log.warning("outbox full (%d messages, %d bytes): dropping the oldest; later drops are "
-                            "only counted", self.max_events, self.max_bytes)
+                log.warning(
+                    "outbox full (%d messages, %d bytes): dropping the oldest; later drops are only counted",
+                    self.max_events,
+                    self.max_bytes,
+                )
             self.dropped += len(victims)
 
     def pending(self, limit):

@@ -19,7 +19,7 @@ class LatestValues(object):
         self._lock = threading.Lock()
         self._values = collections.OrderedDict()
         self._dirty = collections.OrderedDict()
-        self.replaced = 0   # values overwritten before they were sent
+        self.replaced = 0  # values overwritten before they were sent
 
     def set(self, topic, text):
         with self._lock:
@@ -32,7 +32,7 @@ class LatestValues(object):
         """Up to ``limit`` ``(topic, text)`` to send now (no longer pending once taken)."""
         out = []
         with self._lock:
-            for topic in list(self._dirty)[:max(0, int(limit))]:
+            for topic in list(self._dirty)[: max(0, int(limit))]:
                 del self._dirty[topic]
                 out.append((topic, self._values[topic]))
             for topic, text in out:

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import time
 
-log = logging.getLogger("fer_edge.outbox")
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 
@@ -41,8 +41,11 @@ def is_corruption(exc):
     text = str(exc).lower()
     if any(word in text for word in ("malformed", "not a database", "file is encrypted", "corrupt")):
         return True
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) \
+    return (
+        isinstance(exc, sqlite3.DatabaseError)
+        and not isinstance(exc, sqlite3.OperationalError)
         and not isinstance(exc, sqlite3.IntegrityError)
+    )
 
 
 class MemoryStore(object):
@@ -121,8 +124,10 @@ class SqliteStore(object):
         check = db.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError("database disk image is malformed (quick_check: {})".format(check))
-        db.execute("CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
-                   "payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
+            "payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL)"
+        )
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self.meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if "format" not in self.meta:
@@ -131,8 +136,9 @@ class SqliteStore(object):
         self.count, self.bytes = int(count), int(size)
 
     def _set_meta(self, values):
-        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             [(k, str(v)) for k, v in values.items()])
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
+        )
         self.meta.update((k, str(v)) for k, v in values.items())
 
     def insert(self, row, meta=None):
@@ -142,9 +148,10 @@ class SqliteStore(object):
         db = self._db
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT INTO messages (seq, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
-                           [(r.seq, r.topic, sqlite3.Binary(r.payload), r.qos, int(r.retain), time.time())
-                            for r in rows])
+            db.executemany(
+                "INSERT INTO messages (seq, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.topic, sqlite3.Binary(r.payload), r.qos, int(r.retain), time.time()) for r in rows],
+            )
             if meta:
                 self._set_meta(meta)
             db.execute("COMMIT")
@@ -161,13 +168,16 @@ class SqliteStore(object):
             pass
 
     def rows_after(self, seq, limit):
-        cursor = self._db.execute("SELECT seq, topic, payload, qos, retain FROM messages WHERE seq > ? "
-                                  "ORDER BY seq LIMIT ?", (seq, int(limit)))
+        cursor = self._db.execute(
+            "SELECT seq, topic, payload, qos, retain FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, int(limit)),
+        )
         return [Row(s, t, bytes(p), int(q), bool(r)) for s, t, p, q, r in cursor.fetchall()]
 
     def sizes_after(self, seq, limit):
-        cursor = self._db.execute("SELECT seq, LENGTH(payload) FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
-                                  (seq, int(limit)))
+        cursor = self._db.execute(
+            "SELECT seq, LENGTH(payload) FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (seq, int(limit))
+        )
         return [(int(s), int(n)) for s, n in cursor.fetchall()]
 
     def delete(self, seqs):
@@ -179,10 +189,12 @@ class SqliteStore(object):
         db.execute("BEGIN")
         try:
             for start in range(0, len(seqs), 500):
-                chunk = seqs[start:start + 500]
+                chunk = seqs[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                n, s = db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages "
-                                  "WHERE seq IN ({})".format(marks), chunk).fetchone()
+                n, s = db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE seq IN ({})".format(marks),
+                    chunk,
+                ).fetchone()
                 db.execute("DELETE FROM messages WHERE seq IN ({})".format(marks), chunk)
                 removed += int(n)
                 size += int(s)
@@ -213,9 +225,12 @@ SALVAGE_CHUNK = 256
 
 
 def _read_range(db, lo, hi):
-    return [Row(int(r[0]), r[1], bytes(r[2]), int(r[3]), bool(r[4])) for r in db.execute(
-        "SELECT seq, topic, payload, qos, retain FROM messages WHERE seq >= ? AND seq < ? ORDER BY seq",
-        (lo, hi)).fetchall()]
+    return [
+        Row(int(r[0]), r[1], bytes(r[2]), int(r[3]), bool(r[4]))
+        for r in db.execute(
+            "SELECT seq, topic, payload, qos, retain FROM messages WHERE seq >= ? AND seq < ? ORDER BY seq", (lo, hi)
+        ).fetchall()
+    ]
 
 
 def salvage(path):
@@ -269,6 +284,7 @@ def salvage(path):
 def highest_event_seq(rows, meta):
     """The highest event ``seq`` known: the metadata's, or the largest in the salvaged event payloads."""
     import json
+
     best = 0
     try:
         best = int(meta.get("event_seq", 0) or 0)
@@ -300,7 +316,7 @@ def move_aside(path, clock=time.time):
     moved = None
     for source in _files_of(path):
         if os.path.exists(source):
-            dest = target + source[len(path):]
+            dest = target + source[len(path) :]
             os.rename(source, dest)
             if source == path:
                 moved = dest

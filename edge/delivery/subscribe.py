@@ -22,9 +22,16 @@ import os
 import threading
 import time
 
+from edge.delivery.client import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_RECONNECT_DELAY,
+    create_client,
+    disconnect_rc,
+    rc_text,
+    rc_value,
+    subscribe_granted_ok,
+)
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS, parse_topic, parse_url, subscription_topics
-from edge.delivery.client import (DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY, create_client, disconnect_rc,
-                          rc_text, rc_value, subscribe_granted_ok)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +52,19 @@ def _decode(payload):
 class Subscription(object):
     """A running subscriber (see :func:`subscribe`): ``wait_subscribed()``, ``stop()``."""
 
-    def __init__(self, url, topic_filters, prefix, on_message, qos, client_id, clean_session,
-                 keepalive, client_options, ready=None):
+    def __init__(
+        self,
+        url,
+        topic_filters,
+        prefix,
+        on_message,
+        qos,
+        client_id,
+        clean_session,
+        keepalive,
+        client_options,
+        ready=None,
+    ):
         self.clean_session = clean_session
         self.session_present = None  # from the last CONNACK (persistent sessions)
         self.url = parse_url(url)
@@ -61,8 +79,7 @@ class Subscription(object):
         self._lock = threading.Lock()
         self.last_error = None
         self.received = 0
-        self._client = create_client(self.url, client_id, clean_session=clean_session,
-                                     max_queued=0, **client_options)
+        self._client = create_client(self.url, client_id, clean_session=clean_session, max_queued=0, **client_options)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -111,8 +128,7 @@ class Subscription(object):
         try:
             if rc_value(rc) != 0:
                 self.last_error = rc_text(rc, connack=True)
-                log.warning("MQTT connection to %s refused: %s", self.url.redacted(),
-                            self.last_error)
+                log.warning("MQTT connection to %s refused: %s", self.url.redacted(), self.last_error)
                 return
             self._connected.set()
             present = getattr(flags, "session_present", None)
@@ -120,8 +136,10 @@ class Subscription(object):
                 present = flags.get("session present")
             self.session_present = bool(present)
             if not self.clean_session and not self.session_present:
-                log.info("no session for client id %s at the broker yet: it keeps messages for it "
-                         "from now on", self.client_id)
+                log.info(
+                    "no session for client id %s at the broker yet: it keeps messages for it from now on",
+                    self.client_id,
+                )
             result, mid = client.subscribe([(t, self.qos) for t in self.topic_filters])
             with self._lock:
                 self._sub_mid = mid
@@ -136,8 +154,7 @@ class Subscription(object):
             rc = disconnect_rc(args)
             if rc_value(rc) != 0 and not self._stopped and was_connected:
                 self.last_error = rc_text(rc)
-                log.warning("MQTT connection to %s lost (%s); reconnecting", self.url.redacted(),
-                            self.last_error)
+                log.warning("MQTT connection to %s lost (%s); reconnecting", self.url.redacted(), self.last_error)
         except Exception:  # pragma: no cover
             log.exception("error in MQTT on_disconnect")
 
@@ -157,8 +174,16 @@ class Subscription(object):
         try:
             topic = msg.topic
             device_id, kind = parse_topic(self.prefix, topic)
-            message = Message(topic, device_id, kind, bytes(msg.payload), _decode(msg.payload),
-                              bool(msg.retain), int(msg.qos), bool(getattr(msg, "dup", False)))
+            message = Message(
+                topic,
+                device_id,
+                kind,
+                bytes(msg.payload),
+                _decode(msg.payload),
+                bool(msg.retain),
+                int(msg.qos),
+                bool(getattr(msg, "dup", False)),
+            )
             self.received += 1
             if self._on_message_cb is not None:
                 self._on_message_cb(message)
@@ -166,10 +191,26 @@ class Subscription(object):
             log.exception("error handling MQTT message on %s", getattr(msg, "topic", "?"))
 
 
-def subscribe(url, device_id="+", prefix=DEFAULT_PREFIX, on_message=None, kinds=TOPIC_KINDS,
-              qos=1, client_id=None, clean_session=True, keepalive=DEFAULT_KEEPALIVE,
-              username=None, password=None, ca_certs=None, certfile=None, keyfile=None,
-              ready=None, reconnect_delay=DEFAULT_RECONNECT_DELAY, tls_insecure=False, alpn=None):
+def subscribe(
+    url,
+    device_id="+",
+    prefix=DEFAULT_PREFIX,
+    on_message=None,
+    kinds=TOPIC_KINDS,
+    qos=1,
+    client_id=None,
+    clean_session=True,
+    keepalive=DEFAULT_KEEPALIVE,
+    username=None,
+    password=None,
+    ca_certs=None,
+    certfile=None,
+    keyfile=None,
+    ready=None,
+    reconnect_delay=DEFAULT_RECONNECT_DELAY,
+    tls_insecure=False,
+    alpn=None,
+):
     """Subscribe to ``<prefix>/<device_id>/<kind>`` for each of ``kinds`` and call
     ``on_message(Message)`` from paho's network thread for every message.
 
@@ -185,11 +226,27 @@ def subscribe(url, device_id="+", prefix=DEFAULT_PREFIX, on_message=None, kinds=
         client_id = "fer-edge-sub-" + os.urandom(6).hex()
     elif not clean_session and not client_id:
         raise ValueError("a persistent session (clean_session=False) needs a client id")
-    sub = Subscription(url, filters, prefix, on_message, qos, client_id, clean_session,
-                       keepalive, {"username": username, "password": password,
-                                   "ca_certs": ca_certs, "certfile": certfile,
-                                   "keyfile": keyfile, "reconnect_delay": reconnect_delay,
-                                   "tls_insecure": tls_insecure, "alpn": alpn}, ready)
+    sub = Subscription(
+        url,
+        filters,
+        prefix,
+        on_message,
+        qos,
+        client_id,
+        clean_session,
+        keepalive,
+        {
+            "username": username,
+            "password": password,
+            "ca_certs": ca_certs,
+            "certfile": certfile,
+            "keyfile": keyfile,
+            "reconnect_delay": reconnect_delay,
+            "tls_insecure": tls_insecure,
+            "alpn": alpn,
+        },
+        ready,
+    )
     sub._start()
     return sub
 
@@ -200,14 +257,15 @@ def session_options(options, resume):
     options = dict(options)
     if resume:
         if not options.get("client_id"):
-            raise ValueError("resuming a session (--since) needs a fixed client id (--client-id): the "
-                             "broker keeps messages for that id while the subscriber is away")
+            raise ValueError(
+                "resuming a session (--since) needs a fixed client id (--client-id): the "
+                "broker keeps messages for that id while the subscriber is away"
+            )
         options["clean_session"] = False
     return options
 
 
-def queue_subscription(url, device_id="+", prefix=DEFAULT_PREFIX, kinds=TOPIC_KINDS, ready=None,
-                       options=None):
+def queue_subscription(url, device_id="+", prefix=DEFAULT_PREFIX, kinds=TOPIC_KINDS, ready=None, options=None):
     """A started subscription feeding a queue: ``(sub, next_message(deadline, poll=0.5))``.
 
     ``options``: keyword arguments of :func:`subscribe`. Stop ``sub`` when done."""
@@ -219,8 +277,9 @@ def queue_subscription(url, device_id="+", prefix=DEFAULT_PREFIX, kinds=TOPIC_KI
             received.append(message)
             arrived.notify()
 
-    sub = subscribe(url, device_id=device_id, prefix=prefix, on_message=on_message,
-                    kinds=kinds, ready=ready, **(options or {}))
+    sub = subscribe(
+        url, device_id=device_id, prefix=prefix, on_message=on_message, kinds=kinds, ready=ready, **(options or {})
+    )
 
     def next_message(deadline, poll=0.5):
         """The next message, or None when ``deadline`` (monotonic; None: never) passed or after

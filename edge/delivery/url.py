@@ -24,7 +24,6 @@ several levels (``site-a/fer-edge``) but no empty level, no wildcard and no lead
 
 import collections
 import re
-
 from urllib.parse import unquote
 
 DEFAULT_PREFIX = "fer-edge"
@@ -55,8 +54,8 @@ class MqttUrl(_UrlFields):
 
     def __repr__(self):
         return "MqttUrl(scheme={!r}, host={!r}, port={!r}, username={!r}, password={}, tls={!r})".format(
-            self.scheme, self.host, self.port, self.username,
-            "None" if self.password is None else "'***'", self.tls)
+            self.scheme, self.host, self.port, self.username, "None" if self.password is None else "'***'", self.tls
+        )
 
     def __str__(self):
         return self.redacted()
@@ -74,17 +73,20 @@ def parse_url(url):
     if isinstance(url, MqttUrl):
         return url
     if not isinstance(url, str):
-        raise ValueError("broker URL must be a string like mqtt://host:1883, got {}".format(
-            type(url).__name__))
+        raise ValueError("broker URL must be a string like mqtt://host:1883, got {}".format(type(url).__name__))
     text = url.strip()
     if "://" not in text:
-        raise ValueError("broker URL {!r} has no scheme: expected mqtt://host[:port] or "
-                         "mqtts://host[:port]".format(_safe(text)))
+        raise ValueError(
+            "broker URL {!r} has no scheme: expected mqtt://host[:port] or mqtts://host[:port]".format(_safe(text))
+        )
     scheme, rest = text.split("://", 1)
     scheme = scheme.lower()
     if scheme not in SCHEMES:
-        raise ValueError("broker URL scheme {!r} is not supported: use mqtt:// (port 1883) or "
-                         "mqtts:// (TLS, port 8883)".format(scheme))
+        raise ValueError(
+            "broker URL scheme {!r} is not supported: use mqtt:// (port 1883) or mqtts:// (TLS, port 8883)".format(
+                scheme
+            )
+        )
     default_port, tls = SCHEMES[scheme]
 
     # Split off anything after the authority: only an empty path or "/" is accepted.
@@ -94,8 +96,10 @@ def parse_url(url):
             netloc, tail = rest[:i], rest[i:]
             break
     if tail not in ("", "/"):
-        raise ValueError("broker URL {!r}: unexpected path/query {!r} (topics are set by "
-                         "--prefix and the device id, not in the URL)".format(_safe(text), tail))
+        raise ValueError(
+            "broker URL {!r}: unexpected path/query {!r} (topics are set by "
+            "--prefix and the device id, not in the URL)".format(_safe(text), tail)
+        )
 
     username = password = None
     if "@" in netloc:
@@ -117,26 +121,26 @@ def parse_url(url):
         if end < 0:
             raise ValueError("broker URL {!r}: unterminated IPv6 host '['".format(_safe(text)))
         host = hostport[1:end]
-        after = hostport[end + 1:]
+        after = hostport[end + 1 :]
         if after:
             if not after.startswith(":"):
-                raise ValueError("broker URL {!r}: unexpected {!r} after IPv6 host".format(
-                    _safe(text), after))
+                raise ValueError("broker URL {!r}: unexpected {!r} after IPv6 host".format(_safe(text), after))
             port_text = after[1:]
     else:
         if hostport.count(":") > 1:
-            raise ValueError("broker URL {!r}: IPv6 hosts must be in brackets, e.g. "
-                             "mqtt://[::1]:1883".format(_safe(text)))
+            raise ValueError(
+                "broker URL {!r}: IPv6 hosts must be in brackets, e.g. mqtt://[::1]:1883".format(_safe(text))
+            )
         if ":" in hostport:
             host, port_text = hostport.split(":", 1)
         else:
             host = hostport
     if not host:
-        raise ValueError("broker URL {!r}: missing host (expected {}://host[:port])".format(
-            _safe(text), scheme))
+        raise ValueError("broker URL {!r}: missing host (expected {}://host[:port])".format(_safe(text), scheme))
     if _BAD_CHARS.search(host):
-        raise ValueError("broker URL {!r}: host {!r} contains white space or control "
-                         "characters".format(_safe(text), host))
+        raise ValueError(
+            "broker URL {!r}: host {!r} contains white space or control characters".format(_safe(text), host)
+        )
 
     if port_text is None or port_text == "":
         if port_text == "":
@@ -144,12 +148,10 @@ def parse_url(url):
         port = default_port
     else:
         if not port_text.isdigit():
-            raise ValueError("broker URL {!r}: port {!r} is not a number".format(
-                _safe(text), port_text))
+            raise ValueError("broker URL {!r}: port {!r} is not a number".format(_safe(text), port_text))
         port = int(port_text)
         if not 1 <= port <= 65535:
-            raise ValueError("broker URL {!r}: port {} is out of range 1..65535".format(
-                _safe(text), port))
+            raise ValueError("broker URL {!r}: port {} is out of range 1..65535".format(_safe(text), port))
     return MqttUrl(scheme, host, port, username, password, tls)
 
 
@@ -182,11 +184,9 @@ def check_device_id(device_id):
         if ch in device_id:
             raise ValueError("device id {!r} must not contain {}".format(device_id, what))
     if _BAD_CHARS.search(device_id):
-        raise ValueError("device id {!r} must not contain white space or control "
-                         "characters".format(device_id))
+        raise ValueError("device id {!r} must not contain white space or control characters".format(device_id))
     if len(device_id) > MAX_DEVICE_ID_LENGTH:
-        raise ValueError("device id {!r} is longer than {} characters".format(
-            device_id, MAX_DEVICE_ID_LENGTH))
+        raise ValueError("device id {!r} is longer than {} characters".format(device_id, MAX_DEVICE_ID_LENGTH))
     return device_id
 
 
@@ -198,17 +198,13 @@ def check_prefix(prefix):
         raise ValueError("topic prefix must not be empty")
     for ch in "+#":
         if ch in prefix:
-            raise ValueError("topic prefix {!r} must not contain MQTT wildcard {!r}".format(
-                prefix, ch))
+            raise ValueError("topic prefix {!r} must not contain MQTT wildcard {!r}".format(prefix, ch))
     if prefix.startswith("$"):
-        raise ValueError("topic prefix {!r} must not start with '$' (reserved by brokers)".format(
-            prefix))
+        raise ValueError("topic prefix {!r} must not start with '$' (reserved by brokers)".format(prefix))
     if "" in prefix.split("/"):
-        raise ValueError("topic prefix {!r} has an empty level (leading, trailing or double "
-                         "'/')".format(prefix))
+        raise ValueError("topic prefix {!r} has an empty level (leading, trailing or double '/')".format(prefix))
     if _BAD_CHARS.search(prefix):
-        raise ValueError("topic prefix {!r} must not contain white space or control "
-                         "characters".format(prefix))
+        raise ValueError("topic prefix {!r} must not contain white space or control characters".format(prefix))
     return prefix
 
 
@@ -231,8 +227,7 @@ def subscription_topics(prefix=DEFAULT_PREFIX, device_id="+", kinds=TOPIC_KINDS)
     result = []
     for kind in kinds:
         if kind not in TOPIC_KINDS:
-            raise ValueError("unknown topic kind {!r}: expected one of {}".format(
-                kind, ", ".join(TOPIC_KINDS)))
+            raise ValueError("unknown topic kind {!r}: expected one of {}".format(kind, ", ".join(TOPIC_KINDS)))
         result.append("{}/{}/{}".format(prefix, device_id, kind))
     return result
 
@@ -242,7 +237,7 @@ def parse_topic(prefix, topic):
     head = prefix + "/"
     if not topic.startswith(head):
         return None, None
-    parts = topic[len(head):].split("/")
+    parts = topic[len(head) :].split("/")
     if len(parts) != 2 or not parts[0] or parts[1] not in TOPIC_KINDS:
         return None, None
     return parts[0], parts[1]

@@ -52,5 +52,5 @@ class FaceDetector(abc.ABC):
         None) have one."""
         raise DetectorConfigError("detector_tiles: the {} detector does not cut frames into tiles".format(self.name))
 
-    def close(self):
+    def close(self):  # noqa: B027 (optional hook: OpenCV detectors hold nothing to release)
         """Release the model (default: nothing to release)."""

@@ -50,8 +50,9 @@ def tile_regions(width, height, tiles, overlap):
         for c in range(cols):
             x0 = c * tw * (1 - overlap)
             y0 = r * th * (1 - overlap)
-            out.append((int(round(x0)), int(round(y0)), int(round(min(width, x0 + tw))),
-                        int(round(min(height, y0 + th)))))
+            out.append(
+                (int(round(x0)), int(round(y0)), int(round(min(width, x0 + tw))), int(round(min(height, y0 + th))))
+            )
     return out
 
 
@@ -67,7 +68,7 @@ def letterbox(image, size, out=None):
     canvas[...] = 0
     px, py = (size - nw) // 2, (size - nh) // 2
     # bilinear, as MediaPipe feeds BlazeFace; INTER_AREA costs 1.4 ms per 640x480 frame here
-    canvas[py:py + nh, px:px + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas[py : py + nh, px : px + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return canvas, scale, px, py
 
 
@@ -76,8 +77,17 @@ class NeuralFaceDetector(FaceDetector):
     (``edge.backends``: ONNX Runtime, OpenVINO, or the Jetson's TensorRT engine); ``runtime`` is
     the backend's."""
 
-    def __init__(self, backend, min_size=32, score_threshold=None, nms_iou=None, tiles=None, tile_overlap=None,
-                 align=None, max_faces=50):
+    def __init__(
+        self,
+        backend,
+        min_size=32,
+        score_threshold=None,
+        nms_iou=None,
+        tiles=None,
+        tile_overlap=None,
+        align=None,
+        max_faces=50,
+    ):
         self.backend = backend
         meta = backend.meta
         md.check_kind(meta, md.FACE_DETECTOR, str(backend.path))
@@ -85,8 +95,11 @@ class NeuralFaceDetector(FaceDetector):
         self.name = meta.get("model", {}).get("name") or "neural"
         inp = meta["input"]
         if inp["height"] != inp["width"] or inp["channels"] != 3:
-            raise DetectorConfigError("{}: expected a square 3-channel input, metadata says {}x{}x{}".format(
-                backend.path, inp["height"], inp["width"], inp["channels"]))
+            raise DetectorConfigError(
+                "{}: expected a square 3-channel input, metadata says {}x{}x{}".format(
+                    backend.path, inp["height"], inp["width"], inp["channels"]
+                )
+            )
         self.size = int(inp["height"])
         self.layout = inp["layout"]
         self.rgb = inp.get("color", "rgb") == "rgb"
@@ -94,14 +107,18 @@ class NeuralFaceDetector(FaceDetector):
         self.norm = None if norm["in_model"] else (np.float32(norm["scale"]), np.float32(norm["offset"]))
         self.anchors = ssd.ssd_anchors(det["anchors"])
         if len(self.anchors) != det["num_anchors"]:
-            raise DetectorConfigError("{}: {} anchors from the metadata's anchor options, the model has {}".format(
-                backend.path, len(self.anchors), det["num_anchors"]))
+            raise DetectorConfigError(
+                "{}: {} anchors from the metadata's anchor options, the model has {}".format(
+                    backend.path, len(self.anchors), det["num_anchors"]
+                )
+            )
         self.box_scale = float(det["box_scale"])
         self.outputs = list(det["outputs"])
         self.mapping = CropMapping.from_meta(det["crop"])
         self.min_size = int(min_size)
-        self.score_threshold = float(det.get("score_threshold", DEFAULTS["score_threshold"])
-                                     if score_threshold is None else score_threshold)
+        self.score_threshold = float(
+            det.get("score_threshold", DEFAULTS["score_threshold"]) if score_threshold is None else score_threshold
+        )
         self.nms_iou = float(det.get("nms_iou", DEFAULTS["nms_iou"]) if nms_iou is None else nms_iou)
         self.tiles = parse_tiles(DEFAULTS["tiles"] if tiles is None else tiles)
         self.tile_overlap = float(DEFAULTS["tile_overlap"] if tile_overlap is None else tile_overlap)
@@ -113,17 +130,22 @@ class NeuralFaceDetector(FaceDetector):
     def _self_check(self):
         """One inference on a black frame at load: finite outputs of the shapes the metadata says."""
         from edge.backends.base import ModelFileError
+
         x, _ = self._batch(np.zeros((self.size, self.size, 3), np.uint8), [(0, 0, self.size, self.size)])
         outputs = self.backend.run(x)
         where = str(self.backend.path)
         if len(outputs) != len(self.outputs):
-            raise ModelFileError("{}: the model has {} outputs, its metadata names {}".format(
-                where, len(outputs), len(self.outputs)))
+            raise ModelFileError(
+                "{}: the model has {} outputs, its metadata names {}".format(where, len(outputs), len(self.outputs))
+            )
         boxes = outputs[self.outputs.index("boxes")]
         scores = outputs[self.outputs.index("scores")]
         if boxes.shape[:2] != (1, len(self.anchors)) or scores.shape[:2] != (1, len(self.anchors)):
-            raise ModelFileError("{}: outputs {} and {} do not fit {} anchors".format(
-                where, boxes.shape, scores.shape, len(self.anchors)))
+            raise ModelFileError(
+                "{}: outputs {} and {} do not fit {} anchors".format(
+                    where, boxes.shape, scores.shape, len(self.anchors)
+                )
+            )
         if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
             raise ModelFileError("{}: the detector's outputs are not finite (corrupt weights?)".format(where))
 
@@ -186,8 +208,9 @@ class NeuralFaceDetector(FaceDetector):
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores, points = ssd.weighted_nms(boxes[valid], scores[valid], points[valid], self.nms_iou)
             # normalised letterbox coordinates -> frame pixels
-            boxes = (boxes * self.size - np.array([px, py, px, py], np.float32)) / scale + \
-                np.array([x0, y0, x0, y0], np.float32)
+            boxes = (boxes * self.size - np.array([px, py, px, py], np.float32)) / scale + np.array(
+                [x0, y0, x0, y0], np.float32
+            )
             points = (points * self.size - np.array([px, py], np.float32)) / scale + np.array([x0, y0], np.float32)
             all_boxes.append(boxes)
             all_scores.append(scores)
@@ -205,8 +228,9 @@ class NeuralFaceDetector(FaceDetector):
             keypoints = as_points(pts)
             angle = eye_angle(keypoints) if self.align and len(keypoints) >= 2 else 0.0
             exact = (float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
-            out.append(Detection((x_, y_, w_, h_), round(float(score), 4), self.mapping.region(exact, angle),
-                                 keypoints))
+            out.append(
+                Detection((x_, y_, w_, h_), round(float(score), 4), self.mapping.region(exact, angle), keypoints)
+            )
             if len(out) >= self.max_faces:
                 break
         return out

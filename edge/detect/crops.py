@@ -56,7 +56,7 @@ def eye_angle(keypoints):
 def box_slice(image, box):
     """The box's pixels (no copy), clipped to the frame."""
     x, y, w, h = [int(v) for v in box]
-    return image[max(0, y):max(0, y + h), max(0, x):max(0, x + w)]
+    return image[max(0, y) : max(0, y + h), max(0, x) : max(0, x + w)]
 
 
 def face_crop(image, det, size=None):
@@ -75,7 +75,7 @@ def face_crop(image, det, size=None):
         s = int(round(side))
         h, w = image.shape[:2]
         if x0 >= 0 and y0 >= 0 and x0 + s <= w and y0 + s <= h and (size is None or size == s):
-            return image[y0:y0 + s, x0:x0 + s]
+            return image[y0 : y0 + s, x0 : x0 + s]
     scale = out / float(side)
     matrix = cv2.getRotationMatrix2D((float(cx), float(cy)), float(angle), scale)
     matrix[0, 2] += out / 2.0 - cx

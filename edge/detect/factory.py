@@ -45,27 +45,39 @@ def load_neural_detector(path, runtime=None, backend=None, threads=0, **options)
     from edge import metadata as md
     from edge.backends import BackendError, ModelFileError, load_backend
     from edge.detect.blazeface import NeuralFaceDetector
+
     if backend is None:
         extra = {"threads": threads} if threads and runtime in (None, "onnxruntime", "openvino") else {}
         try:
             backend = load_backend(path, runtime=runtime, kind=md.FACE_DETECTOR, **extra)
         except ModelFileError as exc:
-            raise DetectorFileError(str(exc))
+            raise DetectorFileError(str(exc)) from exc
         except BackendError as exc:
-            raise DetectorError(str(exc))
+            raise DetectorError(str(exc)) from exc
     try:
         return NeuralFaceDetector(backend, **options)
     except ModelFileError as exc:
         backend.close()
-        raise DetectorFileError(str(exc))
+        raise DetectorFileError(str(exc)) from exc
     except (DetectorConfigError, md.MetadataError) as exc:
         backend.close()
-        raise DetectorError(str(exc))
+        raise DetectorError(str(exc)) from exc
 
 
-def make_detector(kind=DEFAULT_DETECTOR, min_size=DEFAULT_MIN_FACE, yunet_model=None, model=None, runtime=None,
-                  backend=None, threads=0, score_threshold=None, nms_iou=None, tiles=None, tile_overlap=None,
-                  align=None):
+def make_detector(
+    kind=DEFAULT_DETECTOR,
+    min_size=DEFAULT_MIN_FACE,
+    yunet_model=None,
+    model=None,
+    runtime=None,
+    backend=None,
+    threads=0,
+    score_threshold=None,
+    nms_iou=None,
+    tiles=None,
+    tile_overlap=None,
+    align=None,
+):
     """The detector called ``kind``; for neural ones, ``model`` (or $FER_EDGE_DETECTOR_MODEL) replaces
     the shipped artifact and ``backend`` an already loaded one (the Jetson's TensorRT engine)."""
     if kind == "haar":
@@ -74,14 +86,28 @@ def make_detector(kind=DEFAULT_DETECTOR, min_size=DEFAULT_MIN_FACE, yunet_model=
         return YuNetDetector(yunet_model, min_size=min_size)
     if kind in NEURAL:
         # OpenVINO takes the shipped IR (what DeepLens hardware runs standalone); other runtimes the ONNX
-        path = model or os.environ.get(DETECTOR_MODEL_ENV) or shipped_detector_path(
-            kind, ".xml" if runtime == "openvino" else ".onnx")
+        path = (
+            model
+            or os.environ.get(DETECTOR_MODEL_ENV)
+            or shipped_detector_path(kind, ".xml" if runtime == "openvino" else ".onnx")
+        )
         if backend is None and not os.path.isfile(path):
-            raise DetectorFileError("{}: detector model not found (a fresh clone has it under models/; "
-                                "`make detector-models` regenerates it)".format(path))
-        return load_neural_detector(path, runtime=runtime, backend=backend, threads=threads, min_size=min_size,
-                                    score_threshold=score_threshold, nms_iou=nms_iou, tiles=tiles,
-                                    tile_overlap=tile_overlap, align=align)
+            raise DetectorFileError(
+                "{}: detector model not found (a fresh clone has it under models/; "
+                "`make detector-models` regenerates it)".format(path)
+            )
+        return load_neural_detector(
+            path,
+            runtime=runtime,
+            backend=backend,
+            threads=threads,
+            min_size=min_size,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            tiles=tiles,
+            tile_overlap=tile_overlap,
+            align=align,
+        )
     raise DetectorError("unknown detector {!r}: choose {}".format(kind, ", ".join(DETECTORS)))
 
 

@@ -44,9 +44,11 @@ def find_haar_cascade(name=HAAR_FILE):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return path
-    raise DetectorError("Haar cascade {} not found in {} (OpenCV 5 wheels no longer ship it): install "
-                        "Debian/Ubuntu's opencv-data, or opencv-python-headless<5, or set {} to the "
-                        "file".format(name, ", ".join(folders), CASCADE_ENV))
+    raise DetectorError(
+        "Haar cascade {} not found in {} (OpenCV 5 wheels no longer ship it): install "
+        "Debian/Ubuntu's opencv-data, or opencv-python-headless<5, or set {} to the "
+        "file".format(name, ", ".join(folders), CASCADE_ENV)
+    )
 
 
 def _downscaled(gray, max_side):
@@ -65,11 +67,20 @@ class HaarDetector(FaceDetector):
     name = "haar"
     runtime = "opencv"
 
-    def __init__(self, min_size=DEFAULT_MIN_FACE, scale_factor=1.2, min_neighbors=6, cascade=None, max_side=640,
-                 mapping=HAAR_CROP):
+    def __init__(
+        self,
+        min_size=DEFAULT_MIN_FACE,
+        scale_factor=1.2,
+        min_neighbors=6,
+        cascade=None,
+        max_side=640,
+        mapping=HAAR_CROP,
+    ):
         if not hasattr(cv2, "CascadeClassifier"):
-            raise DetectorError("this OpenCV ({}) has no CascadeClassifier (removed in OpenCV 5): install "
-                                "opencv-python-headless<5 or use the YuNet detector".format(cv2.__version__))
+            raise DetectorError(
+                "this OpenCV ({}) has no CascadeClassifier (removed in OpenCV 5): install "
+                "opencv-python-headless<5 or use the YuNet detector".format(cv2.__version__)
+            )
         path = cascade or find_haar_cascade()
         self.classifier = cv2.CascadeClassifier(path)
         if self.classifier.empty():
@@ -84,12 +95,12 @@ class HaarDetector(FaceDetector):
         gray = to_gray(image)
         small, factor = _downscaled(gray, self.max_side)
         min_small = max(12, int(self.min_size * factor))
-        found = self.classifier.detectMultiScale(small, scaleFactor=self.scale_factor,
-                                                 minNeighbors=self.min_neighbors,
-                                                 minSize=(min_small, min_small))
+        found = self.classifier.detectMultiScale(
+            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_small, min_small)
+        )
         h, w = gray.shape[:2]
         out = []
-        for box in (found if len(found) else []):
+        for box in found if len(found) else []:
             box = clip_xywh([v / factor for v in box], w, h)
             if box[2] >= self.min_size and box[3] >= self.min_size:
                 out.append(Detection(box, 1.0, self.mapping.region(box)))

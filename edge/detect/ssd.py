@@ -105,8 +105,11 @@ def weighted_nms(boxes, scores, points, iou_threshold, max_out=100):
     if not keep_boxes:
         k = points.shape[1] if points.ndim == 3 else 0
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, k, 2), np.float32)
-    return (np.asarray(keep_boxes, np.float32), np.asarray(keep_scores, np.float32),
-            np.asarray(keep_points, np.float32))
+    return (
+        np.asarray(keep_boxes, np.float32),
+        np.asarray(keep_scores, np.float32),
+        np.asarray(keep_points, np.float32),
+    )
 
 
 def merge_tiles(boxes, scores, points, iou_threshold, contained=0.7):

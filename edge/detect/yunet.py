@@ -21,13 +21,15 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, model_path, min_size=DEFAULT_MIN_FACE, score_threshold=0.7, nms_threshold=0.3, top_k=50):
         if not hasattr(cv2, "FaceDetectorYN"):
-            raise DetectorError("this OpenCV ({}) has no FaceDetectorYN (needs 4.5.4+); use the Haar "
-                                "detector".format(cv2.__version__))
+            raise DetectorError(
+                "this OpenCV ({}) has no FaceDetectorYN (needs 4.5.4+); use the Haar detector".format(cv2.__version__)
+            )
         if not model_path or not os.path.isfile(model_path):
-            raise DetectorError("YuNet model file not found: {!r} (download face_detection_yunet_2023mar.onnx "
-                                "from the OpenCV model zoo and pass its path)".format(model_path))
-        self.detector = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold,
-                                                  nms_threshold, top_k)
+            raise DetectorError(
+                "YuNet model file not found: {!r} (download face_detection_yunet_2023mar.onnx "
+                "from the OpenCV model zoo and pass its path)".format(model_path)
+            )
+        self.detector = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold, nms_threshold, top_k)
         self.min_size = int(min_size)
         self.size = None
 
@@ -40,9 +42,12 @@ class YuNetDetector(FaceDetector):
             self.size = (w, h)
         _, faces = self.detector.detect(image)
         out = []
-        for row in (faces if faces is not None else np.zeros((0, 15))):
+        for row in faces if faces is not None else np.zeros((0, 15)):
             box = clip_xywh(row[:4], w, h)
             if box[2] >= self.min_size and box[3] >= self.min_size:
-                out.append(Detection(box, float(row[-1]), None, [(float(row[4 + 2 * k]), float(row[5 + 2 * k]))
-                                                                  for k in range(5)]))
+                out.append(
+                    Detection(
+                        box, float(row[-1]), None, [(float(row[4 + 2 * k]), float(row[5 + 2 * k])) for k in range(5)]
+                    )
+                )
         return out

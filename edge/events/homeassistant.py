@@ -26,12 +26,12 @@ entities, publish an empty retained message to each config topic (:func:`clear_d
 import binascii
 import re
 
-from edge.labels import EMOTIONS
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, check_prefix
+from edge.labels import EMOTIONS
 from edge.version import __version__
 
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
-NO_FACE = "none"   # the dominant emotion when no face is in view
+NO_FACE = "none"  # the dominant emotion when no face is in view
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -54,30 +54,59 @@ def node_id(device_id):
 def _sensors(state_topic):
     """(object id, name, options) of each sensor."""
     return (
-        ("faces", "Faces in view", {
-            "value_template": "{{ value_json.faces }}", "state_class": "measurement",
-            "unit_of_measurement": "faces", "icon": "mdi:face-recognition"}),
-        ("dominant_emotion", "Dominant emotion", {
-            "value_template": "{{ value_json.dominant_emotion }}", "device_class": "enum",
-            "options": list(EMOTIONS) + [NO_FACE], "icon": "mdi:emoticon-outline",
-            "json_attributes_topic": state_topic, "json_attributes_template": "{{ value_json.emotions | tojson }}"}),
-        ("fps", "Frames per second", {
-            "value_template": "{{ value_json.fps }}", "state_class": "measurement", "unit_of_measurement": "fps",
-            "entity_category": "diagnostic", "suggested_display_precision": 1, "icon": "mdi:speedometer"}),
+        (
+            "faces",
+            "Faces in view",
+            {
+                "value_template": "{{ value_json.faces }}",
+                "state_class": "measurement",
+                "unit_of_measurement": "faces",
+                "icon": "mdi:face-recognition",
+            },
+        ),
+        (
+            "dominant_emotion",
+            "Dominant emotion",
+            {
+                "value_template": "{{ value_json.dominant_emotion }}",
+                "device_class": "enum",
+                "options": list(EMOTIONS) + [NO_FACE],
+                "icon": "mdi:emoticon-outline",
+                "json_attributes_topic": state_topic,
+                "json_attributes_template": "{{ value_json.emotions | tojson }}",
+            },
+        ),
+        (
+            "fps",
+            "Frames per second",
+            {
+                "value_template": "{{ value_json.fps }}",
+                "state_class": "measurement",
+                "unit_of_measurement": "fps",
+                "entity_category": "diagnostic",
+                "suggested_display_precision": 1,
+                "icon": "mdi:speedometer",
+            },
+        ),
     )
 
 
-def discovery_configs(device_id, prefix=DEFAULT_PREFIX, discovery_prefix=DEFAULT_DISCOVERY_PREFIX, model_id=None,
-                      sw_version=None):
+def discovery_configs(
+    device_id, prefix=DEFAULT_PREFIX, discovery_prefix=DEFAULT_DISCOVERY_PREFIX, model_id=None, sw_version=None
+):
     """``[(config topic, config dict)]`` for the agent's sensors (see the module doc)."""
     check_discovery_prefix(discovery_prefix)
     base = "{}/{}".format(check_prefix(prefix), check_device_id(device_id))
     state_topic, status_topic = base + "/state", base + "/status"
     node = node_id(device_id)
     version = str(sw_version or __version__)
-    device = {"identifiers": [node], "name": "fer-edge {}".format(device_id), "manufacturer": "fer-edge",
-              "model": "emotion recognition agent" + (" ({})".format(model_id) if model_id else ""),
-              "sw_version": version}
+    device = {
+        "identifiers": [node],
+        "name": "fer-edge {}".format(device_id),
+        "manufacturer": "fer-edge",
+        "model": "emotion recognition agent" + (" ({})".format(model_id) if model_id else ""),
+        "sw_version": version,
+    }
     out = []
     for object_id, name, options in _sensors(state_topic):
         config = {

@@ -46,8 +46,8 @@ import math
 import os
 import time
 
-from edge.labels import EMOTIONS
 from edge.delivery.url import check_device_id
+from edge.labels import EMOTIONS
 from edge.version import __version__
 
 EVENT_SCHEMA = "fer-edge/emotion-event"
@@ -55,8 +55,8 @@ STATUS_SCHEMA = "fer-edge/status"
 STATS_SCHEMA = "fer-edge/stats"
 TRACK_SCHEMA = "fer-edge/track"
 STATE_SCHEMA = "fer-edge/state"
-SCHEMA_VERSION = 1          # status and stats
-EVENT_SCHEMA_VERSION = 2    # emotion events: 2 since emotion is the stable (hysteresis) label
+SCHEMA_VERSION = 1  # status and stats
+EVENT_SCHEMA_VERSION = 2  # emotion events: 2 since emotion is the stable (hysteresis) label
 TRACK_SCHEMA_VERSION = 1
 STATE_SCHEMA_VERSION = 1
 TRACK_TYPES = ("new", "update", "end")
@@ -79,12 +79,11 @@ def schema_path(name):
     key = name
     for suffix in (".schema.json", ".json"):
         if key.endswith(suffix):
-            key = key[:-len(suffix)]
+            key = key[: -len(suffix)]
     if key == "event":
         key = "emotion-event"
     if key not in SCHEMA_FILES:
-        raise ValueError("unknown schema {!r}: expected one of {}".format(
-            name, ", ".join(sorted(SCHEMA_FILES))))
+        raise ValueError("unknown schema {!r}: expected one of {}".format(name, ", ".join(sorted(SCHEMA_FILES))))
     return os.path.join(SCHEMA_DIR, SCHEMA_FILES[key])
 
 
@@ -111,8 +110,9 @@ def format_timestamp(timestamp=None):
         try:
             timestamp = float(timestamp)  # numpy scalars
         except (TypeError, ValueError):
-            raise ValueError("timestamp must be None, seconds since the epoch or a datetime, "
-                             "got {!r}".format(timestamp))
+            raise ValueError(
+                "timestamp must be None, seconds since the epoch or a datetime, got {!r}".format(timestamp)
+            ) from None
     if not math.isfinite(timestamp) or timestamp < 0:
         raise ValueError("timestamp {!r} is not a valid time".format(timestamp))
     total_ms = int(math.floor(timestamp * 1000.0))
@@ -127,7 +127,7 @@ def _to_int(value, what):
             raise TypeError
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError("{} must be a number, got {!r}".format(what, value))
+        raise ValueError("{} must be a number, got {!r}".format(what, value)) from None
     if not math.isfinite(number):
         raise ValueError("{} must be finite, got {!r}".format(what, value))
     return int(round(number))
@@ -151,8 +151,9 @@ def face_entry(track_id, box, labels, probs, emotion=None):
         raise ValueError("face_entry: {} labels but {} probabilities".format(len(labels), len(probs)))
     for label in labels:
         if label not in EMOTIONS:
-            raise ValueError("face_entry: unknown emotion label {!r} (expected one of {})".format(
-                label, ", ".join(EMOTIONS)))
+            raise ValueError(
+                "face_entry: unknown emotion label {!r} (expected one of {})".format(label, ", ".join(EMOTIONS))
+            )
     if len(set(labels)) != len(labels):
         raise ValueError("face_entry: duplicate labels in {!r}".format(labels))
     scores = {}
@@ -165,7 +166,7 @@ def face_entry(track_id, box, labels, probs, emotion=None):
     try:
         x, y, w, h = box
     except (TypeError, ValueError):
-        raise ValueError("face_entry: box must be (x, y, w, h), got {!r}".format(box))
+        raise ValueError("face_entry: box must be (x, y, w, h), got {!r}".format(box)) from None
     x, y = _to_int(x, "box x"), _to_int(y, "box y")
     w, h = _to_int(w, "box w"), _to_int(h, "box h")
     if x < 0:
@@ -199,8 +200,7 @@ def _label_of(emotion, labels):
     return labels[index]
 
 
-def make_event(device_id, frame_index, faces, model_id, model_version, timestamp=None,
-               source=None):
+def make_event(device_id, frame_index, faces, model_id, model_version, timestamp=None, source=None):
     """An emotion event dict (see the module doc); ``faces`` are :func:`face_entry` dicts.
 
     ``timestamp``: when the frame was captured (None: now; see :func:`format_timestamp`).
@@ -220,8 +220,19 @@ def make_event(device_id, frame_index, faces, model_id, model_version, timestamp
     return event
 
 
-def track_message(kind, device_id, frame_index, before, after, model_id, model_version, timestamp=None,
-                  source=None, reason=None, number=1):
+def track_message(
+    kind,
+    device_id,
+    frame_index,
+    before,
+    after,
+    model_id,
+    model_version,
+    timestamp=None,
+    source=None,
+    reason=None,
+    number=1,
+):
     """A face-track message (see the module doc and ``schema/track.schema.json``).
 
     ``kind``: ``new``, ``update`` or ``end``; ``before``/``after``: track-state dicts
@@ -233,8 +244,9 @@ def track_message(kind, device_id, frame_index, before, after, model_id, model_v
     if kind not in TRACK_TYPES:
         raise ValueError("track message type must be one of {}, got {!r}".format(", ".join(TRACK_TYPES), kind))
     if (kind == "end") != (reason is not None):
-        raise ValueError("track message: a reason ({}) goes with type end, and only there".format(
-            ", ".join(END_REASONS)))
+        raise ValueError(
+            "track message: a reason ({}) goes with type end, and only there".format(", ".join(END_REASONS))
+        )
     if reason is not None and reason not in END_REASONS:
         raise ValueError("track end reason must be one of {}, got {!r}".format(", ".join(END_REASONS), reason))
     message = {
@@ -337,8 +349,7 @@ def stats_payload(device_id, fps, stage_ms, frames, faces, extra=None, timestamp
     }
     if extra is not None:
         if not isinstance(extra, dict):
-            raise ValueError("stats_payload: extra must be a dict, got {}".format(
-                type(extra).__name__))
+            raise ValueError("stats_payload: extra must be a dict, got {}".format(type(extra).__name__))
         payload["extra"] = dict(extra)
     if delivery is not None:
         payload["delivery"] = dict(delivery)
@@ -356,5 +367,4 @@ def _json_default(obj):
 
 def to_json(obj):
     """Compact JSON text with sorted keys (NaN/Infinity are refused: ValueError)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                      default=_json_default)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default)

@@ -33,6 +33,7 @@ def installed(name):
     """True when module ``name`` can be found (not imported: finding is enough here)."""
     try:
         import importlib.util
+
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
@@ -43,9 +44,12 @@ def check(target, version=None, found=installed):
     version = tuple(version or sys.version_info[:3])
     problems, warnings, notes = [], [], []
     if version[:2] < MIN_PYTHON:
-        problems.append("Python {} is too old: fer-edge's device code needs {}.{} or newer; install a newer "
-                        "Python and set the component configuration key Python to it (docs/greengrass.md)".format(
-                            ".".join(str(v) for v in version), MIN_PYTHON[0], MIN_PYTHON[1]))
+        problems.append(
+            "Python {} is too old: fer-edge's device code needs {}.{} or newer; install a newer "
+            "Python and set the component configuration key Python to it (docs/greengrass.md)".format(
+                ".".join(str(v) for v in version), MIN_PYTHON[0], MIN_PYTHON[1]
+            )
+        )
         return problems, warnings, notes
     notes.append("Python {} ({})".format(".".join(str(v) for v in version), sys.executable))
     for module, what in COMMON:
@@ -57,18 +61,24 @@ def check(target, version=None, found=installed):
         if found("openvino"):
             notes.append("found openvino")
         else:
-            problems.append("missing OpenVINO's Python runtime (pip install openvino; a release that reads IR v11 "
-                            "and ONNX, 2022.1 or newer, for this Python)")
+            problems.append(
+                "missing OpenVINO's Python runtime (pip install openvino; a release that reads IR v11 "
+                "and ONNX, 2022.1 or newer, for this Python)"
+            )
     elif target == "jetson":
         gpu = [m for m in ("tensorrt", "pycuda") if not found(m)]
         if not gpu:
             notes.append("found tensorrt and pycuda: the models run as TensorRT engines on the GPU")
         elif found("onnxruntime"):
-            warnings.append("{} not found: the models run on the CPU with ONNX Runtime (much slower); JetPack "
-                            "ships tensorrt, pip install pycuda (docs/jetson.md)".format(" and ".join(gpu)))
+            warnings.append(
+                "{} not found: the models run on the CPU with ONNX Runtime (much slower); JetPack "
+                "ships tensorrt, pip install pycuda (docs/jetson.md)".format(" and ".join(gpu))
+            )
         else:
-            problems.append("{} not found and no onnxruntime either: nothing can run the models (JetPack ships "
-                            "tensorrt; pip install pycuda)".format(" and ".join(gpu)))
+            problems.append(
+                "{} not found and no onnxruntime either: nothing can run the models (JetPack ships "
+                "tensorrt; pip install pycuda)".format(" and ".join(gpu))
+            )
     return problems, warnings, notes
 
 
@@ -86,8 +96,9 @@ def main(argv=None):
         print("fer-edge check: error: " + line)
     sys.stdout.flush()
     if problems:
-        sys.stderr.write("fer-edge check: the agent cannot run with this Python ({} problem(s) above)\n".format(
-            len(problems)))
+        sys.stderr.write(
+            "fer-edge check: the agent cannot run with this Python ({} problem(s) above)\n".format(len(problems))
+        )
         return 1
     return 0
 

@@ -81,12 +81,17 @@ def check_agent_settings(values, where=None):
     keys given); ConfigError naming ``where`` and the key. Device files are not looked for here."""
     where = where or _where("Agent")
     if not isinstance(values, dict):
-        raise ConfigError("{}: expected an object of agent settings (keys of `fer-edge run --help`), got {}".format(
-            where, type(values).__name__))
+        raise ConfigError(
+            "{}: expected an object of agent settings (keys of `fer-edge run --help`), got {}".format(
+                where, type(values).__name__
+            )
+        )
     for key in sorted(values):
         if key not in BY_NAME:
-            raise ConfigError("{}: unknown key '{}'{} (the keys are those of the agent config: `fer-edge run "
-                              "--help`, docs/greengrass.md)".format(where, key, _closest(key, BY_NAME)))
+            raise ConfigError(
+                "{}: unknown key '{}'{} (the keys are those of the agent config: `fer-edge run "
+                "--help`, docs/greengrass.md)".format(where, key, _closest(key, BY_NAME))
+            )
     out = {}
     apply_values(out, values, where)
     return out
@@ -96,21 +101,26 @@ def check_python(value, where=None):
     """The ``Python`` setting: a non-empty interpreter name or path the lifecycle shell can run as it is."""
     where = where or _where("Python")
     if not isinstance(value, str) or not _PYTHON_RE.match(value):
-        raise ConfigError("{}: expected the Python interpreter to run (a name such as python3 or an absolute path, "
-                          "letters, digits and . _ / + - only), got {!r}".format(where, value))
+        raise ConfigError(
+            "{}: expected the Python interpreter to run (a name such as python3 or an absolute path, "
+            "letters, digits and . _ / + - only), got {!r}".format(where, value)
+        )
     return value
 
 
 def check_component_configuration(config, where=WHERE):
     """A whole or partial (deployment merge) component configuration, checked: {"Python": ..., "Agent": {...}}."""
     if not isinstance(config, dict):
-        raise ConfigError("{}: expected a JSON object with the keys {}, got {}".format(
-            where, ", ".join(TOP_KEYS), type(config).__name__))
+        raise ConfigError(
+            "{}: expected a JSON object with the keys {}, got {}".format(
+                where, ", ".join(TOP_KEYS), type(config).__name__
+            )
+        )
     for key in sorted(config):
         if key not in TOP_KEYS:
             hint = _closest(key, TOP_KEYS)
             if not hint and key in BY_NAME:
-                hint = "; agent settings go under Agent: {{\"Agent\": {{\"{}\": ...}}}}".format(key)
+                hint = '; agent settings go under Agent: {{"Agent": {{"{}": ...}}}}'.format(key)
             raise ConfigError("{}: unknown key '{}'{} (known: {})".format(where, key, hint, ", ".join(TOP_KEYS)))
     out = {}
     if "Python" in config:
@@ -123,23 +133,29 @@ def check_component_configuration(config, where=WHERE):
 def parse_agent_json(text, variable=CONFIG_ENV):
     """The ``Agent`` object from the text the nucleus put in ``variable``; ConfigError saying what is wrong."""
     if text is None:
-        raise ConfigError("${} is not set: the component recipe sets it to {{configuration:/Agent}} (Setenv); "
-                          "run this only from the component's lifecycle".format(variable))
+        raise ConfigError(
+            "${} is not set: the component recipe sets it to {{configuration:/Agent}} (Setenv); "
+            "run this only from the component's lifecycle".format(variable)
+        )
     stripped = text.strip()
     if _PLACEHOLDER_RE.match(stripped):
-        raise ConfigError("${} is {!r}: the nucleus did not replace it, so the component configuration has no "
-                          "Agent object (a deployment reset it away?); deploy with {{\"Agent\": {{...}}}}".format(
-                              variable, stripped))
+        raise ConfigError(
+            "${} is {!r}: the nucleus did not replace it, so the component configuration has no "
+            'Agent object (a deployment reset it away?); deploy with {{"Agent": {{...}}}}'.format(variable, stripped)
+        )
     try:
         value = json.loads(stripped) if stripped else {}
     except ValueError as exc:
-        raise ConfigError("{}: ${} is not JSON ({}): {!r}".format(_where("Agent"), variable, exc, stripped[:200]))
+        raise ConfigError(
+            "{}: ${} is not JSON ({}): {!r}".format(_where("Agent"), variable, exc, stripped[:200])
+        ) from exc
     return value
 
 
 def is_aws_iot_core(broker):
     """True for an mqtts:// broker on an AWS IoT Core endpoint (*.amazonaws.com, *.amazonaws.com.cn)."""
     from edge.delivery.url import parse_url
+
     try:
         url = parse_url(broker)
     except ValueError:
@@ -157,10 +173,12 @@ def _resolve(value, folder):
 def agent_config(agent, defaults, env, artifact_dir, work_dir):
     """The agent settings to write: ``defaults`` (the artifact's) < ``agent`` (the component
     configuration's, checked) < nothing else, with the Greengrass defaults and checks (module doc)."""
-    settings = check_agent_settings(defaults, "{} (the artifact's defaults)".format(
-        os.path.join(artifact_dir, "greengrass", "defaults.json")))
+    settings = check_agent_settings(
+        defaults, "{} (the artifact's defaults)".format(os.path.join(artifact_dir, "greengrass", "defaults.json"))
+    )
     settings.update(check_agent_settings(agent))
     from edge.classifier import NAMED_MODELS
+
     for key in ARTIFACT_PATH_KEYS:
         if key in settings and not (key == "model" and settings[key] in NAMED_MODELS):
             settings[key] = _resolve(settings[key], artifact_dir)
@@ -170,8 +188,10 @@ def agent_config(agent, defaults, env, artifact_dir, work_dir):
     thing = env.get(THING_ENV, "")
     if not settings.get("device_id"):
         if not thing:
-            raise ConfigError("{}: key 'device_id' is empty and ${} (the core device's thing name, set by the "
-                              "nucleus) is not set: give device_id".format(_where("Agent"), THING_ENV))
+            raise ConfigError(
+                "{}: key 'device_id' is empty and ${} (the core device's thing name, set by the "
+                "nucleus) is not set: give device_id".format(_where("Agent"), THING_ENV)
+            )
         settings["device_id"] = thing
     settings.setdefault("data_dir", work_dir)
     if is_aws_iot_core(settings.get("broker", "")):
@@ -185,7 +205,9 @@ def agent_config(agent, defaults, env, artifact_dir, work_dir):
                 "the Greengrass nucleus is connected to AWS IoT Core with that client id, and AWS IoT Core drops the "
                 "older of two connections with one client id. Give the agent its own thing, certificate and client id "
                 "(device_id and client_id = that thing's name; docs/greengrass.md)".format(
-                    _where("Agent"), settings["client_id"]))
+                    _where("Agent"), settings["client_id"]
+                )
+            )
     for key in ("model", "detector_model"):
         value = settings.get(key)
         if value and not (key == "model" and value in NAMED_MODELS) and not os.path.isfile(value):
@@ -193,7 +215,7 @@ def agent_config(agent, defaults, env, artifact_dir, work_dir):
     try:  # the agent's own whole-config checks (files exist, broker URL, TLS keys, ranges across keys)
         load_config(None, env={}, overrides=settings)
     except ConfigError as exc:
-        raise ConfigError("{}: {}".format(_where("Agent"), exc))
+        raise ConfigError("{}: {}".format(_where("Agent"), exc)) from exc
     return settings
 
 
@@ -213,7 +235,7 @@ def read_defaults(path):
         with open(path, "r") as handle:
             value = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise ConfigError("{}: the artifact's agent defaults cannot be read ({})".format(path, exc))
+        raise ConfigError("{}: the artifact's agent defaults cannot be read ({})".format(path, exc)) from exc
     return value
 
 
@@ -226,17 +248,24 @@ def agent_command(python, target, config_path, settings):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python3 -m edge.greengrass.component",
-                                     description="fer-edge Greengrass component: check the component configuration, "
-                                                 "write the agent config, start the agent.")
-    parser.add_argument("--exec", dest="target", choices=TARGETS, required=True,
-                        help="the agent to start: deeplens (python3 -m deeplens, OpenVINO) or jetson "
-                             "(python3 -m jetson)")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m edge.greengrass.component",
+        description="fer-edge Greengrass component: check the component configuration, "
+        "write the agent config, start the agent.",
+    )
+    parser.add_argument(
+        "--exec",
+        dest="target",
+        choices=TARGETS,
+        required=True,
+        help="the agent to start: deeplens (python3 -m deeplens, OpenVINO) or jetson (python3 -m jetson)",
+    )
     parser.add_argument("--defaults", required=True, help="the artifact's greengrass/defaults.json")
     parser.add_argument("--work-dir", required=True, help="the component's work folder ({work:path})")
     parser.add_argument("--out", required=True, help="agent config file to write")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check and write, print the agent command, start nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check and write, print the agent command, start nothing"
+    )
     return parser
 
 
@@ -245,16 +274,24 @@ def main(argv=None, env=None, execv=os.execv):
     env = os.environ if env is None else env
     artifact_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.defaults)))
     try:
-        settings = agent_config(parse_agent_json(env.get(CONFIG_ENV)), read_defaults(args.defaults), env,
-                                artifact_dir, os.path.abspath(args.work_dir))
+        settings = agent_config(
+            parse_agent_json(env.get(CONFIG_ENV)),
+            read_defaults(args.defaults),
+            env,
+            artifact_dir,
+            os.path.abspath(args.work_dir),
+        )
         write_config(settings, args.out)
     except ConfigError as exc:
         print("fer-edge greengrass: error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_CONFIG
     command = agent_command(sys.executable, args.target, args.out, settings)
-    print("fer-edge greengrass: agent config {} (device {}, broker {}); starting: {}".format(
-        args.out, settings["device_id"], _redacted(settings.get("broker", "")) or "none", " ".join(command[1:])),
-        flush=True)
+    print(
+        "fer-edge greengrass: agent config {} (device {}, broker {}); starting: {}".format(
+            args.out, settings["device_id"], _redacted(settings.get("broker", "")) or "none", " ".join(command[1:])
+        ),
+        flush=True,
+    )
     if args.dry_run:
         return 0
     execv(command[0], command)
@@ -263,6 +300,7 @@ def main(argv=None, env=None, execv=os.execv):
 
 def _redacted(broker):
     from edge.delivery.url import parse_url
+
     try:
         return parse_url(broker).redacted() if broker else ""
     except ValueError:

@@ -38,8 +38,18 @@ def new_run_id():
 
 
 class _Record(object):
-    __slots__ = ("uid", "track", "first_time", "last_time", "counts", "changes", "confirmed", "number",
-                 "announced_label", "last_state")
+    __slots__ = (
+        "uid",
+        "track",
+        "first_time",
+        "last_time",
+        "counts",
+        "changes",
+        "confirmed",
+        "number",
+        "announced_label",
+        "last_state",
+    )
 
     def __init__(self, uid, track, timestamp, n_labels):
         self.uid = uid
@@ -63,9 +73,22 @@ class TrackLifecycle(object):
     ``state``: publish the device state.
     """
 
-    def __init__(self, device_id, labels, model_id="", model_version="", source=None,
-                 confirm_frames=DEFAULT_CONFIRM_FRAMES, fps=None, track_events=True, state=True,
-                 state_interval=10.0, state_min_interval=0.5, clock=time.monotonic, run_id=None):
+    def __init__(
+        self,
+        device_id,
+        labels,
+        model_id="",
+        model_version="",
+        source=None,
+        confirm_frames=DEFAULT_CONFIRM_FRAMES,
+        fps=None,
+        track_events=True,
+        state=True,
+        state_interval=10.0,
+        state_min_interval=0.5,
+        clock=time.monotonic,
+        run_id=None,
+    ):
         if int(confirm_frames) < 1:
             raise ValueError("confirm_frames must be >= 1, got {}".format(confirm_frames))
         self.device_id = device_id
@@ -102,8 +125,7 @@ class TrackLifecycle(object):
             live.add(track.track_id)
             record = self.records.get(track.track_id)
             if record is None:
-                record = _Record("{}-{}".format(self.run_id, track.track_id), track, frame.timestamp,
-                                 len(self.labels))
+                record = _Record("{}-{}".format(self.run_id, track.track_id), track, frame.timestamp, len(self.labels))
                 self.records[track.track_id] = record
             record.track = track
             if track.missed == 0 and track.last_frame == frame.index:  # seen in this frame
@@ -184,8 +206,19 @@ class TrackLifecycle(object):
         if not self.track_events:
             return
         frame = self._frame
-        message = track_message(kind, self.device_id, frame.index, before, after, self.model[0], self.model[1],
-                                timestamp=frame.timestamp, source=self.source, reason=reason, number=record.number)
+        message = track_message(
+            kind,
+            self.device_id,
+            frame.index,
+            before,
+            after,
+            self.model[0],
+            self.model[1],
+            timestamp=frame.timestamp,
+            source=self.source,
+            reason=reason,
+            number=record.number,
+        )
         publisher.publish_track(message)
 
     # -- device state --
@@ -216,8 +249,14 @@ class TrackLifecycle(object):
         if not (force or due or (changed and now - last >= self.state_min_interval)):
             return
         ids = [] if force else [r.uid for r in self.records.values() if r.confirmed]
-        payload = state_payload(self.device_id, sum(emotions.values()), emotions, self.fps_now(), ids,
-                                timestamp=self._frame.timestamp if self._frame is not None else None)
+        payload = state_payload(
+            self.device_id,
+            sum(emotions.values()),
+            emotions,
+            self.fps_now(),
+            ids,
+            timestamp=self._frame.timestamp if self._frame is not None else None,
+        )
         publisher.publish_state(payload)
         self.counts["state"] += 1
         self._state_key = key
@@ -230,26 +269,39 @@ def lifecycle_from_config(config, classifier, source):
     if not (config.get("track_events") or config.get("homeassistant")):
         return None
     from edge.agent.loop import model_version_of
+
     live = getattr(source, "live", False)
-    return TrackLifecycle(config["device_id"], classifier.labels, classifier.model_id,
-                          model_version_of(classifier.meta.get("model", {})),
-                          source=str(getattr(source, "uri", "")) or None,
-                          confirm_frames=config.get("confirm_frames", DEFAULT_CONFIRM_FRAMES),
-                          fps=None if live else getattr(source, "fps", None),
-                          track_events=bool(config.get("track_events")),
-                          state_interval=config.get("stats_interval") or 10.0)
+    return TrackLifecycle(
+        config["device_id"],
+        classifier.labels,
+        classifier.model_id,
+        model_version_of(classifier.meta.get("model", {})),
+        source=str(getattr(source, "uri", "")) or None,
+        confirm_frames=config.get("confirm_frames", DEFAULT_CONFIRM_FRAMES),
+        fps=None if live else getattr(source, "fps", None),
+        track_events=bool(config.get("track_events")),
+        state_interval=config.get("stats_interval") or 10.0,
+    )
 
 
 def format_track_line(message):
     """One human line for a track message (what ``fer-edge run`` prints)."""
     after, before = message.get("after", {}), message.get("before", {})
-    head = "{} {} track {} {}".format(message.get("timestamp", "?"), message.get("device_id", "?"),
-                                      after.get("track_id", "?"), message.get("type", "?"))
+    head = "{} {} track {} {}".format(
+        message.get("timestamp", "?"),
+        message.get("device_id", "?"),
+        after.get("track_id", "?"),
+        message.get("type", "?"),
+    )
     if message.get("type") == "end":
         shares = sorted(after.get("emotion_shares", {}).items(), key=lambda kv: -kv[1])
         return "{} after {:.1f} s, {} frames: {} ({})".format(
-            head, float(after.get("duration", 0.0)), after.get("frames", "?"),
-            ", ".join("{} {:.0f}%".format(k, 100.0 * v) for k, v in shares) or "-", message.get("reason", "?"))
+            head,
+            float(after.get("duration", 0.0)),
+            after.get("frames", "?"),
+            ", ".join("{} {:.0f}%".format(k, 100.0 * v) for k, v in shares) or "-",
+            message.get("reason", "?"),
+        )
     line = "{} {} {:.2f}".format(head, after.get("emotion", "?"), float(after.get("confidence", 0.0)))
     if message.get("type") == "update":
         line += " (was {})".format(before.get("emotion", "?"))

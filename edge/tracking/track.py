@@ -36,8 +36,19 @@ class Track(object):
     stable emotion index (hysteresis); ``hits``: frames seen; ``missed``: frames unseen in a row;
     ``first_frame``/``last_frame``: first and latest frame seen."""
 
-    __slots__ = ("track_id", "box", "scores", "raw", "first_frame", "last_frame", "hits", "missed", "label",
-                 "candidate", "candidate_frames")
+    __slots__ = (
+        "track_id",
+        "box",
+        "scores",
+        "raw",
+        "first_frame",
+        "last_frame",
+        "hits",
+        "missed",
+        "label",
+        "candidate",
+        "candidate_frames",
+    )
 
     def __init__(self, track_id, box, probs, frame):
         self.track_id = track_id
@@ -77,8 +88,14 @@ def update_label(track, margin, frames):
 
 
 class IouTracker(object):
-    def __init__(self, iou_threshold=0.3, max_missed=15, smoothing=0.6,
-                 hysteresis_margin=DEFAULT_HYSTERESIS_MARGIN, hysteresis_frames=DEFAULT_HYSTERESIS_FRAMES):
+    def __init__(
+        self,
+        iou_threshold=0.3,
+        max_missed=15,
+        smoothing=0.6,
+        hysteresis_margin=DEFAULT_HYSTERESIS_MARGIN,
+        hysteresis_frames=DEFAULT_HYSTERESIS_FRAMES,
+    ):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError("smoothing must be in [0, 1), got {}".format(smoothing))
         if not 0.0 < iou_threshold <= 1.0:
@@ -98,8 +115,9 @@ class IouTracker(object):
     def update(self, boxes, probs, frame):
         """Match this frame's faces to tracks; returns the tracks seen in this frame, in box order.
         ``self.tracks`` then holds every live track, the coasting ones included."""
-        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
-                       reverse=True)
+        pairs = sorted(
+            ((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)), reverse=True
+        )
         track_for_box = {}
         used = set()
         for overlap, ti, bi in pairs:

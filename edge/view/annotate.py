@@ -13,11 +13,16 @@ import os
 
 import cv2
 
-log = logging.getLogger("fer_edge.annotate")
+log = logging.getLogger(__name__)
 
 COLORS = {  # BGR, saturated enough to read on white and on black (with the outline)
-    "neutral": (160, 160, 160), "happiness": (0, 200, 255), "surprise": (255, 170, 0),
-    "sadness": (230, 80, 20), "anger": (30, 30, 230), "disgust": (40, 160, 60), "fear": (200, 60, 200),
+    "neutral": (160, 160, 160),
+    "happiness": (0, 200, 255),
+    "surprise": (255, 170, 0),
+    "sadness": (230, 80, 20),
+    "anger": (30, 30, 230),
+    "disgust": (40, 160, 60),
+    "fear": (200, 60, 200),
     "contempt": (60, 110, 190),
 }
 OUTLINE = (20, 20, 20)
@@ -69,16 +74,17 @@ def draw(image, faces):
         _label(out, label, (x, y - 23), 0.5, color, taken)
         top = sorted(face["scores"].items(), key=lambda kv: -kv[1])[:3]
         for i, (name, p) in enumerate(top):
-            _label(out, "{} {:.2f}".format(name, p), (x, y + h + 2 + 18 * i), 0.45,
-                   COLORS.get(name, color), taken)
+            _label(out, "{} {:.2f}".format(name, p), (x, y + h + 2 + 18 * i), 0.45, COLORS.get(name, color), taken)
     return out
 
 
 # (fourcc, extension) to try for each requested extension, best first
-CODECS = {".mp4": (("avc1", ".mp4"), ("VP80", ".webm"), ("MJPG", ".avi")),
-          ".webm": (("VP80", ".webm"), ("VP90", ".webm"), ("MJPG", ".avi")),
-          ".mkv": (("VP80", ".mkv"), ("MJPG", ".avi")),
-          ".avi": (("MJPG", ".avi"),)}
+CODECS = {
+    ".mp4": (("avc1", ".mp4"), ("VP80", ".webm"), ("MJPG", ".avi")),
+    ".webm": (("VP80", ".webm"), ("VP90", ".webm"), ("MJPG", ".avi")),
+    ".mkv": (("VP80", ".mkv"), ("MJPG", ".avi")),
+    ".avi": (("MJPG", ".avi"),),
+}
 
 
 def open_video_writer(path, fps, size):
@@ -90,8 +96,14 @@ def open_video_writer(path, fps, size):
         writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
         if writer.isOpened():
             if target != path:
-                log.warning("annotated video: this OpenCV build cannot write %s to %s (%s); writing %s (%s) instead",
-                            ", ".join(tried), path, "no encoder", target, fourcc)
+                log.warning(
+                    "annotated video: this OpenCV build cannot write %s to %s (%s); writing %s (%s) instead",
+                    ", ".join(tried),
+                    path,
+                    "no encoder",
+                    target,
+                    fourcc,
+                )
             return writer, target, fourcc
         writer.release()
         if os.path.exists(target):

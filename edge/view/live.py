@@ -39,7 +39,7 @@ import cv2
 from edge.view.annotate import FrameSink, draw
 from edge.view.server import DEFAULT_HOST, LiveViewError, ViewServer, closed_by_peer, parse_view
 
-log = logging.getLogger("fer_edge.live_view")
+log = logging.getLogger(__name__)
 
 __all__ = ["LiveView", "LiveViewError", "parse_view", "BOUNDARY"]
 
@@ -55,8 +55,18 @@ class LiveView(FrameSink):
     address stops the agent before it goes online; ``close()`` stops it and ends every stream.
     """
 
-    def __init__(self, host=DEFAULT_HOST, port=0, publisher=None, model_id="", device_id="", max_clients=4,
-                 max_fps=15.0, quality=80, client_timeout=10.0):
+    def __init__(
+        self,
+        host=DEFAULT_HOST,
+        port=0,
+        publisher=None,
+        model_id="",
+        device_id="",
+        max_clients=4,
+        max_fps=15.0,
+        quality=80,
+        client_timeout=10.0,
+    ):
         self.publisher = publisher
         self.model_id = model_id
         self.device_id = device_id
@@ -65,33 +75,38 @@ class LiveView(FrameSink):
         self.min_interval = 1.0 / max_fps if max_fps else 0.0
         self.quality = int(quality)
         self.client_timeout = float(client_timeout)
-        self.frames = 0            # frames written by the agent
-        self.encoded = 0           # JPEGs drawn and encoded (0 while nobody watches)
-        self.sent = 0              # JPEG parts sent, all clients together
-        self.skipped = 0           # JPEGs stream clients did not get because they were too slow
-        self.refused = 0           # stream clients turned away (503) beyond max_clients
-        self.rejected = 0          # connections turned away beyond max_connections
+        self.frames = 0  # frames written by the agent
+        self.encoded = 0  # JPEGs drawn and encoded (0 while nobody watches)
+        self.sent = 0  # JPEG parts sent, all clients together
+        self.skipped = 0  # JPEGs stream clients did not get because they were too slow
+        self.refused = 0  # stream clients turned away (503) beyond max_clients
+        self.rejected = 0  # connections turned away beyond max_connections
         self.errors = 0
         self.stream_clients = 0
         self._lock = threading.Lock()
-        self._frame_ready = threading.Condition(self._lock)   # the encoder waits on it
-        self._jpeg_ready = threading.Condition(self._lock)    # stream clients wait on it
-        self._latest = None        # (frames, index, image, faces, timestamp) of the newest frame
-        self._encoded_of = 0       # ``frames`` value of the frame in the JPEG slot
-        self._jpeg = None          # (seq, frame index, bytes): the one JPEG slot
+        self._frame_ready = threading.Condition(self._lock)  # the encoder waits on it
+        self._jpeg_ready = threading.Condition(self._lock)  # stream clients wait on it
+        self._latest = None  # (frames, index, image, faces, timestamp) of the newest frame
+        self._encoded_of = 0  # ``frames`` value of the frame in the JPEG slot
+        self._jpeg = None  # (seq, frame index, bytes): the one JPEG slot
         self._times = collections.deque(maxlen=60)
         self._sockets = set()
         self._stopping = threading.Event()
         try:
             self._server = ViewServer((host, int(port)), self)
         except OSError as exc:
-            raise LiveViewError("live view: cannot listen on {}:{} ({})".format(host, port, exc.strerror or exc))
+            raise LiveViewError(
+                "live view: cannot listen on {}:{} ({})".format(host, port, exc.strerror or exc)
+            ) from exc
         self.host, self.port = self._server.server_address[:2]
         shown = "[{}]".format(self.host) if ":" in self.host else self.host
         self.url = "http://{}:{}/".format(shown, self.port)
-        self._threads = [threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                          name="live-view-http", daemon=True),
-                         threading.Thread(target=self._encode_loop, name="live-view-encoder", daemon=True)]
+        self._threads = [
+            threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="live-view-http", daemon=True
+            ),
+            threading.Thread(target=self._encode_loop, name="live-view-encoder", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
         log.info("live view: %s (stream %sstream.mjpg, state %sapi/state)", self.url, self.url, self.url)
@@ -110,8 +125,13 @@ class LiveView(FrameSink):
         with self._lock:
             self.frames += 1
             self._times.append(now)
-            self._latest = (self.frames, getattr(frame, "index", self.frames - 1), getattr(frame, "image", frame),
-                            list(faces or ()), getattr(frame, "timestamp", time.time()))
+            self._latest = (
+                self.frames,
+                getattr(frame, "index", self.frames - 1),
+                getattr(frame, "image", frame),
+                list(faces or ()),
+                getattr(frame, "timestamp", time.time()),
+            )
             if self.stream_clients:
                 self._frame_ready.notify()
 
@@ -136,8 +156,13 @@ class LiveView(FrameSink):
             thread.join(max(0.0, deadline - time.monotonic()))
         while self.stream_clients and time.monotonic() < deadline:
             time.sleep(0.02)
-        log.info("live view stopped: %d JPEG(s) encoded, %d sent, %d skipped by slow clients, %d refused",
-                 self.encoded, self.sent, self.skipped, self.refused + self.rejected)
+        log.info(
+            "live view stopped: %d JPEG(s) encoded, %d sent, %d skipped by slow clients, %d refused",
+            self.encoded,
+            self.sent,
+            self.skipped,
+            self.refused + self.rejected,
+        )
 
     # -- state --
 
@@ -158,12 +183,27 @@ class LiveView(FrameSink):
         if latest is not None:
             _, index, image, faces, stamp = latest
             size = (int(image.shape[1]), int(image.shape[0])) if hasattr(image, "shape") else size
-        out = {"device_id": self.device_id, "model": self.model_id, "frames": self.frames,
-               "fps": round(self.fps(), 2), "frame": index, "timestamp": stamp, "width": size[0],
-               "height": size[1], "faces": faces,
-               "view": {"url": self.url, "stream_clients": self.stream_clients, "max_clients": self.max_clients,
-                        "encoded": self.encoded, "sent": self.sent, "skipped": self.skipped,
-                        "refused": self.refused + self.rejected, "errors": self.errors}}
+        out = {
+            "device_id": self.device_id,
+            "model": self.model_id,
+            "frames": self.frames,
+            "fps": round(self.fps(), 2),
+            "frame": index,
+            "timestamp": stamp,
+            "width": size[0],
+            "height": size[1],
+            "faces": faces,
+            "view": {
+                "url": self.url,
+                "stream_clients": self.stream_clients,
+                "max_clients": self.max_clients,
+                "encoded": self.encoded,
+                "sent": self.sent,
+                "skipped": self.skipped,
+                "refused": self.refused + self.rejected,
+                "errors": self.errors,
+            },
+        }
         out.update(self._publisher_state())
         return out
 
@@ -190,7 +230,8 @@ class LiveView(FrameSink):
         while not self._stopping.is_set():
             with self._lock:
                 while not self._stopping.is_set() and not (
-                        self.stream_clients and self._latest is not None and self._latest[0] != self._encoded_of):
+                    self.stream_clients and self._latest is not None and self._latest[0] != self._encoded_of
+                ):
                     self._frame_ready.wait(0.5)
                 if self._stopping.is_set():
                     return
@@ -228,8 +269,12 @@ class LiveView(FrameSink):
                 self._sockets.add(handler.connection)
                 self._frame_ready.notify()
         if full:
-            handler.send_body(503, "text/plain", "fer-edge live view: at most {} stream clients\n".format(
-                self.max_clients).encode("utf-8"), extra=(("Retry-After", "5"),))
+            handler.send_body(
+                503,
+                "text/plain",
+                "fer-edge live view: at most {} stream clients\n".format(self.max_clients).encode("utf-8"),
+                extra=(("Retry-After", "5"),),
+            )
             return
         try:
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
@@ -261,7 +306,8 @@ class LiveView(FrameSink):
                 continue
             seq, index, data = item
             head = "--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nX-Frame: {}\r\nX-Seq: {}\r\n\r\n".format(
-                BOUNDARY, len(data), index, seq)
+                BOUNDARY, len(data), index, seq
+            )
             with self._lock:  # counted before the write: a client that leaves during it skipped them all the same
                 self.skipped += seq - seen - 1 if seen else 0
             seen = seq

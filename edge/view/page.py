@@ -4,7 +4,7 @@ It shows ``/stream.mjpg`` (the annotated frames) and polls ``/api/state`` once a
 faces, emotions, fps and delivery state. Python 3.6 compatible (device code).
 """
 
-PAGE = u"""<!doctype html>
+PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">

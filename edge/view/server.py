@@ -17,11 +17,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from edge.view.page import PAGE
 
-log = logging.getLogger("fer_edge.live_view")
+log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
-BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
-        b"Connection: close\r\n\r\nfer-edge live view: too many connections\n")
+BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+    b"Connection: close\r\n\r\nfer-edge live view: too many connections\n"
+)
 
 
 class LiveViewError(OSError):
@@ -41,8 +43,10 @@ def parse_view(text, where="key 'view'"):
     else:
         host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("{}: {!r} is not HOST:PORT or PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080, 8080; port 0 "
-                         "picks a free one)".format(where, text))
+        raise ValueError(
+            "{}: {!r} is not HOST:PORT or PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080, 8080; port 0 "
+            "picks a free one)".format(where, text)
+        )
     return host, int(port)
 
 

@@ -17,8 +17,8 @@ def main(xml_path, in_path, out_path, device="CPU"):
     views = np.load(in_path)["views"]
     core = IECore()
     net = core.read_network(model=xml_path, weights=xml_path[:-4] + ".bin")
-    (input_name, info), = net.input_info.items()
-    (output_name, out_data), = net.outputs.items()
+    ((input_name, info),) = net.input_info.items()
+    ((output_name, out_data),) = net.outputs.items()
     input_shape = list(info.input_data.shape)
     # f32 arithmetic: on CPUs with AVX512_BF16 the 2021.4 CPU plugin would otherwise run in bf16
     # (about 5e-3 off); the DeepLens's Atom has no bf16, so this is what the device computes
@@ -30,11 +30,25 @@ def main(xml_path, in_path, out_path, device="CPU"):
             x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
             outputs[v, i] = executable.infer({input_name: x})[output_name].reshape(-1)
     layers = sorted(set(layer.type for layer in net.layers.values())) if hasattr(net, "layers") else []
-    np.savez(out_path, outputs=outputs, input_shape=np.array(input_shape), output_shape=np.array(out_data.shape),
-             layers=np.array(layers))
-    print("inference engine {} on {}: input {} {}, output {} {}, {} views of {} faces".format(
-        get_version(), device, input_name, input_shape, output_name, list(out_data.shape), len(views),
-        views.shape[1]))
+    np.savez(
+        out_path,
+        outputs=outputs,
+        input_shape=np.array(input_shape),
+        output_shape=np.array(out_data.shape),
+        layers=np.array(layers),
+    )
+    print(
+        "inference engine {} on {}: input {} {}, output {} {}, {} views of {} faces".format(
+            get_version(),
+            device,
+            input_name,
+            input_shape,
+            output_name,
+            list(out_data.shape),
+            len(views),
+            views.shape[1],
+        )
+    )
     return 0
 
 

@@ -24,8 +24,11 @@ def main(pb_path, in_path, out_path):
     with tf.Session(graph=graph) as session:
         outputs = np.stack([session.run(fetch, {feed: view}) for view in data["views"]])
     np.savez(out_path, outputs=outputs, version=tf.__version__)
-    print("tensorflow {} numpy {} python {}: {} views of {} faces".format(
-        tf.__version__, np.__version__, sys.version.split()[0], len(outputs), outputs.shape[1]))
+    print(
+        "tensorflow {} numpy {} python {}: {} views of {} faces".format(
+            tf.__version__, np.__version__, sys.version.split()[0], len(outputs), outputs.shape[1]
+        )
+    )
     return 0
 
 
