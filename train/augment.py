@@ -17,8 +17,9 @@ MAX_ANGLE = 20.0
 MAX_SKEW = 0.05
 
 
-def random_affine(rng, out_h, out_w, in_h, in_w, max_shift=MAX_SHIFT, max_scale=MAX_SCALE,
-                  max_angle=MAX_ANGLE, max_skew=MAX_SKEW):
+def random_affine(rng: np.random.Generator, out_h: int, out_w: int, in_h: int, in_w: int,
+                  max_shift: float = MAX_SHIFT, max_scale: float = MAX_SCALE, max_angle: float = MAX_ANGLE,
+                  max_skew: float = MAX_SKEW) -> np.ndarray:
     """A 2x3 matrix mapping output pixel coordinates to input coordinates."""
     shift_y = out_h * max_shift * rng.uniform(-1.0, 1.0)
     shift_x = out_w * max_shift * rng.uniform(-1.0, 1.0)
@@ -43,7 +44,8 @@ def random_affine(rng, out_h, out_w, in_h, in_w, max_shift=MAX_SHIFT, max_scale=
     return np.hstack([inverse, offset[:, None]])
 
 
-def augment_batch(faces, out_h, out_w, rng, flip=True):
+def augment_batch(faces: np.ndarray, out_h: int, out_w: int, rng: np.random.Generator,
+                  flip: bool = True) -> np.ndarray:
     """uint8 faces [N, h, w] -> float32 [N, out_h, out_w] randomly distorted (the paper's recipe)."""
     n, in_h, in_w = faces.shape
     out = np.empty((n, out_h, out_w), dtype=np.float32)

@@ -35,7 +35,7 @@ class TrainConfig:
     logit_adjust: float = 0.0  # tau of the logit-adjusted loss (0: plain); counters the class imbalance
     select: str = "accuracy"  # checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro recall)
 
-    def validate(self):
+    def validate(self) -> "TrainConfig":
         if self.arch not in ARCHITECTURES:
             raise ValueError("config 'arch': unknown architecture {!r} (choose from {})".format(
                 self.arch, ", ".join(ARCHITECTURES)))
@@ -55,12 +55,12 @@ class TrainConfig:
             raise ValueError("config 'lr': must be positive, got {}".format(self.lr))
         return self
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> "TrainConfig":
         with open(path, "r", encoding="utf-8") as f:
             raw = json.load(f)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -70,5 +70,5 @@ class TrainConfig:
         return cls(**raw).validate()
 
     @classmethod
-    def in_run(cls, run_dir):
+    def in_run(cls, run_dir: str | os.PathLike[str]) -> "TrainConfig":
         return cls.load(os.path.join(run_dir, "config.json"))

@@ -18,9 +18,11 @@ import os
 import re
 import tarfile
 import tempfile
+from typing import Iterable
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edge.labels import NUM_VOTES, VOTE_COLUMNS
 
@@ -36,7 +38,8 @@ _RECT = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)$")
 class DatasetError(ValueError):
     """Bad dataset input; the message names the file, the row (1-based) and the field."""
 
-    def __init__(self, path, message, row=None, field=None):
+    def __init__(self, path: str | os.PathLike[str], message: str, row: int | None = None,
+                 field: str | None = None):
         where = str(path)
         if row is not None:
             where += ", row {}".format(row)
@@ -49,7 +52,8 @@ class DatasetError(ValueError):
 class FerPlusData:
     """Faces, votes, split and image name per sample (all splits in one set of arrays)."""
 
-    def __init__(self, images, votes, splits, names, notes=()):
+    def __init__(self, images: npt.ArrayLike, votes: npt.ArrayLike, splits: npt.ArrayLike, names: npt.ArrayLike,
+                 notes: Iterable[str] = ()):
         self.notes = list(notes)  # things the reader noticed and handled (printed by the CLI)
         self.images = np.ascontiguousarray(images, dtype=np.uint8)
         self.votes = np.asarray(votes, dtype=np.int16)
@@ -62,15 +66,15 @@ class FerPlusData:
     def __len__(self):
         return len(self.images)
 
-    def split(self, name):
+    def split(self, name: str) -> "FerPlusData":
         """The subset belonging to one split (e.g. 'FER2013Valid')."""
         idx = np.flatnonzero(self.splits == name)
         return FerPlusData(self.images[idx], self.votes[idx], self.splits[idx], self.names[idx])
 
-    def available_splits(self):
+    def available_splits(self) -> list[str]:
         return [s for s in SPLITS if np.any(self.splits == s)]
 
-    def labelled(self, mode):
+    def labelled(self, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(faces [K, 48, 48], distributions [K, 8], kept indices) under a FER+ label mode."""
         keep, dists = labels_for(self.votes, mode)
         return self.images[keep], dists, keep
@@ -159,7 +163,7 @@ def _assemble(split_rows, image_bytes):
     return FerPlusData(np.stack(images), votes, splits, names)
 
 
-def read_ferplus_folder(root):
+def read_ferplus_folder(root: str | os.PathLike[str]) -> FerPlusData:
     """Read the FERPlus layout from a folder holding FER2013Train/, FER2013Valid/, ..."""
     root = str(root)
     split_rows = {}
@@ -181,7 +185,7 @@ def read_ferplus_folder(root):
     return _assemble(split_rows, image_bytes)
 
 
-def read_ferplus_tar(path):
+def read_ferplus_tar(path: str | os.PathLike[str]) -> FerPlusData:
     """Read the FERPlus layout straight from a .tar(.gz) (one streaming pass)."""
     path = str(path)
     files = {}
@@ -232,7 +236,7 @@ def _column(header, name, path):
     return names.index(name)
 
 
-def read_kaggle(fer2013_csv, fer2013new_csv):
+def read_kaggle(fer2013_csv: str | os.PathLike[str], fer2013new_csv: str | os.PathLike[str]) -> FerPlusData:
     """Kaggle fer2013.csv paired row by row with FER+ fer2013new.csv.
 
     Rows whose FER+ image name is empty were judged not to be faces and are skipped, as
@@ -250,8 +254,12 @@ def read_kaggle(fer2013_csv, fer2013new_csv):
     n_use = _column(new_header, "Usage", new_path)
     n_name = _column(new_header, "Image name", new_path)
     n_votes = _column(new_header, VOTE_COLUMNS[0], new_path)
-    images, votes, splits, names, notes = [], [], [], [], []
-    seen = {}
+    images: list[np.ndarray] = []
+    votes: list[list[int]] = []
+    splits: list[str] = []
+    names: list[str] = []
+    notes: list[str] = []
+    seen: dict[str, tuple[int, int]] = {}  # image name -> (index kept, row)
     for i, (frow, nrow) in enumerate(zip(fer_rows, new_rows), start=2):
         if len(nrow) != n_votes + NUM_VOTES:
             raise DatasetError(new_path, "expected {} columns, found {}".format(
@@ -274,12 +282,12 @@ def read_kaggle(fer2013_csv, fer2013new_csv):
             raise DatasetError(fer_path, "expected {} pixel values, found {}".format(
                 FACE_SIZE * FACE_SIZE, len(pix)), row=i, field="pixels")
         try:
-            face = np.asarray([int(p) for p in pix], dtype=np.int32)
+            values = np.asarray([int(p) for p in pix], dtype=np.int32)
         except ValueError:
             raise DatasetError(fer_path, "pixel values must be integers", row=i, field="pixels") from None
-        if face.min() < 0 or face.max() > 255:
+        if values.min() < 0 or values.max() > 255:
             raise DatasetError(fer_path, "pixel values must be within 0..255", row=i, field="pixels")
-        face = face.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
+        face = values.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
         row_votes = _parse_votes(nrow[n_votes:], new_path, i, n_votes)
         if name in seen:
             j, first_row = seen[name]
@@ -301,7 +309,8 @@ def read_kaggle(fer2013_csv, fer2013new_csv):
 # ---------------------------------------------------------------- the cache
 
 
-def read_source(src=None, kaggle=None, ferplus_votes=None):
+def read_source(src: str | os.PathLike[str] | None = None, kaggle: str | os.PathLike[str] | None = None,
+                ferplus_votes: str | os.PathLike[str] | None = None) -> FerPlusData:
     """Any supported source: a FERPlus folder, a .tar/.tar.gz of it, or the Kaggle pair."""
     if kaggle is not None:
         if ferplus_votes is None:
@@ -322,7 +331,7 @@ def read_source(src=None, kaggle=None, ferplus_votes=None):
     raise DatasetError(src, "not a FERPlus folder, .tar(.gz) or .npz cache")
 
 
-def save_cache(data, path):
+def save_cache(data: FerPlusData, path: str | os.PathLike[str]) -> str:
     """Write the dataset as one compressed .npz, atomically (nothing left behind on error)."""
     path = str(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -340,7 +349,7 @@ def save_cache(data, path):
     return path
 
 
-def load_cache(path):
+def load_cache(path: str | os.PathLike[str]) -> FerPlusData:
     path = str(path)
     if not os.path.isfile(path):
         raise DatasetError(path, "dataset cache not found (build it with `fer-edge data build`)")
@@ -357,7 +366,7 @@ def load_cache(path):
         raise DatasetError(path, "not a fer-edge dataset cache ({})".format(exc)) from None
 
 
-def split_counts(data, mode):
+def split_counts(data: FerPlusData, mode: str) -> dict[str, tuple[str, int, int, np.ndarray]]:
     """{split: (kept, per-class counts)}; Valid/Test always under the majority protocol."""
     from .labels import class_counts
     out = {}

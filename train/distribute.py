@@ -1,12 +1,13 @@
 """Multi-device training: tf.distribute / keras.distribution when several GPUs exist."""
 
 import contextlib
+from typing import Callable, Iterator
 
 import keras
 
 
 @contextlib.contextmanager
-def scope(log=print):
+def scope(log: Callable[[str], None] = print) -> Iterator[None]:
     """Build and compile models inside this: data-parallel over all GPUs when there are several."""
     backend = keras.backend.backend()
     if backend == "tensorflow":

@@ -2,8 +2,10 @@
 
 import json
 import os
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.labels import EMOTIONS, NUM_CLASSES
 from edge.preprocess import prepare_faces
@@ -13,14 +15,14 @@ from .labels import EVAL_MODE
 from .predictors import load_predictor
 
 
-def confusion_matrix(true, pred, n=NUM_CLASSES):
+def confusion_matrix(true: npt.ArrayLike, pred: npt.ArrayLike, n: int = NUM_CLASSES) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     cm = np.zeros((n, n), dtype=np.int64)
     np.add.at(cm, (np.asarray(true, int), np.asarray(pred, int)), 1)
     return cm
 
 
-def classification_report(true, pred, labels=EMOTIONS):
+def classification_report(true: npt.ArrayLike, pred: npt.ArrayLike, labels: Sequence[str] = EMOTIONS) -> dict[str, Any]:
     cm = confusion_matrix(true, pred, len(labels))
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
@@ -42,7 +44,7 @@ def classification_report(true, pred, labels=EMOTIONS):
     }
 
 
-def report_text(report, title):
+def report_text(report: dict[str, Any], title: str) -> str:
     lines = [title, "accuracy {:.4f} on {} faces, macro F1 {:.4f}".format(
         report["accuracy"], report["faces"], report["macro_f1"]),
         "{:<10} {:>9} {:>9} {:>9} {:>8}".format("class", "precision", "recall", "f1", "support")]
@@ -55,7 +57,7 @@ def report_text(report, title):
     return "\n".join(lines)
 
 
-def plot_confusion(report, path, title):
+def plot_confusion(report: dict[str, Any], path: str, title: str) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -79,7 +81,8 @@ def plot_confusion(report, path, title):
     return path
 
 
-def predict_with_progress(predict, x, log=None, chunk=512):
+def predict_with_progress(predict: Callable[[np.ndarray], npt.ArrayLike], x: np.ndarray,
+                          log: Callable[[str], None] | None = None, chunk: int = 512) -> np.ndarray:
     """``predict`` over ``x`` in chunks, telling ``log`` how far it is (faces done, rate, time left)."""
     import time
     start, outs = time.time(), []
@@ -94,7 +97,8 @@ def predict_with_progress(predict, x, log=None, chunk=512):
     return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def evaluate(model_path, data_path, split="FER2013Valid", out_dir=None, limit=0, log=None):
+def evaluate(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], split: str = "FER2013Valid",
+             out_dir: str | None = None, limit: int = 0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score a model on a split under the majority protocol; optionally write PNG + JSON.
 
     ``log``: called with a progress line after every 512 faces (the CLI prints them on stderr)."""

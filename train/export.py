@@ -24,7 +24,9 @@ from .predictors import metadata_for, resolve
 PARITY_ATOL = 1e-5
 
 
-def export_savedmodel(model_path, out_dir, force=False, check_faces=None, flip_average=False, data=None, name=None):
+def export_savedmodel(model_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], force: bool = False,
+                      check_faces: np.ndarray | None = None, flip_average: bool = False,
+                      data: str | os.PathLike[str] | None = None, name: str | None = None) -> str:
     """Export ``model_path`` (.keras or run dir) to ``out_dir``; returns ``out_dir``.
 
     ``check_faces``: optional float32 NHWC batch used for the parity check (default: 64

@@ -16,7 +16,10 @@ class from it, multi_target marks every present class (with a small epsilon).
 Validation and test are always processed in majority mode.
 """
 
+from typing import Sequence
+
 import numpy as np
+import numpy.typing as npt
 
 from edge.labels import NUM_CLASSES, NUM_VOTES
 
@@ -34,7 +37,7 @@ def _unknown():
     return out
 
 
-def process_votes(votes, mode):
+def process_votes(votes: Sequence[float] | np.ndarray, mode: str) -> list[float]:
     """One row of 10 votes -> 10-vector distribution (emotions, unknown, NF), reference rules."""
     if mode not in MODES:
         raise ValueError("unknown label mode {!r}; expected one of {}".format(mode, MODES))
@@ -83,7 +86,7 @@ def process_votes(votes, mode):
     return [e / s for e in emotion]
 
 
-def label_distribution(votes, mode):
+def label_distribution(votes: Sequence[float] | np.ndarray, mode: str) -> list[float] | None:
     """One row of votes -> 8-class distribution, or None when the sample is unknown / NF."""
     dist = process_votes(votes, mode)
     if int(np.argmax(dist)) >= NUM_CLASSES:
@@ -93,7 +96,7 @@ def label_distribution(votes, mode):
     return [e / s for e in emo]
 
 
-def labels_for(votes, mode):
+def labels_for(votes: npt.ArrayLike, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Votes [N, 10] -> (kept indices [K], distributions float32 [K, 8]) under ``mode``."""
     keep, dists = [], []
     for i, row in enumerate(np.asarray(votes)):
@@ -105,7 +108,7 @@ def labels_for(votes, mode):
             np.asarray(dists, dtype=np.float32).reshape(-1, NUM_CLASSES))
 
 
-def training_target(dists, mode, rng):
+def training_target(dists: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
     """Per-epoch training targets [K, 8] from the distributions, as the reference trains."""
     if mode in ("majority", "crossentropy"):
         return dists
@@ -122,7 +125,7 @@ def training_target(dists, mode, rng):
     raise ValueError("unknown label mode {!r}".format(mode))
 
 
-def class_counts(dists):
+def class_counts(dists: np.ndarray) -> np.ndarray:
     """Per-class counts of the argmax of each distribution."""
     return np.bincount(np.argmax(dists, axis=1), minlength=NUM_CLASSES) if len(dists) else \
         np.zeros(NUM_CLASSES, dtype=np.int64)

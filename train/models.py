@@ -5,6 +5,8 @@ graph (``Rescaling``: x * scale + offset, recorded in the metadata) and outputs 
 probabilities over the 8 FER+ emotions in ``edge.labels.EMOTIONS`` order.
 """
 
+from typing import Any, Sequence
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -26,7 +28,8 @@ def _head(x, dropout, name):
     return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
 
 
-def vgg13(size=64, width=1.0, fc=1024, dropout=0.5, batchnorm=False):
+def vgg13(size: int = 64, width: float = 1.0, fc: int = 1024, dropout: float = 0.5,
+          batchnorm: bool = False) -> keras.Model:
     """The FER+ paper's VGG13 (Barsoum et al. 2016): 10 conv, 3 fc, dropout; ``width`` scales it.
 
     ``batchnorm`` adds BatchNormalization after every convolution (not in the paper; it trains
@@ -66,7 +69,8 @@ def _basic_block(x, ch, stride):
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
-def resnet(size=48, widths=(32, 64, 128, 256), blocks=(2, 2, 2, 2), dropout=0.3, name="resnet"):
+def resnet(size: int = 48, widths: Sequence[int] = (32, 64, 128, 256), blocks: Sequence[int] = (2, 2, 2, 2),
+           dropout: float = 0.3, name: str = "resnet") -> keras.Model:
     """A compact ResNet (basic blocks, BN), sized for the edge budget."""
     inp, x = _inputs(size)
     x = _conv_bn(x, widths[0])
@@ -86,7 +90,7 @@ def _ds_block(x, ch, stride):
     return layers.ReLU(6.0)(x)
 
 
-def mobilenet(size=64, width=1.0, dropout=0.3):
+def mobilenet(size: int = 64, width: float = 1.0, dropout: float = 0.3) -> keras.Model:
     """MobileNet-v1-style depthwise-separable net for 64x64 faces."""
     inp, x = _inputs(size)
     x = _conv_bn(x, int(32 * width))
@@ -115,7 +119,7 @@ from .config import ARCHITECTURES as _NAMES  # noqa: E402  (the CLI's list must 
 assert tuple(ARCHITECTURES) == _NAMES, "train.config.ARCHITECTURES must list train.models.ARCHITECTURES"
 
 
-def build(arch, size=None):
+def build(arch: str, size: int | None = None) -> keras.Model:
     """Build a registered architecture; ``size`` overrides its default input size."""
     if arch not in ARCHITECTURES:
         raise ValueError("unknown architecture {!r}; choose from {}".format(arch, ", ".join(ARCHITECTURES)))
@@ -123,10 +127,10 @@ def build(arch, size=None):
     return builder(int(size or default))
 
 
-def count_macs(model):
+def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass for one face (conv, depthwise and dense layers)."""
     total = 0
-    calls = {}  # how often each layer is called in this graph (a nested model may be called twice)
+    calls: dict[str, int] = {}  # how often each layer is called in this graph (a nested model may be called twice)
     for nodes in getattr(model, "_nodes_by_depth", {}).values():
         for node in nodes:
             calls[node.operation.name] = calls.get(node.operation.name, 0) + 1
@@ -158,13 +162,13 @@ class HorizontalFlip(layers.Layer):
     reverse op may not.
     """
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         width = x.shape[2]
         flip = ops.convert_to_tensor(np.eye(width, dtype="float32")[::-1].copy())
         return ops.expand_dims(ops.matmul(ops.squeeze(x, axis=-1), flip), axis=-1)
 
 
-def with_flip_averaging(model):
+def with_flip_averaging(model: keras.Model) -> keras.Model:
     """A model averaging ``model``'s probabilities on each face and its mirror image (2x the MACs)."""
     inp = keras.Input(shape=model.input_shape[1:], name="face")
     mirrored = HorizontalFlip(name="mirror")(inp)

@@ -6,6 +6,7 @@ edge backends once those exist.
 """
 
 import os
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def _savedmodel_predictor(path):
     return predict
 
 
-def resolve(path):
+def resolve(path: str | os.PathLike[str]) -> tuple[str, str]:
     """(artifact path, kind) for a .keras file, run directory or SavedModel directory."""
     path = str(path)
     if os.path.isdir(path):
@@ -51,7 +52,7 @@ def resolve(path):
     raise md.MetadataError("{}: not a .keras file, run directory or SavedModel directory".format(path))
 
 
-def metadata_for(path, kind):
+def metadata_for(path: str, kind: str) -> dict[str, Any]:
     """Metadata: inside a SavedModel; beside a .keras file (sidecar or its run's fer_edge.json)."""
     if kind == "savedmodel":
         return md.find(path)
@@ -61,7 +62,7 @@ def metadata_for(path, kind):
     return md.read(os.path.join(os.path.dirname(os.path.abspath(path)), md.METADATA_FILENAME))
 
 
-def load_predictor(path):
+def load_predictor(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Callable[[np.ndarray], np.ndarray]]:
     """(metadata, predict) for a .keras file, run directory or SavedModel directory."""
     artifact, kind = resolve(path)
     meta = metadata_for(artifact, kind)

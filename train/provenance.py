@@ -6,7 +6,7 @@ import subprocess
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def source_commit():
+def source_commit() -> str:
     """'<sha>' or '<sha>-dirty' of the checkout this code runs from; 'unknown' outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,

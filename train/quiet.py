@@ -8,7 +8,7 @@ import sys
 TF_COMMANDS = ("train", "evaluate", "export", "convert")
 
 
-def quiet_tensorflow(command):
+def quiet_tensorflow(command: str | None) -> None:
     """Import TensorFlow with its C++ start-up lines (oneDNN, CPU features, absl: written to the
     process's stderr before any Python logging exists) silenced, for the commands that use it.
     Kept when the user sets TF_CPP_MIN_LOG_LEVEL; an import error still surfaces as usual."""

@@ -16,6 +16,7 @@ import datetime
 import json
 import math
 import os
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -27,7 +28,7 @@ from edge.preprocess import prepare_faces
 from . import distribute
 from .augment import augment_batch
 from .config import TrainConfig
-from .dataset import read_source
+from .dataset import FerPlusData, read_source
 from .labels import EVAL_MODE, class_counts, training_target
 from .losses import training_loss
 from .models import ARCHITECTURES, NORM_OFFSET, NORM_SCALE, build, count_macs
@@ -37,7 +38,8 @@ from .provenance import source_commit
 class FerPlusSequence(keras.utils.PyDataset):
     """Training batches: per-epoch shuffle, mode targets resampled, paper augmentation."""
 
-    def __init__(self, faces, dists, mode, size, batch_size, augment, seed, meta):
+    def __init__(self, faces: np.ndarray, dists: np.ndarray, mode: str, size: int, batch_size: int, augment: bool,
+                 seed: int, meta: dict[str, Any]):
         super().__init__()
         self.faces, self.dists, self.mode = faces, dists, mode
         self.size, self.batch_size, self.augment, self.meta = size, batch_size, augment, meta
@@ -47,7 +49,7 @@ class FerPlusSequence(keras.utils.PyDataset):
     def __len__(self):
         return int(math.ceil(len(self.faces) / float(self.batch_size)))
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(len(self.faces))
         self.targets = training_target(self.dists, self.mode, self.rng)
 
@@ -60,7 +62,7 @@ class FerPlusSequence(keras.utils.PyDataset):
         return x, self.targets[idx]
 
 
-def lr_at(epoch, config):
+def lr_at(epoch: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 1% of the peak, by epoch."""
     if epoch < config.warmup_epochs:
         return config.lr * (epoch + 1) / float(config.warmup_epochs + 1)
@@ -69,19 +71,19 @@ def lr_at(epoch, config):
     return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
-def make_optimizer(config):
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.9, nesterov=True)
     return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay)
 
 
-def compile_model(model, config, prior=None):
+def compile_model(model: keras.Model, config: TrainConfig, prior: Sequence[float] | None = None) -> keras.Model:
     model.compile(optimizer=make_optimizer(config), loss=training_loss(config.mode, prior, config.logit_adjust),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     return model
 
 
-def init_weights(model, source, log=print):
+def init_weights(model: keras.Model, source: str, log: Callable[[str], None] = print) -> keras.Model:
     """Copy weights into ``model`` from a .keras file or a SavedModel written by ``fer-edge export``
     (its variables in the order of the trained network's ``model.variables``; shapes are checked)."""
     if source.endswith(".keras"):
@@ -108,11 +110,11 @@ class ValidMetrics(keras.callbacks.Callback):
     """Per epoch on Valid: macro recall (mean of per-class recalls) and the 'balanced' score
     (mean of accuracy and macro recall), added to the logs so checkpoints and history see them."""
 
-    def __init__(self, x_val, y_val):
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray):
         super().__init__()
         self.x_val, self.labels = x_val, np.argmax(y_val, 1)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
         pred = np.argmax(self.model.predict(self.x_val, batch_size=256, verbose=0), 1)
         recalls = [float(np.mean(pred[self.labels == c] == c)) for c in range(NUM_CLASSES) if np.any(self.labels == c)]
@@ -128,7 +130,7 @@ def _history_rows(path):
         return list(csv.DictReader(f))
 
 
-def build_metadata(config, model):
+def build_metadata(config: TrainConfig, model: keras.Model) -> dict[str, Any]:
     size = model.input_shape[1]
     meta = md.default_metadata(size, size, "NHWC", NORM_SCALE, NORM_OFFSET)
     meta["model"] = {
@@ -144,7 +146,7 @@ def build_metadata(config, model):
     return meta
 
 
-def valid_arrays(data, meta, limit=0):
+def valid_arrays(data: FerPlusData, meta: dict[str, Any], limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Valid faces preprocessed by the one preprocessing, with majority one-hot targets."""
     valid = data.split("FER2013Valid")
     faces, dists, _ = valid.labelled(EVAL_MODE)
@@ -154,7 +156,7 @@ def valid_arrays(data, meta, limit=0):
     return prepare_faces(faces, meta), onehot
 
 
-def train(config, resume=False, log=print):
+def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) training; returns the metrics dict written to metrics.json."""
     config.validate()
     run = config.run_dir
