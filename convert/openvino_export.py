@@ -12,6 +12,10 @@ measured is the IR itself (FP16 weights), not a CPU's bf16 execution mode.
 """
 
 import os
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import numpy.typing as npt
 
 from edge import metadata as md
 
@@ -19,12 +23,15 @@ from . import parity
 from .common import SavedModelSource, final_path, refuse_existing, say, staged_output, stem_of
 from .errors import ConversionError
 
+if TYPE_CHECKING:
+    import openvino as ov
+
 ATOL = 1e-3
 LAYOUT = "NCHW"
 RT_INFO_KEY = md.ONNX_METADATA_KEY
 
 
-def to_openvino(source):
+def to_openvino(source: SavedModelSource) -> "ov.Model":
     """An ov.Model of the SavedModel with an NCHW input named like the metadata."""
     import openvino as ov
     model = ov.convert_model(source.path)
@@ -40,14 +47,14 @@ def to_openvino(source):
     return model
 
 
-def read_rt_metadata(model):
+def read_rt_metadata(model: "ov.Model") -> dict[str, Any] | None:
     """The metadata stored in an ov.Model's rt_info (None when absent)."""
     if not model.has_rt_info([RT_INFO_KEY]):
         return None
     return md.loads(model.get_rt_info([RT_INFO_KEY]).astype(str), "OpenVINO rt_info['{}']".format(RT_INFO_KEY))
 
 
-def openvino_predictor(xml_path):
+def openvino_predictor(xml_path: str) -> Callable[[np.ndarray], np.ndarray]:
     """predict(x NCHW float32) -> probabilities with the OpenVINO runtime on CPU (f32 inference)."""
     import openvino as ov
     core = ov.Core()
@@ -55,13 +62,14 @@ def openvino_predictor(xml_path):
     output = compiled.output(0)
 
     def predict(x):
-        import numpy as np
         return np.concatenate([compiled(x[i:i + 256])[output] for i in range(0, len(x), 256)])
     return predict
 
 
-def export_openvino(savedmodel_dir, out_dir, faces=None, data=None, force=False, name="model",
-                    limit=parity.DEFAULT_LIMIT, log=None):
+def export_openvino(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                    faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None, force: bool = False,
+                    name: str = "model", limit: int = parity.DEFAULT_LIMIT,
+                    log: Callable[[str], None] | None = None) -> str:
     """SavedModel -> ``out_dir/<name>.xml`` + ``.bin`` + metadata sidecar; returns the .xml path."""
     import openvino as ov
     stem = stem_of(name)

@@ -17,11 +17,14 @@ faces the check stops with an error asking for ``--data`` or ``--faces``.
 
 import collections
 import os
+from typing import Any, Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from edge import metadata as md
 
+from .common import SavedModelSource
 from .errors import ConversionError
 
 DATA_ENV = "FER_EDGE_DATA"
@@ -30,7 +33,7 @@ VALID = "FER2013Valid"
 DEFAULT_LIMIT = 512
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_VALID_CACHE = {}
+_VALID_CACHE: dict[str, np.ndarray] = {}  # dataset path -> its majority-labelled FER2013Valid faces
 
 
 class ParityReport(collections.namedtuple(
@@ -43,11 +46,11 @@ class ParityReport(collections.namedtuple(
                "on {}/{}{}".format(self.what, self.faces, self.max_abs_diff, self.mean_abs_diff, self.atol,
                                    self.argmax_agree, self.faces, ties)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return dict(self._asdict())
 
 
-def default_data_path():
+def default_data_path() -> str | None:
     """The FER+ data used when none is given: $FER_EDGE_DATA's tarball, else data/ferplus.npz."""
     env = os.environ.get(DATA_ENV) or os.path.join(os.path.dirname(REPO), "shared", "data")
     candidates = [env] if os.path.isfile(env) else [os.path.join(env, TARBALL)]
@@ -58,7 +61,7 @@ def default_data_path():
     return None
 
 
-def load_faces_file(path):
+def load_faces_file(path: str | os.PathLike[str]) -> np.ndarray:
     """uint8 faces [N, H, W] from a .npy file or the ``faces`` array of a .npz file."""
     path = str(path)
     if not os.path.isfile(path):
@@ -76,7 +79,7 @@ def load_faces_file(path):
         return np.array(loaded["faces"])
 
 
-def valid_faces(data, limit=DEFAULT_LIMIT):
+def valid_faces(data: str | os.PathLike[str], limit: int = DEFAULT_LIMIT) -> np.ndarray:
     """The first ``limit`` (0: all) majority-labelled FER2013Valid faces of a FER+ dataset."""
     key = os.path.abspath(str(data))
     if key not in _VALID_CACHE:
@@ -90,7 +93,8 @@ def valid_faces(data, limit=DEFAULT_LIMIT):
     return faces[:limit] if limit else faces
 
 
-def parity_faces(faces=None, data=None, limit=DEFAULT_LIMIT):
+def parity_faces(faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None,
+                 limit: int = DEFAULT_LIMIT) -> tuple[np.ndarray, str]:
     """(uint8 faces, description) for a parity check; ConversionError when there are none."""
     if faces is not None:
         if isinstance(faces, str):
@@ -113,7 +117,8 @@ def parity_faces(faces=None, data=None, limit=DEFAULT_LIMIT):
     return faces, "{} {} faces from {}".format(len(faces), VALID, data)
 
 
-def compare(what, reference, got, atol, tie_margin=None):
+def compare(what: str, reference: npt.ArrayLike, got: npt.ArrayLike, atol: float,
+            tie_margin: float | None = None) -> ParityReport:
     """ParityReport of ``got`` against ``reference`` probabilities; ConversionError when outside tolerance."""
     reference = np.asarray(reference, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
@@ -147,7 +152,9 @@ def compare(what, reference, got, atol, tie_margin=None):
     return report
 
 
-def check(what, source, predict, faces, layout, atol, tie_margin=None, log=None):
+def check(what: str, source: SavedModelSource, predict: Callable[[np.ndarray], npt.ArrayLike], faces: np.ndarray,
+          layout: str, atol: float, tie_margin: float | None = None,
+          log: Callable[[str], None] | None = None) -> ParityReport:
     """Run ``source`` (a SavedModelSource) and ``predict`` (artifact, ``layout`` input) on ``faces``."""
     from edge.preprocess import prepare_faces
     reference = source.predict(prepare_faces(faces, source.meta))

@@ -8,12 +8,17 @@ faces (which also calibrate INT8), so the engine is verified against the source 
 """
 
 import os
+from typing import Callable
+
+import numpy.typing as npt
 
 from .errors import ConversionError
 
 
-def export_tensorrt(savedmodel_dir, out_dir, faces=None, data=None, opset=None, force=False, name="model",
-                    limit=None, precision="fp16", max_batch=8, log=None):
+def export_tensorrt(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                    faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None,
+                    opset: int | None = None, force: bool = False, name: str = "model", limit: int | None = None,
+                    precision: str = "fp16", max_batch: int = 8, log: Callable[[str], None] | None = None) -> str:
     """SavedModel -> ``out_dir`` holding the checked ONNX and the checked engine; returns the engine path."""
     from edge import metadata as md
     from edge.backends.base import BackendError

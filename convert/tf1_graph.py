@@ -23,9 +23,16 @@ rewrites before such tools read it:
 computes shapes, and every tensor's shape known for a batch of one.
 """
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
+import numpy.typing as npt
 
 from .errors import ConversionError
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework.graph_pb2 import GraphDef
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 # AWS DeepLens's documented TensorFlow layers ("Supporting TensorFlow Layers", DeepLens developer
 # guide) plus MatMul on 2-D tensors (Dense layers; the classic Model Optimizer converts it to its
@@ -60,7 +67,7 @@ def _const_value(node):
 
 
 def _consumers(graph_def):
-    out = {}
+    out: dict[str, list[str]] = {}  # node name -> the nodes reading its outputs
     for node in graph_def.node:
         for name in _data_inputs(node):
             out.setdefault(name, []).append(node.name)
@@ -90,7 +97,7 @@ def _upstream(nodes, start):
     return seen
 
 
-def mirror_ops(graph_def):
+def mirror_ops(graph_def: "GraphDef") -> list[str]:
     """Names of the MatMul nodes that multiply by a constant anti-diagonal (mirror) matrix."""
     nodes = _nodes(graph_def)
     found = []
@@ -108,7 +115,7 @@ def mirror_ops(graph_def):
     return found
 
 
-def remove_mirror(graph_def, face, output):
+def remove_mirror(graph_def: "GraphDef", face: str, output: str) -> tuple["GraphDef", bool]:
     """``graph_def`` without the flip average, and whether there was one.
 
     The output ``(f(face) + f(mirror(face))) * 0.5`` is rewired to ``f(face)``; the mirror branch is
@@ -182,7 +189,7 @@ def _const_node(graph_def, name, array):
     return node
 
 
-def constant_reshapes(graph_def, face):
+def constant_reshapes(graph_def: "GraphDef", face: str) -> "GraphDef":
     """Every Reshape whose target shape is computed gets the constant ``[-1, d1, ...]`` instead
     (static shape inference); ConversionError naming the node when a dimension is unknown."""
     graph = _import(graph_def, face, None)
@@ -199,7 +206,7 @@ def constant_reshapes(graph_def, face):
     return graph_def
 
 
-def three_channel_input(graph_def, face, channels=3):
+def three_channel_input(graph_def: "GraphDef", face: str, channels: int = 3) -> "GraphDef":
     """The placeholder ``face`` [N, H, W, 1] becomes [N, H, W, channels] followed by ``Mean`` over the
     channels (kept as [N, H, W, 1]) that feeds what the placeholder fed."""
     import tensorflow as tf
@@ -224,7 +231,7 @@ def three_channel_input(graph_def, face, channels=3):
     return graph_def
 
 
-def tensor_proto(array):
+def tensor_proto(array: npt.ArrayLike) -> "TensorProto":
     """A TensorProto of a numeric numpy array with every value stored (little-endian tensor_content)."""
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
     from tensorflow.python.framework import dtypes
@@ -238,7 +245,7 @@ def tensor_proto(array):
     return proto
 
 
-def reencode_constants(graph_def):
+def reencode_constants(graph_def: "GraphDef") -> "GraphDef":
     """Every Const re-encoded by :func:`tensor_proto` (same values, every value stored)."""
     for node in graph_def.node:
         if node.op == "Const":
@@ -247,7 +254,7 @@ def reencode_constants(graph_def):
     return graph_def
 
 
-def topological(graph_def):
+def topological(graph_def: "GraphDef") -> "GraphDef":
     """The nodes ordered so that every node comes after its inputs (old importers read them in order)."""
     nodes = _nodes(graph_def)
     order, state = [], {}
@@ -272,7 +279,7 @@ def topological(graph_def):
     return out
 
 
-def check_static(graph_def, face, shape):
+def check_static(graph_def: "GraphDef", face: str, shape: Sequence[int | None]) -> list[str]:
     """ConversionError unless every op is in :data:`DEEPLENS_TF_OPS`, none computes shapes, every
     MatMul is 2-D and every tensor's shape is known with the input ``face`` of ``shape``."""
     ops = set(n.op for n in graph_def.node)

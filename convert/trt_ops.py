@@ -16,6 +16,8 @@ initializers), which the TensorRT parser reports itself when the engine is built
 Python 3.6 compatible (used on the Jetson too).
 """
 
+from typing import Any, Container, Iterable, List, Optional, Tuple
+
 TENSORRT_VERSION = "8.2"
 MAX_OPSET = 13
 SOURCE = "https://github.com/onnx/onnx-tensorrt/blob/release/8.2-GA/docs/operators.md"
@@ -38,7 +40,7 @@ Tan Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where
 ONNX_DOMAINS = ("", "ai.onnx")
 
 
-def unsupported_nodes(nodes, supported=None):
+def unsupported_nodes(nodes: Iterable[Any], supported: Optional[Container[str]] = None) -> List[Tuple[str, str]]:
     """(op_type, node name) of every node the TensorRT 8.2 parser cannot import natively.
 
     ``nodes``: ONNX NodeProtos (or anything with ``op_type``, ``domain`` and ``name``), including
