@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,7 +29,7 @@ PEER_TO_FERPLUS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happ
 VIDEOS = ((640, 480, 1), (640, 480, 4), (1280, 720, 1), (1280, 720, 4))
 
 
-def machine():
+def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -48,7 +49,8 @@ def _timeit(fn, repeat):
     return np.asarray(times)
 
 
-def classifier_runtimes(model_path):
+def classifier_runtimes(model_path: str) -> list[tuple[str, Callable[[np.ndarray], np.ndarray] | None,
+                                                        dict[str, Any] | None]]:
     """(name, predict function on uint8 faces) for every runtime present here."""
     from edge.backends.base import module_installed
     from edge.classifier import load_classifier
@@ -68,7 +70,8 @@ def classifier_runtimes(model_path):
     return out
 
 
-def bench_classifier(model_path, faces, labels, log):
+def bench_classifier(model_path: str, faces: np.ndarray, labels: np.ndarray | None,
+                     log: Callable[[str], None]) -> list[dict[str, Any]]:
     rows = []
     for name, predict, meta in classifier_runtimes(model_path):
         if predict is None:
@@ -90,7 +93,7 @@ def bench_classifier(model_path, faces, labels, log):
     return rows
 
 
-def make_videos(folder, frames):
+def make_videos(folder: str, frames: int) -> list[tuple[str, str]]:
     from .samples import make_sample_video
     out = []
     for w, h, n in VIDEOS:
@@ -108,7 +111,7 @@ def _run_json(cmd, env=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def ensure_peer(log):
+def ensure_peer(log: Callable[[str], None]) -> str:
     python = os.path.join(PEER_VENV, "bin", "python")
     stamp = os.path.join(PEER_VENV, ".installed")
     if not os.path.isfile(stamp):
@@ -120,13 +123,14 @@ def ensure_peer(log):
     return python
 
 
-def peer_env():
+def peer_env() -> dict[str, str]:
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     return env
 
 
-def bench_peer_classifier(python, faces, labels, ferplus_labels, tmp):
+def bench_peer_classifier(python: str, faces: np.ndarray, labels: np.ndarray, ferplus_labels: list[str],
+                          tmp: str) -> dict[str, float]:
     np.save(os.path.join(tmp, "faces.npy"), faces)
     out = os.path.join(tmp, "peer_probs.npy")
     info = _run_json([python, os.path.join(REPO, "fer_edge", "bench_peer.py"), "classify",
@@ -138,7 +142,7 @@ def bench_peer_classifier(python, faces, labels, ferplus_labels, tmp):
             "valid_accuracy_without_contempt": float(np.mean(mapped[no_contempt] == labels[no_contempt]))}
 
 
-def markdown(report):
+def markdown(report: dict[str, Any]) -> str:
     lines = ["Measured by `fer-edge bench` on {cpu} ({cores} cores), Python {python}.".format(**report["machine"]), ""]
     lines += ["| classifier runtime | ms/face (batch 1, median) | p95 | faces/s (batch 16) | Valid accuracy |",
               "|---|---|---|---|---|"]
@@ -170,7 +174,7 @@ def markdown(report):
 PROCESS_VIDEO = (640, 480, 2)  # the whole-process comparison: a 640x480 video with two faces
 
 
-def process_walls(video, peer_python, repeats=3):
+def process_walls(video: str, peer_python: str | None, repeats: int = 3) -> dict[str, Any]:
     """Wall time of whole processes on ``video``, interleaved: `fer-edge run` (its default command
     line but no broker) and the peer's script (fer's FER() on every frame), start-up included."""
     ours = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--quiet",
@@ -194,7 +198,8 @@ def process_walls(video, peer_python, repeats=3):
     return out
 
 
-def run(model=None, data=None, peer=None, frames=90, out_json=None, out_md=None, log=print):
+def run(model: str | None = None, data: str | None = None, peer: str | None = None, frames: int = 90,
+        out_json: str | None = None, out_md: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     from edge.classifier import default_model_path
     from edge.labels import EMOTIONS
     model = model or default_model_path()
@@ -243,7 +248,7 @@ def run(model=None, data=None, peer=None, frames=90, out_json=None, out_md=None,
     return write_report(report, out_json, out_md)
 
 
-def write_report(report, out_json=None, out_md=None):
+def write_report(report: dict[str, Any], out_json: str | None = None, out_md: str | None = None) -> dict[str, Any]:
     """The report as JSON and its table as Markdown, where asked; returns the report."""
     if out_json:
         with open(out_json, "w") as f:

@@ -9,7 +9,7 @@ import sys
 import time
 
 
-def peak_rss_mb():
+def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across execve,
     so a child started by a big parent would report the parent's peak."""
     with open("/proc/self/status") as f:
@@ -19,7 +19,7 @@ def peak_rss_mb():
     return float("nan")
 
 
-def main():
+def main() -> None:
     from edge.config.agent import load_config
     from edge.agent.service import serve
     video = sys.argv[1]

@@ -13,12 +13,16 @@ import json
 import os
 import statistics
 import time
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
 
 import numpy as np
 
 from edge.tracking.track import iou as box_iou  # the tracker's IoU of (x, y, w, h) boxes
 
-from .scenes import KINDS, astronaut_scene, backgrounds, make_scenes
+from .scenes import KINDS, Face, Scene, astronaut_scene, backgrounds, make_scenes
+
+if TYPE_CHECKING:
+    from edge.classifier import EmotionClassifier
 
 IOU = 0.3
 CALIBRATED = ("blazeface-back", "blazeface-short", "blazeface-full", "haar")
@@ -45,7 +49,7 @@ CANDIDATES = (
 
 
 
-def match(truth, boxes, threshold=IOU):
+def match(truth: Sequence[Face], boxes: Sequence[Sequence[float]], threshold: float = IOU) -> dict[int, int]:
     """Greedy one-to-one matching by IoU: {truth index: detection index}."""
     pairs = sorted(((box_iou(t.box, b), i, j) for i, t in enumerate(truth) for j, b in enumerate(boxes)),
                    reverse=True)
@@ -64,7 +68,7 @@ def _installed(module):
     return module_installed(module)
 
 
-def make_detectors(min_face, names=None):
+def make_detectors(min_face: int, names: Collection[str] | None = None) -> list[tuple[str, Any]]:
     from edge.detect.crops import IDENTITY
     from edge.detect.factory import make_detector
     from edge.detect.factory import NEURAL, shipped_detector_path
@@ -85,7 +89,7 @@ def make_detectors(min_face, names=None):
     return out
 
 
-def scene_sets(faces, labels, counts, seed):
+def scene_sets(faces: np.ndarray, labels: np.ndarray, counts: dict[str, int], seed: int) -> dict[str, list[Scene]]:
     pool = backgrounds()
     sets = dict((kind, make_scenes(kind, n, faces, labels, seed=seed + k, pool=pool))
                 for k, (kind, n) in enumerate(sorted(counts.items())) if n)
@@ -93,7 +97,8 @@ def scene_sets(faces, labels, counts, seed):
     return sets
 
 
-def evaluate(detector, scenes, classifier=None):
+def evaluate(detector: Any, scenes: Sequence[Scene],
+             classifier: "EmotionClassifier | None" = None) -> dict[str, float]:
     """Detections on every scene once: counts for recall, false positives and accuracy."""
     from edge.detect.crops import face_crop
     found = total = false_pos = correct = labelled = labelled_found = 0
@@ -119,7 +124,8 @@ def evaluate(detector, scenes, classifier=None):
     return row
 
 
-def time_detectors(detectors, scenes, repeats, log):
+def time_detectors(detectors: Sequence[tuple[str, Any]], scenes: Sequence[Scene], repeats: int,
+                   log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Median ms per frame of each detector, repetitions interleaved (A B C A B C ...)."""
     times = dict((label, []) for label, _ in detectors)
     for label, det in detectors:
@@ -134,7 +140,8 @@ def time_detectors(detectors, scenes, repeats, log):
                 for label, v in times.items())
 
 
-def calibrate(detectors, scenes, log=print):
+def calibrate(detectors: Sequence[tuple[str, Any]], scenes: Sequence[Scene],
+              log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Box -> FER crop mapping of each detector: medians over faces it found (upright scenes)."""
     out = {}
     for label, det in detectors:
@@ -160,7 +167,7 @@ def calibrate(detectors, scenes, log=print):
     return out
 
 
-def write_calibration(mapping, path, report):
+def write_calibration(mapping: dict[str, dict[str, Any]], path: str, report: dict[str, Any]) -> str:
     """The measured mappings as ``models/crop_mapping.json`` (read by ``make detector-models``)."""
     from edge.detect.factory import NEURAL
     doc = {"about": "box -> FER+ crop mapping per detector, measured by `fer-edge bench detect --calibrate` on "
@@ -173,8 +180,10 @@ def write_calibration(mapping, path, report):
     return path
 
 
-def run(data, counts=None, repeats=5, seed=0, min_face=24, names=None, calibrate_only=False, out_json=None,
-        out_md=None, peer_python=None, log=print):
+def run(data: str, counts: dict[str, int] | None = None, repeats: int = 5, seed: int = 0, min_face: int = 24,
+        names: Collection[str] | None = None, calibrate_only: bool = False, out_json: str | None = None,
+        out_md: str | None = None, peer_python: str | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
     from edge.classifier import load_classifier
     from train.dataset import read_source
     from .bench import machine
@@ -224,7 +233,7 @@ def _cell(row, kind, key, fmt):
     return "-" if value is None else fmt.format(value)
 
 
-def markdown(report):
+def markdown(report: dict[str, Any]) -> str:
     sc = report["scenes"]
     lines = ["Measured by `fer-edge bench detect` on {cpu} ({cores} cores); IoU >= {iou}, min face {min} px, "
              "{rep} interleaved repetitions (median ms). Scenes: near {n} frames / {nf} faces at 640x480, far {f} / "

@@ -8,6 +8,7 @@ data is given. Prints a Markdown table; ``--json`` keeps the numbers.
 """
 
 import json
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -37,7 +38,8 @@ def _quality(predict, faces, labels):
     return float(np.mean(pred == labels)), float(np.mean(recalls)), float(np.min(recalls))
 
 
-def run(models=("default", "fast"), data=None, rounds=7, threads=0, log=print):
+def run(models: Sequence[str] = ("default", "fast"), data: str | None = None, rounds: int = 7, threads: int = 0,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
     """The report dict (rows per model and runtime, markdown)."""
     from edge.backends.base import module_installed
     from edge.classifier import load_classifier, resolve_model
@@ -78,7 +80,7 @@ def run(models=("default", "fast"), data=None, rounds=7, threads=0, log=print):
     return report
 
 
-def markdown(report, with_quality):
+def markdown(report: dict[str, Any], with_quality: bool) -> str:
     head = "| model | runtime | M MACs/face | ms/face (batch 1) | faces/s (batch 16) | vs first model |"
     sep = "|---|---|---|---|---|---|"
     if with_quality:
@@ -97,7 +99,7 @@ def markdown(report, with_quality):
     return "\n".join(lines) + "\n"
 
 
-def write(report, out_json=None):
+def write(report: dict[str, Any], out_json: str | None = None) -> None:
     if out_json:
         with open(out_json, "w") as f:
             json.dump(report, f, indent=2)

@@ -12,7 +12,7 @@ import sys
 import time
 
 
-def peak_rss_mb():
+def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across execve,
     so a child started by a big parent would report the parent's peak."""
     with open("/proc/self/status") as f:
@@ -22,7 +22,7 @@ def peak_rss_mb():
     return float("nan")
 
 
-def classify(faces_path, out_path):
+def classify(faces_path: str, out_path: str) -> None:
     import cv2
     import numpy as np
     from fer.fer import FER
@@ -36,7 +36,7 @@ def classify(faces_path, out_path):
     print(json.dumps({"labels": [FER._get_labels()[i] for i in range(7)]}))
 
 
-def agent(video):
+def agent(video: str) -> None:
     import cv2
     from fer.fer import FER
     detector = FER()
@@ -59,7 +59,7 @@ def agent(video):
                       "peak_rss_mb": peak_rss_mb()}))
 
 
-def scenes(frames_path, out_path):
+def scenes(frames_path: str, out_path: str) -> None:
     """fer's detect_emotions on each frame of an .npz (keys frame_0, frame_1, ...): boxes, top emotion, ms."""
     import numpy as np
     from fer.fer import FER

@@ -6,13 +6,19 @@ import os
 import statistics
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .bench import PEER_TO_FERPLUS, REPO, peer_env
 
+if TYPE_CHECKING:
+    from .scenes import Face, Scene
 
-def peer_rows(python, sets, faces, labels, match, log=print):
+
+def peer_rows(python: str, sets: dict[str, list["Scene"]], faces: np.ndarray, labels: np.ndarray,
+              match: Callable[[Sequence["Face"], Sequence[Sequence[float]]], dict[int, int]],
+              log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
     """{scene kind: row} for the peer: recall, false positives, end-to-end accuracy, ms per frame."""
     from edge.labels import EMOTIONS
     rows = {}

@@ -8,7 +8,7 @@ import socket
 import threading
 
 
-def free_port(host="127.0.0.1"):
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -17,7 +17,7 @@ def free_port(host="127.0.0.1"):
 class EmbeddedBroker(object):
     """amqtt broker on 127.0.0.1:<port> in a daemon thread; ``url`` is its mqtt:// address."""
 
-    def __init__(self, host="127.0.0.1", port=None):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
         self.host = host
         self.port = port or free_port(host)
         self.url = "mqtt://{}:{}".format(self.host, self.port)
@@ -27,12 +27,12 @@ class EmbeddedBroker(object):
         self._error = None
 
     @staticmethod
-    def available():
+    def available() -> bool:
         """True when amqtt is installed (the ``demo`` extra; a plain ``pip install fer-edge`` lacks it)."""
         import importlib.util
         return importlib.util.find_spec("amqtt") is not None
 
-    def start(self, timeout=15.0):
+    def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
         try:
             from amqtt.broker import Broker
         except ImportError:
@@ -61,7 +61,7 @@ class EmbeddedBroker(object):
                 self.host, self.port, self._error or "timeout"))
         return self
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         if self._loop is None or self._broker is None:
             return
         future = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)

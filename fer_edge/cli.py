@@ -4,10 +4,12 @@ Heavy imports (TensorFlow, Keras) happen inside the subcommand that needs them, 
 ``fer-edge --help`` and device-side subcommands stay fast.
 """
 
+import argparse
 import dataclasses
 import json
 import os
 import sys
+from typing import Sequence
 
 from train.quiet import quiet_tensorflow
 
@@ -19,7 +21,7 @@ def _print_counts(counts):
         print("  " + "  ".join("{} {}".format(e, int(n)) for e, n in zip(EMOTIONS, per_class)))
 
 
-def cmd_data_build(args):
+def cmd_data_build(args: argparse.Namespace) -> int:
     from train.dataset import read_source, save_cache, split_counts
     data = read_source(args.src, kaggle=args.kaggle, ferplus_votes=args.ferplus_votes)
     for note in data.notes:
@@ -30,13 +32,13 @@ def cmd_data_build(args):
     return 0
 
 
-def cmd_data_stats(args):
+def cmd_data_stats(args: argparse.Namespace) -> int:
     from train.dataset import read_source, split_counts
     _print_counts(split_counts(read_source(args.data), args.mode))
     return 0
 
 
-def cmd_train(args):
+def cmd_train(args: argparse.Namespace) -> int:
     from train.config import TrainConfig
     from train.trainer import train
     if args.resume:
@@ -57,7 +59,7 @@ def cmd_train(args):
     return 0
 
 
-def cmd_evaluate(args):
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate
     report = evaluate(args.model, args.data, args.split, out_dir=args.out,
                       log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -68,7 +70,7 @@ def cmd_evaluate(args):
     return 0
 
 
-def cmd_export(args):
+def cmd_export(args: argparse.Namespace) -> int:
     from train.export import export_savedmodel
     path = export_savedmodel(args.model, args.out, force=args.force, flip_average=args.flip_average,
                              data=args.data, name=args.name)
@@ -76,7 +78,7 @@ def cmd_export(args):
     return 0
 
 
-def cmd_convert(args):
+def cmd_convert(args: argparse.Namespace) -> int:
     from convert.formats import converter
     options = {"data": args.data, "faces": args.faces, "force": args.force, "limit": args.check_faces,
                "log": print}
@@ -93,17 +95,17 @@ def cmd_convert(args):
     return 0
 
 
-def cmd_run(args):
+def cmd_run(args: argparse.Namespace) -> int:
     from .run import cmd_run as run
     return run(args)
 
 
-def cmd_image(args):
+def cmd_image(args: argparse.Namespace) -> int:
     from .run import cmd_image as image
     return image(args)
 
 
-def cmd_subscribe(args):
+def cmd_subscribe(args: argparse.Namespace) -> int:
     from edge.delivery.settings import from_config
     from .subscribe_lines import run_subscriber
     from .subscribe_table import run_table
@@ -128,7 +130,7 @@ def cmd_subscribe(args):
     return 0 if count or not args.count else 1
 
 
-def subscribe_kinds(text):
+def subscribe_kinds(text: str | None) -> tuple[str, ...]:
     """``--kinds events,tracks`` -> ``("events", "tracks")``; every kind when empty; an unknown one is an error."""
     from edge.delivery.url import TOPIC_KINDS
     if not text:
@@ -141,7 +143,7 @@ def subscribe_kinds(text):
     return kinds
 
 
-def cmd_bench(args):
+def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "detect":
         return cmd_bench_detect(args)
     if args.section == "models":
@@ -157,7 +159,7 @@ def cmd_bench(args):
     return 0
 
 
-def cmd_bench_detect(args):
+def cmd_bench_detect(args: argparse.Namespace) -> int:
     from .bench import ensure_peer
     from .bench_detect import CROP_FILE, run
     from convert.parity import default_data_path
@@ -180,7 +182,7 @@ def cmd_bench_detect(args):
     return 0
 
 
-def cmd_bundle(args):
+def cmd_bundle(args: argparse.Namespace) -> int:
     from edge.classifier import NAMED_MODELS, SHIPPED_MODEL, resolve_model
     if args.target == "greengrass":
         from fer_edge.bundles.greengrass import run_command
@@ -204,7 +206,7 @@ def cmd_bundle(args):
     return 0
 
 
-def cmd_deploy(args):
+def cmd_deploy(args: argparse.Namespace) -> int:
     if args.target == "greengrass":
         from fer_edge.bundles.greengrass_deploy import run_command
         return run_command(args)
@@ -224,12 +226,12 @@ def cmd_deploy(args):
 HANDLERS = {"data_build": cmd_data_build, "data_stats": cmd_data_stats, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "convert": cmd_convert, "run": cmd_run, "image": cmd_image, "subscribe": cmd_subscribe, "bench": cmd_bench, "bundle": cmd_bundle, "deploy": cmd_deploy}
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     from .cli_parser import build_parser as build
     return build(HANDLERS)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(getattr(args, "command", None))
     try:

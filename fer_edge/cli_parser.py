@@ -1,9 +1,10 @@
 """The ``fer-edge`` command line: every subcommand, option and default (``fer_edge.cli`` runs them)."""
 
 import argparse
+from typing import Callable, Mapping
 
 
-def build_parser(handlers):
+def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The ``fer-edge`` argument parser; ``handlers``: command name -> function (``fer_edge.cli``)."""
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

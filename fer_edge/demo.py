@@ -18,7 +18,7 @@ from .samples import make_sample_video
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main():
+def main() -> int:
     if not os.path.isfile(SHIPPED_MODEL):
         print("demo: the shipped model {} is missing from this checkout".format(SHIPPED_MODEL), file=sys.stderr)
         return 2

@@ -17,21 +17,22 @@ import csv
 import io
 import json
 import os
+from typing import Any
 
 from edge.labels import EMOTIONS
-from edge.delivery.base import PublisherWrapper
+from edge.delivery.base import Publisher, PublisherWrapper
 
 CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + \
     list(EMOTIONS)
 FORMATS = (".jsonl", ".csv")
 
 
-def tracks_path(path):
+def tracks_path(path: str | os.PathLike[str]) -> str:
     """The track file beside an events file: ``<path without .jsonl/.csv>.tracks.jsonl``."""
     return os.path.splitext(str(path))[0] + ".tracks.jsonl"
 
 
-def check_path(path):
+def check_path(path: str) -> str:
     """ValueError unless ``path`` ends in .jsonl or .csv and its folder can be written."""
     if not str(path).endswith(FORMATS):
         raise ValueError("--events-out {}: the file must end in .jsonl or .csv".format(path))
@@ -44,7 +45,7 @@ def check_path(path):
 class EventFileWriter(PublisherWrapper):
     """Wraps the agent's publisher and also writes every event to a .jsonl or .csv file."""
 
-    def __init__(self, inner, path):
+    def __init__(self, inner: Publisher, path: str):
         PublisherWrapper.__init__(self, inner)
         self.path = check_path(path)
         self.tmp = self.path + ".partial"
@@ -57,7 +58,7 @@ class EventFileWriter(PublisherWrapper):
         self.tracks_path = tracks_path(self.path)
         self._tracks_handle = None
 
-    def publish_event(self, event):
+    def publish_event(self, event: dict[str, Any]) -> bool:
         accepted = self.inner.publish_event(event)
         self.events += 1
         if self.csv is None:
@@ -73,7 +74,7 @@ class EventFileWriter(PublisherWrapper):
             self.rows += 1
         return accepted
 
-    def publish_track(self, message):
+    def publish_track(self, message: dict[str, Any]) -> bool:
         accepted = self.inner.publish_track(message)
         if self._tracks_handle is None:
             self._tracks_handle = io.open(self.tracks_path + ".partial", "w", encoding="utf-8", newline="")
@@ -81,7 +82,7 @@ class EventFileWriter(PublisherWrapper):
         self.tracks += 1
         return accepted
 
-    def close(self, timeout=None):
+    def close(self, timeout: float | None = None) -> None:
         try:
             PublisherWrapper.close(self, timeout)
         finally:

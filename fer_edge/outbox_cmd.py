@@ -8,16 +8,18 @@ at ``--timeout``. Both read the agent's config (file, FER_EDGE_* variables, flag
 id, data folder and broker settings. A queue in use by a running agent is reported, not touched.
 """
 
+import argparse
 import json
 import os
 import sqlite3
 import sys
 import time
+from typing import Any, TextIO
 
 EXIT_LEFT = 3
 
 
-def queue_status(path):
+def queue_status(path: str) -> dict[str, Any]:
     """Facts about a queue file, read without taking it over (read-only SQLite)."""
     from edge.delivery.outbox import salvage
     if not os.path.isfile(path):
@@ -41,7 +43,7 @@ def queue_status(path):
     return out
 
 
-def cmd_outbox(args):
+def cmd_outbox(args: argparse.Namespace) -> int:
     from edge.config.agent import BY_NAME, load_config
     from edge.delivery.outbox import queue_path
     overrides = dict((name, getattr(args, name, None)) for name in BY_NAME)
@@ -55,7 +57,7 @@ def cmd_outbox(args):
     return flush(config, path, args.timeout)
 
 
-def flush(config, path, timeout, out=sys.stdout):
+def flush(config: dict[str, Any], path: str, timeout: float, out: TextIO = sys.stdout) -> int:
     from edge.agent.service import make_publisher
     before = queue_status(path)
     if not before["messages"]:
@@ -85,7 +87,7 @@ def flush(config, path, timeout, out=sys.stdout):
     return EXIT_LEFT if left else 0
 
 
-def add_parser(sub):
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     from .run import add_agent_options
     p = sub.add_parser("outbox", help="show or deliver an agent's queued events (no camera needed)",
                        description=__doc__.split("\n\n")[1])

@@ -5,19 +5,21 @@ is waiting in the on-disk queue for the next start; 3 when events were dropped o
 summary says how many); 2 on a bad config, model, detector or source.
 """
 
+import argparse
 import json
 import logging
 import signal
 import sys
 import threading
+from typing import Any, TextIO
 
 from edge.config.agent import BY_NAME, boolean, load_config
-from edge.delivery.base import PublisherWrapper
+from edge.delivery.base import Publisher, PublisherWrapper
 
 EXIT_DROPPED = 3
 
 
-def install_stop_handlers(stop):
+def install_stop_handlers(stop: threading.Event) -> None:
     """SIGINT/SIGTERM set ``stop``: the loop finishes its frame, flushes events, goes offline."""
     def handler(signum, _frame):
         logging.getLogger("fer_edge").info("signal %d: stopping after this frame", signum)
@@ -26,7 +28,7 @@ def install_stop_handlers(stop):
         signal.signal(sig, handler)
 
 
-def add_agent_options(parser, agent_only=True):
+def add_agent_options(parser: argparse.ArgumentParser, agent_only: bool = True) -> None:
     parser.add_argument("--config", help="agent config file (JSON, or INI with an [agent] section)")
     for option in BY_NAME.values():
         flag = "--" + option.name.replace("_", "-")
@@ -52,7 +54,7 @@ class EventPrinter(PublisherWrapper):
     in the stats lines and the end-of-run summary.
     """
 
-    def __init__(self, inner, out=None):
+    def __init__(self, inner: Publisher, out: TextIO | None = None):
         PublisherWrapper.__init__(self, inner)
         self.out = out or sys.stdout
 
@@ -63,12 +65,12 @@ class EventPrinter(PublisherWrapper):
         for line in format_message_lines(message):
             print(line, file=self.out, flush=True)
 
-    def publish_event(self, event):
+    def publish_event(self, event: dict[str, Any]) -> bool:
         accepted = self.inner.publish_event(event)
         self._print(self.topics.events, "events", event)
         return accepted
 
-    def publish_stats(self, stats):
+    def publish_stats(self, stats: dict[str, Any]) -> bool:
         stats = dict(stats)
         delivery = self.inner.delivery()
         if delivery is not None:
@@ -77,14 +79,14 @@ class EventPrinter(PublisherWrapper):
         self._print(self.topics.stats, "stats", stats)
         return accepted
 
-    def publish_track(self, message):
+    def publish_track(self, message: dict[str, Any]) -> bool:
         from edge.tracking.lifecycle import format_track_line
         accepted = self.inner.publish_track(message)
         print(format_track_line(message), file=self.out, flush=True)
         return accepted
 
 
-def delivery_summary(publisher, broker):
+def delivery_summary(publisher: Publisher, broker: str | None) -> tuple[dict[str, Any], bool]:
     """The delivery part of the run summary, and whether anything was lost."""
     counts = publisher.counters
     outbox = publisher.outbox
@@ -100,7 +102,7 @@ def delivery_summary(publisher, broker):
     return summary, lost
 
 
-def camera_events_path(path, device_id):
+def camera_events_path(path: str, device_id: str) -> str:
     """The --events-out file of one camera of a multi-camera config: ``results.jsonl`` ->
     ``results.<device_id>.jsonl``."""
     import os
@@ -108,7 +110,7 @@ def camera_events_path(path, device_id):
     return "{}.{}{}".format(stem, device_id, suffix)
 
 
-def cmd_run(args):
+def cmd_run(args: argparse.Namespace) -> int:
     from edge.agent.assembly import Factories
     from edge.agent.service import make_publisher, serve
     from fer_edge.broker import EmbeddedBroker
@@ -171,7 +173,7 @@ def cmd_run(args):
     return EXIT_DROPPED if lost else 0
 
 
-def cmd_image(args):
+def cmd_image(args: argparse.Namespace) -> int:
     import cv2
     from edge.pipeline import FaceEmotionPipeline
     options = {"tiles": args.detector_tiles}

@@ -11,13 +11,14 @@ import cv2
 import numpy as np
 
 
-def astronaut_bgr():
+def astronaut_bgr() -> np.ndarray:
     """The astronaut photograph, cropped to her head and shoulders (BGR)."""
     from skimage import data
     return cv2.cvtColor(data.astronaut()[0:300, 80:380], cv2.COLOR_RGB2BGR)
 
 
-def make_sample_video(path, frames=90, width=640, height=480, faces=2, fps=15.0):
+def make_sample_video(path: str, frames: int = 90, width: int = 640, height: int = 480, faces: int = 2,
+                      fps: float = 15.0) -> str:
     """Write the sample video (mp4v) to ``path``; returns the path. Deterministic."""
     face = astronaut_bgr()
     tile = min(width // max(faces, 1), height) - 20

@@ -26,7 +26,7 @@ KINDS = {
 }
 
 
-def backgrounds():
+def backgrounds() -> list[np.ndarray]:
     """Gray photographs from scikit-image without faces (not "camera": the cameraman is one), as BGR."""
     from skimage import data
     images = [data.coffee(), data.rocket(), data.chelsea(), data.immunohistochemistry(), data.hubble_deep_field(),
@@ -80,7 +80,8 @@ def _overlaps(box, boxes, margin):
     return False
 
 
-def make_scenes(kind, count, faces, labels, seed=0, pool=None):
+def make_scenes(kind: str, count: int, faces: np.ndarray, labels: np.ndarray, seed: int = 0,
+                pool: list[np.ndarray] | None = None) -> list[Scene]:
     """``count`` scenes of ``kind`` built from FER+ faces (uint8 [N, 48, 48]) and their labels."""
     spec = KINDS[kind]
     rng = np.random.default_rng(seed)
@@ -110,7 +111,7 @@ def make_scenes(kind, count, faces, labels, seed=0, pool=None):
     return scenes
 
 
-def astronaut_scene():
+def astronaut_scene() -> Scene:
     """scikit-image's astronaut photograph (a real face; public domain, NASA) with its face box,
     marked by hand as the square a FER+ crop would take (forehead to chin, ear to ear). No label."""
     from skimage import data

@@ -10,11 +10,13 @@ at-least-once: :class:`Deduplicator` skips events (``event_id``) and track messa
 import collections
 import json
 import sys
+import threading
 import time
+from typing import Any, Sequence, TextIO
 
 from edge.tracking.lifecycle import format_track_line
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
-from edge.delivery.subscribe import queue_subscription, session_options
+from edge.delivery.subscribe import Message, queue_subscription, session_options
 
 EVENT_SCHEMA, TRACK_SCHEMA = "fer-edge/emotion-event", "fer-edge/track"
 STATE_SCHEMA, STATUS_SCHEMA, STATS_SCHEMA = "fer-edge/state", "fer-edge/status", "fer-edge/stats"
@@ -27,7 +29,7 @@ def _number(value, pattern="{:.2f}"):
         return "?"
 
 
-def format_event_lines(event):
+def format_event_lines(event: dict[str, Any]) -> list[str]:
     """One line per face of an emotion event:
     ``<timestamp> <device> frame <n> track <id> <emotion> <confidence:.2f> box x,y,w,h``."""
     lines = []
@@ -41,7 +43,7 @@ def format_event_lines(event):
     return lines
 
 
-def format_emotion_counts(emotions):
+def format_emotion_counts(emotions: object) -> str:
     """``{"happiness": 2, "neutral": 1}`` -> ``happiness 2, neutral 1`` (most first); ``-`` for none."""
     if not isinstance(emotions, dict):
         return "-"
@@ -49,7 +51,7 @@ def format_emotion_counts(emotions):
     return ", ".join("{} {}".format(k, v) for k, v in pairs) or "-"
 
 
-def format_state_line(state, device_id=None, retained=False):
+def format_state_line(state: dict[str, Any], device_id: str | None = None, retained: bool = False) -> str:
     """The device state: ``<timestamp> <device> state faces <n> dominant <emotion> (<counts>) fps <f>``."""
     line = "{} {} state faces {} dominant {}".format(
         state.get("timestamp", "?"), state.get("device_id", device_id or "?"), state.get("faces", "?"),
@@ -61,7 +63,7 @@ def format_state_line(state, device_id=None, retained=False):
     return line + (" [retained]" if retained else "")
 
 
-def format_track_lines(message, device_id=None):
+def format_track_lines(message: dict[str, Any], device_id: str | None = None) -> list[str]:
     """The face-track message's line (:func:`edge.tracking.lifecycle.format_track_line`)."""
     if device_id and not message.get("device_id"):
         message = dict(message, device_id=device_id)
@@ -81,7 +83,7 @@ def _stats_line(data, ts, dev):
     return line + (" " + stage_text if stage_text else "")
 
 
-def format_message_lines(message):
+def format_message_lines(message: Message) -> list[str]:
     """Human lines for any received :class:`edge.delivery.subscribe.Message` (events, tracks, state, status,
     stats, other)."""
     data = message.data
@@ -123,12 +125,12 @@ class Deduplicator(object):
     (``event_id``) or track message (``message_id``) delivered a second time (at-least-once
     delivery). Messages without such an id are never duplicates."""
 
-    def __init__(self, size=10000):
+    def __init__(self, size: int = 10000):
         self.size = int(size)
         self.duplicates = 0
         self._ids = {}
 
-    def seen(self, message):
+    def seen(self, message: Message) -> bool:
         data = message.data
         key = DEDUPE_KEYS.get(message.kind)
         if key is None or not isinstance(data, dict) or not data.get(key):
@@ -149,9 +151,10 @@ class Deduplicator(object):
         return False
 
 
-def run_subscriber(url, device_id="+", prefix=DEFAULT_PREFIX, json_mode=False, out=None,
-                   max_messages=None, timeout=None, kinds=TOPIC_KINDS, ready=None, resume=False,
-                   dedupe=True, stop=None, **options):
+def run_subscriber(url: str, device_id: str = "+", prefix: str = DEFAULT_PREFIX, json_mode: bool = False,
+                   out: TextIO | None = None, max_messages: int | None = None, timeout: float | None = None,
+                   kinds: Sequence[str] = TOPIC_KINDS, ready: threading.Event | None = None, resume: bool = False,
+                   dedupe: bool = True, stop: threading.Event | None = None, **options: Any) -> int:
     """Print messages of ``<prefix>/<device_id>/<kind>`` (``kinds``: events, status, stats, tracks,
     state) until ``max_messages`` were printed, ``timeout`` seconds passed or ``stop`` (a
     ``threading.Event``) is set (all None: forever; Ctrl-C propagates after clean-up). Returns the

@@ -12,9 +12,10 @@ import collections
 import sys
 import threading
 import time
+from typing import Any, Callable, Sequence, TextIO
 
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
-from edge.delivery.subscribe import queue_subscription, session_options
+from edge.delivery.subscribe import Message, queue_subscription, session_options
 
 from .subscribe_lines import Deduplicator, format_emotion_counts, format_track_lines
 
@@ -24,7 +25,7 @@ RECENT_TRACKS = 8  # track new/end lines kept under the table
 class DeviceState(object):
     """What the table knows about one device."""
 
-    def __init__(self, device_id):
+    def __init__(self, device_id: str):
         self.device_id = device_id
         self.state = None        # "online" / "offline" / None (no status seen)
         self.reason = None
@@ -54,7 +55,7 @@ class DeviceTable(object):
     COLUMNS = ("DEVICE", "STATE", "FACES", "EMOTIONS", "DOMINANT", "FPS", "EVENTS", "TRACKS", "QUEUED",
                "DROPPED", "LAST SEEN")
 
-    def __init__(self, clock=time.time, recent=RECENT_TRACKS):
+    def __init__(self, clock: Callable[[], float] = time.time, recent: int = RECENT_TRACKS):
         self.devices = collections.OrderedDict()
         self.clock = clock
         self.version = 0  # bumps on every change
@@ -62,7 +63,7 @@ class DeviceTable(object):
         self._lock = threading.Lock()
         self._dedupe = Deduplicator()
 
-    def update(self, message):
+    def update(self, message: Message) -> bool:
         """Fold one :class:`edge.delivery.subscribe.Message` in; returns False for messages it ignores."""
         data = message.data
         if not isinstance(data, dict) or message.kind is None:
@@ -134,7 +135,7 @@ class DeviceTable(object):
             return "{}m{:02d}s ago".format(seconds // 60, seconds % 60)
         return "{}h{:02d}m ago".format(seconds // 3600, seconds % 3600 // 60)
 
-    def rows(self, now=None):
+    def rows(self, now: float | None = None) -> list[tuple[str, ...]]:
         """One tuple of column texts per device (sorted by id)."""
         now = self.clock() if now is None else now
         out = []
@@ -153,7 +154,7 @@ class DeviceTable(object):
                             self._ago(None if d.last_seen is None else now - d.last_seen)))
         return out
 
-    def render(self, now=None):
+    def render(self, now: float | None = None) -> str:
         """The table as text (header, one line per device, then the latest track new/end lines;
         no trailing newline)."""
         rows = self.rows(now)
@@ -173,8 +174,10 @@ class DeviceTable(object):
 ANSI_HOME_CLEAR = "\x1b[H\x1b[2J"
 
 
-def run_table(url, device_id="+", prefix=DEFAULT_PREFIX, out=None, refresh=1.0, timeout=None,
-              ansi=None, ready=None, resume=False, table=None, stop=None, kinds=TOPIC_KINDS, **options):
+def run_table(url: str, device_id: str = "+", prefix: str = DEFAULT_PREFIX, out: TextIO | None = None,
+              refresh: float = 1.0, timeout: float | None = None, ansi: bool | None = None,
+              ready: threading.Event | None = None, resume: bool = False, table: DeviceTable | None = None,
+              stop: threading.Event | None = None, kinds: Sequence[str] = TOPIC_KINDS, **options: Any) -> DeviceTable:
     """Show a :class:`DeviceTable` of ``<prefix>/<device_id>/<kind>`` until ``timeout`` seconds
     passed or ``stop`` (a ``threading.Event``) is set (both None: until Ctrl-C). Returns the table.
 

@@ -26,9 +26,13 @@ import os
 import shutil
 import tempfile
 import zipfile
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edge import metadata as md
 from edge.files import sha256_file
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZIP_NAME = "fer-edge-deeplens-lambda.zip"
@@ -63,7 +67,7 @@ def _module_file(name, root=REPO_ROOT):
     return None
 
 
-def imports_of(path, module_name):
+def imports_of(path: str, module_name: str) -> List[Tuple[str, bool]]:
     """(module name, at module level?) for every import statement of a file, relative ones resolved.
 
     "Module level" is anything that runs when the module is imported (class bodies and ``if``/``try``
@@ -96,7 +100,7 @@ def imports_of(path, module_name):
     return out
 
 
-def lambda_modules(entry=ENTRY, root=REPO_ROOT):
+def lambda_modules(entry: str = ENTRY, root: str = REPO_ROOT) -> Dict[str, str]:
     """{archive name: source path} of the Lambda entry and every edge/deeplens module it imports."""
     files = {"lambda_function.py": os.path.join(root, entry)}
     queue = [("lambda_function", os.path.join(root, entry))]
@@ -122,7 +126,7 @@ def lambda_modules(entry=ENTRY, root=REPO_ROOT):
     return files
 
 
-def check_imports(files):
+def check_imports(files: Mapping[str, str]) -> None:
     """BundleError if a bundled module imports a forbidden module when it loads (see FORBIDDEN_MODULES)."""
     problems = []
     for arc, path in sorted(files.items()):
@@ -142,7 +146,7 @@ def check_imports(files):
         raise BundleError("the Lambda zip would import modules the DeepLens lacks: " + "; ".join(problems))
 
 
-def greengrasssdk_files():
+def greengrasssdk_files() -> Dict[str, str]:
     """{archive name: path} of the installed greengrasssdk package and its licence (not imported)."""
     spec = importlib.util.find_spec("greengrasssdk")
     if spec is None or not spec.origin:
@@ -164,7 +168,7 @@ def greengrasssdk_files():
     return files
 
 
-def lambda_files(include_sdk=True, root=REPO_ROOT):
+def lambda_files(include_sdk: bool = True, root: str = REPO_ROOT) -> Dict[str, str]:
     """Everything that goes into the Lambda zip: {archive name: source path}, checked."""
     files = lambda_modules(root=root)
     check_imports(files)
@@ -176,7 +180,7 @@ def lambda_files(include_sdk=True, root=REPO_ROOT):
     return files
 
 
-def write_zip(files, path):
+def write_zip(files: Mapping[str, str], path: str) -> str:
     """A reproducible zip of ``files`` ({archive name: path}) at ``path`` (temporary name, then rename)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".zip", dir=folder)
@@ -204,7 +208,7 @@ def _copy_atomic(src, dst):
     return dst
 
 
-def check_model_artifact(path):
+def check_model_artifact(path: str) -> Dict[str, Any]:
     """The metadata of a DeepLens model tarball (one .pb and its metadata inside); BundleError otherwise."""
     from deeplens.awscam_backend import tar_metadata
     from edge.backends.base import BackendError
@@ -218,8 +222,9 @@ def check_model_artifact(path):
 
 
 
-def build_bundle(out_dir, model_artifact=None, savedmodel=None, faces=None, data=None, include_sdk=True,
-                 zip_name=ZIP_NAME, log=print):
+def build_bundle(out_dir: str, model_artifact: Optional[str] = None, savedmodel: Optional[str] = None,
+                 faces: Optional["npt.ArrayLike"] = None, data: Optional[str] = None, include_sdk: bool = True,
+                 zip_name: str = ZIP_NAME, log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
     """Write the Lambda zip and the model artifact into ``out_dir``; returns
     ``{"zip": path, "model": path or None, "files": [archive names], "zip_sha256": hex}``."""
     if model_artifact and savedmodel:

@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 HANDLER = "lambda_function.function_handler"
 DEEPLENS_ROLE = "AWSDeepLensLambdaRole"
@@ -52,7 +53,7 @@ class DeployError(RuntimeError):
     """A deployment step failed; the message names the step and the cause."""
 
 
-def check_bucket_name(bucket):
+def check_bucket_name(bucket: str) -> str:
     """The bucket name, checked: starts with ``deeplens-`` and is a valid S3 bucket name."""
     if not bucket or not bucket.startswith(BUCKET_PREFIX):
         raise DeployError("bucket {!r}: DeepLens reads models only from S3 buckets whose name starts with "
@@ -64,7 +65,7 @@ def check_bucket_name(bucket):
     return bucket
 
 
-def check_function_name(name, require_deeplens_name=True):
+def check_function_name(name: str, require_deeplens_name: bool = True) -> str:
     if not name or not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
         raise DeployError("function name {!r}: 1-64 letters, digits, '-' or '_'".format(name))
     if require_deeplens_name and not name.startswith("deeplens"):
@@ -73,7 +74,7 @@ def check_function_name(name, require_deeplens_name=True):
     return name
 
 
-def find_aws():
+def find_aws() -> str:
     """The ``aws`` executable: beside this Python (the venv's awscli), else on PATH."""
     here = os.path.join(os.path.dirname(sys.executable), "aws")
     if os.path.isfile(here) and os.access(here, os.X_OK):
@@ -87,20 +88,21 @@ def find_aws():
 class AwsCli(object):
     """Runs ``aws`` commands with a region, an optional endpoint and JSON output."""
 
-    def __init__(self, region, endpoint_url=None, aws=None, log=print):
+    def __init__(self, region: str, endpoint_url: Optional[str] = None, aws: Optional[str] = None,
+                 log: Optional[Callable[[str], None]] = print):
         self.region = region
         self.endpoint_url = endpoint_url
         self.aws = aws or find_aws()
         self.log = log
         self.env = dict(os.environ, AWS_PAGER="")
 
-    def command(self, args):
+    def command(self, args: Sequence[str]) -> List[str]:
         cmd = [self.aws] + list(args) + ["--region", self.region, "--output", "json"]
         if self.endpoint_url:
             cmd += ["--endpoint-url", self.endpoint_url]
         return cmd
 
-    def run(self, args, check=True, quiet=False):
+    def run(self, args: Sequence[str], check: bool = True, quiet: bool = False) -> Tuple[int, Any, str]:
         """(returncode, parsed JSON or text, stderr text)."""
         cmd = self.command(args)
         if not quiet and self.log is not None:
@@ -118,7 +120,7 @@ class AwsCli(object):
         return proc.returncode, value, proc.stderr
 
 
-def deeplens_role_arn(cli):
+def deeplens_role_arn(cli: AwsCli) -> str:
     """The ARN of the AWSDeepLensLambdaRole (created when a DeepLens is registered)."""
     rc, value, err = cli.run(["iam", "get-role", "--role-name", DEEPLENS_ROLE], check=False)
     if rc != 0 or not isinstance(value, dict):
@@ -128,7 +130,7 @@ def deeplens_role_arn(cli):
     return value["Role"]["Arn"]
 
 
-def wait_ready(cli, function_name, timeout=120.0, interval=1.0):
+def wait_ready(cli: AwsCli, function_name: str, timeout: float = 120.0, interval: float = 1.0) -> Dict[str, Any]:
     """Wait until the function is neither being created nor updated; DeployError if that failed."""
     deadline = time.time() + timeout
     while True:
@@ -159,9 +161,11 @@ Next, in the AWS DeepLens console (only accounts that still have it; the service
 """
 
 
-def deploy(bucket, function_name, zip_path, model_artifact, region, role_arn=None, endpoint_url=None,
-           runtime=DEFAULT_RUNTIME, key_prefix=DEFAULT_KEY_PREFIX, environment=None, aws=None,
-           require_deeplens_name=True, timeout=120.0, log=print):
+def deploy(bucket: str, function_name: str, zip_path: str, model_artifact: str, region: str,
+           role_arn: Optional[str] = None, endpoint_url: Optional[str] = None, runtime: str = DEFAULT_RUNTIME,
+           key_prefix: str = DEFAULT_KEY_PREFIX, environment: Optional[Mapping[str, str]] = None,
+           aws: Optional[str] = None, require_deeplens_name: bool = True, timeout: float = 120.0,
+           log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
     """Upload the model and create/update + publish the Lambda (see the module doc); returns a dict."""
     check_bucket_name(bucket)
     check_function_name(function_name, require_deeplens_name)

@@ -29,12 +29,14 @@ Archives are reproducible (sorted entries, fixed times); every file is written u
 name and renamed. Nothing here ran on a real Greengrass core (docs/greengrass.md says what ran where).
 """
 
+import argparse
 import copy
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+from typing import Any, Callable, Mapping, Sequence
 
 from .greengrass_recipe import (DEFAULT_COMPONENT, DEFAULT_KEY_PREFIX, DEFAULTS_FILE, PLACEHOLDER_BUCKET, TARGETS,
                                 BundleError, artifact_name, artifact_uri, check_bucket, check_component_name,
@@ -49,7 +51,7 @@ HOST_MODULES = frozenset(["tensorflow", "keras", "tf2onnx", "onnx", "train", "co
 # ---------------------------------------------------------------- the archives
 
 
-def repo_root():
+def repo_root() -> str:
     import edge
     return os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
 
@@ -68,7 +70,7 @@ def _check_classifier(path):
         raise BundleError("{}: not usable as the component's emotion model: {}".format(path, exc))
 
 
-def deeplens_files(model=None, root=None):
+def deeplens_files(model: str | None = None, root: str | None = None) -> dict[str, str]:
     """{archive name: path} of the DeepLens/x86-64 archive (without its defaults file), checked."""
     root = root or repo_root()
     files = {}
@@ -116,7 +118,7 @@ def deeplens_files(model=None, root=None):
     return files
 
 
-def check_device_imports(files):
+def check_device_imports(files: Mapping[str, str]) -> None:
     """BundleError when a Python file of the archive imports a host-only module when it loads."""
     from fer_edge.bundles.deeplens import imports_of
     problems = []
@@ -133,7 +135,7 @@ def check_device_imports(files):
         raise BundleError("the device archive would import modules the device lacks: " + "; ".join(problems))
 
 
-def jetson_files(stage, model=None, version=None):
+def jetson_files(stage: str, model: str | None = None, version: str | None = None) -> dict[str, str]:
     """{archive name: path} of the Jetson bundle (``fer_edge.bundles.jetson.build_bundle``), unpacked into ``stage``."""
     from fer_edge.bundles.jetson import BundleError as JetsonBundleError, build_bundle
     try:
@@ -161,7 +163,7 @@ def jetson_files(stage, model=None, version=None):
     return files
 
 
-def target_defaults(target, model=None):
+def target_defaults(target: str, model: str | None = None) -> dict[str, str]:
     """The agent settings of ``greengrass/defaults.json`` in a target's archive (paths relative to it)."""
     if target == "deeplens":
         defaults = {}
@@ -183,9 +185,10 @@ def _write_text(path, text):
 # ---------------------------------------------------------------- all of it
 
 
-def build_component(out_dir, targets=TARGETS, component_name=DEFAULT_COMPONENT, version=None, bucket=None,
-                    key_prefix=DEFAULT_KEY_PREFIX, agent_config=None, python="python3", model=None,
-                    recipe_format="yaml", log=print):
+def build_component(out_dir: str, targets: Sequence[str] = TARGETS, component_name: str = DEFAULT_COMPONENT,
+                    version: str | None = None, bucket: str | None = None, key_prefix: str = DEFAULT_KEY_PREFIX,
+                    agent_config: dict[str, Any] | None = None, python: str = "python3", model: str | None = None,
+                    recipe_format: str = "yaml", log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Write the archives and the recipe into ``out_dir``; returns ``{"recipe": path, "artifacts":
     {target: path}, "uris": {target: uri}, "component_name", "component_version"}``."""
     from edge.files import sha256_file
@@ -236,7 +239,7 @@ def build_component(out_dir, targets=TARGETS, component_name=DEFAULT_COMPONENT, 
             "component_version": version, "recipe_data": copy.deepcopy(recipe)}
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fer-edge bundle greengrass`` (``--out``, ``--model``, ``--version`` are shared)."""
     group = parser.add_argument_group("greengrass")
     group.add_argument("--platform", action="append", choices=TARGETS, dest="platforms",
@@ -257,7 +260,7 @@ def add_arguments(parser):
                        help="greengrass: recipe format (default: %(default)s)")
 
 
-def run_command(args):
+def run_command(args: argparse.Namespace) -> int:
     """``fer-edge bundle greengrass``."""
     agent = None
     if args.agent_config:

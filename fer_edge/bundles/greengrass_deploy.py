@@ -31,10 +31,12 @@ CLI's message. Nothing here has run against the real AWS: tests run it against m
 IoT) and a recorded stand-in for the Greengrass V2 API (docs/greengrass.md).
 """
 
+import argparse
 import json
 import os
 import tempfile
 import time
+from typing import Any, Callable, Sequence
 
 from fer_edge.bundles.deeplens_deploy import AwsCli, DeployError
 from edge.config.agent import ConfigError
@@ -49,7 +51,7 @@ def _basename(uri):
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def recipe_artifacts(recipe):
+def recipe_artifacts(recipe: dict[str, Any]) -> list[tuple[int, int, str]]:
     """[(manifest index, artifact index, file name)] of every artifact the recipe names."""
     out = []
     for i, item in enumerate(recipe["Manifests"]):
@@ -58,7 +60,7 @@ def recipe_artifacts(recipe):
     return out
 
 
-def check_configuration(configuration):
+def check_configuration(configuration: dict[str, Any] | str) -> str:
     """The deployment's merge update, checked (a dict or JSON text); returns the JSON text to send."""
     from edge.greengrass.component import check_component_configuration
     if isinstance(configuration, str):
@@ -73,7 +75,7 @@ def check_configuration(configuration):
     return json.dumps(configuration, sort_keys=True)
 
 
-def wait_deployable(cli, arn, timeout=120.0, interval=1.0):
+def wait_deployable(cli: AwsCli, arn: str, timeout: float = 120.0, interval: float = 1.0) -> dict[str, Any]:
     """describe-component until the version is DEPLOYABLE; DeployError when it failed or took too long."""
     deadline = time.time() + timeout
     while True:
@@ -90,7 +92,7 @@ def wait_deployable(cli, arn, timeout=120.0, interval=1.0):
         time.sleep(interval)
 
 
-def target_arn(cli, thing=None, thing_group=None):
+def target_arn(cli: AwsCli, thing: str | None = None, thing_group: str | None = None) -> str:
     """The ARN of the deployment target (a thing, i.e. one core device, or a thing group)."""
     if bool(thing) == bool(thing_group):
         raise DeployError("give one deployment target: a thing (a core device) or a thing group")
@@ -107,7 +109,7 @@ def target_arn(cli, thing=None, thing_group=None):
     return value[key]
 
 
-def current_deployment(cli, arn):
+def current_deployment(cli: AwsCli, arn: str) -> dict[str, Any] | None:
     """The latest deployment of a target (get-deployment's answer), or None."""
     _, listed, _ = cli.run(["greengrassv2", "list-deployments", "--target-arn", arn, "--history-filter",
                             "LATEST_ONLY"])
@@ -121,20 +123,23 @@ def current_deployment(cli, arn):
 class GreengrassCli(AwsCli):
     """``AwsCli`` with an endpoint of its own for the greengrassv2 commands (tests: the stand-in)."""
 
-    def __init__(self, region, endpoint_url=None, greengrass_endpoint_url=None, aws=None, log=print):
+    def __init__(self, region: str, endpoint_url: str | None = None, greengrass_endpoint_url: str | None = None,
+                 aws: str | None = None, log: Callable[[str], None] | None = print):
         AwsCli.__init__(self, region, endpoint_url=endpoint_url, aws=aws, log=log)
         self.greengrass_endpoint_url = greengrass_endpoint_url
 
-    def command(self, args):
+    def command(self, args: Sequence[str]) -> list[str]:
         if self.greengrass_endpoint_url and args and args[0] == "greengrassv2":
             return [self.aws] + list(args) + ["--region", self.region, "--output", "json", "--endpoint-url",
                                               self.greengrass_endpoint_url]
         return AwsCli.command(self, args)
 
 
-def deploy(recipe_path, bucket, region, artifacts_dir=None, key_prefix=DEFAULT_KEY_PREFIX, thing=None,
-           thing_group=None, configuration=None, deployment_name=None, posix_user=None, endpoint_url=None,
-           greengrass_endpoint_url=None, aws=None, timeout=120.0, log=print):
+def deploy(recipe_path: str, bucket: str, region: str, artifacts_dir: str | None = None,
+           key_prefix: str = DEFAULT_KEY_PREFIX, thing: str | None = None, thing_group: str | None = None,
+           configuration: dict[str, Any] | str | None = None, deployment_name: str | None = None,
+           posix_user: str | None = None, endpoint_url: str | None = None, greengrass_endpoint_url: str | None = None,
+           aws: str | None = None, timeout: float = 120.0, log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Upload, create the component version and optionally deploy it (see the module doc); returns a dict."""
     try:
         recipe = load_recipe(str(recipe_path))
@@ -225,7 +230,7 @@ def deploy(recipe_path, bucket, region, artifacts_dir=None, key_prefix=DEFAULT_K
     return result
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fer-edge deploy greengrass`` (``--bucket``, ``--region`` and ``--endpoint-url``
     are shared with ``deploy deeplens``)."""
     group = parser.add_argument_group("greengrass")
@@ -246,7 +251,7 @@ def add_arguments(parser):
                        help="greengrass: a local endpoint for the greengrassv2 calls only (tests)")
 
 
-def run_command(args):
+def run_command(args: argparse.Namespace) -> int:
     """``fer-edge deploy greengrass``: prints the result as JSON."""
     if not args.recipe:
         raise DeployError("fer-edge deploy greengrass: --recipe is required (the recipe from `fer-edge bundle "

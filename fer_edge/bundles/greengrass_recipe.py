@@ -17,6 +17,7 @@ RecipeFormatVersion 2020-01-25; the recipe variables used are ``{artifacts:decom
 
 import json
 import re
+from typing import Any, Mapping, Sequence
 
 from edge.config.agent import ConfigError
 
@@ -42,7 +43,7 @@ class BundleError(ValueError):
     """The component cannot be built as asked; the message says why."""
 
 
-def check_component_name(name):
+def check_component_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise BundleError("component name {!r}: 1-128 letters, digits, '.', '-' or '_', starting with a letter or "
                           "digit (e.g. {})".format(name, DEFAULT_COMPONENT))
@@ -51,36 +52,36 @@ def check_component_name(name):
     return name
 
 
-def check_component_version(version):
+def check_component_version(version: str) -> str:
     if not isinstance(version, str) or len(version) > 64 or not _SEMVER_RE.match(version):
         raise BundleError("component version {!r}: Greengrass needs a semantic version MAJOR.MINOR.PATCH "
                           "(e.g. 1.0.0, 0.2.1-beta), at most 64 characters".format(version))
     return version
 
 
-def check_bucket(bucket):
+def check_bucket(bucket: str) -> str:
     if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise BundleError("bucket {!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '-' and "
                           "'.')".format(bucket))
     return bucket
 
 
-def artifact_name(target, version):
+def artifact_name(target: str, version: str) -> str:
     return "fer-edge-greengrass-{}-{}.zip".format(target, version)
 
 
-def artifact_key(key_prefix, component_name, version, file_name):
+def artifact_key(key_prefix: str, component_name: str, version: str, file_name: str) -> str:
     return "/".join(p for p in (key_prefix.strip("/"), component_name, version, file_name) if p)
 
 
-def artifact_uri(bucket, key_prefix, component_name, version, file_name):
+def artifact_uri(bucket: str, key_prefix: str, component_name: str, version: str, file_name: str) -> str:
     return "s3://{}/{}".format(bucket, artifact_key(key_prefix, component_name, version, file_name))
 
 
 # ---------------------------------------------------------------- the recipe
 
 
-def manifest(target, uri, stem):
+def manifest(target: str, uri: str, stem: str) -> dict[str, Any]:
     """One recipe manifest: the platform, the lifecycle and the artifact of ``target``."""
     root = "{artifacts:decompressedPath}/" + stem
     setenv = {"PYTHONPATH": root, "PYTHONUNBUFFERED": "1", "FER_GG_AGENT_CONFIG": "{configuration:/Agent}"}
@@ -102,7 +103,9 @@ def manifest(target, uri, stem):
     }
 
 
-def make_recipe(component_name, version, targets, uris, agent=None, python="python3", description=None):
+def make_recipe(component_name: str, version: str, targets: Sequence[str], uris: Mapping[str, str],
+                agent: Mapping[str, Any] | None = None, python: str = "python3",
+                description: str | None = None) -> dict[str, Any]:
     """The recipe as a dict (``uris``: {target: s3 URI of its archive})."""
     from edge.greengrass.component import check_component_configuration
     configuration = {"Python": python, "Agent": dict(DEFAULT_AGENT, **(agent or {}))}
@@ -123,7 +126,7 @@ def make_recipe(component_name, version, targets, uris, agent=None, python="pyth
     }
 
 
-def check_recipe(recipe, source="recipe"):
+def check_recipe(recipe: Any, source: str = "recipe") -> dict[str, Any]:
     """The recipe, checked for what this project's tools rely on; BundleError naming the field."""
     def need(mapping, key, where, kind):
         if not isinstance(mapping, dict) or key not in mapping:
@@ -161,7 +164,7 @@ def check_recipe(recipe, source="recipe"):
     return recipe
 
 
-def dump_recipe(recipe, fmt):
+def dump_recipe(recipe: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(recipe, indent=2) + "\n"
     try:
@@ -171,7 +174,7 @@ def dump_recipe(recipe, fmt):
     return "---\n" + yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=1000)
 
 
-def load_recipe(path):
+def load_recipe(path: str) -> dict[str, Any]:
     """A recipe file (JSON, or YAML when PyYAML is installed) as a dict, checked."""
     with open(path, "r", encoding="utf-8") as handle:
         text = handle.read()

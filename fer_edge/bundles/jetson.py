@@ -29,6 +29,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from edge.config.agent import OPTIONS
 
@@ -52,12 +53,12 @@ class BundleError(ValueError):
     """A bundle that cannot be built (no model, a model without metadata); the message says why."""
 
 
-def config_template():
+def config_template() -> Dict[str, Any]:
     """The device's agent.json: every key of edge.config.agent.OPTIONS, Jetson values where they differ."""
     return dict((o.name, JETSON_CONFIG.get(o.name, o.default)) for o in OPTIONS)
 
 
-def config_ini_example():
+def config_ini_example() -> str:
     """The same settings as INI ([agent] section), each key with its help text and choices."""
     values = config_template()
     lines = ["# fer-edge agent settings (INI form of /etc/fer-edge/agent.json; either file works with",
@@ -147,7 +148,8 @@ def _check_set_entries(model_onnx, detector_onnx):
     return entries
 
 
-def bundle_entries(model_onnx, version, detector_onnx=None, include_installer=True):
+def bundle_entries(model_onnx: str, version: str, detector_onnx: Optional[str] = None,
+                   include_installer: bool = True) -> List[Tuple[str, bytes]]:
     """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last).
 
     ``include_installer=False``: without install.sh, uninstall.sh and the systemd unit (a Greengrass
@@ -181,7 +183,9 @@ def _tarinfo(name, size, mode, mtime, kind=tarfile.REGTYPE):
     return info
 
 
-def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None, include_installer=True):
+def build_bundle(out_dir: Union[str, "os.PathLike[str]"], model_onnx: Union[str, "os.PathLike[str]", None] = None,
+                 version: Optional[str] = None, detector_onnx: Union[str, "os.PathLike[str]", None] = None,
+                 include_installer: bool = True) -> str:
     """Write ``fer-edge-jetson-<version>.tar.gz`` into ``out_dir``; returns its path.
 
     ``model_onnx``: the ONNX to ship (default: the project's shipped model,
@@ -230,7 +234,7 @@ def build_bundle(out_dir, model_onnx=None, version=None, detector_onnx=None, inc
     return path
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m fer_edge.bundles.jetson --out DIR [--model ONNX] [--version V]`` (the CLI wires the same call)."""
     import argparse
     import sys

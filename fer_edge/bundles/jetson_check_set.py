@@ -47,7 +47,7 @@ def _save(path, inputs, outputs, kind, onnx_path, ort_version):
     return path
 
 
-def detector_check_set(detector_onnx, path):
+def detector_check_set(detector_onnx: str, path: str) -> str:
     """Letterboxed frames and the detector's raw outputs on them."""
     from edge.detect.blazeface import letterbox
     meta = onnx_model_metadata(detector_onnx)
@@ -62,7 +62,7 @@ def detector_check_set(detector_onnx, path):
     return _save(path, batch, run(batch), md.FACE_DETECTOR, detector_onnx, version)
 
 
-def classifier_check_set(model_onnx, detector_onnx, path):
+def classifier_check_set(model_onnx: str, detector_onnx: str, path: str) -> str:
     """Face crops cut by the detector (as the agent cuts them) in variants, preprocessed for the model."""
     from edge.detect.factory import crop, make_detector
     from edge.preprocess import prepare_faces
