@@ -24,7 +24,7 @@ def _is_public(name):
 def _missing(func, in_class):
     """What ``func`` leaves unannotated: parameter names, and 'return'."""
     args = func.args
-    positional = list(getattr(args, "posonlyargs", [])) + list(args.args)
+    positional = list(args.posonlyargs) + list(args.args)
     static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in func.decorator_list)
     if in_class and not static and positional and positional[0].arg in ("self", "cls"):
         positional = positional[1:]
@@ -50,10 +50,14 @@ def unannotated(source, filename="<source>"):
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(node.name):
                 missing = _missing(node, bool(owner))
                 if missing:
-                    found.append("{}:{}: {}{} (missing: {})".format(
-                        filename, node.lineno, owner, node.name, ", ".join(missing)))
-            elif isinstance(node, (ast.If, ast.Try)):  # e.g. definitions under `if TYPE_CHECKING`
-                for part in (node.body, node.orelse, getattr(node, "finalbody", [])):
+                    found.append(
+                        "{}:{}: {}{} (missing: {})".format(filename, node.lineno, owner, node.name, ", ".join(missing))
+                    )
+            elif isinstance(node, ast.If):  # e.g. definitions under `if TYPE_CHECKING:`
+                visit(node.body, owner)
+                visit(node.orelse, owner)
+            elif isinstance(node, ast.Try):  # e.g. a fallback definition under `except ImportError:`
+                for part in [node.body, node.orelse, node.finalbody] + [h.body for h in node.handlers]:
                     visit(part, owner)
 
     visit(ast.parse(source, filename).body, "")
@@ -72,11 +76,12 @@ def test_public_functions_are_annotated(package):
     for path in files:
         problems += unannotated(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)))
     assert not problems, "{} public function(s) without full annotations:\n{}".format(
-        len(problems), "\n".join(problems))
+        len(problems), "\n".join(problems)
+    )
 
 
 def test_checker_sees_what_is_missing():
-    source = '''
+    source = """
 def good(a: int, *rest: str, flag: bool = False, **kw: int) -> None: ...
 def no_return(a: int): ...
 def no_param(a, b: int) -> int: ...
@@ -97,7 +102,13 @@ class Thing:
         def deep(self): ...
 class _Hidden:
     def method(self, b): ...
-'''
+if TYPE_CHECKING:
+    def typed_only(a) -> None: ...
+try:
+    import fast
+except ImportError:
+    def fallback(a) -> None: ...
+"""
     found = unannotated(source, "m.py")
     assert found == [
         "m.py:3: no_return (missing: return)",
@@ -107,4 +118,6 @@ class _Hidden:
         "m.py:15: Thing.helper (missing: self)",
         "m.py:17: Thing.star (missing: *args, **kwargs)",
         "m.py:19: Thing.Inner.deep (missing: return)",
+        "m.py:23: typed_only (missing: a)",
+        "m.py:27: fallback (missing: a)",
     ]
