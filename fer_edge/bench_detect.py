@@ -23,6 +23,7 @@ from .scenes import KINDS, Face, Scene, astronaut_scene, backgrounds, make_scene
 
 if TYPE_CHECKING:
     from edge.classifier import EmotionClassifier
+    from edge.detect.base import FaceDetector
 
 IOU = 0.3
 CALIBRATED = ("blazeface-back", "blazeface-short", "blazeface-full", "haar")
@@ -68,7 +69,7 @@ def _installed(module):
     return module_installed(module)
 
 
-def make_detectors(min_face: int, names: Collection[str] | None = None) -> list[tuple[str, Any]]:
+def make_detectors(min_face: int, names: Collection[str] | None = None) -> list[tuple[str, "FaceDetector"]]:
     from edge.detect.crops import IDENTITY
     from edge.detect.factory import make_detector
     from edge.detect.factory import NEURAL, shipped_detector_path
@@ -97,7 +98,7 @@ def scene_sets(faces: np.ndarray, labels: np.ndarray, counts: dict[str, int], se
     return sets
 
 
-def evaluate(detector: Any, scenes: Sequence[Scene],
+def evaluate(detector: "FaceDetector", scenes: Sequence[Scene],
              classifier: "EmotionClassifier | None" = None) -> dict[str, float]:
     """Detections on every scene once: counts for recall, false positives and accuracy."""
     from edge.detect.crops import face_crop
@@ -124,7 +125,7 @@ def evaluate(detector: Any, scenes: Sequence[Scene],
     return row
 
 
-def time_detectors(detectors: Sequence[tuple[str, Any]], scenes: Sequence[Scene], repeats: int,
+def time_detectors(detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene], repeats: int,
                    log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Median ms per frame of each detector, repetitions interleaved (A B C A B C ...)."""
     times = dict((label, []) for label, _ in detectors)
@@ -140,7 +141,7 @@ def time_detectors(detectors: Sequence[tuple[str, Any]], scenes: Sequence[Scene]
                 for label, v in times.items())
 
 
-def calibrate(detectors: Sequence[tuple[str, Any]], scenes: Sequence[Scene],
+def calibrate(detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene],
               log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Box -> FER crop mapping of each detector: medians over faces it found (upright scenes)."""
     out = {}
