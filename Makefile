@@ -11,7 +11,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto chromium
 
-.PHONY: docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
+.PHONY: lint docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
 venv: $(STAMP)
 
@@ -70,11 +70,17 @@ $(OLD_VENVS)/%/.installed: tests/device_envs/%.txt tests/device_envs/build_venv.
 	@bash tests/device_envs/build_venv.sh $* $(if $(filter py36-%,$*),3.6.15,3.7.16) $(OLD_VENVS)
 $(OLD_VENVS)/py37-mo2021/.installed: tests/device_envs/py37-mo2021-nodeps.txt
 
+# The house's gates: ruff (pycodestyle, pyflakes, bugbear, import order; pyproject.toml [tool.ruff]),
+# ruff's formatter, and mypy on the host packages (public functions annotated: tests/test_annotations.py).
+lint: venv
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/ruff format --check --quiet .
+
 # The documentation site (mkdocs.yml, docs/): every link and page checked; the site goes to build/site.
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir build/site
 
-test: venv system-deps vermin typecheck docs old-pythons
+test: venv system-deps lint vermin typecheck docs old-pythons
 	$(PY) -m pytest -q
 
 # Long runs (full-data training and evaluation) kept out of `make test`.

@@ -32,54 +32,66 @@ class SavedModelSource:
     def __init__(self, path: str | os.PathLike[str]):
         path = os.path.abspath(str(path))
         if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "saved_model.pb")):
-            raise ConversionError("{}: not a SavedModel directory (no saved_model.pb); make one with "
-                                  "`fer-edge export`".format(path))
+            raise ConversionError(
+                "{}: not a SavedModel directory (no saved_model.pb); make one with `fer-edge export`".format(path)
+            )
         meta_path = os.path.join(path, md.METADATA_FILENAME)
         if not os.path.isfile(meta_path):
-            raise ConversionError("{}: model metadata file not found; the SavedModel must come from "
-                                  "`fer-edge export`, which writes {} beside saved_model.pb".format(
-                                      meta_path, md.METADATA_FILENAME))
+            raise ConversionError(
+                "{}: model metadata file not found; the SavedModel must come from "
+                "`fer-edge export`, which writes {} beside saved_model.pb".format(meta_path, md.METADATA_FILENAME)
+            )
         self.path = path
         self.meta = md.read(meta_path)
         if self.meta["input"]["layout"] != "NHWC":
-            raise ConversionError("{}: input layout {} (a SavedModel from fer-edge export takes NHWC)".format(
-                meta_path, self.meta["input"]["layout"]))
+            raise ConversionError(
+                "{}: input layout {} (a SavedModel from fer-edge export takes NHWC)".format(
+                    meta_path, self.meta["input"]["layout"]
+                )
+            )
         import tensorflow as tf
+
         self._tf = tf
         self.loaded = tf.saved_model.load(path)
         if SIGNATURE not in self.loaded.signatures:
-            raise ConversionError("{}: no '{}' signature (found: {})".format(
-                path, SIGNATURE, ", ".join(self.loaded.signatures) or "none"))
+            raise ConversionError(
+                "{}: no '{}' signature (found: {})".format(path, SIGNATURE, ", ".join(self.loaded.signatures) or "none")
+            )
         self.signature = self.loaded.signatures[SIGNATURE]
         inputs = self.signature.structured_input_signature[1]
         outputs = self.signature.structured_outputs
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ConversionError("{}: the serving signature must have one input and one output, has {} "
-                                  "and {}".format(path, sorted(inputs), sorted(outputs)))
-        (self.input_name, spec), = inputs.items()
+            raise ConversionError(
+                "{}: the serving signature must have one input and one output, has {} and {}".format(
+                    path, sorted(inputs), sorted(outputs)
+                )
+            )
+        ((self.input_name, spec),) = inputs.items()
         self.output_name = next(iter(outputs))
         inp = self.meta["input"]
         self.height, self.width, self.channels = inp["height"], inp["width"], inp["channels"]
         graph_shape = [None if d is None else int(d) for d in spec.shape.as_list()]
         want = [None, self.height, self.width, self.channels]
         if graph_shape != want:
-            raise ConversionError("{}: metadata says the input is {}x{}x{} (height x width x channels) but "
-                                  "the SavedModel's serving signature takes {}".format(
-                                      meta_path, self.height, self.width, self.channels, graph_shape))
+            raise ConversionError(
+                "{}: metadata says the input is {}x{}x{} (height x width x channels) but "
+                "the SavedModel's serving signature takes {}".format(
+                    meta_path, self.height, self.width, self.channels, graph_shape
+                )
+            )
         if spec.dtype != tf.float32:
             raise ConversionError("{}: serving input dtype {}, expected float32".format(path, spec.dtype.name))
         # Names every artifact gives its input and output (ONNX, OpenVINO, frozen graph, TensorRT).
         self.face_name = inp.get("name", "face")
         self.prob_name = self.meta.get("output", {}).get("name", "probabilities")
-        self.input_spec = tf.TensorSpec([None, self.height, self.width, self.channels], tf.float32,
-                                        name=self.face_name)
+        self.input_spec = tf.TensorSpec([None, self.height, self.width, self.channels], tf.float32, name=self.face_name)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for a float32 NHWC batch (the metadata's preprocessing)."""
         tf = self._tf
         outs = []
         for i in range(0, len(batch), BATCH):
-            result = self.signature(**{self.input_name: tf.constant(batch[i:i + BATCH])})
+            result = self.signature(**{self.input_name: tf.constant(batch[i : i + BATCH])})
             outs.append(result[self.output_name].numpy())
         if not outs:
             return np.zeros((0, len(self.meta["labels"])), np.float32)
@@ -95,6 +107,7 @@ class SavedModelSource:
         def serve(face):
             out = signature(**{input_name: face})[output_name]
             return {prob_name: tf.identity(out, name=prob_name)}
+
         return serve
 
 

@@ -51,10 +51,21 @@ ATOL = 1e-5
 LAYOUT = "NHWC"
 GRAPPLER_PASSES = ("pruning", "function", "constfold", "arithmetic", "dependency", "constfold")
 # Ops that must not survive in a frozen inference graph.
-FORBIDDEN_OPS = frozenset([
-    "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp", "AssignVariableOp", "Assign",
-    "PartitionedCall", "StatefulPartitionedCall", "SaveV2", "RestoreV2", "NoOp",
-])
+FORBIDDEN_OPS = frozenset(
+    [
+        "VarHandleOp",
+        "VariableV2",
+        "Variable",
+        "ReadVariableOp",
+        "AssignVariableOp",
+        "Assign",
+        "PartitionedCall",
+        "StatefulPartitionedCall",
+        "SaveV2",
+        "RestoreV2",
+        "NoOp",
+    ]
+)
 # Newer ops with an older twin of the same inputs and attributes (AddV2 appeared in TF 1.15; the
 # DeepLens model optimizer and TF 1.x before it know Add).
 TF1_OP_RENAMES = {"AddV2": "Add"}
@@ -64,6 +75,7 @@ def _grappler(graph_def, output):
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
     from tensorflow.python.grappler import tf_optimizer
+
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
@@ -80,13 +92,13 @@ def _grappler(graph_def, output):
 def strip_default_attrs(graph_def: "GraphDef") -> "GraphDef":
     """Remove attributes whose value is the op's default (TF 1.x readers may not know newer attrs)."""
     from tensorflow.python.framework import op_def_registry
+
     for node in graph_def.node:
         op_def = op_def_registry.get(node.op)
         if op_def is None:
             continue
         for attr in op_def.attr:
-            if attr.HasField("default_value") and attr.name in node.attr and \
-                    node.attr[attr.name] == attr.default_value:
+            if attr.HasField("default_value") and attr.name in node.attr and node.attr[attr.name] == attr.default_value:
                 del node.attr[attr.name]
     return graph_def
 
@@ -96,6 +108,7 @@ def freeze(source: SavedModelSource) -> "GraphDef":
     TensorFlow 2 writes it: see :func:`deeplens_graph` for what the device needs)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
     concrete = source.serving_function().get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
     graph_def = frozen.graph.as_graph_def()
@@ -111,6 +124,7 @@ def deeplens_graph(source: SavedModelSource) -> tuple["GraphDef", bool]:
     ``convert.tf1_graph`` (no mirror, constant reshapes, a 3-channel input, constants re-encoded),
     in topological order, checked static (ConversionError naming what is not)."""
     import tensorflow as tf
+
     extract = tf.compat.v1.graph_util.extract_sub_graph
     face, prob = source.face_name, source.prob_name
     graph_def = freeze(source)
@@ -139,20 +153,25 @@ def check_graph(graph_def: "GraphDef", source: SavedModelSource) -> None:
     nodes = {n.name: n for n in graph_def.node}
     placeholders = [n.name for n in graph_def.node if n.op == "Placeholder"]
     if placeholders != [source.face_name]:
-        raise ConversionError("frozen graph placeholders are {} (expected only '{}')".format(
-            placeholders, source.face_name))
+        raise ConversionError(
+            "frozen graph placeholders are {} (expected only '{}')".format(placeholders, source.face_name)
+        )
     out = nodes.get(source.prob_name)
     if out is None or out.op != "Identity":
         raise ConversionError("frozen graph has no Identity node '{}'".format(source.prob_name))
     bad = sorted({n.op for n in graph_def.node if n.op in FORBIDDEN_OPS})
     if bad or len(graph_def.library.function):
-        raise ConversionError("frozen graph still holds {} and {} library functions".format(
-            ", ".join(bad) or "no variable/call ops", len(graph_def.library.function)))
+        raise ConversionError(
+            "frozen graph still holds {} and {} library functions".format(
+                ", ".join(bad) or "no variable/call ops", len(graph_def.library.function)
+            )
+        )
 
 
 def frozen_predictor(pb_bytes: bytes, input_name: str, output_name: str) -> Callable[[np.ndarray], np.ndarray]:
     """predict(x NHWC float32, the graph's channels) -> its output, run in a TF1 Session."""
     import tensorflow as tf
+
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(pb_bytes)
     graph = tf.Graph()
@@ -162,7 +181,8 @@ def frozen_predictor(pb_bytes: bytes, input_name: str, output_name: str) -> Call
     feed, fetch = input_name + ":0", output_name + ":0"
 
     def predict(x):
-        return np.concatenate([session.run(fetch, {feed: x[i:i + 256]}) for i in range(0, len(x), 256)])
+        return np.concatenate([session.run(fetch, {feed: x[i : i + 256]}) for i in range(0, len(x), 256)])
+
     return predict
 
 
@@ -170,11 +190,13 @@ def device_predictor(pb_bytes: bytes, meta: dict[str, Any]) -> Callable[[np.ndar
     """predict(preprocessed faces, 1 channel) -> probabilities as the awscam backend computes them:
     the graph on each of ``device_views`` (3 channels; the mirror image too when the metadata says
     the runtime flip-averages), combined by ``combine_views``."""
-    run = frozen_predictor(pb_bytes, meta["input"].get("name", "face"), meta.get("output", {}).get("name",
-                                                                                                    "probabilities"))
+    run = frozen_predictor(
+        pb_bytes, meta["input"].get("name", "face"), meta.get("output", {}).get("name", "probabilities")
+    )
 
     def predict(x):
         return combine_views([run(view) for view in device_views(x, meta)])
+
     return predict
 
 
@@ -182,8 +204,10 @@ def read_pb(tar_path: str, stem: str) -> tuple[bytes, dict[str, Any]]:
     """The .pb bytes and metadata packed in a DeepLens artifact."""
     with tarfile.open(tar_path, "r:gz") as tar:
         pb = _member_bytes(tar, tar_path, stem + ".pb")
-        meta = md.loads(_member_bytes(tar, tar_path, md.sidecar_path(stem + ".pb")).decode("utf-8"),
-                        "{}:{}".format(tar_path, md.sidecar_path(stem + ".pb")))
+        meta = md.loads(
+            _member_bytes(tar, tar_path, md.sidecar_path(stem + ".pb")).decode("utf-8"),
+            "{}:{}".format(tar_path, md.sidecar_path(stem + ".pb")),
+        )
     return pb, meta
 
 
@@ -204,10 +228,16 @@ def _add_bytes(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def export_deeplens(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                    faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None, force: bool = False,
-                    name: str = "model", limit: int = parity.DEFAULT_LIMIT,
-                    log: Callable[[str], None] | None = None) -> str:
+def export_deeplens(
+    savedmodel_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    faces: npt.ArrayLike | None = None,
+    data: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    name: str = "model",
+    limit: int = parity.DEFAULT_LIMIT,
+    log: Callable[[str], None] | None = None,
+) -> str:
     """SavedModel -> ``out_dir/<name>.tar.gz`` (frozen graph + metadata); returns the tarball path."""
     stem = stem_of(name)
     refuse_existing(out_dir, force)
@@ -216,9 +246,17 @@ def export_deeplens(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.Pa
     graph_def, mirrored = deeplens_graph(source)
     meta = deeplens_metadata(source.meta, mirrored)
     ops = sorted({n.op for n in graph_def.node})
-    say(log, "frozen graph: {} nodes, ops: {}; input [N,{},{},{}]{}".format(
-        len(graph_def.node), " ".join(ops), source.height, source.width, DEVICE_CHANNELS,
-        "; flip averaging left to the runtime (mirror removed from the graph)" if mirrored else ""))
+    say(
+        log,
+        "frozen graph: {} nodes, ops: {}; input [N,{},{},{}]{}".format(
+            len(graph_def.node),
+            " ".join(ops),
+            source.height,
+            source.width,
+            DEVICE_CHANNELS,
+            "; flip averaging left to the runtime (mirror removed from the graph)" if mirrored else "",
+        ),
+    )
     with staged_output(out_dir, force) as stage:
         tar_path = os.path.join(stage, stem + ".tar.gz")
         with tarfile.open(tar_path, "w:gz") as tar:

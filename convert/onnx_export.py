@@ -35,9 +35,11 @@ LAYOUT = "NCHW"
 def to_onnx(source: SavedModelSource, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
     """The ONNX ModelProto of a :class:`SavedModelSource` (not yet checked)."""
     import tf2onnx
+
     serve = source.serving_function()
-    model, _ = tf2onnx.convert.from_function(serve, input_signature=[source.input_spec], opset=opset,
-                                             inputs_as_nchw=[source.face_name + ":0"])
+    model, _ = tf2onnx.convert.from_function(
+        serve, input_signature=[source.input_spec], opset=opset, inputs_as_nchw=[source.face_name + ":0"]
+    )
     return model
 
 
@@ -74,8 +76,7 @@ def name_batch_dim(model: "onnx.ModelProto", name: str = BATCH_DIM) -> "onnx.Mod
     return model
 
 
-def embed_metadata(model: "onnx.ModelProto", meta: dict[str, Any],
-                   layout: str | None = LAYOUT) -> "onnx.ModelProto":
+def embed_metadata(model: "onnx.ModelProto", meta: dict[str, Any], layout: str | None = LAYOUT) -> "onnx.ModelProto":
     """Store ``meta`` (with its input layout set to ``layout``; None keeps it) in
     ``model.metadata_props`` under ONNX_METADATA_KEY. Read back with ``edge.onnx_meta``."""
     keep = [p for p in model.metadata_props if p.key != md.ONNX_METADATA_KEY]
@@ -90,6 +91,7 @@ def embed_metadata(model: "onnx.ModelProto", meta: dict[str, Any],
 def all_nodes(graph: "onnx.GraphProto") -> Iterator["onnx.NodeProto"]:
     """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
     import onnx
+
     for node in graph.node:
         yield node
         for attr in node.attribute:
@@ -110,11 +112,17 @@ def check_tensorrt_ops(model: "onnx.ModelProto", supported: Container[str] | Non
     by_op: dict[str, list[str]] = {}  # operator -> names of its nodes
     for op, node in bad:
         by_op.setdefault(op, []).append(node or "(unnamed)")
-    details = "; ".join("{} (node{} {})".format(op, "s" if len(nodes) > 1 else "", ", ".join(nodes[:5]) +
-                                                  (", ..." if len(nodes) > 5 else ""))
-                        for op, nodes in sorted(by_op.items()))
-    raise ConversionError("the ONNX model uses operators that TensorRT {}'s ONNX parser does not support: {} "
-                          "(list: {})".format(trt_ops.TENSORRT_VERSION, details, trt_ops.SOURCE))
+    details = "; ".join(
+        "{} (node{} {})".format(
+            op, "s" if len(nodes) > 1 else "", ", ".join(nodes[:5]) + (", ..." if len(nodes) > 5 else "")
+        )
+        for op, nodes in sorted(by_op.items())
+    )
+    raise ConversionError(
+        "the ONNX model uses operators that TensorRT {}'s ONNX parser does not support: {} (list: {})".format(
+            trt_ops.TENSORRT_VERSION, details, trt_ops.SOURCE
+        )
+    )
 
 
 def _dims(value):
@@ -124,10 +132,11 @@ def _dims(value):
 def check_structure(model: "onnx.ModelProto", meta: dict[str, Any], opset: int) -> None:
     """onnx.checker (full), opset, one input [N,C,H,W] named like the metadata, one output [N,classes]."""
     import onnx
+
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ConversionError("the ONNX model does not pass onnx.checker: {}".format(exc))
+        raise ConversionError("the ONNX model does not pass onnx.checker: {}".format(exc)) from exc
     used = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
     if used > opset:
         raise ConversionError("the ONNX model imports opset {} (asked for at most {})".format(used, opset))
@@ -135,20 +144,32 @@ def check_structure(model: "onnx.ModelProto", meta: dict[str, Any], opset: int) 
     inp = meta["input"]
     want_in = [BATCH_DIM, inp["channels"], inp["height"], inp["width"]]
     if len(inputs) != 1 or inputs[0].name != inp.get("name", "face") or _dims(inputs[0]) != want_in:
-        raise ConversionError("ONNX input is {} (expected one input '{}' {})".format(
-            [(i.name, _dims(i)) for i in inputs], inp.get("name", "face"), want_in))
+        raise ConversionError(
+            "ONNX input is {} (expected one input '{}' {})".format(
+                [(i.name, _dims(i)) for i in inputs], inp.get("name", "face"), want_in
+            )
+        )
     out_name = meta.get("output", {}).get("name", "probabilities")
     want_out = [BATCH_DIM, len(meta["labels"])]
     outs = list(model.graph.output)
     if len(outs) != 1 or outs[0].name != out_name or _dims(outs[0]) != want_out:
-        raise ConversionError("ONNX output is {} (expected one output '{}' {})".format(
-            [(o.name, _dims(o)) for o in outs], out_name, want_out))
+        raise ConversionError(
+            "ONNX output is {} (expected one output '{}' {})".format(
+                [(o.name, _dims(o)) for o in outs], out_name, want_out
+            )
+        )
 
 
-def write_onnx(source: SavedModelSource, path: str, opset: int = DEFAULT_OPSET,
-               log: Callable[[str], None] | None = None, supported_ops: Container[str] | None = None) -> str:
+def write_onnx(
+    source: SavedModelSource,
+    path: str,
+    opset: int = DEFAULT_OPSET,
+    log: Callable[[str], None] | None = None,
+    supported_ops: Container[str] | None = None,
+) -> str:
     """Convert, simplify, embed metadata, check structure and operators, save to ``path``."""
     import onnx
+
     model = simplify(to_onnx(source, opset), log)
     name_batch_dim(model)
     embed_metadata(model, source.meta)
@@ -163,19 +184,28 @@ def write_onnx(source: SavedModelSource, path: str, opset: int = DEFAULT_OPSET,
 def onnxruntime_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
     """predict(x NCHW float32) -> probabilities, with ONNX Runtime on CPU."""
     import onnxruntime as ort
+
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def predict(x):
-        return np.concatenate([session.run(None, {name: x[i:i + 256]})[0] for i in range(0, len(x), 256)])
+        return np.concatenate([session.run(None, {name: x[i : i + 256]})[0] for i in range(0, len(x), 256)])
+
     return predict
 
 
-def export_onnx(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None,
-                opset: int | None = None, force: bool = False, name: str = "model",
-                limit: int = parity.DEFAULT_LIMIT, log: Callable[[str], None] | None = None,
-                supported_ops: Container[str] | None = None) -> str:
+def export_onnx(
+    savedmodel_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    faces: npt.ArrayLike | None = None,
+    data: str | os.PathLike[str] | None = None,
+    opset: int | None = None,
+    force: bool = False,
+    name: str = "model",
+    limit: int = parity.DEFAULT_LIMIT,
+    log: Callable[[str], None] | None = None,
+    supported_ops: Container[str] | None = None,
+) -> str:
     """SavedModel -> ``out_dir/<name>.onnx`` (checked, verified with ONNX Runtime); returns its path.
 
     ``faces``/``data``/``limit``: the real faces of the parity check (see :mod:`convert.parity`);
@@ -184,8 +214,12 @@ def export_onnx(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLi
     """
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset > trt_ops.MAX_OPSET:
-        say(log, "warning: opset {} > {}: TensorRT {} cannot parse this model".format(
-            opset, trt_ops.MAX_OPSET, trt_ops.TENSORRT_VERSION))
+        say(
+            log,
+            "warning: opset {} > {}: TensorRT {} cannot parse this model".format(
+                opset, trt_ops.MAX_OPSET, trt_ops.TENSORRT_VERSION
+            ),
+        )
     stem = stem_of(name)
     refuse_existing(out_dir, force)
     check_faces, described = parity.parity_faces(faces, data, limit)
@@ -196,4 +230,3 @@ def export_onnx(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLi
         parity.check("ONNX (onnxruntime)", source, onnxruntime_predictor(path), check_faces, LAYOUT, ATOL, log=log)
         result = final_path(stage, out_dir, path)
     return result
-

@@ -34,10 +34,14 @@ RT_INFO_KEY = md.ONNX_METADATA_KEY
 def to_openvino(source: SavedModelSource) -> "ov.Model":
     """An ov.Model of the SavedModel with an NCHW input named like the metadata."""
     import openvino as ov
+
     model = ov.convert_model(source.path)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ConversionError("OpenVINO read the SavedModel as {} inputs and {} outputs (expected one each)".format(
-            len(model.inputs), len(model.outputs)))
+        raise ConversionError(
+            "OpenVINO read the SavedModel as {} inputs and {} outputs (expected one each)".format(
+                len(model.inputs), len(model.outputs)
+            )
+        )
     ppp = ov.preprocess.PrePostProcessor(model)
     ppp.input().tensor().set_layout(ov.Layout("NCHW"))
     ppp.input().model().set_layout(ov.Layout("NHWC"))
@@ -57,21 +61,30 @@ def read_rt_metadata(model: "ov.Model") -> dict[str, Any] | None:
 def openvino_predictor(xml_path: str) -> Callable[[np.ndarray], np.ndarray]:
     """predict(x NCHW float32) -> probabilities with the OpenVINO runtime on CPU (f32 inference)."""
     import openvino as ov
+
     core = ov.Core()
     compiled = core.compile_model(core.read_model(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     output = compiled.output(0)
 
     def predict(x):
-        return np.concatenate([compiled(x[i:i + 256])[output] for i in range(0, len(x), 256)])
+        return np.concatenate([compiled(x[i : i + 256])[output] for i in range(0, len(x), 256)])
+
     return predict
 
 
-def export_openvino(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                    faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None, force: bool = False,
-                    name: str = "model", limit: int = parity.DEFAULT_LIMIT,
-                    log: Callable[[str], None] | None = None) -> str:
+def export_openvino(
+    savedmodel_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    faces: npt.ArrayLike | None = None,
+    data: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    name: str = "model",
+    limit: int = parity.DEFAULT_LIMIT,
+    log: Callable[[str], None] | None = None,
+) -> str:
     """SavedModel -> ``out_dir/<name>.xml`` + ``.bin`` + metadata sidecar; returns the .xml path."""
     import openvino as ov
+
     stem = stem_of(name)
     refuse_existing(out_dir, force)
     check_faces, described = parity.parity_faces(faces, data, limit)
@@ -87,10 +100,17 @@ def export_openvino(savedmodel_dir: str | os.PathLike[str], out_dir: str | os.Pa
         shape = written.input(0).get_partial_shape()
         want = ov.PartialShape([-1, source.channels, source.height, source.width])
         if not shape.same_scheme(want) or written.input(0).get_any_name() != source.face_name:
-            raise ConversionError("OpenVINO IR input is {} {} (expected {} {})".format(
-                written.input(0).get_names(), shape, source.face_name, want))
-        say(log, "OpenVINO IR: input {} {}, output {} {}, FP16 weights".format(
-            source.face_name, shape, source.prob_name, written.output(0).get_partial_shape()))
+            raise ConversionError(
+                "OpenVINO IR input is {} {} (expected {} {})".format(
+                    written.input(0).get_names(), shape, source.face_name, want
+                )
+            )
+        say(
+            log,
+            "OpenVINO IR: input {} {}, output {} {}, FP16 weights".format(
+                source.face_name, shape, source.prob_name, written.output(0).get_partial_shape()
+            ),
+        )
         if read_rt_metadata(written) != meta:
             raise ConversionError("the metadata did not survive in the IR's rt_info")
         say(log, "checking with the OpenVINO runtime (CPU) on {}".format(described))

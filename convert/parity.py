@@ -36,15 +36,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _VALID_CACHE: dict[str, np.ndarray] = {}  # dataset path -> its majority-labelled FER2013Valid faces
 
 
-class ParityReport(collections.namedtuple(
-        "ParityReport", "what faces max_abs_diff mean_abs_diff argmax_agree near_ties atol")):
+class ParityReport(
+    collections.namedtuple("ParityReport", "what faces max_abs_diff mean_abs_diff argmax_agree near_ties atol")
+):
     """Outcome of one parity check (all numbers, for logs and the CLI)."""
 
     def __str__(self):
         ties = " ({} near-ties)".format(self.near_ties) if self.near_ties else ""
-        return "{} vs SavedModel on {} faces: max |diff| {:.2e} (mean {:.1e}, allowed {:.0e}), same argmax " \
-               "on {}/{}{}".format(self.what, self.faces, self.max_abs_diff, self.mean_abs_diff, self.atol,
-                                   self.argmax_agree, self.faces, ties)
+        return (
+            "{} vs SavedModel on {} faces: max |diff| {:.2e} (mean {:.1e}, allowed {:.0e}), same argmax "
+            "on {}/{}{}".format(
+                self.what,
+                self.faces,
+                self.max_abs_diff,
+                self.mean_abs_diff,
+                self.atol,
+                self.argmax_agree,
+                self.faces,
+                ties,
+            )
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._asdict())
@@ -69,13 +80,12 @@ def load_faces_file(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ConversionError("{}: not a .npy or .npz file ({})".format(path, exc))
+        raise ConversionError("{}: not a .npy or .npz file ({})".format(path, exc)) from exc
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded:
         if "faces" not in loaded.files:
-            raise ConversionError("{}: the .npz holds no 'faces' array (has: {})".format(
-                path, ", ".join(loaded.files)))
+            raise ConversionError("{}: the .npz holds no 'faces' array (has: {})".format(path, ", ".join(loaded.files)))
         return np.array(loaded["faces"])
 
 
@@ -85,6 +95,7 @@ def valid_faces(data: str | os.PathLike[str], limit: int = DEFAULT_LIMIT) -> np.
     if key not in _VALID_CACHE:
         from train.dataset import read_source
         from train.labels import EVAL_MODE
+
         dataset = read_source(key)
         if VALID not in dataset.available_splits():
             raise ConversionError("{}: no {} split to check the conversion on".format(data, VALID))
@@ -93,16 +104,20 @@ def valid_faces(data: str | os.PathLike[str], limit: int = DEFAULT_LIMIT) -> np.
     return faces[:limit] if limit else faces
 
 
-def parity_faces(faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None,
-                 limit: int = DEFAULT_LIMIT) -> tuple[np.ndarray, str]:
+def parity_faces(
+    faces: npt.ArrayLike | None = None, data: str | os.PathLike[str] | None = None, limit: int = DEFAULT_LIMIT
+) -> tuple[np.ndarray, str]:
     """(uint8 faces, description) for a parity check; ConversionError when there are none."""
     if faces is not None:
         if isinstance(faces, str):
             faces = load_faces_file(faces)
         faces = np.asarray(faces)
         if faces.dtype != np.uint8 or faces.ndim not in (3, 4) or len(faces) == 0:
-            raise ConversionError("parity faces must be a non-empty uint8 array [N, H, W] (or [N, H, W, C]), "
-                                  "got {} {}".format(faces.dtype, faces.shape))
+            raise ConversionError(
+                "parity faces must be a non-empty uint8 array [N, H, W] (or [N, H, W, C]), got {} {}".format(
+                    faces.dtype, faces.shape
+                )
+            )
         faces = faces[:limit] if limit else faces
         return faces, "{} given faces".format(len(faces))
     if data is None:
@@ -112,19 +127,23 @@ def parity_faces(faces: npt.ArrayLike | None = None, data: str | os.PathLike[str
             raise ConversionError(
                 "no real faces for the parity check: give --data (a FER+ .tar.gz, .npz cache or folder with "
                 "{}) or --faces (a .npy of uint8 faces [N,48,48]), or set {} (looked for {} and {})".format(
-                    VALID, DATA_ENV, os.path.join(env, TARBALL), os.path.join(REPO, "data", "ferplus.npz")))
+                    VALID, DATA_ENV, os.path.join(env, TARBALL), os.path.join(REPO, "data", "ferplus.npz")
+                )
+            )
     faces = valid_faces(data, limit)
     return faces, "{} {} faces from {}".format(len(faces), VALID, data)
 
 
-def compare(what: str, reference: npt.ArrayLike, got: npt.ArrayLike, atol: float,
-            tie_margin: float | None = None) -> ParityReport:
+def compare(
+    what: str, reference: npt.ArrayLike, got: npt.ArrayLike, atol: float, tie_margin: float | None = None
+) -> ParityReport:
     """ParityReport of ``got`` against ``reference`` probabilities; ConversionError when outside tolerance."""
     reference = np.asarray(reference, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
     if reference.shape != got.shape:
-        raise ConversionError("{}: output shape {} differs from the SavedModel's {}".format(
-            what, got.shape, reference.shape))
+        raise ConversionError(
+            "{}: output shape {} differs from the SavedModel's {}".format(what, got.shape, reference.shape)
+        )
     if not np.all(np.isfinite(got)):
         raise ConversionError("{}: output holds NaN or infinite values".format(what))
     tie_margin = 2.0 * atol if tie_margin is None else tie_margin
@@ -135,28 +154,46 @@ def compare(what: str, reference: npt.ArrayLike, got: npt.ArrayLike, atol: float
     differ = ref_top != got_top
     near = differ & (gap <= tie_margin)
     hard = differ & ~near
-    report = ParityReport(what, int(len(reference)), float(diff.max()) if diff.size else 0.0,
-                          float(diff.mean()) if diff.size else 0.0, int((~differ).sum()), int(near.sum()),
-                          float(atol))
+    report = ParityReport(
+        what,
+        int(len(reference)),
+        float(diff.max()) if diff.size else 0.0,
+        float(diff.mean()) if diff.size else 0.0,
+        int((~differ).sum()),
+        int(near.sum()),
+        float(atol),
+    )
     problems = []
     if report.max_abs_diff > atol:
         worst = int(np.unravel_index(np.argmax(diff), diff.shape)[0])
-        problems.append("max |diff| of probabilities {:.2e} > {:.0e} (face {})".format(
-            report.max_abs_diff, atol, worst))
+        problems.append(
+            "max |diff| of probabilities {:.2e} > {:.0e} (face {})".format(report.max_abs_diff, atol, worst)
+        )
     if hard.any():
         idx = np.flatnonzero(hard)
-        problems.append("top emotion differs on {} of {} faces (e.g. faces {})".format(
-            len(idx), len(reference), ", ".join(str(i) for i in idx[:10])))
+        problems.append(
+            "top emotion differs on {} of {} faces (e.g. faces {})".format(
+                len(idx), len(reference), ", ".join(str(i) for i in idx[:10])
+            )
+        )
     if problems:
         raise ConversionError("{} does not match the SavedModel: {}. [{}]".format(what, "; ".join(problems), report))
     return report
 
 
-def check(what: str, source: SavedModelSource, predict: Callable[[np.ndarray], npt.ArrayLike], faces: np.ndarray,
-          layout: str, atol: float, tie_margin: float | None = None,
-          log: Callable[[str], None] | None = None) -> ParityReport:
+def check(
+    what: str,
+    source: SavedModelSource,
+    predict: Callable[[np.ndarray], npt.ArrayLike],
+    faces: np.ndarray,
+    layout: str,
+    atol: float,
+    tie_margin: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ParityReport:
     """Run ``source`` (a SavedModelSource) and ``predict`` (artifact, ``layout`` input) on ``faces``."""
     from edge.preprocess import prepare_faces
+
     reference = source.predict(prepare_faces(faces, source.meta))
     got = predict(prepare_faces(faces, md.with_layout(source.meta, layout)))
     report = compare(what, reference, got, atol, tie_margin)

@@ -37,15 +37,60 @@ if TYPE_CHECKING:
 # AWS DeepLens's documented TensorFlow layers ("Supporting TensorFlow Layers", DeepLens developer
 # guide) plus MatMul on 2-D tensors (Dense layers; the classic Model Optimizer converts it to its
 # fully-connected layer: checked with 2021.4 in tests/test_deeplens_toolchains.py, not with the device's build).
-DEEPLENS_TF_OPS = frozenset([
-    "Add", "AvgPool", "BatchToSpaceND", "BiasAdd", "Const", "Conv2D", "Conv2DBackpropInput", "Identity",
-    "Maximum", "MaxPool", "Mean", "Mul", "Neg", "Pad", "Placeholder", "Prod", "RandomUniform", "Range",
-    "Relu", "Reshape", "Rsqrt", "Shape", "Softmax", "SpaceToBatchND", "Square", "Squeeze", "StopGradient",
-    "Sub", "Sum", "Tile", "MatMul",
-])
+DEEPLENS_TF_OPS = frozenset(
+    [
+        "Add",
+        "AvgPool",
+        "BatchToSpaceND",
+        "BiasAdd",
+        "Const",
+        "Conv2D",
+        "Conv2DBackpropInput",
+        "Identity",
+        "Maximum",
+        "MaxPool",
+        "Mean",
+        "Mul",
+        "Neg",
+        "Pad",
+        "Placeholder",
+        "Prod",
+        "RandomUniform",
+        "Range",
+        "Relu",
+        "Reshape",
+        "Rsqrt",
+        "Shape",
+        "Softmax",
+        "SpaceToBatchND",
+        "Square",
+        "Squeeze",
+        "StopGradient",
+        "Sub",
+        "Sum",
+        "Tile",
+        "MatMul",
+    ]
+)
 # Ops that compute shapes at run time: none may remain (the old GPU plugin needs static shapes).
-SHAPE_OPS = frozenset(["Shape", "ShapeN", "Size", "Rank", "StridedSlice", "Pack", "GatherV2", "Gather",
-                       "ConcatV2", "Concat", "Prod", "Fill", "Range", "Slice"])
+SHAPE_OPS = frozenset(
+    [
+        "Shape",
+        "ShapeN",
+        "Size",
+        "Rank",
+        "StridedSlice",
+        "Pack",
+        "GatherV2",
+        "Gather",
+        "ConcatV2",
+        "Concat",
+        "Prod",
+        "Fill",
+        "Range",
+        "Slice",
+    ]
+)
 
 
 def _name(ref):
@@ -63,6 +108,7 @@ def _nodes(graph_def):
 
 def _const_value(node):
     from tensorflow.python.framework import tensor_util
+
     return tensor_util.MakeNdarray(node.attr["value"].tensor)
 
 
@@ -109,8 +155,11 @@ def mirror_ops(graph_def: "GraphDef") -> list[str]:
             if other is None or other.op != "Const":
                 continue
             value = _const_value(other)
-            if value.ndim == 2 and value.shape[0] == value.shape[1] > 1 and \
-                    np.array_equal(value, np.eye(value.shape[0], dtype=value.dtype)[::-1]):
+            if (
+                value.ndim == 2
+                and value.shape[0] == value.shape[1] > 1
+                and np.array_equal(value, np.eye(value.shape[0], dtype=value.dtype)[::-1])
+            ):
                 found.append(node.name)
     return found
 
@@ -128,8 +177,11 @@ def remove_mirror(graph_def: "GraphDef", face: str, output: str) -> tuple["Graph
     dirty = _downstream(graph_def, mirrors)
     out = nodes[output]
     if out.op != "Identity" or output not in dirty:
-        raise ConversionError("the graph mirrors its input ({}) but the output '{}' is not an Identity of "
-                              "the flip average".format(", ".join(mirrors), output))
+        raise ConversionError(
+            "the graph mirrors its input ({}) but the output '{}' is not an Identity of the flip average".format(
+                ", ".join(mirrors), output
+            )
+        )
     name, scale, path = _data_inputs(out)[0], 1.0, []
     while True:
         node = nodes[name]
@@ -137,8 +189,12 @@ def remove_mirror(graph_def: "GraphDef", face: str, output: str) -> tuple["Graph
         ins = _data_inputs(node)
         consts = [i for i in ins if nodes[i].op == "Const"]
         others = [i for i in ins if nodes[i].op != "Const"]
-        if node.op in ("Mul", "RealDiv") and len(consts) == 1 and len(others) == 1 and \
-                _const_value(nodes[consts[0]]).size == 1:
+        if (
+            node.op in ("Mul", "RealDiv")
+            and len(consts) == 1
+            and len(others) == 1
+            and _const_value(nodes[consts[0]]).size == 1
+        ):
             value = float(_const_value(nodes[consts[0]]).reshape(()))
             if node.op == "RealDiv" and ins[1] != consts[0]:
                 break
@@ -150,18 +206,22 @@ def remove_mirror(graph_def: "GraphDef", face: str, output: str) -> tuple["Graph
             mirrored = [i for i in ins if i in dirty]
             if len(plain) == 1 and len(mirrored) == 1 and face in _upstream(nodes, plain[0]):
                 if abs(scale - 0.5) > 1e-7:
-                    raise ConversionError("the flip average scales the sum by {} (expected 0.5): {}".format(
-                        scale, " <- ".join(path)))
+                    raise ConversionError(
+                        "the flip average scales the sum by {} (expected 0.5): {}".format(scale, " <- ".join(path))
+                    )
                 out.input[0] = [ref for ref in node.input if _name(ref) == plain[0]][0]
                 return graph_def, True
         break
-    raise ConversionError("the graph mirrors its input ({}) but its output is not (plain + mirrored) / 2 "
-                          "of one network; path from the output: {}".format(", ".join(mirrors), " <- ".join(path)))
+    raise ConversionError(
+        "the graph mirrors its input ({}) but its output is not (plain + mirrored) / 2 "
+        "of one network; path from the output: {}".format(", ".join(mirrors), " <- ".join(path))
+    )
 
 
 def _import(graph_def, face, shape):
     """A tf.Graph of ``graph_def`` with the placeholder ``face`` of static ``shape`` (None: as stored)."""
     import tensorflow as tf
+
     graph_def = _copy(graph_def)
     if shape is not None:
         ph = _nodes(graph_def)[face]
@@ -174,6 +234,7 @@ def _import(graph_def, face, shape):
 
 def _copy(graph_def):
     import tensorflow as tf
+
     out = tf.compat.v1.GraphDef()
     out.CopyFrom(graph_def)
     return out
@@ -199,8 +260,11 @@ def constant_reshapes(graph_def: "GraphDef", face: str) -> "GraphDef":
             continue
         dims = graph.get_tensor_by_name(node.name + ":0").shape.as_list()
         if dims is None or any(d is None for d in dims[1:]):
-            raise ConversionError("Reshape '{}' has output shape {}: only the batch may be unknown for a "
-                                  "constant target shape".format(node.name, dims))
+            raise ConversionError(
+                "Reshape '{}' has output shape {}: only the batch may be unknown for a constant target shape".format(
+                    node.name, dims
+                )
+            )
         target = _const_node(graph_def, node.name + "/static_shape", np.array([-1] + dims[1:], np.int32))
         node.input[1] = target.name
     return graph_def
@@ -210,6 +274,7 @@ def three_channel_input(graph_def: "GraphDef", face: str, channels: int = 3) -> 
     """The placeholder ``face`` [N, H, W, 1] becomes [N, H, W, channels] followed by ``Mean`` over the
     channels (kept as [N, H, W, 1]) that feeds what the placeholder fed."""
     import tensorflow as tf
+
     nodes = _nodes(graph_def)
     ph = nodes[face]
     dims = tf.TensorShape(ph.attr["shape"].shape).as_list()
@@ -235,12 +300,14 @@ def tensor_proto(array: npt.ArrayLike) -> "TensorProto":
     """A TensorProto of a numeric numpy array with every value stored (little-endian tensor_content)."""
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
     from tensorflow.python.framework import dtypes
+
     array = np.asarray(array)
     if array.dtype.kind not in "biuf":
         raise ConversionError("cannot store a constant of dtype {}".format(array.dtype))
     proto = tensor_pb2.TensorProto(dtype=dtypes.as_dtype(array.dtype).as_datatype_enum)
-    proto.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape]))
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in array.shape])
+    )
     proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     return proto
 
@@ -286,15 +353,24 @@ def check_static(graph_def: "GraphDef", face: str, shape: Sequence[int | None]) 
     outside = sorted(ops - DEEPLENS_TF_OPS)
     dynamic = sorted(ops & SHAPE_OPS)
     if outside or dynamic:
-        raise ConversionError("frozen graph ops {} are outside DeepLens's TensorFlow layers, {} compute "
-                              "shapes at run time".format(outside or "none", dynamic or "none"))
+        raise ConversionError(
+            "frozen graph ops {} are outside DeepLens's TensorFlow layers, {} compute shapes at run time".format(
+                outside or "none", dynamic or "none"
+            )
+        )
     graph = _import(graph_def, face, shape)
     for op in graph.get_operations():
         for tensor in op.outputs:
             if not tensor.shape.is_fully_defined():
-                raise ConversionError("tensor '{}' ({}) has shape {} for an input {}: not static".format(
-                    tensor.name, op.type, tensor.shape, shape))
+                raise ConversionError(
+                    "tensor '{}' ({}) has shape {} for an input {}: not static".format(
+                        tensor.name, op.type, tensor.shape, shape
+                    )
+                )
         if op.type == "MatMul" and any(t.shape.ndims != 2 for t in op.inputs):
-            raise ConversionError("MatMul '{}' multiplies {}: only 2-D MatMul is allowed".format(
-                op.name, [t.shape.as_list() for t in op.inputs]))
+            raise ConversionError(
+                "MatMul '{}' multiplies {}: only 2-D MatMul is allowed".format(
+                    op.name, [t.shape.as_list() for t in op.inputs]
+                )
+            )
     return sorted(ops)

@@ -22,7 +22,8 @@ TENSORRT_VERSION = "8.2"
 MAX_OPSET = 13
 SOURCE = "https://github.com/onnx/onnx-tensorrt/blob/release/8.2-GA/docs/operators.md"
 
-SUPPORTED_OPS = frozenset("""
+SUPPORTED_OPS = frozenset(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool
 BatchNormalization Cast Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
 CumSum DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten
@@ -34,7 +35,8 @@ ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSqu
 Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
 Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum
 Tan Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where
-""".split())
+""".split()
+)
 
 # ONNX domains whose operators the parser imports natively ("" is the default ai.onnx domain).
 ONNX_DOMAINS = ("", "ai.onnx")

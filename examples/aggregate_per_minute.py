@@ -50,9 +50,9 @@ class Aggregator(object):
     """Per (device, minute) counts; ``add`` and ``close_idle`` return the finished rows."""
 
     def __init__(self, dedupe_window=100000):
-        self.buckets = collections.OrderedDict()   # (device, minute start) -> counts
-        self.arrived = {}                          # (device, minute start) -> last arrival time
-        self.seen = collections.OrderedDict()      # (device, event_id) -> None, bounded
+        self.buckets = collections.OrderedDict()  # (device, minute start) -> counts
+        self.arrived = {}  # (device, minute start) -> last arrival time
+        self.seen = collections.OrderedDict()  # (device, event_id) -> None, bounded
         self.dedupe_window = dedupe_window
         self.duplicates = 0
 
@@ -83,8 +83,7 @@ class Aggregator(object):
     def close_idle(self, now, grace):
         """Close the minutes that ended ``grace`` seconds before ``now`` and got no event for
         ``grace`` seconds (``now``: seconds since the epoch)."""
-        return self._close(lambda dev, begin: begin + 60 + grace <= now and
-                           self.arrived[(dev, begin)] + grace <= now)
+        return self._close(lambda dev, begin: begin + 60 + grace <= now and self.arrived[(dev, begin)] + grace <= now)
 
     def close_all(self):
         return self._close(lambda dev, begin: True)
@@ -94,8 +93,12 @@ class Aggregator(object):
         for key in [k for k in self.buckets if done(*k)]:
             counts = self.buckets.pop(key)
             self.arrived.pop(key, None)
-            row = {"minute": minute_text(key[1]), "device_id": key[0], "frames": counts["frames"],
-                   "faces": counts["faces"]}
+            row = {
+                "minute": minute_text(key[1]),
+                "device_id": key[0],
+                "frames": counts["frames"],
+                "faces": counts["faces"],
+            }
             for emotion in EMOTIONS:
                 row[emotion] = counts[emotion]
             rows.append(row)
@@ -116,13 +119,16 @@ def format_table(rows):
     lines = []
     for row in rows:
         seen = sorted(((row[e], e) for e in EMOTIONS if row[e]), reverse=True)
-        lines.append("{minute}  {device_id:<20} frames {frames:>5}  faces {faces:>5}  ".format(**row) +
-                     ", ".join("{} {}".format(e, n) for n, e in seen))
+        lines.append(
+            "{minute}  {device_id:<20} frames {frames:>5}  faces {faces:>5}  ".format(**row)
+            + ", ".join("{} {}".format(e, n) for n, e in seen)
+        )
     return "\n".join(lines)
 
 
 def make_client(args):
     import paho.mqtt.client as mqtt
+
     url = urlsplit(args.broker)
     if url.scheme not in ("mqtt", "mqtts"):
         raise SystemExit("--broker must be mqtt://host[:port] or mqtts://host[:port]")
@@ -159,8 +165,9 @@ def main(argv=None):
     parser.add_argument("--prefix", default="fer-edge")
     parser.add_argument("--device-id", default="+", help="one device, or + for all (default)")
     parser.add_argument("--csv", help="append finished minutes to this CSV file")
-    parser.add_argument("--grace", type=float, default=5.0,
-                        help="seconds without events for a minute that ended before it is printed")
+    parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds without events for a minute that ended before it is printed"
+    )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--client-id")
     parser.add_argument("--persistent", action="store_true", help="keep a session at the broker (needs --client-id)")

@@ -20,27 +20,40 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    from edge.config.agent import load_config
     from edge.agent.service import serve
+    from edge.config.agent import load_config
+
     video = sys.argv[1]
     overrides = {"source": video, "broker": "", "stats_interval": 0.0, "device_id": "bench"}
     if len(sys.argv) > 2:
         overrides["model"] = sys.argv[2]
     config = load_config(None, env={}, overrides=overrides)
     from edge.classifier import load_classifier
+
     classifier = load_classifier(config["model"] or None)
     import numpy as np
+
     classifier.predict(np.zeros((1, 48, 48), np.uint8))  # warm-up, not timed
     from edge.delivery.base import MemoryPublisher
+
     publisher = MemoryPublisher("bench", keep=1)  # serializes like a real publisher, keeps nothing
     cpu0 = time.process_time()
     start = time.perf_counter()
     summary = serve(config, classifier=classifier, publisher=publisher)
     seconds = time.perf_counter() - start
-    print(json.dumps({"frames": summary["frames"], "faces": summary["faces"], "seconds": seconds,
-                      "fps": summary["frames"] / seconds, "stage_ms": publisher.stats[-1]["stage_ms"],
-                      "cpu_percent": 100.0 * (time.process_time() - cpu0) / seconds,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "frames": summary["frames"],
+                "faces": summary["faces"],
+                "seconds": seconds,
+                "fps": summary["frames"] / seconds,
+                "stage_ms": publisher.stats[-1]["stage_ms"],
+                "cpu_percent": 100.0 * (time.process_time() - cpu0) / seconds,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

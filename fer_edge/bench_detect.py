@@ -48,12 +48,9 @@ CANDIDATES = (
 )
 
 
-
-
 def match(truth: Sequence[Face], boxes: Sequence[Sequence[float]], threshold: float = IOU) -> dict[int, int]:
     """Greedy one-to-one matching by IoU: {truth index: detection index}."""
-    pairs = sorted(((box_iou(t.box, b), i, j) for i, t in enumerate(truth) for j, b in enumerate(boxes)),
-                   reverse=True)
+    pairs = sorted(((box_iou(t.box, b), i, j) for i, t in enumerate(truth) for j, b in enumerate(boxes)), reverse=True)
     used_t, used_d, out = set(), set(), {}
     for value, i, j in pairs:
         if value < threshold or i in used_t or j in used_d:
@@ -66,13 +63,14 @@ def match(truth: Sequence[Face], boxes: Sequence[Sequence[float]], threshold: fl
 
 def _installed(module):
     from edge.backends.base import module_installed
+
     return module_installed(module)
 
 
 def make_detectors(min_face: int, names: Collection[str] | None = None) -> list[tuple[str, "FaceDetector"]]:
     from edge.detect.crops import IDENTITY
-    from edge.detect.factory import make_detector
-    from edge.detect.factory import NEURAL, shipped_detector_path
+    from edge.detect.factory import NEURAL, make_detector, shipped_detector_path
+
     out = []
     for label, kind, options in CANDIDATES:
         if names and kind not in names and label not in names:
@@ -92,16 +90,21 @@ def make_detectors(min_face: int, names: Collection[str] | None = None) -> list[
 
 def scene_sets(faces: np.ndarray, labels: np.ndarray, counts: dict[str, int], seed: int) -> dict[str, list[Scene]]:
     pool = backgrounds()
-    sets = dict((kind, make_scenes(kind, n, faces, labels, seed=seed + k, pool=pool))
-                for k, (kind, n) in enumerate(sorted(counts.items())) if n)
+    sets = dict(
+        (kind, make_scenes(kind, n, faces, labels, seed=seed + k, pool=pool))
+        for k, (kind, n) in enumerate(sorted(counts.items()))
+        if n
+    )
     sets["photo"] = [astronaut_scene()]
     return sets
 
 
-def evaluate(detector: "FaceDetector", scenes: Sequence[Scene],
-             classifier: "EmotionClassifier | None" = None) -> dict[str, float]:
+def evaluate(
+    detector: "FaceDetector", scenes: Sequence[Scene], classifier: "EmotionClassifier | None" = None
+) -> dict[str, float]:
     """Detections on every scene once: counts for recall, false positives and accuracy."""
     from edge.detect.crops import face_crop
+
     found = total = false_pos = correct = labelled = labelled_found = 0
     for scene in scenes:
         dets = detector.detect(scene.image)
@@ -117,32 +120,40 @@ def evaluate(detector: "FaceDetector", scenes: Sequence[Scene],
             probs = classifier.predict([face_crop(scene.image, d) for _, d in matched])
             correct += int(sum(int(np.argmax(p)) == f.label for (f, _), p in zip(matched, probs)))
             labelled_found += len(matched)
-    row = {"faces": total, "found": found, "recall": found / float(total) if total else float("nan"),
-           "false_positives_per_frame": false_pos / float(len(scenes))}
+    row = {
+        "faces": total,
+        "found": found,
+        "recall": found / float(total) if total else float("nan"),
+        "false_positives_per_frame": false_pos / float(len(scenes)),
+    }
     if classifier is not None and labelled:
         row["end_to_end_accuracy"] = correct / float(labelled)
         row["accuracy_on_found"] = correct / float(labelled_found) if labelled_found else float("nan")
     return row
 
 
-def time_detectors(detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene], repeats: int,
-                   log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+def time_detectors(
+    detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene], repeats: int, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
     """Median ms per frame of each detector, repetitions interleaved (A B C A B C ...)."""
     times = dict((label, []) for label, _ in detectors)
-    for label, det in detectors:
+    for _label, det in detectors:
         det.detect(scenes[0].image)  # warm-up
-    for r in range(repeats):
+    for _ in range(repeats):
         for label, det in detectors:
             start = time.perf_counter()
             for scene in scenes:
                 det.detect(scene.image)
             times[label].append(1000.0 * (time.perf_counter() - start) / len(scenes))
-    return dict((label, {"ms_per_frame": statistics.median(v), "ms_runs": [round(x, 2) for x in v]})
-                for label, v in times.items())
+    return dict(
+        (label, {"ms_per_frame": statistics.median(v), "ms_runs": [round(x, 2) for x in v]})
+        for label, v in times.items()
+    )
 
 
-def calibrate(detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene],
-              log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+def calibrate(
+    detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene], log: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
     """Box -> FER crop mapping of each detector: medians over faces it found (upright scenes)."""
     out = {}
     for label, det in detectors:
@@ -160,10 +171,15 @@ def calibrate(detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[
         if not scale:
             log("calibrate {}: no face found".format(label))
             continue
-        out[label] = {"crop": {"scale": round(statistics.median(scale), 4), "shift_x": round(statistics.median(dx), 4),
-                               "shift_y": round(statistics.median(dy), 4)},
-                      "faces": len(scale),
-                      "iqr_scale": [round(float(np.percentile(scale, 25)), 3), round(float(np.percentile(scale, 75)), 3)]}
+        out[label] = {
+            "crop": {
+                "scale": round(statistics.median(scale), 4),
+                "shift_x": round(statistics.median(dx), 4),
+                "shift_y": round(statistics.median(dy), 4),
+            },
+            "faces": len(scale),
+            "iqr_scale": [round(float(np.percentile(scale, 25)), 3), round(float(np.percentile(scale, 75)), 3)],
+        }
         log("calibrate {}: {} on {} faces".format(label, out[label]["crop"], len(scale)))
     return out
 
@@ -171,32 +187,51 @@ def calibrate(detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[
 def write_calibration(mapping: dict[str, dict[str, Any]], path: str, report: dict[str, Any]) -> str:
     """The measured mappings as ``models/crop_mapping.json`` (read by ``make detector-models``)."""
     from edge.detect.factory import NEURAL
-    doc = {"about": "box -> FER+ crop mapping per detector, measured by `fer-edge bench detect --calibrate` on "
-                    "FER2013Valid faces pasted upright on photographs (median over the faces found)",
-           "machine": report["machine"], "seed": report["seed"], "min_face": report["min_face"],
-           "models": dict((NEURAL.get(kind, kind), value) for kind, value in mapping.items())}
+
+    doc = {
+        "about": "box -> FER+ crop mapping per detector, measured by `fer-edge bench detect --calibrate` on "
+        "FER2013Valid faces pasted upright on photographs (median over the faces found)",
+        "machine": report["machine"],
+        "seed": report["seed"],
+        "min_face": report["min_face"],
+        "models": dict((NEURAL.get(kind, kind), value) for kind, value in mapping.items()),
+    }
     with open(path, "w") as f:
         json.dump(doc, f, indent=2, sort_keys=True)
         f.write("\n")
     return path
 
 
-def run(data: str, counts: dict[str, int] | None = None, repeats: int = 5, seed: int = 0, min_face: int = 24,
-        names: Collection[str] | None = None, calibrate_only: bool = False, out_json: str | None = None,
-        out_md: str | None = None, peer_python: str | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    data: str,
+    counts: dict[str, int] | None = None,
+    repeats: int = 5,
+    seed: int = 0,
+    min_face: int = 24,
+    names: Collection[str] | None = None,
+    calibrate_only: bool = False,
+    out_json: str | None = None,
+    out_md: str | None = None,
+    peer_python: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     from edge.classifier import load_classifier
     from train.dataset import read_source
+
     from .bench import machine
+
     faces, dists, _ = read_source(data).split("FER2013Valid").labelled("majority")
     labels = np.argmax(dists, axis=1)
     report = {"machine": machine(), "iou": IOU, "min_face": min_face, "seed": seed, "repeats": repeats}
     if calibrate_only:
         scenes = make_scenes("calibrate", (counts or {}).get("calibrate", 150), faces, labels, seed=seed + 100)
-        from edge.detect.factory import make_detector
-        from edge.detect.factory import NEURAL, shipped_detector_path
-        detectors = [(kind, make_detector(kind, min_size=min_face)) for kind in CALIBRATED
-                     if kind not in NEURAL or os.path.isfile(shipped_detector_path(kind))]
+        from edge.detect.factory import NEURAL, make_detector, shipped_detector_path
+
+        detectors = [
+            (kind, make_detector(kind, min_size=min_face))
+            for kind in CALIBRATED
+            if kind not in NEURAL or os.path.isfile(shipped_detector_path(kind))
+        ]
         mapping = calibrate(detectors, scenes, log)
         report["calibration"] = mapping
         if out_json:
@@ -204,9 +239,17 @@ def run(data: str, counts: dict[str, int] | None = None, repeats: int = 5, seed:
         return report
     counts = counts or {"near": 60, "far": 30, "tilted": 40}
     sets = scene_sets(faces, labels, counts, seed)
-    report["scenes"] = dict((k, {"frames": len(v), "faces": sum(len(s.faces) for s in v),
-                                 "size": list(KINDS[k]["size"]) if k in KINDS else list(v[0].image.shape[1::-1])})
-                            for k, v in sets.items())
+    report["scenes"] = dict(
+        (
+            k,
+            {
+                "frames": len(v),
+                "faces": sum(len(s.faces) for s in v),
+                "size": list(KINDS[k]["size"]) if k in KINDS else list(v[0].image.shape[1::-1]),
+            },
+        )
+        for k, v in sets.items()
+    )
     classifier = load_classifier()
     detectors = make_detectors(min_face, names)
     rows = dict((label, {"detector": label, "runtime": det.runtime}) for label, det in detectors)
@@ -216,16 +259,27 @@ def run(data: str, counts: dict[str, int] | None = None, repeats: int = 5, seed:
         timing = time_detectors(detectors, scenes, repeats, log)
         for label in timing:
             rows[label][kind].update(timing[label])
-        log("scenes {}: {}".format(kind, "; ".join("{} recall {:.2f} {:.1f} ms".format(
-            lbl, rows[lbl][kind]["recall"], rows[lbl][kind]["ms_per_frame"]) for lbl, _ in detectors)))
+        log(
+            "scenes {}: {}".format(
+                kind,
+                "; ".join(
+                    "{} recall {:.2f} {:.1f} ms".format(lbl, rows[lbl][kind]["recall"], rows[lbl][kind]["ms_per_frame"])
+                    for lbl, _ in detectors
+                ),
+            )
+        )
     if peer_python:
         from .bench_peer_detect import peer_rows
+
         for kind, row in peer_rows(peer_python, sets, faces, labels, match, log).items():
-            rows.setdefault("fer (peer: Haar + mini-Xception)", {"detector": "fer (peer: Haar + mini-Xception)",
-                                                                 "runtime": "fer package"})[kind] = row
+            rows.setdefault(
+                "fer (peer: Haar + mini-Xception)",
+                {"detector": "fer (peer: Haar + mini-Xception)", "runtime": "fer package"},
+            )[kind] = row
     report["detectors"] = list(rows.values())
     report["markdown"] = markdown(report)
     from .bench import write_report
+
     return write_report(report, out_json, out_md)
 
 
@@ -236,25 +290,42 @@ def _cell(row, kind, key, fmt):
 
 def markdown(report: dict[str, Any]) -> str:
     sc = report["scenes"]
-    lines = ["Measured by `fer-edge bench detect` on {cpu} ({cores} cores); IoU >= {iou}, min face {min} px, "
-             "{rep} interleaved repetitions (median ms). Scenes: near {n} frames / {nf} faces at 640x480, far {f} / "
-             "{ff} at 1280x720, tilted {t} / {tf}, the astronaut photo.".format(
-                 iou=report["iou"], min=report["min_face"], rep=report["repeats"],
-                 n=sc.get("near", {}).get("frames", 0), nf=sc.get("near", {}).get("faces", 0),
-                 f=sc.get("far", {}).get("frames", 0), ff=sc.get("far", {}).get("faces", 0),
-                 t=sc.get("tilted", {}).get("frames", 0), tf=sc.get("tilted", {}).get("faces", 0),
-                 **report["machine"]), "",
-             "| detector | near recall | near FP/frame | near ms | near end-to-end | near acc. on found | tilted recall | "
-             "tilted end-to-end | far recall | far FP/frame | far ms | far end-to-end | photo |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Measured by `fer-edge bench detect` on {cpu} ({cores} cores); IoU >= {iou}, min face {min} px, "
+        "{rep} interleaved repetitions (median ms). Scenes: near {n} frames / {nf} faces at 640x480, far {f} / "
+        "{ff} at 1280x720, tilted {t} / {tf}, the astronaut photo.".format(
+            iou=report["iou"],
+            min=report["min_face"],
+            rep=report["repeats"],
+            n=sc.get("near", {}).get("frames", 0),
+            nf=sc.get("near", {}).get("faces", 0),
+            f=sc.get("far", {}).get("frames", 0),
+            ff=sc.get("far", {}).get("faces", 0),
+            t=sc.get("tilted", {}).get("frames", 0),
+            tf=sc.get("tilted", {}).get("faces", 0),
+            **report["machine"],
+        ),
+        "",
+        "| detector | near recall | near FP/frame | near ms | near end-to-end | near acc. on found | tilted recall | "
+        "tilted end-to-end | far recall | far FP/frame | far ms | far end-to-end | photo |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in report["detectors"]:
         cells = [row["detector"]]
-        for kind, key, fmt in (("near", "recall", "{:.3f}"), ("near", "false_positives_per_frame", "{:.3f}"),
-                               ("near", "ms_per_frame", "{:.1f}"), ("near", "end_to_end_accuracy", "{:.3f}"),
-                               ("near", "accuracy_on_found", "{:.3f}"), ("tilted", "recall", "{:.3f}"),
-                               ("tilted", "end_to_end_accuracy", "{:.3f}"), ("far", "recall", "{:.3f}"),
-                               ("far", "false_positives_per_frame", "{:.2f}"), ("far", "ms_per_frame", "{:.1f}"),
-                               ("far", "end_to_end_accuracy", "{:.3f}"), ("photo", "found", "{:d}/1")):
+        for kind, key, fmt in (
+            ("near", "recall", "{:.3f}"),
+            ("near", "false_positives_per_frame", "{:.3f}"),
+            ("near", "ms_per_frame", "{:.1f}"),
+            ("near", "end_to_end_accuracy", "{:.3f}"),
+            ("near", "accuracy_on_found", "{:.3f}"),
+            ("tilted", "recall", "{:.3f}"),
+            ("tilted", "end_to_end_accuracy", "{:.3f}"),
+            ("far", "recall", "{:.3f}"),
+            ("far", "false_positives_per_frame", "{:.2f}"),
+            ("far", "ms_per_frame", "{:.1f}"),
+            ("far", "end_to_end_accuracy", "{:.3f}"),
+            ("photo", "found", "{:d}/1"),
+        ):
             cells.append(_cell(row, kind, key, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

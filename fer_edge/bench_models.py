@@ -17,33 +17,43 @@ RUNTIMES = ("onnxruntime", "openvino")
 
 def _median_time(fn, n):
     from .bench import _timeit
+
     return float(np.median(_timeit(fn, n)))
 
 
 def _faces(data):
     if data:
         from train.dataset import read_source
+
         faces, dists, _ = read_source(data).split("FER2013Valid").labelled("majority")
         return faces, dists.argmax(1)
     import cv2
+
     from .samples import astronaut_bgr
+
     face = cv2.resize(cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2GRAY), (48, 48))
     return np.stack([face] * 64), None
 
 
 def _quality(predict, faces, labels):
-    probs = np.concatenate([predict(faces[i:i + 256]) for i in range(0, len(faces), 256)])
+    probs = np.concatenate([predict(faces[i : i + 256]) for i in range(0, len(faces), 256)])
     pred = probs.argmax(1)
     recalls = [float(np.mean(pred[labels == k] == k)) for k in range(probs.shape[1]) if np.any(labels == k)]
     return float(np.mean(pred == labels)), float(np.mean(recalls)), float(np.min(recalls))
 
 
-def run(models: Sequence[str] = ("default", "fast"), data: str | None = None, rounds: int = 7, threads: int = 0,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    models: Sequence[str] = ("default", "fast"),
+    data: str | None = None,
+    rounds: int = 7,
+    threads: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """The report dict (rows per model and runtime, markdown)."""
     from edge.backends.base import module_installed
     from edge.classifier import load_classifier, resolve_model
     from fer_edge.bench import machine
+
     faces, labels = _faces(data)
     one, sixteen = faces[:1], faces[:16]
     entries = []
@@ -55,17 +65,33 @@ def run(models: Sequence[str] = ("default", "fast"), data: str | None = None, ro
             clf = load_classifier(path, runtime=runtime)
             for _ in range(5):
                 clf.predict(one), clf.predict(sixteen)
-            entries.append({"model": name, "path": path, "runtime": runtime, "clf": clf, "lat": [], "thr": [],
-                            "macs": clf.meta["model"].get("macs"), "parameters": clf.meta["model"].get("parameters")})
+            entries.append(
+                {
+                    "model": name,
+                    "path": path,
+                    "runtime": runtime,
+                    "clf": clf,
+                    "lat": [],
+                    "thr": [],
+                    "macs": clf.meta["model"].get("macs"),
+                    "parameters": clf.meta["model"].get("parameters"),
+                }
+            )
     for r in range(rounds):
         for e in entries:
-            e["lat"].append(_median_time(lambda: e["clf"].predict(one), 60) * 1000.0)
-            e["thr"].append(16.0 / _median_time(lambda: e["clf"].predict(sixteen), 15))
+            e["lat"].append(_median_time(lambda e=e: e["clf"].predict(one), 60) * 1000.0)
+            e["thr"].append(16.0 / _median_time(lambda e=e: e["clf"].predict(sixteen), 15))
         log("round {}/{} done".format(r + 1, rounds))
     rows = []
     for e in entries:
-        row = {"model": e["model"], "runtime": e["runtime"], "macs": e["macs"], "parameters": e["parameters"],
-               "latency_ms": float(np.median(e["lat"])), "faces_per_s": float(np.median(e["thr"]))}
+        row = {
+            "model": e["model"],
+            "runtime": e["runtime"],
+            "macs": e["macs"],
+            "parameters": e["parameters"],
+            "latency_ms": float(np.median(e["lat"])),
+            "faces_per_s": float(np.median(e["thr"])),
+        }
         if labels is not None:
             row["valid_accuracy"], row["macro_recall"], row["lowest_recall"] = _quality(e["clf"].predict, faces, labels)
         rows.append(row)
@@ -86,13 +112,24 @@ def markdown(report: dict[str, Any], with_quality: bool) -> str:
     if with_quality:
         head += " Valid accuracy | macro recall |"
         sep += "---|---|"
-    lines = ["{} ({}), {} interleaved rounds".format(report["machine"].get("cpu", "?"),
-                                                      report["machine"].get("cores", "?"), report["rounds"]),
-             "", head, sep]
+    lines = [
+        "{} ({}), {} interleaved rounds".format(
+            report["machine"].get("cpu", "?"), report["machine"].get("cores", "?"), report["rounds"]
+        ),
+        "",
+        head,
+        sep,
+    ]
     for r in report["rows"]:
         line = "| {} | {} | {:.0f} | {:.2f} | {:.0f} | {:.2f}x as fast per face, {:.2f}x the faces/s |".format(
-            r["model"], r["runtime"], (r["macs"] or 0) / 1e6, r["latency_ms"], r["faces_per_s"],
-            r["speedup_vs_first"], r["throughput_vs_first"])
+            r["model"],
+            r["runtime"],
+            (r["macs"] or 0) / 1e6,
+            r["latency_ms"],
+            r["faces_per_s"],
+            r["speedup_vs_first"],
+            r["throughput_vs_first"],
+        )
         if with_quality:
             line += " {:.2%} | {:.3f} |".format(r["valid_accuracy"], r["macro_recall"])
         lines.append(line)

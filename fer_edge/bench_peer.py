@@ -26,12 +26,13 @@ def classify(faces_path: str, out_path: str) -> None:
     import cv2
     import numpy as np
     from fer.fer import FER
+
     detector = FER()
     faces = np.load(faces_path)
     size = (64, 64)  # fer's emotion model input
     batch = np.array([cv2.resize(f, size) for f in faces], dtype="float32")
     batch = (batch / 255.0 - 0.5) * 2.0  # fer's own preprocessing (detect_emotions)
-    probs = np.concatenate([detector._classify_emotions(batch[i:i + 64]) for i in range(0, len(batch), 64)])
+    probs = np.concatenate([detector._classify_emotions(batch[i : i + 64]) for i in range(0, len(batch), 64)])
     np.save(out_path, probs.astype("float32"))
     print(json.dumps({"labels": [FER._get_labels()[i] for i in range(7)]}))
 
@@ -39,6 +40,7 @@ def classify(faces_path: str, out_path: str) -> None:
 def agent(video: str) -> None:
     import cv2
     from fer.fer import FER
+
     detector = FER()
     capture = cv2.VideoCapture(video)
     frames = faces = 0
@@ -54,15 +56,25 @@ def agent(video: str) -> None:
         faces += len(detector.detect_emotions(image))
         frames += 1
     seconds = time.perf_counter() - start
-    print(json.dumps({"frames": frames, "faces": faces, "seconds": seconds, "fps": frames / seconds,
-                      "cpu_percent": 100.0 * (time.process_time() - cpu0) / seconds,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "frames": frames,
+                "faces": faces,
+                "seconds": seconds,
+                "fps": frames / seconds,
+                "cpu_percent": 100.0 * (time.process_time() - cpu0) / seconds,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 def scenes(frames_path: str, out_path: str) -> None:
     """fer's detect_emotions on each frame of an .npz (keys frame_0, frame_1, ...): boxes, top emotion, ms."""
     import numpy as np
     from fer.fer import FER
+
     detector = FER()
     data = np.load(frames_path)
     names = sorted(data.files, key=lambda k: int(k.split("_")[1]))
@@ -73,8 +85,15 @@ def scenes(frames_path: str, out_path: str) -> None:
         start = time.perf_counter()
         found = detector.detect_emotions(image)
         ms = 1000.0 * (time.perf_counter() - start)
-        out.append({"ms": ms, "faces": [{"box": [int(v) for v in f["box"]],
-                                         "emotion": max(f["emotions"], key=f["emotions"].get)} for f in found]})
+        out.append(
+            {
+                "ms": ms,
+                "faces": [
+                    {"box": [int(v) for v in f["box"]], "emotion": max(f["emotions"], key=f["emotions"].get)}
+                    for f in found
+                ],
+            }
+        )
     with open(out_path, "w") as f:
         json.dump(out, f)
     print(json.dumps({"frames": len(out)}))

@@ -30,20 +30,25 @@ class EmbeddedBroker(object):
     def available() -> bool:
         """True when amqtt is installed (the ``demo`` extra; a plain ``pip install fer-edge`` lacks it)."""
         import importlib.util
+
         return importlib.util.find_spec("amqtt") is not None
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
         try:
             from amqtt.broker import Broker
         except ImportError:
-            raise RuntimeError("the embedded broker needs amqtt (pip install amqtt), or give --broker mqtt://HOST:PORT")
+            raise RuntimeError(
+                "the embedded broker needs amqtt (pip install amqtt), or give --broker mqtt://HOST:PORT"
+            ) from None
         ready = threading.Event()
 
         def serve():
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
-            config = {"listeners": {"default": {"type": "tcp", "bind": "{}:{}".format(self.host, self.port)}},
-                      "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+            config = {
+                "listeners": {"default": {"type": "tcp", "bind": "{}:{}".format(self.host, self.port)}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
             try:
                 self._broker = Broker(config, loop=self._loop)
                 self._loop.run_until_complete(self._broker.start())
@@ -57,8 +62,11 @@ class EmbeddedBroker(object):
         self._thread = threading.Thread(target=serve, name="embedded-mqtt-broker", daemon=True)
         self._thread.start()
         if not ready.wait(timeout) or self._error is not None:
-            raise RuntimeError("embedded MQTT broker did not start on {}:{} ({})".format(
-                self.host, self.port, self._error or "timeout"))
+            raise RuntimeError(
+                "embedded MQTT broker did not start on {}:{} ({})".format(
+                    self.host, self.port, self._error or "timeout"
+                )
+            )
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

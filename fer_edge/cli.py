@@ -16,6 +16,7 @@ from train.quiet import quiet_tensorflow
 
 def _print_counts(counts):
     from edge.labels import EMOTIONS
+
     for split, (mode, rows, kept, per_class) in counts.items():
         print("{} ({} mode): {} of {} faces labelled".format(split, mode, kept, rows))
         print("  " + "  ".join("{} {}".format(e, int(n)) for e, n in zip(EMOTIONS, per_class)))
@@ -23,6 +24,7 @@ def _print_counts(counts):
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     from train.dataset import read_source, save_cache, split_counts
+
     data = read_source(args.src, kaggle=args.kaggle, ferplus_votes=args.ferplus_votes)
     for note in data.notes:
         print("note: " + note)
@@ -34,6 +36,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from train.dataset import read_source, split_counts
+
     _print_counts(split_counts(read_source(args.data), args.mode))
     return 0
 
@@ -41,6 +44,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from train.config import TrainConfig
     from train.trainer import train
+
     if args.resume:
         config = TrainConfig.in_run(args.resume)
         config.run_dir = args.resume
@@ -61,8 +65,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate
-    report = evaluate(args.model, args.data, args.split, out_dir=args.out,
-                      log=lambda line: print(line, file=sys.stderr, flush=True))
+
+    report = evaluate(
+        args.model, args.data, args.split, out_dir=args.out, log=lambda line: print(line, file=sys.stderr, flush=True)
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -72,16 +78,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from train.export import export_savedmodel
-    path = export_savedmodel(args.model, args.out, force=args.force, flip_average=args.flip_average,
-                             data=args.data, name=args.name)
+
+    path = export_savedmodel(
+        args.model, args.out, force=args.force, flip_average=args.flip_average, data=args.data, name=args.name
+    )
     print("exported SavedModel with metadata to {}".format(path))
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from convert.formats import converter
-    options = {"data": args.data, "faces": args.faces, "force": args.force, "limit": args.check_faces,
-               "log": print}
+
+    options = {"data": args.data, "faces": args.faces, "force": args.force, "limit": args.check_faces, "log": print}
     specific = {"opset": ("onnx", "tensorrt"), "precision": ("tensorrt",), "max_batch": ("tensorrt",)}
     for option, formats in specific.items():
         value = getattr(args, option)
@@ -97,20 +105,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import cmd_run as run
+
     return run(args)
 
 
 def cmd_image(args: argparse.Namespace) -> int:
     from .run import cmd_image as image
+
     return image(args)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from edge.delivery.settings import from_config
+
     from .subscribe_lines import run_subscriber
     from .subscribe_table import run_table
-    config = dict((key, getattr(args, key, None)) for key in ("username", "ca_file", "cert_file", "key_file",
-                                                              "client_id", "alpn", "password_file"))
+
+    config = dict(
+        (key, getattr(args, key, None))
+        for key in ("username", "ca_file", "cert_file", "key_file", "client_id", "alpn", "password_file")
+    )
     config.update(broker=args.broker, tls_insecure=bool(args.tls_insecure))
     settings = from_config(config)  # the URL checked (no password in it), TLS files, the password read once
     options = settings.client_options()
@@ -119,12 +133,28 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     kinds = subscribe_kinds(args.kinds)
     try:
         if args.table:
-            run_table(args.broker, device_id=args.device_id, prefix=args.topic_prefix, refresh=args.refresh,
-                      timeout=args.timeout, resume=args.since, kinds=kinds, **options)
+            run_table(
+                args.broker,
+                device_id=args.device_id,
+                prefix=args.topic_prefix,
+                refresh=args.refresh,
+                timeout=args.timeout,
+                resume=args.since,
+                kinds=kinds,
+                **options,
+            )
             return 0
-        count = run_subscriber(args.broker, device_id=args.device_id, prefix=args.topic_prefix, json_mode=args.json,
-                               max_messages=args.count, timeout=args.timeout, resume=args.since, kinds=kinds,
-                               **options)
+        count = run_subscriber(
+            args.broker,
+            device_id=args.device_id,
+            prefix=args.topic_prefix,
+            json_mode=args.json,
+            max_messages=args.count,
+            timeout=args.timeout,
+            resume=args.since,
+            kinds=kinds,
+            **options,
+        )
     except KeyboardInterrupt:
         return 0
     return 0 if count or not args.count else 1
@@ -133,6 +163,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 def subscribe_kinds(text: str | None) -> tuple[str, ...]:
     """``--kinds events,tracks`` -> ``("events", "tracks")``; every kind when empty; an unknown one is an error."""
     from edge.delivery.url import TOPIC_KINDS
+
     if not text:
         return TOPIC_KINDS
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
@@ -148,52 +179,75 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_bench_detect(args)
     if args.section == "models":
         from . import bench_models
-        report = bench_models.run([m.strip() for m in args.models.split(",") if m.strip()], args.data,
-                                  rounds=args.rounds)
+
+        report = bench_models.run(
+            [m.strip() for m in args.models.split(",") if m.strip()], args.data, rounds=args.rounds
+        )
         bench_models.write(report, args.json)
         print(report["markdown"])
         return 0
     from .bench import run
+
     report = run(args.model, args.data, args.peer, args.frames, args.json, args.markdown)
     print(report["markdown"])
     return 0
 
 
 def cmd_bench_detect(args: argparse.Namespace) -> int:
+    from convert.parity import default_data_path
+
     from .bench import ensure_peer
     from .bench_detect import CROP_FILE, run
-    from convert.parity import default_data_path
+
     data = args.data or default_data_path()
     if not data:
-        raise ValueError("fer-edge bench detect builds its scenes from FER+ Valid faces: give --data (or set "
-                         "FER_EDGE_DATA to the folder holding ferplus-trainval.tar.gz)")
+        raise ValueError(
+            "fer-edge bench detect builds its scenes from FER+ Valid faces: give --data (or set "
+            "FER_EDGE_DATA to the folder holding ferplus-trainval.tar.gz)"
+        )
     if args.calibrate:
-        report = run(data, counts={"calibrate": args.scenes or 200}, calibrate_only=True, min_face=args.min_face,
-                     out_json=args.json or CROP_FILE)
-        print("wrote {} (then `make detector-models` puts it into the detectors' metadata)".format(
-            args.json or CROP_FILE))
+        report = run(
+            data,
+            counts={"calibrate": args.scenes or 200},
+            calibrate_only=True,
+            min_face=args.min_face,
+            out_json=args.json or CROP_FILE,
+        )
+        print(
+            "wrote {} (then `make detector-models` puts it into the detectors' metadata)".format(args.json or CROP_FILE)
+        )
         return 0
     n = args.scenes or 60
     python = ensure_peer(print) if args.peer == "fer" else None
-    report = run(data, counts={"near": n, "far": max(1, n // 2), "tilted": max(1, (2 * n) // 3)},
-                 repeats=args.repeats, min_face=args.min_face, out_json=args.json, out_md=args.markdown,
-                 peer_python=python)
+    report = run(
+        data,
+        counts={"near": n, "far": max(1, n // 2), "tilted": max(1, (2 * n) // 3)},
+        repeats=args.repeats,
+        min_face=args.min_face,
+        out_json=args.json,
+        out_md=args.markdown,
+        peer_python=python,
+    )
     print(report["markdown"])
     return 0
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from edge.classifier import NAMED_MODELS, SHIPPED_MODEL, resolve_model
+
     if args.target == "greengrass":
         from fer_edge.bundles.greengrass import run_command
+
         args.model = resolve_model(args.model)  # a shipped model's name (default, fast, balanced) or a path
         return run_command(args)
     if args.target == "jetson":
         from fer_edge.bundles.jetson import build_bundle
+
         path = build_bundle(args.out, model_onnx=resolve_model(args.model), version=args.version)
         print("wrote the Jetson bundle {} (install: docs/jetson.md)".format(path))
         return 0
     from fer_edge.bundles.deeplens import build_bundle as build_deeplens
+
     savedmodel = args.savedmodel
     for name in (args.savedmodel, args.model):
         if name in NAMED_MODELS:  # `--model fast`: that shipped model's SavedModel, converted here
@@ -209,25 +263,53 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     if args.target == "greengrass":
         from fer_edge.bundles.greengrass_deploy import run_command
+
         return run_command(args)
-    missing = [flag for flag, value in (("--function", args.function), ("--zip", args.zip), ("--model", args.model))
-               if not value]
+    missing = [
+        flag
+        for flag, value in (("--function", args.function), ("--zip", args.zip), ("--model", args.model))
+        if not value
+    ]
     if missing:
         raise ValueError("fer-edge deploy deeplens needs {}".format(", ".join(missing)))
     from fer_edge.bundles.deeplens_deploy import deploy
+
     environment = dict(kv.split("=", 1) for kv in args.env or [])
-    result = deploy(args.bucket, args.function, args.zip, args.model, args.region, role_arn=args.role,
-                    endpoint_url=args.endpoint_url, runtime=args.runtime, environment=environment or None,
-                    require_deeplens_name=not args.allow_any_name)
+    result = deploy(
+        args.bucket,
+        args.function,
+        args.zip,
+        args.model,
+        args.region,
+        role_arn=args.role,
+        endpoint_url=args.endpoint_url,
+        runtime=args.runtime,
+        environment=environment or None,
+        require_deeplens_name=not args.allow_any_name,
+    )
     print(json.dumps(result, indent=2))
     return 0
 
 
-HANDLERS = {"data_build": cmd_data_build, "data_stats": cmd_data_stats, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export, "convert": cmd_convert, "run": cmd_run, "image": cmd_image, "subscribe": cmd_subscribe, "bench": cmd_bench, "bundle": cmd_bundle, "deploy": cmd_deploy}
+HANDLERS = {
+    "data_build": cmd_data_build,
+    "data_stats": cmd_data_stats,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "convert": cmd_convert,
+    "run": cmd_run,
+    "image": cmd_image,
+    "subscribe": cmd_subscribe,
+    "bench": cmd_bench,
+    "bundle": cmd_bundle,
+    "deploy": cmd_deploy,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli_parser import build_parser as build
+
     return build(HANDLERS)
 
 

@@ -11,7 +11,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     sub.required = True
 
     data = sub.add_parser("data", help="read FER+ and write the compact dataset cache").add_subparsers(
-        dest="data_command", metavar="ACTION")
+        dest="data_command", metavar="ACTION"
+    )
     data.required = True
     p = data.add_parser("build", help="FERPlus folder/.tar.gz or Kaggle csv pair -> .npz cache")
     p.add_argument("--src", help="FERPlus folder (FER2013Train/label.csv + PNGs) or a .tar/.tar.gz of it")
@@ -25,15 +26,19 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--mode", default="majority")
     p.set_defaults(func=handlers["data_stats"])
 
-    from train.config import SELECTIONS, TrainConfig
+    from train.config import ARCHITECTURES, SELECTIONS, TrainConfig
     from train.labels import MODES
-    from train.config import ARCHITECTURES
+
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a model on FER+ (writes a run directory)",
-                       description="Train an emotion classifier on FER+. Flags override --config; every "
-                                   "default is shown in brackets.")
+    p = sub.add_parser(
+        "train",
+        help="train a model on FER+ (writes a run directory)",
+        description="Train an emotion classifier on FER+. Flags override --config; every default is shown in brackets.",
+    )
     p.add_argument("--data", help="FERPlus folder, .tar.gz or .npz cache (`fer-edge data build`)")
-    p.add_argument("--run-dir", dest="run_dir", help="run directory (config, checkpoints, history) [{}]".format(d.run_dir))
+    p.add_argument(
+        "--run-dir", dest="run_dir", help="run directory (config, checkpoints, history) [{}]".format(d.run_dir)
+    )
     p.add_argument("--config", help="JSON TrainConfig; flags override it")
     p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture [{}]".format(d.arch))
     p.add_argument("--size", type=int, help="input size; 0: the architecture's [{}]".format(d.size))
@@ -44,20 +49,35 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine) [{}]".format(d.lr))
     p.add_argument("--weight-decay", dest="weight_decay", type=float, help="[{}]".format(d.weight_decay))
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, help="[{}]".format(d.warmup_epochs))
-    p.add_argument("--patience", type=int, help="early stop after this many epochs without a better Valid "
-                                                "score; 0: never [{}]".format(d.patience))
-    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
-                   help="turn off the paper's augmentation [on]")
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="early stop after this many epochs without a better Valid score; 0: never [{}]".format(d.patience),
+    )
+    p.add_argument(
+        "--no-augment", dest="augment", action="store_const", const=False, help="turn off the paper's augmentation [on]"
+    )
     p.add_argument("--seed", type=int, help="[{}]".format(d.seed))
     p.add_argument("--limit-train", dest="limit_train", type=int, help="first N training faces; 0: all [0]")
     p.add_argument("--limit-valid", dest="limit_valid", type=int, help="first N Valid faces; 0: all [0]")
-    p.add_argument("--init-from", dest="init_from",
-                   help="start from these weights (SavedModel from `fer-edge export` or .keras) [none]")
-    p.add_argument("--logit-adjust", dest="logit_adjust", type=float,
-                   help="tau of the logit-adjusted loss against class imbalance; 0: off [{}]".format(d.logit_adjust))
-    p.add_argument("--select", choices=SELECTIONS,
-                   help="checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro "
-                        "recall) [{}]".format(d.select))
+    p.add_argument(
+        "--init-from",
+        dest="init_from",
+        help="start from these weights (SavedModel from `fer-edge export` or .keras) [none]",
+    )
+    p.add_argument(
+        "--logit-adjust",
+        dest="logit_adjust",
+        type=float,
+        help="tau of the logit-adjusted loss against class imbalance; 0: off [{}]".format(d.logit_adjust),
+    )
+    p.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        help="checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro recall) [{}]".format(
+            d.select
+        ),
+    )
     p.add_argument("--verbose", type=int, help="1: progress bar, 2: one line per epoch [{}]".format(d.verbose))
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.keras")
     p.set_defaults(func=handlers["train"])
@@ -74,23 +94,39 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--model", required=True, help=".keras file or run directory (uses best.keras)")
     p.add_argument("--out", required=True, help="SavedModel directory to create")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--flip-average", dest="flip_average", action="store_true",
-                   help="average each face with its mirror image inside the model (2x MACs)")
+    p.add_argument(
+        "--flip-average",
+        dest="flip_average",
+        action="store_true",
+        help="average each face with its mirror image inside the model (2x MACs)",
+    )
     p.add_argument("--data", help="FER+ data: measure the exported model's Valid accuracy into its metadata")
-    p.add_argument("--name", help="the model's name in its metadata and in every event's model.id (default: the "
-                   "network's, e.g. vgg13_bn_w0.5_flipavg)")
+    p.add_argument(
+        "--name",
+        help="the model's name in its metadata and in every event's model.id (default: the "
+        "network's, e.g. vgg13_bn_w0.5_flipavg)",
+    )
     p.set_defaults(func=handlers["export"])
 
     from convert.formats import NAMES
+
     p = sub.add_parser("convert", help="convert an exported SavedModel to an edge format, checked on real faces")
     p.add_argument("format", choices=NAMES, help="artifact format (docs/convert.md)")
     p.add_argument("--model", required=True, help="SavedModel directory from `fer-edge export`")
     p.add_argument("--out", required=True, help="output directory to create")
-    p.add_argument("--data", help="FER+ data whose FER2013Valid faces check the conversion (default: "
-                                  "$FER_EDGE_DATA/ferplus-trainval.tar.gz, then data/ferplus.npz)")
+    p.add_argument(
+        "--data",
+        help="FER+ data whose FER2013Valid faces check the conversion (default: "
+        "$FER_EDGE_DATA/ferplus-trainval.tar.gz, then data/ferplus.npz)",
+    )
     p.add_argument("--faces", help=".npy of uint8 faces [N,48,48] to check the conversion on instead")
-    p.add_argument("--check-faces", dest="check_faces", type=int, default=512,
-                   help="how many faces the parity check uses (0: all; default %(default)s)")
+    p.add_argument(
+        "--check-faces",
+        dest="check_faces",
+        type=int,
+        default=512,
+        help="how many faces the parity check uses (0: all; default %(default)s)",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset (default 13, the highest TensorRT 8.2 parses)")
     p.add_argument("--precision", choices=("fp16", "fp32", "int8"), help="TensorRT precision (default fp16)")
     p.add_argument("--max-batch", dest="max_batch", type=int, help="TensorRT max batch (default 8)")
@@ -98,11 +134,13 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.set_defaults(func=handlers["convert"])
 
     from .run import add_agent_options
+
     p = sub.add_parser("run", help="the edge agent on this host: camera/video -> emotions -> MQTT events")
     add_agent_options(p)
     p.set_defaults(func=handlers["run"])
 
     from .outbox_cmd import add_parser as add_outbox_parser
+
     add_outbox_parser(sub)
 
     p = sub.add_parser("image", help="print the faces and emotions of image files (JSON lines)")
@@ -110,37 +148,62 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--model", help="model artifact (default: the shipped model)")
     p.add_argument("--runtime")
     from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
-    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS,
-                   help="face detector (default: %(default)s)")
-    p.add_argument("--detector-model", dest="detector_model",
-                   help="face-detector artifact for a blazeface-* detector (default: the shipped one)")
+
+    p.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
+    )
+    p.add_argument(
+        "--detector-model",
+        dest="detector_model",
+        help="face-detector artifact for a blazeface-* detector (default: the shipped one)",
+    )
     p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
-    p.add_argument("--detector-tiles", dest="detector_tiles", default="1x1",
-                   help="COLSxROWS tiles for small faces in large images (default: %(default)s)")
+    p.add_argument(
+        "--detector-tiles",
+        dest="detector_tiles",
+        default="1x1",
+        help="COLSxROWS tiles for small faces in large images (default: %(default)s)",
+    )
     p.add_argument("--yunet-model", dest="yunet_model")
-    p.add_argument("--min-face", dest="min_face", type=int, default=DEFAULT_MIN_FACE,
-                   help="smallest face in pixels (default: %(default)s)")
+    p.add_argument(
+        "--min-face",
+        dest="min_face",
+        type=int,
+        default=DEFAULT_MIN_FACE,
+        help="smallest face in pixels (default: %(default)s)",
+    )
     p.set_defaults(func=handlers["image"])
 
-    p = sub.add_parser("subscribe", help="print what devices publish: emotion events, face tracks, device state, "
-                                         "status, stats")
+    p = sub.add_parser(
+        "subscribe", help="print what devices publish: emotion events, face tracks, device state, status, stats"
+    )
     p.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://host[:port]")
     p.add_argument("--device-id", dest="device_id", default="+", help="one device, or + for all (default)")
     p.add_argument("--topic-prefix", dest="topic_prefix", default="fer-edge")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--json", action="store_true", help="raw JSON payloads, one per line")
-    view.add_argument("--table", action="store_true",
-                      help="a live table per device (redrawn on a terminal, snapshots when piped)")
+    view.add_argument(
+        "--table", action="store_true", help="a live table per device (redrawn on a terminal, snapshots when piped)"
+    )
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between table redraws (default %(default)s)")
-    p.add_argument("--kinds", help="topic kinds to subscribe to, comma-separated (default: all of "
-                                   "events,status,stats,tracks,state)")
-    p.add_argument("--since", action="store_true",
-                   help="resume the persistent session of --client-id: what was published while it was away "
-                        "comes first (docs/mqtt.md)")
+    p.add_argument(
+        "--kinds",
+        help="topic kinds to subscribe to, comma-separated (default: all of events,status,stats,tracks,state)",
+    )
+    p.add_argument(
+        "--since",
+        action="store_true",
+        help="resume the persistent session of --client-id: what was published while it was away "
+        "comes first (docs/mqtt.md)",
+    )
     p.add_argument("--client-id", dest="client_id", help="MQTT client id (required by --since)")
     p.add_argument("--alpn", help="TLS ALPN protocols (automatic for AWS IoT Core on port 443)")
-    p.add_argument("--tls-insecure", dest="tls_insecure", action="store_true",
-                   help="do not verify the broker's host name (tests only)")
+    p.add_argument(
+        "--tls-insecure",
+        dest="tls_insecure",
+        action="store_true",
+        help="do not verify the broker's host name (tests only)",
+    )
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.add_argument("--username")
@@ -150,14 +213,25 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--key-file", dest="key_file")
     p.set_defaults(func=handlers["subscribe"])
 
-    p = sub.add_parser("bench", help="speed, memory and accuracy, side by side with the fer package",
-                       description="`fer-edge bench`: classifier runtimes and the agent on videos; `fer-edge bench "
-                                   "detect`: face detectors on scenes with ground truth (FER+ Valid faces).")
-    p.add_argument("section", nargs="?", choices=["agent", "detect", "models"], default="agent",
-                   help="agent (default): classifier + agent on videos; detect: face detectors; models: the "
-                        "shipped classifiers side by side (--models)")
-    p.add_argument("--models", default="default,fast",
-                   help="models: comma-separated model names or ONNX paths (default: %(default)s)")
+    p = sub.add_parser(
+        "bench",
+        help="speed, memory and accuracy, side by side with the fer package",
+        description="`fer-edge bench`: classifier runtimes and the agent on videos; `fer-edge bench "
+        "detect`: face detectors on scenes with ground truth (FER+ Valid faces).",
+    )
+    p.add_argument(
+        "section",
+        nargs="?",
+        choices=["agent", "detect", "models"],
+        default="agent",
+        help="agent (default): classifier + agent on videos; detect: face detectors; models: the "
+        "shipped classifiers side by side (--models)",
+    )
+    p.add_argument(
+        "--models",
+        default="default,fast",
+        help="models: comma-separated model names or ONNX paths (default: %(default)s)",
+    )
     p.add_argument("--rounds", type=int, default=7, help="models: interleaved timing rounds (default %(default)s)")
     p.add_argument("--model", help="ONNX artifact (default: the shipped model)")
     p.add_argument("--data", help="FERPlus data for accuracy on FER2013Valid (.tar.gz, folder or .npz)")
@@ -168,27 +242,43 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--scenes", type=int, help="detect: near scenes (far: half, tilted: two thirds; default 60)")
     p.add_argument("--repeats", type=int, default=5, help="detect: interleaved timing repetitions (default 5)")
     p.add_argument("--min-face", dest="min_face", type=int, default=24, help="detect: smallest face (default 24)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="detect: measure each detector's box -> FER crop mapping into models/crop_mapping.json")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="detect: measure each detector's box -> FER crop mapping into models/crop_mapping.json",
+    )
     p.set_defaults(func=handlers["bench"])
 
-    p = sub.add_parser("bundle", help="device bundles: jetson (tarball + install.sh), deeplens (Lambda zip + model), "
-                                      "greengrass (Greengrass V2 component: recipe + archives)")
+    p = sub.add_parser(
+        "bundle",
+        help="device bundles: jetson (tarball + install.sh), deeplens (Lambda zip + model), "
+        "greengrass (Greengrass V2 component: recipe + archives)",
+    )
     p.add_argument("target", choices=["jetson", "deeplens", "greengrass"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="a shipped model's name (default, fast, balanced) for every target, or: jetson: the ONNX; "
-                                   "deeplens: the model .tar.gz; greengrass: the emotion model, ONNX (or OpenVINO "
-                                   ".xml for --platform deeplens) [default]")
-    p.add_argument("--version", help="jetson: bundle version (default: from the package and commit); greengrass: "
-                                     "component version X.Y.Z (default: the package's)")
+    p.add_argument(
+        "--model",
+        help="a shipped model's name (default, fast, balanced) for every target, or: jetson: the ONNX; "
+        "deeplens: the model .tar.gz; greengrass: the emotion model, ONNX (or OpenVINO "
+        ".xml for --platform deeplens) [default]",
+    )
+    p.add_argument(
+        "--version",
+        help="jetson: bundle version (default: from the package and commit); greengrass: "
+        "component version X.Y.Z (default: the package's)",
+    )
     p.add_argument("--savedmodel", help="deeplens: convert this SavedModel (default: the shipped one)")
     p.add_argument("--data", help="deeplens: FER+ data whose Valid faces check the conversion")
     from fer_edge.bundles.greengrass import add_arguments as add_greengrass_bundle_arguments
+
     add_greengrass_bundle_arguments(p)
     p.set_defaults(func=handlers["bundle"])
 
-    p = sub.add_parser("deploy", help="deeplens: upload the model and create/update + publish the Lambda; greengrass: "
-                                      "upload the archives, create the component version, deploy it (awscli)")
+    p = sub.add_parser(
+        "deploy",
+        help="deeplens: upload the model and create/update + publish the Lambda; greengrass: "
+        "upload the archives, create the component version, deploy it (awscli)",
+    )
     p.add_argument("target", choices=["deeplens", "greengrass"])
     p.add_argument("--bucket", required=True, help="S3 bucket; DeepLens needs its name to start with deeplens-")
     p.add_argument("--function", help="deeplens: Lambda function name (starting with deeplens)")
@@ -199,9 +289,14 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--runtime", default="python3.7")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="Lambda environment (FER_EDGE_* settings)")
     p.add_argument("--endpoint-url", dest="endpoint_url", help="a local AWS endpoint (tests)")
-    p.add_argument("--allow-any-name", dest="allow_any_name", action="store_true",
-                   help="do not require the deeplens- bucket and function name prefixes")
+    p.add_argument(
+        "--allow-any-name",
+        dest="allow_any_name",
+        action="store_true",
+        help="do not require the deeplens- bucket and function name prefixes",
+    )
     from fer_edge.bundles.greengrass_deploy import add_arguments as add_greengrass_deploy_arguments
+
     add_greengrass_deploy_arguments(p)
     p.set_defaults(func=handlers["deploy"])
     return parser

@@ -29,8 +29,21 @@ def main() -> int:
     out_dir = os.path.join(REPO, "runs", "demo")
     os.makedirs(out_dir, exist_ok=True)
     annotated = os.path.join(out_dir, "annotated.webm")  # VP8: browsers play it
-    status = cli_main(["run", "--source", video, "--device-id", "demo", "--publish", "every-frame",
-                       "--annotate", annotated, "--stats-interval", "5"])
+    status = cli_main(
+        [
+            "run",
+            "--source",
+            video,
+            "--device-id",
+            "demo",
+            "--publish",
+            "every-frame",
+            "--annotate",
+            annotated,
+            "--stats-interval",
+            "5",
+        ]
+    )
     if status == 0:
         print("demo: annotated video written to {}".format(annotated))
     return status

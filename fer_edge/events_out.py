@@ -19,11 +19,12 @@ import json
 import os
 from typing import Any
 
-from edge.labels import EMOTIONS
 from edge.delivery.base import Publisher, PublisherWrapper
+from edge.labels import EMOTIONS
 
-CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + \
-    list(EMOTIONS)
+CSV_FIELDS = ["frame", "timestamp", "device_id", "track_id", "x", "y", "w", "h", "emotion", "confidence"] + list(
+    EMOTIONS
+)
 FORMATS = (".jsonl", ".csv")
 
 
@@ -66,9 +67,18 @@ class EventFileWriter(PublisherWrapper):
             return accepted
         for face in event.get("faces", []):
             x, y, w, h = face["box"]
-            row = {"frame": event.get("frame"), "timestamp": event.get("timestamp"), "device_id": event.get("device_id"),
-                   "track_id": face.get("track_id"), "x": x, "y": y, "w": w, "h": h, "emotion": face["emotion"],
-                   "confidence": face["confidence"]}
+            row = {
+                "frame": event.get("frame"),
+                "timestamp": event.get("timestamp"),
+                "device_id": event.get("device_id"),
+                "track_id": face.get("track_id"),
+                "x": x,
+                "y": y,
+                "w": w,
+                "h": h,
+                "emotion": face["emotion"],
+                "confidence": face["confidence"],
+            }
             row.update(face.get("scores", {}))
             self.csv.writerow(row)
             self.rows += 1

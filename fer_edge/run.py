@@ -21,9 +21,11 @@ EXIT_DROPPED = 3
 
 def install_stop_handlers(stop: threading.Event) -> None:
     """SIGINT/SIGTERM set ``stop``: the loop finishes its frame, flushes events, goes offline."""
+
     def handler(signum, _frame):
-        logging.getLogger("fer_edge").info("signal %d: stopping after this frame", signum)
+        logging.getLogger(__name__).info("signal %d: stopping after this frame", signum)
         stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
 
@@ -34,16 +36,29 @@ def add_agent_options(parser: argparse.ArgumentParser, agent_only: bool = True) 
         flag = "--" + option.name.replace("_", "-")
         kind = option.type if option.type is not str else None
         bare = {"nargs": "?", "const": True} if option.type is boolean else {}  # --homeassistant alone: true
-        parser.add_argument(flag, dest=option.name, type=kind, default=None,
-                            help="{} (default: {!r})".format(option.help, option.default), **bare)
+        parser.add_argument(
+            flag,
+            dest=option.name,
+            type=kind,
+            default=None,
+            help="{} (default: {!r})".format(option.help, option.default),
+            **bare,
+        )
     if not agent_only:
         return
-    parser.add_argument("--no-embedded-broker", action="store_true",
-                        help="without --broker, publish nowhere instead of starting an in-process broker")
+    parser.add_argument(
+        "--no-embedded-broker",
+        action="store_true",
+        help="without --broker, publish nowhere instead of starting an in-process broker",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the events the agent publishes")
-    parser.add_argument("--events-out", dest="events_out", metavar="FILE",
-                        help="also write the events to FILE: .jsonl (one event per line, as published) or .csv "
-                             "(one row per face and frame)")
+    parser.add_argument(
+        "--events-out",
+        dest="events_out",
+        metavar="FILE",
+        help="also write the events to FILE: .jsonl (one event per line, as published) or .csv "
+        "(one row per face and frame)",
+    )
 
 
 class EventPrinter(PublisherWrapper):
@@ -60,7 +75,9 @@ class EventPrinter(PublisherWrapper):
 
     def _print(self, topic, kind, data):
         from edge.delivery.subscribe import Message
+
         from .subscribe_lines import format_message_lines
+
         message = Message(topic, self.device_id, kind, b"", data, False, 1)
         for line in format_message_lines(message):
             print(line, file=self.out, flush=True)
@@ -81,6 +98,7 @@ class EventPrinter(PublisherWrapper):
 
     def publish_track(self, message: dict[str, Any]) -> bool:
         from edge.tracking.lifecycle import format_track_line
+
         accepted = self.inner.publish_track(message)
         print(format_track_line(message), file=self.out, flush=True)
         return accepted
@@ -91,9 +109,14 @@ def delivery_summary(publisher: Publisher, broker: str | None) -> tuple[dict[str
     counts = publisher.counters
     outbox = publisher.outbox
     storage = outbox.storage if outbox is not None else None
-    summary = {"broker": bool(broker), "acknowledged": int(counts.get("acknowledged", 0)),
-               "queued": int(counts.get("queued", 0)), "dropped": int(counts.get("dropped", 0)),
-               "failed": int(counts.get("failed", 0)), "reconnects": int(counts.get("reconnects", 0))}
+    summary = {
+        "broker": bool(broker),
+        "acknowledged": int(counts.get("acknowledged", 0)),
+        "queued": int(counts.get("queued", 0)),
+        "dropped": int(counts.get("dropped", 0)),
+        "failed": int(counts.get("failed", 0)),
+        "reconnects": int(counts.get("reconnects", 0)),
+    }
     if summary["queued"] and storage:
         summary["queued_in"] = storage
     if counts.get("taken_over"):  # connections lost to another client with this client id
@@ -106,6 +129,7 @@ def camera_events_path(path: str, device_id: str) -> str:
     """The --events-out file of one camera of a multi-camera config: ``results.jsonl`` ->
     ``results.<device_id>.jsonl``."""
     import os
+
     stem, suffix = os.path.splitext(str(path))
     return "{}.{}{}".format(stem, device_id, suffix)
 
@@ -114,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.agent.assembly import Factories
     from edge.agent.service import make_publisher, serve
     from fer_edge.broker import EmbeddedBroker
+
     overrides = dict((name, getattr(args, name)) for name in BY_NAME)
     config = load_config(args.config, overrides=overrides)
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -121,11 +146,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.events_out:
         from .events_out import check_path
+
         check_path(args.events_out)
     broker = None
     if not config["broker"] and not args.no_embedded_broker and not EmbeddedBroker.available():
-        print("no --broker given and no embedded broker (amqtt is not installed: pip install 'fer-edge[demo]'): "
-              "events are printed here, not published", flush=True)
+        print(
+            "no --broker given and no embedded broker (amqtt is not installed: pip install 'fer-edge[demo]'): "
+            "events are printed here, not published",
+            flush=True,
+        )
     elif not config["broker"] and not args.no_embedded_broker:
         broker = EmbeddedBroker().start()
         config["broker"] = broker.url
@@ -139,8 +168,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown = publisher if args.quiet else EventPrinter(publisher)
         if args.events_out:
             from .events_out import EventFileWriter
-            path = camera_events_path(args.events_out, camera_config["device_id"]) if config["cameras"] else \
-                args.events_out
+
+            path = (
+                camera_events_path(args.events_out, camera_config["device_id"])
+                if config["cameras"]
+                else args.events_out
+            )
             shown = EventFileWriter(shown, path)
         return shown
 
@@ -158,13 +191,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             summary["delivery"] = delivery
         if delivery.get("queued_in") == "disk":
-            print("fer-edge run: {}{} message(s) wait in the on-disk queue (data_dir {}); the next run with this "
-                  "device id delivers them".format("camera {}: ".format(device_id) if config["cameras"] else "",
-                                                   delivery["queued"], config["data_dir"]), file=sys.stderr)
+            print(
+                "fer-edge run: {}{} message(s) wait in the on-disk queue (data_dir {}); the next run with this "
+                "device id delivers them".format(
+                    "camera {}: ".format(device_id) if config["cameras"] else "", delivery["queued"], config["data_dir"]
+                ),
+                file=sys.stderr,
+            )
         if camera_lost:
-            print("fer-edge run: {}{} message(s) dropped and {} failed: not delivered to {}".format(
-                "camera {}: ".format(device_id) if config["cameras"] else "", delivery["dropped"],
-                delivery["failed"], config["broker"]), file=sys.stderr)
+            print(
+                "fer-edge run: {}{} message(s) dropped and {} failed: not delivered to {}".format(
+                    "camera {}: ".format(device_id) if config["cameras"] else "",
+                    delivery["dropped"],
+                    delivery["failed"],
+                    config["broker"],
+                ),
+                file=sys.stderr,
+            )
     if config["cameras"]:
         for device_id, entry in sorted(summary["cameras"].items()):
             if entry["state"] == "failed":
@@ -175,12 +218,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
     import cv2
+
     from edge.pipeline import FaceEmotionPipeline
+
     options = {"tiles": args.detector_tiles}
     if args.detector in ("blazeface-back", "blazeface-short", "blazeface-full"):
         options.update(detector_model=args.detector_model, score_threshold=args.detector_score)
-    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime,
-                                   **options)
+    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime, **options)
     status = 0
     for path in args.paths:
         image = cv2.imread(path, cv2.IMREAD_COLOR)

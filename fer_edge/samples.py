@@ -14,17 +14,21 @@ import numpy as np
 def astronaut_bgr() -> np.ndarray:
     """The astronaut photograph, cropped to her head and shoulders (BGR)."""
     from skimage import data
+
     return cv2.cvtColor(data.astronaut()[0:300, 80:380], cv2.COLOR_RGB2BGR)
 
 
-def make_sample_video(path: str, frames: int = 90, width: int = 640, height: int = 480, faces: int = 2,
-                      fps: float = 15.0) -> str:
+def make_sample_video(
+    path: str, frames: int = 90, width: int = 640, height: int = 480, faces: int = 2, fps: float = 15.0
+) -> str:
     """Write the sample video (mp4v) to ``path``; returns the path. Deterministic."""
     face = astronaut_bgr()
     tile = min(width // max(faces, 1), height) - 20
     tile = max(tile, 64)
-    copies = [cv2.resize(face if i % 2 == 0 else face[:, ::-1], (tile, tile), interpolation=cv2.INTER_AREA)
-              for i in range(faces)]
+    copies = [
+        cv2.resize(face if i % 2 == 0 else face[:, ::-1], (tile, tile), interpolation=cv2.INTER_AREA)
+        for i in range(faces)
+    ]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.mp4"
     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -38,7 +42,7 @@ def make_sample_video(path: str, frames: int = 90, width: int = 640, height: int
             dy = int(round(6 * np.cos(2 * np.pi * k / float(frames))))
             x = max(0, min(width - tile, i * slot + (slot - tile) // 2 + dx))
             y = max(0, min(height - tile, (height - tile) // 2 + dy))
-            canvas[y:y + tile, x:x + tile] = img
+            canvas[y : y + tile, x : x + tile] = img
         writer.write(canvas)
     writer.release()
     os.replace(tmp, path)

@@ -29,9 +29,17 @@ KINDS = {
 def backgrounds() -> list[np.ndarray]:
     """Gray photographs from scikit-image without faces (not "camera": the cameraman is one), as BGR."""
     from skimage import data
-    images = [data.coffee(), data.rocket(), data.chelsea(), data.immunohistochemistry(), data.hubble_deep_field(),
-              np.dstack([data.brick()] * 3), np.dstack([data.grass()] * 3),
-              np.dstack([data.gravel()] * 3)]
+
+    images = [
+        data.coffee(),
+        data.rocket(),
+        data.chelsea(),
+        data.immunohistochemistry(),
+        data.hubble_deep_field(),
+        np.dstack([data.brick()] * 3),
+        np.dstack([data.grass()] * 3),
+        np.dstack([data.gravel()] * 3),
+    ]
     out = []
     for img in images:
         gray = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
@@ -45,7 +53,7 @@ def _background(pool, width, height, rng):
     big = cv2.resize(img, (int(img.shape[1] * scale) + 1, int(img.shape[0] * scale) + 1))
     x = rng.integers(0, big.shape[1] - width + 1)
     y = rng.integers(0, big.shape[0] - height + 1)
-    return big[y:y + height, x:x + width].copy()
+    return big[y : y + height, x : x + width].copy()
 
 
 def _soft_mask(side, feather=0.12):
@@ -67,9 +75,9 @@ def _paste(canvas, face, x, y, side, angle):
         bigmask = cv2.warpAffine(bigmask, m, bigmask.shape[:2][::-1], flags=cv2.INTER_LINEAR)
         patch, mask, x, y = big, bigmask, x - pad, y - pad
     h, w = patch.shape[:2]
-    region = canvas[y:y + h, x:x + w].astype(np.float32)
+    region = canvas[y : y + h, x : x + w].astype(np.float32)
     blended = region * (1 - mask[..., None]) + patch[..., None].astype(np.float32) * mask[..., None]
-    canvas[y:y + h, x:x + w] = np.clip(blended, 0, 255).astype(np.uint8)
+    canvas[y : y + h, x : x + w] = np.clip(blended, 0, 255).astype(np.uint8)
 
 
 def _overlaps(box, boxes, margin):
@@ -80,8 +88,9 @@ def _overlaps(box, boxes, margin):
     return False
 
 
-def make_scenes(kind: str, count: int, faces: np.ndarray, labels: np.ndarray, seed: int = 0,
-                pool: list[np.ndarray] | None = None) -> list[Scene]:
+def make_scenes(
+    kind: str, count: int, faces: np.ndarray, labels: np.ndarray, seed: int = 0, pool: list[np.ndarray] | None = None
+) -> list[Scene]:
     """``count`` scenes of ``kind`` built from FER+ faces (uint8 [N, 48, 48]) and their labels."""
     spec = KINDS[kind]
     rng = np.random.default_rng(seed)
@@ -115,5 +124,6 @@ def astronaut_scene() -> Scene:
     """scikit-image's astronaut photograph (a real face; public domain, NASA) with its face box,
     marked by hand as the square a FER+ crop would take (forehead to chin, ear to ear). No label."""
     from skimage import data
+
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     return Scene("photo", image, [Face((168, 60, 120, 120), -1, 0.0)])

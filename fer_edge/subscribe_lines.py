@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any, Sequence, TextIO
 
-from edge.tracking.lifecycle import format_track_line
-from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
 from edge.delivery.subscribe import Message, queue_subscription, session_options
+from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
+from edge.tracking.lifecycle import format_track_line
 
 EVENT_SCHEMA, TRACK_SCHEMA = "fer-edge/emotion-event", "fer-edge/track"
 STATE_SCHEMA, STATUS_SCHEMA, STATS_SCHEMA = "fer-edge/state", "fer-edge/status", "fer-edge/stats"
@@ -33,13 +33,18 @@ def format_event_lines(event: dict[str, Any]) -> list[str]:
     """One line per face of an emotion event:
     ``<timestamp> <device> frame <n> track <id> <emotion> <confidence:.2f> box x,y,w,h``."""
     lines = []
-    head = "{} {} frame {}".format(event.get("timestamp", "?"), event.get("device_id", "?"),
-                                   event.get("frame", "?"))
+    head = "{} {} frame {}".format(event.get("timestamp", "?"), event.get("device_id", "?"), event.get("frame", "?"))
     for face in event.get("faces") or []:
         box = face.get("box") or []
-        lines.append("{} track {} {} {} box {}".format(
-            head, face.get("track_id", "?"), face.get("emotion", "?"), _number(face.get("confidence")),
-            ",".join(str(v) for v in box)))
+        lines.append(
+            "{} track {} {} {} box {}".format(
+                head,
+                face.get("track_id", "?"),
+                face.get("emotion", "?"),
+                _number(face.get("confidence")),
+                ",".join(str(v) for v in box),
+            )
+        )
     return lines
 
 
@@ -54,8 +59,11 @@ def format_emotion_counts(emotions: object) -> str:
 def format_state_line(state: dict[str, Any], device_id: str | None = None, retained: bool = False) -> str:
     """The device state: ``<timestamp> <device> state faces <n> dominant <emotion> (<counts>) fps <f>``."""
     line = "{} {} state faces {} dominant {}".format(
-        state.get("timestamp", "?"), state.get("device_id", device_id or "?"), state.get("faces", "?"),
-        state.get("dominant_emotion", "?"))
+        state.get("timestamp", "?"),
+        state.get("device_id", device_id or "?"),
+        state.get("faces", "?"),
+        state.get("dominant_emotion", "?"),
+    )
     emotions = state.get("emotions")
     if emotions:
         line += " ({})".format(format_emotion_counts(emotions))
@@ -72,14 +80,17 @@ def format_track_lines(message: dict[str, Any], device_id: str | None = None) ->
 
 def _stats_line(data, ts, dev):
     stages = data.get("stage_ms") or {}
-    stage_text = " ".join("{}={:.1f}ms".format(k, float(v)) for k, v in sorted(stages.items())
-                          if isinstance(v, (int, float)))
+    stage_text = " ".join(
+        "{}={:.1f}ms".format(k, float(v)) for k, v in sorted(stages.items()) if isinstance(v, (int, float))
+    )
     line = "{} {} stats fps {} frames {} faces {}".format(
-        ts, dev, _number(data.get("fps"), "{:.1f}"), data.get("frames", "?"), data.get("faces", "?"))
+        ts, dev, _number(data.get("fps"), "{:.1f}"), data.get("frames", "?"), data.get("faces", "?")
+    )
     delivery = data.get("delivery")
     if isinstance(delivery, dict):
         line += " queued {} dropped {} reconnects {}".format(
-            delivery.get("queued", "?"), delivery.get("dropped", "?"), delivery.get("reconnects", "?"))
+            delivery.get("queued", "?"), delivery.get("dropped", "?"), delivery.get("reconnects", "?")
+        )
     return line + (" " + stage_text if stage_text else "")
 
 
@@ -151,10 +162,21 @@ class Deduplicator(object):
         return False
 
 
-def run_subscriber(url: str, device_id: str = "+", prefix: str = DEFAULT_PREFIX, json_mode: bool = False,
-                   out: TextIO | None = None, max_messages: int | None = None, timeout: float | None = None,
-                   kinds: Sequence[str] = TOPIC_KINDS, ready: threading.Event | None = None, resume: bool = False,
-                   dedupe: bool = True, stop: threading.Event | None = None, **options: Any) -> int:
+def run_subscriber(
+    url: str,
+    device_id: str = "+",
+    prefix: str = DEFAULT_PREFIX,
+    json_mode: bool = False,
+    out: TextIO | None = None,
+    max_messages: int | None = None,
+    timeout: float | None = None,
+    kinds: Sequence[str] = TOPIC_KINDS,
+    ready: threading.Event | None = None,
+    resume: bool = False,
+    dedupe: bool = True,
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> int:
     """Print messages of ``<prefix>/<device_id>/<kind>`` (``kinds``: events, status, stats, tracks,
     state) until ``max_messages`` were printed, ``timeout`` seconds passed or ``stop`` (a
     ``threading.Event``) is set (all None: forever; Ctrl-C propagates after clean-up). Returns the

@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence, TextIO
 
-from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
 from edge.delivery.subscribe import Message, queue_subscription, session_options
+from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
 
 from .subscribe_lines import Deduplicator, format_emotion_counts, format_track_lines
 
@@ -27,12 +27,12 @@ class DeviceState(object):
 
     def __init__(self, device_id: str):
         self.device_id = device_id
-        self.state = None        # "online" / "offline" / None (no status seen)
+        self.state = None  # "online" / "offline" / None (no status seen)
         self.reason = None
-        self.faces = 0           # faces in view (the state topic), else in the latest event
+        self.faces = 0  # faces in view (the state topic), else in the latest event
         self.emotions = collections.Counter()  # their emotions
-        self.dominant = None     # the state topic's dominant emotion (None: no state seen)
-        self.has_state = False   # a state message was seen: faces/emotions come from it
+        self.dominant = None  # the state topic's dominant emotion (None: no state seen)
+        self.has_state = False  # a state message was seen: faces/emotions come from it
         self.events = 0
         self.tracks_new = 0
         self.tracks_end = 0
@@ -40,8 +40,8 @@ class DeviceState(object):
         self.frames = None
         self.queued = None
         self.dropped = None
-        self.last_seen = None    # time.time() of the last message received
-        self.last_event = None   # the latest event's timestamp text
+        self.last_seen = None  # time.time() of the last message received
+        self.last_event = None  # the latest event's timestamp text
 
 
 def _count(value):
@@ -52,8 +52,19 @@ class DeviceTable(object):
     """Per-device summary of the messages given to :meth:`update` (thread-safe); ``render``
     makes the text table."""
 
-    COLUMNS = ("DEVICE", "STATE", "FACES", "EMOTIONS", "DOMINANT", "FPS", "EVENTS", "TRACKS", "QUEUED",
-               "DROPPED", "LAST SEEN")
+    COLUMNS = (
+        "DEVICE",
+        "STATE",
+        "FACES",
+        "EMOTIONS",
+        "DOMINANT",
+        "FPS",
+        "EVENTS",
+        "TRACKS",
+        "QUEUED",
+        "DROPPED",
+        "LAST SEEN",
+    )
 
     def __init__(self, clock: Callable[[], float] = time.time, recent: int = RECENT_TRACKS):
         self.devices = collections.OrderedDict()
@@ -102,7 +113,8 @@ class DeviceTable(object):
             device.faces = _count(data.get("faces")) or 0
             emotions = data.get("emotions")
             device.emotions = collections.Counter(
-                dict((k, v) for k, v in emotions.items() if _count(v)) if isinstance(emotions, dict) else {})
+                dict((k, v) for k, v in emotions.items() if _count(v)) if isinstance(emotions, dict) else {}
+            )
             device.dominant = data.get("dominant_emotion")
             if isinstance(data.get("fps"), (int, float)):
                 device.fps = data["fps"]
@@ -145,13 +157,24 @@ class DeviceTable(object):
                 if d.state == "offline" and d.reason:
                     state = "offline ({})".format(d.reason)
                 fps = "-" if not isinstance(d.fps, (int, float)) else "{:.1f}".format(d.fps)
-                tracks = "-" if not (d.tracks_new or d.tracks_end) else "{} new, {} end".format(
-                    d.tracks_new, d.tracks_end)
-                out.append((d.device_id, state, str(d.faces), format_emotion_counts(dict(d.emotions)),
-                            d.dominant or "-", fps, str(d.events), tracks,
-                            "-" if d.queued is None else str(d.queued),
-                            "-" if d.dropped is None else str(d.dropped),
-                            self._ago(None if d.last_seen is None else now - d.last_seen)))
+                tracks = (
+                    "-" if not (d.tracks_new or d.tracks_end) else "{} new, {} end".format(d.tracks_new, d.tracks_end)
+                )
+                out.append(
+                    (
+                        d.device_id,
+                        state,
+                        str(d.faces),
+                        format_emotion_counts(dict(d.emotions)),
+                        d.dominant or "-",
+                        fps,
+                        str(d.events),
+                        tracks,
+                        "-" if d.queued is None else str(d.queued),
+                        "-" if d.dropped is None else str(d.dropped),
+                        self._ago(None if d.last_seen is None else now - d.last_seen),
+                    )
+                )
         return out
 
     def render(self, now: float | None = None) -> str:
@@ -174,10 +197,21 @@ class DeviceTable(object):
 ANSI_HOME_CLEAR = "\x1b[H\x1b[2J"
 
 
-def run_table(url: str, device_id: str = "+", prefix: str = DEFAULT_PREFIX, out: TextIO | None = None,
-              refresh: float = 1.0, timeout: float | None = None, ansi: bool | None = None,
-              ready: threading.Event | None = None, resume: bool = False, table: DeviceTable | None = None,
-              stop: threading.Event | None = None, kinds: Sequence[str] = TOPIC_KINDS, **options: Any) -> DeviceTable:
+def run_table(
+    url: str,
+    device_id: str = "+",
+    prefix: str = DEFAULT_PREFIX,
+    out: TextIO | None = None,
+    refresh: float = 1.0,
+    timeout: float | None = None,
+    ansi: bool | None = None,
+    ready: threading.Event | None = None,
+    resume: bool = False,
+    table: DeviceTable | None = None,
+    stop: threading.Event | None = None,
+    kinds: Sequence[str] = TOPIC_KINDS,
+    **options: Any,
+) -> DeviceTable:
     """Show a :class:`DeviceTable` of ``<prefix>/<device_id>/<kind>`` until ``timeout`` seconds
     passed or ``stop`` (a ``threading.Event``) is set (both None: until Ctrl-C). Returns the table.
 
@@ -202,8 +236,14 @@ def run_table(url: str, device_id: str = "+", prefix: str = DEFAULT_PREFIX, out:
         now = time.time()
         text = table.render(now)
         if ansi:
-            out.write(ANSI_HOME_CLEAR + "fer-edge devices on {}  ({})\n\n".format(
-                sub.url.redacted(), time.strftime("%H:%M:%S", time.localtime(now))) + text + "\n")
+            out.write(
+                ANSI_HOME_CLEAR
+                + "fer-edge devices on {}  ({})\n\n".format(
+                    sub.url.redacted(), time.strftime("%H:%M:%S", time.localtime(now))
+                )
+                + text
+                + "\n"
+            )
         else:
             out.write("--- {}\n{}\n".format(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), text))
         out.flush()

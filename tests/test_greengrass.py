@@ -431,13 +431,16 @@ def test_install_check_names_what_is_missing():
     assert "Python 3.5.2 is too old" in problems[0]
 
     script = str(REPO / "edge" / "greengrass" / "check.py")
-    run = lambda *args: subprocess.run(
-        [sys.executable, script] + list(args),
-        stdout=subprocess.PIPE,  # noqa: E731
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        cwd="/",
-    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, script] + list(args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            cwd="/",
+        )
+
     done = run("deeplens")  # this venv has numpy, OpenCV, paho-mqtt and OpenVINO
     assert done.returncode == 0 and "ok: found openvino" in done.stdout, done.stdout + done.stderr
     assert run("jetson").returncode == (0 if gc.installed("tensorrt") or gc.installed("onnxruntime") else 1)

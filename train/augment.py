@@ -17,9 +17,17 @@ MAX_ANGLE = 20.0
 MAX_SKEW = 0.05
 
 
-def random_affine(rng: np.random.Generator, out_h: int, out_w: int, in_h: int, in_w: int,
-                  max_shift: float = MAX_SHIFT, max_scale: float = MAX_SCALE, max_angle: float = MAX_ANGLE,
-                  max_skew: float = MAX_SKEW) -> np.ndarray:
+def random_affine(
+    rng: np.random.Generator,
+    out_h: int,
+    out_w: int,
+    in_h: int,
+    in_w: int,
+    max_shift: float = MAX_SHIFT,
+    max_scale: float = MAX_SCALE,
+    max_angle: float = MAX_ANGLE,
+    max_skew: float = MAX_SKEW,
+) -> np.ndarray:
     """A 2x3 matrix mapping output pixel coordinates to input coordinates."""
     shift_y = out_h * max_shift * rng.uniform(-1.0, 1.0)
     shift_x = out_w * max_shift * rng.uniform(-1.0, 1.0)
@@ -44,15 +52,15 @@ def random_affine(rng: np.random.Generator, out_h: int, out_w: int, in_h: int, i
     return np.hstack([inverse, offset[:, None]])
 
 
-def augment_batch(faces: np.ndarray, out_h: int, out_w: int, rng: np.random.Generator,
-                  flip: bool = True) -> np.ndarray:
+def augment_batch(faces: np.ndarray, out_h: int, out_w: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
     """uint8 faces [N, h, w] -> float32 [N, out_h, out_w] randomly distorted (the paper's recipe)."""
     n, in_h, in_w = faces.shape
     out = np.empty((n, out_h, out_w), dtype=np.float32)
     for i in range(n):
         m = random_affine(rng, out_h, out_w, in_h, in_w)
-        warped = cv2.warpAffine(faces[i], m, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.warpAffine(
+            faces[i], m, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
         if flip and rng.random() < 0.5:
             warped = warped[:, ::-1]
         out[i] = warped

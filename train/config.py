@@ -5,6 +5,7 @@ import json
 import os
 
 from .labels import MODES
+
 # The architectures of train.models (named here so the CLI lists them without importing Keras).
 ARCHITECTURES = ("vgg13", "vgg13-half", "vgg13-bn-half", "vgg13-bn-third", "resnet-s", "resnet", "mobilenet")
 
@@ -37,11 +38,13 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if self.arch not in ARCHITECTURES:
-            raise ValueError("config 'arch': unknown architecture {!r} (choose from {})".format(
-                self.arch, ", ".join(ARCHITECTURES)))
+            raise ValueError(
+                "config 'arch': unknown architecture {!r} (choose from {})".format(self.arch, ", ".join(ARCHITECTURES))
+            )
         if self.mode not in MODES:
-            raise ValueError("config 'mode': unknown label mode {!r} (choose from {})".format(
-                self.mode, ", ".join(MODES)))
+            raise ValueError(
+                "config 'mode': unknown label mode {!r} (choose from {})".format(self.mode, ", ".join(MODES))
+            )
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError("config 'optimizer': {!r} is not adamw or sgd".format(self.optimizer))
         for name in ("epochs", "batch_size"):

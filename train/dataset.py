@@ -38,8 +38,7 @@ _RECT = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)$")
 class DatasetError(ValueError):
     """Bad dataset input; the message names the file, the row (1-based) and the field."""
 
-    def __init__(self, path: str | os.PathLike[str], message: str, row: int | None = None,
-                 field: str | None = None):
+    def __init__(self, path: str | os.PathLike[str], message: str, row: int | None = None, field: str | None = None):
         where = str(path)
         if row is not None:
             where += ", row {}".format(row)
@@ -52,8 +51,14 @@ class DatasetError(ValueError):
 class FerPlusData:
     """Faces, votes, split and image name per sample (all splits in one set of arrays)."""
 
-    def __init__(self, images: npt.ArrayLike, votes: npt.ArrayLike, splits: npt.ArrayLike, names: npt.ArrayLike,
-                 notes: Iterable[str] = ()):
+    def __init__(
+        self,
+        images: npt.ArrayLike,
+        votes: npt.ArrayLike,
+        splits: npt.ArrayLike,
+        names: npt.ArrayLike,
+        notes: Iterable[str] = (),
+    ):
         self.notes = list(notes)  # things the reader noticed and handled (printed by the CLI)
         self.images = np.ascontiguousarray(images, dtype=np.uint8)
         self.votes = np.asarray(votes, dtype=np.int16)
@@ -85,15 +90,20 @@ class FerPlusData:
 
 def _parse_votes(cells, path, row, first_col):
     if len(cells) != NUM_VOTES:
-        raise DatasetError(path, "expected {} vote columns ({}), found {}".format(
-            NUM_VOTES, ", ".join(VOTE_COLUMNS), len(cells)), row=row, field="votes")
+        raise DatasetError(
+            path,
+            "expected {} vote columns ({}), found {}".format(NUM_VOTES, ", ".join(VOTE_COLUMNS), len(cells)),
+            row=row,
+            field="votes",
+        )
     votes = []
     for j, cell in enumerate(cells):
         try:
             v = int(cell.strip())
         except ValueError:
-            raise DatasetError(path, "vote {!r} is not an integer".format(cell), row=row,
-                               field=VOTE_COLUMNS[j]) from None
+            raise DatasetError(
+                path, "vote {!r} is not an integer".format(cell), row=row, field=VOTE_COLUMNS[j]
+            ) from None
         if v < 0:
             raise DatasetError(path, "negative vote {}".format(v), row=row, field=VOTE_COLUMNS[j])
         votes.append(v)
@@ -110,9 +120,13 @@ def _decode_png(data, path):
 def _crop_face(img, rect, path, row):
     x, y, w, h = rect
     if w <= 0 or h <= 0 or x + w > img.shape[1] or y + h > img.shape[0]:
-        raise DatasetError(path, "face rectangle {} outside the {}x{} image".format(
-            rect, img.shape[1], img.shape[0]), row=row, field="face rectangle")
-    face = img[y:y + h, x:x + w]
+        raise DatasetError(
+            path,
+            "face rectangle {} outside the {}x{} image".format(rect, img.shape[1], img.shape[0]),
+            row=row,
+            field="face rectangle",
+        )
+    face = img[y : y + h, x : x + w]
     if face.shape != (FACE_SIZE, FACE_SIZE):
         face = cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
     return face
@@ -125,15 +139,21 @@ def _read_label_csv(text, path):
         if not cells or all(not c.strip() for c in cells):
             continue
         if len(cells) != 2 + NUM_VOTES:
-            raise DatasetError(path, "expected {} columns (image name, face rectangle, {} votes), "
-                               "found {}".format(2 + NUM_VOTES, NUM_VOTES, len(cells)), row=i)
+            raise DatasetError(
+                path,
+                "expected {} columns (image name, face rectangle, {} votes), found {}".format(
+                    2 + NUM_VOTES, NUM_VOTES, len(cells)
+                ),
+                row=i,
+            )
         name = cells[0].strip()
         if not name:
             raise DatasetError(path, "empty image name", row=i, field="image name")
         m = _RECT.match(cells[1].strip())
         if not m:
-            raise DatasetError(path, "face rectangle {!r} is not '(x, y, w, h)'".format(cells[1]),
-                               row=i, field="face rectangle")
+            raise DatasetError(
+                path, "face rectangle {!r} is not '(x, y, w, h)'".format(cells[1]), row=i, field="face rectangle"
+            )
         out.append((i, name, tuple(int(g) for g in m.groups()), _parse_votes(cells[2:], path, i, 2)))
     return out
 
@@ -151,8 +171,7 @@ def _assemble(split_rows, image_bytes):
         for row, name, rect, v in rows:
             data, img_path = image_bytes(split, name)
             if data is None:
-                raise DatasetError(label_path, "image {} is missing".format(img_path), row=row,
-                                   field="image name")
+                raise DatasetError(label_path, "image {} is missing".format(img_path), row=row, field="image name")
             img = _decode_png(data, img_path)
             images.append(_crop_face(img, rect, label_path, row))
             votes.append(v)
@@ -211,8 +230,7 @@ def read_ferplus_tar(path: str | os.PathLike[str]) -> FerPlusData:
             split_rows[split] = (label, _read_label_csv(data.decode("utf-8"), label))
     if not split_rows:
         raise DatasetError(path, "archive holds no {}/label.csv".format("|".join(SPLITS)))
-    return _assemble(split_rows,
-                     lambda split, name: (files.get((split, name)), "{}:{}/{}".format(path, split, name)))
+    return _assemble(split_rows, lambda split, name: (files.get((split, name)), "{}:{}/{}".format(path, split, name)))
 
 
 # ---------------------------------------------------------------- Kaggle fer2013.csv + fer2013new.csv
@@ -231,8 +249,7 @@ def _csv_rows(path):
 def _column(header, name, path):
     names = [h.strip() for h in header]
     if name not in names:
-        raise DatasetError(path, "header has no '{}' column (found: {})".format(name, ", ".join(names)),
-                           row=1)
+        raise DatasetError(path, "header has no '{}' column (found: {})".format(name, ", ".join(names)), row=1)
     return names.index(name)
 
 
@@ -247,8 +264,12 @@ def read_kaggle(fer2013_csv: str | os.PathLike[str], fer2013new_csv: str | os.Pa
     fer_header, fer_rows = _csv_rows(fer_path)
     new_header, new_rows = _csv_rows(new_path)
     if len(fer_rows) != len(new_rows):
-        raise DatasetError(new_path, "has {} data rows but {} has {}; the two files pair row by row".format(
-            len(new_rows), fer_path, len(fer_rows)))
+        raise DatasetError(
+            new_path,
+            "has {} data rows but {} has {}; the two files pair row by row".format(
+                len(new_rows), fer_path, len(fer_rows)
+            ),
+        )
     c_pix = _column(fer_header, "pixels", fer_path)
     c_use = _column(fer_header, "Usage", fer_path)
     n_use = _column(new_header, "Usage", new_path)
@@ -262,25 +283,35 @@ def read_kaggle(fer2013_csv: str | os.PathLike[str], fer2013new_csv: str | os.Pa
     seen: dict[str, tuple[int, int]] = {}  # image name -> (index kept, row)
     for i, (frow, nrow) in enumerate(zip(fer_rows, new_rows), start=2):
         if len(nrow) != n_votes + NUM_VOTES:
-            raise DatasetError(new_path, "expected {} columns, found {}".format(
-                n_votes + NUM_VOTES, len(nrow)), row=i)
+            raise DatasetError(new_path, "expected {} columns, found {}".format(n_votes + NUM_VOTES, len(nrow)), row=i)
         name = nrow[n_name].strip()
         if not name:
             continue
         if len(frow) != len(fer_header):
-            raise DatasetError(fer_path, "expected {} columns, found {}".format(len(fer_header), len(frow)),
-                               row=i)
+            raise DatasetError(fer_path, "expected {} columns, found {}".format(len(fer_header), len(frow)), row=i)
         usage = frow[c_use].strip()
         if usage != nrow[n_use].strip():
-            raise DatasetError(new_path, "Usage {!r} differs from {!r} in {}".format(
-                nrow[n_use], usage, fer_path), row=i, field="Usage")
+            raise DatasetError(
+                new_path,
+                "Usage {!r} differs from {!r} in {}".format(nrow[n_use], usage, fer_path),
+                row=i,
+                field="Usage",
+            )
         if usage not in KAGGLE_USAGE:
-            raise DatasetError(fer_path, "unknown Usage {!r} (expected {})".format(
-                usage, ", ".join(KAGGLE_USAGE)), row=i, field="Usage")
+            raise DatasetError(
+                fer_path,
+                "unknown Usage {!r} (expected {})".format(usage, ", ".join(KAGGLE_USAGE)),
+                row=i,
+                field="Usage",
+            )
         pix = frow[c_pix].split()
         if len(pix) != FACE_SIZE * FACE_SIZE:
-            raise DatasetError(fer_path, "expected {} pixel values, found {}".format(
-                FACE_SIZE * FACE_SIZE, len(pix)), row=i, field="pixels")
+            raise DatasetError(
+                fer_path,
+                "expected {} pixel values, found {}".format(FACE_SIZE * FACE_SIZE, len(pix)),
+                row=i,
+                field="pixels",
+            )
         try:
             values = np.asarray([int(p) for p in pix], dtype=np.int32)
         except ValueError:
@@ -291,8 +322,7 @@ def read_kaggle(fer2013_csv: str | os.PathLike[str], fer2013new_csv: str | os.Pa
         row_votes = _parse_votes(nrow[n_votes:], new_path, i, n_votes)
         if name in seen:
             j, first_row = seen[name]
-            notes.append("{}: image name {} on rows {} and {}; kept row {}".format(
-                new_path, name, first_row, i, i))
+            notes.append("{}: image name {} on rows {} and {}; kept row {}".format(new_path, name, first_row, i, i))
             images[j], votes[j], splits[j] = face, row_votes, KAGGLE_USAGE[usage]
             seen[name] = (j, i)
             continue
@@ -309,8 +339,11 @@ def read_kaggle(fer2013_csv: str | os.PathLike[str], fer2013new_csv: str | os.Pa
 # ---------------------------------------------------------------- the cache
 
 
-def read_source(src: str | os.PathLike[str] | None = None, kaggle: str | os.PathLike[str] | None = None,
-                ferplus_votes: str | os.PathLike[str] | None = None) -> FerPlusData:
+def read_source(
+    src: str | os.PathLike[str] | None = None,
+    kaggle: str | os.PathLike[str] | None = None,
+    ferplus_votes: str | os.PathLike[str] | None = None,
+) -> FerPlusData:
     """Any supported source: a FERPlus folder, a .tar/.tar.gz of it, or the Kaggle pair."""
     if kaggle is not None:
         if ferplus_votes is None:
@@ -320,8 +353,9 @@ def read_source(src: str | os.PathLike[str] | None = None, kaggle: str | os.Path
         raise DatasetError("(no source)", "give a FERPlus folder or .tar.gz, or fer2013.csv + fer2013new.csv")
     src = str(src)
     if not os.path.exists(src):
-        raise DatasetError(src, "not found (give a FERPlus folder, a .tar.gz of it, or a cache from "
-                                "`fer-edge data build`)")
+        raise DatasetError(
+            src, "not found (give a FERPlus folder, a .tar.gz of it, or a cache from `fer-edge data build`)"
+        )
     if os.path.isdir(src):
         return read_ferplus_folder(src)
     if os.path.isfile(src) and (src.endswith((".tar", ".tar.gz", ".tgz"))):
@@ -339,8 +373,14 @@ def save_cache(data: FerPlusData, path: str | os.PathLike[str]) -> str:
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
     os.close(fd)
     try:
-        np.savez_compressed(tmp, version=np.int32(CACHE_VERSION), images=data.images, votes=data.votes,
-                            splits=data.splits, names=data.names)
+        np.savez_compressed(
+            tmp,
+            version=np.int32(CACHE_VERSION),
+            images=data.images,
+            votes=data.votes,
+            splits=data.splits,
+            names=data.names,
+        )
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
@@ -357,8 +397,7 @@ def load_cache(path: str | os.PathLike[str]) -> FerPlusData:
         with np.load(path, allow_pickle=False) as z:
             version = int(z["version"])
             if version != CACHE_VERSION:
-                raise DatasetError(path, "cache version {} (expected {}); rebuild it".format(
-                    version, CACHE_VERSION))
+                raise DatasetError(path, "cache version {} (expected {}); rebuild it".format(version, CACHE_VERSION))
             return FerPlusData(z["images"], z["votes"], z["splits"], z["names"])
     except (KeyError, ValueError, OSError) as exc:
         if isinstance(exc, DatasetError):
@@ -369,6 +408,7 @@ def load_cache(path: str | os.PathLike[str]) -> FerPlusData:
 def split_counts(data: FerPlusData, mode: str) -> dict[str, tuple[str, int, int, np.ndarray]]:
     """{split: (kept, per-class counts)}; Valid/Test always under the majority protocol."""
     from .labels import class_counts
+
     out = {}
     for split in data.available_splits():
         part = data.split(split)

@@ -12,6 +12,7 @@ def scope(log: Callable[[str], None] = print) -> Iterator[None]:
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
+
         gpus = tf.config.list_logical_devices("GPU")
         if len(gpus) > 1:
             strategy = tf.distribute.MirroredStrategy()

@@ -45,22 +45,29 @@ def classification_report(true: npt.ArrayLike, pred: npt.ArrayLike, labels: Sequ
 
 
 def report_text(report: dict[str, Any], title: str) -> str:
-    lines = [title, "accuracy {:.4f} on {} faces, macro F1 {:.4f}".format(
-        report["accuracy"], report["faces"], report["macro_f1"]),
-        "{:<10} {:>9} {:>9} {:>9} {:>8}".format("class", "precision", "recall", "f1", "support")]
+    lines = [
+        title,
+        "accuracy {:.4f} on {} faces, macro F1 {:.4f}".format(report["accuracy"], report["faces"], report["macro_f1"]),
+        "{:<10} {:>9} {:>9} {:>9} {:>8}".format("class", "precision", "recall", "f1", "support"),
+    ]
     for name, c in report["per_class"].items():
-        lines.append("{:<10} {:>9.3f} {:>9.3f} {:>9.3f} {:>8d}".format(
-            name, c["precision"], c["recall"], c["f1"], c["support"]))
+        lines.append(
+            "{:<10} {:>9.3f} {:>9.3f} {:>9.3f} {:>8d}".format(name, c["precision"], c["recall"], c["f1"], c["support"])
+        )
     lines.append("confusion matrix (rows true, columns predicted: {})".format(" ".join(report["labels"])))
-    lines.extend("{:<10} ".format(name) + " ".join("{:>5d}".format(v) for v in row)
-                 for name, row in zip(report["labels"], report["confusion_matrix"]))
+    lines.extend(
+        "{:<10} ".format(name) + " ".join("{:>5d}".format(v) for v in row)
+        for name, row in zip(report["labels"], report["confusion_matrix"])
+    )
     return "\n".join(lines)
 
 
 def plot_confusion(report: dict[str, Any], path: str, title: str) -> str:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     cm = np.asarray(report["confusion_matrix"], dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
@@ -72,8 +79,15 @@ def plot_confusion(report: dict[str, Any], path: str, title: str) -> str:
     ax.set_ylabel("true (FER+ majority)")
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, "{:d}\n{:.0%}".format(int(cm[i, j]), norm[i, j]), ha="center", va="center",
-                    fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                "{:d}\n{:.0%}".format(int(cm[i, j]), norm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -81,24 +95,38 @@ def plot_confusion(report: dict[str, Any], path: str, title: str) -> str:
     return path
 
 
-def predict_with_progress(predict: Callable[[np.ndarray], npt.ArrayLike], x: np.ndarray,
-                          log: Callable[[str], None] | None = None, chunk: int = 512) -> np.ndarray:
+def predict_with_progress(
+    predict: Callable[[np.ndarray], npt.ArrayLike],
+    x: np.ndarray,
+    log: Callable[[str], None] | None = None,
+    chunk: int = 512,
+) -> np.ndarray:
     """``predict`` over ``x`` in chunks, telling ``log`` how far it is (faces done, rate, time left)."""
     import time
+
     start, outs = time.time(), []
     for i in range(0, len(x), chunk):
-        outs.append(np.asarray(predict(x[i:i + chunk])))
+        outs.append(np.asarray(predict(x[i : i + chunk])))
         if log is not None:
             done, elapsed = min(i + chunk, len(x)), time.time() - start
             rate = done / elapsed if elapsed > 0 else 0.0
             left = (len(x) - done) / rate if rate else 0.0
-            log("evaluate: {}/{} faces ({:.0%}), {:.0f} faces/s, {:.0f} s left".format(
-                done, len(x), done / float(len(x)), rate, left))
+            log(
+                "evaluate: {}/{} faces ({:.0%}), {:.0f} faces/s, {:.0f} s left".format(
+                    done, len(x), done / float(len(x)), rate, left
+                )
+            )
     return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def evaluate(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], split: str = "FER2013Valid",
-             out_dir: str | None = None, limit: int = 0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def evaluate(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    split: str = "FER2013Valid",
+    out_dir: str | None = None,
+    limit: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Score a model on a split under the majority protocol; optionally write PNG + JSON.
 
     ``log``: called with a progress line after every 512 faces (the CLI prints them on stderr)."""

@@ -24,9 +24,15 @@ from .predictors import metadata_for, resolve
 PARITY_ATOL = 1e-5
 
 
-def export_savedmodel(model_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], force: bool = False,
-                      check_faces: np.ndarray | None = None, flip_average: bool = False,
-                      data: str | os.PathLike[str] | None = None, name: str | None = None) -> str:
+def export_savedmodel(
+    model_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    force: bool = False,
+    check_faces: np.ndarray | None = None,
+    flip_average: bool = False,
+    data: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+) -> str:
     """Export ``model_path`` (.keras or run dir) to ``out_dir``; returns ``out_dir``.
 
     ``check_faces``: optional float32 NHWC batch used for the parity check (default: 64
@@ -49,17 +55,20 @@ def export_savedmodel(model_path: str | os.PathLike[str], out_dir: str | os.Path
         raise FileExistsError("{}: output directory exists (use --force to replace it)".format(out_dir))
     model = keras.saving.load_model(artifact, compile=False)  # no optimizer state in the export
     from .provenance import source_commit
+
     meta["model"]["export_commit"] = source_commit()
     if flip_average:
         from .models import count_macs, with_flip_averaging
+
         model = with_flip_averaging(model)
         meta["model"].update({"name": model.name, "macs": count_macs(model), "test_time": "flip-average"})
         meta["model"].pop("valid_accuracy", None)
     if name:
         meta["model"]["name"] = str(name)
     if data is not None:
-        from .trainer import valid_arrays
         from .dataset import read_source
+        from .trainer import valid_arrays
+
         x_val, y_val = valid_arrays(read_source(data), meta)
         probs = np.asarray(model.predict(x_val, batch_size=256, verbose=0))
         meta["model"]["valid_accuracy"] = float(np.mean(probs.argmax(1) == y_val.argmax(1)))

@@ -104,8 +104,7 @@ def labels_for(votes: npt.ArrayLike, mode: str) -> tuple[np.ndarray, np.ndarray]
         if dist is not None:
             keep.append(i)
             dists.append(dist)
-    return (np.asarray(keep, dtype=np.int64),
-            np.asarray(dists, dtype=np.float32).reshape(-1, NUM_CLASSES))
+    return (np.asarray(keep, dtype=np.int64), np.asarray(dists, dtype=np.float32).reshape(-1, NUM_CLASSES))
 
 
 def training_target(dists: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
@@ -127,5 +126,8 @@ def training_target(dists: np.ndarray, mode: str, rng: np.random.Generator) -> n
 
 def class_counts(dists: np.ndarray) -> np.ndarray:
     """Per-class counts of the argmax of each distribution."""
-    return np.bincount(np.argmax(dists, axis=1), minlength=NUM_CLASSES) if len(dists) else \
-        np.zeros(NUM_CLASSES, dtype=np.int64)
+    return (
+        np.bincount(np.argmax(dists, axis=1), minlength=NUM_CLASSES)
+        if len(dists)
+        else np.zeros(NUM_CLASSES, dtype=np.int64)
+    )

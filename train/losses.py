@@ -29,15 +29,21 @@ class LogitAdjustedLoss(keras.losses.Loss):
     by the frequent ones. ``base``: 'crossentropy' (any target distribution) or 'multi_target'.
     """
 
-    def __init__(self, prior: Sequence[float], tau: float = 1.0, base: str = "crossentropy",
-                 name: str = "logit_adjusted", **kwargs: Any):
+    def __init__(
+        self,
+        prior: Sequence[float],
+        tau: float = 1.0,
+        base: str = "crossentropy",
+        name: str = "logit_adjusted",
+        **kwargs: Any,
+    ):
         super().__init__(name=name, **kwargs)
         self.prior = [float(p) for p in prior]
         self.tau = float(tau)
         self.base = base
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        weights = ops.convert_to_tensor([p ** self.tau for p in self.prior], dtype=y_pred.dtype)
+        weights = ops.convert_to_tensor([p**self.tau for p in self.prior], dtype=y_pred.dtype)
         q = y_pred * weights
         q = q / ops.sum(q, axis=-1, keepdims=True)
         if self.base == "multi_target":

@@ -28,15 +28,16 @@ def _head(x, dropout, name):
     return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
 
 
-def vgg13(size: int = 64, width: float = 1.0, fc: int = 1024, dropout: float = 0.5,
-          batchnorm: bool = False) -> keras.Model:
+def vgg13(
+    size: int = 64, width: float = 1.0, fc: int = 1024, dropout: float = 0.5, batchnorm: bool = False
+) -> keras.Model:
     """The FER+ paper's VGG13 (Barsoum et al. 2016): 10 conv, 3 fc, dropout; ``width`` scales it.
 
     ``batchnorm`` adds BatchNormalization after every convolution (not in the paper; it trains
     faster and more robustly from scratch, and folds into the convolutions at conversion).
     """
     inp, x = _inputs(size)
-    for block, (n, ch) in enumerate([(2, 64), (2, 128), (3, 256), (3, 256)]):
+    for n, ch in [(2, 64), (2, 128), (3, 256), (3, 256)]:
         for _ in range(n):
             if batchnorm:
                 x = _conv_bn(x, int(ch * width))
@@ -69,8 +70,13 @@ def _basic_block(x, ch, stride):
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
-def resnet(size: int = 48, widths: Sequence[int] = (32, 64, 128, 256), blocks: Sequence[int] = (2, 2, 2, 2),
-           dropout: float = 0.3, name: str = "resnet") -> keras.Model:
+def resnet(
+    size: int = 48,
+    widths: Sequence[int] = (32, 64, 128, 256),
+    blocks: Sequence[int] = (2, 2, 2, 2),
+    dropout: float = 0.3,
+    name: str = "resnet",
+) -> keras.Model:
     """A compact ResNet (basic blocks, BN), sized for the edge budget."""
     inp, x = _inputs(size)
     x = _conv_bn(x, widths[0])

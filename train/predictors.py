@@ -15,12 +15,14 @@ from edge import metadata as md
 
 def _keras_predictor(path):
     import keras
+
     model = keras.saving.load_model(path, compile=False)  # inference only: no custom losses needed
     return lambda x: np.asarray(model.predict(x, batch_size=256, verbose=0))
 
 
 def _savedmodel_predictor(path):
     import tensorflow as tf
+
     loaded = tf.saved_model.load(path)
     serve = loaded.signatures["serving_default"]
     input_name = list(serve.structured_input_signature[1].keys())[0]
@@ -28,9 +30,10 @@ def _savedmodel_predictor(path):
     def predict(x):
         outs = []
         for i in range(0, len(x), 256):
-            result = serve(**{input_name: tf.constant(x[i:i + 256])})
+            result = serve(**{input_name: tf.constant(x[i : i + 256])})
             outs.append(next(iter(result.values())).numpy())
         return np.concatenate(outs) if outs else np.zeros((0, 8), np.float32)
+
     return predict
 
 
@@ -43,8 +46,9 @@ def resolve(path: str | os.PathLike[str]) -> tuple[str, str]:
         best = os.path.join(path, "best.keras")
         if os.path.isfile(best):
             return best, "keras"
-        raise md.MetadataError("{}: neither a SavedModel (saved_model.pb) nor a run directory "
-                               "(best.keras)".format(path))
+        raise md.MetadataError(
+            "{}: neither a SavedModel (saved_model.pb) nor a run directory (best.keras)".format(path)
+        )
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise md.MetadataError("{}: model file not found".format(path))

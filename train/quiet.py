@@ -21,8 +21,8 @@ def quiet_tensorflow(command: str | None) -> None:
     try:
         os.dup2(devnull, 2)
         try:
-            import tensorflow  # noqa: F401
             import keras  # noqa: F401
+            import tensorflow  # noqa: F401
         except ImportError:
             pass  # reported by the command itself, with stderr back
     finally:

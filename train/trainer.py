@@ -38,8 +38,17 @@ from .provenance import source_commit
 class FerPlusSequence(keras.utils.PyDataset):
     """Training batches: per-epoch shuffle, mode targets resampled, paper augmentation."""
 
-    def __init__(self, faces: np.ndarray, dists: np.ndarray, mode: str, size: int, batch_size: int, augment: bool,
-                 seed: int, meta: dict[str, Any]):
+    def __init__(
+        self,
+        faces: np.ndarray,
+        dists: np.ndarray,
+        mode: str,
+        size: int,
+        batch_size: int,
+        augment: bool,
+        seed: int,
+        meta: dict[str, Any],
+    ):
         super().__init__()
         self.faces, self.dists, self.mode = faces, dists, mode
         self.size, self.batch_size, self.augment, self.meta = size, batch_size, augment, meta
@@ -54,7 +63,7 @@ class FerPlusSequence(keras.utils.PyDataset):
         self.targets = training_target(self.dists, self.mode, self.rng)
 
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         if self.augment:
             x = augment_batch(self.faces[idx], self.size, self.size, self.rng)[..., None]
         else:
@@ -78,8 +87,11 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def compile_model(model: keras.Model, config: TrainConfig, prior: Sequence[float] | None = None) -> keras.Model:
-    model.compile(optimizer=make_optimizer(config), loss=training_loss(config.mode, prior, config.logit_adjust),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=training_loss(config.mode, prior, config.logit_adjust),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
     return model
 
 
@@ -91,16 +103,23 @@ def init_weights(model: keras.Model, source: str, log: Callable[[str], None] = p
         log("initialised from {}".format(source))
         return model
     import tensorflow as tf
+
     loaded = tf.saved_model.load(source)
     values = list(loaded.variables)  # the exported network's model.variables, in order
     count = len(values)
     if count != len(model.variables):
-        raise ValueError("{}: {} variables, the {} model has {}: not the same architecture".format(
-            source, count, model.name, len(model.variables)))
+        raise ValueError(
+            "{}: {} variables, the {} model has {}: not the same architecture".format(
+                source, count, model.name, len(model.variables)
+            )
+        )
     for value, var in zip(values, model.variables):
         if tuple(value.shape) != tuple(var.shape):
-            raise ValueError("{}: variable {} has shape {}, the model's {} has {}: not the same "
-                             "architecture".format(source, value.name, tuple(value.shape), var.path, var.shape))
+            raise ValueError(
+                "{}: variable {} has shape {}, the model's {} has {}: not the same architecture".format(
+                    source, value.name, tuple(value.shape), var.path, var.shape
+                )
+            )
         var.assign(value.numpy())
     log("initialised from {} ({} variables)".format(source, count))
     return model
@@ -164,8 +183,11 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     keras.utils.set_random_seed(config.seed)
     data = read_source(config.data)
     if "FER2013Train" not in data.available_splits() or "FER2013Valid" not in data.available_splits():
-        raise ValueError("{}: training needs FER2013Train and FER2013Valid splits, found {}".format(
-            config.data, ", ".join(data.available_splits()) or "none"))
+        raise ValueError(
+            "{}: training needs FER2013Train and FER2013Valid splits, found {}".format(
+                config.data, ", ".join(data.available_splits()) or "none"
+            )
+        )
     size = config.size or ARCHITECTURES[config.arch][1]
     history_path = os.path.join(run, "history.csv")
     last_path = os.path.join(run, "last.keras")
@@ -189,44 +211,64 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     train_part = data.split("FER2013Train")
     faces, dists, _ = train_part.labelled(config.mode)
     if config.limit_train:
-        faces, dists = faces[:config.limit_train], dists[:config.limit_train]
+        faces, dists = faces[: config.limit_train], dists[: config.limit_train]
     x_val, y_val = valid_arrays(data, meta, config.limit_valid)
-    log("model {}: {:.1f} M MACs, {:.2f} M parameters, input {}x{}".format(
-        model.name, meta["model"]["macs"] / 1e6, meta["model"]["parameters"] / 1e6, size, size))
+    log(
+        "model {}: {:.1f} M MACs, {:.2f} M parameters, input {}x{}".format(
+            model.name, meta["model"]["macs"] / 1e6, meta["model"]["parameters"] / 1e6, size, size
+        )
+    )
     counts = class_counts(dists)
-    log("train faces ({} mode): {} ({})".format(config.mode, len(faces), ", ".join(
-        "{} {}".format(name, int(n)) for name, n in zip(meta["labels"], counts))))
+    log(
+        "train faces ({} mode): {} ({})".format(
+            config.mode, len(faces), ", ".join("{} {}".format(name, int(n)) for name, n in zip(meta["labels"], counts))
+        )
+    )
     log("valid faces (majority): {}".format(len(x_val)))
 
-    seq = FerPlusSequence(faces, dists, config.mode, config.size, config.batch_size, config.augment,
-                          config.seed + len(rows), meta)
+    seq = FerPlusSequence(
+        faces, dists, config.mode, config.size, config.batch_size, config.augment, config.seed + len(rows), meta
+    )
     monitor = "val_accuracy" if config.select == "accuracy" else "val_balanced"
     best_so_far = max(float(r.get(monitor) or 0) for r in rows) if rows else None
     callbacks = [
         ValidMetrics(x_val, y_val),
         keras.callbacks.LearningRateScheduler(lambda epoch: lr_at(epoch, config)),
-        keras.callbacks.ModelCheckpoint(os.path.join(run, "best.keras"), monitor=monitor,
-                                        mode="max", save_best_only=True,
-                                        initial_value_threshold=best_so_far),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(run, "best.keras"),
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
         keras.callbacks.ModelCheckpoint(last_path),
         keras.callbacks.CSVLogger(history_path, append=bool(rows)),
     ]
     if config.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                       patience=config.patience))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience))
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False))
     if len(rows) < config.epochs:
-        model.fit(seq, validation_data=(x_val, y_val), epochs=config.epochs, initial_epoch=len(rows),
-                  callbacks=callbacks, verbose=config.verbose)
+        model.fit(
+            seq,
+            validation_data=(x_val, y_val),
+            epochs=config.epochs,
+            initial_epoch=len(rows),
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
 
     best = keras.saving.load_model(os.path.join(run, "best.keras"))
     probs = best.predict(x_val, batch_size=256, verbose=0)
     accuracy = float(np.mean(np.argmax(probs, 1) == np.argmax(y_val, 1)))
     history = _history_rows(history_path)
-    metrics = {"valid_accuracy": accuracy, "valid_faces": int(len(x_val)), "epochs_run": len(history),
-               "best_epoch": 1 + int(np.argmax([float(r.get(monitor) or 0) for r in history])) if history else 0,
-               "selected_by": monitor}
+    metrics = {
+        "valid_accuracy": accuracy,
+        "valid_faces": int(len(x_val)),
+        "epochs_run": len(history),
+        "best_epoch": 1 + int(np.argmax([float(r.get(monitor) or 0) for r in history])) if history else 0,
+        "selected_by": monitor,
+    }
     meta["model"]["valid_accuracy"] = accuracy
     md.write(meta, os.path.join(run, md.METADATA_FILENAME))
     with open(os.path.join(run, "metrics.json"), "w", encoding="utf-8") as f:

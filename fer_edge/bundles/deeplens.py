@@ -41,11 +41,28 @@ ENTRY = os.path.join("deeplens", "lambda_function.py")
 PACKAGES = ("edge", "deeplens")
 HANDLER = "lambda_function.function_handler"
 # Top-level modules that must not be imported when the Lambda module loads (the device lacks them).
-FORBIDDEN_MODULES = frozenset(["paho", "onnxruntime", "tensorflow", "keras", "tf2onnx", "onnx", "openvino",
-                               "train", "convert", "fer_edge", "boto3", "botocore", "jetson"])
+FORBIDDEN_MODULES = frozenset(
+    [
+        "paho",
+        "onnxruntime",
+        "tensorflow",
+        "keras",
+        "tf2onnx",
+        "onnx",
+        "openvino",
+        "train",
+        "convert",
+        "fer_edge",
+        "boto3",
+        "botocore",
+        "jetson",
+    ]
+)
 # Imports inside functions that are allowed although forbidden at module level: never run on DeepLens.
-LAZY_ALLOWED = {"edge/delivery/client.py": frozenset(["paho"]),                      # MQTT clients only
-                "edge/backends/__init__.py": frozenset(["onnx", "onnxruntime"])}  # ONNX metadata only
+LAZY_ALLOWED = {
+    "edge/delivery/client.py": frozenset(["paho"]),  # MQTT clients only
+    "edge/backends/__init__.py": frozenset(["onnx", "onnxruntime"]),
+}  # ONNX metadata only
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
@@ -90,7 +107,7 @@ def imports_of(path: str, module_name: str) -> List[Tuple[str, bool]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".") if package else []
-                parts = parts[:len(parts) - (node.level - 1)] if node.level > 1 else parts
+                parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
                 base = ".".join(parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
@@ -134,7 +151,7 @@ def check_imports(files: Mapping[str, str]) -> None:
             continue
         name = arc[:-3].replace("/", ".")
         if name.endswith(".__init__"):
-            name = name[:-len(".__init__")]
+            name = name[: -len(".__init__")]
         for imported, module_level in imports_of(path, name):
             top = imported.split(".")[0]
             if top not in FORBIDDEN_MODULES:
@@ -150,9 +167,11 @@ def greengrasssdk_files() -> Dict[str, str]:
     """{archive name: path} of the installed greengrasssdk package and its licence (not imported)."""
     spec = importlib.util.find_spec("greengrasssdk")
     if spec is None or not spec.origin:
-        raise BundleError("greengrasssdk is not installed on this host, and the Lambda zip must carry it: "
-                          "pip install 'greengrasssdk>=1.6,<2' (or build with include_sdk=False if the device "
-                          "has it)")
+        raise BundleError(
+            "greengrasssdk is not installed on this host, and the Lambda zip must carry it: "
+            "pip install 'greengrasssdk>=1.6,<2' (or build with include_sdk=False if the device "
+            "has it)"
+        )
     pkg = os.path.dirname(spec.origin)
     site = os.path.dirname(pkg)
     files = {}
@@ -212,19 +231,25 @@ def check_model_artifact(path: str) -> Dict[str, Any]:
     """The metadata of a DeepLens model tarball (one .pb and its metadata inside); BundleError otherwise."""
     from deeplens.awscam_backend import tar_metadata
     from edge.backends.base import BackendError
+
     if not str(path).endswith(".tar.gz") or not os.path.isfile(path):
         raise BundleError("{}: expected the model.tar.gz written by `fer-edge convert deeplens`".format(path))
     try:
         return tar_metadata(path)
     except (BackendError, md.MetadataError) as exc:
-        raise BundleError(str(exc))
+        raise BundleError(str(exc)) from exc
 
 
-
-
-def build_bundle(out_dir: str, model_artifact: Optional[str] = None, savedmodel: Optional[str] = None,
-                 faces: Optional["npt.ArrayLike"] = None, data: Optional[str] = None, include_sdk: bool = True,
-                 zip_name: str = ZIP_NAME, log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
+def build_bundle(
+    out_dir: str,
+    model_artifact: Optional[str] = None,
+    savedmodel: Optional[str] = None,
+    faces: Optional["npt.ArrayLike"] = None,
+    data: Optional[str] = None,
+    include_sdk: bool = True,
+    zip_name: str = ZIP_NAME,
+    log: Optional[Callable[[str], None]] = print,
+) -> Dict[str, Any]:
     """Write the Lambda zip and the model artifact into ``out_dir``; returns
     ``{"zip": path, "model": path or None, "files": [archive names], "zip_sha256": hex}``."""
     if model_artifact and savedmodel:
@@ -233,16 +258,22 @@ def build_bundle(out_dir: str, model_artifact: Optional[str] = None, savedmodel:
         os.makedirs(out_dir)
     files = lambda_files(include_sdk=include_sdk)
     zip_path = write_zip(files, os.path.join(out_dir, zip_name))
-    _say(log, "Lambda zip: {} ({} files, {} bytes, handler {})".format(
-        zip_path, len(files), os.path.getsize(zip_path), HANDLER))
+    _say(
+        log,
+        "Lambda zip: {} ({} files, {} bytes, handler {})".format(
+            zip_path, len(files), os.path.getsize(zip_path), HANDLER
+        ),
+    )
     result = {"zip": zip_path, "model": None, "files": sorted(files), "zip_sha256": sha256_file(zip_path)}
     model_path = os.path.join(out_dir, MODEL_NAME)
     if savedmodel:
         from convert.formats import converter
+
         stage = tempfile.mkdtemp(prefix=".model-", dir=out_dir)
         try:
-            built = converter("deeplens")(savedmodel, os.path.join(stage, "out"), faces=faces, data=data,
-                                          force=True, log=log)
+            built = converter("deeplens")(
+                savedmodel, os.path.join(stage, "out"), faces=faces, data=data, force=True, log=log
+            )
             check_model_artifact(built)
             _copy_atomic(md.sidecar_path(built), md.sidecar_path(model_path))
             os.replace(built, model_path)
@@ -255,6 +286,9 @@ def build_bundle(out_dir: str, model_artifact: Optional[str] = None, savedmodel:
             md.write(meta, md.sidecar_path(model_path))
     if savedmodel or model_artifact:
         result["model"] = model_path
-        _say(log, "model artifact: {} (upload to an S3 bucket named deeplens-...; import it in the DeepLens "
-                  "console as an externally trained TensorFlow model)".format(model_path))
+        _say(
+            log,
+            "model artifact: {} (upload to an S3 bucket named deeplens-...; import it in the DeepLens "
+            "console as an externally trained TensorFlow model)".format(model_path),
+        )
     return result

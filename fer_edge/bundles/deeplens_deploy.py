@@ -56,12 +56,16 @@ class DeployError(RuntimeError):
 def check_bucket_name(bucket: str) -> str:
     """The bucket name, checked: starts with ``deeplens-`` and is a valid S3 bucket name."""
     if not bucket or not bucket.startswith(BUCKET_PREFIX):
-        raise DeployError("bucket {!r}: DeepLens reads models only from S3 buckets whose name starts with "
-                          "'{}' (its default IAM policies allow no other); use e.g. deeplens-fer-edge-<account>".format(
-                              bucket, BUCKET_PREFIX))
+        raise DeployError(
+            "bucket {!r}: DeepLens reads models only from S3 buckets whose name starts with "
+            "'{}' (its default IAM policies allow no other); use e.g. deeplens-fer-edge-<account>".format(
+                bucket, BUCKET_PREFIX
+            )
+        )
     if not _BUCKET_RE.match(bucket) or ".." in bucket or bucket.endswith("-s3alias"):
-        raise DeployError("bucket {!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '-' and "
-                          "'.')".format(bucket))
+        raise DeployError(
+            "bucket {!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '-' and '.')".format(bucket)
+        )
     return bucket
 
 
@@ -69,8 +73,10 @@ def check_function_name(name: str, require_deeplens_name: bool = True) -> str:
     if not name or not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
         raise DeployError("function name {!r}: 1-64 letters, digits, '-' or '_'".format(name))
     if require_deeplens_name and not name.startswith("deeplens"):
-        raise DeployError("function name {!r}: the DeepLens guide requires project functions to be named "
-                          "deeplens... (e.g. deeplens-fer-edge)".format(name))
+        raise DeployError(
+            "function name {!r}: the DeepLens guide requires project functions to be named "
+            "deeplens... (e.g. deeplens-fer-edge)".format(name)
+        )
     return name
 
 
@@ -88,8 +94,13 @@ def find_aws() -> str:
 class AwsCli(object):
     """Runs ``aws`` commands with a region, an optional endpoint and JSON output."""
 
-    def __init__(self, region: str, endpoint_url: Optional[str] = None, aws: Optional[str] = None,
-                 log: Optional[Callable[[str], None]] = print):
+    def __init__(
+        self,
+        region: str,
+        endpoint_url: Optional[str] = None,
+        aws: Optional[str] = None,
+        log: Optional[Callable[[str], None]] = print,
+    ):
         self.region = region
         self.endpoint_url = endpoint_url
         self.aws = aws or find_aws()
@@ -107,16 +118,18 @@ class AwsCli(object):
         cmd = self.command(args)
         if not quiet and self.log is not None:
             self.log("$ aws " + " ".join(args))
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              env=self.env, timeout=600)
+        proc = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=self.env, timeout=600
+        )
         out = proc.stdout.strip()
         try:
             value = json.loads(out) if out else None
         except ValueError:
             value = out
         if check and proc.returncode != 0:
-            raise DeployError("`aws {}` failed (exit {}): {}".format(" ".join(args), proc.returncode,
-                                                                    proc.stderr.strip() or out))
+            raise DeployError(
+                "`aws {}` failed (exit {}): {}".format(" ".join(args), proc.returncode, proc.stderr.strip() or out)
+            )
         return proc.returncode, value, proc.stderr
 
 
@@ -124,9 +137,10 @@ def deeplens_role_arn(cli: AwsCli) -> str:
     """The ARN of the AWSDeepLensLambdaRole (created when a DeepLens is registered)."""
     rc, value, err = cli.run(["iam", "get-role", "--role-name", DEEPLENS_ROLE], check=False)
     if rc != 0 or not isinstance(value, dict):
-        raise DeployError("no role given and {} not found ({}): pass role_arn (--role), a role Lambda can "
-                          "assume; DeepLens device registration creates {}".format(
-                              DEEPLENS_ROLE, err.strip() or rc, DEEPLENS_ROLE))
+        raise DeployError(
+            "no role given and {} not found ({}): pass role_arn (--role), a role Lambda can "
+            "assume; DeepLens device registration creates {}".format(DEEPLENS_ROLE, err.strip() or rc, DEEPLENS_ROLE)
+        )
     return value["Role"]["Arn"]
 
 
@@ -134,13 +148,15 @@ def wait_ready(cli: AwsCli, function_name: str, timeout: float = 120.0, interval
     """Wait until the function is neither being created nor updated; DeployError if that failed."""
     deadline = time.time() + timeout
     while True:
-        _, conf, _ = cli.run(["lambda", "get-function-configuration", "--function-name", function_name],
-                             quiet=True)
+        _, conf, _ = cli.run(["lambda", "get-function-configuration", "--function-name", function_name], quiet=True)
         state = conf.get("State") or "Active"
         update = conf.get("LastUpdateStatus") or "Successful"
         if state == "Failed" or update == "Failed":
-            raise DeployError("Lambda reports the function {} as failed: {}".format(
-                function_name, conf.get("StateReason") or conf.get("LastUpdateStatusReason")))
+            raise DeployError(
+                "Lambda reports the function {} as failed: {}".format(
+                    function_name, conf.get("StateReason") or conf.get("LastUpdateStatusReason")
+                )
+            )
         if state != "Pending" and update != "InProgress":
             return conf
         if time.time() > deadline:
@@ -161,21 +177,37 @@ Next, in the AWS DeepLens console (only accounts that still have it; the service
 """
 
 
-def deploy(bucket: str, function_name: str, zip_path: str, model_artifact: str, region: str,
-           role_arn: Optional[str] = None, endpoint_url: Optional[str] = None, runtime: str = DEFAULT_RUNTIME,
-           key_prefix: str = DEFAULT_KEY_PREFIX, environment: Optional[Mapping[str, str]] = None,
-           aws: Optional[str] = None, require_deeplens_name: bool = True, timeout: float = 120.0,
-           log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
+def deploy(
+    bucket: str,
+    function_name: str,
+    zip_path: str,
+    model_artifact: str,
+    region: str,
+    role_arn: Optional[str] = None,
+    endpoint_url: Optional[str] = None,
+    runtime: str = DEFAULT_RUNTIME,
+    key_prefix: str = DEFAULT_KEY_PREFIX,
+    environment: Optional[Mapping[str, str]] = None,
+    aws: Optional[str] = None,
+    require_deeplens_name: bool = True,
+    timeout: float = 120.0,
+    log: Optional[Callable[[str], None]] = print,
+) -> Dict[str, Any]:
     """Upload the model and create/update + publish the Lambda (see the module doc); returns a dict."""
     check_bucket_name(bucket)
     check_function_name(function_name, require_deeplens_name)
     for what, path in (("Lambda zip", zip_path), ("model artifact", model_artifact)):
         if not path or not os.path.isfile(path):
-            raise DeployError("{} not found: {} (build both with fer_edge.bundles.deeplens.build_bundle / "
-                              "`fer-edge bundle deeplens`)".format(what, path))
+            raise DeployError(
+                "{} not found: {} (build both with fer_edge.bundles.deeplens.build_bundle / "
+                "`fer-edge bundle deeplens`)".format(what, path)
+            )
     if not str(model_artifact).endswith(".tar.gz"):
-        raise DeployError("{}: the DeepLens model artifact is the model.tar.gz from `fer-edge convert "
-                          "deeplens`".format(model_artifact))
+        raise DeployError(
+            "{}: the DeepLens model artifact is the model.tar.gz from `fer-edge convert deeplens`".format(
+                model_artifact
+            )
+        )
     cli = AwsCli(region, endpoint_url=endpoint_url, aws=aws, log=log)
 
     rc, _, _ = cli.run(["s3api", "head-bucket", "--bucket", bucket], check=False)
@@ -193,13 +225,36 @@ def deploy(bucket: str, function_name: str, zip_path: str, model_artifact: str, 
         cli.run(["lambda", "update-function-code", "--function-name", function_name, "--zip-file", zip_arg])
         if environment is not None:
             wait_ready(cli, function_name, timeout)
-            cli.run(["lambda", "update-function-configuration", "--function-name", function_name,
-                     "--environment", json.dumps({"Variables": dict(environment)})])
+            cli.run(
+                [
+                    "lambda",
+                    "update-function-configuration",
+                    "--function-name",
+                    function_name,
+                    "--environment",
+                    json.dumps({"Variables": dict(environment)}),
+                ]
+            )
     elif "ResourceNotFoundException" in err or "Function not found" in err:
         role = role_arn or deeplens_role_arn(cli)
-        args = ["lambda", "create-function", "--function-name", function_name, "--runtime", runtime,
-                "--role", role, "--handler", HANDLER, "--zip-file", zip_arg, "--timeout", "3",
-                "--description", "fer-edge facial emotion recognition on AWS DeepLens"]
+        args = [
+            "lambda",
+            "create-function",
+            "--function-name",
+            function_name,
+            "--runtime",
+            runtime,
+            "--role",
+            role,
+            "--handler",
+            HANDLER,
+            "--zip-file",
+            zip_arg,
+            "--timeout",
+            "3",
+            "--description",
+            "fer-edge facial emotion recognition on AWS DeepLens",
+        ]
         if environment is not None:
             args += ["--environment", json.dumps({"Variables": dict(environment)})]
         cli.run(args)
@@ -207,8 +262,9 @@ def deploy(bucket: str, function_name: str, zip_path: str, model_artifact: str, 
     else:
         raise DeployError("`aws lambda get-function --function-name {}` failed: {}".format(function_name, err.strip()))
     wait_ready(cli, function_name, timeout)
-    _, version, _ = cli.run(["lambda", "publish-version", "--function-name", function_name,
-                             "--description", "fer-edge DeepLens bundle"])
+    _, version, _ = cli.run(
+        ["lambda", "publish-version", "--function-name", function_name, "--description", "fer-edge DeepLens bundle"]
+    )
     version_arn = version["FunctionArn"]
     result = {
         "bucket": bucket,
@@ -221,7 +277,10 @@ def deploy(bucket: str, function_name: str, zip_path: str, model_artifact: str, 
     }
     if log is not None:
         log("model artifact: {}".format(s3_uri))
-        log("function {} {}: version {} ({})".format(function_name, "created" if created else "updated",
-                                                   result["version"], version_arn))
+        log(
+            "function {} {}: version {} ({})".format(
+                function_name, "created" if created else "updated", result["version"], version_arn
+            )
+        )
         log(CONSOLE_STEPS.format(**result))
     return result

@@ -38,8 +38,8 @@ import tempfile
 import time
 from typing import Any, Callable, Sequence
 
-from fer_edge.bundles.deeplens_deploy import AwsCli, DeployError
 from edge.config.agent import ConfigError
+from fer_edge.bundles.deeplens_deploy import AwsCli, DeployError
 
 from .greengrass_recipe import DEFAULT_KEY_PREFIX, BundleError, artifact_uri, check_bucket, load_recipe
 
@@ -63,15 +63,16 @@ def recipe_artifacts(recipe: dict[str, Any]) -> list[tuple[int, int, str]]:
 def check_configuration(configuration: dict[str, Any] | str) -> str:
     """The deployment's merge update, checked (a dict or JSON text); returns the JSON text to send."""
     from edge.greengrass.component import check_component_configuration
+
     if isinstance(configuration, str):
         try:
             configuration = json.loads(configuration)
         except ValueError as exc:
-            raise DeployError("deployment configuration: not JSON ({})".format(exc))
+            raise DeployError("deployment configuration: not JSON ({})".format(exc)) from exc
     try:
         check_component_configuration(configuration, "deployment configuration (merge)")
     except ConfigError as exc:
-        raise DeployError(str(exc))
+        raise DeployError(str(exc)) from exc
     return json.dumps(configuration, sort_keys=True)
 
 
@@ -85,8 +86,11 @@ def wait_deployable(cli: AwsCli, arn: str, timeout: float = 120.0, interval: flo
         if state in READY_STATES:
             return info
         if state in FAILED_STATES:
-            raise DeployError("Greengrass reports component {} as {}: {} {}".format(
-                arn, state, status.get("message") or "", json.dumps(status.get("errors") or {}, sort_keys=True)))
+            raise DeployError(
+                "Greengrass reports component {} as {}: {} {}".format(
+                    arn, state, status.get("message") or "", json.dumps(status.get("errors") or {}, sort_keys=True)
+                )
+            )
         if time.time() > deadline:
             raise DeployError("component {} still {} after {:.0f} s".format(arn, state, timeout))
         time.sleep(interval)
@@ -103,16 +107,18 @@ def target_arn(cli: AwsCli, thing: str | None = None, thing_group: str | None = 
         rc, value, err = cli.run(["iot", "describe-thing-group", "--thing-group-name", thing_group], check=False)
         key = "thingGroupArn"
     if rc != 0 or not isinstance(value, dict) or key not in value:
-        raise DeployError("{} {!r} not found in AWS IoT ({}): a Greengrass core device is registered as an IoT thing "
-                          "when the nucleus is installed with --provision true".format(
-                              "thing" if thing else "thing group", thing or thing_group, err.strip() or rc))
+        raise DeployError(
+            "{} {!r} not found in AWS IoT ({}): a Greengrass core device is registered as an IoT thing "
+            "when the nucleus is installed with --provision true".format(
+                "thing" if thing else "thing group", thing or thing_group, err.strip() or rc
+            )
+        )
     return value[key]
 
 
 def current_deployment(cli: AwsCli, arn: str) -> dict[str, Any] | None:
     """The latest deployment of a target (get-deployment's answer), or None."""
-    _, listed, _ = cli.run(["greengrassv2", "list-deployments", "--target-arn", arn, "--history-filter",
-                            "LATEST_ONLY"])
+    _, listed, _ = cli.run(["greengrassv2", "list-deployments", "--target-arn", arn, "--history-filter", "LATEST_ONLY"])
     deployments = [d for d in (listed or {}).get("deployments", []) if d.get("isLatestForTarget", True)]
     if not deployments:
         return None
@@ -123,29 +129,50 @@ def current_deployment(cli: AwsCli, arn: str) -> dict[str, Any] | None:
 class GreengrassCli(AwsCli):
     """``AwsCli`` with an endpoint of its own for the greengrassv2 commands (tests: the stand-in)."""
 
-    def __init__(self, region: str, endpoint_url: str | None = None, greengrass_endpoint_url: str | None = None,
-                 aws: str | None = None, log: Callable[[str], None] | None = print):
+    def __init__(
+        self,
+        region: str,
+        endpoint_url: str | None = None,
+        greengrass_endpoint_url: str | None = None,
+        aws: str | None = None,
+        log: Callable[[str], None] | None = print,
+    ):
         AwsCli.__init__(self, region, endpoint_url=endpoint_url, aws=aws, log=log)
         self.greengrass_endpoint_url = greengrass_endpoint_url
 
     def command(self, args: Sequence[str]) -> list[str]:
         if self.greengrass_endpoint_url and args and args[0] == "greengrassv2":
-            return [self.aws] + list(args) + ["--region", self.region, "--output", "json", "--endpoint-url",
-                                              self.greengrass_endpoint_url]
+            return (
+                [self.aws]
+                + list(args)
+                + ["--region", self.region, "--output", "json", "--endpoint-url", self.greengrass_endpoint_url]
+            )
         return AwsCli.command(self, args)
 
 
-def deploy(recipe_path: str, bucket: str, region: str, artifacts_dir: str | None = None,
-           key_prefix: str = DEFAULT_KEY_PREFIX, thing: str | None = None, thing_group: str | None = None,
-           configuration: dict[str, Any] | str | None = None, deployment_name: str | None = None,
-           posix_user: str | None = None, endpoint_url: str | None = None, greengrass_endpoint_url: str | None = None,
-           aws: str | None = None, timeout: float = 120.0, log: Callable[[str], None] | None = print) -> dict[str, Any]:
+def deploy(
+    recipe_path: str,
+    bucket: str,
+    region: str,
+    artifacts_dir: str | None = None,
+    key_prefix: str = DEFAULT_KEY_PREFIX,
+    thing: str | None = None,
+    thing_group: str | None = None,
+    configuration: dict[str, Any] | str | None = None,
+    deployment_name: str | None = None,
+    posix_user: str | None = None,
+    endpoint_url: str | None = None,
+    greengrass_endpoint_url: str | None = None,
+    aws: str | None = None,
+    timeout: float = 120.0,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
     """Upload, create the component version and optionally deploy it (see the module doc); returns a dict."""
     try:
         recipe = load_recipe(str(recipe_path))
         check_bucket(bucket)
     except (BundleError, OSError) as exc:
-        raise DeployError(str(exc))
+        raise DeployError(str(exc)) from exc
     if thing and thing_group:
         raise DeployError("give a thing or a thing group, not both")
     merge = check_configuration(configuration) if configuration is not None else None
@@ -157,13 +184,16 @@ def deploy(recipe_path: str, bucket: str, region: str, artifacts_dir: str | None
     for i, j, file_name in recipe_artifacts(recipe):
         path = os.path.join(folder, file_name)
         if not os.path.isfile(path):
-            raise DeployError("{}: artifact {} of Manifests[{}] not found in {} (build it with `fer-edge bundle "
-                              "greengrass`, or pass the folder holding it)".format(recipe_path, file_name, i, folder))
+            raise DeployError(
+                "{}: artifact {} of Manifests[{}] not found in {} (build it with `fer-edge bundle "
+                "greengrass`, or pass the folder holding it)".format(recipe_path, file_name, i, folder)
+            )
         uri = artifact_uri(bucket, key_prefix, name, version, file_name)
         recipe["Manifests"][i]["Artifacts"][j]["URI"] = uri
         uploads.append((path, uri))
-    cli = GreengrassCli(region, endpoint_url=endpoint_url, greengrass_endpoint_url=greengrass_endpoint_url, aws=aws,
-                        log=log)
+    cli = GreengrassCli(
+        region, endpoint_url=endpoint_url, greengrass_endpoint_url=greengrass_endpoint_url, aws=aws, log=log
+    )
     target = target_arn(cli, thing, thing_group) if (thing or thing_group) else None  # before anything is created
 
     rc, _, _ = cli.run(["s3api", "head-bucket", "--bucket", bucket], check=False)
@@ -176,27 +206,39 @@ def deploy(recipe_path: str, bucket: str, region: str, artifacts_dir: str | None
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(recipe, handle, indent=2)
-        rc, created, err = cli.run(["greengrassv2", "create-component-version", "--inline-recipe",
-                                    "fileb://" + inline], check=False)
+        rc, created, err = cli.run(
+            ["greengrassv2", "create-component-version", "--inline-recipe", "fileb://" + inline], check=False
+        )
     finally:
         os.remove(inline)
     if rc != 0:
         if "ConflictException" in err:
-            raise DeployError("component {} version {} already exists in Greengrass, and a version cannot be changed: "
-                              "build a new version (`fer-edge bundle greengrass --version X.Y.Z`); the CLI said: "
-                              "{}".format(name, version, err.strip()))
+            raise DeployError(
+                "component {} version {} already exists in Greengrass, and a version cannot be changed: "
+                "build a new version (`fer-edge bundle greengrass --version X.Y.Z`); the CLI said: "
+                "{}".format(name, version, err.strip())
+            )
         raise DeployError("`aws greengrassv2 create-component-version` failed (exit {}): {}".format(rc, err.strip()))
     arn = created["arn"]
     info = wait_deployable(cli, arn, timeout)
-    result = {"component_arn": arn, "component_name": name, "component_version": version,
-              "s3_uris": [uri for _, uri in uploads], "platforms": info.get("platforms", []),
-              "deployment_id": None, "target_arn": None, "kept_components": []}
+    result = {
+        "component_arn": arn,
+        "component_name": name,
+        "component_version": version,
+        "s3_uris": [uri for _, uri in uploads],
+        "platforms": info.get("platforms", []),
+        "deployment_id": None,
+        "target_arn": None,
+        "kept_components": [],
+    }
     if log is not None:
         log("component {} {} is DEPLOYABLE ({})".format(name, version, arn))
     if not (thing or thing_group):
         if log is not None:
-            log("no deployment target given: deploy it with --thing CORE_DEVICE or --thing-group GROUP, or in the "
-                "Greengrass console (Components > {} > Deploy)".format(name))
+            log(
+                "no deployment target given: deploy it with --thing CORE_DEVICE or --thing-group GROUP, or in the "
+                "Greengrass console (Components > {} > Deploy)".format(name)
+            )
         return result
 
     current = current_deployment(cli, target)
@@ -211,22 +253,40 @@ def deploy(recipe_path: str, bucket: str, region: str, artifacts_dir: str | None
     if merge is not None:
         spec["configurationUpdate"] = {"merge": merge}
     components[name] = spec
-    args = ["greengrassv2", "create-deployment", "--target-arn", target,
-            "--deployment-name", deployment_name or "fer-edge {} {}".format(name, version),
-            "--components", json.dumps(components, sort_keys=True)]
-    for key, flag in (("deploymentPolicies", "--deployment-policies"),
-                      ("iotJobConfiguration", "--iot-job-configuration")):
+    args = [
+        "greengrassv2",
+        "create-deployment",
+        "--target-arn",
+        target,
+        "--deployment-name",
+        deployment_name or "fer-edge {} {}".format(name, version),
+        "--components",
+        json.dumps(components, sort_keys=True),
+    ]
+    for key, flag in (
+        ("deploymentPolicies", "--deployment-policies"),
+        ("iotJobConfiguration", "--iot-job-configuration"),
+    ):
         if current and current.get(key):
             args += [flag, json.dumps(current[key], sort_keys=True)]
     _, deployment, _ = cli.run(args)
     result.update(deployment_id=deployment["deploymentId"], target_arn=target, kept_components=kept)
     if log is not None:
-        log("deployment {} to {}: {} {}{}".format(
-            deployment["deploymentId"], target, name, version,
-            "; kept the target's other components: " + ", ".join(kept) if kept else ""))
-        log("follow it: aws greengrassv2 get-deployment --deployment-id {} (or list-effective-deployments "
+        log(
+            "deployment {} to {}: {} {}{}".format(
+                deployment["deploymentId"],
+                target,
+                name,
+                version,
+                "; kept the target's other components: " + ", ".join(kept) if kept else "",
+            )
+        )
+        log(
+            "follow it: aws greengrassv2 get-deployment --deployment-id {} (or list-effective-deployments "
             "--core-device-thing-name <core>); on the core: sudo tail -f /greengrass/v2/logs/{}.log".format(
-                deployment["deploymentId"], name))
+                deployment["deploymentId"], name
+            )
+        )
     return result
 
 
@@ -235,34 +295,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     are shared with ``deploy deeplens``)."""
     group = parser.add_argument_group("greengrass")
     group.add_argument("--recipe", help="greengrass: the recipe from `fer-edge bundle greengrass` (.yaml or .json)")
-    group.add_argument("--artifacts-dir", dest="artifacts_dir",
-                       help="greengrass: folder holding the archives (default: the recipe's)")
-    group.add_argument("--key-prefix", dest="key_prefix", default=DEFAULT_KEY_PREFIX,
-                       help="greengrass: S3 key prefix (default: %(default)s)")
+    group.add_argument(
+        "--artifacts-dir", dest="artifacts_dir", help="greengrass: folder holding the archives (default: the recipe's)"
+    )
+    group.add_argument(
+        "--key-prefix",
+        dest="key_prefix",
+        default=DEFAULT_KEY_PREFIX,
+        help="greengrass: S3 key prefix (default: %(default)s)",
+    )
     target = group.add_mutually_exclusive_group()
     target.add_argument("--thing", help="greengrass: deploy to this core device (its IoT thing name)")
     target.add_argument("--thing-group", dest="thing_group", help="greengrass: deploy to this thing group")
-    group.add_argument("--configuration", help="greengrass: the deployment's merge update, a JSON file or JSON "
-                                               "text: {\"Agent\": {...}, \"Python\": ...}")
+    group.add_argument(
+        "--configuration",
+        help='greengrass: the deployment\'s merge update, a JSON file or JSON text: {"Agent": {...}, "Python": ...}',
+    )
     group.add_argument("--deployment-name", dest="deployment_name")
-    group.add_argument("--posix-user", dest="posix_user",
-                       help="greengrass: user[:group] the component runs as (e.g. ggc_user:video on a Jetson)")
-    group.add_argument("--greengrass-endpoint-url", dest="greengrass_endpoint_url",
-                       help="greengrass: a local endpoint for the greengrassv2 calls only (tests)")
+    group.add_argument(
+        "--posix-user",
+        dest="posix_user",
+        help="greengrass: user[:group] the component runs as (e.g. ggc_user:video on a Jetson)",
+    )
+    group.add_argument(
+        "--greengrass-endpoint-url",
+        dest="greengrass_endpoint_url",
+        help="greengrass: a local endpoint for the greengrassv2 calls only (tests)",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``fer-edge deploy greengrass``: prints the result as JSON."""
     if not args.recipe:
-        raise DeployError("fer-edge deploy greengrass: --recipe is required (the recipe from `fer-edge bundle "
-                          "greengrass`)")
+        raise DeployError(
+            "fer-edge deploy greengrass: --recipe is required (the recipe from `fer-edge bundle greengrass`)"
+        )
     configuration = args.configuration
     if configuration is not None and os.path.isfile(configuration):
         with open(configuration, "r", encoding="utf-8") as handle:
             configuration = handle.read()
-    result = deploy(args.recipe, args.bucket, args.region, artifacts_dir=args.artifacts_dir,
-                    key_prefix=args.key_prefix, thing=args.thing, thing_group=args.thing_group,
-                    configuration=configuration, deployment_name=args.deployment_name, posix_user=args.posix_user,
-                    endpoint_url=args.endpoint_url, greengrass_endpoint_url=args.greengrass_endpoint_url)
+    result = deploy(
+        args.recipe,
+        args.bucket,
+        args.region,
+        artifacts_dir=args.artifacts_dir,
+        key_prefix=args.key_prefix,
+        thing=args.thing,
+        thing_group=args.thing_group,
+        configuration=configuration,
+        deployment_name=args.deployment_name,
+        posix_user=args.posix_user,
+        endpoint_url=args.endpoint_url,
+        greengrass_endpoint_url=args.greengrass_endpoint_url,
+    )
     print(json.dumps(result, indent=2))
     return 0

@@ -25,10 +25,11 @@ RECIPE_FORMAT_VERSION = "2020-01-25"
 DEFAULT_COMPONENT = "com.feredge.EmotionAgent"
 PUBLISHER = "fer-edge"
 TARGETS = ("deeplens", "jetson")
-PLATFORMS = {"deeplens": {"os": "linux", "architecture": "amd64"},
-             "jetson": {"os": "linux", "architecture": "aarch64"}}
-MANIFEST_NAMES = {"deeplens": "DeepLens hardware or any x86-64 Linux: OpenVINO (python3 -m deeplens)",
-                  "jetson": "NVIDIA Jetson: TensorRT on the GPU (python3 -m jetson)"}
+PLATFORMS = {"deeplens": {"os": "linux", "architecture": "amd64"}, "jetson": {"os": "linux", "architecture": "aarch64"}}
+MANIFEST_NAMES = {
+    "deeplens": "DeepLens hardware or any x86-64 Linux: OpenVINO (python3 -m deeplens)",
+    "jetson": "NVIDIA Jetson: TensorRT on the GPU (python3 -m jetson)",
+}
 PLACEHOLDER_BUCKET = "REPLACE-WITH-BUCKET"
 DEFAULT_KEY_PREFIX = "fer-edge"
 DEFAULT_AGENT = {"broker": "mqtt://localhost:1883", "publish": "on-change"}
@@ -45,8 +46,10 @@ class BundleError(ValueError):
 
 def check_component_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise BundleError("component name {!r}: 1-128 letters, digits, '.', '-' or '_', starting with a letter or "
-                          "digit (e.g. {})".format(name, DEFAULT_COMPONENT))
+        raise BundleError(
+            "component name {!r}: 1-128 letters, digits, '.', '-' or '_', starting with a letter or "
+            "digit (e.g. {})".format(name, DEFAULT_COMPONENT)
+        )
     if name.lower().startswith("aws."):
         raise BundleError("component name {!r}: names starting with 'aws.' are AWS's own components".format(name))
     return name
@@ -54,15 +57,18 @@ def check_component_name(name: str) -> str:
 
 def check_component_version(version: str) -> str:
     if not isinstance(version, str) or len(version) > 64 or not _SEMVER_RE.match(version):
-        raise BundleError("component version {!r}: Greengrass needs a semantic version MAJOR.MINOR.PATCH "
-                          "(e.g. 1.0.0, 0.2.1-beta), at most 64 characters".format(version))
+        raise BundleError(
+            "component version {!r}: Greengrass needs a semantic version MAJOR.MINOR.PATCH "
+            "(e.g. 1.0.0, 0.2.1-beta), at most 64 characters".format(version)
+        )
     return version
 
 
 def check_bucket(bucket: str) -> str:
     if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise BundleError("bucket {!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '-' and "
-                          "'.')".format(bucket))
+        raise BundleError(
+            "bucket {!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '-' and '.')".format(bucket)
+        )
     return bucket
 
 
@@ -87,59 +93,77 @@ def manifest(target: str, uri: str, stem: str) -> dict[str, Any]:
     setenv = {"PYTHONPATH": root, "PYTHONUNBUFFERED": "1", "FER_GG_AGENT_CONFIG": "{configuration:/Agent}"}
     if target == "jetson":
         setenv["FER_EDGE_ENGINE_DIR"] = "{work:path}/engines"  # TensorRT engines, built at the first start
-    run = ('exec {{configuration:/Python}} -m edge.greengrass.component --exec {target} --defaults "{root}/{defaults}" '
-           '--work-dir "{{work:path}}" --out "{{work:path}}/agent.json"').format(
-               target=target, root=root, defaults=DEFAULTS_FILE)
+    run = (
+        'exec {{configuration:/Python}} -m edge.greengrass.component --exec {target} --defaults "{root}/{defaults}" '
+        '--work-dir "{{work:path}}" --out "{{work:path}}/agent.json"'
+    ).format(target=target, root=root, defaults=DEFAULTS_FILE)
     return {
         "Name": MANIFEST_NAMES[target],
         "Platform": dict(PLATFORMS[target]),
         "Lifecycle": {
             "Setenv": setenv,
-            "Install": {"Script": '{{configuration:/Python}} "{}/edge/greengrass/check.py" {}'.format(root, target),
-                        "Timeout": INSTALL_TIMEOUT},
+            "Install": {
+                "Script": '{{configuration:/Python}} "{}/edge/greengrass/check.py" {}'.format(root, target),
+                "Timeout": INSTALL_TIMEOUT,
+            },
             "Run": {"Script": run},
         },
         "Artifacts": [{"URI": uri, "Unarchive": "ZIP", "Permission": {"Read": "ALL", "Execute": "NONE"}}],
     }
 
 
-def make_recipe(component_name: str, version: str, targets: Sequence[str], uris: Mapping[str, str],
-                agent: Mapping[str, Any] | None = None, python: str = "python3",
-                description: str | None = None) -> dict[str, Any]:
+def make_recipe(
+    component_name: str,
+    version: str,
+    targets: Sequence[str],
+    uris: Mapping[str, str],
+    agent: Mapping[str, Any] | None = None,
+    python: str = "python3",
+    description: str | None = None,
+) -> dict[str, Any]:
     """The recipe as a dict (``uris``: {target: s3 URI of its archive})."""
     from edge.greengrass.component import check_component_configuration
+
     configuration = {"Python": python, "Agent": dict(DEFAULT_AGENT, **(agent or {}))}
     try:  # values converted to the agent's types (a "5" for interval becomes 5.0)
         configuration = check_component_configuration(configuration, "the component's DefaultConfiguration")
     except ConfigError as exc:
-        raise BundleError(str(exc))
+        raise BundleError(str(exc)) from exc
     return {
         "RecipeFormatVersion": RECIPE_FORMAT_VERSION,
         "ComponentName": component_name,
         "ComponentVersion": version,
-        "ComponentDescription": description or (
+        "ComponentDescription": description
+        or (
             "fer-edge: facial emotion recognition (FER+) on the camera, emotion events over MQTT to AWS IoT Core "
-            "or a local broker"),
+            "or a local broker"
+        ),
         "ComponentPublisher": PUBLISHER,
         "ComponentConfiguration": {"DefaultConfiguration": configuration},
-        "Manifests": [manifest(t, uris[t], artifact_name(t, version)[:-len(".zip")]) for t in targets],
+        "Manifests": [manifest(t, uris[t], artifact_name(t, version)[: -len(".zip")]) for t in targets],
     }
 
 
 def check_recipe(recipe: Any, source: str = "recipe") -> dict[str, Any]:
     """The recipe, checked for what this project's tools rely on; BundleError naming the field."""
+
     def need(mapping, key, where, kind):
         if not isinstance(mapping, dict) or key not in mapping:
             raise BundleError("{}: {} has no {}".format(source, where, key))
         if not isinstance(mapping[key], kind):
-            raise BundleError("{}: {}{} must be {}".format(source, where + "." if where != "the recipe" else "",
-                                                          key, kind.__name__))
+            raise BundleError(
+                "{}: {}{} must be {}".format(source, where + "." if where != "the recipe" else "", key, kind.__name__)
+            )
         return mapping[key]
+
     if not isinstance(recipe, dict):
         raise BundleError("{}: a recipe is a JSON/YAML object".format(source))
     if need(recipe, "RecipeFormatVersion", "the recipe", str) != RECIPE_FORMAT_VERSION:
-        raise BundleError("{}: RecipeFormatVersion {!r} (expected {})".format(
-            source, recipe["RecipeFormatVersion"], RECIPE_FORMAT_VERSION))
+        raise BundleError(
+            "{}: RecipeFormatVersion {!r} (expected {})".format(
+                source, recipe["RecipeFormatVersion"], RECIPE_FORMAT_VERSION
+            )
+        )
     check_component_name(need(recipe, "ComponentName", "the recipe", str))
     check_component_version(need(recipe, "ComponentVersion", "the recipe", str))
     manifests = need(recipe, "Manifests", "the recipe", list)
@@ -156,11 +180,13 @@ def check_recipe(recipe: Any, source: str = "recipe") -> dict[str, Any]:
     configuration = recipe.get("ComponentConfiguration", {}).get("DefaultConfiguration")
     if configuration is not None:
         from edge.greengrass.component import check_component_configuration
+
         try:
-            check_component_configuration(configuration, "{}: ComponentConfiguration.DefaultConfiguration".format(
-                source))
+            check_component_configuration(
+                configuration, "{}: ComponentConfiguration.DefaultConfiguration".format(source)
+            )
         except ConfigError as exc:
-            raise BundleError(str(exc))
+            raise BundleError(str(exc)) from exc
     return recipe
 
 
@@ -170,7 +196,7 @@ def dump_recipe(recipe: dict[str, Any], fmt: str) -> str:
     try:
         import yaml
     except ImportError:
-        raise BundleError("writing a YAML recipe needs PyYAML (pip install pyyaml), or use --format json")
+        raise BundleError("writing a YAML recipe needs PyYAML (pip install pyyaml), or use --format json") from None
     return "---\n" + yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=1000)
 
 
@@ -182,14 +208,14 @@ def load_recipe(path: str) -> dict[str, Any]:
         try:
             recipe = json.loads(text)
         except ValueError as exc:
-            raise BundleError("{}: not valid JSON ({})".format(path, exc))
+            raise BundleError("{}: not valid JSON ({})".format(path, exc)) from exc
     else:
         try:
             import yaml
         except ImportError:
-            raise BundleError("{}: reading a YAML recipe needs PyYAML (pip install pyyaml)".format(path))
+            raise BundleError("{}: reading a YAML recipe needs PyYAML (pip install pyyaml)".format(path)) from None
         try:
             recipe = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise BundleError("{}: not valid YAML ({})".format(path, exc))
+            raise BundleError("{}: not valid YAML ({})".format(path, exc)) from exc
     return check_recipe(recipe, path)

@@ -61,10 +61,13 @@ def config_template() -> Dict[str, Any]:
 def config_ini_example() -> str:
     """The same settings as INI ([agent] section), each key with its help text and choices."""
     values = config_template()
-    lines = ["# fer-edge agent settings (INI form of /etc/fer-edge/agent.json; either file works with",
-             "# `python3 -m jetson --config FILE`). Precedence: these defaults < file < FER_EDGE_<KEY>",
-             "# environment variables < command-line flags. Empty value = the documented default.",
-             "", "[agent]"]
+    lines = [
+        "# fer-edge agent settings (INI form of /etc/fer-edge/agent.json; either file works with",
+        "# `python3 -m jetson --config FILE`). Precedence: these defaults < file < FER_EDGE_<KEY>",
+        "# environment variables < command-line flags. Empty value = the documented default.",
+        "",
+        "[agent]",
+    ]
     for option in OPTIONS:
         lines.append("")
         lines.append("# {}".format(option.help))
@@ -80,6 +83,7 @@ def config_ini_example() -> str:
 
 def _edge_version():
     from edge.version import __version__
+
     return __version__
 
 
@@ -89,8 +93,9 @@ def _package_files(package, skip=()):
     out = []
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and
-                         os.path.normpath(os.path.join(rel_folder, d)) not in skip)
+        dirs[:] = sorted(
+            d for d in dirs if d != "__pycache__" and os.path.normpath(os.path.join(rel_folder, d)) not in skip
+        )
         for name in sorted(files):
             rel = os.path.normpath(os.path.join(rel_folder, name))
             if name.endswith((".pyc", ".pyo")) or rel in skip or name.startswith("."):
@@ -107,28 +112,37 @@ def _read(path):
 def _check_detector(detector_onnx):
     from edge import metadata as md
     from edge.onnx_meta import onnx_model_metadata
+
     if not os.path.isfile(detector_onnx):
-        raise BundleError("{}: face-detector ONNX not found; pass detector_onnx= or run `make detector-models`".format(
-            detector_onnx))
+        raise BundleError(
+            "{}: face-detector ONNX not found; pass detector_onnx= or run `make detector-models`".format(detector_onnx)
+        )
     try:
         return md.check_kind(onnx_model_metadata(detector_onnx), md.FACE_DETECTOR, detector_onnx)
     except ValueError as exc:
-        raise BundleError("{}: not usable as the bundle's face detector: {}".format(detector_onnx, exc))
+        raise BundleError("{}: not usable as the bundle's face detector: {}".format(detector_onnx, exc)) from exc
 
 
 def _check_model(model_onnx):
     from edge.onnx_meta import onnx_model_metadata
+
     if not os.path.isfile(model_onnx):
-        raise BundleError("{}: ONNX model not found; pass model_onnx= (the output of `fer-edge convert onnx`) or "
-                          "ship the model first".format(model_onnx))
+        raise BundleError(
+            "{}: ONNX model not found; pass model_onnx= (the output of `fer-edge convert onnx`) or "
+            "ship the model first".format(model_onnx)
+        )
     from edge import metadata as md
+
     try:
         meta = md.check_kind(onnx_model_metadata(model_onnx), md.CLASSIFIER, model_onnx)
     except ValueError as exc:
-        raise BundleError("{}: not usable for the Jetson bundle: {}".format(model_onnx, exc))
+        raise BundleError("{}: not usable for the Jetson bundle: {}".format(model_onnx, exc)) from exc
     if meta["input"]["layout"] != "NCHW":
-        raise BundleError("{}: input layout {} (TensorRT engines are built from the NCHW ONNX of "
-                          "`fer-edge convert onnx`)".format(model_onnx, meta["input"]["layout"]))
+        raise BundleError(
+            "{}: input layout {} (TensorRT engines are built from the NCHW ONNX of `fer-edge convert onnx`)".format(
+                model_onnx, meta["input"]["layout"]
+            )
+        )
     return meta
 
 
@@ -136,20 +150,32 @@ def _check_set_entries(model_onnx, detector_onnx):
     """model/model.check.npz (and model/detector.check.npz): what install.sh and the service check the
     engines against (``fer_edge.bundles.jetson_check_set``); computed here with ONNX Runtime on the shipped ONNX files."""
     from fer_edge.bundles import jetson_check_set as check_set
+
     folder = tempfile.mkdtemp(prefix="fer-edge-check-")
     try:
-        entries = [("model/model.check.npz", _read(check_set.classifier_check_set(
-            model_onnx, detector_onnx, os.path.join(folder, "model.check.npz"))))]
+        entries = [
+            (
+                "model/model.check.npz",
+                _read(
+                    check_set.classifier_check_set(model_onnx, detector_onnx, os.path.join(folder, "model.check.npz"))
+                ),
+            )
+        ]
         if detector_onnx:
-            entries.append(("model/detector.check.npz", _read(check_set.detector_check_set(
-                detector_onnx, os.path.join(folder, "detector.check.npz")))))
+            entries.append(
+                (
+                    "model/detector.check.npz",
+                    _read(check_set.detector_check_set(detector_onnx, os.path.join(folder, "detector.check.npz"))),
+                )
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return entries
 
 
-def bundle_entries(model_onnx: str, version: str, detector_onnx: Optional[str] = None,
-                   include_installer: bool = True) -> List[Tuple[str, bytes]]:
+def bundle_entries(
+    model_onnx: str, version: str, detector_onnx: Optional[str] = None, include_installer: bool = True
+) -> List[Tuple[str, bytes]]:
     """[(path inside the bundle, bytes)] of every file, in order (MANIFEST.sha256 last).
 
     ``include_installer=False``: without install.sh, uninstall.sh and the systemd unit (a Greengrass
@@ -183,9 +209,13 @@ def _tarinfo(name, size, mode, mtime, kind=tarfile.REGTYPE):
     return info
 
 
-def build_bundle(out_dir: Union[str, "os.PathLike[str]"], model_onnx: Union[str, "os.PathLike[str]", None] = None,
-                 version: Optional[str] = None, detector_onnx: Union[str, "os.PathLike[str]", None] = None,
-                 include_installer: bool = True) -> str:
+def build_bundle(
+    out_dir: Union[str, "os.PathLike[str]"],
+    model_onnx: Union[str, "os.PathLike[str]", None] = None,
+    version: Optional[str] = None,
+    detector_onnx: Union[str, "os.PathLike[str]", None] = None,
+    include_installer: bool = True,
+) -> str:
     """Write ``fer-edge-jetson-<version>.tar.gz`` into ``out_dir``; returns its path.
 
     ``model_onnx``: the ONNX to ship (default: the project's shipped model,
@@ -196,6 +226,7 @@ def build_bundle(out_dir: Union[str, "os.PathLike[str]"], model_onnx: Union[str,
     """
     if model_onnx is None:
         from edge.classifier import SHIPPED_MODEL
+
         model_onnx = SHIPPED_MODEL
     model_onnx = str(model_onnx)
     version = str(version or _edge_version())
@@ -204,6 +235,7 @@ def build_bundle(out_dir: Union[str, "os.PathLike[str]"], model_onnx: Union[str,
     _check_model(model_onnx)
     if detector_onnx is None:
         from edge.detect.factory import DEFAULT_DETECTOR, shipped_detector_path
+
         detector_onnx = shipped_detector_path(DEFAULT_DETECTOR)
     detector_onnx = str(detector_onnx)
     _check_detector(detector_onnx)
@@ -238,6 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m fer_edge.bundles.jetson --out DIR [--model ONNX] [--version V]`` (the CLI wires the same call)."""
     import argparse
     import sys
+
     parser = argparse.ArgumentParser(prog="python -m fer_edge.bundles.jetson", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the .tar.gz")
     parser.add_argument("--model", help="ONNX model with fer-edge metadata (default: the shipped model)")

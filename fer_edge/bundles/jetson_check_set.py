@@ -20,20 +20,23 @@ SOURCE = "ONNX Runtime {} on the host, on scikit-image's astronaut photograph (f
 def _frames():
     from fer_edge.samples import astronaut_bgr
     from fer_edge.scenes import astronaut_scene
+
     photo = astronaut_scene().image
     face = astronaut_bgr()
     frames = [photo, photo[:, ::-1].copy()]
-    for k, (size, gain, x, y) in enumerate(((200, 1.0, 60, 80), (140, 0.6, 300, 40), (260, 1.3, 200, 150),
-                                           (110, 0.85, 20, 300))):
+    for k, (size, gain, x, y) in enumerate(
+        ((200, 1.0, 60, 80), (140, 0.6, 300, 40), (260, 1.3, 200, 150), (110, 0.85, 20, 300))
+    ):
         canvas = np.full((480, 640, 3), 30 + 40 * k, np.uint8)
         img = cv2.resize(face if k % 2 == 0 else face[:, ::-1], (size, size), interpolation=cv2.INTER_AREA)
-        canvas[y:y + size, x:x + size] = np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        canvas[y : y + size, x : x + size] = np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
         frames.append(canvas)
     return frames
 
 
 def _onnxruntime(onnx_path):
     import onnxruntime as ort
+
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.astype(np.float32)}), ort.__version__
@@ -41,15 +44,23 @@ def _onnxruntime(onnx_path):
 
 def _save(path, inputs, outputs, kind, onnx_path, ort_version):
     from edge.files import sha256_file
+
     arrays = dict(("output_{}".format(i), np.asarray(o, np.float32)) for i, o in enumerate(outputs))
-    np.savez_compressed(path, inputs=inputs, kind=np.array(kind), onnx_sha256=np.array(sha256_file(onnx_path)),
-                        source=np.array(SOURCE.format(ort_version)), **arrays)
+    np.savez_compressed(
+        path,
+        inputs=inputs,
+        kind=np.array(kind),
+        onnx_sha256=np.array(sha256_file(onnx_path)),
+        source=np.array(SOURCE.format(ort_version)),
+        **arrays,
+    )
     return path
 
 
 def detector_check_set(detector_onnx: str, path: str) -> str:
     """Letterboxed frames and the detector's raw outputs on them."""
     from edge.detect.blazeface import letterbox
+
     meta = onnx_model_metadata(detector_onnx)
     size = int(meta["input"]["height"])
     frames = _frames()
@@ -66,13 +77,18 @@ def classifier_check_set(model_onnx: str, detector_onnx: str, path: str) -> str:
     """Face crops cut by the detector (as the agent cuts them) in variants, preprocessed for the model."""
     from edge.detect.factory import crop, make_detector
     from edge.preprocess import prepare_faces
+
     detector = make_detector(model=str(detector_onnx))
     crops = []
     for frame in _frames():
         for d in detector.detect(frame):
             face = crop(frame, d)
-            crops += [face, face[:, ::-1], cv2.convertScaleAbs(face, alpha=0.7, beta=0),
-                      cv2.convertScaleAbs(face, alpha=1.2, beta=10)]
+            crops += [
+                face,
+                face[:, ::-1],
+                cv2.convertScaleAbs(face, alpha=0.7, beta=0),
+                cv2.convertScaleAbs(face, alpha=1.2, beta=10),
+            ]
     detector.close()
     if len(crops) < 8:
         raise ValueError("{}: found only {} faces in the check frames".format(detector_onnx, len(crops) // 4))
