@@ -9,6 +9,7 @@ No TensorFlow: the model is a tiny ONNX built with onnx.helper (metadata embedde
 import ast
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -244,6 +245,8 @@ def test_choose_runtime():
 
 def test_make_classifier_falls_back_to_onnxruntime(tiny_onnx, faces, monkeypatch, caplog):
     from edge.preprocess import prepare_faces
+
+    caplog.set_level(logging.INFO, logger="jetson")  # whatever level an earlier test left the root logger at
 
     config = load_config(None, env={}, overrides={"model": tiny_onnx})
     clf = make_classifier(config, tensorrt_ok=False)
@@ -827,6 +830,8 @@ def load_backend_kind(path, kind):
 
 def test_face_detector_choice_on_the_jetson(monkeypatch, caplog):
     from jetson.agent import make_face_detector
+
+    caplog.set_level(logging.INFO, logger="jetson")
 
     config = load_config(None, env={}, overrides={"broker": ""})
     detector = make_face_detector(config, tensorrt_ok=False)

@@ -8,6 +8,7 @@ agent's fallback and CLI. The fake engines compute with the tiny model or with O
 real detector ONNX, so a passing check is a real numerical comparison.
 """
 
+import logging
 import os
 import subprocess
 import sys
@@ -195,6 +196,7 @@ def test_cuda_errors_become_the_projects_errors(monkeypatch, tiny_onnx, tmp_path
     the backend and the builder path; the agent falls back to ONNX Runtime and says why."""
     from jetson import agent, trt_backend
 
+    caplog.set_level(logging.INFO, logger="jetson")  # whatever level an earlier test left the root logger at
     install_fakes(monkeypatch, "8.2.1.8", fail_init="cuInit failed: unknown error")
     ok, why = trt_backend.gpu_ready()
     assert not ok and "cuInit failed: unknown error" in why and "'video' group" in why
