@@ -75,6 +75,7 @@ $(OLD_VENVS)/py37-mo2021/.installed: tests/device_envs/py37-mo2021-nodeps.txt
 lint: venv
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/mypy --no-error-summary train convert fer_edge
 
 # The documentation site (mkdocs.yml, docs/): every link and page checked; the site goes to build/site.
 docs: venv

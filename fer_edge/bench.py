@@ -48,7 +48,7 @@ def machine() -> dict[str, Any]:
 
 
 def _timeit(fn, repeat):
-    times = []
+    times: list[float] = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
@@ -83,7 +83,7 @@ def classifier_runtimes(
 def bench_classifier(
     model_path: str, faces: np.ndarray, labels: np.ndarray | None, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, predict, _meta in classifier_runtimes(model_path):
         if predict is None:
             rows.append({"runtime": name, "note": "TensorRT present but engines are benchmarked on the device"})
@@ -93,7 +93,7 @@ def bench_classifier(
             predict(one), predict(sixteen)
         lat = _timeit(lambda predict=predict, one=one: predict(one), 200) * 1000.0
         thr = _timeit(lambda predict=predict, sixteen=sixteen: predict(sixteen), 50)
-        row = {
+        row: dict[str, Any] = {
             "runtime": name,
             "latency_ms_median": float(np.median(lat)),
             "latency_ms_p95": float(np.percentile(lat, 95)),
@@ -245,7 +245,7 @@ def process_walls(video: str, peer_python: str | None, repeats: int = 3) -> dict
         "WARNING",
     ]
     peer = [peer_python, os.path.join(REPO, "fer_edge", "bench_peer.py"), "agent", video] if peer_python else None
-    times = {"fer_edge": [], "peer": []}
+    times: dict[str, list[float]] = {"fer_edge": [], "peer": []}
     for _ in range(repeats):
         for key, cmd in (("fer_edge", ours), ("peer", peer)):
             if cmd is None:
@@ -255,7 +255,7 @@ def process_walls(video: str, peer_python: str | None, repeats: int = 3) -> dict
             if proc.returncode != 0:
                 raise RuntimeError("{} failed: {}".format(" ".join(cmd[:4]), proc.stderr[-2000:]))
             times[key].append(time.perf_counter() - start)
-    out = {
+    out: dict[str, Any] = {
         "video": os.path.basename(video),
         "fer_edge_s": float(np.median(times["fer_edge"])),
         "fer_edge_runs": [round(t, 2) for t in times["fer_edge"]],
@@ -279,7 +279,7 @@ def run(
     from edge.labels import EMOTIONS
 
     model = model or default_model_path()
-    report = {"machine": machine(), "model": model, "classifier": [], "agent": []}
+    report: dict[str, Any] = {"machine": machine(), "model": model, "classifier": [], "agent": []}
     from edge.backends import artifact_metadata
 
     meta = artifact_metadata(model)

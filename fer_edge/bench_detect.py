@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CROP_FILE = os.path.join(REPO, "models", "crop_mapping.json")
 
 # name -> (detector kind, options); the rows of the table.
-CANDIDATES = (
+CANDIDATES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("blazeface-back (256)", "blazeface-back", {}),
     ("blazeface-back on OpenVINO (IR)", "blazeface-back", {"runtime": "openvino"}),
     ("blazeface-back, crop = box", "blazeface-back", {"_identity_crop": True}),
@@ -136,7 +136,7 @@ def time_detectors(
     detectors: Sequence[tuple[str, "FaceDetector"]], scenes: Sequence[Scene], repeats: int, log: Callable[[str], None]
 ) -> dict[str, dict[str, Any]]:
     """Median ms per frame of each detector, repetitions interleaved (A B C A B C ...)."""
-    times = dict((label, []) for label, _ in detectors)
+    times: dict[str, list[float]] = dict((label, []) for label, _ in detectors)
     for _label, det in detectors:
         det.detect(scenes[0].image)  # warm-up
     for _ in range(repeats):
@@ -252,7 +252,9 @@ def run(
     )
     classifier = load_classifier()
     detectors = make_detectors(min_face, names)
-    rows = dict((label, {"detector": label, "runtime": det.runtime}) for label, det in detectors)
+    rows: dict[str, dict[str, Any]] = dict(
+        (label, {"detector": label, "runtime": det.runtime}) for label, det in detectors
+    )
     for kind, scenes in sorted(sets.items()):
         for label, det in detectors:
             rows[label][kind] = evaluate(det, scenes, classifier)

@@ -96,7 +96,7 @@ def run(
             row["valid_accuracy"], row["macro_recall"], row["lowest_recall"] = _quality(e["clf"].predict, faces, labels)
         rows.append(row)
         e["clf"].close() if hasattr(e["clf"], "close") else None
-    first = {}
+    first: dict[str, dict[str, Any]] = {}  # runtime -> its first model's row
     for row in rows:
         base = first.setdefault(row["runtime"], row)
         row["speedup_vs_first"] = base["latency_ms"] / row["latency_ms"]

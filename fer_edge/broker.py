@@ -6,6 +6,10 @@ Host only: amqtt needs a current Python. Devices publish to a real broker (mosqu
 import asyncio
 import socket
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from amqtt.broker import Broker
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -21,10 +25,10 @@ class EmbeddedBroker(object):
         self.host = host
         self.port = port or free_port(host)
         self.url = "mqtt://{}:{}".format(self.host, self.port)
-        self._loop = None
-        self._broker = None
-        self._thread = None
-        self._error = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: "Broker | None" = None
+        self._thread: threading.Thread | None = None
+        self._error: Exception | None = None
 
     @staticmethod
     def available() -> bool:
@@ -70,7 +74,7 @@ class EmbeddedBroker(object):
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is None or self._broker is None:
+        if self._loop is None or self._broker is None or self._thread is None:  # not started
             return
         future = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
         try:

@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import os
-from typing import Any
+from typing import Any, TextIO
 
 from edge.delivery.base import Publisher, PublisherWrapper
 from edge.labels import EMOTIONS
@@ -57,7 +57,7 @@ class EventFileWriter(PublisherWrapper):
             self.csv.writeheader()
         self.events = self.rows = self.tracks = 0
         self.tracks_path = tracks_path(self.path)
-        self._tracks_handle = None
+        self._tracks_handle: TextIO | None = None  # opened with the first track message
 
     def publish_event(self, event: dict[str, Any]) -> bool:
         accepted = self.inner.publish_event(event)

@@ -34,15 +34,16 @@ def add_agent_options(parser: argparse.ArgumentParser, agent_only: bool = True) 
     parser.add_argument("--config", help="agent config file (JSON, or INI with an [agent] section)")
     for option in BY_NAME.values():
         flag = "--" + option.name.replace("_", "-")
-        kind = option.type if option.type is not str else None
-        bare = {"nargs": "?", "const": True} if option.type is boolean else {}  # --homeassistant alone: true
+        # a boolean may also come without a value (--homeassistant alone: true)
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if option.type is boolean else {}
+        if option.type is not str:  # str: argparse's own default
+            extra["type"] = option.type
         parser.add_argument(
             flag,
             dest=option.name,
-            type=kind,
             default=None,
             help="{} (default: {!r})".format(option.help, option.default),
-            **bare,
+            **extra,
         )
     if not agent_only:
         return
@@ -78,7 +79,7 @@ class EventPrinter(PublisherWrapper):
 
         from .subscribe_lines import format_message_lines
 
-        message = Message(topic, self.device_id, kind, b"", data, False, 1)
+        message = Message(topic, self.device_id, kind, b"", data, False, 1, False)  # not a re-delivery (dup)
         for line in format_message_lines(message):
             print(line, file=self.out, flush=True)
 
@@ -109,7 +110,7 @@ def delivery_summary(publisher: Publisher, broker: str | None) -> tuple[dict[str
     counts = publisher.counters
     outbox = publisher.outbox
     storage = outbox.storage if outbox is not None else None
-    summary = {
+    summary: dict[str, Any] = {
         "broker": bool(broker),
         "acknowledged": int(counts.get("acknowledged", 0)),
         "queued": int(counts.get("queued", 0)),
@@ -121,7 +122,7 @@ def delivery_summary(publisher: Publisher, broker: str | None) -> tuple[dict[str
         summary["queued_in"] = storage
     if counts.get("taken_over"):  # connections lost to another client with this client id
         summary["taken_over"] = int(counts["taken_over"])
-    lost = bool(broker) and (summary["dropped"] or summary["failed"])
+    lost = bool(broker) and bool(summary["dropped"] or summary["failed"])
     return summary, lost
 
 

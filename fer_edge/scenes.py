@@ -11,6 +11,7 @@ upright: to measure the crop mapping).
 """
 
 import collections
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -18,7 +19,15 @@ import numpy as np
 Face = collections.namedtuple("Face", "box label angle")  # box: (x, y, side, side) of the FER crop
 Scene = collections.namedtuple("Scene", "kind image faces")
 
-KINDS = {
+
+class SceneKind(TypedDict):
+    size: tuple[int, int]  # (width, height)
+    faces: int
+    side: tuple[int, int]  # the faces' side in pixels, from..to
+    angle: int  # the largest roll in degrees (0: upright)
+
+
+KINDS: dict[str, SceneKind] = {
     "near": {"size": (640, 480), "faces": 2, "side": (120, 200), "angle": 0},
     "far": {"size": (1280, 720), "faces": 4, "side": (40, 100), "angle": 0},
     "tilted": {"size": (640, 480), "faces": 2, "side": (120, 200), "angle": 30},
@@ -99,7 +108,7 @@ def make_scenes(
     scenes = []
     for _ in range(count):
         canvas = _background(pool, width, height, rng)
-        truth = []
+        truth: list[Face] = []
         for _ in range(spec["faces"]):
             for _attempt in range(50):
                 side = int(rng.integers(spec["side"][0], spec["side"][1] + 1))

@@ -139,7 +139,8 @@ class Deduplicator(object):
     def __init__(self, size: int = 10000):
         self.size = int(size)
         self.duplicates = 0
-        self._ids = {}
+        # (device id, kind) -> (the ids seen, the same ids oldest first); ids as the JSON gives them
+        self._ids: dict[tuple[str, str], tuple[set[Any], collections.deque[Any]]] = {}
 
     def seen(self, message: Message) -> bool:
         data = message.data

@@ -27,21 +27,21 @@ class DeviceState(object):
 
     def __init__(self, device_id: str):
         self.device_id = device_id
-        self.state = None  # "online" / "offline" / None (no status seen)
-        self.reason = None
+        self.state: str | None = None  # "online" / "offline" / None (no status seen)
+        self.reason: str | None = None
         self.faces = 0  # faces in view (the state topic), else in the latest event
-        self.emotions = collections.Counter()  # their emotions
-        self.dominant = None  # the state topic's dominant emotion (None: no state seen)
+        self.emotions: collections.Counter[str] = collections.Counter()  # their emotions
+        self.dominant: str | None = None  # the state topic's dominant emotion (None: no state seen)
         self.has_state = False  # a state message was seen: faces/emotions come from it
         self.events = 0
         self.tracks_new = 0
         self.tracks_end = 0
-        self.fps = None
-        self.frames = None
-        self.queued = None
-        self.dropped = None
-        self.last_seen = None  # time.time() of the last message received
-        self.last_event = None  # the latest event's timestamp text
+        self.fps: float | None = None
+        self.frames: int | None = None
+        self.queued: int | None = None
+        self.dropped: int | None = None
+        self.last_seen: float | None = None  # time.time() of the last message received
+        self.last_event: str | None = None  # the latest event's timestamp text
 
 
 def _count(value):
@@ -67,10 +67,10 @@ class DeviceTable(object):
     )
 
     def __init__(self, clock: Callable[[], float] = time.time, recent: int = RECENT_TRACKS):
-        self.devices = collections.OrderedDict()
+        self.devices: collections.OrderedDict[str, DeviceState] = collections.OrderedDict()
         self.clock = clock
         self.version = 0  # bumps on every change
-        self.recent = collections.deque(maxlen=max(0, int(recent)))  # track new/end lines
+        self.recent: collections.deque[str] = collections.deque(maxlen=max(0, int(recent)))  # track new/end lines
         self._lock = threading.Lock()
         self._dedupe = Deduplicator()
 
@@ -150,7 +150,7 @@ class DeviceTable(object):
     def rows(self, now: float | None = None) -> list[tuple[str, ...]]:
         """One tuple of column texts per device (sorted by id)."""
         now = self.clock() if now is None else now
-        out = []
+        out: list[tuple[str, ...]] = []
         with self._lock:
             for d in self.devices.values():
                 state = d.state or "unknown"

@@ -194,7 +194,10 @@ def jetson_files(stage: str, model: str | None = None, version: str | None = Non
             rel = "/".join(parts[1:])
             dest = os.path.join(unpacked, *parts[1:])
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            with tar.extractfile(member) as src, open(dest, "wb") as out:
+            src = tar.extractfile(member)
+            if src is None:  # only for what is not a regular file, refused above
+                raise BundleError("{}: unexpected entry {!r} in the Jetson bundle".format(tarball, member.name))
+            with src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
             files[rel] = dest
     for needed in (

@@ -98,14 +98,14 @@ def wait_deployable(cli: AwsCli, arn: str, timeout: float = 120.0, interval: flo
 
 def target_arn(cli: AwsCli, thing: str | None = None, thing_group: str | None = None) -> str:
     """The ARN of the deployment target (a thing, i.e. one core device, or a thing group)."""
-    if bool(thing) == bool(thing_group):
-        raise DeployError("give one deployment target: a thing (a core device) or a thing group")
-    if thing:
+    if thing and not thing_group:
         rc, value, err = cli.run(["iot", "describe-thing", "--thing-name", thing], check=False)
         key = "thingArn"
-    else:
+    elif thing_group and not thing:
         rc, value, err = cli.run(["iot", "describe-thing-group", "--thing-group-name", thing_group], check=False)
         key = "thingGroupArn"
+    else:
+        raise DeployError("give one deployment target: a thing (a core device) or a thing group")
     if rc != 0 or not isinstance(value, dict) or key not in value:
         raise DeployError(
             "{} {!r} not found in AWS IoT ({}): a Greengrass core device is registered as an IoT thing "
@@ -233,7 +233,7 @@ def deploy(
     }
     if log is not None:
         log("component {} {} is DEPLOYABLE ({})".format(name, version, arn))
-    if not (thing or thing_group):
+    if target is None:  # neither --thing nor --thing-group
         if log is not None:
             log(
                 "no deployment target given: deploy it with --thing CORE_DEVICE or --thing-group GROUP, or in the "

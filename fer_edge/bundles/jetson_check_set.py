@@ -8,6 +8,8 @@ The reference outputs are ONNX Runtime's on the very ONNX files the bundle ships
 ``jetson.engine_check`` compares the built engine with them.
 """
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -45,7 +47,8 @@ def _onnxruntime(onnx_path):
 def _save(path, inputs, outputs, kind, onnx_path, ort_version):
     from edge.files import sha256_file
 
-    arrays = dict(("output_{}".format(i), np.asarray(o, np.float32)) for i, o in enumerate(outputs))
+    # Any, not np.ndarray: to mypy a ** of arrays could also fill savez_compressed's allow_pickle (a bool)
+    arrays: dict[str, Any] = dict(("output_{}".format(i), np.asarray(o, np.float32)) for i, o in enumerate(outputs))
     np.savez_compressed(
         path,
         inputs=inputs,
