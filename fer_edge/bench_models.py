@@ -95,7 +95,7 @@ def run(
         if labels is not None:
             row["valid_accuracy"], row["macro_recall"], row["lowest_recall"] = _quality(e["clf"].predict, faces, labels)
         rows.append(row)
-        e["clf"].close() if hasattr(e["clf"], "close") else None
+        e["clf"].close()
     first: dict[str, dict[str, Any]] = {}  # runtime -> its first model's row
     for row in rows:
         base = first.setdefault(row["runtime"], row)

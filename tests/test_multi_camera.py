@@ -18,6 +18,7 @@ import time
 import jsonschema
 import pytest
 
+from edge.agent.sources import FrameSource
 from edge.config.agent import ConfigError, load_config
 from edge.config.cameras import camera_configs
 from edge.events.payloads import load_schema
@@ -220,12 +221,13 @@ def test_one_classifier_call_per_round_covers_every_cameras_faces(broker, videos
     assert tracks["new"] >= 1 and tracks["end"] == tracks["new"]
 
 
-class BreaksAfter(object):
+class BreaksAfter(FrameSource):
     """A real video source whose ``read`` raises after ``frames`` frames (a camera driver failing)."""
 
     def __init__(self, inner, frames):
+        FrameSource.__init__(self, inner.uri)
         self.inner, self.left = inner, frames
-        self.uri, self.fps, self.live, self.corrupt = inner.uri, inner.fps, False, 0
+        self.fps = inner.fps
 
     def read(self):
         if self.left <= 0:

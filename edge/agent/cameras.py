@@ -98,7 +98,7 @@ def run_cameras(
                 "faces": running.loop.metrics.total_faces,
                 "events": running.loop.events,
                 "errors": running.loop.errors,
-                "corrupt_frames": getattr(camera.source, "corrupt", 0),
+                "corrupt_frames": camera.source.corrupt,
             }
         running.summary.update(camera.summary_extra())
         if state == "failed":

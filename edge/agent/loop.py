@@ -36,7 +36,7 @@ def model_version_of(model):
 
 def faces_of(tracks, labels):
     """Event face entries of tracks (smoothed scores; ``emotion`` the stable label, edge.tracking.track)."""
-    return [face_entry(t.track_id, t.box, labels, t.scores, emotion=getattr(t, "label", None)) for t in tracks]
+    return [face_entry(t.track_id, t.box, labels, t.scores, emotion=t.label) for t in tracks]
 
 
 class CameraLoop(object):
@@ -106,7 +106,7 @@ class CameraLoop(object):
                         self.model_id,
                         self.model_version,
                         timestamp=frame.timestamp,
-                        source=str(getattr(self.source, "uri", "")),
+                        source=str(self.source.uri or ""),
                     )
                 )
             self.events += 1
@@ -127,7 +127,7 @@ class CameraLoop(object):
             "faces": self.metrics.total_faces,
             "events": self.events,
             "errors": self.errors,
-            "corrupt_frames": getattr(self.source, "corrupt", 0),
+            "corrupt_frames": self.source.corrupt,
         }
         _report(self.publisher, self.device_id, self.metrics, self.source, self.errors, self.name)
         return summary
@@ -167,8 +167,8 @@ def _report(publisher, device_id, metrics, source, errors, name=""):
     snap = metrics.snapshot()
     extra = {
         "errors": errors,
-        "corrupt_frames": getattr(source, "corrupt", 0),
-        "reconnects_source": getattr(source, "reconnects", 0),
+        "corrupt_frames": source.corrupt,
+        "reconnects_source": source.reconnects,
     }
     log.info(
         "%sfps %.1f, frames %d, faces %d, ms/frame %s",

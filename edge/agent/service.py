@@ -86,7 +86,7 @@ def host_sinks(config, source, publisher, classifier):
     sinks = []
     try:
         if config["annotate"]:
-            sinks.append(("annotated", AnnotatedWriter(config["annotate"], fps=getattr(source, "fps", None))))
+            sinks.append(("annotated", AnnotatedWriter(config["annotate"], fps=source.fps)))
         if config.get("view"):
             from edge.view.live import LiveView
 

@@ -57,10 +57,15 @@ def csi_pipeline(sensor_id=0, width=1280, height=720, framerate=30, flip=0):
 
 
 class FrameSource(object):
-    """Iterable of Frame(index, image BGR uint8, timestamp). ``live`` sources may drop frames."""
+    """Iterable of Frame(index, image BGR uint8, timestamp). ``live`` sources may drop frames.
+
+    What every source declares (the loop, the lifecycle and the summary read these, never guess):
+    ``uri``, ``live``, ``fps`` (None when the source does not say), ``corrupt`` (frames skipped as
+    undecodable) and ``reconnects`` (times a live source was opened again)."""
 
     live = False
     fps = None  # the source's frame rate when it says (video files, cameras), else None
+    reconnects = 0
 
     def __init__(self, uri):
         self.uri = uri

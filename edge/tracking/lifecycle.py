@@ -160,7 +160,7 @@ class TrackLifecycle(object):
     # -- messages --
 
     def _label(self, track):
-        index = getattr(track, "label", None)
+        index = track.label
         return int(track.scores.argmax()) if index is None else int(index)
 
     def track_state(self, record, ended=False):
@@ -171,7 +171,7 @@ class TrackLifecycle(object):
         seen = max(1, sum(record.counts))
         shares = dict((labels[i], round(c / float(seen), 4)) for i, c in enumerate(record.counts) if c)
         dominant = max(range(len(labels)), key=lambda i: (record.counts[i], -i))
-        first, last = getattr(track, "first_frame", track.last_frame), track.last_frame
+        first, last = track.first_frame, track.last_frame
         if self.fps:
             duration = (last - first) / self.fps
         else:
@@ -270,15 +270,15 @@ def lifecycle_from_config(config, classifier, source):
         return None
     from edge.agent.loop import model_version_of
 
-    live = getattr(source, "live", False)
+    live = source.live
     return TrackLifecycle(
         config["device_id"],
         classifier.labels,
         classifier.model_id,
         model_version_of(classifier.meta.get("model", {})),
-        source=str(getattr(source, "uri", "")) or None,
+        source=str(source.uri or "") or None,
         confirm_frames=config.get("confirm_frames", DEFAULT_CONFIRM_FRAMES),
-        fps=None if live else getattr(source, "fps", None),
+        fps=None if live else source.fps,
         track_events=bool(config.get("track_events")),
         state_interval=config.get("stats_interval") or 10.0,
     )

@@ -11,7 +11,7 @@ POLICIES = ("every-frame", "on-change", "interval")
 
 def stable_label(track, labels):
     """The track's stable emotion label (its top score's label for a track without one)."""
-    index = getattr(track, "label", None)
+    index = track.label
     if index is None:
         index = int(track.scores.argmax())
     return labels[int(index)]
