@@ -825,3 +825,34 @@ def test_component_with_a_bad_configuration_stops_with_the_key_named(component, 
     log = installed.log_text()
     assert "component configuration /Agent: key 'publish': 'sometimes' is not one of" in log, log
     assert not (Path(installed.work_dir) / "agent.json").exists()
+
+
+def test_recipes_built_before_the_move_still_run_their_commands(tmp_path):
+    """Components already deployed run `python3 -m edge.greengrass_config` and
+    `python3 <artifact>/edge/greengrass_check.py TARGET`: the shims run the moved modules."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    config = subprocess.run(
+        [sys.executable, "-m", "edge.greengrass_config", "--help"],
+        cwd=str(tmp_path),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
+    assert config.returncode == 0 and "--exec" in config.stdout, config.stderr
+    check = subprocess.run(
+        [sys.executable, str(REPO / "edge" / "greengrass_check.py"), "deeplens"],
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
+    assert check.returncode == 0 and "ok: found openvino" in check.stdout, check.stdout + check.stderr
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "edge" / "greengrass_check.py"), "toaster"],
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
+    assert bad.returncode == 2 and "deeplens|jetson" in bad.stderr
