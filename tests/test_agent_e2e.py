@@ -204,6 +204,55 @@ def test_corrupt_frames_are_skipped_and_counted(broker, video, model_path, tmp_p
     assert summary["frames"] == 5 and summary["corrupt_frames"] == 1
 
 
+def video_frames(path):
+    """Every frame OpenCV decodes from ``path``."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    return frames
+
+
+def test_annotated_video_keeps_frames_of_another_size(video, model_path, tmp_path):
+    """An image folder of mixed sizes: every frame goes into the annotated video (scaled to fit the
+    video's size, with bars, never stretched), and the summary counts them."""
+    frames = tmp_path / "mixed"
+    frames.mkdir()
+    first = video_frames(video)[0]  # 640x480, two faces
+    sizes = [(640, 480)] * 3 + [(320, 240), (480, 640), (800, 450), (640, 480), (333, 250)]
+    for i, (w, h) in enumerate(sizes):
+        cv2.imwrite(str(frames / "f{:02d}.jpg".format(i)), cv2.resize(first, (w, h)))
+    out = tmp_path / "annotated.avi"
+    proc = agent(
+        "--source", frames, "--no-embedded-broker", "--device-id", "cam-mixed", "--model", model_path, "--quiet",
+        "--annotate", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 8
+    written = video_frames(summary["annotated"])
+    assert len(written) == 8, "{} of 8 frames in the annotated video".format(len(written))
+    assert all(image.shape == (480, 640, 3) for image in written)
+    assert summary["annotated_frames"] == {"written": 8, "letterboxed": 4, "failed": 0}
+    assert "letterboxed" in proc.stderr  # the log says why the frames look different
+    portrait = written[4].astype(int)  # 480x640 shown 360x480 in the middle: bars left and right
+    assert portrait[:, :100].max() < 40 and portrait[:, -100:].max() < 40 and portrait[:, 200:440].std() > 20
+    # a folder of JPEGs keeps each frame's own size
+    folder = tmp_path / "annotated-jpegs"
+    proc = agent(
+        "--source", frames, "--no-embedded-broker", "--device-id", "cam-mixed", "--model", model_path, "--quiet",
+        "--annotate", folder,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shapes = [cv2.imread(str(p)).shape[:2] for p in sorted(folder.iterdir())]
+    assert shapes == [(h, w) for w, h in sizes]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["summary"]["annotated_frames"]["written"] == 8
+
+
 def test_missing_model_and_bad_config_are_clear_errors(broker, video, tmp_path):
     proc = agent("--source", video, "--broker", broker.url, "--model", tmp_path / "nope.onnx", timeout=60)
     assert proc.returncode == 2 and "nope.onnx" in proc.stderr and "not found" in proc.stderr
