@@ -253,6 +253,56 @@ def test_annotated_video_keeps_frames_of_another_size(video, model_path, tmp_pat
     assert json.loads(proc.stdout.strip().splitlines()[-1])["summary"]["annotated_frames"]["written"] == 8
 
 
+def write_avi(path, images, fps=15.0):
+    """An MJPG .avi of ``images`` (a container that still opens when the end of the file is cut off)."""
+    height, width = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return str(path)
+
+
+def test_a_truncated_video_says_it_ended_early(video, model_path, tmp_path):
+    """A video cut off after about half of its frames (an interrupted copy): what decodes is processed,
+    the summary and a line on stderr say the source ended early, and the exit status stays 0."""
+    whole = write_avi(tmp_path / "whole.avi", video_frames(video))
+    data = open(whole, "rb").read()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = agent("--source", cut, "--no-embedded-broker", "--device-id", "cam-cut", "--model", model_path, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert 0 < summary["frames"] < FRAMES
+    assert "ended_early" in summary, summary
+    assert "of the {} frames".format(FRAMES) in summary["ended_early"]
+    assert "ended early" in proc.stderr and str(cut) in proc.stderr
+
+
+def test_a_source_that_gives_no_frame_fails_the_run(model_path, tmp_path):
+    """An image folder where nothing decodes, and a video whose frames are all cut off: the run says
+    it processed nothing and exits 4 (not 0)."""
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(3):
+        (folder / "f{}.jpg".format(i)).write_bytes(b"\xff\xd8\xff not a JPEG")
+    proc = agent("--source", folder, "--no-embedded-broker", "--device-id", "cam-none", "--model", model_path)
+    assert proc.returncode == 4, (proc.returncode, proc.stderr[-3000:])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 0 and summary["corrupt_frames"] == 3
+    assert "processed nothing" in proc.stderr and "3 unreadable" in proc.stderr
+    images = [np.full((240, 320, 3), 40 + k, np.uint8) for k in range(30)]
+    whole = write_avi(tmp_path / "whole.avi", images)
+    data = open(whole, "rb").read()
+    header = tmp_path / "header-only.avi"
+    header.write_bytes(data[: data.index(b"movi") + 8])  # the header announces 30 frames; none follows
+    proc = agent("--source", header, "--no-embedded-broker", "--device-id", "cam-none", "--model", model_path)
+    assert proc.returncode == 4, (proc.returncode, proc.stderr[-3000:])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 0 and "of the 30 frames" in summary["ended_early"]
+    assert "processed nothing" in proc.stderr
+
+
 def test_missing_model_and_bad_config_are_clear_errors(broker, video, tmp_path):
     proc = agent("--source", video, "--broker", broker.url, "--model", tmp_path / "nope.onnx", timeout=60)
     assert proc.returncode == 2 and "nope.onnx" in proc.stderr and "not found" in proc.stderr
