@@ -34,11 +34,22 @@ from edge.detect.blazeface import DetectorConfigError, parse_tiles
 
 
 def read_file(path):
-    """Key/values of a JSON object or an INI file's [agent] section."""
+    """Key/values of a JSON object or an INI file's [agent] section (UTF-8; errors name the file)."""
     if not os.path.isfile(path):
         raise ConfigError("{}: config file not found".format(path))
-    with open(path, "r", encoding="utf-8") as handle:
-        text = handle.read()
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, IOError) as exc:
+        raise ConfigError("{}: cannot read the config file ({})".format(path, exc.strerror or exc)) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "{}: not UTF-8 text (byte 0x{:02x} at line {}, offset {}); save the file as UTF-8".format(
+                path, data[exc.start], data.count(b"\n", 0, exc.start) + 1, exc.start
+            )
+        ) from exc
     if path.endswith(".json") or text.lstrip().startswith("{"):
         try:
             values = json.loads(text)
