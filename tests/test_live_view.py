@@ -279,6 +279,46 @@ def test_stream_client_limit_and_connection_bound():
         view.close()
 
 
+def test_clients_trickling_their_request_header_do_not_hold_the_view():
+    """Slowloris: every connection slot taken by clients that send one header byte a second (each
+    byte well within the 3 s a read may take). The whole header must come within the time limit,
+    so they are dropped after it and the view answers again while they go on trickling."""
+    view = LiveView(port=0, client_timeout=3.0)
+    trickling, stop = [], threading.Event()
+
+    def trickle(sock):
+        header = b"GET /api/state HTTP/1.0\r\nHost: test\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n"
+        for byte in header:
+            if stop.wait(1.0):
+                return
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # dropped by the view
+                return
+
+    threads = []
+    try:
+        for _ in range(view.max_connections):
+            sock = socket.create_connection((view.host, view.port))
+            trickling.append(sock)
+            threads.append(threading.Thread(target=trickle, args=(sock,), daemon=True))
+            threads[-1].start()
+        assert wait_until(lambda: view._server.active == view.max_connections)
+        with socket.create_connection((view.host, view.port), timeout=5) as extra:  # every slot is taken
+            assert extra.makefile("rb").readline().startswith(b"HTTP/1.0 503")
+        started = time.monotonic()
+        assert wait_until(lambda: view._server.active == 0, timeout=8), "trickling clients still hold the view"
+        assert time.monotonic() - started < 5.0
+        assert get(view.url + "api/state")[0] == 200
+    finally:
+        stop.set()
+        for sock in trickling:
+            sock.close()
+        for thread in threads:
+            thread.join(5)
+        view.close()
+
+
 def test_a_slow_client_skips_frames_and_nothing_queues():
     """Incompressible frames (about 100 KB JPEGs): a client that stops reading for 2 s gets the newest
     frame when it reads again, a fast client meanwhile gets every JPEG, and memory stays flat."""

@@ -14,9 +14,10 @@ serves over HTTP (stdlib ``http.server`` with a thread per connection):
 Bounded: one encoder thread draws and encodes at most one JPEG per frame (and at most
 ``max_fps`` a second) into a single slot; every stream client sends the newest JPEG when it is
 ready and never queues (a slow client skips frames; the socket's send buffer is kept small and a
-client that takes no data for ``client_timeout`` seconds is dropped). At most ``max_clients``
-stream clients (503 beyond) and ``max_clients + 8`` connections (a plain 503 from the accept
-loop beyond, so threads stay bounded too). With no stream client connected ``write`` only keeps
+client that takes no data for ``client_timeout`` seconds is dropped; a request's whole header must
+come within ``header_timeout`` seconds, so clients trickling it cannot hold the connections). At
+most ``max_clients`` stream clients (503 beyond) and ``max_clients + 8`` connections (a plain 503
+from the accept loop beyond, so threads stay bounded too). With no stream client connected ``write`` only keeps
 a reference to the newest frame and its faces: no image is drawn, copied or encoded.
 Frames must not be modified after ``write`` (sources give a new array per frame).
 
@@ -66,6 +67,7 @@ class LiveView(FrameSink):
         max_fps=15.0,
         quality=80,
         client_timeout=10.0,
+        header_timeout=5.0,
     ):
         self.publisher = publisher
         self.model_id = model_id
@@ -75,6 +77,7 @@ class LiveView(FrameSink):
         self.min_interval = 1.0 / max_fps if max_fps else 0.0
         self.quality = int(quality)
         self.client_timeout = float(client_timeout)
+        self.header_timeout = float(header_timeout)  # a request's whole header (at most client_timeout)
         self.frames = 0  # frames written by the agent
         self.encoded = 0  # JPEGs drawn and encoded (0 while nobody watches)
         self.sent = 0  # JPEG parts sent, all clients together

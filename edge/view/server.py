@@ -3,16 +3,20 @@
 ``/`` the page (``edge.view.page``), ``/api/state`` the view's state as JSON, ``/stream.mjpg``
 handed to the view (``edge.view.live.LiveView.stream_to``). At most ``view.max_connections``
 connections are served, each by a thread; beyond, the accept loop answers 503 itself (no thread).
-Each connection's reads and sends time out after ``view.client_timeout`` seconds.
+A request's whole header must arrive within ``view.header_timeout`` seconds of the connection (a
+client trickling it a byte at a time is dropped then: the limit is per request, not per read);
+after it, each read and send times out after ``view.client_timeout`` seconds.
 Python 3.6 compatible (device code): stdlib only.
 """
 
+import io
 import json
 import logging
 import select
 import socket
 import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from edge.view.page import PAGE
@@ -98,13 +102,51 @@ class ViewServer(socketserver.ThreadingMixIn, HTTPServer):
                 self.active -= 1
 
 
+class HeaderDeadline(io.RawIOBase):
+    """A connection's input while its request header is read: every read waits at most until
+    ``deadline`` (``time.monotonic()``), so the whole header has to arrive by then, however it is
+    trickled. ``done()``: the header is in; reads and sends time out after ``after`` s again."""
+
+    def __init__(self, sock, deadline, after):
+        io.RawIOBase.__init__(self)
+        self.sock, self.deadline, self.after = sock, deadline, after
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the request header did not arrive in time")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+    def done(self):
+        if self.deadline is not None:
+            self.deadline = None
+            self.sock.settimeout(self.after)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fer-edge-live-view"
     protocol_version = "HTTP/1.0"
 
     def setup(self):
-        self.timeout = self.server.view.client_timeout  # reads and sends time out: idle clients go
+        view = self.server.view
+        self.timeout = view.client_timeout  # reads and sends time out: idle clients go
         BaseHTTPRequestHandler.setup(self)
+        self.rfile.close()  # the socket's own reader, replaced by one with the header's deadline
+        self.header_input = HeaderDeadline(
+            self.connection, time.monotonic() + min(view.header_timeout, view.client_timeout), view.client_timeout
+        )
+        self.rfile = io.BufferedReader(self.header_input)
+
+    def parse_request(self):
+        try:
+            return BaseHTTPRequestHandler.parse_request(self)  # reads the header lines
+        finally:
+            self.header_input.done()
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.client_address[0], fmt % args)
