@@ -16,7 +16,7 @@ import os
 import socket
 
 from edge.config.cameras import check_cameras
-from edge.config.checks import check_broker, check_ha_prefix, refuse_url_password  # noqa: F401
+from edge.config.checks import VIEW_FILES, check_broker, check_ha_prefix, check_view_tls, refuse_url_password  # noqa: F401
 from edge.config.options import (  # noqa: F401
     BY_NAME,
     CAMERAS_KEY,
@@ -98,9 +98,10 @@ def load_config(path=None, env=None, overrides=None):
         parse_tiles(config["detector_tiles"], "key 'detector_tiles'")
     except DetectorConfigError as exc:
         raise ConfigError(str(exc)) from exc
-    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model") + VIEW_FILES:
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
+    check_view_tls(config)
     if config["homeassistant"]:
         check_ha_prefix(config)
     if config["detector"] == "yunet" and not config["yunet_model"]:
