@@ -2,7 +2,8 @@
 
 Exit status of `fer-edge run`: 0 when every event was delivered (or, without a broker, kept), or
 is waiting in the on-disk queue for the next start; 3 when events were dropped or failed (the
-summary says how many); 2 on a bad config, model, detector or source.
+summary says how many); 4 when the sources ended without a single frame processed (every image
+unreadable, a video that decodes to nothing); 2 on a bad config, model, detector or source.
 """
 
 import argparse
@@ -17,6 +18,7 @@ from edge.config.agent import BY_NAME, boolean, load_config
 from edge.delivery.base import Publisher, PublisherWrapper
 
 EXIT_DROPPED = 3
+EXIT_NOTHING = 4
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -126,6 +128,29 @@ def delivery_summary(publisher: Publisher, broker: str | None) -> tuple[dict[str
     return summary, lost
 
 
+def outcome_lines(summary: dict[str, Any], source: str, where: str = "") -> list[str]:
+    """Lines for stderr about one camera's run summary: a source that ended early, a run that
+    processed nothing, annotated frames that could not be written. ``where``: "camera ID: " or ""."""
+    lines = []
+    if summary.get("ended_early"):
+        lines.append("fer-edge run: {}source {} ended early: {}".format(where, source, summary["ended_early"]))
+    if not summary.get("frames"):
+        corrupt = int(summary.get("corrupt_frames", 0))
+        lines.append(
+            "fer-edge run: {}processed nothing: source {} gave no frame{}".format(
+                where, source, " ({} unreadable, skipped)".format(corrupt) if corrupt else ""
+            )
+        )
+    failed = summary.get("annotated_frames", {}).get("failed", 0)
+    if failed:
+        lines.append(
+            "fer-edge run: {}{} annotated frame(s) could not be written to {}".format(
+                where, failed, summary["annotated"]
+            )
+        )
+    return lines
+
+
 def camera_events_path(path: str, device_id: str) -> str:
     """The --events-out file of one camera of a multi-camera config: ``results.jsonl`` ->
     ``results.<device_id>.jsonl``."""
@@ -213,7 +238,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         for device_id, entry in sorted(summary["cameras"].items()):
             if entry["state"] == "failed":
                 print("fer-edge run: camera {} failed: {}".format(device_id, entry.get("error")), file=sys.stderr)
+            else:
+                for line in outcome_lines(entry, entry["source"], "camera {}: ".format(device_id)):
+                    print(line, file=sys.stderr)
+    else:
+        for line in outcome_lines(summary, config["source"]):
+            print(line, file=sys.stderr)
     print(json.dumps({"summary": summary}), flush=True)
+    if not summary["frames"] and not stop.is_set():  # the sources ended by themselves, without a frame
+        return EXIT_NOTHING
     return EXIT_DROPPED if lost else 0
 
 

@@ -1,10 +1,11 @@
-"""Shared fixtures: the FER+ data, AWS stand-ins, the numbers a test measures (``report``) and the
-DeepLens Lambda's stand-ins. FER+ data is found through one variable, FER_EDGE_DATA (default
+"""Shared fixtures: the FER+ data, AWS stand-ins, test certificates (``pki``), the numbers a test
+measures (``report``) and the DeepLens Lambda's stand-ins. FER+ data is found through one variable, FER_EDGE_DATA (default
 ../shared/data). Plain helper functions and classes are in helpers.py."""
 
 import importlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from fer_testdata import REPO, synthetic_faces, write_ferplus_folder
-from helpers import DEEPLENS_THING, DOUBLES, CoreIpc
+from helpers import DEEPLENS_THING, DOUBLES, CoreIpc, make_pki
 
 DATA_ENV = "FER_EDGE_DATA"
 TARBALL = "ferplus-trainval.tar.gz"
@@ -98,6 +99,18 @@ def aws_env(monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_GREENGRASSV2"):
         monkeypatch.delenv(key, raising=False)
+
+
+# ---------------------------------------------------------------- certificates
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """Test certificates (:func:`helpers.make_pki`): {name: path of <name>.crt}, the key beside it as
+    <name>.key; skips when the openssl command is not installed."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed")
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # ---------------------------------------------------------------- measurements

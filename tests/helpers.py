@@ -5,6 +5,7 @@
     got.wait(lambda ms: len(ms) >= 3)              # block on the collected messages (asserts)
     inbox = RawInbox(url, "me", ["a/#"])           # a bare paho client for any topic filters
     core = CoreIpc()                               # the Greengrass core's IPC server, recording
+    certs = make_pki(folder)                       # test certificates made with openssl (conftest: pki)
 
 The waiting and MQTT helpers are written for Python 3.6 too (paho-mqtt 1.x or 2.x); CoreIpc needs 3.7+.
 """
@@ -13,6 +14,7 @@ import base64
 import http.server
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -218,3 +220,87 @@ class CoreIpc(object):
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---------------------------------------------------------------- test certificates (the openssl command)
+
+
+def openssl(folder, *args):
+    subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def key_and_csr(folder, name, subject):
+    """An EC P-256 key ``<name>.key`` and a certificate request ``<name>.csr`` for ``subject``."""
+    openssl(
+        folder,
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        name + ".key",
+        "-out",
+        name + ".csr",
+        "-subj",
+        subject,
+    )
+
+
+def sign(folder, name, ca, ext=None):
+    """``<name>.crt``: ``<name>.csr`` signed by the CA ``<ca>.crt``/``<ca>.key`` (``ext``: extensions text)."""
+    args = [
+        "x509",
+        "-req",
+        "-in",
+        name + ".csr",
+        "-CA",
+        ca + ".crt",
+        "-CAkey",
+        ca + ".key",
+        "-CAcreateserial",
+        "-out",
+        name + ".crt",
+        "-days",
+        "2",
+    ]
+    if ext:
+        with open(os.path.join(str(folder), name + ".ext"), "w") as handle:
+            handle.write(ext)
+        args += ["-extfile", name + ".ext"]
+    openssl(folder, *args)
+
+
+def make_pki(folder):
+    """Test certificates in ``folder`` (a pathlib.Path): the CAs ``ca`` and ``other-ca``, a server
+    certificate ``server`` for DNS:localhost, client certificates (CN = the name) ``cam-a``,
+    ``consumer``, ``dashboard``, ``homeassistant`` signed by ``ca`` and ``rogue`` (CN cam-a) signed
+    by ``other-ca``. Returns {name: path of <name>.crt}; each key is beside it as <name>.key."""
+    for ca in ("ca", "other-ca"):
+        openssl(
+            folder,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            ca + ".key",
+            "-out",
+            ca + ".crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fer-edge test " + ca,
+        )
+    key_and_csr(folder, "server", "/CN=localhost")
+    sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
+    for client in ("cam-a", "consumer", "dashboard", "homeassistant"):
+        key_and_csr(folder, client, "/CN=" + client)
+        sign(folder, client, "ca")
+    key_and_csr(folder, "rogue", "/CN=cam-a")  # right name, wrong CA
+    sign(folder, "rogue", "other-ca")
+    return dict((p.stem, str(p)) for p in folder.iterdir() if p.suffix == ".crt")

@@ -204,6 +204,105 @@ def test_corrupt_frames_are_skipped_and_counted(broker, video, model_path, tmp_p
     assert summary["frames"] == 5 and summary["corrupt_frames"] == 1
 
 
+def video_frames(path):
+    """Every frame OpenCV decodes from ``path``."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    return frames
+
+
+def test_annotated_video_keeps_frames_of_another_size(video, model_path, tmp_path):
+    """An image folder of mixed sizes: every frame goes into the annotated video (scaled to fit the
+    video's size, with bars, never stretched), and the summary counts them."""
+    frames = tmp_path / "mixed"
+    frames.mkdir()
+    first = video_frames(video)[0]  # 640x480, two faces
+    sizes = [(640, 480)] * 3 + [(320, 240), (480, 640), (800, 450), (640, 480), (333, 250)]
+    for i, (w, h) in enumerate(sizes):
+        cv2.imwrite(str(frames / "f{:02d}.jpg".format(i)), cv2.resize(first, (w, h)))
+    out = tmp_path / "annotated.avi"
+    proc = agent(
+        "--source", frames, "--no-embedded-broker", "--device-id", "cam-mixed", "--model", model_path, "--quiet",
+        "--annotate", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 8
+    written = video_frames(summary["annotated"])
+    assert len(written) == 8, "{} of 8 frames in the annotated video".format(len(written))
+    assert all(image.shape == (480, 640, 3) for image in written)
+    assert summary["annotated_frames"] == {"written": 8, "letterboxed": 4, "failed": 0}
+    assert "letterboxed" in proc.stderr  # the log says why the frames look different
+    portrait = written[4].astype(int)  # 480x640 shown 360x480 in the middle: bars left and right
+    assert portrait[:, :100].max() < 40 and portrait[:, -100:].max() < 40 and portrait[:, 200:440].std() > 20
+    # a folder of JPEGs keeps each frame's own size
+    folder = tmp_path / "annotated-jpegs"
+    proc = agent(
+        "--source", frames, "--no-embedded-broker", "--device-id", "cam-mixed", "--model", model_path, "--quiet",
+        "--annotate", folder,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shapes = [cv2.imread(str(p)).shape[:2] for p in sorted(folder.iterdir())]
+    assert shapes == [(h, w) for w, h in sizes]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["summary"]["annotated_frames"]["written"] == 8
+
+
+def write_avi(path, images, fps=15.0):
+    """An MJPG .avi of ``images`` (a container that still opens when the end of the file is cut off)."""
+    height, width = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return str(path)
+
+
+def test_a_truncated_video_says_it_ended_early(video, model_path, tmp_path):
+    """A video cut off after about half of its frames (an interrupted copy): what decodes is processed,
+    the summary and a line on stderr say the source ended early, and the exit status stays 0."""
+    whole = write_avi(tmp_path / "whole.avi", video_frames(video))
+    data = open(whole, "rb").read()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = agent("--source", cut, "--no-embedded-broker", "--device-id", "cam-cut", "--model", model_path, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert 0 < summary["frames"] < FRAMES
+    assert "ended_early" in summary, summary
+    assert "of the {} frames".format(FRAMES) in summary["ended_early"]
+    assert "ended early" in proc.stderr and str(cut) in proc.stderr
+
+
+def test_a_source_that_gives_no_frame_fails_the_run(model_path, tmp_path):
+    """An image folder where nothing decodes, and a video whose frames are all cut off: the run says
+    it processed nothing and exits 4 (not 0)."""
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(3):
+        (folder / "f{}.jpg".format(i)).write_bytes(b"\xff\xd8\xff not a JPEG")
+    proc = agent("--source", folder, "--no-embedded-broker", "--device-id", "cam-none", "--model", model_path)
+    assert proc.returncode == 4, (proc.returncode, proc.stderr[-3000:])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 0 and summary["corrupt_frames"] == 3
+    assert "processed nothing" in proc.stderr and "3 unreadable" in proc.stderr
+    images = [np.full((240, 320, 3), 40 + k, np.uint8) for k in range(30)]
+    whole = write_avi(tmp_path / "whole.avi", images)
+    data = open(whole, "rb").read()
+    header = tmp_path / "header-only.avi"
+    header.write_bytes(data[: data.index(b"movi") + 8])  # the header announces 30 frames; none follows
+    proc = agent("--source", header, "--no-embedded-broker", "--device-id", "cam-none", "--model", model_path)
+    assert proc.returncode == 4, (proc.returncode, proc.stderr[-3000:])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["frames"] == 0 and "of the 30 frames" in summary["ended_early"]
+    assert "processed nothing" in proc.stderr
+
+
 def test_missing_model_and_bad_config_are_clear_errors(broker, video, tmp_path):
     proc = agent("--source", video, "--broker", broker.url, "--model", tmp_path / "nope.onnx", timeout=60)
     assert proc.returncode == 2 and "nope.onnx" in proc.stderr and "not found" in proc.stderr

@@ -211,6 +211,31 @@ def test_bad_config_is_named(tmp_path, content, message):
         assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["agent.json", "agent.ini"])
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, name):
+    """A config file saved in Latin-1 (a device id with an accent): the error names the file and
+    where the bad byte is, as every other config error does, instead of a bare codec error."""
+    import subprocess
+    import sys
+
+    from fer_testdata import REPO
+
+    path = tmp_path / name
+    text = '{"device_id": "caf\xe9"}' if name.endswith(".json") else "[agent]\ndevice_id = caf\xe9\n"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), env={})
+    assert str(path) in str(err.value) and "UTF-8" in str(err.value) and "0xe9" in str(err.value)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "run", "--config", str(path)],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and str(path) in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_bad_environment_value_is_named():
     with pytest.raises(ConfigError, match="environment variable FER_EDGE_IOU: key 'iou': expected a number"):
         load_config(None, env={"FER_EDGE_IOU": "high"})

@@ -502,6 +502,31 @@ def test_restart_keeps_queue_stream_and_numbering(tmp_path):
     box.close()
 
 
+def test_the_queue_file_is_private_even_in_an_open_folder(tmp_path):
+    """A data folder that already exists with mode 0755 (made by hand, or by a package) and the
+    usual umask 022: the queue file and its WAL are 0600 all the same (the events say who was seen
+    and how they felt); a file left 0644 by an earlier version is made 0600 at the next start."""
+    folder = tmp_path / "data"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    path = queue_path(str(folder), "cam-private")
+    old_umask = os.umask(0o022)
+    try:
+        box = Outbox(path)
+        seq, _ = box.next_event()
+        box.put("t", "event {}".format(seq))
+        modes = {name: oct(os.stat(str(folder / name)).st_mode & 0o777) for name in os.listdir(str(folder))}
+        box.close()
+        queue_files = [name for name in modes if not name.endswith(".lock")]
+        assert queue_files and all(modes[name] == "0o600" for name in queue_files), modes
+        os.chmod(path, 0o644)
+        box = Outbox(path)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600" and box.depth == 1
+        box.close()
+    finally:
+        os.umask(old_umask)
+
+
 def test_outbox_in_use_by_another_process_falls_back_to_memory(tmp_path, caplog):
     path = str(tmp_path / "q.sqlite3")
     first = Outbox(path)

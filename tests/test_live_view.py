@@ -3,6 +3,8 @@ end to end (sample video -> BlazeFace -> ONNX Runtime -> mosquitto) with a real 
 decoding the stream's JPEGs and headless Chromium loading the page.
 """
 
+import base64
+import http.client
 import json
 import os
 import re
@@ -55,15 +57,20 @@ FACE = {
 
 
 class StreamClient(object):
-    """GET /stream.mjpg on a raw socket (so the receive buffer can be made small); reads parts."""
+    """GET /stream.mjpg on a raw socket (so the receive buffer can be made small); reads parts.
+    ``tls``: an ssl.SSLContext (the connection is then HTTPS to ``localhost``); ``headers``: extra
+    request header lines (credentials)."""
 
-    def __init__(self, host, port, rcvbuf=None, timeout=15.0):
+    def __init__(self, host, port, rcvbuf=None, timeout=15.0, tls=None, headers=()):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
-        self.sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: test\r\n\r\n")
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
+        request = "GET /stream.mjpg HTTP/1.0\r\nHost: test\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
+        self.sock.sendall(request.encode("ascii"))
         self.file = self.sock.makefile("rb")
         self.status = int(self.file.readline().split()[1])
         self.headers = self._headers()
@@ -279,6 +286,46 @@ def test_stream_client_limit_and_connection_bound():
         view.close()
 
 
+def test_clients_trickling_their_request_header_do_not_hold_the_view():
+    """Slowloris: every connection slot taken by clients that send one header byte a second (each
+    byte well within the 3 s a read may take). The whole header must come within the time limit,
+    so they are dropped after it and the view answers again while they go on trickling."""
+    view = LiveView(port=0, client_timeout=3.0)
+    trickling, stop = [], threading.Event()
+
+    def trickle(sock):
+        header = b"GET /api/state HTTP/1.0\r\nHost: test\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n"
+        for byte in header:
+            if stop.wait(1.0):
+                return
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # dropped by the view
+                return
+
+    threads = []
+    try:
+        for _ in range(view.max_connections):
+            sock = socket.create_connection((view.host, view.port))
+            trickling.append(sock)
+            threads.append(threading.Thread(target=trickle, args=(sock,), daemon=True))
+            threads[-1].start()
+        assert wait_until(lambda: view._server.active == view.max_connections)
+        with socket.create_connection((view.host, view.port), timeout=5) as extra:  # every slot is taken
+            assert extra.makefile("rb").readline().startswith(b"HTTP/1.0 503")
+        started = time.monotonic()
+        assert wait_until(lambda: view._server.active == 0, timeout=8), "trickling clients still hold the view"
+        assert time.monotonic() - started < 5.0
+        assert get(view.url + "api/state")[0] == 200
+    finally:
+        stop.set()
+        for sock in trickling:
+            sock.close()
+        for thread in threads:
+            thread.join(5)
+        view.close()
+
+
 def test_a_slow_client_skips_frames_and_nothing_queues():
     """Incompressible frames (about 100 KB JPEGs): a client that stops reading for 2 s gets the newest
     frame when it reads again, a fast client meanwhile gets every JPEG, and memory stays flat."""
@@ -384,6 +431,202 @@ def test_the_loop_hands_every_frame_to_every_sink(tmp_path):
     assert state["frame"] == 5 and state["model"] == classifier.model_id
     assert [f["track_id"] for f in state["faces"]] == [f["track_id"] for f in publisher.events[-1]["faces"]]
     assert state["counters"]["published"] == len(publisher.events) + len(publisher.stats)
+
+
+# -- access: beyond loopback a credential (and HTTPS from a certificate pair) --
+
+TOKEN = "correct-horse-battery-staple"
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode("{}:{}".format(user, password).encode("utf-8")).decode("ascii")
+
+
+def request(port, path="/api/state", authorization=None, source="127.0.0.1", tls=None):
+    """(status, headers, body) of GET ``path`` from ``source`` (a loopback address of this machine)."""
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    else:
+        conn = http.client.HTTPSConnection("localhost", port, timeout=10, context=tls)
+    try:
+        conn.request("GET", path, headers={"Authorization": authorization} if authorization else {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_view_beyond_loopback_refuses_to_start_without_a_credential():
+    with pytest.raises(LiveViewError) as refused:
+        LiveView("0.0.0.0", 0)
+    text = str(refused.value)
+    assert "view_token_file" in text and "--view-token-file" in text and "127.0.0.1" in text, text
+    with pytest.raises(LiveViewError, match="at least 12 characters"):
+        LiveView("0.0.0.0", 0, token="short")
+    view = LiveView("127.0.0.1", 0)  # loopback stays open, as it always was
+    try:
+        assert get(view.url + "api/state")[0] == 200
+    finally:
+        view.close()
+
+
+def test_the_credential_is_required_checked_and_failures_are_rate_limited():
+    view = LiveView("0.0.0.0", 0, token=TOKEN)
+    feeder = Feeder(view, flat_image)
+    try:
+        for path in ("/", "/api/state", "/stream.mjpg"):
+            status, headers, _ = request(view.port, path)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm="), (path, status)
+        status, _, body = request(view.port, authorization=basic("anyone", TOKEN))  # the browser's prompt
+        assert status == 200 and json.loads(body.decode("utf-8"))["frames"] > 0
+        assert request(view.port, authorization="Bearer " + TOKEN)[0] == 200  # scripts
+        client = StreamClient("127.0.0.1", view.port, headers=["Authorization: Bearer " + TOKEN])
+        assert client.status == 200 and client.part()
+        client.close()
+        for attempt in range(5):
+            assert request(view.port, authorization=basic("admin", "guess-{}".format(attempt)))[0] == 401
+        status, headers, _ = request(view.port, authorization=basic("anyone", TOKEN))
+        assert status == 429 and int(headers["Retry-After"]) > 0  # locked out, even with the right one
+        status, _, body = request(view.port, authorization="Bearer " + TOKEN, source="127.0.0.2")
+        assert status == 200  # other addresses are not locked out
+        assert json.loads(body.decode("utf-8"))["view"]["unauthorized"] == 3 + 5 + 1
+    finally:
+        feeder.close()
+        view.close()
+
+
+def test_https_from_a_certificate_pair(pki):
+    import ssl
+
+    key = pki["server"][: -len(".crt")] + ".key"
+    view = LiveView("0.0.0.0", 0, token=TOKEN, cert_file=pki["server"], key_file=key)
+    trust = ssl.create_default_context(cafile=pki["ca"])
+    try:
+        assert view.url.startswith("https://")
+        view.write(Frame(0, flat_image(0), time.time()), [FACE])
+        status, _, body = request(view.port, authorization="Bearer " + TOKEN, tls=trust)
+        assert status == 200 and json.loads(body.decode("utf-8"))["frame"] == 0
+        assert request(view.port, tls=trust)[0] == 401
+        with pytest.raises((http.client.HTTPException, OSError)):  # plain HTTP to the HTTPS port
+            request(view.port, authorization="Bearer " + TOKEN)
+        client = StreamClient("127.0.0.1", view.port, tls=trust, headers=["Authorization: Bearer " + TOKEN])
+        try:
+            assert client.status == 200 and int(client.part()[0]["x-frame"]) == 0
+            time.sleep(1.5)  # no new frame: the view checks now and then whether the client is still there
+            view.write(Frame(1, flat_image(1), time.time()), [FACE])
+            assert int(client.part()[0]["x-frame"]) == 1
+        finally:
+            client.close()
+    finally:
+        view.close()
+
+
+def test_failed_attempts_lock_an_address_for_a_while_and_memory_stays_bounded():
+    from edge.view.access import FailedAttempts
+
+    now = [1000.0]
+    attempts = FailedAttempts(max_failures=3, window=10.0, lockout=30.0, max_addresses=100, clock=lambda: now[0])
+    assert not attempts.failed("a") and not attempts.failed("a")
+    now[0] += 11.0  # the first two are out of the window
+    assert not attempts.failed("a") and not attempts.failed("a") and attempts.locked("a") == 0
+    assert attempts.failed("a") and attempts.locked("a") == 30.0  # third within 10 s: locked
+    now[0] += 29.0
+    assert attempts.locked("a") == pytest.approx(1.0)
+    now[0] += 1.5
+    assert attempts.locked("a") == 0 and not attempts.failed("a")  # free again, counting anew
+    for k in range(1000):
+        attempts.failed("10.0.{}.{}".format(k // 256, k % 256))
+    assert len(attempts) == 100
+
+
+def find_chromium():
+    """The headless Chromium command (the test skips without one)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("headless Chromium not found (Debian: apt-get install chromium); the page is not rendered")
+    return chromium
+
+
+def test_the_page_behind_a_credential_in_headless_chromium():
+    """The page as a browser runs it with the credential (here in the URL, as a bookmark may hold
+    it): the stream shows (a viewer connected) and the state is polled (frames filled in, no error)."""
+    chromium = find_chromium()
+    view = LiveView("0.0.0.0", 0, token=TOKEN)
+    feeder = Feeder(view, flat_image)
+    profile = tempfile.mkdtemp(prefix="fer-edge-chromium-")
+
+    def page_dom(url):
+        proc = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" + profile]
+            + ["--virtual-time-budget=4000", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    try:
+        assert "stream.mjpg" not in page_dom("http://127.0.0.1:{}/".format(view.port))  # 401: no page
+        dom = page_dom("http://me:{}@127.0.0.1:{}/".format(TOKEN, view.port))
+        assert re.search(r'id="frames">\d+<', dom) and 'id="viewers">1 of 4<' in dom, dom[-3000:]
+        assert re.search(r'id="error"[^>]*></p>', dom), "the page shows an error: " + dom[-3000:]
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+        feeder.close()
+        view.close()
+
+
+def test_view_credential_and_certificate_settings(tmp_path):
+    token = tmp_path / "view-token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    config = load_config(overrides={"view": "0.0.0.0:8080", "view_token_file": str(token)}, env={})
+    assert config["view_token_file"] == str(token) and config["view_cert_file"] == ""
+    with pytest.raises(ConfigError, match="key 'view_token_file': file .*nope not found"):
+        load_config(overrides={"view": "0.0.0.0:8080", "view_token_file": str(tmp_path / "nope")}, env={})
+    with pytest.raises(ConfigError, match="key 'view_cert_file': .*view_key_file"):
+        load_config(overrides={"view_cert_file": str(token)}, env={})
+    with pytest.raises(ConfigError, match="key 'view_key_file': .*view_cert_file"):
+        load_config(env={"FER_EDGE_VIEW_KEY_FILE": str(token)})
+
+
+def test_run_view_beyond_loopback_needs_the_token_file(tmp_path):
+    from fer_edge.samples import make_sample_video
+
+    video = make_sample_video(str(tmp_path / "v.mp4"), frames=600)
+    common = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--realtime", "--no-embedded-broker"]
+    common += ["--quiet", "--data-dir", "", "--view", "0.0.0.0:0"]
+    refused = subprocess.run(common, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--view-token-file" in refused.stderr, refused.stderr[-2000:]
+    token = tmp_path / "view-token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    proc = subprocess.Popen(
+        common + ["--view-token-file", str(token), "--log-level", "INFO"],
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port, log = None, []
+        for line in proc.stderr:
+            log.append(line)
+            found = re.search(r"live view: http://0\.0\.0\.0:(\d+)/", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "".join(log)[-3000:]
+        assert wait_until(lambda: request(port, authorization=basic("me", TOKEN))[0] == 200, timeout=30)
+        assert request(port)[0] == 401
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and json.loads(out.strip().splitlines()[-1])["summary"]["frames"] > 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 # -- end to end: fer-edge run --view --
@@ -525,9 +768,7 @@ def rss_kb(pid):
 
 
 def test_run_view_page_in_headless_chromium(running_agent):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.skip("headless Chromium not found (Debian: apt-get install chromium); the page is not rendered")
+    chromium = find_chromium()
     alive(running_agent)
     shot = str(running_agent["folder"] / "page.png")
     profile = tempfile.mkdtemp(prefix="fer-edge-chromium-")

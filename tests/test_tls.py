@@ -1,7 +1,7 @@
 """TLS, client certificates, ACLs and passwords against a real mosquitto (127.0.0.1).
 
-Certificates are made here with the openssl command (a CA, a second CA, a server certificate
-for DNS:localhost, client certificates whose CN is the device id). The brokers run the example
+Certificates are made with the openssl command by the ``pki`` fixture (conftest.py: a CA, a second
+CA, a server certificate for DNS:localhost, client certificates whose CN is the device id). The brokers run the example
 configurations of examples/mosquitto/ (paths and port replaced), so those files are tested too.
 Skipped without mosquitto or openssl. Python 3.6 + paho-mqtt 1.x compatible.
 """
@@ -43,84 +43,6 @@ REFUSED_WAIT = 2.0  # how long a connection that must fail is given
 
 def event(device, frame):
     return make_event(device, frame, [face_entry(1, (10, 20, 48, 48), EMOTIONS, PROBS)], "m", "1")
-
-
-def _openssl(folder, *args):
-    subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _key_and_csr(folder, name, subject):
-    _openssl(
-        folder,
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        name + ".key",
-        "-out",
-        name + ".csr",
-        "-subj",
-        subject,
-    )
-
-
-def _sign(folder, name, ca, ext=None):
-    args = [
-        "x509",
-        "-req",
-        "-in",
-        name + ".csr",
-        "-CA",
-        ca + ".crt",
-        "-CAkey",
-        ca + ".key",
-        "-CAcreateserial",
-        "-out",
-        name + ".crt",
-        "-days",
-        "2",
-    ]
-    if ext:
-        (folder / (name + ".ext")).write_text(ext)
-        args += ["-extfile", name + ".ext"]
-    _openssl(folder, *args)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not installed")
-    folder = tmp_path_factory.mktemp("pki")
-    for ca in ("ca", "other-ca"):
-        _openssl(
-            folder,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            ca + ".key",
-            "-out",
-            ca + ".crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fer-edge test " + ca,
-        )
-    _key_and_csr(folder, "server", "/CN=localhost")
-    _sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
-    for client in ("cam-a", "consumer", "dashboard", "homeassistant"):
-        _key_and_csr(folder, client, "/CN=" + client)
-        _sign(folder, client, "ca")
-    _key_and_csr(folder, "rogue", "/CN=cam-a")  # right name, wrong CA
-    _sign(folder, "rogue", "other-ca")
-    return dict((p.stem, str(p)) for p in folder.iterdir() if p.suffix == ".crt")  # keys: .crt -> .key
 
 
 def example_config(name, pki, tmp_path, passwd=None):

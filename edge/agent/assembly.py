@@ -35,7 +35,8 @@ from edge.tracking.track import DEFAULT_HYSTERESIS_FRAMES, DEFAULT_HYSTERESIS_MA
 log = logging.getLogger(__name__)
 
 PARTS = ("classifier", "detector", "publisher", "source", "sinks")
-SINK_SUMMARY = {"annotated": "path", "view": "url"}  # summary key -> the sink attribute it reports
+# sink entry key -> ((summary key, the sink attribute it reports), ...)
+SINK_SUMMARY = {"annotated": (("annotated", "path"), ("annotated_frames", "frames")), "view": (("view", "url"),)}
 
 
 def _no_sinks(config, source, publisher, classifier):
@@ -114,13 +115,13 @@ class Camera(object):
         return [sink for _, sink in self.sink_entries]
 
     def summary_extra(self):
-        """The run summary's additions: track counts, the annotated file, the live view's URL."""
+        """The run summary's additions: track counts, the annotated file and its frame counts, the live view's URL."""
         out = {}
         if self.lifecycle is not None:
             out["tracks"] = dict((k, self.lifecycle.counts[k]) for k in ("new", "update", "end"))
         for key, sink in self.sink_entries:
-            if key in SINK_SUMMARY:
-                out[key] = getattr(sink, SINK_SUMMARY[key])
+            for name, attribute in SINK_SUMMARY.get(key, ()):
+                out[name] = getattr(sink, attribute)
         return out
 
     def close(self, close_publisher=None):

@@ -119,7 +119,9 @@ class CameraLoop(object):
             _report(publisher, self.device_id, self.metrics, self.source, self.errors, self.name)
 
     def finish(self):
-        """End the lifecycle (every live track ends), publish the last stats; the summary dict."""
+        """End the lifecycle (every live track ends), publish the last stats; the summary dict
+        (with ``ended_early`` when the source says it ended before its end; a source that gave no
+        frame is logged as having processed nothing)."""
         if self.lifecycle is not None:
             self.lifecycle.finish(self.publisher)
         summary = {
@@ -129,6 +131,16 @@ class CameraLoop(object):
             "errors": self.errors,
             "corrupt_frames": self.source.corrupt,
         }
+        ended_early = getattr(self.source, "ended_early", None)  # FrameSource's; test sources may lack it
+        if ended_early:
+            summary["ended_early"] = ended_early
+        if not summary["frames"]:
+            log.warning(
+                "%sprocessed nothing: source %s gave no frame%s",
+                self.name,
+                getattr(self.source, "uri", ""),
+                " ({} unreadable, skipped)".format(summary["corrupt_frames"]) if summary["corrupt_frames"] else "",
+            )
         _report(self.publisher, self.device_id, self.metrics, self.source, self.errors, self.name)
         return summary
 

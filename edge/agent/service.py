@@ -88,21 +88,29 @@ def host_sinks(config, source, publisher, classifier):
         if config["annotate"]:
             sinks.append(("annotated", AnnotatedWriter(config["annotate"], fps=source.fps)))
         if config.get("view"):
-            from edge.view.live import LiveView
-
-            sinks.append(
-                (
-                    "view",
-                    LiveView.from_address(
-                        config["view"], publisher=publisher, model_id=classifier.model_id, device_id=config["device_id"]
-                    ),
-                )
-            )
+            sinks.append(("view", live_view(config, publisher, classifier)))
     except BaseException:
         for _, sink in sinks:
             sink.close()
         raise
     return sinks
+
+
+def live_view(config, publisher, classifier):
+    """The live view the config asks for (``view``), with its token (read from ``view_token_file``,
+    never logged) and its certificate pair for HTTPS (``view_cert_file``, ``view_key_file``)."""
+    from edge.config.secrets import read_secret
+    from edge.view.live import LiveView
+
+    return LiveView.from_address(
+        config["view"],
+        publisher=publisher,
+        model_id=classifier.model_id,
+        device_id=config["device_id"],
+        token=read_secret(config["view_token_file"]) if config.get("view_token_file") else None,
+        cert_file=config.get("view_cert_file") or None,
+        key_file=config.get("view_key_file") or None,
+    )
 
 
 def host_factories(factories=None):

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 Frame = collections.namedtuple("Frame", "index image timestamp")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+END_SLACK = 2  # frames a video file may fall short of the count it announces without "ended early"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".h264")
 
 
@@ -61,11 +62,13 @@ class FrameSource(object):
 
     What every source declares (the loop, the lifecycle and the summary read these, never guess):
     ``uri``, ``live``, ``fps`` (None when the source does not say), ``corrupt`` (frames skipped as
-    undecodable) and ``reconnects`` (times a live source was opened again)."""
+    undecodable), ``reconnects`` (times a live source was opened again) and ``ended_early`` (why a
+    file source stopped before its announced end, else None)."""
 
     live = False
     fps = None  # the source's frame rate when it says (video files, cameras), else None
     reconnects = 0
+    ended_early = None  # why a file source ended before its announced end (text), else None
 
     def __init__(self, uri):
         self.uri = uri
@@ -124,7 +127,9 @@ class VideoFileSource(FrameSource):
     """Every frame of a video file, in order; ends at the end of the file.
 
     A frame that fails to decode before the end the container announces is counted in
-    ``corrupt`` and skipped (up to ``max_skip`` in a row), so one bad frame does not end the run.
+    ``corrupt`` and skipped (up to ``max_skip`` in a row), so one bad frame does not end the run;
+    after ``max_skip`` in a row the file ends there. A file whose frames stop decoding well before
+    the end it announces (a truncated or damaged file) says where in ``ended_early``.
     ``realtime``: frame i is delivered no earlier than i / fps seconds after the first (a pipeline
     slower than the file's frame rate is not made slower; nothing is dropped either way).
     """
@@ -165,11 +170,24 @@ class VideoFileSource(FrameSource):
                 self.index += 1
                 return frame
             if self.index >= self.frame_count - 1 or skipped >= self.max_skip:
+                self._check_end(skipped)
                 return None
             skipped += 1
             self.corrupt += 1
             log.warning("%s: frame %d could not be decoded, skipped", self.uri, self.index)
             self.index += 1
+
+    def _check_end(self, skipped):
+        """At the end: ``ended_early`` when the last ``skipped`` failed reads began more than
+        END_SLACK frames before the end the file announces (some containers' counts are estimates)."""
+        stopped = self.index - skipped  # the first frame of the failed run that ended the file
+        if self.frame_count - stopped > END_SLACK:
+            self.ended_early = (
+                "decoding stopped at frame {} of the {} frames the file announces: truncated or damaged?".format(
+                    stopped, self.frame_count
+                )
+            )
+            log.warning("%s: ended early: %s", self.uri, self.ended_early)
 
     def close(self):
         self.capture.release()

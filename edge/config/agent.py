@@ -16,7 +16,7 @@ import os
 import socket
 
 from edge.config.cameras import check_cameras
-from edge.config.checks import check_broker, check_ha_prefix, refuse_url_password  # noqa: F401
+from edge.config.checks import VIEW_FILES, check_broker, check_ha_prefix, check_view_tls, refuse_url_password  # noqa: F401
 from edge.config.options import (  # noqa: F401
     BY_NAME,
     CAMERAS_KEY,
@@ -34,11 +34,22 @@ from edge.detect.blazeface import DetectorConfigError, parse_tiles
 
 
 def read_file(path):
-    """Key/values of a JSON object or an INI file's [agent] section."""
+    """Key/values of a JSON object or an INI file's [agent] section (UTF-8; errors name the file)."""
     if not os.path.isfile(path):
         raise ConfigError("{}: config file not found".format(path))
-    with open(path, "r", encoding="utf-8") as handle:
-        text = handle.read()
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, IOError) as exc:
+        raise ConfigError("{}: cannot read the config file ({})".format(path, exc.strerror or exc)) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "{}: not UTF-8 text (byte 0x{:02x} at line {}, offset {}); save the file as UTF-8".format(
+                path, data[exc.start], data.count(b"\n", 0, exc.start) + 1, exc.start
+            )
+        ) from exc
     if path.endswith(".json") or text.lstrip().startswith("{"):
         try:
             values = json.loads(text)
@@ -87,9 +98,10 @@ def load_config(path=None, env=None, overrides=None):
         parse_tiles(config["detector_tiles"], "key 'detector_tiles'")
     except DetectorConfigError as exc:
         raise ConfigError(str(exc)) from exc
-    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model"):
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "yunet_model") + VIEW_FILES:
         if config[key] and not os.path.isfile(config[key]):
             raise ConfigError("key '{}': file {} not found".format(key, config[key]))
+    check_view_tls(config)
     if config["homeassistant"]:
         check_ha_prefix(config)
     if config["detector"] == "yunet" and not config["yunet_model"]:

@@ -1,5 +1,5 @@
 """Checks of settings that belong together: the broker URL with its TLS keys, the Home Assistant
-prefix (Python 3.6 compatible)."""
+prefix, the live view's certificate pair (Python 3.6 compatible)."""
 
 from edge.config.options import PASSWORD_ENV, ConfigError
 from edge.delivery.url import parse_url
@@ -42,3 +42,13 @@ def check_broker(config):
         )
     if config["key_file"] and not config["cert_file"]:
         raise ConfigError("key 'key_file': a client key needs the client certificate (cert_file)")
+
+
+VIEW_FILES = ("view_token_file", "view_cert_file", "view_key_file")  # the live view's files (must exist)
+
+
+def check_view_tls(config):
+    """The live view's certificate and key come together."""
+    for key, other in (("view_cert_file", "view_key_file"), ("view_key_file", "view_cert_file")):
+        if config[key] and not config[other]:
+            raise ConfigError("key '{}': HTTPS for the live view needs both {} and {}".format(key, key, other))

@@ -114,8 +114,19 @@ OPTIONS = (
         str,
         "",
         "serve a live view (page, MJPEG stream /stream.mjpg, JSON /api/state) at HOST:PORT or "
-        "PORT (on 127.0.0.1); port 0 picks a free one (logged); no authentication; empty: off",
+        "PORT (on 127.0.0.1); port 0 picks a free one (logged); open on loopback, anywhere else it "
+        "needs view_token_file; empty: off",
     ),
+    _opt(
+        "view_token_file",
+        str,
+        "",
+        "file holding the live view's token or password (first line, 12 characters or more; mode 0600); "
+        "required when view listens beyond loopback; browsers ask for it (any user name), scripts send "
+        "Authorization: Bearer <token>",
+    ),
+    _opt("view_cert_file", str, "", "certificate (PEM, with its chain) to serve the live view over HTTPS"),
+    _opt("view_key_file", str, "", "private key (PEM) of view_cert_file"),
     _opt("ca_file", str, "", "CA certificate for mqtts://"),
     _opt("cert_file", str, "", "client certificate for mqtts:// (AWS IoT Core)"),
     _opt("key_file", str, "", "client private key for mqtts://"),

@@ -4,7 +4,7 @@
 rows_after, sizes_after, delete, all_rows, max_seq, close); ``salvage`` reads what is readable of a
 corrupt file (in ranges around the damaged pages); ``move_aside`` renames a file (and its WAL and
 shared-memory files) to ``<file>.corrupt-<UTC time>``; ``highest_event_seq`` continues the
-numbering. Python 3.6, stdlib only.
+numbering; ``make_private`` keeps the files 0600. Python 3.6, stdlib only.
 """
 
 import binascii
@@ -13,11 +13,13 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import time
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
+PRIVATE = 0o600  # the queue's files: the events say who was seen and how they felt
 
 Row = collections.namedtuple("Row", "seq topic payload qos retain")
 
@@ -95,6 +97,36 @@ class MemoryStore(object):
         pass
 
 
+def make_private(path):
+    """The queue file readable and writable by its owner only (0600), whatever the folder's mode and
+    the umask: created so when missing (SQLite gives its -wal and -shm files the same mode), made so
+    when an earlier version left it (or its -wal/-shm) 0644. A file that cannot be opened is left to
+    SQLite, which reports it as it always did."""
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE)
+    except OSError:
+        return
+    try:
+        _tighten(path, os.fstat(handle).st_mode, os.fchmod, handle)
+    finally:
+        os.close(handle)
+    for name in _files_of(path)[1:]:
+        try:
+            mode = os.stat(name).st_mode
+        except OSError:
+            continue
+        _tighten(name, mode, os.chmod, name)
+
+
+def _tighten(path, mode, chmod, target):
+    if stat.S_IMODE(mode) & ~PRIVATE:
+        try:
+            chmod(target, PRIVATE)
+            log.info("outbox %s: mode %04o made %04o (owner only)", path, stat.S_IMODE(mode), PRIVATE)
+        except OSError as exc:
+            log.warning("outbox %s: mode %04o, cannot make it %04o (%s)", path, stat.S_IMODE(mode), PRIVATE, exc)
+
+
 class SqliteStore(object):
     """Rows in a SQLite file (WAL, synchronous=NORMAL). Raises sqlite3 errors; the
     :class:`Outbox` decides what to do with them."""
@@ -104,6 +136,7 @@ class SqliteStore(object):
     def __init__(self, path, max_pages=None):
         self.path = path
         self.meta = {}
+        make_private(path)
         self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         try:
             self._setup(max_pages)

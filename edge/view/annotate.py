@@ -12,6 +12,7 @@ import logging
 import os
 
 import cv2
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,29 @@ class FrameSink(object):
         pass
 
 
+def letterbox(image, size):
+    """``image`` scaled to fit ``size`` (width, height) without stretching, centred on black bars."""
+    width, height = size
+    h, w = image.shape[:2]
+    scale = min(width / float(w), height / float(h))
+    fit_w, fit_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    out = np.zeros((height, width) + image.shape[2:], image.dtype)
+    x, y = (width - fit_w) // 2, (height - fit_h) // 2
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out[y : y + fit_h, x : x + fit_w] = cv2.resize(image, (fit_w, fit_h), interpolation=interpolation)
+    return out
+
+
 class AnnotatedWriter(FrameSink):
     """Writes annotated frames to a video (.webm/.mp4/.avi/.mkv) or, for other paths, a folder of JPEGs.
 
     ``fps``: the video's frame rate (the agent passes the source's; 15 when it has none).
     ``path`` is where the video was written once the first frame came (it may differ, see above).
+    A video has the size of its first frame: a frame of another size (an image folder of mixed
+    sizes, a camera that changed mode) is scaled to fit, with black bars (``letterboxed``), since a
+    video writer drops such frames without a word. A folder keeps each frame's own size. ``frames``
+    (the run summary's ``annotated_frames``): written, letterboxed, failed (JPEGs that could not be
+    written); nothing is left out silently.
     """
 
     def __init__(self, path, fps=None):
@@ -141,24 +160,60 @@ class AnnotatedWriter(FrameSink):
         self.fps = float(fps) if fps else DEFAULT_FPS
         self.writer = None
         self.fourcc = None
+        self.size = None  # (width, height) of the video
         self.is_video = path.lower().endswith(tuple(CODECS))
         if not self.is_video:
             os.makedirs(path, exist_ok=True)
-        self.count = 0
+        self.count = 0  # frames written
+        self.letterboxed = 0
+        self.failed = 0
+
+    @property
+    def frames(self):
+        return {"written": self.count, "letterboxed": self.letterboxed, "failed": self.failed}
 
     def write(self, frame, faces):
         image = draw(frame.image, faces)
         if self.is_video:
-            if self.writer is None:
-                h, w = image.shape[:2]
-                self.writer, self.path, self.fourcc = open_video_writer(self.requested, self.fps, (w, h))
-                log.info("annotated video %s: %s at %.2f fps", self.path, self.fourcc, self.fps)
-            self.writer.write(image)
-        else:
-            cv2.imwrite(os.path.join(self.path, "frame_{:06d}.jpg".format(frame.index)), image)
+            self._write_video(frame.index, image)
+        elif not cv2.imwrite(os.path.join(self.path, "frame_{:06d}.jpg".format(frame.index)), image):
+            self.failed += 1
+            if self.failed == 1:
+                log.warning("annotated frames %s: frame %s could not be written (disk full?)", self.path, frame.index)
+            return
         self.count += 1
+
+    def _write_video(self, index, image):
+        h, w = image.shape[:2]
+        if self.writer is None:
+            self.size = (w, h)
+            self.writer, self.path, self.fourcc = open_video_writer(self.requested, self.fps, self.size)
+            log.info("annotated video %s: %s at %.2f fps, %dx%d", self.path, self.fourcc, self.fps, w, h)
+        elif (w, h) != self.size:
+            self.letterboxed += 1
+            if self.letterboxed == 1:
+                log.warning(
+                    "annotated video %s: frame %s is %dx%d, the video %dx%d: frames of another size are "
+                    "letterboxed (scaled to fit, black bars; counted in the summary's annotated_frames)",
+                    self.path,
+                    index,
+                    w,
+                    h,
+                    self.size[0],
+                    self.size[1],
+                )
+            image = letterbox(image, self.size)
+        self.writer.write(image)
 
     def close(self):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+        if self.letterboxed or self.failed:
+            log.warning(
+                "annotated output %s: %d frame(s) written, %d letterboxed, %d could not be written",
+                self.path,
+                self.count,
+                self.letterboxed,
+                self.failed,
+            )

@@ -14,16 +14,19 @@ serves over HTTP (stdlib ``http.server`` with a thread per connection):
 Bounded: one encoder thread draws and encodes at most one JPEG per frame (and at most
 ``max_fps`` a second) into a single slot; every stream client sends the newest JPEG when it is
 ready and never queues (a slow client skips frames; the socket's send buffer is kept small and a
-client that takes no data for ``client_timeout`` seconds is dropped). At most ``max_clients``
-stream clients (503 beyond) and ``max_clients + 8`` connections (a plain 503 from the accept
-loop beyond, so threads stay bounded too). With no stream client connected ``write`` only keeps
+client that takes no data for ``client_timeout`` seconds is dropped; a request's whole header must
+come within ``header_timeout`` seconds, so clients trickling it cannot hold the connections). At
+most ``max_clients`` stream clients (503 beyond) and ``max_clients + 8`` connections (a plain 503
+from the accept loop beyond, so threads stay bounded too). With no stream client connected ``write`` only keeps
 a reference to the newest frame and its faces: no image is drawn, copied or encoded.
 Frames must not be modified after ``write`` (sources give a new array per frame).
 
 The HTTP plumbing (address parsing, the bounded server, routes) is ``edge.view.server``, the
-page ``edge.view.page``. Binds 127.0.0.1 unless told otherwise; port 0 picks a free port
-(``url`` says which; logged). There is no authentication: bind another address only on a
-network you trust.
+page ``edge.view.page``, who may see it ``edge.view.access``. Binds 127.0.0.1 unless told
+otherwise; port 0 picks a free port (``url`` says which; logged). On a loopback address it is
+open; on any other it refuses to start without a ``token`` (a token or password: browsers ask
+for it, scripts send it as a Bearer token; failed attempts are rate-limited per address), and
+with ``cert_file``/``key_file`` it serves HTTPS.
 Python 3.6 compatible (device code): stdlib, numpy, OpenCV.
 """
 
@@ -36,6 +39,7 @@ import time
 
 import cv2
 
+from edge.view.access import HOW, Access, is_loopback, tls_context
 from edge.view.annotate import FrameSink, draw
 from edge.view.server import DEFAULT_HOST, LiveViewError, ViewServer, closed_by_peer, parse_view
 
@@ -51,7 +55,8 @@ EXTRA_CONNECTIONS = 8  # page and /api/state requests beside the stream clients
 class LiveView(FrameSink):
     """A frame sink serving the live page, the MJPEG stream and the state (see the module doc).
 
-    Listening starts at construction (LiveViewError when the address is taken), so a bad
+    Listening starts at construction (LiveViewError when the address is taken, or is not a
+    loopback address and no ``token`` is given, or the certificate pair cannot be used), so a bad
     address stops the agent before it goes online; ``close()`` stops it and ends every stream.
     """
 
@@ -66,6 +71,10 @@ class LiveView(FrameSink):
         max_fps=15.0,
         quality=80,
         client_timeout=10.0,
+        header_timeout=5.0,
+        token=None,
+        cert_file=None,
+        key_file=None,
     ):
         self.publisher = publisher
         self.model_id = model_id
@@ -75,6 +84,7 @@ class LiveView(FrameSink):
         self.min_interval = 1.0 / max_fps if max_fps else 0.0
         self.quality = int(quality)
         self.client_timeout = float(client_timeout)
+        self.header_timeout = float(header_timeout)  # a request's whole header (at most client_timeout)
         self.frames = 0  # frames written by the agent
         self.encoded = 0  # JPEGs drawn and encoded (0 while nobody watches)
         self.sent = 0  # JPEG parts sent, all clients together
@@ -92,6 +102,12 @@ class LiveView(FrameSink):
         self._times = collections.deque(maxlen=60)
         self._sockets = set()
         self._stopping = threading.Event()
+        self.access = Access(token or None)
+        if bool(cert_file) != bool(key_file):
+            raise LiveViewError(
+                "live view: HTTPS needs both the certificate and its key (view_cert_file, view_key_file)"
+            )
+        self.tls = tls_context(cert_file, key_file) if cert_file else None
         try:
             self._server = ViewServer((host, int(port)), self)
         except OSError as exc:
@@ -100,7 +116,21 @@ class LiveView(FrameSink):
             ) from exc
         self.host, self.port = self._server.server_address[:2]
         shown = "[{}]".format(self.host) if ":" in self.host else self.host
-        self.url = "http://{}:{}/".format(shown, self.port)
+        if not is_loopback(self.host):
+            if not self.access.required:
+                self._server.server_close()
+                raise LiveViewError(
+                    "live view: {}:{} can be reached from the network and would show the camera to anyone "
+                    "there: {}".format(shown, self.port, HOW)
+                )
+            if self.tls is None:
+                log.warning(
+                    "live view on %s:%d: plain HTTP: the token and the images cross the network unencrypted "
+                    "(view_cert_file and view_key_file serve HTTPS)",
+                    shown,
+                    self.port,
+                )
+        self.url = "{}://{}:{}/".format("https" if self.tls is not None else "http", shown, self.port)
         self._threads = [
             threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="live-view-http", daemon=True
@@ -109,7 +139,13 @@ class LiveView(FrameSink):
         ]
         for thread in self._threads:
             thread.start()
-        log.info("live view: %s (stream %sstream.mjpg, state %sapi/state)", self.url, self.url, self.url)
+        log.info(
+            "live view: %s (stream %sstream.mjpg, state %sapi/state)%s",
+            self.url,
+            self.url,
+            self.url,
+            ", credentials required" if self.access.required else "",
+        )
 
     @classmethod
     def from_address(cls, text, **options):
@@ -157,11 +193,12 @@ class LiveView(FrameSink):
         while self.stream_clients and time.monotonic() < deadline:
             time.sleep(0.02)
         log.info(
-            "live view stopped: %d JPEG(s) encoded, %d sent, %d skipped by slow clients, %d refused",
+            "live view stopped: %d JPEG(s) encoded, %d sent, %d skipped by slow clients, %d refused, %d unauthorized",
             self.encoded,
             self.sent,
             self.skipped,
             self.refused + self.rejected,
+            self.access.unauthorized,
         )
 
     # -- state --
@@ -201,6 +238,7 @@ class LiveView(FrameSink):
                 "sent": self.sent,
                 "skipped": self.skipped,
                 "refused": self.refused + self.rejected,
+                "unauthorized": self.access.unauthorized,
                 "errors": self.errors,
             },
         }

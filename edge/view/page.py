@@ -85,8 +85,11 @@ function show(s) {
   fill(document.getElementById("delivery"), rows.length ? rows : [[["no publisher counters", "muted"]]]);
   text("error", "");
 }
+// the state's URL without the user:password@ a bookmark may carry (fetch refuses such URLs; the
+// browser sends the credentials it was given for this page by itself)
+var stateUrl = location.origin + location.pathname.replace(/[^/]*$/, "") + "api/state";
 function poll() {
-  fetch("api/state", {cache: "no-store"}).then(function (r) { return r.json(); }).then(show)
+  fetch(stateUrl, {cache: "no-store"}).then(function (r) { return r.json(); }).then(show)
     .catch(function (e) { text("error", "agent not reachable (" + e + ")"); });
 }
 var img = document.getElementById("stream");

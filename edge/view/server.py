@@ -3,16 +3,24 @@
 ``/`` the page (``edge.view.page``), ``/api/state`` the view's state as JSON, ``/stream.mjpg``
 handed to the view (``edge.view.live.LiveView.stream_to``). At most ``view.max_connections``
 connections are served, each by a thread; beyond, the accept loop answers 503 itself (no thread).
-Each connection's reads and sends time out after ``view.client_timeout`` seconds.
+A request's whole header (and, with ``view.tls``, the TLS handshake before it) must arrive within
+``view.header_timeout`` seconds of the connection (a client trickling it a byte at a time is
+dropped then: the limit is per request, not per read); after it, each read and send times out
+after ``view.client_timeout`` seconds. Every request passes ``view.access`` first
+(``edge.view.access``: a credential beyond loopback).
 Python 3.6 compatible (device code): stdlib only.
 """
 
+import io
 import json
 import logging
 import select
 import socket
 import socketserver
+import ssl
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from edge.view.page import PAGE
@@ -51,12 +59,38 @@ def parse_view(text, where="key 'view'"):
 
 
 def closed_by_peer(sock):
-    """True when the client has closed its end (readable with nothing to read) or the socket failed."""
+    """True when the client has closed its end (readable with nothing to read) or the socket failed.
+    The TCP stream itself is peeked (``socket.socket.recv``), also under TLS, where the SSL socket's
+    own ``recv`` takes no flags."""
     try:
         readable = select.select([sock], [], [], 0)[0]
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        return bool(readable) and socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+def tls_handshake(context, sock, deadline):
+    """``sock`` wrapped server-side in ``context`` (an ssl.SSLContext), its handshake done by
+    ``deadline`` (``time.monotonic()``) however slowly the client sends; socket.timeout otherwise."""
+    wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    try:
+        wrapped.setblocking(False)
+        while True:
+            try:
+                wrapped.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                wait = ([wrapped], [])
+            except ssl.SSLWantWriteError:
+                wait = ([], [wrapped])
+            left = deadline - time.monotonic()
+            if left <= 0 or not any(select.select(wait[0], wait[1], [], left)[:2]):
+                raise socket.timeout("the TLS handshake did not finish in time")
+        wrapped.setblocking(True)
+    except BaseException:
+        wrapped.close()
+        raise
+    return wrapped
 
 
 class ViewServer(socketserver.ThreadingMixIn, HTTPServer):
@@ -81,14 +115,24 @@ class ViewServer(socketserver.ThreadingMixIn, HTTPServer):
                 self.active += 1
         if busy:  # answered here, without a thread: connections beyond the bound cost no thread
             self.view.rejected += 1
-            try:
-                request.settimeout(1.0)
-                request.sendall(BUSY)
-            except OSError:
-                pass
+            if self.view.tls is None:  # under TLS the answer would need a handshake: closed only
+                try:
+                    request.settimeout(1.0)
+                    request.sendall(BUSY)
+                except OSError:
+                    pass
             self.shutdown_request(request)
             return
         socketserver.ThreadingMixIn.process_request(self, request, client_address)
+
+    def handle_error(self, request, client_address):
+        """A connection that failed: a client that went away, timed out or failed the TLS handshake
+        is a debug line; anything else is logged with its traceback (never printed to stderr)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("live view: %s: %s: %s", client_address[0], type(exc).__name__, exc)
+        else:
+            log.error("live view: %s: %s: %s", client_address[0], type(exc).__name__, exc, exc_info=True)
 
     def process_request_thread(self, request, client_address):
         try:
@@ -98,13 +142,60 @@ class ViewServer(socketserver.ThreadingMixIn, HTTPServer):
                 self.active -= 1
 
 
+class HeaderDeadline(io.RawIOBase):
+    """A connection's input while its request header is read: every read waits at most until
+    ``deadline`` (``time.monotonic()``), so the whole header has to arrive by then, however it is
+    trickled. ``done()``: the header is in; reads and sends time out after ``after`` s again."""
+
+    def __init__(self, sock, deadline, after):
+        io.RawIOBase.__init__(self)
+        self.sock, self.deadline, self.after = sock, deadline, after
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the request header did not arrive in time")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+    def done(self):
+        if self.deadline is not None:
+            self.deadline = None
+            self.sock.settimeout(self.after)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fer-edge-live-view"
     protocol_version = "HTTP/1.0"
 
     def setup(self):
-        self.timeout = self.server.view.client_timeout  # reads and sends time out: idle clients go
+        view = self.server.view
+        deadline = time.monotonic() + min(view.header_timeout, view.client_timeout)
+        self.tls_socket = None
+        if view.tls is not None:  # in this connection's thread: a slow handshake holds no other
+            self.request = self.tls_socket = tls_handshake(view.tls, self.request, deadline)
+        self.timeout = view.client_timeout  # reads and sends time out: idle clients go
         BaseHTTPRequestHandler.setup(self)
+        self.rfile.close()  # the socket's own reader, replaced by one with the header's deadline
+        self.header_input = HeaderDeadline(self.connection, deadline, view.client_timeout)
+        self.rfile = io.BufferedReader(self.header_input)
+
+    def finish(self):
+        try:
+            BaseHTTPRequestHandler.finish(self)
+        finally:
+            if self.tls_socket is not None:  # the server closes the plain socket it accepted, not this one
+                self.tls_socket.close()
+
+    def parse_request(self):
+        try:
+            return BaseHTTPRequestHandler.parse_request(self)  # reads the header lines
+        finally:
+            self.header_input.done()
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.client_address[0], fmt % args)
@@ -112,6 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         view = self.server.view
+        refusal = view.access.refusal(self.headers.get("Authorization"), self.client_address[0])
+        if refusal is not None:  # a credential is needed (edge.view.access) and was not given
+            code, body, extra = refusal
+            self.send_body(code, "text/plain", body, extra=extra)
+            return
         if path in ("/", "/index.html"):
             self.send_body(200, "text/html; charset=utf-8", PAGE.encode("utf-8"))
         elif path == "/api/state":
