@@ -118,8 +118,9 @@ def cmd_image(args: argparse.Namespace) -> int:
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from edge.delivery.settings import from_config
 
+    from .subscribe_checks import MessageCheck
     from .subscribe_lines import run_subscriber
-    from .subscribe_table import run_table
+    from .subscribe_table import DeviceTable, run_table
 
     config = dict(
         (key, getattr(args, key, None))
@@ -131,6 +132,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     if settings.client_id:
         options["client_id"] = settings.client_id
     kinds = subscribe_kinds(args.kinds)
+    table = DeviceTable()
+    checks = table.checks if args.table else MessageCheck()  # invalid messages: skipped, counted
+    count, interrupted = 0, False
     try:
         if args.table:
             run_table(
@@ -141,23 +145,28 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 resume=args.since,
                 kinds=kinds,
+                table=table,
                 **options,
             )
-            return 0
-        count = run_subscriber(
-            args.broker,
-            device_id=args.device_id,
-            prefix=args.topic_prefix,
-            json_mode=args.json,
-            max_messages=args.count,
-            timeout=args.timeout,
-            resume=args.since,
-            kinds=kinds,
-            **options,
-        )
+        else:
+            count = run_subscriber(
+                args.broker,
+                device_id=args.device_id,
+                prefix=args.topic_prefix,
+                json_mode=args.json,
+                max_messages=args.count,
+                timeout=args.timeout,
+                resume=args.since,
+                kinds=kinds,
+                checks=checks,
+                **options,
+            )
     except KeyboardInterrupt:
-        return 0
-    return 0 if count or not args.count else 1
+        interrupted = True
+    skipped = checks.summary()
+    if skipped:
+        print("fer-edge subscribe: {}".format(skipped), file=sys.stderr)
+    return 0 if interrupted or args.table or count or not args.count else 1
 
 
 def subscribe_kinds(text: str | None) -> tuple[str, ...]:

@@ -5,6 +5,7 @@
     got.wait(lambda ms: len(ms) >= 3)              # block on the collected messages (asserts)
     inbox = RawInbox(url, "me", ["a/#"])           # a bare paho client for any topic filters
     core = CoreIpc()                               # the Greengrass core's IPC server, recording
+    proc = subscribe_cli("--broker", url, ...)     # `fer-edge subscribe ...` run to its end (CompletedProcess)
 
 The waiting and MQTT helpers are written for Python 3.6 too (paho-mqtt 1.x or 2.x); CoreIpc needs 3.7+.
 """
@@ -13,6 +14,8 @@ import base64
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -171,6 +174,20 @@ class RawInbox(object):
     def stop(self):
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def subscribe_cli(*args, timeout=60):
+    """``fer-edge subscribe`` with ``args`` (str() of each) from the repository root, run to its end:
+    the ``subprocess.CompletedProcess`` with text stdout and stderr."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "fer_edge", "subscribe"] + [str(a) for a in args],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        timeout=timeout,
+    )
 
 
 # ---------------------------------------------------------------- the DeepLens Lambda's Greengrass core
