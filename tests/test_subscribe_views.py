@@ -141,7 +141,7 @@ def test_track_and_state_lines():
         assert line.startswith(
             "{} cam-unit state faces {} dominant {}".format(s["timestamp"], s["faces"], s["dominant_emotion"])
         )
-        assert line.endswith(" fps {:.1f} [retained]".format(s["fps"]))
+        assert line.endswith(" fps {} [retained]".format("{:.1f}".format(s["fps"]) if "fps" in s else "-"))
         for emotion, n in s["emotions"].items():
             assert "{} {}".format(emotion, n) in line
     mixed = [m for m in states if len(m.data["emotions"]) == 2]
