@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from train.quiet import quiet_tensorflow
 
@@ -115,12 +115,9 @@ def cmd_image(args: argparse.Namespace) -> int:
     return image(args)
 
 
-def cmd_subscribe(args: argparse.Namespace) -> int:
+def broker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The client options (credentials, TLS, client id) of a command's broker access flags."""
     from edge.delivery.settings import from_config
-
-    from .subscribe_checks import MessageCheck
-    from .subscribe_lines import run_subscriber
-    from .subscribe_table import DeviceTable, run_table
 
     config = dict(
         (key, getattr(args, key, None))
@@ -131,6 +128,26 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     options = settings.client_options()
     if settings.client_id:
         options["client_id"] = settings.client_id
+    return options
+
+
+def cmd_homeassistant(args: argparse.Namespace) -> int:
+    """``fer-edge homeassistant remove``: empty retained discovery configs from a bare client."""
+    from .homeassistant_remove import remove_discovery
+
+    topics = remove_discovery(
+        args.broker, args.device_id, args.homeassistant_prefix, timeout=args.timeout, **broker_options(args)
+    )
+    print("removed the Home Assistant entities of {}: cleared {}".format(args.device_id, ", ".join(topics)))
+    return 0
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from .subscribe_checks import MessageCheck
+    from .subscribe_lines import run_subscriber
+    from .subscribe_table import DeviceTable, run_table
+
+    options = broker_options(args)
     kinds = subscribe_kinds(args.kinds)
     table = DeviceTable()
     checks = table.checks if args.table else MessageCheck()  # invalid messages: skipped, counted
@@ -310,6 +327,7 @@ HANDLERS = {
     "run": cmd_run,
     "image": cmd_image,
     "subscribe": cmd_subscribe,
+    "homeassistant": cmd_homeassistant,
     "bench": cmd_bench,
     "bundle": cmd_bundle,
     "deploy": cmd_deploy,

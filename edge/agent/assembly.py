@@ -113,6 +113,13 @@ class Camera(object):
     def sinks(self):
         return [sink for _, sink in self.sink_entries]
 
+    def view_url(self):
+        """The URL of the camera's live view, or None without one."""
+        for key, sink in self.sink_entries:
+            if key == "view":
+                return getattr(sink, SINK_SUMMARY[key])
+        return None
+
     def summary_extra(self):
         """The run summary's additions: track counts, the annotated file, the live view's URL."""
         out = {}
@@ -266,6 +273,8 @@ def start_camera(camera, classifier):
             config["topic_prefix"],
             config["homeassistant_prefix"],
             classifier.model_id,
+            state_interval=camera.lifecycle.state_interval if camera.lifecycle is not None else None,
+            view_url=camera.view_url(),
         )
 
 
