@@ -109,6 +109,8 @@ class Checker(object):
         self.root = schema
         self.strict = bool(strict)
         self._patterns = {}
+        self._plans = {}  # id(sub-schema) -> the checks its keywords need (sub-schemas live as long as root)
+        self._strings = {}  # id(enum list) -> its strings, for a set lookup
         self._check_keywords(schema)
 
     def _check_keywords(self, schema):
@@ -130,18 +132,44 @@ class Checker(object):
             for sub in schema.get(key, []):
                 self._check_keywords(sub)
 
-    def problem(self, value, schema=None, path=""):
-        """The first problem of ``value`` under ``schema`` (default: the root) as ``path: what``, or None."""
+    def problem(self, value, schema=None, path=()):
+        """The first problem of ``value`` under ``schema`` (default: the root) as ``path: what``, or None.
+        ``path``: the keys and indexes that lead to ``value``."""
         schema = self.root if schema is None else schema
         if schema is True:
             return None
         if schema is False:
             return _at(path, "not allowed")
-        for check in (self._ref, self._kind, self._number, self._string, self._object, self._array, self._logic):
+        plan = self._plans.get(id(schema))
+        if plan is None:
+            plan = self._plans[id(schema)] = self._plan(schema)
+        for check in plan:
             found = check(value, schema, path)
             if found:
                 return found
         return None
+
+    def _plan(self, schema):
+        """The checks whose keywords ``schema`` has, in order."""
+        keywords = set(schema)
+        groups = (
+            (self._ref, ("$ref",)),
+            (self._kind, ("type", "const", "enum")),
+            (self._number, ("minimum", "maximum")),
+            (self._string, ("minLength", "maxLength", "pattern")),
+            (self._object, ("required", "minProperties", "properties", "additionalProperties", "propertyNames")),
+            (self._array, ("minItems", "maxItems", "items", "additionalItems")),
+            (self._logic, ("allOf", "anyOf", "oneOf", "not", "if")),
+        )
+        return tuple(check for check, names in groups if keywords.intersection(names))
+
+    def _in_enum(self, value, enum):
+        if isinstance(value, str):
+            strings = self._strings.get(id(enum))
+            if strings is None:
+                strings = self._strings[id(enum)] = frozenset(e for e in enum if isinstance(e, str))
+            return value in strings
+        return any(_equal(value, e) for e in enum)
 
     def _ref(self, value, schema, path):
         ref = schema.get("$ref")
@@ -159,7 +187,7 @@ class Checker(object):
                 return _at(path, "{} is not of type {}".format(shown(value), " or ".join(names)))
         if "const" in schema and not _equal(value, schema["const"]):
             return _at(path, "{} is not {}".format(shown(value), shown(schema["const"])))
-        if "enum" in schema and not any(_equal(value, e) for e in schema["enum"]):
+        if "enum" in schema and not self._in_enum(value, schema["enum"]):
             return _at(path, "{} is not one of the allowed values".format(shown(value)))
         return None
 
@@ -200,7 +228,7 @@ class Checker(object):
         extra = schema.get("additionalProperties", True)
         names = schema.get("propertyNames")
         for key in value:
-            where = _join(path, key)
+            where = path + (key,)
             if names is not None:
                 found = self.problem(key, names, where)
                 if found:
@@ -228,7 +256,7 @@ class Checker(object):
                 sub = items[i] if i < len(items) else schema.get("additionalItems", True)
             else:
                 sub = items
-            found = self.problem(item, sub, "{}[{}]".format(path, i))
+            found = self.problem(item, sub, path + (i,))
             if found:
                 return found
         return None
@@ -251,13 +279,15 @@ class Checker(object):
         return None
 
 
-def _join(path, key):
-    key = key if _PLAIN_KEY.match(key) else shown(key)
-    return "{}.{}".format(path, key) if path else key
-
-
 def _at(path, what):
-    return "{}: {}".format(path, what) if path else what
+    """``what`` with the path of keys and indexes before it (``faces[0].box: ...``)."""
+    text = ""
+    for step in path:
+        if isinstance(step, int):
+            text += "[{}]".format(step)
+        else:
+            text += ("." if text else "") + (step if _PLAIN_KEY.match(step) else shown(step))
+    return "{}: {}".format(text, what) if text else what
 
 
 class PayloadChecker(object):
