@@ -196,6 +196,9 @@ def test_the_state_fps_is_absent_until_measured_then_rounded_on_a_slower_clock()
     changes = [(t, v) for (t, v), (_, before) in zip(values[1:], values) if v != before]
     assert changes and all(b[0] - a[0] >= 60.0 for a, b in zip(changes, changes[1:])), changes
     assert values[-1][1] == pytest.approx(20.0, abs=0.2), values[-1]
+    # nothing changes, yet a state goes out every state_interval (10 s): Home Assistant's expire_after rests on it
+    sent = [t for (t, s), (_, before) in zip(states[1:], states) if s is not before]
+    assert max(b - a for a, b in zip(sent, sent[1:])) <= 10.0 + 0.06, sent
 
 
 def test_lifecycle_new_update_end_with_before_after_and_shares():
