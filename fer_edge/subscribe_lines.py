@@ -159,7 +159,7 @@ class Deduplicator(object):
     def __init__(self, size: int = 10000):
         self.size = int(size)
         self.duplicates = 0
-        self._ids = {}
+        self._ids: dict[tuple[Any, str], tuple[set[str], collections.deque[str]]] = {}
 
     def seen(self, message: Message) -> bool:
         data = message.data
