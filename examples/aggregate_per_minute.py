@@ -13,6 +13,11 @@ seconds (replayed backlogs arrive in bursts), and at exit. Events delivered twic
 An event that arrives after its minute was printed starts a new row for that minute: rows of
 the same device and minute add up.
 
+Nothing received is trusted: a message that is not an emotion event as this consumer reads it
+(:func:`event_problem`) is skipped, counted per topic and reported once per topic on stderr, and
+the count is printed at exit; device ids are printed with control characters escaped (a payload
+cannot send escape sequences to the terminal).
+
 ``--persistent`` with ``--client-id`` keeps a session at the broker, so the events published
 while this consumer is stopped are delivered when it starts again. Needs only paho-mqtt (1.x or
 2.x); it does not import fer-edge.
@@ -25,14 +30,90 @@ import csv
 import json
 import os
 import queue
+import re
 import signal
 import ssl
 import sys
 import time
+import unicodedata
 from urllib.parse import unquote, urlsplit
 
 EMOTIONS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 COLUMNS = ("minute", "device_id", "frames", "faces") + EMOTIONS
+# as in edge/events/schema/emotion-event.schema.json
+DEVICE_ID = re.compile(r"^[^/+#\s\x00-\x1f\x7f]{1,128}$")
+TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$")
+
+
+def _escape(char):
+    if unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp"):
+        return char
+    return "\\x{:02x}".format(ord(char)) if ord(char) < 0x100 else "\\u{:04x}".format(ord(char))
+
+
+def printable(text):
+    """``text`` with control and format characters (terminal escape sequences) shown escaped."""
+    return "".join(_escape(c) for c in str(text))
+
+
+def event_problem(event):
+    """What keeps ``event`` (decoded JSON) from being counted, or None: the fields read here must
+    have the types of the emotion-event schema."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    if event.get("schema") != "fer-edge/emotion-event":
+        return "schema is not fer-edge/emotion-event"
+    device = event.get("device_id")
+    if not isinstance(device, str) or not DEVICE_ID.match(device):
+        return "device_id is not a device id"
+    stamp = event.get("timestamp")
+    if not isinstance(stamp, str) or not TIMESTAMP.match(stamp):
+        return "timestamp is not a UTC time"
+    try:
+        minute_of(stamp)
+    except ValueError:
+        return "timestamp is not a UTC time"
+    faces = event.get("faces")
+    if not isinstance(faces, list) or not all(isinstance(f, dict) and isinstance(f.get("emotion"), str) for f in faces):
+        return "faces is not a list of faces with an emotion"
+    if not isinstance(event.get("event_id", ""), str):
+        return "event_id is not text"
+    return None
+
+
+class Skipped(object):
+    """Invalid messages per topic; the first of each topic is reported on ``err``."""
+
+    def __init__(self, err=None):
+        self.counts = collections.Counter()
+        self.err = err
+
+    def add(self, topic, problem):
+        self.counts[topic] += 1
+        if self.counts[topic] == 1:
+            print(
+                "skipped a message on {} that is not a fer-edge event ({}); further ones on this topic are "
+                "counted, not shown".format(printable(topic), problem),
+                file=self.err or sys.stderr,
+            )
+
+    def summary(self):
+        total = sum(self.counts.values())
+        return "{} invalid message{} skipped: {}".format(
+            total,
+            "" if total == 1 else "s",
+            ", ".join("{} ({})".format(printable(t), n) for t, n in self.counts.most_common()),
+        )
+
+
+def read_event(payload):
+    """``(event, None)`` for a payload that is an emotion event, else ``(None, problem)``."""
+    try:
+        event = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, "not JSON"
+    problem = event_problem(event)
+    return (None, problem) if problem else (event, None)
 
 
 def minute_of(timestamp):
@@ -47,7 +128,8 @@ def minute_text(start):
 
 
 class Aggregator(object):
-    """Per (device, minute) counts; ``add`` and ``close_idle`` return the finished rows."""
+    """Per (device, minute) counts; ``add`` (of an event :func:`event_problem` accepts) and
+    ``close_idle`` return the finished rows."""
 
     def __init__(self, dedupe_window=100000):
         self.buckets = collections.OrderedDict()  # (device, minute start) -> counts
@@ -120,7 +202,9 @@ def format_table(rows):
     for row in rows:
         seen = sorted(((row[e], e) for e in EMOTIONS if row[e]), reverse=True)
         lines.append(
-            "{minute}  {device_id:<20} frames {frames:>5}  faces {faces:>5}  ".format(**row)
+            "{minute}  {device:<20} frames {frames:>5}  faces {faces:>5}  ".format(
+                device=printable(row["device_id"]), **row
+            )
             + ", ".join("{} {}".format(e, n) for n, e in seen)
         )
     return "\n".join(lines)
@@ -189,7 +273,7 @@ def main(argv=None):
             print("connection refused: {}".format(rc), file=sys.stderr)
 
     def on_message(client, userdata, msg):
-        messages.put(msg.payload)
+        messages.put((msg.topic, msg.payload))
 
     client.on_connect = on_connect
     client.on_message = on_message
@@ -199,6 +283,7 @@ def main(argv=None):
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     aggregator = Aggregator()
+    skipped = Skipped()
     csv_handle = None
     if args.csv:
         new_file = not os.path.exists(args.csv) or os.path.getsize(args.csv) == 0
@@ -212,6 +297,14 @@ def main(argv=None):
             if csv_handle is not None:
                 write_csv(rows, csv_handle)
 
+    def take(received):
+        topic, payload = received
+        event, problem = read_event(payload)
+        if problem:
+            skipped.add(topic, problem)
+        else:
+            emit(aggregator.add(event))
+
     end = None if args.duration is None else time.monotonic() + args.duration
     try:
         while not stop and (end is None or time.monotonic() < end):
@@ -220,11 +313,7 @@ def main(argv=None):
             except queue.Empty:
                 payload = None
             if payload is not None:
-                try:
-                    event = json.loads(payload.decode("utf-8"))
-                    emit(aggregator.add(event))
-                except (ValueError, KeyError) as exc:
-                    print("skipped a message that is not a fer-edge event: {}".format(exc), file=sys.stderr)
+                take(payload)
             emit(aggregator.close_idle(time.time(), args.grace))
     except KeyboardInterrupt:
         pass
@@ -232,15 +321,14 @@ def main(argv=None):
         client.disconnect()
         client.loop_stop()
         while not messages.empty():  # what arrived before the disconnect
-            try:
-                emit(aggregator.add(json.loads(messages.get_nowait().decode("utf-8"))))
-            except (ValueError, KeyError):
-                pass
+            take(messages.get_nowait())
         emit(aggregator.close_all())
         if csv_handle is not None:
             csv_handle.close()
     if aggregator.duplicates:
         print("{} duplicate deliveries ignored".format(aggregator.duplicates), file=sys.stderr)
+    if skipped.counts:
+        print(skipped.summary(), file=sys.stderr)
     return 0
 
 

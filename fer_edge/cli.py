@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from train.quiet import quiet_tensorflow
 
@@ -115,11 +115,9 @@ def cmd_image(args: argparse.Namespace) -> int:
     return image(args)
 
 
-def cmd_subscribe(args: argparse.Namespace) -> int:
+def broker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The client options (credentials, TLS, client id) of a command's broker access flags."""
     from edge.delivery.settings import from_config
-
-    from .subscribe_lines import run_subscriber
-    from .subscribe_table import run_table
 
     config = dict(
         (key, getattr(args, key, None))
@@ -130,7 +128,30 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     options = settings.client_options()
     if settings.client_id:
         options["client_id"] = settings.client_id
+    return options
+
+
+def cmd_homeassistant(args: argparse.Namespace) -> int:
+    """``fer-edge homeassistant remove``: empty retained discovery configs from a bare client."""
+    from .homeassistant_remove import remove_discovery
+
+    topics = remove_discovery(
+        args.broker, args.device_id, args.homeassistant_prefix, timeout=args.timeout, **broker_options(args)
+    )
+    print("removed the Home Assistant entities of {}: cleared {}".format(args.device_id, ", ".join(topics)))
+    return 0
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from .subscribe_checks import MessageCheck
+    from .subscribe_lines import run_subscriber
+    from .subscribe_table import DeviceTable, run_table
+
+    options = broker_options(args)
     kinds = subscribe_kinds(args.kinds)
+    table = DeviceTable()
+    checks = table.checks if args.table else MessageCheck()  # invalid messages: skipped, counted
+    count, interrupted = 0, False
     try:
         if args.table:
             run_table(
@@ -141,23 +162,28 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 resume=args.since,
                 kinds=kinds,
+                table=table,
                 **options,
             )
-            return 0
-        count = run_subscriber(
-            args.broker,
-            device_id=args.device_id,
-            prefix=args.topic_prefix,
-            json_mode=args.json,
-            max_messages=args.count,
-            timeout=args.timeout,
-            resume=args.since,
-            kinds=kinds,
-            **options,
-        )
+        else:
+            count = run_subscriber(
+                args.broker,
+                device_id=args.device_id,
+                prefix=args.topic_prefix,
+                json_mode=args.json,
+                max_messages=args.count,
+                timeout=args.timeout,
+                resume=args.since,
+                kinds=kinds,
+                checks=checks,
+                **options,
+            )
     except KeyboardInterrupt:
-        return 0
-    return 0 if count or not args.count else 1
+        interrupted = True
+    skipped = checks.summary()
+    if skipped:
+        print("fer-edge subscribe: {}".format(skipped), file=sys.stderr)
+    return 0 if interrupted or args.table or count or not args.count else 1
 
 
 def subscribe_kinds(text: str | None) -> tuple[str, ...]:
@@ -301,6 +327,7 @@ HANDLERS = {
     "run": cmd_run,
     "image": cmd_image,
     "subscribe": cmd_subscribe,
+    "homeassistant": cmd_homeassistant,
     "bench": cmd_bench,
     "bundle": cmd_bundle,
     "deploy": cmd_deploy,

@@ -4,6 +4,22 @@ import argparse
 from typing import Callable, Mapping
 
 
+def add_broker_access(p: argparse.ArgumentParser) -> None:
+    """The broker access options of the commands that connect (credentials, TLS files)."""
+    p.add_argument("--alpn", help="TLS ALPN protocols (automatic for AWS IoT Core on port 443)")
+    p.add_argument(
+        "--tls-insecure",
+        dest="tls_insecure",
+        action="store_true",
+        help="do not verify the broker's host name (tests only)",
+    )
+    p.add_argument("--username")
+    p.add_argument("--password-file", dest="password_file")
+    p.add_argument("--ca-file", dest="ca_file")
+    p.add_argument("--cert-file", dest="cert_file")
+    p.add_argument("--key-file", dest="key_file")
+
+
 def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The ``fer-edge`` argument parser; ``handlers``: command name -> function (``fer_edge.cli``)."""
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
@@ -197,21 +213,27 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         "comes first (docs/mqtt.md)",
     )
     p.add_argument("--client-id", dest="client_id", help="MQTT client id (required by --since)")
-    p.add_argument("--alpn", help="TLS ALPN protocols (automatic for AWS IoT Core on port 443)")
-    p.add_argument(
-        "--tls-insecure",
-        dest="tls_insecure",
-        action="store_true",
-        help="do not verify the broker's host name (tests only)",
-    )
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
-    p.add_argument("--username")
-    p.add_argument("--password-file", dest="password_file")
-    p.add_argument("--ca-file", dest="ca_file")
-    p.add_argument("--cert-file", dest="cert_file")
-    p.add_argument("--key-file", dest="key_file")
+    add_broker_access(p)
     p.set_defaults(func=handlers["subscribe"])
+
+    p = sub.add_parser(
+        "homeassistant",
+        help="Home Assistant discovery: remove a device's entities (empty retained configs; nothing else left)",
+    )
+    p.add_argument("action", choices=["remove"])
+    p.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://host[:port]")
+    p.add_argument("--device-id", dest="device_id", required=True, help="the agent's device id")
+    p.add_argument(
+        "--homeassistant-prefix",
+        dest="homeassistant_prefix",
+        default="homeassistant",
+        help="Home Assistant's discovery prefix (default %(default)s)",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default %(default)s)")
+    add_broker_access(p)
+    p.set_defaults(func=handlers["homeassistant"])
 
     p = sub.add_parser(
         "bench",

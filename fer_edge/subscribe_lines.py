@@ -5,6 +5,10 @@ One line per face of an emotion event, one per face-track message (``new``/``upd
 status and stats message; ``--json`` passes every payload through as it came. Delivery is
 at-least-once: :class:`Deduplicator` skips events (``event_id``) and track messages
 (``message_id``) that arrive a second time.
+
+Nothing received is trusted (:mod:`fer_edge.subscribe_checks`): a message that is not valid for its
+topic's JSON Schema is skipped (counted, logged once per topic), and every line is made printable
+(terminal escape sequences in a payload are shown escaped, never sent to the terminal).
 """
 
 import collections
@@ -17,6 +21,8 @@ from typing import Any, Sequence, TextIO
 from edge.delivery.subscribe import Message, queue_subscription, session_options
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
 from edge.tracking.lifecycle import format_track_line
+
+from .subscribe_checks import MessageCheck, is_cleared, printable
 
 EVENT_SCHEMA, TRACK_SCHEMA = "fer-edge/emotion-event", "fer-edge/track"
 STATE_SCHEMA, STATUS_SCHEMA, STATS_SCHEMA = "fer-edge/state", "fer-edge/status", "fer-edge/stats"
@@ -67,15 +73,25 @@ def format_state_line(state: dict[str, Any], device_id: str | None = None, retai
     emotions = state.get("emotions")
     if emotions:
         line += " ({})".format(format_emotion_counts(emotions))
-    line += " fps {}".format(_number(state.get("fps"), "{:.1f}"))
+    line += " fps {}".format(_number(state["fps"], "{:.1f}") if "fps" in state else "-")  # none measured yet
     return line + (" [retained]" if retained else "")
 
 
 def format_track_lines(message: dict[str, Any], device_id: str | None = None) -> list[str]:
-    """The face-track message's line (:func:`edge.tracking.lifecycle.format_track_line`)."""
+    """The face-track message's line (:func:`edge.tracking.lifecycle.format_track_line`), printable."""
     if device_id and not message.get("device_id"):
         message = dict(message, device_id=device_id)
-    return [format_track_line(message)]
+    return [printable(format_track_line(message))]
+
+
+def json_line(message: Message) -> str:
+    """``--json``'s line for a valid message: its payload as it came, or (a payload with line
+    breaks or characters a terminal acts on, escaped in JSON strings or not) the same JSON compact
+    with every non-ASCII character escaped."""
+    text = message.payload.decode("utf-8", "replace")
+    if printable(text) == text:
+        return text
+    return json.dumps(message.data, separators=(",", ":"))
 
 
 def _stats_line(data, ts, dev):
@@ -95,8 +111,12 @@ def _stats_line(data, ts, dev):
 
 
 def format_message_lines(message: Message) -> list[str]:
-    """Human lines for any received :class:`edge.delivery.subscribe.Message` (events, tracks, state, status,
-    stats, other)."""
+    """Human lines for a received :class:`edge.delivery.subscribe.Message` (events, tracks, state, status,
+    stats, other) that :class:`fer_edge.subscribe_checks.MessageCheck` accepted; every line printable."""
+    return [printable(line) for line in _message_lines(message)]
+
+
+def _message_lines(message):
     data = message.data
     if not message.payload and message.data is None and message.retain:
         return ["{} (empty retained message: the retained value was cleared)".format(message.topic)]
@@ -153,6 +173,8 @@ class Deduplicator(object):
             ids = self._ids[slot] = (set(), collections.deque())
         known, order = ids
         value = data[key]
+        if not isinstance(value, str):  # not an id (an invalid message): never a duplicate
+            return False
         if value in known:
             self.duplicates += 1
             return True
@@ -176,6 +198,7 @@ def run_subscriber(
     resume: bool = False,
     dedupe: bool = True,
     stop: threading.Event | None = None,
+    checks: MessageCheck | None = None,
     **options: Any,
 ) -> int:
     """Print messages of ``<prefix>/<device_id>/<kind>`` (``kinds``: events, status, stats, tracks,
@@ -187,11 +210,15 @@ def run_subscriber(
     ``out``: a text stream (default ``sys.stdout``). ``ready``: optional ``threading.Event`` set
     once subscribed. ``resume``: a persistent session for ``client_id`` (the QoS 1 messages
     published since this client id was last connected come first). ``dedupe``: skip events and
-    track messages already printed. ``options``: keyword arguments of :func:`edge.delivery.subscribe.subscribe`
-    (``qos``, ``client_id``, ``username``, ``password``, ``ca_certs``, ``certfile``, ...).
+    track messages already printed. ``checks``: the :class:`fer_edge.subscribe_checks.MessageCheck` that skips
+    (counts, logs once per topic) invalid messages, in both modes (default: a new one). ``options``:
+    keyword arguments of :func:`edge.delivery.subscribe.subscribe` (``qos``, ``client_id``, ``username``,
+    ``password``, ``ca_certs``, ``certfile``, ...).
     """
     if out is None:
         out = sys.stdout
+    if checks is None:
+        checks = MessageCheck()
     if max_messages is not None and max_messages <= 0:
         return 0
     options = session_options(options, resume)
@@ -207,12 +234,14 @@ def run_subscriber(
                 if stopping or (deadline is not None and time.monotonic() >= deadline):
                     return printed
                 continue
+            if not checks.accept(message):
+                continue
             if seen is not None and seen.seen(message):
                 continue
             if json_mode:
-                if not message.payload:  # a cleared retained value: nothing to pass through
+                if is_cleared(message):  # a cleared retained value: nothing to pass through
                     continue
-                out.write(message.payload.decode("utf-8", "replace") + "\n")
+                out.write(json_line(message) + "\n")
             else:
                 for line in format_message_lines(message):
                     out.write(line + "\n")

@@ -5,7 +5,9 @@ emotions and the dominant emotion (from the retained state topic; from the lates
 for agents that publish no state), fps, events received, faces announced (track ``new``) and gone
 (track ``end``), queued and dropped (from the stats), last seen. Below it, the latest track
 ``new``/``end`` lines of every device. Redrawn in place with plain ANSI codes on a terminal,
-printed as snapshots otherwise.
+printed as snapshots otherwise. Messages that are not valid for their topic's JSON Schema are
+skipped (:class:`fer_edge.subscribe_checks.MessageCheck`: counted, logged once per topic, and the
+count shown under the table); every cell is made printable.
 """
 
 import collections
@@ -17,6 +19,7 @@ from typing import Any, Callable, Sequence, TextIO
 from edge.delivery.subscribe import Message, queue_subscription, session_options
 from edge.delivery.url import DEFAULT_PREFIX, TOPIC_KINDS
 
+from .subscribe_checks import MessageCheck, printable
 from .subscribe_lines import Deduplicator, format_emotion_counts, format_track_lines
 
 RECENT_TRACKS = 8  # track new/end lines kept under the table
@@ -73,9 +76,15 @@ class DeviceTable(object):
         self.recent: collections.deque[str] = collections.deque(maxlen=max(0, int(recent)))  # track new/end lines
         self._lock = threading.Lock()
         self._dedupe = Deduplicator()
+        self.checks = MessageCheck()  # invalid messages are skipped and counted here
 
     def update(self, message: Message) -> bool:
-        """Fold one :class:`edge.delivery.subscribe.Message` in; returns False for messages it ignores."""
+        """Fold one :class:`edge.delivery.subscribe.Message` in; returns False for messages it ignores
+        (invalid ones are counted in ``checks``)."""
+        if not self.checks.accept(message):
+            with self._lock:
+                self.version += 1  # the count under the table changed
+            return False
         data = message.data
         if not isinstance(data, dict) or message.kind is None:
             return False
@@ -160,35 +169,38 @@ class DeviceTable(object):
                 tracks = (
                     "-" if not (d.tracks_new or d.tracks_end) else "{} new, {} end".format(d.tracks_new, d.tracks_end)
                 )
-                out.append(
-                    (
-                        d.device_id,
-                        state,
-                        str(d.faces),
-                        format_emotion_counts(dict(d.emotions)),
-                        d.dominant or "-",
-                        fps,
-                        str(d.events),
-                        tracks,
-                        "-" if d.queued is None else str(d.queued),
-                        "-" if d.dropped is None else str(d.dropped),
-                        self._ago(None if d.last_seen is None else now - d.last_seen),
-                    )
+                cells = (
+                    d.device_id,
+                    state,
+                    str(d.faces),
+                    format_emotion_counts(dict(d.emotions)),
+                    d.dominant or "-",
+                    fps,
+                    str(d.events),
+                    tracks,
+                    "-" if d.queued is None else str(d.queued),
+                    "-" if d.dropped is None else str(d.dropped),
+                    self._ago(None if d.last_seen is None else now - d.last_seen),
                 )
+                out.append(tuple(printable(cell) for cell in cells))
         return out
 
     def render(self, now: float | None = None) -> str:
         """The table as text (header, one line per device, then the latest track new/end lines;
         no trailing newline)."""
         rows = self.rows(now)
+        skipped = self.checks.skipped
+        note = ["", "({} invalid message{} skipped: see the log)".format(skipped, "" if skipped == 1 else "s")]
         if not rows:
-            return "(no devices yet: waiting for messages)"
+            return "\n".join(["(no devices yet: waiting for messages)"] + (note if skipped else []))
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(self.COLUMNS)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(self.COLUMNS, widths)).rstrip()]
         for r in rows:
             lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
         with self._lock:
             recent = list(self.recent)
+        if skipped:
+            lines += note
         if recent:
             lines += ["", "RECENT FACES (track new/end)"] + ["  " + line for line in recent]
         return "\n".join(lines)

@@ -6,6 +6,7 @@
     inbox = RawInbox(url, "me", ["a/#"])           # a bare paho client for any topic filters
     core = CoreIpc()                               # the Greengrass core's IPC server, recording
     certs = make_pki(folder)                       # test certificates made with openssl (conftest: pki)
+    proc = subscribe_cli("--broker", url, ...)     # `fer-edge subscribe ...` run to its end (CompletedProcess)
 
 The waiting and MQTT helpers are written for Python 3.6 too (paho-mqtt 1.x or 2.x); CoreIpc needs 3.7+.
 """
@@ -15,6 +16,7 @@ import http.server
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -173,6 +175,20 @@ class RawInbox(object):
     def stop(self):
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def subscribe_cli(*args, timeout=60):
+    """``fer-edge subscribe`` with ``args`` (str() of each) from the repository root, run to its end:
+    the ``subprocess.CompletedProcess`` with text stdout and stderr."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "fer_edge", "subscribe"] + [str(a) for a in args],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        timeout=timeout,
+    )
 
 
 # ---------------------------------------------------------------- the DeepLens Lambda's Greengrass core

@@ -14,12 +14,12 @@ import time
 
 import pytest
 
-from edge.events.homeassistant import clear_discovery, discovery_configs, node_id
+from edge.events.homeassistant import discovery_configs, node_id, reachable_url
 from edge.events.payloads import load_schema
 from edge.labels import EMOTIONS
 from fer_testdata import REPO
 from helpers import RawInbox
-from mqtt_broker import mosquitto_fixture
+from mqtt_broker import free_port, mosquitto_fixture
 
 jinja2 = pytest.importorskip("jinja2", reason="jinja2 renders the discovery templates as Home Assistant does")
 jsonschema = pytest.importorskip("jsonschema")
@@ -45,7 +45,14 @@ def long_video(tmp_path_factory):
 
 
 def test_discovery_configs_name_the_state_and_availability_topics():
-    configs = discovery_configs("door.cam", prefix="site/fer-edge", model_id="ferplus-x", sw_version="1.2")
+    configs = discovery_configs(
+        "door.cam",
+        prefix="site/fer-edge",
+        model_id="ferplus-x",
+        sw_version="1.2",
+        expire_after=30,
+        configuration_url="http://door.local:8080/",
+    )
     assert [t for t, _ in configs] == [
         "homeassistant/sensor/{}/{}/config".format(node_id("door.cam"), o) for o in ("faces", "dominant_emotion", "fps")
     ]
@@ -59,6 +66,31 @@ def test_discovery_configs_name_the_state_and_availability_topics():
     assert dominant["device_class"] == "enum" and dominant["options"] == list(EMOTIONS) + ["none"]
     with pytest.raises(ValueError, match="wildcard"):
         discovery_configs("cam", discovery_prefix="home#")
+    # issue 23, item 9: a frozen pipeline expires; the device links the live view; no made-up fps
+    for _, config in configs:
+        assert config["expire_after"] == 30 and config["device"]["configuration_url"] == "http://door.local:8080/"
+    assert "configuration_url" not in discovery_configs("cam")[0][1]["device"]  # no live view: no link
+    fps = dict((topic.split("/")[-2], c) for topic, c in configs)["fps"]["value_template"]
+    starting = {"schema": "fer-edge/state", "faces": 0, "dominant_emotion": "none", "emotions": {}}
+    assert render(fps, json.dumps(starting)) == ""  # an empty value: Home Assistant keeps the sensor unknown
+    assert render(fps, json.dumps(dict(starting, fps=14.5))) == "14.5"
+    assert reachable_url("http://0.0.0.0:8080/", "door") == "http://door:8080/"
+    assert reachable_url("http://[::]:8080/", "door") == "http://door:8080/"
+    assert reachable_url("https://192.168.1.20:8443/", "door") == "https://192.168.1.20:8443/"
+
+
+def test_removal_names_an_unreachable_broker():
+    port = free_port()  # nothing listens there
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "homeassistant", "remove", "--broker", "mqtt://127.0.0.1:{}".format(port)]
+        + ["--device-id", DEVICE, "--timeout", "3"],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "fer-edge homeassistant: error: cannot connect to the broker mqtt://127.0.0.1:{}".format(port) in proc.stderr
 
 
 def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_values(broker, long_video, tmp_path):
@@ -79,6 +111,8 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
         "--homeassistant",
         "--stats-interval",
         "0.5",
+        "--view",
+        "127.0.0.1:0",
         "--data-dir",
         str(tmp_path / "queue"),
     ]
@@ -113,13 +147,18 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
             what="the faces sensor to read 2 (the video shows two faces)",
         )
         consumer.wait(
-            lambda: any(float(sensor("fps", text)) > 0 for text, _ in consumer.of(state_topic)), what="an fps value"
+            lambda: any(float(sensor("fps", text) or 0) > 0 for text, _ in consumer.of(state_topic)),
+            what="an fps value",
         )
         values = [text for text, _ in consumer.of(state_topic)]
         check = jsonschema.Draft7Validator(load_schema("state"))
         for text in values:
             check.validate(json.loads(text))
             assert sensor("dominant_emotion", text) in by_object["dominant_emotion"]["options"]
+            assert sensor("fps", text) == "" or float(sensor("fps", text)) > 0, text  # never a made-up 0
+            assert int(sensor("faces", text)) <= 2, text  # the video never shows more than 2 faces
+        for config in configs.values():  # a frozen pipeline shows its sensors unavailable
+            assert config["expire_after"] == 30, config
         live = [text for text, retained in consumer.of(state_topic) if not retained]
         assert live, "no state value arrived after subscribing (only the retained one)"
         attributes = json.loads(render(by_object["dominant_emotion"]["json_attributes_template"], values[-1]))
@@ -135,6 +174,9 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=60)
         assert agent.returncode == 0, err[-3000:]
+        view = json.loads(out.strip().splitlines()[-1])["summary"]["view"]
+        assert view.startswith("http://127.0.0.1:")
+        assert {c["device"]["configuration_url"] for c in configs.values()} == {view}  # the live view
         consumer.wait(lambda: available() == by_object["faces"]["payload_not_available"], what="offline")
         consumer.wait(lambda: sensor("faces", consumer.of(state_topic)[-1][0]) == "0", what="faces 0 at the end")
     finally:
@@ -150,20 +192,23 @@ def test_a_consumer_finds_the_sensors_from_the_retained_configs_and_reads_their_
         assert all(late.of(t)[-1][1] for t in late.topics("homeassistant/"))
     finally:
         late.stop()
-    # 5. clearing them (empty retained payloads) removes them from the broker
-    from edge.delivery.mqtt import MqttPublisher
-    from edge.delivery.settings import BrokerSettings
-
-    cleaner = MqttPublisher(BrokerSettings(broker.url), DEVICE + "-admin")
-    cleaner.start()
-    assert cleaner.wait_connected(10)
-    cleared = clear_discovery(cleaner, DEVICE)
-    cleaner.close(5)
-    assert sorted(cleared) == sorted(configs)
+    # 5. the documented removal (empty retained payloads) removes them from the broker, and leaves
+    # nothing of its own (issue 23, item 9: a publisher used to leave its retained status)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "homeassistant", "remove", "--broker", broker.url, "--device-id", DEVICE],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(topic in proc.stdout for topic in configs), proc.stdout
     after = RawInbox(broker.url, "ha-after")
     try:
-        after.subscribe("homeassistant/#")
+        after.subscribe("#")
         time.sleep(1.0)
         assert after.topics("homeassistant/") == set()
+        retained = {topic for topic, text, retain in after.messages if retain}
+        assert retained == {"fer-edge/{}/state".format(DEVICE), "fer-edge/{}/status".format(DEVICE)}, retained
     finally:
         after.stop()

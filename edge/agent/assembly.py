@@ -114,6 +114,13 @@ class Camera(object):
     def sinks(self):
         return [sink for _, sink in self.sink_entries]
 
+    def view_url(self):
+        """The URL of the camera's live view, or None without one."""
+        for key, sink in self.sink_entries:
+            if key == "view":
+                return sink.url
+        return None
+
     def summary_extra(self):
         """The run summary's additions: track counts, the annotated file and its frame counts, the live view's URL."""
         out = {}
@@ -267,6 +274,8 @@ def start_camera(camera, classifier):
             config["topic_prefix"],
             config["homeassistant_prefix"],
             classifier.model_id,
+            state_interval=camera.lifecycle.state_interval if camera.lifecycle is not None else None,
+            view_url=camera.view_url(),
         )
 
 

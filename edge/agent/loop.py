@@ -131,14 +131,14 @@ class CameraLoop(object):
             "errors": self.errors,
             "corrupt_frames": self.source.corrupt,
         }
-        ended_early = getattr(self.source, "ended_early", None)  # FrameSource's; test sources may lack it
+        ended_early = self.source.ended_early
         if ended_early:
             summary["ended_early"] = ended_early
         if not summary["frames"]:
             log.warning(
                 "%sprocessed nothing: source %s gave no frame%s",
                 self.name,
-                getattr(self.source, "uri", ""),
+                self.source.uri,
                 " ({} unreadable, skipped)".format(summary["corrupt_frames"]) if summary["corrupt_frames"] else "",
             )
         _report(self.publisher, self.device_id, self.metrics, self.source, self.errors, self.name)

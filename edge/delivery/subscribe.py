@@ -45,7 +45,7 @@ Message.__new__.__defaults__ = (False,)
 def _decode(payload):
     try:
         return json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return None
 
 

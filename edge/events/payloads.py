@@ -27,7 +27,8 @@ is gone; ``before``/``after`` hold the track's state at the previous message and
 Frigate's events). See :mod:`edge.tracking.lifecycle`.
 
 Device state (``<prefix>/<device>/state``, retained, ``schema/state.schema.json``): faces in view,
-their dominant emotion, frames per second. Status (``.../status``, retained; also the MQTT last
+their dominant emotion, frames per second. Schema version 2: ``faces`` counts the faces seen now
+(version 1 counted coasting tracks too), ``coasting`` counts those, ``fps`` is absent until measured. Status (``.../status``, retained; also the MQTT last
 will) and stats (``.../stats``) payloads have their own schemas in ``schema/``.
 
 The MQTT publisher (``edge.delivery.mqtt.MqttPublisher``) adds two optional fields to each event it
@@ -58,7 +59,7 @@ STATE_SCHEMA = "fer-edge/state"
 SCHEMA_VERSION = 1  # status and stats
 EVENT_SCHEMA_VERSION = 2  # emotion events: 2 since emotion is the stable (hysteresis) label
 TRACK_SCHEMA_VERSION = 1
-STATE_SCHEMA_VERSION = 1
+STATE_SCHEMA_VERSION = 2  # 2: faces seen now (coasting tracks apart), fps absent until measured
 TRACK_TYPES = ("new", "update", "end")
 END_REASONS = ("gone", "stopped")
 STATES = ("online", "offline")
@@ -269,14 +270,16 @@ def track_message(
     return message
 
 
-def state_payload(device_id, faces, emotions, fps, tracks=(), timestamp=None):
+def state_payload(device_id, faces, emotions, fps, tracks=(), timestamp=None, coasting=0):
     """The retained device state: ``{"schema": "fer-edge/state", "schema_version", "device_id",
-    "timestamp", "faces", "dominant_emotion", "emotions", "fps", "tracks"}``.
+    "timestamp", "faces", "dominant_emotion", "emotions", "fps", "tracks", "coasting"}``.
 
-    ``faces``: faces in view (confirmed tracks, coasting ones included); ``emotions``: ``{label:
-    count}`` of their stable emotions; ``dominant_emotion``: the most frequent of them (``none``
-    without faces; ties: the first in ``edge.labels.EMOTIONS``); ``fps``: frames per second
-    processed lately; ``tracks``: the ids of the faces in view.
+    ``faces``: faces in view now (confirmed tracks seen in the last few frames,
+    :mod:`edge.tracking.lifecycle`); ``emotions``: ``{label: count}`` of their stable emotions;
+    ``dominant_emotion``: the most frequent of them (``none`` without faces; ties: the first in
+    ``edge.labels.EMOTIONS``); ``fps``: frames per second processed lately, rounded to 0.01 (None:
+    not measured yet, and then the key is left out: no made-up 0); ``tracks``: the ids of the faces
+    in view; ``coasting``: confirmed tracks not seen lately that the tracker still keeps.
     """
     counts = {}
     for label, count in dict(emotions).items():
@@ -285,7 +288,7 @@ def state_payload(device_id, faces, emotions, fps, tracks=(), timestamp=None):
         if _to_int(count, "emotion count") > 0:
             counts[label] = _to_int(count, "emotion count")
     dominant = max(counts, key=lambda k: (counts[k], -EMOTIONS.index(k))) if counts else "none"
-    return {
+    state = {
         "schema": STATE_SCHEMA,
         "schema_version": STATE_SCHEMA_VERSION,
         "device_id": check_device_id(device_id),
@@ -293,9 +296,12 @@ def state_payload(device_id, faces, emotions, fps, tracks=(), timestamp=None):
         "faces": _to_int(faces, "faces"),
         "dominant_emotion": dominant,
         "emotions": counts,
-        "fps": round(max(0.0, float(fps)), 2),
         "tracks": [str(t) for t in tracks],
+        "coasting": max(0, _to_int(coasting, "coasting")),
     }
+    if fps is not None:
+        state["fps"] = round(max(0.0, float(fps)), 2)
+    return state
 
 
 def _software_version():

@@ -15,10 +15,15 @@ seen: from the frame numbers and the frame rate for video files, from the captur
 cameras), the frames seen, the dominant emotion and the share of each stable emotion over the
 frames seen.
 
-The device state (retained, ``<prefix>/<device_id>/state``): faces in view (confirmed tracks,
-coasting ones included), their dominant emotion and counts, frames per second. Sent when it
-changes (at most every ``state_min_interval`` s) and every ``state_interval`` s; the publisher
-keeps only the newest value (it describes the present). Home Assistant's sensors read it.
+The device state (retained, ``<prefix>/<device_id>/state``): the faces in view now (confirmed
+tracks seen in one of the last ``IN_VIEW_FRAMES`` frames: a face the detector misses for a frame or
+two stays in view, a face that left or a track the tracker replaced by a new one does not), their
+dominant emotion and counts, the confirmed tracks that coast (unseen for longer, still kept), and
+frames per second: absent until measured (at least ``FPS_FIRST_SPAN`` s of frames), then rounded
+to 0.1 and changed at most every ``fps_interval`` s, so that a recorder (Home Assistant's) gets a
+row a minute for it, not one per message. Sent when it changes (at most every
+``state_min_interval`` s) and every ``state_interval`` s; the publisher keeps only the newest
+value (it describes the present). Home Assistant's sensors read it.
 """
 
 import binascii
@@ -30,6 +35,9 @@ from edge.events.payloads import face_entry, format_timestamp, state_payload, tr
 
 DEFAULT_CONFIRM_FRAMES = 3
 FPS_WINDOW = 5.0  # seconds of frames the state's fps is measured over
+FPS_FIRST_SPAN = 1.0  # seconds of frames before the state has an fps
+DEFAULT_FPS_INTERVAL = 60.0  # seconds between changes of the state's fps
+IN_VIEW_FRAMES = 3  # a confirmed face seen in one of the last this many frames is in view
 
 
 def new_run_id():
@@ -88,6 +96,7 @@ class TrackLifecycle(object):
         state_min_interval=0.5,
         clock=time.monotonic,
         run_id=None,
+        fps_interval=DEFAULT_FPS_INTERVAL,
     ):
         if int(confirm_frames) < 1:
             raise ValueError("confirm_frames must be >= 1, got {}".format(confirm_frames))
@@ -101,6 +110,7 @@ class TrackLifecycle(object):
         self.state = bool(state)
         self.state_interval = float(state_interval) if state_interval and state_interval > 0 else 10.0
         self.state_min_interval = float(state_min_interval)
+        self.fps_interval = float(fps_interval)
         self.clock = clock
         self.run_id = run_id or new_run_id()
         self.records = collections.OrderedDict()  # track_id -> _Record, live tracks only
@@ -109,6 +119,7 @@ class TrackLifecycle(object):
         self._times = collections.deque()
         self._state_key = None
         self._state_sent_at = None
+        self._fps = None  # (value, when) of the state's fps: None until measured
 
     # -- the loop's calls --
 
@@ -223,39 +234,57 @@ class TrackLifecycle(object):
 
     # -- device state --
 
+    def _in_view_records(self):
+        return [r for r in self.records.values() if r.confirmed and r.track.missed < IN_VIEW_FRAMES]
+
     def in_view(self):
-        """The confirmed live tracks' stable emotions: ``{label: count}``."""
+        """The stable emotions of the faces in view now (see the module doc): ``{label: count}``."""
         counts = {}
-        for record in self.records.values():
-            if record.confirmed:
-                label = self.labels[self._label(record.track)]
-                counts[label] = counts.get(label, 0) + 1
+        for record in self._in_view_records():
+            label = self.labels[self._label(record.track)]
+            counts[label] = counts.get(label, 0) + 1
         return counts
 
+    def coasting(self):
+        """Confirmed tracks the tracker keeps that are not in view (unseen for ``IN_VIEW_FRAMES`` frames or more)."""
+        return sum(1 for r in self.records.values() if r.confirmed and r.track.missed >= IN_VIEW_FRAMES)
+
     def fps_now(self):
+        """Frames per second over the last ``FPS_WINDOW`` s; None before ``FPS_FIRST_SPAN`` s of frames."""
         times = self._times
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
+        if len(times) < 2 or times[-1] - times[0] < FPS_FIRST_SPAN:
+            return None
         return (len(times) - 1) / (times[-1] - times[0])
+
+    def _state_fps(self, now):
+        """The state's fps: the measured value rounded to 0.1, changed at most every ``fps_interval`` s."""
+        if self._fps is None or now - self._fps[1] >= self.fps_interval:
+            measured = self.fps_now()
+            if measured is not None:
+                self._fps = (round(measured, 1), now)
+        return None if self._fps is None else self._fps[0]
 
     def _maybe_state(self, publisher, now, force=False):
         if not self.state:
             return
         emotions = {} if force else self.in_view()
-        key = tuple(sorted(emotions.items()))
+        coasting = 0 if force else self.coasting()
+        fps = self._state_fps(now)
+        key = (tuple(sorted(emotions.items())), coasting, fps)
         last = self._state_sent_at
         changed = key != self._state_key
         due = last is None or now - last >= self.state_interval
         if not (force or due or (changed and now - last >= self.state_min_interval)):
             return
-        ids = [] if force else [r.uid for r in self.records.values() if r.confirmed]
+        ids = [] if force else [r.uid for r in self._in_view_records()]
         payload = state_payload(
             self.device_id,
             sum(emotions.values()),
             emotions,
-            self.fps_now(),
+            fps,
             ids,
             timestamp=self._frame.timestamp if self._frame is not None else None,
+            coasting=coasting,
         )
         publisher.publish_state(payload)
         self.counts["state"] += 1
