@@ -37,7 +37,7 @@ from edge.labels import EMOTIONS
 from fer_edge.subscribe_lines import Deduplicator, run_subscriber
 from fer_edge.subscribe_table import DeviceTable, run_table
 from helpers import collect, wait_until
-from mqtt_broker import Mosquitto, free_port, running_mosquitto, sample_event
+from mqtt_broker import DelayProxy, Mosquitto, free_port, running_mosquitto, sample_event
 
 REPO = Path(__file__).resolve().parents[1]
 from mqtt_broker import PROBS  # noqa: E402
@@ -559,6 +559,60 @@ def test_a_frozen_broker_is_noticed_in_seconds_and_nothing_is_lost(tmp_path):
     unique, duplicates, gaps, disorder = analyse(got.events())
     assert [e["frame"] for e in unique] == list(range(15)) and gaps == disorder == 0
     assert pub.counters["reconnects"] >= 1
+
+
+def test_an_outage_longer_than_the_ack_timeout_does_not_tear_down_the_reconnection(tmp_path, caplog):
+    """Issue 23, item 3. Messages in flight when the broker crashes, an outage longer than
+    ``ack_timeout``, a 40 ms link: the first reconnection stays up (the acknowledgement clock starts
+    again with the connection; it used to count the outage and drop the connection just after
+    CONNACK: one more reconnection and duplicates)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="edge.delivery")
+    device = "cam-ack-clock"
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    proxy = DelayProxy(broker.port, delay=0.04)
+    pub = MqttPublisher(
+        BrokerSettings(proxy.url, reconnect_delay=(0.2, 0.5), keepalive=30, ack_timeout=1.0),
+        device,
+        data_dir=str(tmp_path / "data"),
+    )
+    stopped = False
+    try:
+        pub.start()
+        assert pub.wait_connected(WAIT)
+        for i in range(3):
+            pub.publish_event(event(device, i))
+        assert wait_until(lambda: pub.counters["acknowledged"] == 3), pub.counters
+        os.kill(broker.process.pid, signal.SIGSTOP)  # nothing acknowledged from now on
+        stopped = True
+        for i in range(3, 8):
+            pub.publish_event(event(device, i))
+        assert wait_until(lambda: pub.counters["in_flight"] == 5, timeout=0.5), pub.counters
+        time.sleep(0.2)  # well within the ack timeout
+        os.kill(broker.process.pid, signal.SIGKILL)  # the crash closes the connection
+        broker.process.wait(WAIT)
+        stopped = False
+        assert wait_until(lambda: not pub.connected, timeout=0.6), pub.counters
+        assert "no acknowledgement" not in (pub.last_error or ""), pub.last_error
+        broker.stop()
+        time.sleep(2.0)  # the outage: twice the ack timeout, the 5 messages still in flight
+        caplog.clear()
+        broker.start()
+        assert wait_until(lambda: pub.counters["queued"] == 0, timeout=WAIT), pub.counters
+        time.sleep(0.5)
+        counters = pub.counters
+    finally:
+        if stopped:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        pub.close(timeout=WAIT)
+        proxy.close()
+        broker.stop()
+    torn = [r.getMessage() for r in caplog.records if "no acknowledgement" in r.getMessage()]
+    assert torn == [], torn
+    assert counters["acknowledged"] == 8 and counters["dropped"] == counters["failed"] == 0, counters
+    assert counters["reconnects"] == 1 and counters["disconnects"] == 1, counters
 
 
 def test_a_damaged_page_costs_only_its_rows_and_numbering_goes_on(tmp_path):

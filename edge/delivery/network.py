@@ -81,7 +81,8 @@ class NetworkLoop(object):
 
     def _ack_overdue(self, now):
         """True (once per stall) when messages have waited ``ack_timeout`` s with no acknowledgement:
-        a frozen broker or a half-open connection that keepalive would notice only much later."""
+        a frozen broker or a half-open connection that keepalive would notice only much later. The
+        clock counts connected time only: it starts again when a connection is lost or made."""
         with self._lock:
             if not self._inflight:
                 self._progress_at = None
@@ -220,6 +221,7 @@ class NetworkLoop(object):
         with self._lock:
             was_up, self._session_up = self._session_up, False
             self._connected_event.clear()
+            self._progress_at = None  # the outage is no silence of the broker's: the clock starts again
             if was_up and not self._closing:
                 self._counts["disconnects"] += 1
         error, self._paho_error = self._paho_error, None
@@ -259,6 +261,7 @@ class NetworkLoop(object):
                 if self._counts["connects"] > 1:
                     self._counts["reconnects"] += 1
                 self._session_up = True
+                self._progress_at = None  # what is in flight (re-sent now) waits from this connection on
             self._takeover.connected()
             self._announce = True
             self.last_error = None
