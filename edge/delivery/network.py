@@ -202,6 +202,7 @@ class NetworkLoop(object):
         return False
 
     def _connect_failed(self, text):
+        self._takeover.unreachable()
         with self._lock:
             self._counts["connect_failures"] += 1
             first, self._warned_unreachable = not self._warned_unreachable, True
@@ -228,6 +229,8 @@ class NetworkLoop(object):
         refusal, self._refusal = self._refusal, None
         reason, self._disconnect_reason = self._disconnect_reason, None
         self_initiated, self._self_disconnect = self._self_disconnect, False
+        if not was_up:  # an attempt that did not reach CONNACK: an outage, not a takeover
+            self._takeover.unreachable()
         if refusal:  # CONNACK with an error code: bad credentials, client id not allowed, ...
             with self._lock:
                 self._counts["connect_failures"] += 1
