@@ -8,6 +8,9 @@
         broker.url   # mqtt://127.0.0.1:<port>
         broker.stop(); broker.start()              # restart on the same port (outage tests)
 
+    with DelayProxy(broker.port, delay=0.04) as proxy:   # a slow link in front of it
+        proxy.url                                  # mqtt://127.0.0.1:<proxy port>
+
 The broker listens on 127.0.0.1 only, on a free port, anonymous, without persistence (unless
 ``persistence=True``: then its in-memory state, e.g. persistent sessions, survives
 ``stop()``/``start()``). ``config="..."`` replaces the generated configuration by a complete one
@@ -22,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -209,6 +213,100 @@ def mosquitto_fixture(scope="module", extra_conf="", persistence=False):
             yield broker
 
     return _broker
+
+
+class DelayProxy(object):
+    """A TCP proxy on 127.0.0.1 that delivers every byte ``delay`` seconds late, both ways: a slow
+    link (a 40 ms mobile or satellite hop) in front of a broker on ``port``. Order is kept; when one
+    side closes, the other is closed once the delayed bytes went out. While the broker is down, the
+    proxy accepts a connection and closes it at once. ``url``:
+    ``mqtt://127.0.0.1:<proxy port>``; ``close()`` (or ``with``) stops it and closes every link."""
+
+    def __init__(self, port, delay=0.04, host=HOST):
+        self.target = (host, port)
+        self.delay = float(delay)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "mqtt://{}:{}".format(HOST, self.port)
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source, sink):
+        pending = []  # (due, bytes); None for the end of the stream
+        cond = threading.Condition()
+
+        def deliver():
+            while True:
+                with cond:
+                    while not pending:
+                        cond.wait()
+                    due, data = pending[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                with cond:
+                    pending.pop(0)
+                try:
+                    if data is None:
+                        sink.shutdown(socket.SHUT_RDWR)
+                        return
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=deliver, daemon=True).start()
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            with cond:
+                pending.append((time.monotonic() + self.delay, data or None))
+                cond.notify()
+            if not data:
+                return
+
+    def close(self):
+        self._closed = True
+        self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 # ---------------------------------------------------------------- shared by the MQTT test modules

@@ -132,3 +132,29 @@ def test_publishers_with_one_client_id_warn_once_and_mqtt5_reason_is_definite(br
             watch.connected()
             clock[0] += 60.0 if not self_initiated else 1.0
             assert watch.lost(None, self_initiated=self_initiated) is None
+
+
+def test_broker_restarts_soon_after_connecting_are_no_takeover(broker, caplog):
+    """Issue 23, item 4. Three broker restarts, each within 10 s of the connection it ends: the
+    broker was unreachable in between (connection refused), so this is an outage, not another
+    client with this client id: no warning, ``taken_over`` stays 0."""
+    import logging
+    import time
+
+    caplog.set_level(logging.WARNING, logger="edge.delivery")
+    pub = MqttPublisher(BrokerSettings(broker.url, reconnect_delay=(0.2, 0.4)), "cam-restarts")
+    pub.start()
+    try:
+        for restart in range(3):
+            assert wait_until(lambda n=restart: pub.connected and pub.counters["connects"] == n + 1, 15), pub.counters
+            time.sleep(0.5)
+            broker.stop()
+            assert wait_until(lambda n=restart: pub.counters["connect_failures"] > n, 10), pub.counters
+            broker.start()
+        assert wait_until(lambda: pub.connected and pub.counters["connects"] == 4, 15), pub.counters
+        counters = pub.counters
+    finally:
+        pub.close(1)
+    assert counters["reconnects"] == counters["disconnects"] == 3, counters
+    warnings = [r.getMessage() for r in caplog.records if "used by another client" in r.getMessage()]
+    assert warnings == [] and counters["taken_over"] == 0, (warnings, counters)

@@ -170,6 +170,115 @@ def test_last_will_is_published_when_the_agent_dies(broker, validators):
     assert late.data["reason"] == "connection-lost"
 
 
+def _epoch(timestamp):
+    """Seconds since the epoch of a payload timestamp (``2026-12-02T10:15:02.480Z``)."""
+    from datetime import datetime, timezone
+
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_the_last_will_carries_the_time_of_its_connection_not_the_start(tmp_path, validators):
+    """Issue 23, item 6. The agent starts with the broker down and connects 2 s later: the last will
+    the broker publishes when the agent dies says when that connection was made (the will is set
+    anew before every connection attempt); it used to carry the time the agent started."""
+    device = "cam-will-time"
+    mosq = Mosquitto(tmp_path / "broker")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    agent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_AGENT, mosq.url, device],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
+    sub = None
+    try:
+        time.sleep(2.0)  # the agent tries, the broker is not there
+        broker_up = time.time()
+        mosq.start()
+        sub, got = listen(mosq.url, device, kinds=("status",))
+        line = agent.stdout.readline()
+        assert line.strip() == "ready", agent.stderr.read() if agent.poll() is not None else line
+        got.wait(lambda ms: any(m.data["state"] == "online" for m in ms))
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(WAIT)
+        msgs = got.wait(lambda ms: any(m.data["state"] == "offline" for m in ms))
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        agent.stdout.close()
+        agent.stderr.close()
+        if sub is not None:
+            sub.stop()
+        mosq.stop()
+    will = [m for m in msgs if m.data["state"] == "offline"][0]
+    assert will.data["reason"] == "connection-lost" and list(validators["status"].iter_errors(will.data)) == []
+    assert _epoch(will.data["timestamp"]) >= broker_up - 0.1, (will.data["timestamp"], broker_up)
+
+
+def test_a_stop_while_the_broker_is_down_is_set_right_at_the_next_start(tmp_path, validators):
+    """Issue 23, item 6. The broker crashes (its retained store saved: ``online``, ``faces 4``) and
+    the agent stops before it could reconnect: no one can tell the broker, and its restart brings
+    back ``online`` and 4 faces (the documented limit). The agent kept what it could not send in
+    its queue file; its next start sends it at the first connection: the ``offline`` status of the
+    stop (with the stop's time) before its own ``online``, and the state of the stop (0 faces)."""
+    device = "cam-stale"
+    status_topic, state_topic = "fer-edge/{}/status".format(device), "fer-edge/{}/state".format(device)
+    data_dir = str(tmp_path / "data")
+    mosq = Mosquitto(tmp_path / "broker", persistence=True)
+    mosq.start()
+    settings = BrokerSettings(mosq.url, reconnect_delay=(0.2, 0.5))
+    pub = MqttPublisher(settings, device, data_dir=data_dir)
+    pub.start()
+    try:
+        assert pub.wait_connected(WAIT)
+        inbox = RawInbox(mosq.url, "stale-watch-1", [state_topic])
+        pub.publish_state({"faces": 4})
+        inbox.wait(lambda: inbox.data(state_topic) == [{"faces": 4}], WAIT, "the state")
+        inbox.stop()
+        db = Path(str(tmp_path / "broker" / "mosquitto.db"))
+        os.kill(mosq.process.pid, signal.SIGUSR1)  # the broker saves its retained store, then crashes
+        assert wait_until(db.exists)
+        time.sleep(0.3)
+        os.kill(mosq.process.pid, signal.SIGKILL)
+        mosq.process.wait(WAIT)
+        mosq.stop()
+        assert wait_until(lambda: not pub.connected)
+        pub.publish_state({"faces": 0})  # what the agent does when it stops
+        stopped_at = time.time()
+        pub.close(timeout=0.5)
+    finally:
+        pub.close(timeout=0)
+    mosq.start()
+    try:
+        before = RawInbox(mosq.url, "stale-watch-2", [status_topic, state_topic])
+        before.wait(lambda: before.of(status_topic) and before.of(state_topic), WAIT, "the retained messages")
+        before.stop()
+        assert before.data(status_topic)[0]["state"] == "online" and before.data(state_topic) == [{"faces": 4}]
+        watch = RawInbox(mosq.url, "stale-watch-3", [status_topic, state_topic])
+        watch.wait(lambda: watch.of(status_topic) and watch.of(state_topic), WAIT, "the retained messages")
+        again = MqttPublisher(settings, device, data_dir=data_dir)  # the next start; it sends no state itself
+        again.start()
+        try:
+            assert again.wait_connected(WAIT)
+            watch.wait(lambda: len(watch.of(status_topic)) >= 3 and len(watch.of(state_topic)) >= 2, WAIT, "news")
+            time.sleep(0.3)
+            statuses, states = watch.data(status_topic), watch.data(state_topic)
+            assert again.outbox.unsent_retained() == []  # sent: not again at the start after this one
+        finally:
+            watch.stop()
+            again.close()
+    finally:
+        mosq.stop()
+    assert [s["state"] for s in statuses] == ["online", "offline", "online"], statuses
+    offline = statuses[1]
+    assert offline["reason"] == "shutdown" and list(validators["status"].iter_errors(offline)) == []
+    assert abs(_epoch(offline["timestamp"]) - stopped_at) < 1.0, (offline, stopped_at)
+    assert states == [{"faces": 4}, {"faces": 0}], states
+
+
 def test_broker_down_at_start_and_outage_then_queued_events_are_delivered(tmp_path, validators):
     """The (memory) outbox: events published while the broker is down arrive afterwards."""
     device = "cam-outage"

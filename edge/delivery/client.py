@@ -184,7 +184,12 @@ class TakeoverWatch(object):
     turns: many reconnections, and each shows offline (its last will) while the other is connected.
     :meth:`lost` returns the warning to log when that is happening: at once on reason 0x8E, or
     after ``repeats`` connections in a row closed by the broker within ``short`` seconds of being
-    made; then at most every ``every`` seconds.
+    made; then at most every ``every`` seconds. A connection attempt that fails in between (the
+    broker unreachable or refusing: :meth:`unreachable`) breaks the row: the broker restarted or
+    the network went away, while a client that takes the id over leaves the broker up, so the next
+    attempt succeeds at once. (A broker restarted faster than the first reconnection attempt, 0.5
+    to 1 s by default, cannot be told apart; three of those in a row, each within ``short`` s of
+    connecting, still count.)
     """
 
     def __init__(self, client_id, short=SHORT_SESSION, repeats=SHORT_SESSIONS_TO_WARN, every=WARN_EVERY, clock=None):
@@ -200,6 +205,11 @@ class TakeoverWatch(object):
 
     def connected(self):
         self.started = self.clock()
+
+    def unreachable(self):
+        """A connection attempt failed (refused, unreachable, closed before CONNACK): an outage,
+        not another client with this id; the row of short connections starts again."""
+        self.streak = 0
 
     def lost(self, reason=None, self_initiated=False):
         """The connection (up since :meth:`connected`) ended; ``reason``: the broker's reason code

@@ -10,7 +10,8 @@ MQTT behaviour (:class:`MqttPublisher`; docs/mqtt.md has the operator's view):
   a second agent with this device id on this host (its queue file is locked) is warned about too;
 * every event, stats and track message goes to the **outbox** first (:mod:`edge.delivery.outbox`): on disk
   (SQLite in ``data_dir``) or, without ``data_dir``, in memory. Bounded (``max_queued``
-  messages, ``queue_max_bytes`` bytes); beyond the bounds the oldest are dropped and counted;
+  messages, ``queue_max_bytes`` bytes, and the space on the disk); beyond the bounds the oldest are
+  dropped and counted;
 * one network thread owns the paho client: it connects, sends the outbox oldest first with QoS 1
   (``qos``), at most ``max_inflight`` unacknowledged at a time, and deletes a row only when the
   broker's PUBACK for it arrived. Order: one TCP connection keeps the order, and after a
@@ -50,10 +51,10 @@ from edge.delivery.base import Publisher, retained_text
 from edge.delivery.client import PROTOCOLS, TakeoverWatch, create_client, paho_client_module, paho_version
 from edge.delivery.network import MAX_DIRECT_INFLIGHT, NetworkLoop
 from edge.delivery.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Outbox, queue_path
-from edge.delivery.retained import LatestValues
+from edge.delivery.retained import LatestValues, restore_unsent
 from edge.delivery.tls import alpn_protocols, make_ssl_context
 from edge.delivery.url import DEFAULT_PREFIX, check_device_id, parse_url, topics
-from edge.events.payloads import status_payload, to_json
+from edge.events.payloads import to_json
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,10 @@ class MqttPublisher(NetworkLoop, Publisher):
         self._announce = False  # publish the online status (network thread)
         self._inflight = collections.OrderedDict()  # mid -> outbox seq, sent and not acknowledged
         self._progress_at = None  # when the in-flight set last moved (a send into an empty set, an ack)
-        self._status_mids = set()  # online/offline status messages not yet acknowledged
+        self._status_mids = {}  # mid -> topic: status and latest-value messages not yet acknowledged
+        self._offline_mid = None  # the offline status published at close
+        self._stale_status = None  # an offline status an earlier run could not send (sent before online)
+        self._unsent_restored = False  # retained messages of an earlier run were restored from the queue
         self._early_acks = set()  # acks that arrived before publish() returned the mid
         self._early_refusals = set()  # of those, the ones the broker refused (MQTT 5 reason code)
         self._acked = []  # outbox seqs acknowledged, to delete (network thread)
@@ -204,8 +208,6 @@ class MqttPublisher(NetworkLoop, Publisher):
                 "refuses (ACL) still counts as acknowledged; paho-mqtt 2.x reports it",
                 paho_version(),
             )
-        will = status_payload(self.device_id, "offline", reason="connection-lost")
-        client.will_set(self.topics.status, to_json(will), qos=1, retain=True)
         client.max_inflight_messages_set(self.max_inflight + MAX_DIRECT_INFLIGHT)  # + status, latest values
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -227,6 +229,8 @@ class MqttPublisher(NetworkLoop, Publisher):
                     self.prefix,
                     self.device_id,
                 )
+        # what the last run could not tell the broker: sent at the first connection
+        self._stale_status, self._unsent_restored = restore_unsent(self._outbox, self._latest, self.topics.status)
         self._client = client
         self._mqtt = mqtt
         self._started = True
@@ -316,6 +320,8 @@ class MqttPublisher(NetworkLoop, Publisher):
         outbox = self._outbox
         if outbox is None:
             return
+        if thread is None or not thread.is_alive():
+            outbox.persist()  # a queue that fell back to memory: what fits goes to disk now
         left = outbox.depth
         if left and outbox.storage == "memory":
             with self._lock:

@@ -12,6 +12,7 @@ import logging
 import time
 
 from edge.delivery.client import backoff_delay, disconnect_rc, rc_text, rc_value, reason_failed
+from edge.delivery.retained import keep_unsent
 from edge.delivery.tls import describe_connect_problem
 from edge.events.payloads import status_payload, to_json
 
@@ -46,6 +47,7 @@ class NetworkLoop(object):
                         continue
                     try:
                         self._paho_error = None
+                        self._set_will()
                         client.reconnect()
                         socket_open = True
                     except Exception as exc:
@@ -76,12 +78,30 @@ class NetworkLoop(object):
         finally:
             try:
                 self._delete_acknowledged()
+                self._keep_unconfirmed()
             except Exception:  # pragma: no cover
-                log.exception("MQTT: cannot delete acknowledged messages")
+                log.exception("MQTT: cannot delete acknowledged messages or keep the unsent retained ones")
+
+    def _keep_unconfirmed(self):
+        """The thread ends: what the broker did not confirm (the offline status of this stop, latest
+        values) goes into the queue file for the next start (:func:`edge.delivery.retained.keep_unsent`)."""
+        with self._lock:
+            unacknowledged = set(self._status_mids.values())
+            confirmed = self._offline_mid is not None and self._offline_mid not in self._status_mids
+        offline = None if confirmed else to_json(status_payload(self.device_id, "offline", reason="shutdown"))
+        keep_unsent(self._outbox, self._latest, self.topics.status, offline, unacknowledged)
+
+    def _set_will(self):
+        """The last will of the next connection: a retained ``offline`` status, ``reason:
+        connection-lost``, stamped with the time of this connection attempt (a will cannot say when
+        the connection is lost: the broker publishes it as given; it used to carry the start time)."""
+        will = status_payload(self.device_id, "offline", reason="connection-lost")
+        self._client.will_set(self.topics.status, to_json(will), qos=1, retain=True)
 
     def _ack_overdue(self, now):
         """True (once per stall) when messages have waited ``ack_timeout`` s with no acknowledgement:
-        a frozen broker or a half-open connection that keepalive would notice only much later."""
+        a frozen broker or a half-open connection that keepalive would notice only much later. The
+        clock counts connected time only: it starts again when a connection is lost or made."""
         with self._lock:
             if not self._inflight:
                 self._progress_at = None
@@ -110,9 +130,15 @@ class NetworkLoop(object):
         if self._announce:
             self._announce = False
             if not self._closing:
+                stale, self._stale_status = self._stale_status, None
+                if stale:  # the offline status an earlier run could not send: first, with its time
+                    self._publish_status("offline", stale)
                 self._publish_status("online")
                 self._latest.resend_all()
                 self._connected_event.set()
+                if self._unsent_restored:  # sent now (and kept again at close if not confirmed)
+                    self._unsent_restored = False
+                    self._outbox.keep_unsent_retained([])
         self._send_latest()
         self._delete_acknowledged()
         room = self.max_inflight - len(self._inflight)
@@ -158,20 +184,25 @@ class NetworkLoop(object):
                 if info.mid in self._early_acks:
                     self._early_acks.discard(info.mid)
                 else:
-                    self._status_mids.add(info.mid)
+                    self._status_mids[info.mid] = topic
 
-    def _publish_status(self, state):
-        payload = status_payload(self.device_id, state, **({"reason": "shutdown"} if state == "offline" else {}))
+    def _publish_status(self, state, text=None):
+        """Publish the retained status (``text``: a payload made earlier); returns its mid (None if
+        it could not be published)."""
+        if text is None:
+            payload = status_payload(self.device_id, state, **({"reason": "shutdown"} if state == "offline" else {}))
+            text = to_json(payload)
         try:
-            info = self._client.publish(self.topics.status, to_json(payload), qos=1, retain=True)
+            info = self._client.publish(self.topics.status, text, qos=1, retain=True)
         except Exception as exc:  # pragma: no cover
             log.error("cannot publish the %s status: %s", state, exc)
-            return
+            return None
         with self._lock:
             if info.mid in self._early_acks:
                 self._early_acks.discard(info.mid)
             else:
-                self._status_mids.add(info.mid)
+                self._status_mids[info.mid] = self.topics.status
+        return info.mid
 
     def _finish(self, now, socket_open):
         """Closing: True when the thread may stop (flushed or out of time; offline status sent
@@ -185,9 +216,9 @@ class NetworkLoop(object):
             if not (drained or now >= deadline - reserve):
                 return False
             if not (socket_open and self._session_up):
-                return True  # nothing to say offline to; the will covers it
+                return True  # nothing to say offline to: the will covers a lost connection, the rest is kept
             self._offline_sent = True
-            self._publish_status("offline")
+            self._offline_mid = self._publish_status("offline")
             return False
         if status_done or now >= deadline:
             try:
@@ -201,6 +232,7 @@ class NetworkLoop(object):
         return False
 
     def _connect_failed(self, text):
+        self._takeover.unreachable()
         with self._lock:
             self._counts["connect_failures"] += 1
             first, self._warned_unreachable = not self._warned_unreachable, True
@@ -220,12 +252,15 @@ class NetworkLoop(object):
         with self._lock:
             was_up, self._session_up = self._session_up, False
             self._connected_event.clear()
+            self._progress_at = None  # the outage is no silence of the broker's: the clock starts again
             if was_up and not self._closing:
                 self._counts["disconnects"] += 1
         error, self._paho_error = self._paho_error, None
         refusal, self._refusal = self._refusal, None
         reason, self._disconnect_reason = self._disconnect_reason, None
         self_initiated, self._self_disconnect = self._self_disconnect, False
+        if not was_up:  # an attempt that did not reach CONNACK: an outage, not a takeover
+            self._takeover.unreachable()
         if refusal:  # CONNACK with an error code: bad credentials, client id not allowed, ...
             with self._lock:
                 self._counts["connect_failures"] += 1
@@ -259,6 +294,7 @@ class NetworkLoop(object):
                 if self._counts["connects"] > 1:
                     self._counts["reconnects"] += 1
                 self._session_up = True
+                self._progress_at = None  # what is in flight (re-sent now) waits from this connection on
             self._takeover.connected()
             self._announce = True
             self.last_error = None
@@ -288,7 +324,7 @@ class NetworkLoop(object):
                     self._counts["failed" if refused else "acknowledged"] += 1
                     self._progress_at = _monotonic()
                 elif mid in self._status_mids:
-                    self._status_mids.discard(mid)
+                    del self._status_mids[mid]
                 else:
                     self._early_acks.add(mid)
                     if refused:

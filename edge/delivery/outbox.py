@@ -12,47 +12,38 @@ back and are sent twice). ``synchronous=FULL`` would close that window at the pr
 per event, which an SD card or eMMC at 30 events/s does not afford.
 
 Bounds: ``max_events`` rows and ``max_bytes`` payload bytes. Beyond them the **oldest** rows that
-are not in flight are deleted and counted in ``dropped``; nothing else is ever dropped.
+are not in flight are deleted and counted in ``dropped``. The third bound is the disk: see below.
+
+A short disk: the queue uses the space there is (:mod:`edge.delivery.room`): a small WAL when the
+disk has little room; below ``disk_reserve`` (256 KB) free, or when SQLite says the disk is full,
+the file stops growing and new rows take the place of the oldest (not in flight), dropped about
+64 KB at a time, counted in ``dropped`` and ``dropped_for_space`` and logged. What fits stays on
+disk and outlives the process.
 
 Event ids: the outbox numbers events (``seq`` 1, 2, 3, ...) within a *stream*, a random id made
 when the queue file is created and kept with it; ``event_id`` is ``<stream>-<seq>``. Both survive
 restarts, so consumers de-duplicate on ``(device_id, event_id)`` and see a gap in ``seq`` where
 events were dropped.
 
-Failures never stop the agent: the readable rows of a corrupt file are salvaged (read in ranges
-around the damaged pages) into a new file, the corrupt one is renamed aside
-(``<file>.corrupt-<UTC time>``), and numbering continues in the same stream from the highest
-sequence number seen (in the file's metadata or the salvaged events); a
-full disk or another I/O error moves the queued rows to memory (a full disk's file is removed:
-its rows are in memory now); while in memory, a new file is tried every ``retry_interval``
-seconds (an old file still there is renamed aside first, so nothing is sent twice).
-A second agent with the same device id and data directory cannot use the file (it is locked):
-that agent queues in memory.
+Failures never stop the agent (:mod:`edge.delivery.recovery`): a corrupt file is salvaged into a
+new one, an I/O error or a full disk where no room can be made moves the rows to memory and back
+to disk later, a file locked by another agent with the same device id means a memory queue.
 """
 
+import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not a Linux/macOS device
-    fcntl = None
-
+from edge.delivery.recovery import QueueRecovery
+from edge.delivery.room import DEFAULT_DISK_RESERVE, DiskRoom
 from edge.delivery.store import (
-    FORMAT_VERSION,
-    MemoryStore,
+    UNSENT_RETAINED,
     Row,
-    SqliteStore,
-    _remove_files,
-    highest_event_seq,
-    is_corruption,
-    move_aside,
     new_stream_id,
     queue_path,  # noqa: F401  (edge.delivery.outbox.queue_path: where a device's queue lives)
-    salvage,
+    salvage,  # noqa: F401  (fer-edge outbox status reads a damaged file with it)
 )
 
 log = logging.getLogger(__name__)
@@ -62,12 +53,13 @@ DEFAULT_MAX_BYTES = 100 * 1000 * 1000
 DEFAULT_RETRY_INTERVAL = 60.0
 
 
-class Outbox(object):
+class Outbox(QueueRecovery):
     """The bounded, ordered queue (see the module doc). Thread-safe.
 
     ``path``: the SQLite file (None: memory only). ``max_events`` (0: no count bound) and
-    ``max_bytes`` (0: no size bound): the bounds. ``sqlite_max_pages``: tests only (a database
-    that fills up like a full disk).
+    ``max_bytes`` (0: no size bound): the bounds. ``disk_reserve``: bytes left free on the file's
+    disk (a short disk: see the module doc). ``sqlite_max_pages``: tests only (a database that
+    fills up like a full disk).
     """
 
     def __init__(
@@ -78,6 +70,7 @@ class Outbox(object):
         retry_interval=DEFAULT_RETRY_INTERVAL,
         sqlite_max_pages=None,
         clock=time.monotonic,
+        disk_reserve=DEFAULT_DISK_RESERVE,
     ):
         if int(max_events) < 0 or int(max_bytes) < 0:
             raise ValueError(
@@ -87,10 +80,12 @@ class Outbox(object):
         self.max_events = int(max_events)
         self.max_bytes = int(max_bytes)
         self.retry_interval = float(retry_interval)
+        self.disk_reserve = int(disk_reserve)
         self._max_pages = sqlite_max_pages
         self._clock = clock
         self._lock = threading.RLock()
-        self.dropped = 0  # rows deleted by the bounds (or refused: larger than max_bytes)
+        self.dropped = 0  # rows deleted by the bounds or for disk space (or refused: larger than max_bytes)
+        self._room = DiskRoom(self.path, disk_reserve, self._problem) if self.path else None
         self.sent_upto = 0  # highest seq handed to the network; those rows are never dropped
         self.problems = []  # what went wrong with the file, for logs and tests
         self._lock_handle = None
@@ -113,167 +108,6 @@ class Outbox(object):
                 self.store.count,
                 self.store.bytes,
             )
-
-    # -- opening, failures ------------------------------------------------------------------
-
-    def _problem(self, text):
-        self.problems.append(text)
-        log.error("outbox: %s", text)
-
-    def _open(self):
-        if self.path is None:
-            return MemoryStore()
-        try:
-            folder = os.path.dirname(self.path)
-            if not os.path.isdir(folder):
-                os.makedirs(folder, 0o700)
-            self._lock_file()
-        except (OSError, IOError) as exc:
-            self._problem("cannot use {} ({}); queuing in memory (not kept across restarts)".format(self.path, exc))
-            self._fallback_at = self._clock()
-            return MemoryStore()
-        try:
-            return SqliteStore(self.path, self._max_pages)
-        except sqlite3.Error as exc:
-            if is_corruption(exc):
-                return self._recreate(exc)
-            self._problem("cannot open {} ({}); queuing in memory".format(self.path, exc))
-            self._fallback_at = self._clock()
-            return MemoryStore()
-
-    def _lock_file(self):
-        if fcntl is None:
-            return
-        handle = open(self.path + ".lock", "a")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (OSError, IOError):
-            handle.close()
-            raise OSError(
-                "the queue is locked by another process (another agent with this device id and data directory?)"
-            ) from None
-        self._lock_handle = handle
-
-    def _recreate(self, exc):
-        """The file is corrupt: salvage its readable rows, rename it aside and start a new file
-        holding them, numbering on from the highest sequence seen (memory if that fails)."""
-        rows, meta, lost = salvage(self.path)
-        if meta.get("stream") and not self.stream:
-            self.stream = meta["stream"]
-        self.event_seq = max(self.event_seq, highest_event_seq(rows, meta))
-        salvaged_meta = {
-            "stream": self.stream or meta.get("stream") or new_stream_id(),
-            "event_seq": self.event_seq,
-            "format": FORMAT_VERSION,
-        }
-        self.stream = salvaged_meta["stream"]
-        try:
-            moved = move_aside(self.path)
-            store = SqliteStore(self.path, self._max_pages)
-            store.insert_many(rows, salvaged_meta)
-        except (OSError, IOError, sqlite3.Error) as exc2:
-            self._problem(
-                "{} is corrupt ({}) and could not be replaced ({}); its {} readable message(s) "
-                "are queued in memory".format(self.path, exc, exc2, len(rows))
-            )
-            self._fallback_at = self._clock()
-            memory = MemoryStore()
-            for row in rows:
-                memory.insert(row)
-            memory.meta.update((k, str(v)) for k, v in salvaged_meta.items())
-            return memory
-        self._problem(
-            "{} was corrupt ({}): {} readable message(s) salvaged into a new queue{}, the file moved "
-            "to {}; event numbering goes on from {}".format(
-                self.path,
-                exc,
-                len(rows),
-                " ({} unreadable row number(s) lost)".format(len(lost)) if lost else "",
-                moved,
-                self.event_seq,
-            )
-        )
-        return store
-
-    def _write_meta(self, values):
-        if isinstance(self.store, SqliteStore):
-            self.store.insert_many([], values)
-        else:
-            self.store.meta.update((k, str(v)) for k, v in values.items())
-
-    def _failed(self, exc):
-        """A SQLite error during operation: recreate a corrupt file, otherwise go to memory."""
-        old = self.store
-        if not isinstance(old, SqliteStore):  # pragma: no cover - memory does not raise sqlite errors
-            raise exc
-        if is_corruption(exc):
-            old.close()
-            self.store = self._recreate(exc)
-            if isinstance(self.store, SqliteStore):
-                self._seed(self.store, [])
-            return
-        try:
-            rows = old.all_rows()
-        except sqlite3.Error:
-            rows = None
-        old.close()
-        memory = MemoryStore()
-        for row in rows or []:
-            memory.insert(row)
-        memory.meta.update({"stream": self.stream, "event_seq": str(self.event_seq)})
-        if rows is not None and "full" in str(exc).lower():
-            _remove_files(self.path)  # its rows are in memory now; frees the space it held
-            self._problem(
-                "{}: {}; its {} message(s) moved to memory and the file removed, queuing in "
-                "memory until a new file can be created".format(self.path, exc, len(rows))
-            )
-        elif rows is not None:
-            self._problem(
-                "{}: {}; its {} message(s) moved to memory, queuing in memory until a new "
-                "file can be created (this one is then renamed aside)".format(self.path, exc, len(rows))
-            )
-        else:
-            self._problem(
-                "{}: {}; the file could not be read and is left in place, queuing in memory".format(self.path, exc)
-            )
-        self.store = memory
-        self._fallback_at = self._clock()
-
-    def _seed(self, store, rows):
-        store.insert_many(rows, {"stream": self.stream, "event_seq": self.event_seq, "format": FORMAT_VERSION})
-
-    def _maybe_restore(self):
-        """Back to disk after a fallback, every ``retry_interval`` seconds."""
-        if self._fallback_at is None or self.path is None or self._lock_handle is None:
-            return
-        if self._clock() - self._fallback_at < self.retry_interval:
-            return
-        self._fallback_at = self._clock()
-        try:
-            if os.path.exists(self.path):
-                move_aside(self.path)
-            store = SqliteStore(self.path, self._max_pages)
-        except (OSError, IOError, sqlite3.Error) as exc:
-            log.warning("outbox: %s still unusable (%s); queuing in memory", self.path, exc)
-            return
-        try:
-            self._seed(store, self.store.all_rows())
-        except sqlite3.Error as exc:
-            store.close()
-            _remove_files(self.path)
-            log.warning("outbox: %s still unusable (%s); queuing in memory", self.path, exc)
-            return
-        log.warning("outbox: back on disk in %s with %d message(s)", self.path, store.count)
-        self.store = store
-        self._fallback_at = None
-
-    def _guard(self, action):
-        """Run ``action()`` on the store; on a SQLite error handle it and run it once more."""
-        try:
-            return action()
-        except sqlite3.Error as exc:
-            self._failed(exc)
-        return action()
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -314,7 +148,7 @@ class Outbox(object):
             row = Row(self._next_seq, topic, payload, int(qos), bool(retain))
             self._next_seq += 1
             meta = {"event_seq": self.event_seq}
-            self._guard(lambda: self.store.insert(row, meta))
+            self._guard(lambda: self._insert(row, meta))
             self._enforce_bounds()
             return True
 
@@ -366,8 +200,44 @@ class Outbox(object):
             with self._lock:
                 self._guard(lambda: self.store.delete(seqs))
 
+    def keep_unsent_retained(self, messages):
+        """Keep ``[(topic, text)]``, retained messages the broker did not confirm when the publisher
+        closed (its offline status, the last state), in the queue file for the next start; ``[]``
+        clears them. (A memory queue keeps them until the process ends.)"""
+        messages = [[str(t), str(x)] for t, x in messages]
+        with self._lock:
+            if not messages and not self.store.meta.get(UNSENT_RETAINED):
+                return
+            self._guard(lambda: self._write_meta({UNSENT_RETAINED: json.dumps(messages) if messages else ""}))
+
+    def unsent_retained(self):
+        """``[(topic, text)]`` kept by :meth:`keep_unsent_retained` (in an earlier run)."""
+        with self._lock:
+            text = self.store.meta.get(UNSENT_RETAINED)
+        try:
+            return [(str(t), str(x)) for t, x in json.loads(text)] if text else []
+        except (TypeError, ValueError):
+            return []
+
+    def persist(self):
+        """A queue that fell back to memory tries the disk once more now (at the end of a run), so
+        that what fits outlives the process; the rest is dropped and counted."""
+        with self._lock:
+            self._maybe_restore(force=True)
+
+    @property
+    def dropped_for_space(self):
+        """Of ``dropped``, the oldest rows dropped because the disk was short."""
+        return self._room.dropped if self._room is not None else 0
+
     def close(self):
         with self._lock:
+            if self.dropped_for_space:
+                log.warning(
+                    "outbox %s: %d message(s) were dropped for lack of disk space this run (the oldest first)",
+                    self.path,
+                    self.dropped_for_space,
+                )
             self.store.close()
             if self._lock_handle is not None:
                 try:

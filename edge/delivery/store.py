@@ -1,7 +1,8 @@
 """The outbox's storage: rows in SQLite (WAL) or in memory, and what saves a damaged queue file.
 
 ``SqliteStore``/``MemoryStore`` hold the rows of ``edge.delivery.outbox.Outbox`` (one interface: insert,
-rows_after, sizes_after, delete, all_rows, max_seq, close); ``salvage`` reads what is readable of a
+insert_many, rows_after, sizes_after, delete, all_rows, max_seq, set_wal, close; the SQLite one also
+checkpoint and reusable, for a short disk); ``salvage`` reads what is readable of a
 corrupt file (in ranges around the damaged pages); ``move_aside`` renames a file (and its WAL and
 shared-memory files) to ``<file>.corrupt-<UTC time>``; ``highest_event_seq`` continues the
 numbering; ``make_private`` keeps the files 0600. Python 3.6, stdlib only.
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 PRIVATE = 0o600  # the queue's files: the events say who was seen and how they felt
+WAL_PAGES = 1000  # SQLite's default: the WAL is checkpointed into the file every 1000 pages (4 MB)
+WAL_LIMIT = 4194304  # bytes a WAL file is truncated to after a checkpoint
+UNSENT_RETAINED = "unsent_retained"  # meta key: retained messages the broker did not confirm at close
 
 Row = collections.namedtuple("Row", "seq topic payload qos retain")
 
@@ -36,6 +40,20 @@ def queue_path(data_dir, device_id):
 def new_stream_id():
     """16 random hex digits naming a stream of event sequence numbers."""
     return binascii.hexlify(os.urandom(8)).decode("ascii")
+
+
+def is_full(exc):
+    """True for SQLite's "database or disk is full" (SQLITE_FULL: no space left, or the page limit)."""
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
+def disk_free(folder):
+    """Bytes free for this user on the file system holding ``folder`` (None where unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def is_corruption(exc):
@@ -68,6 +86,12 @@ class MemoryStore(object):
         if meta:
             self.meta.update(meta)
 
+    def insert_many(self, rows, meta=None):
+        for row in rows:
+            self.insert(row)
+        if meta:
+            self.meta.update((k, str(v)) for k, v in meta.items())
+
     def rows_after(self, seq, limit):
         out = []
         for key, row in self._rows.items():
@@ -92,6 +116,9 @@ class MemoryStore(object):
 
     def max_seq(self):
         return next(reversed(self._rows)) if self._rows else 0
+
+    def set_wal(self, pages):
+        pass
 
     def close(self):
         pass
@@ -151,7 +178,8 @@ class SqliteStore(object):
         if str(mode).lower() != "wal":
             log.warning("outbox %s: journal mode %s (WAL not available here)", self.path, mode)
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA journal_size_limit=4194304")
+        self.page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        self.set_wal(WAL_PAGES)
         if max_pages:  # tests: a small database that fills up like a full disk
             db.execute("PRAGMA max_page_count={:d}".format(int(max_pages)))
         check = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -167,6 +195,22 @@ class SqliteStore(object):
             self._set_meta({"format": FORMAT_VERSION})
         count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages").fetchone()
         self.count, self.bytes = int(count), int(size)
+
+    def set_wal(self, pages):
+        """Checkpoint the WAL every ``pages`` pages and keep its file at about that size: a short
+        disk gets a small WAL, so the file does not take the space the rows need."""
+        pages = int(pages)
+        self._db.execute("PRAGMA wal_autocheckpoint={:d}".format(pages))
+        limit = WAL_LIMIT if pages >= WAL_PAGES else pages * (self.page_size + 24) + 32
+        self._db.execute("PRAGMA journal_size_limit={:d}".format(limit))
+
+    def checkpoint(self):
+        """Copy the WAL into the file and truncate it to nothing (gives its disk space back)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def reusable(self):
+        """Bytes of free pages inside the file (rows deleted): new rows take them before the file grows."""
+        return int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * self.page_size
 
     def _set_meta(self, values):
         self._db.executemany(
