@@ -35,12 +35,16 @@ class FaceEmotionPipeline(object):
         self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model, runtime=runtime, **options)
         self.labels = self.classifier.labels
 
-    def detect_emotions(self, image):
+    def find_faces(self, image):
+        """The detections in ``image`` (BGR or gray uint8) and their classifier crops, in the same order."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise ValueError("expected a uint8 BGR or grayscale image, got {} {}".format(image.dtype, image.shape))
         detections = self.detector.detect(image)
-        probs = self.classifier.predict([crop(image, d) for d in detections])
+        return detections, [crop(image, d) for d in detections]
+
+    def describe(self, detections, probs):
+        """The faces as ``detect_emotions`` gives them: box, top emotion, its confidence, every score."""
         out = []
         for det, p in zip(detections, probs):
             top = int(np.argmax(p))
@@ -53,6 +57,10 @@ class FaceEmotionPipeline(object):
                 }
             )
         return out
+
+    def detect_emotions(self, image):
+        detections, crops = self.find_faces(image)
+        return self.describe(detections, self.classifier.predict(crops))
 
 
 @functools.lru_cache(maxsize=4)
