@@ -115,6 +115,12 @@ def cmd_image(args: argparse.Namespace) -> int:
     return image(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.command import cmd_serve as serve
+
+    return serve(args)
+
+
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from edge.delivery.settings import from_config
 
@@ -300,6 +306,7 @@ HANDLERS = {
     "convert": cmd_convert,
     "run": cmd_run,
     "image": cmd_image,
+    "serve": cmd_serve,
     "subscribe": cmd_subscribe,
     "bench": cmd_bench,
     "bundle": cmd_bundle,

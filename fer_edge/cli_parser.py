@@ -174,6 +174,10 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     )
     p.set_defaults(func=handlers["image"])
 
+    from .serve.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub).set_defaults(func=handlers["serve"])
+
     p = sub.add_parser(
         "subscribe", help="print what devices publish: emotion events, face tracks, device state, status, stats"
     )
