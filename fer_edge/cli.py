@@ -183,6 +183,15 @@ def subscribe_kinds(text: str | None) -> tuple[str, ...]:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "detect":
         return cmd_bench_detect(args)
+    if args.section == "serve":
+        from . import bench_serve
+
+        report = bench_serve.run(args.model, requests=args.requests)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(report, handle, indent=2)
+        print(report["markdown"])
+        return 0
     if args.section == "models":
         from . import bench_models
 

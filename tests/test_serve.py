@@ -367,3 +367,15 @@ def test_metrics_text_is_prometheus():
     assert 'fer_edge_serve_batch_crops_bucket{le="4"} 1' in text
     assert 'fer_edge_serve_batch_requests_bucket{le="1"} 0' in text
     assert io.StringIO(text).read().endswith("\n")
+
+
+def test_bench_serve_measures_each_client_count():
+    from fer_edge import bench_serve
+
+    report = bench_serve.run(None, requests=8, clients=(1, 4))
+    assert report["image"].endswith("2 faces")
+    assert [r["clients"] for r in report["rows"]] == [1, 4]
+    for row in report["rows"]:
+        assert row["requests"] == 8 and row["requests_per_s"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
+        assert row["requests_per_classifier_call"] >= 1
+    assert report["markdown"].count("\n") == 3
