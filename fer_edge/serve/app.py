@@ -57,15 +57,13 @@ class AccessLog:
             seconds = time.perf_counter() - start
             route = scope["path"] if scope["path"] in ROUTES else "other"
             self.metrics.request(route, status[0], seconds)
-            headers = dict(scope.get("headers") or ())
+            length = dict(scope.get("headers") or ()).get(b"content-length", b"")
             entry: dict[str, Any] = {
                 "method": scope["method"],
                 "route": route,
                 "status": status[0],
                 "ms": round(seconds * 1000, 2),
-                "bytes_in": int(headers.get(b"content-length", b"0") or 0)
-                if headers.get(b"content-length", b"").isdigit()
-                else None,
+                "bytes_in": int(length) if length.isdigit() else None,
                 "client": (scope.get("client") or ("", 0))[0],
             }
             faces = scope["state"].get("faces")
