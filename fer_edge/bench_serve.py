@@ -83,8 +83,11 @@ def _level(port: int, body: bytes, clients: int, per_client: int) -> dict[str, A
     }
 
 
-def run(model: str | None, requests: int = 240, clients: Sequence[int] = CLIENTS) -> dict[str, Any]:
-    """The report: one row per client count; ``requests`` per row (at least 4 per client)."""
+def run(
+    model: str | None, requests: int = 240, clients: Sequence[int] = CLIENTS, serve_args: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The report: one row per client count; ``requests`` per row (at least 4 per client); ``serve_args``: more
+    options of `fer-edge serve` (e.g. ``["--detectors", "2"]``)."""
     import cv2
 
     from .samples import faces_frame
@@ -97,6 +100,7 @@ def run(model: str | None, requests: int = 240, clients: Sequence[int] = CLIENTS
     command = [sys.executable, "-m", "fer_edge", "serve", "--port", str(port), "--log-level", "WARNING"]
     if model:
         command += ["--model", model]
+    command += list(serve_args)
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         try:

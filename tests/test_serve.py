@@ -101,7 +101,7 @@ def servers():
     with open(key_file, "w") as handle:
         handle.write(KEY + "\n")
     os.chmod(key_file, 0o600)
-    main = Server("--max-body-mb", "1", "--max-pixels", "2000000")
+    main = Server("--max-body-mb", "1", "--max-pixels", "2000000", "--detectors", "2")
     guarded = Server("--api-key-file", key_file, "--concurrency", "1", "--queue", "0")
     try:
         yield {"main": main.wait_ready(), "guarded": guarded.wait_ready()}

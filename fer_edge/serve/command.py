@@ -56,6 +56,12 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
         default=5.0,
         help="how long a classifier call waits for other requests' crops (default: %(default)s ms)",
     )
+    p.add_argument(
+        "--detectors",
+        type=int,
+        default=1,
+        help="face detectors working in parallel, one image each (default: %(default)s)",
+    )
     p.add_argument("--log-level", dest="log_level", default="INFO")
     return p
 
@@ -92,7 +98,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options.update(detector_model=args.detector_model, score_threshold=args.detector_score)
     pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime, **options)
     metrics = ServeMetrics()
-    engine = EmotionEngine(pipeline, metrics, limits.max_pixels, args.max_batch, args.batch_wait_ms / 1000.0)
+    engine = EmotionEngine(
+        pipeline, metrics, limits.max_pixels, args.max_batch, args.batch_wait_ms / 1000.0, args.detectors
+    )
     app = build_app(engine, limits, metrics, ApiKeyCheck(key), __version__)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, access_log=False, log_config=None, lifespan="off", server_header=False

@@ -2,6 +2,7 @@
 detection in worker threads, its classifier calls shared by concurrent requests (``batching``)."""
 
 import asyncio
+import queue
 import threading
 from typing import Any
 
@@ -25,11 +26,16 @@ class EmotionEngine:
         max_pixels: int,
         max_batch: int = 32,
         max_wait: float = 0.005,
+        detectors: int = 1,
     ):
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_pixels = max_pixels
-        self._detect_lock = threading.Lock()  # one detector, not assumed thread-safe
+        # detectors are not assumed thread-safe: each is used by one thread at a time
+        self._detectors: queue.Queue = queue.Queue()
+        self._detectors.put(pipeline.detector)
+        for _ in range(max(1, int(detectors)) - 1):
+            self._detectors.put(pipeline.new_detector())
         self._count_lock = threading.Lock()
         self._coming = 0  # requests being decoded or detected: the batcher waits for them
         self.batcher = CropBatcher(
@@ -53,8 +59,11 @@ class EmotionEngine:
             self._coming += 1
         try:
             image = decode_image(data, self.max_pixels)
-            with self._detect_lock:
-                return self.pipeline.find_faces(image)
+            detector = self._detectors.get()
+            try:
+                return self.pipeline.find_faces(image, detector)
+            finally:
+                self._detectors.put(detector)
         finally:
             with self._count_lock:
                 self._coming -= 1
