@@ -102,7 +102,7 @@ def servers():
         handle.write(KEY + "\n")
     os.chmod(key_file, 0o600)
     main = Server("--max-body-mb", "1", "--max-pixels", "2000000", "--detectors", "2")
-    guarded = Server("--api-key-file", key_file, "--concurrency", "1", "--queue", "0")
+    guarded = Server("--api-key-file", key_file, "--concurrency", "1", "--queue", "0", "--body-timeout", "2")
     try:
         yield {"main": main.wait_ready(), "guarded": guarded.wait_ready()}
     finally:
@@ -297,6 +297,28 @@ def test_queue_full_is_503_with_retry_after(servers):
     time.sleep(0.2)
     text = server.request("GET", "/metrics", headers={"X-API-Key": KEY})[2].decode()
     assert metric(text, "fer_edge_serve_refused_total")['{reason="queue_full"}'] >= 1
+
+
+def test_a_stalled_upload_is_408_and_frees_its_slot(servers):
+    server = servers["guarded"]  # --body-timeout 2, --concurrency 1
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        slow.sendall(
+            "POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nX-API-Key: {}\r\n"
+            "Content-Length: 5000\r\n\r\n\xff\xd8\xff".format(KEY).encode("latin-1")
+        )
+        start = time.monotonic()
+        answer = slow.recv(4096).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 408"), answer
+        elapsed = time.monotonic() - start
+        while "body_timeout" not in answer:
+            more = slow.recv(4096).decode("latin-1")
+            assert more, answer
+            answer += more
+        assert 1.5 < elapsed < 8
+    finally:
+        slow.close()
+    assert server.post_image(encode(astronaut_bgr()), headers={"X-API-Key": KEY})[0] == 200
 
 
 # --- the parts, without a server ---------------------------------------------------------------

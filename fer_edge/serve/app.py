@@ -1,6 +1,7 @@
 """The Starlette application: POST /v1/emotions, /healthz, /readyz, /metrics, /openapi.json, and the
 access log (one JSON line per request: method, route, status, milliseconds, bytes in, faces; never the image)."""
 
+import asyncio
 import json
 import logging
 import time
@@ -73,6 +74,15 @@ class AccessLog:
 
 
 async def _read_body(request: Request, limits: Limits) -> bytes:
+    try:
+        return await asyncio.wait_for(_read_body_unbounded(request, limits), limits.body_timeout)
+    except asyncio.TimeoutError:
+        raise InputError(
+            408, "body_timeout", "the body did not arrive within {:g} s".format(limits.body_timeout)
+        ) from None
+
+
+async def _read_body_unbounded(request: Request, limits: Limits) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -146,7 +156,7 @@ def build_app(engine: EmotionEngine, limits: Limits, metrics: ServeMetrics, auth
                 {"Retry-After": str(busy.retry_after)},
             )
         except InputError as bad:
-            if bad.status == 413:
+            if bad.status in (408, 413):
                 metrics.refuse(bad.code)
             return error(bad.status, bad.code, bad.message)
         request.scope["state"]["faces"] = len(faces)

@@ -48,6 +48,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
         "--concurrency", type=int, default=d.concurrency, help="requests processed at once (default: %(default)s)"
     )
     p.add_argument("--queue", type=int, default=d.queue, help="requests waiting beyond those; more get 503")
+    p.add_argument(
+        "--body-timeout",
+        dest="body_timeout",
+        type=float,
+        default=d.body_timeout,
+        help="seconds a client may take to send its body; beyond: 408 (default: %(default)s)",
+    )
     p.add_argument("--max-batch", dest="max_batch", type=int, default=32, help="face crops per classifier call")
     p.add_argument(
         "--batch-wait-ms",
@@ -92,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         concurrency=args.concurrency,
         queue=args.queue,
+        body_timeout=args.body_timeout,
     )
     options = {"tiles": args.detector_tiles}
     if args.detector in ("blazeface-back", "blazeface-short", "blazeface-full"):

@@ -8,7 +8,8 @@ MB = 1024 * 1024
 class Limits:
     """``max_body``: bytes of a request body; ``max_pixels``: width x height of a decoded image;
     ``concurrency``: requests processed at once; ``queue``: requests waiting beyond those (more: 503);
-    ``queue_timeout``: seconds one may wait before it is answered 503."""
+    ``queue_timeout``: seconds one may wait before it is answered 503; ``body_timeout``: seconds a client may
+    take to send its body (a stalled upload would hold a slot), beyond: 408."""
 
     def __init__(
         self,
@@ -17,12 +18,14 @@ class Limits:
         concurrency: int = 32,
         queue: int = 64,
         queue_timeout: float = 10.0,
+        body_timeout: float = 30.0,
     ):
         self.max_body = int(max_body)
         self.max_pixels = int(max_pixels)
         self.concurrency = max(1, int(concurrency))
         self.queue = max(0, int(queue))
         self.queue_timeout = float(queue_timeout)
+        self.body_timeout = float(body_timeout)
 
 
 class Busy(Exception):

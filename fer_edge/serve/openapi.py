@@ -70,6 +70,7 @@ def openapi(version: str, auth: bool) -> dict[str, Any]:
             },
             "400": _ERROR,
             "401": _ERROR,
+            "408": _ERROR,
             "413": _ERROR,
             "415": _ERROR,
             "429": _ERROR,
