@@ -32,15 +32,27 @@ class FaceEmotionPipeline(object):
         options = dict(detector_options)
         options["model"] = options.pop("detector_model", None)
         self.classifier = load_classifier(model, runtime=runtime)
-        self.detector = make_detector(detector, min_size=min_face, yunet_model=yunet_model, runtime=runtime, **options)
+        self._detector_args = (detector, dict(options, min_size=min_face, yunet_model=yunet_model, runtime=runtime))
+        self.detector = self.new_detector()
         self.labels = self.classifier.labels
 
-    def detect_emotions(self, image):
+    def new_detector(self):
+        """Another detector made like ``self.detector`` (for a thread of its own: a detector is not assumed
+        to be thread-safe)."""
+        kind, options = self._detector_args
+        return make_detector(kind, **options)
+
+    def find_faces(self, image, detector=None):
+        """The detections in ``image`` (BGR or gray uint8) and their classifier crops, in the same order;
+        ``detector``: one from ``new_detector`` instead of ``self.detector``."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise ValueError("expected a uint8 BGR or grayscale image, got {} {}".format(image.dtype, image.shape))
-        detections = self.detector.detect(image)
-        probs = self.classifier.predict([crop(image, d) for d in detections])
+        detections = (detector or self.detector).detect(image)
+        return detections, [crop(image, d) for d in detections]
+
+    def describe(self, detections, probs):
+        """The faces as ``detect_emotions`` gives them: box, top emotion, its confidence, every score."""
         out = []
         for det, p in zip(detections, probs):
             top = int(np.argmax(p))
@@ -53,6 +65,10 @@ class FaceEmotionPipeline(object):
                 }
             )
         return out
+
+    def detect_emotions(self, image):
+        detections, crops = self.find_faces(image)
+        return self.describe(detections, self.classifier.predict(crops))
 
 
 @functools.lru_cache(maxsize=4)

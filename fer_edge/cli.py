@@ -115,6 +115,12 @@ def cmd_image(args: argparse.Namespace) -> int:
     return image(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.command import cmd_serve as serve
+
+    return serve(args)
+
+
 def broker_options(args: argparse.Namespace) -> dict[str, Any]:
     """The client options (credentials, TLS, client id) of a command's broker access flags."""
     from edge.delivery.settings import from_config
@@ -203,6 +209,15 @@ def subscribe_kinds(text: str | None) -> tuple[str, ...]:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "detect":
         return cmd_bench_detect(args)
+    if args.section == "serve":
+        from . import bench_serve
+
+        report = bench_serve.run(args.model, requests=args.requests)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(report, handle, indent=2)
+        print(report["markdown"])
+        return 0
     if args.section == "models":
         from . import bench_models
 
@@ -326,6 +341,7 @@ HANDLERS = {
     "convert": cmd_convert,
     "run": cmd_run,
     "image": cmd_image,
+    "serve": cmd_serve,
     "subscribe": cmd_subscribe,
     "homeassistant": cmd_homeassistant,
     "bench": cmd_bench,

@@ -190,6 +190,10 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     )
     p.set_defaults(func=handlers["image"])
 
+    from .serve.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub).set_defaults(func=handlers["serve"])
+
     p = sub.add_parser(
         "subscribe", help="print what devices publish: emotion events, face tracks, device state, status, stats"
     )
@@ -244,11 +248,12 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument(
         "section",
         nargs="?",
-        choices=["agent", "detect", "models"],
+        choices=["agent", "detect", "models", "serve"],
         default="agent",
         help="agent (default): classifier + agent on videos; detect: face detectors; models: the "
-        "shipped classifiers side by side (--models)",
+        "shipped classifiers side by side (--models); serve: `fer-edge serve` at 1, 8 and 32 clients",
     )
+    p.add_argument("--requests", type=int, default=240, help="serve: requests per client count (default %(default)s)")
     p.add_argument(
         "--models",
         default="default,fast",

@@ -47,3 +47,17 @@ def make_sample_video(
     writer.release()
     os.replace(tmp, path)
     return path
+
+
+def faces_frame(width: int = 640, height: int = 480, faces: int = 2) -> np.ndarray:
+    """One still frame like the sample video's: ``faces`` copies of the astronaut (every other one
+    mirrored) side by side on a gray background (BGR). Deterministic."""
+    face = astronaut_bgr()
+    slot = width // max(faces, 1)
+    tile = max(min(slot, height) - 20, 64)
+    canvas = np.full((height, width, 3), 40, np.uint8)
+    for i in range(faces):
+        img = cv2.resize(face if i % 2 == 0 else face[:, ::-1], (tile, tile), interpolation=cv2.INTER_AREA)
+        x, y = i * slot + (slot - tile) // 2, (height - tile) // 2
+        canvas[y : y + tile, x : x + tile] = img
+    return canvas

@@ -40,6 +40,10 @@ ADAPTERS = {
     "tensorflow": ("train/", "convert/"),
     "keras": ("train/", "convert/"),
     "tf2onnx": ("convert/",),
+    "starlette": ("fer_edge/serve/",),
+    "uvicorn": ("fer_edge/serve/",),
+    "multipart": ("fer_edge/serve/",),
+    "python_multipart": ("fer_edge/serve/",),
 }
 
 

@@ -1,0 +1,128 @@
+"""`fer-edge serve`: its options, and the uvicorn server around ``app.build_app``."""
+
+import argparse
+import logging
+import sys
+
+from .auth import HOW, ServeConfigError, check_exposure, load_api_key
+from .limits import MB, Limits
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """The ``serve`` subcommand's parser."""
+    from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
+
+    d = Limits()
+    p = sub.add_parser(
+        "serve",
+        help="an HTTP inference service: POST an image to /v1/emotions (docs/serve.md)",
+        description="An HTTP inference service on the project's pipeline. Beyond 127.0.0.1 it requires an API "
+        "key: " + HOW + ".",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
+    p.add_argument("--model", help="a shipped model's name (default, fast, balanced) or a model file")
+    p.add_argument("--runtime")
+    p.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
+    )
+    p.add_argument("--detector-model", dest="detector_model", help="face-detector artifact for a blazeface-* detector")
+    p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
+    p.add_argument("--detector-tiles", dest="detector_tiles", default="1x1", help="COLSxROWS tiles (default 1x1)")
+    p.add_argument("--yunet-model", dest="yunet_model")
+    p.add_argument("--min-face", dest="min_face", type=int, default=DEFAULT_MIN_FACE, help="smallest face in pixels")
+    p.add_argument("--api-key-file", dest="api_key_file", help="file whose first line is the API key")
+    p.add_argument(
+        "--behind-auth-proxy",
+        dest="behind_auth_proxy",
+        action="store_true",
+        help="listen beyond loopback without an API key: an authenticating reverse proxy guards the service",
+    )
+    p.add_argument(
+        "--max-body-mb", dest="max_body_mb", type=float, default=d.max_body / MB, help="largest body (default 10 MB)"
+    )
+    p.add_argument(
+        "--max-pixels", dest="max_pixels", type=int, default=d.max_pixels, help="largest image, width x height"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=d.concurrency, help="requests processed at once (default: %(default)s)"
+    )
+    p.add_argument("--queue", type=int, default=d.queue, help="requests waiting beyond those; more get 503")
+    p.add_argument(
+        "--body-timeout",
+        dest="body_timeout",
+        type=float,
+        default=d.body_timeout,
+        help="seconds a client may take to send its body; beyond: 408 (default: %(default)s)",
+    )
+    p.add_argument("--max-batch", dest="max_batch", type=int, default=32, help="face crops per classifier call")
+    p.add_argument(
+        "--batch-wait-ms",
+        dest="batch_wait_ms",
+        type=float,
+        default=5.0,
+        help="how long a classifier call waits for other requests' crops (default: %(default)s ms)",
+    )
+    p.add_argument(
+        "--detectors",
+        type=int,
+        default=1,
+        help="face detectors working in parallel, one image each (default: %(default)s)",
+    )
+    p.add_argument("--log-level", dest="log_level", default="INFO")
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("fer-edge serve: error: needs the serve extra: pip install 'fer-edge[serve]'", file=sys.stderr)
+        return 2
+    from edge.pipeline import FaceEmotionPipeline
+    from edge.version import __version__
+
+    from .app import build_app
+    from .auth import ApiKeyCheck
+    from .engine import EmotionEngine
+    from .metrics import ServeMetrics
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        key = load_api_key(args.api_key_file)
+        check_exposure(args.host, key, args.behind_auth_proxy)
+    except ServeConfigError as exc:
+        print("fer-edge serve: error: {}".format(exc), file=sys.stderr)
+        return 2
+    limits = Limits(
+        max_body=int(args.max_body_mb * MB),
+        max_pixels=args.max_pixels,
+        concurrency=args.concurrency,
+        queue=args.queue,
+        body_timeout=args.body_timeout,
+    )
+    options = {"tiles": args.detector_tiles}
+    if args.detector in ("blazeface-back", "blazeface-short", "blazeface-full"):
+        options.update(detector_model=args.detector_model, score_threshold=args.detector_score)
+    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime, **options)
+    metrics = ServeMetrics()
+    engine = EmotionEngine(
+        pipeline, metrics, limits.max_pixels, args.max_batch, args.batch_wait_ms / 1000.0, args.detectors
+    )
+    app = build_app(engine, limits, metrics, ApiKeyCheck(key), __version__)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, access_log=False, log_config=None, lifespan="off", server_header=False
+    )
+    server = uvicorn.Server(config)
+    logging.getLogger(__name__).info(
+        "fer-edge serve: model %s (%s), detector %s; API key %s",
+        engine.model["id"],
+        engine.model["runtime"],
+        engine.model["detector"],
+        "required" if key else ("not required (behind an authenticating proxy)" if args.behind_auth_proxy else "off"),
+    )
+    try:
+        server.run()
+    finally:
+        engine.close()
+    return 0
