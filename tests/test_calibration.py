@@ -141,3 +141,24 @@ def test_shipped_ece_on_valid(name, valid_faces):
     measured = ece(probs, labels)
     assert measured <= 0.03
     assert abs(measured - clf.meta["calibration"]["ece_after"]) < 2e-3
+
+
+@pytest.mark.parametrize("runtime", ["tensorrt", "awscam"])
+def test_every_backend_gets_the_same_calibration(runtime):
+    """The temperature is applied by EmotionClassifier, after whatever backend ran the model (here a
+    stand-in named like the TensorRT and DeepLens backends, which need their hardware)."""
+    from edge.backends.base import Backend
+    from edge.classifier import EmotionClassifier
+
+    raw = np.array([[0.7, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01]], dtype=np.float32)
+
+    class Stand(Backend):
+        name = runtime
+
+        def run(self, batch):
+            return [np.repeat(raw, len(batch), axis=0)]
+
+    meta = md.default_metadata()
+    meta["calibration"] = {"temperature": 0.75, "fit_on": "FER2013Valid", "ece_before": 0.05, "ece_after": 0.01}
+    clf = EmotionClassifier(Stand("stand.engine", meta))
+    np.testing.assert_allclose(clf.predict(_faces(3)), np.repeat(apply_temperature(raw, 0.75), 3, axis=0), atol=1e-6)
