@@ -39,7 +39,7 @@ def temperature_of(meta, source):
     if section is None:
         logger.warning(
             "%s: the model metadata has no '%s' section: confidences are the model's uncalibrated "
-            "probabilities (recalibrate with `python -m convert.calibrate`)",
+            "probabilities (docs/models/export.md, 'Calibration')",
             source,
             SECTION,
         )
