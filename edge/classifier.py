@@ -14,6 +14,7 @@ import numpy as np
 
 from edge import metadata as md
 from edge.backends import load_backend
+from edge.calibration import apply_temperature, temperature_of
 from edge.preprocess import prepare_faces
 from edge.shipped import MODELS_DIR
 
@@ -59,13 +60,22 @@ def default_model_path():
 
 
 class EmotionClassifier(object):
-    """Face crops in, probabilities out, through one backend and the model's metadata."""
+    """Face crops in, probabilities out, through one backend and the model's metadata.
+
+    The probabilities are calibrated here, whatever the runtime: the temperature of the metadata's
+    ``calibration`` section (``edge.calibration``; None: the model's own probabilities)."""
 
     def __init__(self, backend, self_check=True):
+        from edge.backends.base import ModelFileError
+
         self.backend = backend
         self.meta = backend.meta
         self.labels = tuple(self.meta["labels"])
         self.runtime = backend.name
+        try:
+            self.temperature = temperature_of(self.meta, str(backend.path))
+        except md.MetadataError as exc:
+            raise ModelFileError(str(exc)) from exc
         if self_check:
             self.self_check()
 
@@ -98,10 +108,11 @@ class EmotionClassifier(object):
         return model.get("name") or os.path.basename(str(self.backend.path))
 
     def predict(self, faces):
-        """uint8 face crops (gray [N, H, W] array, or a list of gray/BGR crops) -> float32 [N, L]."""
+        """uint8 face crops (gray [N, H, W] array, or a list of gray/BGR crops) -> float32 [N, L],
+        calibrated when the metadata carries a temperature."""
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.backend.infer(prepare_faces(faces, self.meta))
+        return apply_temperature(self.backend.infer(prepare_faces(faces, self.meta)), self.temperature)
 
     def close(self):
         self.backend.close()

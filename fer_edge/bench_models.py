@@ -3,7 +3,8 @@
 For each model (by name: ``default``, ``fast``, ``balanced``; or a path) and each runtime present (ONNX Runtime,
 OpenVINO): per-face latency (batch 1) and faces/s at batch 16, measured in interleaved rounds (every
 model and runtime once per round, so load changes on the machine hit all of them alike), the
-medians over rounds, the ratio to the first model, and Valid accuracy and macro recall when FER+
+medians over rounds, the ratio to the first model, and Valid accuracy, macro recall, the lowest
+class recall and the expected calibration error (of the probabilities agents report) when FER+
 data is given. Prints a Markdown table; ``--json`` keeps the numbers.
 """
 
@@ -36,10 +37,14 @@ def _faces(data):
 
 
 def _quality(predict, faces, labels):
+    """Valid accuracy, macro recall, lowest class recall and ECE (15 bins) of the probabilities the
+    classifier reports (calibrated when its metadata carries a temperature)."""
+    from train.calibration import ece
+
     probs = np.concatenate([predict(faces[i : i + 256]) for i in range(0, len(faces), 256)])
     pred = probs.argmax(1)
     recalls = [float(np.mean(pred[labels == k] == k)) for k in range(probs.shape[1]) if np.any(labels == k)]
-    return float(np.mean(pred == labels)), float(np.mean(recalls)), float(np.min(recalls))
+    return float(np.mean(pred == labels)), float(np.mean(recalls)), float(np.min(recalls)), ece(probs, labels)
 
 
 def run(
@@ -93,7 +98,8 @@ def run(
             "faces_per_s": float(np.median(e["thr"])),
         }
         if labels is not None:
-            row["valid_accuracy"], row["macro_recall"], row["lowest_recall"] = _quality(e["clf"].predict, faces, labels)
+            quality = _quality(e["clf"].predict, faces, labels)
+            row["valid_accuracy"], row["macro_recall"], row["lowest_recall"], row["ece"] = quality
         rows.append(row)
         e["clf"].close()
     first: dict[str, dict[str, Any]] = {}  # runtime -> its first model's row
@@ -110,8 +116,8 @@ def markdown(report: dict[str, Any], with_quality: bool) -> str:
     head = "| model | runtime | M MACs/face | ms/face (batch 1) | faces/s (batch 16) | vs first model |"
     sep = "|---|---|---|---|---|---|"
     if with_quality:
-        head += " Valid accuracy | macro recall |"
-        sep += "---|---|"
+        head += " Valid accuracy | macro recall | lowest class | ECE (15 bins) |"
+        sep += "---|---|---|---|"
     lines = [
         "{} ({}), {} interleaved rounds".format(
             report["machine"].get("cpu", "?"), report["machine"].get("cores", "?"), report["rounds"]
@@ -131,7 +137,9 @@ def markdown(report: dict[str, Any], with_quality: bool) -> str:
             r["throughput_vs_first"],
         )
         if with_quality:
-            line += " {:.2%} | {:.3f} |".format(r["valid_accuracy"], r["macro_recall"])
+            line += " {:.2%} | {:.3f} | {:.3f} | {:.3f} |".format(
+                r["valid_accuracy"], r["macro_recall"], r["lowest_recall"], r["ece"]
+            )
         lines.append(line)
     return "\n".join(lines) + "\n"
 

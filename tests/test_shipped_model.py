@@ -81,12 +81,15 @@ def test_classifier_takes_crops_of_any_size():
 
 @pytest.fixture(scope="module")
 def savedmodel_probs(valid_faces, shipped):
+    from edge.calibration import apply_temperature
     from edge.preprocess import prepare_faces
     from train.predictors import load_predictor
 
     meta, predict = load_predictor(shipped.saved_model)
     faces = valid_faces[0][:400]
-    return faces, predict(prepare_faces(faces, meta))
+    # The SavedModel gives the network's probabilities; agents calibrate them with the temperature
+    # the metadata carries (edge.calibration), the same for every artifact converted from it.
+    return faces, apply_temperature(predict(prepare_faces(faces, meta)), meta["calibration"]["temperature"])
 
 
 @pytest.mark.ferdata
@@ -103,9 +106,11 @@ def test_openvino_ir_from_the_shipped_savedmodel_agrees(savedmodel_probs, shippe
 
     faces, expected = savedmodel_probs
     xml = converter("openvino")(shipped.saved_model, str(tmp_path / "ir"), faces=faces[:128])
-    got = load_classifier(xml).predict(faces)
-    assert load_classifier(xml).runtime == "openvino"
-    assert np.max(np.abs(got - expected)) <= 1e-3
+    clf = load_classifier(xml)
+    got = clf.predict(faces)
+    assert clf.runtime == "openvino"
+    # The fp16 IR is within 1e-3 of the network; a temperature T < 1 stretches that by up to 1/T.
+    assert np.max(np.abs(got - expected)) <= 1e-3 / min(1.0, clf.temperature)
     assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.995
 
 
