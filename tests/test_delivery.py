@@ -1208,3 +1208,20 @@ def test_example_runs_against_a_broker(tmp_path):
     rows = csv_path.read_text().splitlines()
     assert len(rows) == 2 and rows[1].split(",")[1:4] == [device, "10", "20"]
     assert device in out
+
+
+def test_two_agents_creating_the_queue_folder_at_once_both_open_it(tmp_path, monkeypatch):
+    """Two agents started together both found no data folder and both created it: the one that lost
+    the race got FileExistsError and queued in memory (seen in a fresh-clone CI run of the two-agent test)."""
+    real = os.makedirs
+
+    def racing(path, mode=0o777, exist_ok=False):
+        real(path, mode, exist_ok=True)  # the other agent made it just before
+        return real(path, mode, exist_ok=exist_ok)
+
+    monkeypatch.setattr(os, "makedirs", racing)
+    box = Outbox(queue_path(str(tmp_path / "data"), "cam-race"))
+    try:
+        assert box.storage == "disk" and not box.problems, box.problems
+    finally:
+        box.close()

@@ -52,9 +52,8 @@ class QueueRecovery(object):
         if self.path is None:
             return MemoryStore()
         try:
-            folder = os.path.dirname(self.path)
-            if not os.path.isdir(folder):
-                os.makedirs(folder, 0o700)
+            # exist_ok: two agents starting together both see no folder and both create it
+            os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
             self._lock_file()
         except (OSError, IOError) as exc:
             self._problem("cannot use {} ({}); queuing in memory (not kept across restarts)".format(self.path, exc))
