@@ -55,6 +55,7 @@ import numpy as np
 
 from edge import metadata as md
 from edge.backends.base import Backend, BackendError
+from edge.files import write_atomic
 
 from .device import load_awscam, load_mo
 
@@ -138,11 +139,7 @@ def extract_artifact(tar_path, folder=None):
         os.makedirs(folder)
     with tarfile.open(tar_path, "r:gz") as tar:
         for member in (pb_name, meta_name):
-            target = os.path.join(folder, os.path.basename(member))
-            tmp = target + ".tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(tar.extractfile(member).read())
-            os.replace(tmp, target)
+            write_atomic(os.path.join(folder, os.path.basename(member)), tar.extractfile(member).read())
     log.info("%s: extracted %s into %s", tar_path, os.path.basename(pb_name), folder)
     return pb_path
 

@@ -8,6 +8,7 @@ crash or a full disk never leaves half a file under the real name.
 import contextlib
 import hashlib
 import os
+import shutil
 
 BLOCK = 1 << 20
 
@@ -43,4 +44,11 @@ def write_atomic(path, data, mode=None):
     """Write ``data`` (text or bytes) to ``path`` whole or not at all; returns ``path``."""
     with atomic_file(path, binary=isinstance(data, bytes), mode=mode) as handle:
         handle.write(data)
+    return path
+
+
+def copy_atomic(source, path):
+    """Copy file ``source`` to ``path`` whole or not at all; returns ``path``."""
+    with open(source, "rb") as src, atomic_file(path, binary=True) as handle:
+        shutil.copyfileobj(src, handle)
     return path

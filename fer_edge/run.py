@@ -250,15 +250,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_DROPPED if lost else 0
 
 
-def cmd_image(args: argparse.Namespace) -> int:
-    import cv2
-
+def pipeline_from_args(args: argparse.Namespace) -> Any:
+    """The image pipeline (``edge.pipeline.FaceEmotionPipeline``) of the model and detector flags that
+    `fer-edge image` and `fer-edge serve` share."""
+    from edge.detect.factory import NEURAL
     from edge.pipeline import FaceEmotionPipeline
 
     options = {"tiles": args.detector_tiles}
-    if args.detector in ("blazeface-back", "blazeface-short", "blazeface-full"):
+    if args.detector in NEURAL:
         options.update(detector_model=args.detector_model, score_threshold=args.detector_score)
-    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime, **options)
+    return FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime, **options)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    import cv2
+
+    pipeline = pipeline_from_args(args)
     status = 0
     for path in args.paths:
         image = cv2.imread(path, cv2.IMREAD_COLOR)

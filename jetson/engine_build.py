@@ -22,6 +22,7 @@ import numpy as np
 
 from edge import metadata as md
 from edge.backends.base import BackendError
+from edge.files import atomic_file
 from edge.preprocess import prepare_faces
 from jetson.trt_runtime import cuda_error, import_cuda, version_major
 
@@ -278,13 +279,7 @@ class TensorRTBuilder(object):
             raise BackendError(
                 "TensorRT could not build the engine from {} (see the TensorRT log above)".format(onnx_path)
             )
-        tmp = engine_path + ".tmp"
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(serialized)
-            os.replace(tmp, engine_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_file(engine_path, binary=True) as handle:
+            handle.write(serialized)
         del parser, calibrator
         return precision, input_name, output_names

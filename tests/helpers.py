@@ -245,6 +245,28 @@ def openssl(folder, *args):
     subprocess.check_call(("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def make_ca(folder, name, subject=None):
+    """A self-signed EC P-256 CA ``<name>.crt`` / ``<name>.key`` (2 days)."""
+    openssl(
+        folder,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        name + ".key",
+        "-out",
+        name + ".crt",
+        "-days",
+        "2",
+        "-subj",
+        subject or "/CN=fer-edge test " + name,
+    )
+
+
 def key_and_csr(folder, name, subject):
     """An EC P-256 key ``<name>.key`` and a certificate request ``<name>.csr`` for ``subject``."""
     openssl(
@@ -294,24 +316,7 @@ def make_pki(folder):
     ``consumer``, ``dashboard``, ``homeassistant`` signed by ``ca`` and ``rogue`` (CN cam-a) signed
     by ``other-ca``. Returns {name: path of <name>.crt}; each key is beside it as <name>.key."""
     for ca in ("ca", "other-ca"):
-        openssl(
-            folder,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            ca + ".key",
-            "-out",
-            ca + ".crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fer-edge test " + ca,
-        )
+        make_ca(folder, ca)
     key_and_csr(folder, "server", "/CN=localhost")
     sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
     for client in ("cam-a", "consumer", "dashboard", "homeassistant"):

@@ -29,7 +29,7 @@ import pytest
 
 from edge.config.agent import ConfigError
 from fer_testdata import REPO
-from helpers import collect, wait_until
+from helpers import collect, key_and_csr, make_ca, sign, wait_until
 from mqtt_broker import mosquitto_fixture, running_mosquitto
 
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (it comes with awscli: pip install -e '.[deeplens]')")
@@ -679,66 +679,13 @@ def test_component_runs_the_openvino_agent_from_its_archive(component, broker, v
 
 
 def make_pki(folder):
-    def openssl(*args):
-        subprocess.check_call(
-            ("openssl",) + args, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=fer-edge greengrass test CA",
-    )
-    for name, subject, ext in (
-        ("server", "/CN=localhost", "subjectAltName=DNS:localhost\n"),
-        ("door-cam", "/CN=door-cam", None),
-        ("consumer", "/CN=consumer", None),
-    ):
-        openssl(
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            name + ".key",
-            "-out",
-            name + ".csr",
-            "-subj",
-            subject,
-        )
-        args = [
-            "x509",
-            "-req",
-            "-in",
-            name + ".csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            name + ".crt",
-            "-days",
-            "2",
-        ]
-        if ext:
-            (folder / (name + ".ext")).write_text(ext)
-            args += ["-extfile", name + ".ext"]
-        openssl(*args)
+    """The CA, the broker's server certificate and the door-cam and consumer client certificates."""
+    make_ca(folder, "ca", "/CN=fer-edge greengrass test CA")
+    key_and_csr(folder, "server", "/CN=localhost")
+    sign(folder, "server", "ca", "subjectAltName=DNS:localhost\n")
+    for name in ("door-cam", "consumer"):
+        key_and_csr(folder, name, "/CN=" + name)
+        sign(folder, name, "ca")
     return dict(
         (n, str(folder / n))
         for n in ("ca.crt", "server.crt", "server.key", "door-cam.crt", "door-cam.key", "consumer.crt", "consumer.key")

@@ -54,19 +54,20 @@ def fit_prior(probs: npt.ArrayLike, labels: npt.ArrayLike, temperature: float, s
     onehot = np.eye(logp.shape[1])[y]
     bias = np.zeros(logp.shape[1])
     for _ in range(steps):
-        z = logp + bias
-        z -= z.max(axis=1, keepdims=True)
-        q = np.exp(z)
-        q /= q.sum(axis=1, keepdims=True)
-        bias -= 1.0 * (q - onehot).mean(axis=0)
+        bias -= 1.0 * (_softmax(logp + bias) - onehot).mean(axis=0)
     return bias - bias.mean()
 
 
-def apply_prior(probs: npt.ArrayLike, temperature: float, bias: np.ndarray) -> np.ndarray:
-    logp = np.log(np.clip(np.asarray(apply_temperature(probs, temperature), dtype=np.float64), FLOOR, 1.0)) + bias
-    logp -= logp.max(axis=1, keepdims=True)
-    q = np.exp(logp)
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    q = np.exp(z)
     return q / q.sum(axis=1, keepdims=True)
+
+
+def apply_prior(probs: npt.ArrayLike, temperature: float, bias: np.ndarray) -> np.ndarray:
+    return _softmax(
+        np.log(np.clip(np.asarray(apply_temperature(probs, temperature), dtype=np.float64), FLOOR, 1.0)) + bias
+    )
 
 
 def reliability(probs: npt.ArrayLike, labels: npt.ArrayLike, bins: int = BINS) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import zipfile
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edge import metadata as md
-from edge.files import sha256_file
+from edge.files import copy_atomic, sha256_file
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -220,13 +220,6 @@ def write_zip(files: Mapping[str, str], path: str) -> str:
     return path
 
 
-def _copy_atomic(src, dst):
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
-
-
 def check_model_artifact(path: str) -> Dict[str, Any]:
     """The metadata of a DeepLens model tarball (one .pb and its metadata inside); BundleError otherwise."""
     from deeplens.awscam_backend import tar_metadata
@@ -275,14 +268,14 @@ def build_bundle(
                 savedmodel, os.path.join(stage, "out"), faces=faces, data=data, force=True, log=log
             )
             check_model_artifact(built)
-            _copy_atomic(md.sidecar_path(built), md.sidecar_path(model_path))
+            copy_atomic(md.sidecar_path(built), md.sidecar_path(model_path))
             os.replace(built, model_path)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     elif model_artifact:
         meta = check_model_artifact(model_artifact)
         if os.path.abspath(model_artifact) != os.path.abspath(model_path):
-            _copy_atomic(model_artifact, model_path)
+            copy_atomic(model_artifact, model_path)
             md.write(meta, md.sidecar_path(model_path))
     if savedmodel or model_artifact:
         result["model"] = model_path

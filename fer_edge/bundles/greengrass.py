@@ -38,6 +38,8 @@ import tarfile
 import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
+from edge.files import write_atomic
+
 from .greengrass_recipe import (
     DEFAULT_COMPONENT,
     DEFAULT_KEY_PREFIX,
@@ -223,14 +225,6 @@ def target_defaults(target: str, model: str | None = None) -> dict[str, str]:
     return {"source": JETSON_CONFIG["source"]}
 
 
-def _write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 # ---------------------------------------------------------------- all of it
 
 
@@ -285,7 +279,7 @@ def build_component(
                 else jetson_files(os.path.join(stage, target), model, version)
             )
             defaults_path = os.path.join(stage, target + "-defaults.json")
-            _write_text(defaults_path, json.dumps(target_defaults(target, model), indent=2, sort_keys=True) + "\n")
+            write_atomic(defaults_path, json.dumps(target_defaults(target, model), indent=2, sort_keys=True) + "\n")
             files[DEFAULTS_FILE] = defaults_path
             path = write_zip(files, os.path.join(out_dir, artifact_name(target, version)))
             artifacts[target] = path
@@ -298,7 +292,7 @@ def build_component(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     recipe_path = os.path.join(out_dir, "{}-{}.{}".format(component_name, version, recipe_format))
-    _write_text(recipe_path, dump_recipe(recipe, recipe_format))
+    write_atomic(recipe_path, dump_recipe(recipe, recipe_format))
     if log is not None:
         log(
             "recipe: {} ({}, {} manifest(s); artifact URIs {})".format(

@@ -79,9 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("fer-edge serve: error: needs the serve extra: pip install 'fer-edge[serve]'", file=sys.stderr)
         return 2
-    from edge.pipeline import FaceEmotionPipeline
     from edge.version import __version__
 
+    from ..run import pipeline_from_args
     from .app import build_app
     from .auth import ApiKeyCheck
     from .engine import EmotionEngine
@@ -101,10 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         queue=args.queue,
         body_timeout=args.body_timeout,
     )
-    options = {"tiles": args.detector_tiles}
-    if args.detector in ("blazeface-back", "blazeface-short", "blazeface-full"):
-        options.update(detector_model=args.detector_model, score_threshold=args.detector_score)
-    pipeline = FaceEmotionPipeline(args.model, args.detector, args.min_face, args.yunet_model, args.runtime, **options)
+    pipeline = pipeline_from_args(args)  # the same flags and pipeline as `fer-edge image`
     metrics = ServeMetrics()
     engine = EmotionEngine(
         pipeline, metrics, limits.max_pixels, args.max_batch, args.batch_wait_ms / 1000.0, args.detectors
