@@ -121,6 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web.command import cmd_web as web
+
+    return web(args)
+
+
 def broker_options(args: argparse.Namespace) -> dict[str, Any]:
     """The client options (credentials, TLS, client id) of a command's broker access flags."""
     from edge.delivery.settings import from_config
@@ -342,6 +348,7 @@ HANDLERS = {
     "run": cmd_run,
     "image": cmd_image,
     "serve": cmd_serve,
+    "web": cmd_web,
     "subscribe": cmd_subscribe,
     "homeassistant": cmd_homeassistant,
     "bench": cmd_bench,
