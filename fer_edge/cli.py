@@ -218,7 +218,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "serve":
         from . import bench_serve
 
-        report = bench_serve.run(args.model, requests=args.requests)
+        report = bench_serve.run(args.model, requests=args.requests, browser_frames=args.browser_frames)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=2)

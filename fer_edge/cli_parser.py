@@ -266,6 +266,13 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     )
     p.add_argument("--requests", type=int, default=240, help="serve: requests per client count (default %(default)s)")
     p.add_argument(
+        "--browser-frames",
+        dest="browser_frames",
+        type=int,
+        default=20,
+        help="serve: frames the in-browser pipeline runs in headless Chromium (0: none; default %(default)s)",
+    )
+    p.add_argument(
         "--models",
         default="default,fast",
         help="models: comma-separated model names or ONNX paths (default: %(default)s)",

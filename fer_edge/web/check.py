@@ -2,6 +2,7 @@
 `fer-edge image` prints them, and (``compare``) the parity with the Python pipeline: the same faces
 (boxes within 2 px), the same emotion on at least 98% of them, every probability within 1e-3."""
 
+import collections
 import os
 from typing import Any
 
@@ -9,6 +10,9 @@ from .browser import Chromium
 from .site import PAGE, app_config, page_html, site_files
 from .static_server import StaticServer
 
+# results: one per image (faces, times in ms, stages, width, height, runtime); urls: every URL the page asked
+# for; product: the browser's name and version
+BrowserRun = collections.namedtuple("BrowserRun", "results urls product")
 BOX_PX = 2
 SAME_EMOTION = 0.98
 PROB_TOL = 1e-3
@@ -16,9 +20,9 @@ PROB_TOL = 1e-3
 
 def browser_faces(
     pipeline: Any, paths: list[str], repeat: int = 1, timeout: float = 120.0, traced: bool = False
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """One result per image (``faces``, ``times`` in ms, ``width``, ``height``) from the page's pipeline,
-    and every URL the page asked for."""
+) -> BrowserRun:
+    """The page's pipeline on each image, in headless Chromium against a local static server of the app;
+    ``repeat``: runs per image (timing); ``traced``: with the crop regions and crops."""
     import json
 
     files: dict[str, Any] = dict(site_files(pipeline))
@@ -38,7 +42,20 @@ def browser_faces(
                     timeout=timeout,
                 )
             )
-        return results, list(browser.urls)
+        for result in results:
+            result["faces"] = [as_image_face(face) for face in result["faces"]]
+        product = str(browser.call("Browser.getVersion").get("product", "?"))
+        return BrowserRun(results, list(browser.urls), product)
+
+
+def as_image_face(face: dict[str, Any]) -> dict[str, Any]:
+    """A face from the page with `fer-edge image`'s types (JavaScript writes 1.0 as 1)."""
+    return {
+        "box": [int(v) for v in face["box"]],
+        "emotion": str(face["emotion"]),
+        "confidence": float(face["confidence"]),
+        "scores": dict((k, float(v)) for k, v in face["scores"].items()),
+    }
 
 
 def _box_gap(a: list[int], b: list[int]) -> int:
@@ -84,5 +101,6 @@ def parity(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "max_box_px": box,
         "same_emotion": round(same, 4),
         "max_prob_gap": round(gap, 6),
+        "within_prob_tol": sum(p["prob_gap"] <= PROB_TOL + 1e-9 for p in pairs),
         "ok": ok,
     }

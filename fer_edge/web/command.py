@@ -63,7 +63,7 @@ def _check(pipeline: object, paths: list[str], compare_python: bool, timeout: fl
             status = 2
         else:
             readable.append(path)
-    results, _urls = browser_faces(pipeline, readable, timeout=timeout) if readable else ([], [])
+    results = browser_faces(pipeline, readable, timeout=timeout).results if readable else []
     reports = []
     for path, result in zip(readable, results):
         print(json.dumps({"image": path, "faces": result["faces"]}), flush=True)

@@ -120,14 +120,16 @@ async function main() {
       const { img } = await decodeBlob(await (await fetch(url)).blob());
       let faces = null;
       const times = [];
-      const trace = traced ? {} : null;
+      const trace = {};
+      const stages = [];
       for (let i = 0; i < repeat; i++) {
         const t0 = performance.now();
         faces = await pipeline.detectEmotions(img, trace);
         times.push(performance.now() - t0);
+        stages.push(trace.ms);
       }
-      const out = { faces, times, width: img.width, height: img.height };
-      if (trace) {
+      const out = { faces, times, stages, width: img.width, height: img.height, runtime: pipeline.runtime };
+      if (traced) {
         out.regions = trace.detections.map((d) => d.crop);
         out.crops = trace.crops.map((c) => ({ width: c.width, height: c.height, channels: c.channels, data: Array.from(c.data) }));
       }

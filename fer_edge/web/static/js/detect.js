@@ -143,11 +143,14 @@ function batchInput(img, regs, det) {
 }
 
 /** Detections {box: [x, y, w, h] ints, score, crop: [cx, cy, side, angle], keypoints} of an RGB image. */
-export async function detectFaces(ort, session, img, det) {
+export async function detectFaces(ort, session, img, det, trace = null) {
   const regs = regions(img.width, img.height, det);
+  const t0 = performance.now();
   const [x, dims, placement] = batchInput(img, regs, det);
   const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", x, dims) };
+  const t1 = performance.now();
   const result = await session.run(feeds);
+  if (trace) trace.ms = { letterbox: t1 - t0, detector_model: performance.now() - t1 };
   const rawBoxes = result[session.outputNames[det.outputs.indexOf("boxes")]].data;
   const rawScores = result[session.outputNames[det.outputs.indexOf("scores")]].data;
   const a = det.anchors.length;

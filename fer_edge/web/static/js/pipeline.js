@@ -15,13 +15,20 @@ export async function loadPipeline(base) {
   const classifier = await ort.InferenceSession.create(new URL(config.classifier.model, base).href, options);
   return {
     config,
+    runtime: `onnxruntime-web ${ort.env.versions ? ort.env.versions.web : "?"} (wasm, ${ort.env.wasm.numThreads} thread)`,
     /** faces of an RGB image {width, height, channels: 3, data}; ``trace``: an object that receives the
      * detections and the crops (the parity check's diagnostics) */
     async detectEmotions(img, trace = null) {
-      const detections = await detectFaces(ort, detector, img, config.detector);
+      const t0 = performance.now();
+      const detections = await detectFaces(ort, detector, img, config.detector, trace);
+      const t1 = performance.now();
       const crops = detections.map((d) => faceCrop(img, d.crop));
-      if (trace) Object.assign(trace, { detections, crops });
+      const t2 = performance.now();
       const rows = await classify(ort, classifier, crops, config.classifier);
+      if (trace) {
+        Object.assign(trace, { detections, crops });
+        trace.ms = Object.assign(trace.ms || {}, { detect: t1 - t0, crop: t2 - t1, classify: performance.now() - t2 });
+      }
       return describe(detections, rows, config.classifier.labels);
     },
   };
