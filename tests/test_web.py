@@ -369,3 +369,56 @@ def test_javascript_pixels_match_opencv(tmp_path):
                 assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (op, size)
             else:
                 assert diff.max() == 0, (op, size, int((diff > 0).sum()))
+
+
+def _asgi_get(app, path):
+    """GET ``path`` from an ASGI app in-process: (status, headers, body)."""
+    import asyncio
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "http_version": "1.1",
+        "root_path": "",
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict((k.decode(), v.decode()) for k, v in start["headers"]), body
+
+
+def test_page_without_the_vendored_runtime_keeps_the_server_mode(monkeypatch, tmp_path):
+    """`make web-vendor` not run: the page and its scripts are served, config.json turns the browser mode
+    off and says why, the models are not offered."""
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+
+    from edge.pipeline import FaceEmotionPipeline
+    from fer_edge.serve.page import page_routes
+    from fer_edge.web import vendor
+
+    monkeypatch.setattr(vendor, "VENDOR_DIR", str(tmp_path))
+    app = Starlette(routes=page_routes(FaceEmotionPipeline(), api_key_required=True))
+    status, _, page = _asgi_get(app, "/")
+    assert status == 200 and b'<base href="/static/">' in page and b"mode-browser" in page
+    config = json.loads(_asgi_get(app, "/static/config.json")[2])
+    assert config["browser"] is False and "make web-vendor" in config["browser_off"]
+    assert config["api"] == "/v1/emotions" and config["api_key_required"] is True
+    assert _asgi_get(app, "/static/js/app.js")[1]["content-type"].startswith("text/javascript")
+    assert _asgi_get(app, "/static/models/classifier.onnx")[0] == 404
+    assert _asgi_get(app, "/static/../setup.py")[0] == 404
