@@ -5,6 +5,7 @@ held against the Python pipeline (exit status 1 when the parity target is missed
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         return 2
 
 
-def _check(pipeline: object, paths: list[str], compare_python: bool, timeout: float) -> int:
+def _check(pipeline: Any, paths: list[str], compare_python: bool, timeout: float) -> int:
     import cv2
 
     from .check import browser_faces, compare, parity
@@ -68,7 +69,7 @@ def _check(pipeline: object, paths: list[str], compare_python: bool, timeout: fl
     for path, result in zip(readable, results):
         print(json.dumps({"image": path, "faces": result["faces"]}), flush=True)
         if compare_python:
-            python_faces = pipeline.detect_emotions(cv2.imread(path, cv2.IMREAD_COLOR))  # type: ignore[attr-defined]
+            python_faces = pipeline.detect_emotions(cv2.imread(path, cv2.IMREAD_COLOR))
             reports.append(dict(compare(python_faces, result["faces"]), image=path))
     if compare_python:
         verdict = parity(reports)
