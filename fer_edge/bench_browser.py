@@ -10,15 +10,12 @@ import numpy as np
 
 def available() -> str | None:
     """None when the in-browser benchmark can run here, else why not."""
-    from .web.browser import chromium_path
+    from .web.browser import why_unavailable
     from .web.vendor import VendorMissing, vendor_files
 
-    if chromium_path() is None:
-        return "no Chromium (/usr/bin/chromium)"
-    try:
-        import websockets  # noqa: F401
-    except ImportError:
-        return "no websockets package (pip install 'fer-edge[web]')"
+    why = why_unavailable()
+    if why is not None:
+        return why
     try:
         vendor_files()
     except VendorMissing as exc:

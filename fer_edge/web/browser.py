@@ -35,6 +35,17 @@ def chromium_path() -> str | None:
     return path if os.path.isfile(path) else shutil.which("chromium")
 
 
+def why_unavailable() -> str | None:
+    """None when headless Chromium can be driven here, else why not (no Chromium, no ``websockets``)."""
+    import importlib.util
+
+    if chromium_path() is None:
+        return "no Chromium (/usr/bin/chromium; Debian's package `chromium`)"
+    if importlib.util.find_spec("websockets") is None:
+        return "no websockets package (pip install 'fer-edge[web]')"
+    return None
+
+
 class Chromium:
     """One headless Chromium with a fresh profile; ``extra``: more flags (a fake camera)."""
 
