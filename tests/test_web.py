@@ -422,3 +422,18 @@ def test_page_without_the_vendored_runtime_keeps_the_server_mode(monkeypatch, tm
     assert _asgi_get(app, "/static/js/app.js")[1]["content-type"].startswith("text/javascript")
     assert _asgi_get(app, "/static/models/classifier.onnx")[0] == 404
     assert _asgi_get(app, "/static/../setup.py")[0] == 404
+
+
+def test_web_refuses_what_the_browser_cannot_run(tmp_path):
+    """Haar (OpenCV only) does not run in the browser: exit 2, saying so, nothing written."""
+    out = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "fer_edge", "web", "--detector", "haar", "--out", str(out)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "neural detectors" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()

@@ -20,17 +20,23 @@ class NotInBrowser(ValueError):
     """A pipeline the browser app cannot run (a detector that is not a neural one)."""
 
 
-def app_config(pipeline: Any, api: str | None = None, api_key_required: bool = False) -> dict[str, Any]:
-    """``config.json``: the detector's and classifier's constants from ``pipeline``
-    (``edge.pipeline.FaceEmotionPipeline``); ``api``: the URL of /v1/emotions when a server answers it."""
-    from edge.calibration import FLOOR
+def neural_detector(pipeline: Any) -> Any:
+    """The pipeline's detector when the browser can run it (a neural one), else NotInBrowser."""
     from edge.detect.blazeface import NeuralFaceDetector
 
     if not isinstance(pipeline.detector, NeuralFaceDetector):
         raise NotInBrowser(
             "the browser app runs the neural detectors (blazeface-*), not {!r}".format(pipeline.detector.name)
         )
-    det: Any = pipeline.detector  # device code (Python 3.6): its attributes are not annotated
+    return pipeline.detector
+
+
+def app_config(pipeline: Any, api: str | None = None, api_key_required: bool = False) -> dict[str, Any]:
+    """``config.json``: the detector's and classifier's constants from ``pipeline``
+    (``edge.pipeline.FaceEmotionPipeline``); ``api``: the URL of /v1/emotions when a server answers it."""
+    from edge.calibration import FLOOR
+
+    det = neural_detector(pipeline)
     clf = pipeline.classifier
     norm = clf.meta["normalization"]
     return {
@@ -82,7 +88,7 @@ def site_files(pipeline: Any, vendor: bool = True, models: bool = True) -> dict[
     if not models:
         return files
     for rel, path in (
-        (DETECTOR_FILE, pipeline.detector.backend.path),
+        (DETECTOR_FILE, neural_detector(pipeline).backend.path),
         (CLASSIFIER_FILE, pipeline.classifier.backend.path),
     ):
         if not str(path).endswith(".onnx"):
