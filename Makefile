@@ -11,7 +11,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto chromium
 
-.PHONY: lint docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
+.PHONY: web-vendor lint docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
 venv: $(STAMP)
 
@@ -81,7 +81,23 @@ lint: venv
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir build/site
 
-test: venv system-deps lint vermin typecheck docs old-pythons
+# The in-browser app's runtime (docs/web.md): onnxruntime-web from the npm registry, pinned, installed under
+# build/web (package.json and package-lock.json under web/ are the record) and only the files the page loads
+# copied into the package (fer_edge/web/static/vendor, not under version control): nothing from a CDN at run time.
+ORT_WEB_VERSION := 1.23.2
+WEB_VENDOR := fer_edge/web/static/vendor
+WEB_VENDOR_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+web-vendor: $(WEB_VENDOR)/.installed
+$(WEB_VENDOR)/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "make web-vendor needs npm (Node.js 18 or newer; Debian: apt-get install npm)"; exit 1; }
+	@mkdir -p build/web $(WEB_VENDOR)
+	cp web/package.json web/package-lock.json build/web/
+	cd build/web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@grep -q '"version": "$(ORT_WEB_VERSION)"' build/web/node_modules/onnxruntime-web/package.json
+	for f in $(WEB_VENDOR_FILES); do cp build/web/node_modules/onnxruntime-web/dist/$$f $(WEB_VENDOR)/; done
+	@touch $@
+
+test: venv system-deps web-vendor lint vermin typecheck docs old-pythons
 	$(PY) -m pytest -q
 
 # Long runs (full-data training and evaluation) kept out of `make test`.
@@ -130,7 +146,7 @@ balanced-model:
 	cp $(BALANCED_STAGE1)/config.json models/ferplus-vgg13bn-balanced-48/training/stage1-config.json
 	cp $(BALANCED_STAGE1)/history.csv models/ferplus-vgg13bn-balanced-48/training/stage1-history.csv
 
-demo: venv
+demo: venv web-vendor
 	$(PY) -m fer_edge.demo
 
 clean:

@@ -103,7 +103,14 @@ if __name__ == "__main__":
         package_dir=dict([(NAMESPACE + "." + n, n) for n in NAMESPACED] + [("edge.models", "models")]),
         package_data={
             "edge": ["events/schema/*.json"],
-            "fer_edge": ["bundles/jetson_templates/*"],
+            "fer_edge": [
+                "bundles/jetson_templates/*",
+                "web/static/*.html",
+                "web/static/*.css",
+                "web/static/js/*.js",
+                "web/static/vendor/*.mjs",  # `make web-vendor` (onnxruntime-web) before building the wheel
+                "web/static/vendor/*.wasm",
+            ],
             "edge.models": MODEL_FILES,
         },
         include_package_data=False,

@@ -1,4 +1,5 @@
-"""`fer-edge bench serve`: `fer-edge serve` under 1, 8 and 32 concurrent clients, in one run, on this machine.
+"""`fer-edge bench serve`: `fer-edge serve` under 1, 8 and 32 concurrent clients, and the in-browser pipeline's
+ms per frame in headless Chromium (``bench_browser``), in one run, on this machine.
 
 Starts the service (a subprocess on a free loopback port, the given model), sends the same 640x480 image with
 two faces (``fer_edge.samples.faces_frame``, JPEG) from each client in turn over its own keep-alive connection,
@@ -84,10 +85,15 @@ def _level(port: int, body: bytes, clients: int, per_client: int) -> dict[str, A
 
 
 def run(
-    model: str | None, requests: int = 240, clients: Sequence[int] = CLIENTS, serve_args: Sequence[str] = ()
+    model: str | None,
+    requests: int = 240,
+    clients: Sequence[int] = CLIENTS,
+    serve_args: Sequence[str] = (),
+    browser_frames: int = 20,
 ) -> dict[str, Any]:
     """The report: one row per client count; ``requests`` per row (at least 4 per client); ``serve_args``: more
-    options of `fer-edge serve` (e.g. ``["--detectors", "2"]``)."""
+    options of `fer-edge serve` (e.g. ``["--detectors", "2"]``); ``browser_frames``: frames the in-browser
+    pipeline runs on the same image after the server's rows (0: none)."""
     import cv2
 
     from .samples import faces_frame
@@ -120,7 +126,20 @@ def run(
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    return {"image": "640x480 JPEG, {} faces".format(len(faces)), "rows": rows, "markdown": markdown(rows)}
+    report: dict[str, Any] = {"image": "640x480 JPEG, {} faces".format(len(faces)), "rows": rows}
+    text = markdown(rows)
+    if browser_frames:
+        from . import bench_browser
+
+        why_not = bench_browser.available()
+        if why_not is None:
+            report["browser"] = bench_browser.run(model, body, frames=browser_frames)
+            text += "\n\n" + bench_browser.markdown(report["browser"])
+        else:
+            report["browser"] = {"skipped": why_not}
+            text += "\n\nIn the browser: not measured ({})".format(why_not)
+    report["markdown"] = text
+    return report
 
 
 def _client_answer(port: int, body: bytes) -> bytes:

@@ -121,6 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web.command import cmd_web as web
+
+    return web(args)
+
+
 def broker_options(args: argparse.Namespace) -> dict[str, Any]:
     """The client options (credentials, TLS, client id) of a command's broker access flags."""
     from edge.delivery.settings import from_config
@@ -212,7 +218,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "serve":
         from . import bench_serve
 
-        report = bench_serve.run(args.model, requests=args.requests)
+        report = bench_serve.run(args.model, requests=args.requests, browser_frames=args.browser_frames)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=2)
@@ -342,6 +348,7 @@ HANDLERS = {
     "run": cmd_run,
     "image": cmd_image,
     "serve": cmd_serve,
+    "web": cmd_web,
     "subscribe": cmd_subscribe,
     "homeassistant": cmd_homeassistant,
     "bench": cmd_bench,

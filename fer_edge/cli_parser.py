@@ -20,6 +20,39 @@ def add_broker_access(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", dest="key_file")
 
 
+def add_pipeline_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The model and detector flags of `fer-edge image` (``fer_edge.run.pipeline_from_args``), shared by
+    `fer-edge web`."""
+    from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
+
+    p.add_argument("--model", help="model artifact (default: the shipped model)")
+    p.add_argument("--runtime")
+    p.add_argument(
+        "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
+    )
+    p.add_argument(
+        "--detector-model",
+        dest="detector_model",
+        help="face-detector artifact for a blazeface-* detector (default: the shipped one)",
+    )
+    p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
+    p.add_argument(
+        "--detector-tiles",
+        dest="detector_tiles",
+        default="1x1",
+        help="COLSxROWS tiles for small faces in large images (default: %(default)s)",
+    )
+    p.add_argument("--yunet-model", dest="yunet_model")
+    p.add_argument(
+        "--min-face",
+        dest="min_face",
+        type=int,
+        default=DEFAULT_MIN_FACE,
+        help="smallest face in pixels (default: %(default)s)",
+    )
+    return p
+
+
 def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The ``fer-edge`` argument parser; ``handlers``: command name -> function (``fer_edge.cli``)."""
     parser = argparse.ArgumentParser(prog="fer-edge", description="Facial emotion recognition for edge devices.")
@@ -161,38 +194,16 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
 
     p = sub.add_parser("image", help="print the faces and emotions of image files (JSON lines)")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--model", help="model artifact (default: the shipped model)")
-    p.add_argument("--runtime")
-    from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
-
-    p.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
-    )
-    p.add_argument(
-        "--detector-model",
-        dest="detector_model",
-        help="face-detector artifact for a blazeface-* detector (default: the shipped one)",
-    )
-    p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
-    p.add_argument(
-        "--detector-tiles",
-        dest="detector_tiles",
-        default="1x1",
-        help="COLSxROWS tiles for small faces in large images (default: %(default)s)",
-    )
-    p.add_argument("--yunet-model", dest="yunet_model")
-    p.add_argument(
-        "--min-face",
-        dest="min_face",
-        type=int,
-        default=DEFAULT_MIN_FACE,
-        help="smallest face in pixels (default: %(default)s)",
-    )
+    add_pipeline_options(p)
     p.set_defaults(func=handlers["image"])
 
     from .serve.command import add_parser as add_serve_parser
 
     add_serve_parser(sub).set_defaults(func=handlers["serve"])
+
+    from .web.command import add_parser as add_web_parser
+
+    add_pipeline_options(add_web_parser(sub)).set_defaults(func=handlers["web"])
 
     p = sub.add_parser(
         "subscribe", help="print what devices publish: emotion events, face tracks, device state, status, stats"
@@ -254,6 +265,13 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         "shipped classifiers side by side (--models); serve: `fer-edge serve` at 1, 8 and 32 clients",
     )
     p.add_argument("--requests", type=int, default=240, help="serve: requests per client count (default %(default)s)")
+    p.add_argument(
+        "--browser-frames",
+        dest="browser_frames",
+        type=int,
+        default=20,
+        help="serve: frames the in-browser pipeline runs in headless Chromium (0: none; default %(default)s)",
+    )
     p.add_argument(
         "--models",
         default="default,fast",

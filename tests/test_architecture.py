@@ -44,6 +44,7 @@ ADAPTERS = {
     "uvicorn": ("fer_edge/serve/",),
     "multipart": ("fer_edge/serve/",),
     "python_multipart": ("fer_edge/serve/",),
+    "websockets": ("fer_edge/web/browser.py",),  # the DevTools protocol client (the web extra)
 }
 
 

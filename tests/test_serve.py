@@ -394,7 +394,7 @@ def test_metrics_text_is_prometheus():
 def test_bench_serve_measures_each_client_count():
     from fer_edge import bench_serve
 
-    report = bench_serve.run(None, requests=8, clients=(1, 4))
+    report = bench_serve.run(None, requests=8, clients=(1, 4), browser_frames=0)  # the browser's: test_web.py
     assert report["image"].endswith("2 faces")
     assert [r["clients"] for r in report["rows"]] == [1, 4]
     for row in report["rows"]:

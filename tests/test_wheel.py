@@ -96,6 +96,9 @@ def test_wheel_layout_has_one_namespace_for_host_code_and_the_shipped_models(whe
     assert not [n for n in names if "saved_model" in n], "SavedModels stay in the repository"
     assert "edge/events/schema/emotion-event.schema.json" in names
     assert "fer_edge/bundles/jetson_templates/install.sh" in names
+    # the page and its modules; onnxruntime-web joins them when `make web-vendor` ran before the build
+    for rel in ("index.html", "page.css", "js/app.js", "js/imaging.js", "js/detect.js"):
+        assert "fer_edge/web/static/" + rel in names, rel
 
 
 def test_wheel_in_a_fresh_venv_runs_image_and_run_from_any_folder(wheel, tmp_path):

@@ -1,5 +1,5 @@
-"""The Starlette application: POST /v1/emotions, /healthz, /readyz, /metrics, /openapi.json, and the
-access log (one JSON line per request: method, route, status, milliseconds, bytes in, faces; never the image)."""
+"""The Starlette application: POST /v1/emotions, /healthz, /readyz, /metrics, /openapi.json, the demo page
+(/ and /static/: ``page``), and the access log (one JSON line per request: method, route, status, milliseconds, bytes in, faces; never the image)."""
 
 import asyncio
 import json
@@ -20,10 +20,12 @@ from .engine import EmotionEngine
 from .limits import AdmissionGate, Busy, Limits
 from .metrics import ServeMetrics
 from .openapi import openapi
+from .page import page_routes
 
 access_log = logging.getLogger(__name__ + ".access")
 log = logging.getLogger(__name__)
-ROUTES = ("/v1/emotions", "/healthz", "/readyz", "/metrics", "/openapi.json")
+ROUTES = ("/v1/emotions", "/healthz", "/readyz", "/metrics", "/openapi.json", "/")
+STATIC_ROUTE = "/static"
 
 
 def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -57,6 +59,8 @@ class AccessLog:
             self.metrics.in_flight -= 1
             seconds = time.perf_counter() - start
             route = scope["path"] if scope["path"] in ROUTES else "other"
+            if scope["path"].startswith(STATIC_ROUTE + "/"):
+                route = STATIC_ROUTE
             self.metrics.request(route, status[0], seconds)
             length = dict(scope.get("headers") or ()).get(b"content-length", b"")
             entry: dict[str, Any] = {
@@ -193,6 +197,7 @@ def build_app(engine: EmotionEngine, limits: Limits, metrics: ServeMetrics, auth
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            *page_routes(engine.pipeline, auth.required),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

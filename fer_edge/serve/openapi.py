@@ -95,6 +95,19 @@ def openapi(version: str, auth: bool) -> dict[str, Any]:
             "/metrics": {
                 "get": {"summary": "Prometheus text", "responses": {"200": dict(text, description="the metrics")}}
             },
+            "/": {
+                "get": {
+                    "summary": "The demo page: a photo or the webcam, on the server or in the browser",
+                    "responses": {"200": {"description": "the page", "content": {"text/html": {}}}},
+                }
+            },
+            "/static/{path}": {
+                "get": {
+                    "summary": "The page's scripts, onnxruntime-web, the ONNX models and config.json",
+                    "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "the file"}, "404": _ERROR},
+                }
+            },
         },
         "components": {
             "securitySchemes": {
