@@ -44,6 +44,7 @@ ADAPTERS = {
     "uvicorn": ("fer_edge/serve/",),
     "multipart": ("fer_edge/serve/",),
     "python_multipart": ("fer_edge/serve/",),
+    "ray": ("fer_edge/serve/ray_",),
 }
 
 
