@@ -212,3 +212,31 @@ def test_the_recipe_builds_installs_and_serves(tmp_path, steps, capsys):
     assert [f["emotion"] for f in got["faces"]] == [f["emotion"] for f in expected]
     for g, e in zip(got["faces"], expected):
         assert g["scores"] == pytest.approx(e["scores"], abs=1e-3)  # other OpenCV / ONNX Runtime builds may differ
+
+
+def test_the_kubernetes_manifests_match_the_image_and_the_ray_config(steps):
+    import yaml
+
+    final = final_stage(steps)
+    (user,) = stage(steps, final, "USER")
+    (expose,) = stage(steps, final, "EXPOSE")
+    with open(os.path.join(REPO, "deploy", "kubernetes", "fer-edge.yaml"), encoding="utf-8") as handle:
+        docs = {d["kind"]: d for d in yaml.safe_load_all(handle)}
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == int(user) and pod["securityContext"]["runAsNonRoot"]
+    (container,) = pod["containers"]
+    assert container["ports"][0]["containerPort"] == int(expose)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert os.path.dirname(env["FER_EDGE_API_KEY_FILE"]) == mounts["api-key"]  # the key: a mounted secret
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    # KubeRay's RayService carries deploy/ray/serve.yaml as its Serve config, unchanged
+    with open(os.path.join(REPO, "deploy", "kubernetes", "rayservice.yaml"), encoding="utf-8") as handle:
+        ray_service = yaml.safe_load(handle)
+    with open(os.path.join(REPO, "deploy", "ray", "serve.yaml"), encoding="utf-8") as handle:
+        assert yaml.safe_load(ray_service["spec"]["serveConfigV2"]) == yaml.safe_load(handle)
+    (ray_from,) = stage(steps, "ray", "FROM")  # the cluster's Ray is the image's
+    assert ":{}-".format(ray_service["spec"]["rayClusterConfig"]["rayVersion"]) in ray_from.split()[0]

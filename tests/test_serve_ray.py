@@ -140,5 +140,28 @@ def test_on_a_cluster_the_deployment_refuses_to_listen_without_a_key(monkeypatch
         check_flags("--model fast")
     assert check_flags("--behind-auth-proxy").behind_auth_proxy
     assert check_flags(["--host", "127.0.0.1"]).host == "127.0.0.1"
+    with pytest.raises(ServeConfigError, match="not `fer-edge serve` flags"):
+        parse_flags("--detector nonesuch")
     monkeypatch.setenv("FER_EDGE_API_KEY", "k3y-for-the-tests-0123456789")
     assert check_flags("--model fast").model == "fast"
+
+
+def test_the_cluster_config_is_valid_for_ray_serve_and_builds(monkeypatch):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from fer_edge.serve.ray_deployment import NAME, build
+
+    with open(os.path.join(REPO, "deploy", "ray", "serve.yaml"), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    schema = ServeDeploySchema.parse_obj(config)  # Ray Serve's own validation of a `serve deploy` file
+    (app,) = schema.applications
+    assert app.import_path == "fer_edge.serve.ray_deployment:build"
+    assert [d.name for d in app.deployments] == [NAME]
+    assert app.deployments[0].autoscaling_config["max_replicas"] > app.deployments[0].autoscaling_config["min_replicas"]
+    monkeypatch.delenv("FER_EDGE_API_KEY", raising=False)
+    monkeypatch.delenv("FER_EDGE_API_KEY_FILE", raising=False)
+    with pytest.raises(ServeConfigError):  # without the secret the application does not deploy
+        build(app.args)
+    monkeypatch.setenv("FER_EDGE_API_KEY", "k3y-for-the-tests-0123456789")
+    assert type(build(app.args)).__name__ == "Application"

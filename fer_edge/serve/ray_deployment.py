@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from .auth import check_exposure, load_api_key
+from .auth import ServeConfigError, check_exposure, load_api_key
 
 NAME = "fer-edge"
 REPLICA_HEADER = "x-fer-edge-replica"
@@ -35,7 +35,10 @@ def parse_flags(flags: str | Sequence[str]) -> argparse.Namespace:
     from .command import serve_parser
 
     words = shlex.split(flags) if isinstance(flags, str) else [str(f) for f in flags]
-    return serve_parser(host_default="0.0.0.0").parse_args(words)
+    try:
+        return serve_parser(host_default="0.0.0.0").parse_args(words)
+    except SystemExit:  # argparse printed what was wrong; a deployment raises instead of ending its process
+        raise ServeConfigError("not `fer-edge serve` flags: {}".format(" ".join(words))) from None
 
 
 def check_flags(flags: str | Sequence[str]) -> argparse.Namespace:
