@@ -71,7 +71,7 @@ $(RAY_VENV)/.installed: pyproject.toml setup.py
 ray-venv: $(RAY_VENV)/.installed
 
 test-ray: $(RAY_VENV)/.installed
-	$(RAY_VENV)/bin/python -m pytest -q tests/test_serve_ray.py
+	$(RAY_VENV)/bin/python -m pytest -q tests/test_serve_ray.py tests/test_bench_serve_ray.py
 
 # The devices' old toolchains (tests/device_envs): venvs under build/old-pythons with pyenv's Python
 # 3.6.15 / 3.7.16 and the oldest libraries the devices ship (the Jetson bundle's agent and `python -m

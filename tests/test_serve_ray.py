@@ -93,6 +93,11 @@ def services():
     try:
         wait_ready(*plain, timeout=60)
         wait_ready(*ray_service, timeout=100)
+        # Ray's proxy learns the running replicas asynchronously: probe until it routes to both
+        seen, deadline = set(), time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen.add(request(ray_port, "GET", "/healthz")[1].get(REPLICA_HEADER))
+        assert len(seen) == 2, seen
         yield {"ray": ray_port, "plain": plain_port}
     finally:
         stop(plain[0], plain[1])

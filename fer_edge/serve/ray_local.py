@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ray.init(
+        address="local",  # a new Ray of its own, never one already running on this machine
         num_cpus=max(os.cpu_count() or 1, args.replicas),
         include_dashboard=False,
         object_store_memory=256 * 1024 * 1024,
