@@ -11,7 +11,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto chromium
 
-.PHONY: web-vendor lint docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
+.PHONY: web-vendor ray-venv test-ray lint docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
 venv: $(STAMP)
 
@@ -58,6 +58,21 @@ typecheck: $(TYPECHECK_VENV)/.installed
 	MYPYPATH=$(TRT_STUBS) $(TYPECHECK_VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent \
 	  --check-untyped-defs --no-error-summary $(TRT_FILES) && echo "typecheck: TensorRT 10 paths OK against tensorrt-stubs"
 
+# Ray Serve (fer_edge/serve/ray_deployment.py, docs/serve.md) in a venv of its own: ray[serve] is ~0.5 GB
+# and its Serve would move the dev venv's pins (starlette, protobuf). About 1 min and 0.75 GB; measured
+# on a 2-core machine. `make test-ray` starts a local Ray with 2 replicas for real (tests/test_serve_ray.py).
+RAY_VENV := .venv-ray
+$(RAY_VENV)/.installed: pyproject.toml setup.py
+	@test -x $(RAY_VENV)/bin/python || $(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install --quiet -e '.[serve,ray]' "pytest>=7,<10" "scikit-image>=0.22,<0.27" \
+	  --config-settings editable_mode=compat
+	@touch $@
+ray-venv: $(RAY_VENV)/.installed
+
+test-ray: $(RAY_VENV)/.installed
+	$(RAY_VENV)/bin/python -m pytest -q tests/test_serve_ray.py tests/test_bench_serve_ray.py
+
 # The devices' old toolchains (tests/device_envs): venvs under build/old-pythons with pyenv's Python
 # 3.6.15 / 3.7.16 and the oldest libraries the devices ship (the Jetson bundle's agent and `python -m
 # deeplens` run in them), TensorFlow 1.4 and OpenVINO 2021.4's classic Model Optimizer (they read the
@@ -97,7 +112,7 @@ $(WEB_VENDOR)/.installed: web/package.json web/package-lock.json
 	for f in $(WEB_VENDOR_FILES); do cp build/web/node_modules/onnxruntime-web/dist/$$f $(WEB_VENDOR)/; done
 	@touch $@
 
-test: venv system-deps web-vendor lint vermin typecheck docs old-pythons
+test: venv system-deps web-vendor lint vermin typecheck docs old-pythons test-ray
 	$(PY) -m pytest -q
 
 # Long runs (full-data training and evaluation) kept out of `make test`.
@@ -150,4 +165,4 @@ demo: venv web-vendor
 	$(PY) -m fer_edge.demo
 
 clean:
-	rm -rf $(VENV) $(TYPECHECK_VENV) build *.egg-info
+	rm -rf $(VENV) $(TYPECHECK_VENV) $(RAY_VENV) build *.egg-info

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -94,38 +94,15 @@ def run(
     """The report: one row per client count; ``requests`` per row (at least 4 per client); ``serve_args``: more
     options of `fer-edge serve` (e.g. ``["--detectors", "2"]``); ``browser_frames``: frames the in-browser
     pipeline runs on the same image after the server's rows (0: none)."""
-    import cv2
-
-    from .samples import faces_frame
-
-    ok, encoded = cv2.imencode(".jpg", faces_frame(640, 480, 2))
-    if not ok:
-        raise RuntimeError("bench serve: cannot encode the sample image as JPEG")
-    body = encoded.tobytes()
+    body = sample_body()
     port = _free_port()
     command = [sys.executable, "-m", "fer_edge", "serve", "--port", str(port), "--log-level", "WARNING"]
     if model:
         command += ["--model", model]
     command += list(serve_args)
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError("bench serve: the service exited: " + log.read().decode()[-2000:])
-                with contextlib.suppress(OSError):
-                    if _get(port, "/readyz")[0] == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("bench serve: the service did not become ready in 120 s")
-                time.sleep(0.2)
-            faces = json.loads(_client_answer(port, body))["faces"]
-            rows = [_level(port, body, n, max(4, requests // n)) for n in clients]
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with started(command, port):
+        faces = json.loads(_client_answer(port, body))["faces"]
+        rows = [_level(port, body, n, max(4, requests // n)) for n in clients]
     report: dict[str, Any] = {"image": "640x480 JPEG, {} faces".format(len(faces)), "rows": rows}
     text = markdown(rows)
     if browser_frames:
@@ -140,6 +117,41 @@ def run(
             text += "\n\nIn the browser: not measured ({})".format(why_not)
     report["markdown"] = text
     return report
+
+
+def sample_body() -> bytes:
+    """The benchmark's image: 640x480, two faces (``fer_edge.samples.faces_frame``), as JPEG."""
+    import cv2
+
+    from .samples import faces_frame
+
+    ok, encoded = cv2.imencode(".jpg", faces_frame(640, 480, 2))
+    if not ok:
+        raise RuntimeError("bench serve: cannot encode the sample image as JPEG")
+    return bytes(encoded.tobytes())
+
+
+@contextlib.contextmanager
+def started(command: Sequence[str], port: int, timeout: float = 120.0) -> Iterator[None]:
+    """Runs ``command`` (a service on ``port``) until its /readyz answers 200; stops it on leaving."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError("bench serve: the service exited: " + log.read().decode()[-2000:])
+                with contextlib.suppress(OSError):
+                    if _get(port, "/readyz")[0] == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("bench serve: the service did not become ready in {:g} s".format(timeout))
+                time.sleep(0.2)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
 def _client_answer(port: int, body: bytes) -> bytes:

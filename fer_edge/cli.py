@@ -216,9 +216,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "detect":
         return cmd_bench_detect(args)
     if args.section == "serve":
-        from . import bench_serve
+        from . import bench_serve, bench_serve_ray
 
-        report = bench_serve.run(args.model, requests=args.requests, browser_frames=args.browser_frames)
+        if args.ray:
+            report = bench_serve_ray.run(args.model, requests=args.requests, ray_python=args.ray_python)
+        else:
+            report = bench_serve.run(args.model, requests=args.requests, browser_frames=args.browser_frames)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=2)

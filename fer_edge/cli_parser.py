@@ -273,6 +273,12 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         help="serve: frames the in-browser pipeline runs in headless Chromium (0: none; default %(default)s)",
     )
     p.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve: instead, `fer-edge serve` vs Ray Serve with 1 and 2 replicas at 8 clients (needs ray[serve])",
+    )
+    p.add_argument("--ray-python", dest="ray_python", help="serve --ray: a Python with ray[serve] (default: .venv-ray)")
+    p.add_argument(
         "--models",
         default="default,fast",
         help="models: comma-separated model names or ONNX paths (default: %(default)s)",

@@ -45,6 +45,7 @@ ADAPTERS = {
     "multipart": ("fer_edge/serve/",),
     "python_multipart": ("fer_edge/serve/",),
     "websockets": ("fer_edge/web/browser.py",),  # the DevTools protocol client (the web extra)
+    "ray": ("fer_edge/serve/ray_",),
 }
 
 

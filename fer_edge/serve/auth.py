@@ -1,6 +1,7 @@
 """Who may call the service: open on loopback; beyond it, an API key (or an explicit authenticating proxy).
 
-The key comes from a file (``--api-key-file``, first line) or ``$FER_EDGE_API_KEY``; a client sends
+The key comes from a file (``--api-key-file``, first line, or the file named by ``$FER_EDGE_API_KEY_FILE``, as
+containers mount secrets) or ``$FER_EDGE_API_KEY``; a client sends
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. The check is in constant time (``hmac.compare_digest``
 of SHA-256 digests). An address that fails too often is refused for a while (429), as the live view does.
 """
@@ -13,10 +14,11 @@ from edge.config.secrets import read_secret
 from edge.view.access import MIN_SECRET, FailedAttempts, is_loopback, presented
 
 API_KEY_ENV = "FER_EDGE_API_KEY"
+API_KEY_FILE_ENV = "FER_EDGE_API_KEY_FILE"
 HOW = (
     "give it an API key: --api-key-file FILE (first line; e.g. `openssl rand -hex 16 > api-key; chmod 600 "
-    "api-key`) or ${} ; or, when an authenticating reverse proxy sits in front of it, say so with "
-    "--behind-auth-proxy; or listen on 127.0.0.1 (the default)".format(API_KEY_ENV)
+    "api-key`) or ${}=FILE or ${} ; or, when an authenticating reverse proxy sits in front of it, say so with "
+    "--behind-auth-proxy; or listen on 127.0.0.1 (the default)".format(API_KEY_FILE_ENV, API_KEY_ENV)
 )
 
 
@@ -25,7 +27,9 @@ class ServeConfigError(Exception):
 
 
 def load_api_key(path: str | None) -> str | None:
-    """The API key from ``path`` (first line), else from $FER_EDGE_API_KEY, else None."""
+    """The API key from ``path`` (first line), else from the file $FER_EDGE_API_KEY_FILE names, else from
+    $FER_EDGE_API_KEY, else None."""
+    path = path or os.environ.get(API_KEY_FILE_ENV, "").strip() or None
     if path:
         try:
             key = read_secret(path)

@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+from typing import Any
 
 from .auth import HOW, ServeConfigError, check_exposure, load_api_key
 from .limits import MB, Limits
@@ -73,12 +74,18 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
     return p
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-    except ImportError:
-        print("fer-edge serve: error: needs the serve extra: pip install 'fer-edge[serve]'", file=sys.stderr)
-        return 2
+def serve_parser(host_default: str = "127.0.0.1") -> argparse.ArgumentParser:
+    """A parser of `fer-edge serve`'s flags alone (the Ray Serve deployment takes the same flags)."""
+    parser = argparse.ArgumentParser(prog="fer-edge")
+    p = add_parser(parser.add_subparsers())
+    p.set_defaults(host=host_default)
+    return p
+
+
+def build_service(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """(the ASGI app, its engine, the API key) of `fer-edge serve`'s flags: the one service that uvicorn runs
+    here and that each Ray Serve replica runs (``ray_deployment``). Raises ServeConfigError when the flags
+    would expose the service without a key (``auth.check_exposure``)."""
     from edge.version import __version__
 
     from ..run import pipeline_from_args
@@ -87,13 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .engine import EmotionEngine
     from .metrics import ServeMetrics
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        key = load_api_key(args.api_key_file)
-        check_exposure(args.host, key, args.behind_auth_proxy)
-    except ServeConfigError as exc:
-        print("fer-edge serve: error: {}".format(exc), file=sys.stderr)
-        return 2
+    key = load_api_key(args.api_key_file)
+    check_exposure(args.host, key, args.behind_auth_proxy)
     limits = Limits(
         max_body=int(args.max_body_mb * MB),
         max_pixels=args.max_pixels,
@@ -106,7 +108,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = EmotionEngine(
         pipeline, metrics, limits.max_pixels, args.max_batch, args.batch_wait_ms / 1000.0, args.detectors
     )
-    app = build_app(engine, limits, metrics, ApiKeyCheck(key), __version__)
+    return build_app(engine, limits, metrics, ApiKeyCheck(key), __version__), engine, key
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("fer-edge serve: error: needs the serve extra: pip install 'fer-edge[serve]'", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app, engine, key = build_service(args)
+    except ServeConfigError as exc:
+        print("fer-edge serve: error: {}".format(exc), file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app, host=args.host, port=args.port, access_log=False, log_config=None, lifespan="off", server_header=False
     )
