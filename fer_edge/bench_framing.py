@@ -28,6 +28,8 @@ FRAMING = "box"
 # Faces rolled less than this many degrees are cut upright (crop.min_roll): the eye line of a small
 # face is noisy, levelling by it cost accuracy on far faces and changed nothing on near ones.
 MIN_ROLL = 10.0
+# The framing loss is reported on at least this many matched, labelled faces.
+MIN_FACES = 20
 
 
 def true_region(face: Face) -> tuple[float, float, float, float]:
@@ -94,8 +96,9 @@ def summary(
     true_correct: int, correct: int, labelled_found: int, offs: Sequence[tuple[float, float]]
 ) -> dict[str, Any]:
     """The framing loss (points), the crop side's interquartile range over the true side and the
-    median and 75th percentile of the centre's offset (units of the true side)."""
-    if not labelled_found:
+    median and 75th percentile of the centre's offset (units of the true side); nothing on fewer
+    than ``MIN_FACES`` faces."""
+    if labelled_found < MIN_FACES:  # a handful of faces says nothing about framing
         return {}
     ratios, shifts = [o[0] for o in offs], [o[1] for o in offs]
     return {

@@ -171,3 +171,36 @@ def test_malformed_template_in_an_artifact_is_a_clear_load_error(tmp_path):
     with pytest.raises(DetectorError) as info:
         load_neural_detector(str(tmp_path / "model.xml"), runtime="openvino")
     assert str(tmp_path) in str(info.value) and "'template'" in str(info.value)
+
+
+# ---------------------------------------------------------------- the benchmark's framing loss
+
+
+def test_true_square_of_a_rolled_pasted_face_gives_the_face_back():
+    from fer_edge.bench_framing import true_region
+    from fer_edge.scenes import Face, _paste
+
+    rng = np.random.default_rng(0)
+    face = cv2.resize(rng.integers(0, 256, (12, 12)).astype(np.uint8), (48, 48), interpolation=cv2.INTER_CUBIC)
+    canvas = np.full((400, 400, 3), 128, np.uint8)
+    _paste(canvas, face, 120, 110, 144, 24.0)
+    truth = Face((120, 110, 144, 144), 0, 24.0)
+    crop = face_crop(canvas, Detection(truth.box, 1.0, true_region(truth), None), size=48)[..., 0]
+    wrong = face_crop(canvas, Detection(truth.box, 1.0, true_region(truth)[:3] + (24.0,), None), size=48)[..., 0]
+    inner = (slice(10, 38), slice(10, 38))  # away from the paste's soft edge
+
+    def corr(a):
+        return float(np.corrcoef(a[inner].ravel().astype(float), face[inner].ravel().astype(float))[0, 1])
+
+    assert corr(crop) > 0.9 and corr(wrong) < 0.5
+
+
+def test_framing_summary_in_points_and_only_on_enough_faces():
+    from fer_edge.bench_framing import MIN_FACES, summary
+
+    offs = [(0.9, 0.02), (1.0, 0.04), (1.1, 0.06), (1.2, 0.08)] * 10
+    row = summary(30, 27, 40, offs)
+    assert row["framing_loss"] == pytest.approx(7.5) and row["accuracy_true_squares"] == pytest.approx(0.75)
+    assert row["side_iqr"] == [pytest.approx(0.975), pytest.approx(1.125)]
+    assert row["shift_p50_p75"][0] == pytest.approx(0.05)
+    assert summary(5, 4, MIN_FACES - 1, offs[: MIN_FACES - 1]) == {}
