@@ -204,3 +204,14 @@ def test_framing_summary_in_points_and_only_on_enough_faces():
     assert row["side_iqr"] == [pytest.approx(0.975), pytest.approx(1.125)]
     assert row["shift_p50_p75"][0] == pytest.approx(0.05)
     assert summary(5, 4, MIN_FACES - 1, offs[: MIN_FACES - 1]) == {}
+
+
+def test_the_converter_carries_the_calibrated_template_into_the_metadata():
+    from convert.detector_export import detector_metadata, load_crop_file
+    from fer_testdata import REPO
+
+    crops = load_crop_file(os.path.join(str(REPO), "models"))
+    meta = detector_metadata("blazeface-back-256", crop=crops["blazeface-back-256"])
+    crop = meta["detector"]["crop"]
+    assert crop["framing"] == "box" and crop["min_roll"] == 10.0 and len(crop["template"]) == len(crop["keypoints"])
+    assert KeypointFraming.from_meta(crop, meta["detector"]["keypoints"]).indices == (0, 1, 2, 3)
