@@ -130,6 +130,14 @@ def _validate_detector(det, where):
         _require(crop, key, where + ": crop", (int, float))
     if not 0.2 <= crop["scale"] <= 5.0:
         raise MetadataError("{}: crop: field 'scale' must be within 0.2..5, got {}".format(where, crop["scale"]))
+    min_roll = crop.get("min_roll", 0.0)
+    if not isinstance(min_roll, (int, float)) or isinstance(min_roll, bool) or not 0.0 <= min_roll <= 45.0:
+        raise MetadataError("{}: crop: field 'min_roll' must be degrees within 0..45, got {!r}".format(where, min_roll))
+    framing = crop.get("framing", "box")
+    if framing not in ("box", "keypoints"):
+        raise MetadataError("{}: crop: field 'framing' must be 'box' or 'keypoints', got {!r}".format(where, framing))
+    if "template" in crop or "keypoints" in crop or framing == "keypoints":
+        _validate_template(crop, det.get("keypoints"), where + ": crop")
     outputs = _require(det, "outputs", where, list)
     if sorted(outputs) != ["boxes", "scores"]:
         raise MetadataError(
@@ -137,6 +145,35 @@ def _validate_detector(det, where):
                 where, outputs
             )
         )
+
+
+def _validate_template(crop, names, where):
+    """The keypoint framing (``edge.detect.framing``): ``keypoints`` (names among the detector's
+    ``keypoints``) and ``template`` ([u, v] per name, in units of the FER crop's side)."""
+    keys = _require(crop, "keypoints", where, list)
+    template = _require(crop, "template", where, list)
+    if not isinstance(names, list):
+        raise MetadataError("{}: field 'keypoints' needs the detector's own 'keypoints' list".format(where))
+    if len(keys) < 2 or len(set(keys)) != len(keys) or not all(k in names for k in keys):
+        raise MetadataError(
+            "{}: field 'keypoints' must name two or more distinct detector keypoints ({}), got {!r}".format(
+                where, ", ".join(names), keys
+            )
+        )
+    good = len(template) == len(keys) and all(
+        isinstance(p, list)
+        and len(p) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and -1.0 <= v <= 2.0 for v in p)
+        for p in template
+    )
+    if not good:
+        raise MetadataError(
+            "{}: field 'template' must hold one [u, v] pair (numbers within -1..2, units of the crop's side) "
+            "per keypoint ({}), got {!r}".format(where, len(keys), template)
+        )
+    spread = max(abs(a - b) for p in template for q in template for a, b in zip(p, q))
+    if spread < 0.05:
+        raise MetadataError("{}: field 'template': the points coincide (spread {:.3f})".format(where, spread))
 
 
 def kind_of(meta):

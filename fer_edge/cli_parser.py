@@ -296,7 +296,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument(
         "--calibrate",
         action="store_true",
-        help="detect: measure each detector's box -> FER crop mapping into models/crop_mapping.json",
+        help="detect: measure each detector's box -> FER crop mapping (Valid faces) and keypoint template "
+        "(Train faces) into models/crop_mapping.json",
     )
     p.set_defaults(func=handlers["bench"])
 

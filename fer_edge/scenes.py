@@ -7,17 +7,33 @@ photographs (public domain), tiled and toned to gray like the faces. Determinist
 
 Kinds: ``near`` (640x480, 2 faces 120-200 px), ``far`` (1280x720, 4 faces 40-100 px), ``tilted``
 (near, each face rolled by 15-30 degrees either way), ``calibrate`` (640x480, 1 face 100-200 px,
-upright: to measure the crop mapping).
+upright: to measure the crop mapping). ``match`` pairs a frame's detections with its true faces.
 """
 
 import collections
-from typing import TypedDict
+from typing import Sequence, TypedDict
 
 import cv2
 import numpy as np
 
+from edge.tracking.track import iou as box_iou  # the tracker's IoU of (x, y, w, h) boxes
+
 Face = collections.namedtuple("Face", "box label angle")  # box: (x, y, side, side) of the FER crop
 Scene = collections.namedtuple("Scene", "kind image faces")
+IOU = 0.3  # a detection matches a true face at this IoU or more
+
+
+def match(truth: Sequence[Face], boxes: Sequence[Sequence[float]], threshold: float = IOU) -> dict[int, int]:
+    """Greedy one-to-one matching by IoU: {truth index: detection index}."""
+    pairs = sorted(((box_iou(t.box, b), i, j) for i, t in enumerate(truth) for j, b in enumerate(boxes)), reverse=True)
+    used_t, used_d, out = set(), set(), {}
+    for value, i, j in pairs:
+        if value < threshold or i in used_t or j in used_d:
+            continue
+        out[i] = j
+        used_t.add(i)
+        used_d.add(j)
+    return out
 
 
 class SceneKind(TypedDict):

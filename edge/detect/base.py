@@ -31,6 +31,10 @@ class FaceDetector(abc.ABC):
     ``openvino``, ``tensorrt``); ``min_size`` (faces with a shorter side, in pixels, are not
     reported); ``mapping`` (the box -> FER crop ``edge.detect.crops.CropMapping`` its detections'
     ``crop`` comes from; None when they carry no crop region, so the box itself is cropped);
+    ``framing`` (the ``edge.detect.framing.KeypointFraming`` that places the crop from the face's
+    keypoints, ahead of ``mapping``; None when the box mapping frames the crops);
+    ``keypoint_framing`` (the detector's keypoint template whether in use or not; None without one);
+    ``min_roll`` (faces rolled less than this many degrees are cut upright; 0: always levelled);
     ``tiles`` ((cols, rows) the frame is cut into, run as one batch; None for a detector that
     does not tile).
     """
@@ -39,6 +43,9 @@ class FaceDetector(abc.ABC):
     runtime = None
     min_size = DEFAULT_MIN_FACE
     mapping = None
+    framing = None
+    keypoint_framing = None
+    min_roll = 0.0
     tiles = None
 
     @abc.abstractmethod

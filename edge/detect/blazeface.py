@@ -2,10 +2,10 @@
 
 The detector is an artifact like the classifier: the same formats (``edge.formats``), backends
 and metadata reader; its metadata (``kind: face_detector``) holds the input geometry, the SSD
-anchors, the box scale and the box -> FER crop mapping. Here: letterbox the frame (or each tile
-of it) to the model's square input, run the batch through the backend, decode the anchors,
-weighted NMS, map boxes back to frame pixels and merge across tiles. Numpy and OpenCV only,
-Python 3.6 compatible (device code).
+anchors, the box scale, the box -> FER crop mapping and the keypoint template
+(``edge.detect.framing``). Here: letterbox the frame (or each tile of it) to the model's square
+input, run the batch through the backend, decode the anchors, weighted NMS, map boxes back to
+frame pixels and merge across tiles. Numpy and OpenCV only, Python 3.6 compatible (device code).
 
 Tiling: ``tiles=(cols, rows)`` cuts the frame into overlapping tiles run as one batch (with the
 whole frame as well, for faces larger than a tile); small faces in wide frames need it
@@ -21,6 +21,7 @@ from edge import metadata as md
 from edge.detect import ssd
 from edge.detect.base import DetectorConfigError, FaceDetector
 from edge.detect.crops import CropMapping, Detection, as_points, clip_box, eye_angle
+from edge.detect.framing import BLAZEFACE_KEYPOINTS, KeypointFraming
 
 DEFAULTS = {"score_threshold": 0.5, "nms_iou": 0.3, "tiles": (1, 1), "tile_overlap": 0.25, "align": True}
 
@@ -115,6 +116,11 @@ class NeuralFaceDetector(FaceDetector):
         self.box_scale = float(det["box_scale"])
         self.outputs = list(det["outputs"])
         self.mapping = CropMapping.from_meta(det["crop"])
+        # the keypoint template (None without one) and the framing in use (the metadata's crop.framing)
+        self.keypoint_framing = KeypointFraming.from_meta(det["crop"], det.get("keypoints") or BLAZEFACE_KEYPOINTS)
+        self.framing = self.keypoint_framing if det["crop"].get("framing") == "keypoints" else None
+        # faces rolled less than this (degrees) are cut upright (metadata crop.min_roll; 0: always levelled)
+        self.min_roll = float(det["crop"].get("min_roll", 0.0))
         self.min_size = int(min_size)
         self.score_threshold = float(
             det.get("score_threshold", DEFAULTS["score_threshold"]) if score_threshold is None else score_threshold
@@ -226,14 +232,24 @@ class NeuralFaceDetector(FaceDetector):
             if min(w_, h_) < self.min_size:
                 continue
             keypoints = as_points(pts)
-            angle = eye_angle(keypoints) if self.align and len(keypoints) >= 2 else 0.0
             exact = (float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
-            out.append(
-                Detection((x_, y_, w_, h_), round(float(score), 4), self.mapping.region(exact, angle), keypoints)
-            )
+            out.append(Detection((x_, y_, w_, h_), round(float(score), 4), self.region(exact, keypoints), keypoints))
             if len(out) >= self.max_faces:
                 break
         return out
+
+    def region(self, box, keypoints):
+        """The classifier's crop (cx, cy, side, angle) of a face: the keypoint framing when the
+        metadata chooses it and the keypoints fit, else the box mapping; levelled by the face's roll
+        when ``align`` is on and the roll is at least ``min_roll`` degrees, upright otherwise."""
+        if self.framing is not None:
+            region = self.framing.region(keypoints, rotate=self.align)
+            if region is not None and abs(region[3]) < self.min_roll:
+                region = self.framing.region(keypoints, rotate=False)
+            if region is not None:
+                return region
+        angle = eye_angle(keypoints) if self.align and keypoints and len(keypoints) >= 2 else 0.0
+        return self.mapping.region(box, angle if abs(angle) >= self.min_roll else 0.0)
 
     def close(self):
         self.backend.close()

@@ -4,8 +4,10 @@ FER+ faces are tight 48x48 crops with a margin of their own; a detector's box fr
 differently (BlazeFace's box is tighter, Haar's looser). Each detector carries a
 :class:`CropMapping` (measured by ``fer-edge bench detect --calibrate`` on FER+ faces pasted on a
 larger canvas, stored in the detector's metadata) that turns its box into the square region a
-FER+ crop would have covered. ``face_crop`` cuts that region, levelled by the eye line when the
-detector gives eyes and ``align`` is on, and pads with the edge pixels where it leaves the frame.
+FER+ crop would have covered (or, where the metadata chooses it, a keypoint template places it:
+``edge.detect.framing``). The region is levelled by the eye line when the detector gives eyes,
+``align`` is on and the roll reaches the metadata's ``min_roll``; ``face_crop`` cuts it and pads
+with the edge pixels where it leaves the frame.
 
 Python 3.6 compatible (device code).
 """
