@@ -214,7 +214,9 @@ def test_web_out_is_complete_and_offline(app_dir, photos):
     assert config["classifier"]["temperature"] == pipeline.classifier.meta["calibration"]["temperature"]
     assert config["classifier"]["labels"] == list(pipeline.labels)
     assert len(config["detector"]["anchors"]) == pipeline.detector.backend.meta["detector"]["num_anchors"]
-    assert config["detector"]["crop"] == pipeline.detector.backend.meta["detector"]["crop"]
+    crop_meta = pipeline.detector.backend.meta["detector"]["crop"]
+    assert config["detector"]["crop"] == {k: crop_meta[k] for k in ("scale", "shift_x", "shift_y")}
+    assert config["detector"]["min_roll"] == float(crop_meta.get("min_roll", 0.0))
     for rel in ("index.html", "js/app.js", "vendor/ort.wasm.min.mjs", "vendor/ort-wasm-simd-threaded.wasm"):
         assert os.path.isfile(os.path.join(app_dir, rel)), rel
     with open(os.path.join(app_dir, "models", "classifier.onnx"), "rb") as a, open(

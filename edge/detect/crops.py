@@ -61,6 +61,25 @@ def box_slice(image, box):
     return image[max(0, y) : max(0, y + h), max(0, x) : max(0, x + w)]
 
 
+# The crop region is snapped to a grid before cutting (1/64 px for the centre and side, 1/100 degree for
+# the angle): far below what changes a face's emotion, and it makes two implementations of the pipeline
+# (Python here, the browser app's framing.js) cut the same pixels when their detectors' float outputs
+# differ in the last digits (otherwise OpenCV's fixed-point warp moves some pixels by one grey level).
+REGION_GRID = 64.0
+ANGLE_GRID = 100.0
+
+
+def snap_region(region):
+    """(cx, cy, side, angle) snapped to the grid (round half up, as the browser app does)."""
+    cx, cy, side, angle = [float(v) for v in region]
+    return (
+        math.floor(cx * REGION_GRID + 0.5) / REGION_GRID,
+        math.floor(cy * REGION_GRID + 0.5) / REGION_GRID,
+        math.floor(side * REGION_GRID + 0.5) / REGION_GRID,
+        math.floor(angle * ANGLE_GRID + 0.5) / ANGLE_GRID,
+    )
+
+
 def face_crop(image, det, size=None):
     """The classifier's crop of a detection: ``det.crop`` (rotated by its angle, edge-padded) or,
     when a detector gives no crop region, the box itself. ``size``: output side (default: the
@@ -70,7 +89,7 @@ def face_crop(image, det, size=None):
     region = det.crop
     if region is None:
         return box_slice(image, det.box)
-    cx, cy, side, angle = region
+    cx, cy, side, angle = snap_region(region)
     out = int(size or max(1, int(round(side))))
     if not angle:
         x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))

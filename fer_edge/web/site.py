@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from edge.detect.crops import ANGLE_GRID, REGION_GRID
 from edge.detect.ssd import RAW_SCORE_LIMIT
 
 from .vendor import STATIC_DIR, vendor_files
@@ -27,6 +28,11 @@ def neural_detector(pipeline: Any) -> Any:
     if not isinstance(pipeline.detector, NeuralFaceDetector):
         raise NotInBrowser(
             "the browser app runs the neural detectors (blazeface-*), not {!r}".format(pipeline.detector.name)
+        )
+    if pipeline.detector.framing is not None:
+        raise NotInBrowser(
+            "the browser app frames faces by the box mapping; {!r}'s metadata chooses keypoint framing "
+            "(crop.framing)".format(pipeline.detector.name)
         )
     return pipeline.detector
 
@@ -59,6 +65,8 @@ def app_config(pipeline: Any, api: str | None = None, api_key_required: bool = F
             "min_size": det.min_size,
             "max_faces": det.max_faces,
             "crop": det.mapping._asdict(),
+            "min_roll": det.min_roll,
+            "crop_grid": {"region": REGION_GRID, "angle": ANGLE_GRID},
         },
         "classifier": {
             "model": CLASSIFIER_FILE,

@@ -189,7 +189,8 @@ export async function detectFaces(ort, session, img, det, trace = null) {
   for (const c of all) {
     const box = clipBox(c.box, img.width, img.height);
     if (Math.min(box[2], box[3]) < det.min_size) continue;
-    const angle = det.align && c.points.length >= 2 ? eyeAngle(c.points) : 0;
+    const roll = det.align && c.points.length >= 2 ? eyeAngle(c.points) : 0;
+    const angle = Math.abs(roll) >= det.min_roll ? roll : 0; // levelled only from min_roll degrees
     const exact = [c.box[0], c.box[1], f32(c.box[2] - c.box[0]), f32(c.box[3] - c.box[1])];
     out.push({ box, score: c.score, crop: cropRegion(exact, angle, det.crop), keypoints: c.points });
     if (out.length >= det.max_faces) break;

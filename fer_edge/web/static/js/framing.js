@@ -17,9 +17,16 @@ export function cropRegion(box, angle, mapping) {
   return [x + w / 2 + mapping.shift_x * w, y + h / 2 + mapping.shift_y * h, side, angle];
 }
 
-/** The classifier's crop of a detection's region: rotated by its angle, edge-padded (warpAffine). */
-export function faceCrop(img, region) {
+/** The region snapped to the metadata's grid (edge/detect/crops.py snap_region: round half up). */
+export function snapRegion(region, grid) {
   const [cx, cy, side, angle] = region;
+  const snap = (v, g) => Math.floor(v * g + 0.5) / g;
+  return [snap(cx, grid.region), snap(cy, grid.region), snap(side, grid.region), snap(angle, grid.angle)];
+}
+
+/** The classifier's crop of a detection's region (snapped to ``grid``, config.json's crop_grid): rotated by its angle, edge-padded (warpAffine). */
+export function faceCrop(img, region, grid) {
+  const [cx, cy, side, angle] = snapRegion(region, grid);
   const out = Math.max(1, rint(side));
   if (!angle) {
     const x0 = rint(cx - side / 2);

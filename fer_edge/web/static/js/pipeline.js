@@ -22,7 +22,7 @@ export async function loadPipeline(base) {
       const t0 = performance.now();
       const detections = await detectFaces(ort, detector, img, config.detector, trace);
       const t1 = performance.now();
-      const crops = detections.map((d) => faceCrop(img, d.crop));
+      const crops = detections.map((d) => faceCrop(img, d.crop, config.detector.crop_grid));
       const t2 = performance.now();
       const rows = await classify(ort, classifier, crops, config.classifier);
       if (trace) {
