@@ -31,8 +31,11 @@ class FaceDetector(abc.ABC):
     ``openvino``, ``tensorrt``); ``min_size`` (faces with a shorter side, in pixels, are not
     reported); ``mapping`` (the box -> FER crop ``edge.detect.crops.CropMapping`` its detections'
     ``crop`` comes from; None when they carry no crop region, so the box itself is cropped);
-    ``tiles`` ((cols, rows) the frame is cut into, run as one batch; None for a detector that
-    does not tile).
+    ``tiles`` ((cols, rows) the frame is cut into, run as one batch, or ``auto``: chosen from the
+    frame size and ``min_size``, ``edge.detect.tiling``; None for a detector that does not tile);
+    ``size`` (the side of its square input in pixels; None for a detector without one). A detector
+    that tiles also runs any regions of a frame (:meth:`detect_batch`), which
+    ``edge.detect.scheduled.ScheduledDetector`` uses to follow faces in video.
     """
 
     name = None
@@ -40,6 +43,7 @@ class FaceDetector(abc.ABC):
     min_size = DEFAULT_MIN_FACE
     mapping = None
     tiles = None
+    size = None
 
     @abc.abstractmethod
     def detect(self, image):
@@ -51,6 +55,13 @@ class FaceDetector(abc.ABC):
         when it already does, else a view sharing its model. Only detectors that tile (``tiles`` not
         None) have one."""
         raise DetectorConfigError("detector_tiles: the {} detector does not cut frames into tiles".format(self.name))
+
+    def detect_batch(self, image, items):
+        """The faces in regions of ``image``, run as one batch: ``items`` is a list of batch entries,
+        each a list of one to four (x0, y0, x1, y1) regions (one fills the input; two to four share
+        it as a 2x2 mosaic); the detections of all of them, in frame pixels, merged across regions.
+        Only detectors that tile (``tiles`` not None) have it."""
+        raise DetectorConfigError("the {} detector does not run frame regions".format(self.name))
 
     def close(self):  # noqa: B027 (optional hook: OpenCV detectors hold nothing to release)
         """Release the model (default: nothing to release)."""
