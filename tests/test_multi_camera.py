@@ -75,7 +75,7 @@ def test_cameras_config_merges_shared_and_per_camera_keys(tmp_path):
         2.0,
         "thing-hall",
     )
-    assert door["cameras"] == [] and hall["detector_tiles"] == "1x1"
+    assert door["cameras"] == [] and hall["detector_tiles"] == "auto"
     ini = tmp_path / "cams.ini"  # an INI file holds the same list as JSON text
     ini.write_text(
         '[agent]\npublish = on-change\ncameras = [{"source": "a.mp4", "device_id": "door"},\n'
