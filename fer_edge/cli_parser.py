@@ -39,8 +39,9 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--detector-tiles",
         dest="detector_tiles",
-        default="1x1",
-        help="COLSxROWS tiles for small faces in large images (default: %(default)s)",
+        default="auto",
+        help="auto: tiles chosen from the image size and --min-face; COLSxROWS: those tiles; 1x1: none "
+        "(default: %(default)s)",
     )
     p.add_argument("--yunet-model", dest="yunet_model")
     p.add_argument(

@@ -274,7 +274,7 @@ def main(argv=None):
     from edge.agent.sources import SourceError
     from edge.backends.base import ModelFileError
     from edge.delivery.client import PahoMissingError
-    from edge.detect.base import DetectorError, DetectorFileError
+    from edge.detect.base import DetectorConfigError, DetectorError, DetectorFileError
 
     try:
         if args.check_camera:
@@ -285,7 +285,7 @@ def main(argv=None):
         if args.build_engine:
             return _build_engine(config, args)
         return _serve(config, args)
-    except (ModelFileError, DetectorFileError) as exc:
+    except (ModelFileError, DetectorFileError, DetectorConfigError) as exc:
         # a missing, corrupt or wrong model file: restarting cannot fix it (the unit does not restart on 78)
         _error(exc)
         return EXIT_CONFIG

@@ -21,6 +21,7 @@ import pytest
 
 import edge.agent.assembly
 from edge.config.agent import load_config
+from edge.detect.scheduled import ScheduledDetector
 from edge.events.payloads import load_schema
 from helpers import DEEPLENS_THING as THING
 
@@ -98,6 +99,8 @@ def test_the_host_agent_goes_through_assemble(assembled, sample, signals, capsys
     assert isinstance(camera.lifecycle, TrackLifecycle) and isinstance(camera.publisher, MemoryPublisher)
     assert camera.tracker.hysteresis_frames == config["hysteresis_frames"]
     assert assembly.classifier.runtime == "onnxruntime" and assembly.detector.runtime == "onnxruntime"
+    # the default detection: the camera's own schedule (edge.detect.scheduled) on the one loaded detector
+    assert isinstance(camera.detector, ScheduledDetector) and camera.detector.detector is assembly.detector
     # the run's messages, in the memory publisher the assembly made
     assert len(camera.publisher.events) == summary["frames"] == 12
     assert {m["type"] for m in camera.publisher.tracks} == {"new", "end"}
@@ -143,7 +146,9 @@ def test_the_jetson_agent_passes_its_models_to_assemble(assembled, sample, signa
     _, _, assembly = assembled[0]
     assert assembly.classifier is made["classifier"][0] and assembly.detector is made["detector"][0]
     one, two = assembly.cameras
-    assert one.detector is made["detector"][0] and two.detector.backend is made["detector"][0].backend
+    # the same default as the host agent: a schedule per camera on the one TensorRT (here ONNX Runtime) detector
+    assert isinstance(one.detector, ScheduledDetector) and one.detector.detector is made["detector"][0]
+    assert two.detector.tiles == (2, 1) and two.detector.backend is made["detector"][0].backend
     assert [len(c.publisher.events) for c in assembly.cameras] == [12, 12]
     assert sorted(made["closed"]) == ["classifier", "detector"]
 

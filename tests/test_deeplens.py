@@ -524,6 +524,8 @@ def test_standalone_agent_runs_the_openvino_ir(openvino_xml, video, tmp_path):
         == 0
     )
     assert main(["--source", video, "--publish", "sometimes"]) == 2
+    # detector options that do not fit the camera's frames: a clear error, exit 2 (not a frame-by-frame retry)
+    assert main(["--source", video, "--model", openvino_xml, "--min-face", "5000", "--log-level", "ERROR"]) == 2
 
 
 def test_greengrass_publisher_sends_tracks_and_state_and_refuses_retained(greengrass_core, caplog):

@@ -119,11 +119,11 @@ def test_every_detector_is_a_face_detector_and_only_neural_ones_tile():
 
     neural, haar = make_detector(), make_detector("haar")
     assert isinstance(neural, FaceDetector) and isinstance(haar, FaceDetector)
-    assert haar.runtime == "opencv" and haar.tiles is None and neural.tiles == (1, 1)
+    assert haar.runtime == "opencv" and haar.tiles is None and neural.tiles == "auto"
     assert camera_detector(haar, {"detector_tiles": "2x1"}) is haar  # Haar does not tile: the option is ignored
     with pytest.raises(DetectorConfigError, match="does not cut frames into tiles"):
         haar.with_tiles((2, 1))
-    assert neural.with_tiles((1, 1)) is neural and neural.with_tiles((2, 1)).backend is neural.backend
+    assert neural.with_tiles("auto") is neural and neural.with_tiles((2, 1)).backend is neural.backend
 
 
 def test_tiles_find_small_faces_that_the_whole_frame_misses():
@@ -132,11 +132,12 @@ def test_tiles_find_small_faces_that_the_whole_frame_misses():
     spots = [(100, 100), (700, 150), (300, 500), (1100, 600)]
     for x, y in spots:
         frame[y : y + 68, x : x + 60] = face
-    whole = make_detector().detect(frame)
-    tiled = make_detector(tiles="4x2").detect(frame)
-    assert len(tiled) >= 3 > len(whole)
-    for i, a in enumerate(tiled):  # one box per face after the cross-tile merge
-        assert all(box_iou(a.box, b.box) < 0.3 for b in tiled[i + 1 :])
+    whole = make_detector(tiles="1x1").detect(frame)
+    for tiles in ("4x2", "auto"):  # the default picks its tiles from the frame size and min_face
+        tiled = make_detector(tiles=tiles).detect(frame)
+        assert len(tiled) >= 3 > len(whole), tiles
+        for i, a in enumerate(tiled):  # one box per face after the cross-tile merge
+            assert all(box_iou(a.box, b.box) < 0.3 for b in tiled[i + 1 :])
 
 
 def test_crop_is_framed_like_fer_and_levelled_by_the_eyes():

@@ -75,7 +75,7 @@ def test_cameras_config_merges_shared_and_per_camera_keys(tmp_path):
         2.0,
         "thing-hall",
     )
-    assert door["cameras"] == [] and hall["detector_tiles"] == "1x1"
+    assert door["cameras"] == [] and hall["detector_tiles"] == "auto"
     ini = tmp_path / "cams.ini"  # an INI file holds the same list as JSON text
     ini.write_text(
         '[agent]\npublish = on-change\ncameras = [{"source": "a.mp4", "device_id": "door"},\n'
@@ -155,13 +155,18 @@ def test_bad_cameras_config_is_named(tmp_path, cameras, shared, message):
 def test_a_camera_overrides_detector_tiles_on_the_one_loaded_detector():
     from edge.agent.assembly import camera_detector
     from edge.detect.factory import make_detector
+    from edge.detect.scheduled import ScheduledDetector
 
-    shared = make_detector("blazeface-back")
+    shared = make_detector("blazeface-back", tiles="1x1")
     same = camera_detector(shared, {"detector_tiles": "1x1"})
     tiled = camera_detector(shared, {"detector_tiles": "2x1"})
     assert same is shared and tiled is not shared
     assert tiled.tiles == (2, 1) and shared.tiles == (1, 1) and tiled.backend is shared.backend
     assert len(tiled.regions(640, 480)) == 3 and len(shared.regions(640, 480)) == 1
+    # auto (the default): each camera its own schedule on the one model
+    one, two = camera_detector(shared, {"detector_tiles": "auto"}), camera_detector(shared, {"detector_tiles": "auto"})
+    assert isinstance(one, ScheduledDetector) and isinstance(two, ScheduledDetector) and one is not two
+    assert one.detector.backend is shared.backend and one.schedule is not two.schedule
 
 
 # ---------------------------------------------------------------- in process: one batch per round

@@ -12,7 +12,8 @@ publisher, the project stream). Built here for each camera from its config (``ed
 tracker (with hysteresis), publish policy, face lifecycle (tracks topic and device state), the
 device's frame sinks; Home Assistant discovery at start. One classifier and one detector are
 loaded for all cameras; a camera with its own ``detector_tiles`` gets a view of the one detector
-(same backend, other tiles).
+(same backend, other tiles); with ``auto`` tiles (the default) each camera runs its own detection
+schedule on it (``edge.detect.scheduled``).
 
 A factory is called with the (camera's) config: ``classifier(config)``, ``detector(config)``,
 ``publisher(camera_config)``, ``source(camera_config)`` (default: ``edge.agent.sources.source_from_config``),
@@ -87,13 +88,20 @@ def make_tracker(config):
 
 def camera_detector(detector, config):
     """The shared detector (``edge.detect.base.FaceDetector``) for a camera: itself, or a view with the
-    camera's ``detector_tiles`` on the same loaded model (neural detectors; the others do not tile)."""
-    tiles = config.get("detector_tiles")
-    if not tiles or detector.tiles is None:
+    camera's ``detector_tiles`` on the same loaded model (neural detectors; the others do not tile);
+    with ``auto`` tiles (the default), the camera's own ``edge.detect.scheduled.ScheduledDetector``
+    on it (the whole frame, the small faces it follows, one tile per frame in rotation)."""
+    if detector.tiles is None:
         return detector
-    from edge.detect.blazeface import parse_tiles
+    from edge.detect.tiling import AUTO, parse_tiles
 
-    return detector.with_tiles(parse_tiles(tiles, "key 'detector_tiles'"))
+    tiles = config.get("detector_tiles")
+    view = detector.with_tiles(parse_tiles(tiles, "key 'detector_tiles'")) if tiles else detector
+    if view.tiles != AUTO:
+        return view
+    from edge.detect.scheduled import ScheduledDetector
+
+    return ScheduledDetector(view)
 
 
 class Camera(object):

@@ -13,7 +13,8 @@ up the others. File sources give a frame every round until they end. A camera
 
 * whose source ends (a file) is finished on its own: its tracks end, its last stats and its
   offline status go out, its parts are closed; the others go on (state ``ended``);
-* whose source raises, or whose frames fail ``max_consecutive_errors`` times in a row, or whose
+* whose detector options do not fit its frames (``DetectorConfigError``: ``min_face`` larger than
+  the frame, tiles too small for ``min_face``), or whose source raises, or whose frames fail ``max_consecutive_errors`` times in a row, or whose
   publishing step raises, is dropped with an error line naming it and closed (state ``failed``,
   with ``error``); the others go on;
 * still running when ``stop`` is set ends with state ``stopped``.
@@ -29,6 +30,7 @@ import threading
 import time
 
 from edge.agent.loop import AgentError, CameraLoop
+from edge.detect.base import DetectorConfigError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,9 @@ def run_cameras(
             try:
                 detections = running.loop.detect(frame)
                 crops = running.loop.crops(frame, detections)
+            except DetectorConfigError as exc:  # options that do not fit this camera's frames: no frame will do
+                fail(running, "config", exc)
+                continue
             except Exception as exc:
                 _frame_failed(running, frame, exc, fail)
                 continue

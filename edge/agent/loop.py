@@ -15,6 +15,7 @@ import threading
 import time
 
 from edge.agent.metrics import StageMetrics
+from edge.detect.base import DetectorConfigError
 from edge.detect.factory import crop
 from edge.events.payloads import face_entry, make_event, stats_payload
 
@@ -154,7 +155,8 @@ def run_agent(camera, classifier, stop=None, stats_interval=10.0, max_consecutiv
     (``edge.tracking.lifecycle.TrackLifecycle``: track new/update/end messages and the retained
     device state, shown every live track after the tracker; or None) and the device id.
     A frame whose detection or inference fails is logged, counted and skipped; the loop only
-    gives up (AgentError) after ``max_consecutive_errors`` failures in a row.
+    gives up (AgentError) after ``max_consecutive_errors`` failures in a row. Detector options that do
+    not fit the frames (``edge.detect.base.DetectorConfigError``) end it at once.
     """
     stop = stop or threading.Event()
     loop = CameraLoop(
@@ -168,6 +170,8 @@ def run_agent(camera, classifier, stop=None, stats_interval=10.0, max_consecutiv
             detections = loop.detect(frame)
             with loop.metrics.stage("infer"):
                 probs = classifier.predict(loop.crops(frame, detections))
+        except DetectorConfigError:  # options that do not fit the frames (min_face, tiles): no frame will do
+            raise
         except Exception as exc:  # a corrupt frame or a failing backend must not end the loop
             loop.failed(frame, exc)
             continue

@@ -30,7 +30,8 @@ from edge.config.options import (  # noqa: F401
     boolean,
 )
 from edge.config.secrets import broker_password, read_secret  # noqa: F401
-from edge.detect.blazeface import DetectorConfigError, parse_tiles
+from edge.detect.base import DetectorConfigError
+from edge.detect.tiling import parse_tiles
 
 
 def read_file(path):

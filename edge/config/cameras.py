@@ -12,7 +12,8 @@ import os
 from edge.config.checks import check_broker, check_ha_prefix
 from edge.config.options import BY_NAME, CAMERAS_KEY, ConfigError, apply_values
 from edge.delivery.url import check_device_id
-from edge.detect.blazeface import DetectorConfigError, parse_tiles
+from edge.detect.base import DetectorConfigError
+from edge.detect.tiling import parse_tiles
 from edge.view.server import parse_view
 
 # Keys a camera entry may set for itself (everything else is shared: one detector, one classifier).

@@ -68,9 +68,10 @@ OPTIONS = (
     _opt(
         "detector_tiles",
         str,
-        "1x1",
-        "COLSxROWS tiles (with the whole frame) run as one batch, for small faces "
-        "in wide frames: e.g. 4x2 for 720p door cameras; costs about tiles+1 times the detection time on a CPU",
+        "auto",
+        "auto: tiles chosen from the frame size and min_face, one per video frame in rotation, plus a "
+        "re-detection around each small face found (an image runs every tile); COLSxROWS: those tiles "
+        "(with the whole frame) on every frame, costing about tiles+1 times the detection time; 1x1: none",
     ),
     _opt("align", boolean, True, "level each face crop by its eye line before classifying (neural detectors)"),
     _opt("threads", int, 0, "CPU threads of the ONNX Runtime/OpenVINO models; 0: the runtime's default"),

@@ -35,8 +35,11 @@ class FaceDetector(abc.ABC):
     keypoints, ahead of ``mapping``; None when the box mapping frames the crops);
     ``keypoint_framing`` (the detector's keypoint template whether in use or not; None without one);
     ``min_roll`` (faces rolled less than this many degrees are cut upright; 0: always levelled);
-    ``tiles`` ((cols, rows) the frame is cut into, run as one batch; None for a detector that
-    does not tile).
+    ``tiles`` ((cols, rows) the frame is cut into, run as one batch, or ``auto``: chosen from the
+    frame size and ``min_size``, ``edge.detect.tiling``; None for a detector that does not tile);
+    ``size`` (the side of its square input in pixels; None for a detector without one). A detector
+    that tiles also runs any regions of a frame (:meth:`detect_batch`), which
+    ``edge.detect.scheduled.ScheduledDetector`` uses to follow faces in video.
     """
 
     name = None
@@ -47,6 +50,7 @@ class FaceDetector(abc.ABC):
     keypoint_framing = None
     min_roll = 0.0
     tiles = None
+    size = None
 
     @abc.abstractmethod
     def detect(self, image):
@@ -58,6 +62,13 @@ class FaceDetector(abc.ABC):
         when it already does, else a view sharing its model. Only detectors that tile (``tiles`` not
         None) have one."""
         raise DetectorConfigError("detector_tiles: the {} detector does not cut frames into tiles".format(self.name))
+
+    def detect_batch(self, image, items):
+        """The faces in regions of ``image``, run as one batch: ``items`` is a list of batch entries,
+        each a list of one to four (x0, y0, x1, y1) regions (one fills the input; two to four share
+        it as a 2x2 mosaic); the detections of all of them, in frame pixels, merged across regions.
+        Only detectors that tile (``tiles`` not None) have it."""
+        raise DetectorConfigError("the {} detector does not run frame regions".format(self.name))
 
     def close(self):  # noqa: B027 (optional hook: OpenCV detectors hold nothing to release)
         """Release the model (default: nothing to release)."""

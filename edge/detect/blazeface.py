@@ -9,7 +9,9 @@ frame pixels and merge across tiles. Numpy and OpenCV only, Python 3.6 compatibl
 
 Tiling: ``tiles=(cols, rows)`` cuts the frame into overlapping tiles run as one batch (with the
 whole frame as well, for faces larger than a tile); small faces in wide frames need it
-(``fer-edge bench detect`` measures the trade-off).
+(``fer-edge bench detect`` measures the trade-off). ``auto`` (the default) chooses the tiles from
+the frame size and ``min_size`` (``edge.detect.tiling``); a video runs them one per frame in
+rotation instead (``edge.detect.scheduled``), through :meth:`NeuralFaceDetector.detect_batch`.
 """
 
 import copy
@@ -22,39 +24,12 @@ from edge.detect import ssd
 from edge.detect.base import DetectorConfigError, FaceDetector
 from edge.detect.crops import CropMapping, Detection, as_points, clip_box, eye_angle
 from edge.detect.framing import BLAZEFACE_KEYPOINTS, KeypointFraming
+from edge.detect.schedule import merge
+from edge.detect.tiling import AUTO, FACE_INPUT_PX, auto_tiles, check_tiles, parse_tiles, tile_regions
 
-DEFAULTS = {"score_threshold": 0.5, "nms_iou": 0.3, "tiles": (1, 1), "tile_overlap": 0.25, "align": True}
-
-
-def parse_tiles(value, where="detector_tiles"):
-    """'1x1', '4x2' (columns x rows) or a (cols, rows) pair -> (cols, rows)."""
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        cols, rows = value
-    else:
-        text = str(value).strip().lower()
-        parts = text.split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise DetectorConfigError("{}: expected COLSxROWS such as 1x1 or 4x2, got {!r}".format(where, value))
-        cols, rows = int(parts[0]), int(parts[1])
-    if not (1 <= int(cols) <= 8 and 1 <= int(rows) <= 8):
-        raise DetectorConfigError("{}: columns and rows must be within 1..8, got {}x{}".format(where, cols, rows))
-    return int(cols), int(rows)
-
-
-def tile_regions(width, height, tiles, overlap):
-    """(x0, y0, x1, y1) integer regions of ``tiles`` (cols, rows) overlapping by ``overlap``."""
-    cols, rows = tiles
-    out = []
-    tw = width / (cols - (cols - 1) * overlap)
-    th = height / (rows - (rows - 1) * overlap)
-    for r in range(rows):
-        for c in range(cols):
-            x0 = c * tw * (1 - overlap)
-            y0 = r * th * (1 - overlap)
-            out.append(
-                (int(round(x0)), int(round(y0)), int(round(min(width, x0 + tw))), int(round(min(height, y0 + th))))
-            )
-    return out
+DEFAULTS = {"score_threshold": 0.5, "nms_iou": 0.3, "tiles": AUTO, "tile_overlap": 0.25, "align": True}
+MAX_BATCH = 9  # inputs per backend call (the Jetson's detector engine: the whole frame + 4x2 tiles)
+__all__ = ["MAX_BATCH", "NeuralFaceDetector", "letterbox", "parse_tiles", "tile_regions"]
 
 
 def letterbox(image, size, out=None):
@@ -130,6 +105,7 @@ class NeuralFaceDetector(FaceDetector):
         self.tile_overlap = float(DEFAULTS["tile_overlap"] if tile_overlap is None else tile_overlap)
         self.align = DEFAULTS["align"] if align is None else bool(align)
         self.max_faces = int(max_faces)
+        self._grid_key, self._grid = None, (1, 1)  # the tiles of the last frame size (grid())
         check_options(self.score_threshold, self.nms_iou, self.tile_overlap, self.min_size)
         self._self_check()
 
@@ -137,7 +113,7 @@ class NeuralFaceDetector(FaceDetector):
         """One inference on a black frame at load: finite outputs of the shapes the metadata says."""
         from edge.backends.base import ModelFileError
 
-        x, _ = self._batch(np.zeros((self.size, self.size, 3), np.uint8), [(0, 0, self.size, self.size)])
+        x, _ = self._batch(np.zeros((self.size, self.size, 3), np.uint8), [[(0, 0, self.size, self.size)]])
         outputs = self.backend.run(x)
         where = str(self.backend.path)
         if len(outputs) != len(self.outputs):
@@ -160,28 +136,60 @@ class NeuralFaceDetector(FaceDetector):
         return self.backend.name
 
     def with_tiles(self, tiles):
-        """This detector with ``tiles`` ((cols, rows)): itself when it has them, else a copy on the same
-        loaded backend (a camera's own ``detector_tiles``)."""
+        """This detector with ``tiles`` ((cols, rows) or ``auto``): itself when it has them, else a copy on
+        the same loaded backend (a camera's own ``detector_tiles``)."""
         tiles = parse_tiles(tiles)
-        if tiles == tuple(self.tiles):
+        if tiles == self.tiles:
             return self
         view = copy.copy(self)
         view.tiles = tiles
         return view
 
+    def grid(self, width, height):
+        """The (cols, rows) tiles of a ``width`` x ``height`` frame: the configured ones (checked against the
+        frame and ``min_size``), or the automatic grid (``edge.detect.tiling.auto_tiles``)."""
+        key = (int(width), int(height), self.tiles)
+        if self._grid_key != key:
+            if self.tiles == AUTO:
+                grid = auto_tiles(int(width), int(height), self.min_size, self.size, self.tile_overlap)
+            else:
+                check_tiles(int(width), int(height), self.tiles, self.min_size, self.tile_overlap)
+                grid = tuple(self.tiles)
+            self._grid_key, self._grid = key, grid
+        return self._grid
+
     def regions(self, width, height):
         """The frame regions run as one batch: the whole frame, then the tiles (if any)."""
         whole = [(0, 0, int(width), int(height))]
-        if self.tiles == (1, 1):
+        grid = self.grid(width, height)
+        if grid == (1, 1):
             return whole
-        return whole + tile_regions(width, height, self.tiles, self.tile_overlap)
+        return whole + tile_regions(width, height, grid, self.tile_overlap)
 
-    def _batch(self, image, regions):
-        batch = np.empty((len(regions), self.size, self.size, 3), np.uint8)
+    def _batch(self, image, items):
+        """The backend's input for ``items`` (each a list of 1 to 4 regions: one fills the input, more
+        share it as a 2x2 mosaic) and, per item, the cells: (cell x, cell y, cell side, the region
+        (x0, y0, x1, y1), letterbox scale, pad x, pad y)."""
+        batch = np.empty((len(items), self.size, self.size, 3), np.uint8)
         placement = []
-        for i, (x0, y0, x1, y1) in enumerate(regions):
-            _, scale, px, py = letterbox(image[y0:y1, x0:x1], self.size, out=batch[i])
-            placement.append((x0, y0, scale, px, py))
+        half = self.size // 2
+        for i, regions in enumerate(items):
+            if not 1 <= len(regions) <= 4:
+                raise ValueError("a batch entry holds 1 to 4 regions, got {}".format(len(regions)))
+            cells = []
+            if len(regions) == 1:
+                x0, y0, x1, y1 = regions[0]
+                _, scale, px, py = letterbox(image[y0:y1, x0:x1], self.size, out=batch[i])
+                cells.append((0, 0, self.size, (x0, y0, x1, y1), scale, px, py))
+            else:
+                batch[i] = 0
+                for k, (x0, y0, x1, y1) in enumerate(regions):
+                    cx, cy = (k % 2) * half, (k // 2) * half
+                    _, scale, px, py = letterbox(
+                        image[y0:y1, x0:x1], half, out=batch[i, cy : cy + half, cx : cx + half]
+                    )
+                    cells.append((cx, cy, half, (x0, y0, x1, y1), scale, px, py))
+            placement.append(cells)
         if self.rgb:
             batch = batch[..., ::-1]
         x = batch.astype(np.float32)
@@ -191,20 +199,40 @@ class NeuralFaceDetector(FaceDetector):
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return x, placement
 
+    def _run(self, x):
+        """(raw boxes, raw scores) of a batch, in backend calls of at most MAX_BATCH inputs."""
+        boxes, scores = [], []
+        for start in range(0, len(x), MAX_BATCH):
+            outputs = self.backend.run(x[start : start + MAX_BATCH])
+            boxes.append(outputs[self.outputs.index("boxes")])
+            scores.append(outputs[self.outputs.index("scores")])
+        return np.concatenate(boxes), np.concatenate(scores)
+
     def detect(self, image):
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        elif image.ndim == 3 and image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        image = as_bgr(image)
         height, width = image.shape[:2]
         regions = self.regions(width, height)
-        x, placement = self._batch(image, regions)
-        outputs = self.backend.run(x)
-        raw_boxes = outputs[self.outputs.index("boxes")]
-        raw_scores = outputs[self.outputs.index("scores")]
+        if self.tiles != AUTO or len(regions) == 1:
+            return self.detect_batch(image, [[r] for r in regions])
+        # automatic tiles: the whole frame's faces as without tiles, the tiles' checked (schedule.merge)
+        whole = self.detect_batch(image, [regions[:1]])
+        closer = self.detect_batch(image, [[r] for r in regions[1:]])
+        scale = self.size / float(max(width, height))
+        return merge(whole, closer, lambda box: max(box[2], box[3]) * scale < FACE_INPUT_PX)
+
+    def detect_batch(self, image, items):
+        image = as_bgr(image)
+        height, width = image.shape[:2]
+        for regions in items:
+            for x0, y0, x1, y1 in regions:
+                if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                    raise DetectorConfigError(
+                        "region: ({}, {}, {}, {}) is not inside the {}x{} frame".format(x0, y0, x1, y1, width, height)
+                    )
+        x, placement = self._batch(image, items)
+        raw_boxes, raw_scores = self._run(x)
         all_boxes, all_scores, all_points = [], [], []
-        for i, (x0, y0, scale, px, py) in enumerate(placement):
+        for i, cells in enumerate(placement):
             scores = ssd.sigmoid_scores(raw_scores[i]).reshape(-1)
             keep = scores >= self.score_threshold
             if not keep.any():
@@ -213,19 +241,28 @@ class NeuralFaceDetector(FaceDetector):
             boxes, scores, points = boxes[keep], scores[keep], points[keep]
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores, points = ssd.weighted_nms(boxes[valid], scores[valid], points[valid], self.nms_iou)
-            # normalised letterbox coordinates -> frame pixels
-            boxes = (boxes * self.size - np.array([px, py, px, py], np.float32)) / scale + np.array(
-                [x0, y0, x0, y0], np.float32
-            )
-            points = (points * self.size - np.array([px, py], np.float32)) / scale + np.array([x0, y0], np.float32)
-            all_boxes.append(boxes)
-            all_scores.append(scores)
-            all_points.append(points)
+            boxes, points = boxes * self.size, points * self.size  # input pixels
+            centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+            for cx, cy, side, region, scale, px, py in cells:
+                inside = (centre_x >= cx) & (centre_x < cx + side) & (centre_y >= cy) & (centre_y < cy + side)
+                if not inside.any():
+                    continue
+                # input pixels -> frame pixels
+                offset = np.array([cx + px, cy + py], np.float32)
+                origin = np.array(region[:2], np.float32)
+                frame_boxes = (boxes[inside] - np.tile(offset, 2)) / scale + np.tile(origin, 2)
+                whole = inner_edges_kept(frame_boxes, region, width, height)
+                all_boxes.append(frame_boxes[whole])
+                all_points.append(((points[inside] - offset) / scale + origin)[whole])
+                all_scores.append(scores[inside][whole])
         if not all_boxes:
             return []
         boxes, scores, points = np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_points)
-        if len(placement) > 1:
+        if sum(len(cells) for cells in placement) > 1:
             boxes, scores, points = ssd.merge_tiles(boxes, scores, points, self.nms_iou)
+        return self._detections(boxes, scores, points, width, height)
+
+    def _detections(self, boxes, scores, points, width, height):
         out = []
         for box, score, pts in zip(boxes, scores, points):
             x_, y_, w_, h_ = clip_box(box, width, height)
@@ -253,6 +290,38 @@ class NeuralFaceDetector(FaceDetector):
 
     def close(self):
         self.backend.close()
+
+
+EDGE_MARGIN = 0.02  # of a region's side: a box this close to a cut edge is a cut face
+
+
+def inner_edges_kept(boxes, region, width, height):
+    """Of boxes (x0, y0, x1, y1, frame pixels) found in ``region`` (x0, y0, x1, y1): False for those
+    reaching a region edge that cuts the frame (a face cut by a tile or a followed face's region:
+    the whole frame, a neighbour tile or the next frame sees it whole); edges on the frame's border
+    keep theirs."""
+    x0, y0, x1, y1 = [float(v) for v in region]
+    margin = EDGE_MARGIN * max(x1 - x0, y1 - y0)
+    keep = np.ones(len(boxes), dtype=bool)
+    if x0 > 0:
+        keep &= boxes[:, 0] > x0 + margin
+    if y0 > 0:
+        keep &= boxes[:, 1] > y0 + margin
+    if x1 < width:
+        keep &= boxes[:, 2] < x1 - margin
+    if y1 < height:
+        keep &= boxes[:, 3] < y1 - margin
+    return keep
+
+
+def as_bgr(image):
+    """A gray or BGRA image as BGR (uint8 H x W x 3)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
 
 
 def check_options(score_threshold, nms_iou, tile_overlap, min_size):

@@ -17,11 +17,13 @@ from edge.detect.haar import HaarDetector
 from edge.detect.yunet import YuNetDetector
 from edge.shipped import MODELS_DIR
 
-# Neural detectors the project ships (models/<folder>/, made by `make detector-models`).
+# Neural detectors the project ships (models/<folder>/, made by `make detector-models`). Not
+# blazeface-full-192 (`python -m convert.detector_export --model blazeface-full-192` makes it): on
+# far faces it finds fewer than blazeface-back with tiles, at a similar cost (docs/experiments/
+# 2026-12-07-small-faces.md); `--detector-model` runs it as a blazeface-* detector.
 NEURAL = {
     "blazeface-back": "blazeface-back-256",
     "blazeface-short": "blazeface-short-128",
-    "blazeface-full": "blazeface-full-192",
 }
 DETECTORS = tuple(sorted(NEURAL)) + ("haar", "yunet")
 # Chosen by `fer-edge bench detect` (docs/detection.md): the best recall on near and tilted
