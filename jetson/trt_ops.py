@@ -13,7 +13,8 @@ the 8.4 matrix, but the 8.5 changelog says they were added there). A model that 
 still has to satisfy the per-operator restrictions of the matrix (e.g. Conv weights must be
 initializers), which the TensorRT parser reports itself when the engine is built.
 
-Python 3.6 compatible (used on the Jetson too).
+Python 3.6 compatible: the Jetson checks a model with it before TensorRT parses it
+(:mod:`jetson.onnx_ops`); the host's conversions use it through :mod:`convert.trt_ops`.
 """
 
 from typing import Any, Container, Iterable, List, Optional, Tuple
