@@ -175,6 +175,9 @@ def count_macs(model: keras.Model) -> int:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             total += count_macs(layer) * calls.get(layer.name, 1)
+        elif isinstance(layer, AffineSampler):  # the grid (2 x 3 per pixel) and the 4 bilinear taps
+            shape = layer.output.shape
+            total += 10 * shape[1] * shape[2]
         elif isinstance(layer, HorizontalFlip):
             shape = layer.input.shape
             total += shape[1] * shape[2] * shape[2]
