@@ -36,7 +36,7 @@ def framed_faces(size: int = 48) -> tuple[np.ndarray, list[str]]:
     for name, scale, dx, dy, angle, mirror in FRAMINGS:
         side = w * scale
         matrix = cv2.getRotationMatrix2D((cx + dx * w, cy + dy * h), angle, size / side)
-        matrix[:, 2] += (size / 2.0 - (cx + dx * w), size / 2.0 - (cy + dy * h))
+        matrix[:, 2] += np.array([size / 2.0 - (cx + dx * w), size / 2.0 - (cy + dy * h)])
         crop = cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
         crops.append(crop[:, ::-1] if mirror else crop)
         names.append(name)
