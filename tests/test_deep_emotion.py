@@ -245,3 +245,17 @@ def test_jetson_bundle_refuses_gridsample_naming_file_and_operator(gridsample_on
     err = capsys.readouterr().err
     assert gridsample_onnx in err and "operator GridSample (node stn_sampler)" in err and "opset 16" in err
     assert not out.exists() or not os.listdir(str(out))
+
+
+def test_openvino_keeps_fp32_weights_when_fp16_misses_the_tolerance(savedmodel, faces, tmp_path, monkeypatch):
+    import openvino as ov
+
+    from convert import openvino_export
+
+    monkeypatch.setattr(openvino_export, "ATOL", 2e-6)  # FP16 weights miss this, FP32 ones meet it
+    logs = []
+    xml = openvino_export.export_openvino(savedmodel, str(tmp_path / "ov"), faces=faces, log=logs.append)
+    assert any("FP16 weights miss the tolerance" in line for line in logs), logs
+    assert any("FP32 weights" in line for line in logs)
+    constants = [op for op in ov.Core().read_model(xml).get_ops() if op.get_type_name() == "Constant"]
+    assert ov.Type.f16 not in {op.get_output_element_type(0) for op in constants}
