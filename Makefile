@@ -11,7 +11,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto chromium
 
-.PHONY: web-vendor ray-venv test-ray lint docs shipped-model fast-model balanced-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
+.PHONY: web-vendor ray-venv test-ray lint docs shipped-model fast-model balanced-model deep-emotion-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
 venv: $(STAMP)
 
@@ -160,6 +160,13 @@ balanced-model:
 	  SHIP_NAME=vgg13_bn_w0.5_balanced_flipavg
 	cp $(BALANCED_STAGE1)/config.json models/ferplus-vgg13bn-balanced-48/training/stage1-config.json
 	cp $(BALANCED_STAGE1)/history.csv models/ferplus-vgg13bn-balanced-48/training/stage1-history.csv
+
+# Deep-Emotion (--model deep-emotion; issue 25): the attentional network of Minaee et al. 2019 (no
+# flip averaging), and the figure of what its spatial transformer samples; the card says which run.
+DEEP_EMOTION_RUN ?= runs/deep-emotion-48
+deep-emotion-model:
+	$(MAKE) shipped-model SHIP_RUN=$(DEEP_EMOTION_RUN) SHIP=models/deep-emotion-48 SHIP_FLIP= SHIP_NAME=deep_emotion_48
+	$(PY) -m train.attention_figure $(DEEP_EMOTION_RUN)/best.keras models/deep-emotion-48/attention.png
 
 demo: venv web-vendor
 	$(PY) -m fer_edge.demo

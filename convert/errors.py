@@ -6,3 +6,7 @@ class ConversionError(ValueError):
 
     A ValueError so that the ``fer-edge`` CLI reports it as a clean error (exit status 2).
     """
+
+
+class ParityError(ConversionError):
+    """A converted artifact whose outputs differ from the SavedModel's beyond the tolerance."""

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from edge import metadata as md
 
 from .common import SavedModelSource
-from .errors import ConversionError
+from .errors import ConversionError, ParityError
 
 DATA_ENV = "FER_EDGE_DATA"
 TARBALL = "ferplus-trainval.tar.gz"
@@ -177,7 +177,7 @@ def compare(
             )
         )
     if problems:
-        raise ConversionError("{} does not match the SavedModel: {}. [{}]".format(what, "; ".join(problems), report))
+        raise ParityError("{} does not match the SavedModel: {}. [{}]".format(what, "; ".join(problems), report))
     return report
 
 

@@ -29,6 +29,8 @@ NAMED_MODELS = {
     "default": SHIPPED_MODEL_NAME,
     "fast": "ferplus-vgg13bn-third-48",
     "balanced": "ferplus-vgg13bn-balanced-48",
+    # Deep-Emotion (issue 25): the attentional network of Minaee et al., a few hundred KB; not the default
+    "deep-emotion": "deep-emotion-48",
 }
 
 

@@ -51,6 +51,9 @@ def _proto_fields(data, start, end):
         yield field, wire, value
 
 
+# the wire-format walker, for the other stdlib readers of ONNX files (jetson.onnx_ops)
+proto_fields = _proto_fields
+
 GRAPH_FIELD = 7
 METADATA_PROPS_FIELD = 14
 

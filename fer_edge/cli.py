@@ -288,7 +288,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if args.target == "greengrass":
         from fer_edge.bundles.greengrass import run_command
 
-        args.model = resolve_model(args.model)  # a shipped model's name (default, fast, balanced) or a path
+        args.model = resolve_model(
+            args.model
+        )  # a shipped model's name (default, fast, balanced, deep-emotion) or a path
         return run_command(args)
     if args.target == "jetson":
         from fer_edge.bundles.jetson import build_bundle

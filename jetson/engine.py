@@ -36,7 +36,7 @@ from edge import metadata as md
 from edge.backends.base import BackendError
 from edge.files import atomic_file, sha256_file
 from edge.onnx_meta import onnx_model_metadata
-from jetson import engine_check
+from jetson import engine_check, onnx_ops
 from jetson.engine_build import TensorRTBuilder
 from jetson.engine_info import (  # noqa: F401
     ENGINE_SUFFIX,
@@ -157,13 +157,14 @@ def build_or_reuse(
     ``retry_failed``: build even within the back-off of a failed build (a person asked for it).
     Raises EngineError (a BackendError) saying why no engine can be had.
     """
+    onnx_path = os.path.abspath(str(onnx_path))
+    if not os.path.isfile(onnx_path):
+        raise EngineError("{}: ONNX model not found".format(onnx_path))
+    onnx_ops.check_for_tensorrt(onnx_path, EngineError)  # opset and operators, before TensorRT loads
     trt = import_tensorrt()
     here = device_info()
     if builder is None:
         builder = TensorRTBuilder(trt)
-    onnx_path = os.path.abspath(str(onnx_path))
-    if not os.path.isfile(onnx_path):
-        raise EngineError("{}: ONNX model not found".format(onnx_path))
     meta = md.validate(meta if meta is not None else onnx_model_metadata(onnx_path))
     if md.kind_of(meta) == md.CLASSIFIER and meta["input"]["layout"] != "NCHW":
         raise EngineError(

@@ -7,7 +7,16 @@ import os
 from .labels import MODES
 
 # The architectures of train.models (named here so the CLI lists them without importing Keras).
-ARCHITECTURES = ("vgg13", "vgg13-half", "vgg13-bn-half", "vgg13-bn-third", "resnet-s", "resnet", "mobilenet")
+ARCHITECTURES = (
+    "vgg13",
+    "vgg13-half",
+    "vgg13-bn-half",
+    "vgg13-bn-third",
+    "resnet-s",
+    "resnet",
+    "mobilenet",
+    "deep-emotion",
+)
 
 
 SELECTIONS = ("accuracy", "balanced")

@@ -53,6 +53,8 @@ def export_savedmodel(
     out_dir = os.path.abspath(str(out_dir))
     if os.path.exists(out_dir) and not force:
         raise FileExistsError("{}: output directory exists (use --force to replace it)".format(out_dir))
+    from . import attention  # noqa: F401  (registers the custom layers load_model needs)
+
     model = keras.saving.load_model(artifact, compile=False)  # no optimizer state in the export
     from .provenance import source_commit
 

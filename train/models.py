@@ -13,6 +13,8 @@ from keras import layers, ops
 
 from edge.labels import NUM_CLASSES
 
+from .attention import IDENTITY, AffineSampler
+
 NORM_SCALE = 1.0 / 127.5
 NORM_OFFSET = -1.0
 
@@ -107,6 +109,34 @@ def mobilenet(size: int = 64, width: float = 1.0, dropout: float = 0.3) -> keras
     return keras.Model(inp, _head(x, dropout, "head"), name="mobilenet_w{:g}".format(width))
 
 
+def _localization(x):
+    """Deep-Emotion's localization branch: the 6 numbers of the affine transform, started at the identity."""
+    y = layers.Conv2D(8, 7, name="loc_conv1")(x)
+    y = layers.ReLU()(layers.MaxPooling2D(2)(y))
+    y = layers.Conv2D(10, 5, name="loc_conv2")(y)
+    y = layers.ReLU()(layers.MaxPooling2D(2)(y))
+    y = layers.Dense(32, activation="relu", name="loc_fc1")(layers.Flatten()(y))
+    identity = keras.initializers.Constant(np.array(IDENTITY, dtype="float32"))
+    return layers.Dense(6, kernel_initializer="zeros", bias_initializer=identity, name="theta")(y)
+
+
+def deep_emotion(size: int = 48, dropout: float = 0.5) -> keras.Model:
+    """Deep-Emotion (Minaee et al. 2019; layout of omarsayed7/Deep-Emotion): a spatial transformer
+    (:mod:`train.attention`) in front of four 3x3 conv layers of 10 filters, two poolings, dropout,
+    dense 50 and dense 8 (the re-implementation's 7 FER2013 classes become our 8 FER+ ones)."""
+    inp, x = _inputs(size)
+    x = AffineSampler(name="attention")([x, _localization(x)])
+    x = layers.Conv2D(10, 3, activation="relu")(x)
+    x = layers.Conv2D(10, 3)(x)
+    x = layers.ReLU()(layers.MaxPooling2D(2)(x))
+    x = layers.Conv2D(10, 3, activation="relu")(x)
+    x = layers.BatchNormalization()(layers.Conv2D(10, 3)(x))
+    x = layers.ReLU()(layers.MaxPooling2D(2)(x))
+    x = layers.Dense(50, activation="relu")(layers.Flatten()(layers.Dropout(dropout)(x)))
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inp, out, name="deep_emotion")
+
+
 ARCHITECTURES = {
     # name: (builder, default input size)
     "vgg13": (lambda size: vgg13(size), 64),
@@ -117,6 +147,8 @@ ARCHITECTURES = {
     "resnet-s": (lambda size: resnet(size, widths=(24, 48, 96, 192), name="resnet_s"), 48),
     "resnet": (lambda size: resnet(size), 48),
     "mobilenet": (lambda size: mobilenet(size), 64),
+    # Deep-Emotion: a spatial transformer in front of a tiny CNN (about 4 M MACs per face)
+    "deep-emotion": (lambda size: deep_emotion(size), 48),
 }
 
 
@@ -143,6 +175,9 @@ def count_macs(model: keras.Model) -> int:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             total += count_macs(layer) * calls.get(layer.name, 1)
+        elif isinstance(layer, AffineSampler):  # the grid (2 x 3 per pixel) and the 4 bilinear taps
+            shape = layer.output.shape
+            total += 10 * shape[1] * shape[2]
         elif isinstance(layer, HorizontalFlip):
             shape = layer.input.shape
             total += shape[1] * shape[2] * shape[2]

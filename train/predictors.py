@@ -16,6 +16,8 @@ from edge import metadata as md
 def _keras_predictor(path):
     import keras
 
+    from . import attention  # noqa: F401  (registers the custom layers load_model needs)
+
     model = keras.saving.load_model(path, compile=False)  # inference only: no custom losses needed
     return lambda x: np.asarray(model.predict(x, batch_size=256, verbose=0))
 

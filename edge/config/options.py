@@ -52,7 +52,7 @@ OPTIONS = (
         str,
         "",
         "emotion model: an artifact (.onnx, .xml, .engine) or a shipped model's name (default, "
-        "fast, balanced); empty: the default shipped model",
+        "fast, balanced, deep-emotion); empty: the default shipped model",
     ),
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
     _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),

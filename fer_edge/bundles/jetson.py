@@ -118,9 +118,13 @@ def _check_detector(detector_onnx):
             "{}: face-detector ONNX not found; pass detector_onnx= or run `make detector-models`".format(detector_onnx)
         )
     try:
-        return md.check_kind(onnx_model_metadata(detector_onnx), md.FACE_DETECTOR, detector_onnx)
+        meta = md.check_kind(onnx_model_metadata(detector_onnx), md.FACE_DETECTOR, detector_onnx)
     except ValueError as exc:
         raise BundleError("{}: not usable as the bundle's face detector: {}".format(detector_onnx, exc)) from exc
+    from jetson.onnx_ops import check_for_tensorrt
+
+    check_for_tensorrt(detector_onnx, BundleError)
+    return meta
 
 
 def _check_model(model_onnx):
@@ -143,6 +147,9 @@ def _check_model(model_onnx):
                 model_onnx, meta["input"]["layout"]
             )
         )
+    from jetson.onnx_ops import check_for_tensorrt
+
+    check_for_tensorrt(model_onnx, BundleError)  # the device builds its engine with TensorRT 8.2
     return meta
 
 

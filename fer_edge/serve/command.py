@@ -22,7 +22,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
-    p.add_argument("--model", help="a shipped model's name (default, fast, balanced) or a model file")
+    p.add_argument("--model", help="a shipped model's name (default, fast, balanced, deep-emotion) or a model file")
     p.add_argument("--runtime")
     p.add_argument(
         "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
