@@ -14,6 +14,7 @@ ROI_SCALE = 2.5  # a followed face's region: this many times its box side, centr
 KEEP_MISSED = 3  # frames a followed face is still looked for after it was last found
 MOSAIC = 4  # regions of followed faces per input (2x2)
 DISCOVER_SCORE = 0.65  # the score a small face needs to be reported first (tiles see textures close up)
+REPLACE_SCORE = 0.8  # a close-up replaces the whole frame's box of a small face from this share of its score
 MAX_ITEMS = 9  # inputs per frame (the whole frame, the tile, followed faces): one engine call
 
 
@@ -100,7 +101,7 @@ def merge(whole, closer, small, followed=()):
             continue
         same = [i for i, d in enumerate(out) if _near(d.box, det.box) or _near(det.box, d.box)]
         if same:
-            if small(out[same[0]].box) and det.score >= out[same[0]].score * 0.8:
+            if small(out[same[0]].box) and det.score >= out[same[0]].score * REPLACE_SCORE:
                 out[same[0]] = det
         elif det.score >= DISCOVER_SCORE or any(_near(old, det.box) for old in followed):
             out.append(det)

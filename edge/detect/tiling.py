@@ -16,6 +16,9 @@ AUTO = "auto"
 FACE_INPUT_PX = 40  # input pixels a face needs to be found reliably (measured, back-256)
 MAX_TILES = 15  # a far face is found within this many frames in rotation (video)
 TILE_OVERLAP = 0.25
+MAX_GRID = 8  # columns or rows at most
+MAX_COUNT = 64  # _count stops here
+SIDE_GROWTH = 1.05  # auto_tiles grows the tile side by this factor until the grid fits MAX_TILES
 
 
 def parse_tiles(value, where="detector_tiles"):
@@ -32,8 +35,10 @@ def parse_tiles(value, where="detector_tiles"):
                 "{}: expected auto or COLSxROWS such as 1x1 or 4x2, got {!r}".format(where, value)
             )
         cols, rows = int(parts[0]), int(parts[1])
-    if not (1 <= int(cols) <= 8 and 1 <= int(rows) <= 8):
-        raise DetectorConfigError("{}: columns and rows must be within 1..8, got {}x{}".format(where, cols, rows))
+    if not (1 <= int(cols) <= MAX_GRID and 1 <= int(rows) <= MAX_GRID):
+        raise DetectorConfigError(
+            "{}: columns and rows must be within 1..{}, got {}x{}".format(where, MAX_GRID, cols, rows)
+        )
     return int(cols), int(rows)
 
 
@@ -61,7 +66,7 @@ def tile_regions(width, height, tiles, overlap=TILE_OVERLAP):
 def _count(length, side, overlap):
     """The fewest tiles of at most ``side`` pixels covering ``length`` with ``overlap``."""
     n = 1
-    while tile_size(length, n, overlap) > side and n < 64:
+    while tile_size(length, n, overlap) > side and n < MAX_COUNT:
         n += 1
     return n
 
@@ -77,9 +82,9 @@ def auto_tiles(width, height, min_face, input_size, overlap=TILE_OVERLAP):
         return (1, 1)
     while True:
         cols, rows = _count(width, side, overlap), _count(height, side, overlap)
-        if cols * rows <= MAX_TILES and cols <= 8 and rows <= 8:
+        if cols * rows <= MAX_TILES and cols <= MAX_GRID and rows <= MAX_GRID:
             return (cols, rows)
-        side *= 1.05
+        side *= SIDE_GROWTH
 
 
 def check_frame(width, height, min_face):
