@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from edge.detect import blazeface, schedule, tiling
 from edge.detect.crops import ANGLE_GRID, REGION_GRID
 from edge.detect.ssd import RAW_SCORE_LIMIT
 
@@ -37,6 +38,23 @@ def neural_detector(pipeline: Any) -> Any:
     return pipeline.detector
 
 
+def tiling_rules() -> dict[str, Any]:
+    """The rules of a single image's tiles (``NeuralFaceDetector.detect``): the automatic grid
+    (``edge.detect.tiling``), the cut-edge rule (``blazeface.EDGE_MARGIN``) and the merge of the tiles'
+    faces with the whole frame's (``edge.detect.schedule.merge``)."""
+    return {
+        "auto": tiling.AUTO,
+        "face_input_px": tiling.FACE_INPUT_PX,
+        "max_tiles": tiling.MAX_TILES,
+        "max_grid": tiling.MAX_GRID,
+        "max_count": tiling.MAX_COUNT,
+        "side_growth": tiling.SIDE_GROWTH,
+        "edge_margin": blazeface.EDGE_MARGIN,
+        "discover_score": schedule.DISCOVER_SCORE,
+        "replace_score": schedule.REPLACE_SCORE,
+    }
+
+
 def app_config(pipeline: Any, api: str | None = None, api_key_required: bool = False) -> dict[str, Any]:
     """``config.json``: the detector's and classifier's constants from ``pipeline``
     (``edge.pipeline.FaceEmotionPipeline``); ``api``: the URL of /v1/emotions when a server answers it."""
@@ -59,8 +77,9 @@ def app_config(pipeline: Any, api: str | None = None, api_key_required: bool = F
             "raw_score_limit": RAW_SCORE_LIMIT,
             "score_threshold": det.score_threshold,
             "nms_iou": det.nms_iou,
-            "tiles": list(det.tiles),
+            "tiles": det.tiles if det.tiles == tiling.AUTO else list(det.tiles),
             "tile_overlap": det.tile_overlap,
+            "tiling": tiling_rules(),
             "align": det.align,
             "min_size": det.min_size,
             "max_faces": det.max_faces,

@@ -1,8 +1,9 @@
 // The neural face detector (BlazeFace) of edge/detect/blazeface.py and edge/detect/ssd.py: letterbox,
-// one batch through onnxruntime-web, anchor decode, weighted NMS, frame pixels, tile merge, boxes.
+// one batch through onnxruntime-web, anchor decode, weighted NMS, frame pixels, the cut-edge rule, tile
+// merge, boxes; the regions and the merge of automatic tiles' faces are schedule.js's.
 // Every constant comes from config.json (written from the Python definitions and the model metadata).
 import { makeImage, resizeLinear, rint, cropRect } from "./imaging.js";
-import { regions } from "./schedule.js";
+import { merge, plan } from "./schedule.js";
 import { cropRegion, eyeAngle } from "./framing.js";
 
 /** The image letterboxed into size x size (zeros around): [canvas, scale, padX, padY]. */
@@ -126,7 +127,7 @@ function batchInput(img, regs, det) {
   regs.forEach(([x0, y0, x1, y1], n) => {
     const part = x0 === 0 && y0 === 0 && x1 === img.width && y1 === img.height ? img : cropRect(img, x0, y0, x1, y1);
     const [canvas, scale, px, py] = letterbox(part, s);
-    placement.push([x0, y0, scale, px, py]);
+    placement.push([scale, px, py]);
     const d = canvas.data;
     const base = n * s * s * 3;
     for (let i = 0; i < s * s; i++) {
@@ -142,9 +143,77 @@ function batchInput(img, regs, det) {
   return [x, dims, placement];
 }
 
-/** Detections {box: [x, y, w, h] ints, score, crop: [cx, cy, side, angle], keypoints} of an RGB image. */
+/** edge/detect/blazeface.inner_edges_kept: false for a box (frame pixels) reaching an edge of ``region``
+ * that cuts the frame (float32 comparisons, as numpy makes them). */
+export function innerEdgesKept(box, region, width, height, edgeMargin) {
+  const [x0, y0, x1, y1] = region;
+  const margin = edgeMargin * Math.max(x1 - x0, y1 - y0);
+  if (x0 > 0 && !(box[0] > f32(x0 + margin))) return false;
+  if (y0 > 0 && !(box[1] > f32(y0 + margin))) return false;
+  if (x1 < width && !(box[2] < f32(x1 - margin))) return false;
+  if (y1 < height && !(box[3] < f32(y1 - margin))) return false;
+  return true;
+}
+
+/** The candidates {box, score, points} (frame pixels) of batch entry ``n``, run on ``region``. */
+function decodeRegion(rawBoxes, rawScores, n, region, cell, det, width, height) {
+  const [scale, px, py] = cell;
+  const [x0, y0] = region;
+  const a = det.anchors.length;
+  const stride = rawBoxes.length / (rawScores.length / a) / a;
+  const bs = f32(det.box_scale);
+  let cands = [];
+  for (let i = 0; i < a; i++) {
+    const score = sigmoid(rawScores[n * a + i], det.raw_score_limit);
+    if (score < det.score_threshold) continue;
+    const r = rawBoxes.subarray((n * a + i) * stride, (n * a + i + 1) * stride);
+    const [ax, ay] = det.anchors[i];
+    // float32 throughout, as numpy computes it
+    const cx = f32(f32(r[0] / bs) + ax);
+    const cy = f32(f32(r[1] / bs) + ay);
+    const hw = f32(f32(r[2] / bs) / 2);
+    const hh = f32(f32(r[3] / bs) / 2);
+    const box = [f32(cx - hw), f32(cy - hh), f32(cx + hw), f32(cy + hh)];
+    if (!(box[2] > box[0] && box[3] > box[1])) continue;
+    const points = [];
+    for (let k = 4; k + 1 < stride; k += 2) points.push([f32(f32(r[k] / bs) + ax), f32(f32(r[k + 1] / bs) + ay)]);
+    cands.push({ box, score, points });
+  }
+  cands = weightedNms(cands, det.nms_iou);
+  const s = det.size;
+  const toFrame = (v, pad, origin) => f32(f32(f32(f32(v * s) - pad) / scale) + origin);
+  for (const c of cands) {
+    c.box = [toFrame(c.box[0], px, x0), toFrame(c.box[1], py, y0), toFrame(c.box[2], px, x0), toFrame(c.box[3], py, y0)];
+    c.points = c.points.map(([u, v]) => [toFrame(u, px, x0), toFrame(v, py, y0)]);
+  }
+  return cands.filter((c) => innerEdgesKept(c.box, region, width, height, det.tiling.edge_margin));
+}
+
+/** NeuralFaceDetector.detect_batch's end: the candidates of ``regionCount`` regions merged across them
+ * (when more than one), clipped, at least min_size, at most max_faces; scores to 4 decimals as Python's. */
+function detections(cands, regionCount, det, width, height) {
+  const all = regionCount > 1 && cands.length ? mergeTiles(cands, det.nms_iou) : cands;
+  const out = [];
+  for (const c of all) {
+    const box = clipBox(c.box, width, height);
+    if (Math.min(box[2], box[3]) < det.min_size) continue;
+    const roll = det.align && c.points.length >= 2 ? eyeAngle(c.points) : 0;
+    const angle = Math.abs(roll) >= det.min_roll ? roll : 0; // levelled only from min_roll degrees
+    const exact = [c.box[0], c.box[1], f32(c.box[2] - c.box[0]), f32(c.box[3] - c.box[1])];
+    const score = Number(c.score.toFixed(4));
+    out.push({ box, score, crop: cropRegion(exact, angle, det.crop), keypoints: c.points });
+    if (out.length >= det.max_faces) break;
+  }
+  return out;
+}
+
+/** Detections {box: [x, y, w, h] ints, score, crop: [cx, cy, side, angle], keypoints} of an RGB image, as
+ * NeuralFaceDetector.detect finds them: the whole frame and its tiles in one batch; with automatic tiles
+ * the tiles' faces merged into the whole frame's (schedule.merge), else all merged as one batch. */
 export async function detectFaces(ort, session, img, det, trace = null) {
-  const regs = regions(img.width, img.height, det);
+  const { width, height } = img;
+  const p = plan(width, height, det);
+  const regs = [p.whole].concat(p.tiles);
   const t0 = performance.now();
   const [x, dims, placement] = batchInput(img, regs, det);
   const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", x, dims) };
@@ -153,47 +222,10 @@ export async function detectFaces(ort, session, img, det, trace = null) {
   if (trace) trace.ms = { letterbox: t1 - t0, detector_model: performance.now() - t1 };
   const rawBoxes = result[session.outputNames[det.outputs.indexOf("boxes")]].data;
   const rawScores = result[session.outputNames[det.outputs.indexOf("scores")]].data;
-  const a = det.anchors.length;
-  const stride = rawBoxes.length / (placement.length * a);
-  const bs = f32(det.box_scale);
-  let all = [];
-  placement.forEach(([x0, y0, scale, px, py], n) => {
-    let cands = [];
-    for (let i = 0; i < a; i++) {
-      const score = sigmoid(rawScores[n * a + i], det.raw_score_limit);
-      if (score < det.score_threshold) continue;
-      const r = rawBoxes.subarray((n * a + i) * stride, (n * a + i + 1) * stride);
-      const [ax, ay] = det.anchors[i];
-      // float32 throughout, as numpy computes it
-      const cx = f32(f32(r[0] / bs) + ax);
-      const cy = f32(f32(r[1] / bs) + ay);
-      const hw = f32(f32(r[2] / bs) / 2);
-      const hh = f32(f32(r[3] / bs) / 2);
-      const box = [f32(cx - hw), f32(cy - hh), f32(cx + hw), f32(cy + hh)];
-      if (!(box[2] > box[0] && box[3] > box[1])) continue;
-      const points = [];
-      for (let k = 4; k + 1 < stride; k += 2) points.push([f32(f32(r[k] / bs) + ax), f32(f32(r[k + 1] / bs) + ay)]);
-      cands.push({ box, score, points });
-    }
-    cands = weightedNms(cands, det.nms_iou);
-    const s = det.size;
-    for (const c of cands) {
-      const toFrame = (v, pad, origin) => f32(f32(f32(f32(v * s) - pad) / scale) + origin);
-      c.box = [toFrame(c.box[0], px, x0), toFrame(c.box[1], py, y0), toFrame(c.box[2], px, x0), toFrame(c.box[3], py, y0)];
-      c.points = c.points.map(([u, v]) => [toFrame(u, px, x0), toFrame(v, py, y0)]);
-      all.push(c);
-    }
-  });
-  if (placement.length > 1 && all.length) all = mergeTiles(all, det.nms_iou);
-  const out = [];
-  for (const c of all) {
-    const box = clipBox(c.box, img.width, img.height);
-    if (Math.min(box[2], box[3]) < det.min_size) continue;
-    const roll = det.align && c.points.length >= 2 ? eyeAngle(c.points) : 0;
-    const angle = Math.abs(roll) >= det.min_roll ? roll : 0; // levelled only from min_roll degrees
-    const exact = [c.box[0], c.box[1], f32(c.box[2] - c.box[0]), f32(c.box[3] - c.box[1])];
-    out.push({ box, score: c.score, crop: cropRegion(exact, angle, det.crop), keypoints: c.points });
-    if (out.length >= det.max_faces) break;
-  }
-  return out;
+  const found = placement.map((cell, n) => decodeRegion(rawBoxes, rawScores, n, regs[n], cell, det, width, height));
+  if (!p.auto || !p.tiles.length) return detections(found.flat(), regs.length, det, width, height);
+  const whole = detections(found[0], 1, det, width, height);
+  const closer = detections(found.slice(1).flat(), p.tiles.length, det, width, height);
+  const scale = det.size / Math.max(width, height);
+  return merge(whole, closer, (box) => Math.max(box[2], box[3]) * scale < det.tiling.face_input_px, det.tiling);
 }
