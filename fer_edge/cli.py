@@ -247,7 +247,8 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     from convert.parity import default_data_path
 
     from .bench import ensure_peer
-    from .bench_detect import CROP_FILE, run
+    from .bench_calibrate import CROP_FILE
+    from .bench_detect import run
 
     data = args.data or default_data_path()
     if not data:

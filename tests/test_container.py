@@ -27,6 +27,8 @@ import cv2
 import pytest
 
 import container_recipe as recipe
+from edge.classifier import NAMED_MODELS
+from edge.detect.factory import NEURAL
 from fer_edge.cli import build_parser
 from fer_edge.samples import astronaut_bgr
 
@@ -79,8 +81,8 @@ def test_copy_sources_exist_in_the_context_dockerignore_leaves(tmp_path, steps):
     assert not any(k.split("/")[0] in ("data", "runs", "build", "tests", "docs", ".git") for k in kept)
     assert not any(k.startswith(".venv") for k in kept)
     models = [k for k in kept if k.startswith("models/")]
-    shipped = ("blazeface-back-256", "blazeface-short-128", "ferplus-vgg13bn-48", "ferplus-vgg13bn-balanced-48")
-    shipped += ("ferplus-vgg13bn-third-48",)
+    # every shipped model by name (the classifiers and the neural detectors), none beside them
+    shipped = set(NAMED_MODELS.values()) | set(NEURAL.values())
     assert {k for k in models if k.endswith(".onnx")} == {"models/{}/onnx/model.onnx".format(m) for m in shipped}
     assert not any("/saved_model/" in k or "/openvino/" in k or "/eval" in k for k in models)
 
