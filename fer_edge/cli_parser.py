@@ -3,6 +3,8 @@
 import argparse
 from typing import Callable, Mapping
 
+from .pipeline_options import add_pipeline_options
+
 
 def add_broker_access(p: argparse.ArgumentParser) -> None:
     """The broker access options of the commands that connect (credentials, TLS files)."""
@@ -18,40 +20,6 @@ def add_broker_access(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", dest="ca_file")
     p.add_argument("--cert-file", dest="cert_file")
     p.add_argument("--key-file", dest="key_file")
-
-
-def add_pipeline_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The model and detector flags of `fer-edge image` (``fer_edge.run.pipeline_from_args``), shared by
-    `fer-edge web`."""
-    from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
-
-    p.add_argument("--model", help="model artifact (default: the shipped model)")
-    p.add_argument("--runtime")
-    p.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
-    )
-    p.add_argument(
-        "--detector-model",
-        dest="detector_model",
-        help="face-detector artifact for a blazeface-* detector (default: the shipped one)",
-    )
-    p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
-    p.add_argument(
-        "--detector-tiles",
-        dest="detector_tiles",
-        default="auto",
-        help="auto: tiles chosen from the image size and --min-face; COLSxROWS: those tiles; 1x1: none "
-        "(default: %(default)s)",
-    )
-    p.add_argument("--yunet-model", dest="yunet_model")
-    p.add_argument(
-        "--min-face",
-        dest="min_face",
-        type=int,
-        default=DEFAULT_MIN_FACE,
-        help="smallest face in pixels (default: %(default)s)",
-    )
-    return p
 
 
 def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:

@@ -5,14 +5,13 @@ import logging
 import sys
 from typing import Any
 
+from ..pipeline_options import add_pipeline_options
 from .auth import HOW, ServeConfigError, check_exposure, load_api_key
 from .limits import MB, Limits
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """The ``serve`` subcommand's parser."""
-    from edge.detect.factory import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DETECTORS
-
     d = Limits()
     p = sub.add_parser(
         "serve",
@@ -22,16 +21,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
-    p.add_argument("--model", help="a shipped model's name (default, fast, balanced, deep-emotion) or a model file")
-    p.add_argument("--runtime")
-    p.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector (default: %(default)s)"
-    )
-    p.add_argument("--detector-model", dest="detector_model", help="face-detector artifact for a blazeface-* detector")
-    p.add_argument("--detector-score", dest="detector_score", type=float, help="lowest face score (default 0.5)")
-    p.add_argument("--detector-tiles", dest="detector_tiles", default="1x1", help="COLSxROWS tiles (default 1x1)")
-    p.add_argument("--yunet-model", dest="yunet_model")
-    p.add_argument("--min-face", dest="min_face", type=int, default=DEFAULT_MIN_FACE, help="smallest face in pixels")
+    add_pipeline_options(p)
     p.add_argument("--api-key-file", dest="api_key_file", help="file whose first line is the API key")
     p.add_argument(
         "--behind-auth-proxy",
