@@ -70,5 +70,11 @@ class FaceDetector(abc.ABC):
         Only detectors that tile (``tiles`` not None) have it."""
         raise DetectorConfigError("the {} detector does not run frame regions".format(self.name))
 
+    def detect_groups(self, image, groups):
+        """Several :meth:`detect_batch` calls on one image in one batch (one engine call): ``groups`` is a
+        list of ``items`` lists; one list of detections per group, each as ``detect_batch(image, group)``
+        gives it. Only detectors that tile (``tiles`` not None) have it."""
+        raise DetectorConfigError("the {} detector does not run frame regions".format(self.name))
+
     def close(self):  # noqa: B027 (optional hook: OpenCV detectors hold nothing to release)
         """Release the model (default: nothing to release)."""

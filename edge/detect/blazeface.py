@@ -215,14 +215,17 @@ class NeuralFaceDetector(FaceDetector):
         if self.tiles != AUTO or len(regions) == 1:
             return self.detect_batch(image, [[r] for r in regions])
         # automatic tiles: the whole frame's faces as without tiles, the tiles' checked (schedule.merge)
-        whole = self.detect_batch(image, [regions[:1]])
-        closer = self.detect_batch(image, [[r] for r in regions[1:]])
+        whole, closer = self.detect_groups(image, [[regions[:1]], [[r] for r in regions[1:]]])
         scale = self.size / float(max(width, height))
         return merge(whole, closer, lambda box: max(box[2], box[3]) * scale < FACE_INPUT_PX)
 
     def detect_batch(self, image, items):
+        return self.detect_groups(image, [items])[0]
+
+    def detect_groups(self, image, groups):
         image = as_bgr(image)
         height, width = image.shape[:2]
+        items = [regions for group in groups for regions in group]
         for regions in items:
             for x0, y0, x1, y1 in regions:
                 if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
@@ -231,8 +234,19 @@ class NeuralFaceDetector(FaceDetector):
                     )
         x, placement = self._batch(image, items)
         raw_boxes, raw_scores = self._run(x)
+        out, start = [], 0
+        for group in groups:
+            entries = range(start, start + len(group))
+            out.append(self._collect(raw_boxes, raw_scores, placement, entries, width, height))
+            start += len(group)
+        return out
+
+    def _collect(self, raw_boxes, raw_scores, placement, entries, width, height):
+        """The detections of the batch ``entries`` (indices into the batch), in frame pixels, merged across
+        their regions."""
         all_boxes, all_scores, all_points = [], [], []
-        for i, cells in enumerate(placement):
+        for i in entries:
+            cells = placement[i]
             scores = ssd.sigmoid_scores(raw_scores[i]).reshape(-1)
             keep = scores >= self.score_threshold
             if not keep.any():
@@ -258,7 +272,7 @@ class NeuralFaceDetector(FaceDetector):
         if not all_boxes:
             return []
         boxes, scores, points = np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_points)
-        if sum(len(cells) for cells in placement) > 1:
+        if sum(len(placement[i]) for i in entries) > 1:
             boxes, scores, points = ssd.merge_tiles(boxes, scores, points, self.nms_iou)
         return self._detections(boxes, scores, points, width, height)
 

@@ -16,7 +16,7 @@ from edge.detect.tiling import AUTO
 
 class ScheduledDetector(FaceDetector):
     """``detect(frame)`` on the regions the schedule plans; stateful, so one per camera. ``detector``:
-    a FaceDetector that tiles (its ``detect_batch``), shared and closed by its owner."""
+    a FaceDetector that tiles (its ``detect_groups``), shared and closed by its owner."""
 
     def __init__(self, detector):
         if detector.tiles is None or detector.size is None:
@@ -37,12 +37,14 @@ class ScheduledDetector(FaceDetector):
         image = np.asarray(image)
         height, width = image.shape[:2]
         items = self.schedule.plan(width, height)
-        whole = self.detector.detect_batch(image, items[:1])
-        closer = self.detector.detect_batch(image, items[1:]) if len(items) > 1 else []
+        whole, closer = self.detector.detect_groups(image, [items[:1], items[1:]])  # one engine call
         return self.schedule.update(whole, closer)
 
     def detect_batch(self, image, items):
         return self.detector.detect_batch(image, items)
+
+    def detect_groups(self, image, groups):
+        return self.detector.detect_groups(image, groups)
 
     def close(self):
         """Nothing: the wrapped detector is shared (its owner closes it)."""

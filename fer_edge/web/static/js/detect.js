@@ -189,7 +189,7 @@ function decodeRegion(rawBoxes, rawScores, n, region, cell, det, width, height) 
   return cands.filter((c) => innerEdgesKept(c.box, region, width, height, det.tiling.edge_margin));
 }
 
-/** NeuralFaceDetector.detect_batch's end: the candidates of ``regionCount`` regions merged across them
+/** NeuralFaceDetector._collect: the candidates of ``regionCount`` regions merged across them
  * (when more than one), clipped, at least min_size, at most max_faces; scores to 4 decimals as Python's. */
 function detections(cands, regionCount, det, width, height) {
   const all = regionCount > 1 && cands.length ? mergeTiles(cands, det.nms_iou) : cands;
