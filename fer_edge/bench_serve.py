@@ -65,14 +65,13 @@ def _client(port: int, body: bytes, count: int) -> list[float]:
     return out
 
 
-def _level(port: int, body: bytes, clients: int, per_client: int) -> dict[str, Any]:
-    _client(port, body, 2)  # warm
-    calls0, served0 = _batch_totals(port)
+def load_row(port: int, body: bytes, clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` concurrent clients each sending ``body`` ``per_client`` times: requests/s, p50 and p95 ms
+    (callers warm the service first)."""
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         latencies = [t for ts in pool.map(lambda _: _client(port, body, per_client), range(clients)) for t in ts]
     wall = time.perf_counter() - start
-    calls1, served1 = _batch_totals(port)
     ms = np.asarray(latencies) * 1000
     return {
         "clients": clients,
@@ -80,8 +79,16 @@ def _level(port: int, body: bytes, clients: int, per_client: int) -> dict[str, A
         "requests_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "requests_per_classifier_call": round((served1 - served0) / max(calls1 - calls0, 1), 2),
     }
+
+
+def _level(port: int, body: bytes, clients: int, per_client: int) -> dict[str, Any]:
+    _client(port, body, 2)  # warm
+    calls0, served0 = _batch_totals(port)
+    row = load_row(port, body, clients, per_client)
+    calls1, served1 = _batch_totals(port)
+    row["requests_per_classifier_call"] = round((served1 - served0) / max(calls1 - calls0, 1), 2)
+    return row
 
 
 def run(

@@ -12,12 +12,9 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from typing import Any, Sequence
 
-import numpy as np
-
-from .bench_serve import _client, _client_answer, _free_port, sample_body, started
+from .bench_serve import _client, _client_answer, _free_port, load_row, sample_body, started
 
 RAY_VENV_PYTHON = os.path.join(".venv-ray", "bin", "python")
 
@@ -34,23 +31,11 @@ def ray_interpreter(ray_python: str | None = None) -> str:
 
 
 def _measure(port: int, body: bytes, clients: int, per_client: int) -> dict[str, Any]:
-    import concurrent.futures
-
     _client(port, body, 2)  # warm every replica's first call a little
     load = os.getloadavg()[0]  # the machine's 1-minute load average as the row starts: others' work included
-    start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        latencies = [t for ts in pool.map(lambda _: _client(port, body, per_client), range(clients)) for t in ts]
-    wall = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1000
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "requests_per_s": round(len(latencies) / wall, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "load_average": round(load, 1),
-    }
+    row = load_row(port, body, clients, per_client)
+    row["load_average"] = round(load, 1)
+    return row
 
 
 def run(
