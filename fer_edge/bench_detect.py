@@ -183,7 +183,7 @@ def run(
     peer_python: str | None = None,
     log: Callable[[str], None] = print,
     video: bool = True,
-    wall_frames: int = 240,
+    wall_frames: int = 480,
     wall_repeats: int = 3,
 ) -> dict[str, Any]:
     from edge.classifier import load_classifier
@@ -271,7 +271,9 @@ def run(
     report["detectors"] = list(rows.values())
     report["markdown"] = markdown(report)
     if video:
-        section = video_section(sets, faces, labels, classifier, min_face, wall_frames, wall_repeats, seed, log)
+        section = video_section(
+            sets, faces, labels, classifier, min_face, wall_frames, wall_repeats, seed, log, peer_python
+        )
         report["markdown"] = report["markdown"] + "\n" + section.pop("video_markdown")
         report.update(section)
     from .bench import write_report
@@ -289,16 +291,18 @@ def video_section(
     wall_repeats: int,
     seed: int,
     log: Callable[[str], None],
+    peer_python: str | None = None,
 ) -> dict[str, Any]:
     """The detectors as a video's camera runs them, and whole `fer-edge run` walls (``fer_edge.bench_video``)."""
     import tempfile
 
-    from .bench_video import SHIFT_PX, video_markdown, video_rows, walls_markdown, walls_section
+    from .bench_video import PEER_WALL, SHIFT_PX, video_markdown, video_rows, walls_markdown, walls_section
 
     rows = video_rows(sets, match, classifier, min_face, log=log)
     with tempfile.TemporaryDirectory() as folder:
-        walls = walls_section(faces, labels, wall_frames, folder, wall_repeats, seed)
+        walls = walls_section(faces, labels, wall_frames, folder, wall_repeats, seed, peer_python)
     far, near = walls["1280x720 four faces"]["wall_s"], walls["640x480 two faces"]["wall_s"]
+    peer_s = walls[PEER_WALL]["wall_s"] if PEER_WALL in walls else None
     text = (
         "Video: each scene held {} frames with fresh noise (and far scenes moving {} px a frame), "
         "measured per frame after frame {}; discovery: the frame a face is first found on (p90).\n\n".format(
@@ -306,10 +310,18 @@ def video_section(
         )
         + video_markdown(rows)
         + "\nWhole `fer-edge run` processes, {} frames each, {} interleaved repetitions; 720p four faces / "
-        "480p two faces: {:.2f}x.\n\n".format(wall_frames, wall_repeats, far / near)
+        "480p two faces: {:.2f}x{}.\n\n".format(
+            wall_frames,
+            wall_repeats,
+            far / near,
+            "" if peer_s is None else "; 480p two faces, ours / the `fer` peer's: {:.2f}x".format(near / peer_s),
+        )
         + walls_markdown(walls)
     )
-    return {"video": rows, "walls": walls, "walls_ratio": far / near, "video_markdown": text}
+    out = {"video": rows, "walls": walls, "walls_ratio": far / near, "video_markdown": text}
+    if peer_s is not None:
+        out["walls_peer_ratio"] = near / peer_s
+    return out
 
 
 def _cell(row, kind, key, fmt):

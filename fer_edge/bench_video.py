@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from edge.detect.base import FaceDetector
 
 NOISE_SIGMA = 2.0
-FULL_MODEL = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "blazeface-full-192", "onnx", "model.onnx"
-)
 SHIFT_PX = 3  # pixels per frame a moving clip's scene shifts (right and down, wrapping)
 
 MatchFn = Callable[[Sequence[Any], Sequence[Sequence[float]]], dict[int, int]]
@@ -136,25 +133,36 @@ def write_clip_video(
     return path
 
 
-def run_walls(runs: dict[str, tuple[str, Sequence[str]]], repeats: int = 3) -> dict[str, dict[str, Any]]:
-    """Median wall seconds of whole `fer-edge run` processes, interleaved: ``runs`` is {name: (video,
-    extra flags)}."""
-    times: dict[str, list[float]] = dict((name, []) for name in runs)
+PEER_PROGRAM = "the fer package (peer)"  # the flags cell of a peer row
+
+
+def run_walls(
+    runs: dict[str, tuple[str, Sequence[str]]], repeats: int = 3, peer: dict[str, tuple[str, str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Median wall seconds of whole processes, interleaved: ``runs`` is {name: (video, extra flags)} of
+    `fer-edge run`; ``peer`` {name: (peer python, video)} of the `fer` package's script (fer's
+    detect_emotions on every frame, ``fer_edge/bench_peer.py agent``), in the same rounds."""
+    cmds: dict[str, tuple[str, list[str], str]] = {}
+    for name, (video, extra) in runs.items():
+        cmd = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--quiet"]
+        cmds[name] = (video, cmd + ["--data-dir", "", "--log-level", "WARNING"] + list(extra), " ".join(extra))
+    for name, (python, video) in (peer or {}).items():
+        cmds[name] = (video, [python, os.path.join(_repo(), "fer_edge", "bench_peer.py"), "agent", video], PEER_PROGRAM)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    times: dict[str, list[float]] = dict((name, []) for name in cmds)
     for _ in range(repeats):
-        for name, (video, extra) in runs.items():
-            cmd = [sys.executable, "-m", "fer_edge", "run", "--source", video, "--no-embedded-broker", "--quiet"]
-            cmd += ["--data-dir", "", "--log-level", "WARNING"] + list(extra)
+        for name, (video, cmd, _flags) in cmds.items():
             start = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=_repo())
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=_repo(), env=env)
             if proc.returncode != 0:
-                raise RuntimeError("fer-edge run on {} failed: {}".format(video, proc.stderr[-2000:]))
+                raise RuntimeError("{} on {} failed: {}".format(name, video, proc.stderr[-2000:]))
             times[name].append(time.perf_counter() - start)
     return dict(
         (
             name,
             {
-                "video": os.path.basename(runs[name][0]),
-                "flags": " ".join(runs[name][1]),
+                "video": os.path.basename(cmds[name][0]),
+                "flags": cmds[name][2],
                 "wall_s": float(statistics.median(v)),
                 "runs": [round(t, 2) for t in v],
             },
@@ -168,8 +176,8 @@ VIDEO_CANDIDATES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("default (blazeface-back, tiles auto)", "blazeface-back", {}),
     ("blazeface-back, tiles 1x1 (the old default)", "blazeface-back", {"tiles": "1x1"}),
     ("blazeface-back, tiles 4x2 every frame", "blazeface-back", {"tiles": "4x2"}),
-    ("blazeface-full (192, not shipped), tiles auto", "blazeface-back", {"model": FULL_MODEL}),
-    ("blazeface-full (192, not shipped), tiles 1x1", "blazeface-back", {"model": FULL_MODEL, "tiles": "1x1"}),
+    ("blazeface-back, tiles auto, score >= 0.6", "blazeface-back", {"score_threshold": 0.6}),
+    ("blazeface-back, tiles auto, score >= 0.7", "blazeface-back", {"score_threshold": 0.7}),
 )
 
 
@@ -235,7 +243,7 @@ def video_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def walls_markdown(walls: dict[str, dict[str, Any]]) -> str:
-    lines = ["| `fer-edge run` on | flags | wall s (median) | runs |", "|---|---|---|---|"]
+    lines = ["| whole process on | flags | wall s (median) | runs |", "|---|---|---|---|"]
     for name, row in walls.items():
         lines.append("| {} | {} | {:.2f} | {} |".format(name, row["flags"] or "(default)", row["wall_s"], row["runs"]))
     return "\n".join(lines) + "\n"
@@ -244,11 +252,21 @@ def walls_markdown(walls: dict[str, dict[str, Any]]) -> str:
 WALL_VIDEOS = (("640x480 two faces", "near"), ("1280x720 four faces", "far"))
 
 
+PEER_WALL = "640x480 two faces, the fer peer"
+
+
 def walls_section(
-    faces: np.ndarray, labels: np.ndarray, frames: int, folder: str, repeats: int = 3, seed: int = 0
+    faces: np.ndarray,
+    labels: np.ndarray,
+    frames: int,
+    folder: str,
+    repeats: int = 3,
+    seed: int = 0,
+    peer_python: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Whole `fer-edge run` walls on a 640x480 two-face and a 1280x720 four-face video of ``frames``
-    frames each (scenes held 30 frames), the default flags and, on the 720p video, tiles 1x1."""
+    frames each (scenes held 30 frames), the default flags and, on the 720p video, tiles 1x1; with
+    ``peer_python``, the `fer` peer's whole process on the 640x480 video in the same rounds."""
     from .scenes import backgrounds, make_scenes
 
     pool = backgrounds()
@@ -260,7 +278,8 @@ def walls_section(
         videos[name] = write_clip_video(path, scenes, hold, seed=seed, limit=frames)
     runs: dict[str, tuple[str, Sequence[str]]] = dict((name, (path, ())) for name, path in videos.items())
     runs["1280x720 four faces, tiles 1x1"] = (videos["1280x720 four faces"], ("--detector-tiles", "1x1"))
-    return run_walls(runs, repeats)
+    peer = {PEER_WALL: (peer_python, videos["640x480 two faces"])} if peer_python else None
+    return run_walls(runs, repeats, peer)
 
 
 def _repo() -> str:

@@ -343,6 +343,8 @@ def test_bench_detect_measures_recall_and_accuracy(ferplus_tar, tmp_path):
         names=["blazeface-back (256)", "haar (OpenCV)"],
         out_json=str(tmp_path / "d.json"),
         log=lambda m: None,
+        wall_frames=60,
+        wall_repeats=1,
     )
     rows = dict((r["detector"], r) for r in report["detectors"])
     neural = rows["blazeface-back (256)"]["near"]
@@ -351,6 +353,10 @@ def test_bench_detect_measures_recall_and_accuracy(ferplus_tar, tmp_path):
     assert rows["blazeface-back (256)"]["photo"]["found"] == 1
     assert "| blazeface-back (256) |" in report["markdown"]
     assert json.load(open(str(tmp_path / "d.json")))["scenes"]["near"]["faces"] == 12
+    walls = report["walls"]
+    assert set(walls) == {"640x480 two faces", "1280x720 four faces", "1280x720 four faces, tiles 1x1"}
+    assert all(len(w["runs"]) == 1 and w["wall_s"] > 0 for w in walls.values())
+    assert "| 1280x720 four faces, tiles 1x1 | --detector-tiles 1x1 |" in report["markdown"]
 
 
 def test_agent_refuses_bad_detector_input_with_exit_2(tmp_path):
