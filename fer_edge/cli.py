@@ -63,6 +63,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from train.teacher import compute_teacher
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    summary = compute_teacher(
+        args.data,
+        models,
+        args.out,
+        args.mode,
+        args.limit,
+        args.batch_size,
+        args.threads,
+        log=lambda line: print(line, flush=True),
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate
 
@@ -348,6 +366,7 @@ HANDLERS = {
     "data_build": cmd_data_build,
     "data_stats": cmd_data_stats,
     "train": cmd_train,
+    "teacher": cmd_teacher,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
     "convert": cmd_convert,

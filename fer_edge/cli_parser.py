@@ -96,9 +96,35 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
             d.select
         ),
     )
+    p.add_argument("--teacher", help="teacher file from `fer-edge teacher` (its faces must be this run's) [none]")
+    p.add_argument(
+        "--distill",
+        type=float,
+        help="weight alpha of the teacher in the target: alpha * teacher + (1 - alpha) * the mode's [{}]".format(
+            d.distill
+        ),
+    )
     p.add_argument("--verbose", type=int, help="1: progress bar, 2: one line per epoch [{}]".format(d.verbose))
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.keras")
     p.set_defaults(func=handlers["train"])
+
+    p = sub.add_parser(
+        "teacher",
+        help="soft targets for distillation: shipped models' calibrated probabilities on the Train faces",
+        description="Write a teacher file (.npz) for `fer-edge train --teacher`: the calibrated probabilities "
+        "of the given models (several: their normalised geometric mean) on every FER2013Train face the trainer "
+        "uses in --mode, with the mode, face count and a SHA-256 of the faces so the trainer can check them.",
+    )
+    p.add_argument("--data", required=True, help="FERPlus folder, .tar.gz or .npz cache")
+    p.add_argument(
+        "--models", default="default,balanced", help="comma-separated shipped model names or ONNX paths [%(default)s]"
+    )
+    p.add_argument("--out", required=True, help="teacher file (.npz) to write")
+    p.add_argument("--mode", choices=list(MODES), default="crossentropy", help="the trainer's label mode [%(default)s]")
+    p.add_argument("--limit", type=int, default=0, help="first N faces, as the trainer's --limit-train; 0: all [0]")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=256, help="[%(default)s]")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads [%(default)s]")
+    p.set_defaults(func=handlers["teacher"])
 
     p = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix on a split")
     p.add_argument("--model", required=True, help=".keras, run directory or SavedModel directory")

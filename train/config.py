@@ -44,6 +44,8 @@ class TrainConfig:
     init_from: str = ""  # start from these weights: a SavedModel from `fer-edge export`, or a .keras file
     logit_adjust: float = 0.0  # tau of the logit-adjusted loss (0: plain); counters the class imbalance
     select: str = "accuracy"  # checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro recall)
+    teacher: str = ""  # teacher file from `fer-edge teacher` (soft targets for distillation)
+    distill: float = 0.0  # alpha: target = alpha * teacher + (1 - alpha) * the mode's target
 
     def validate(self) -> "TrainConfig":
         if self.arch not in ARCHITECTURES:
@@ -63,6 +65,12 @@ class TrainConfig:
             raise ValueError("config 'select': {!r} is not one of {}".format(self.select, ", ".join(SELECTIONS)))
         if not 0.0 <= self.logit_adjust <= 3.0:
             raise ValueError("config 'logit_adjust': {} is outside 0..3".format(self.logit_adjust))
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError("config 'distill': {} is outside 0..1".format(self.distill))
+        if self.distill > 0 and not self.teacher:
+            raise ValueError("config 'distill': {} needs a teacher file (config 'teacher')".format(self.distill))
+        if self.distill > 0 and self.mode == "multi_target":
+            raise ValueError("config 'distill': the multi_target mode's targets are not distributions to mix")
         if self.lr <= 0:
             raise ValueError("config 'lr': must be positive, got {}".format(self.lr))
         return self

@@ -33,10 +33,12 @@ from .labels import EVAL_MODE, class_counts, training_target
 from .losses import training_loss
 from .models import ARCHITECTURES, NORM_OFFSET, NORM_SCALE, build, count_macs
 from .provenance import source_commit
+from .teacher import distilled_target, load_teacher
 
 
 class FerPlusSequence(keras.utils.PyDataset):
-    """Training batches: per-epoch shuffle, mode targets resampled, paper augmentation."""
+    """Training batches: per-epoch shuffle, mode targets resampled, paper augmentation; with a
+    teacher [N, 8] and ``distill`` alpha > 0 the targets are alpha * teacher + (1 - alpha) * the mode's."""
 
     def __init__(
         self,
@@ -48,9 +50,12 @@ class FerPlusSequence(keras.utils.PyDataset):
         augment: bool,
         seed: int,
         meta: dict[str, Any],
+        teacher: np.ndarray | None = None,
+        distill: float = 0.0,
     ):
         super().__init__()
         self.faces, self.dists, self.mode = faces, dists, mode
+        self.teacher, self.distill = teacher, distill
         self.size, self.batch_size, self.augment, self.meta = size, batch_size, augment, meta
         self.rng = np.random.default_rng(seed)
         self.on_epoch_end()
@@ -61,6 +66,8 @@ class FerPlusSequence(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(len(self.faces))
         self.targets = training_target(self.dists, self.mode, self.rng)
+        if self.teacher is not None:
+            self.targets = distilled_target(self.targets, self.teacher, self.distill)
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
@@ -149,7 +156,9 @@ def _history_rows(path):
         return list(csv.DictReader(f))
 
 
-def build_metadata(config: TrainConfig, model: keras.Model) -> dict[str, Any]:
+def build_metadata(
+    config: TrainConfig, model: keras.Model, distillation: dict[str, Any] | None = None
+) -> dict[str, Any]:
     size = model.input_shape[1]
     meta = md.default_metadata(size, size, "NHWC", NORM_SCALE, NORM_OFFSET)
     meta["model"] = {
@@ -162,6 +171,8 @@ def build_metadata(config: TrainConfig, model: keras.Model) -> dict[str, Any]:
         "keras_backend": keras.backend.backend(),
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
     }
+    if distillation is not None:  # provenance: the teacher file, its models and the weight alpha
+        meta["model"]["distillation"] = distillation
     return meta
 
 
@@ -189,6 +200,13 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
             )
         )
     size = config.size or ARCHITECTURES[config.arch][1]
+    faces, dists, _ = data.split("FER2013Train").labelled(config.mode)
+    if config.limit_train:
+        faces, dists = faces[: config.limit_train], dists[: config.limit_train]
+    teacher, distillation = None, None
+    if config.teacher:  # checked before any model is built: a mismatched file fails fast
+        teacher, distillation = load_teacher(config.teacher, config.mode, faces)
+        distillation["alpha"] = config.distill
     history_path = os.path.join(run, "history.csv")
     last_path = os.path.join(run, "last.keras")
     rows = _history_rows(history_path) if resume else []
@@ -205,13 +223,9 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
             model = compile_model(model, config, (prior / prior.sum()).tolist())
     config.size = model.input_shape[1]
     config.save(os.path.join(run, "config.json"))
-    meta = build_metadata(config, model)
+    meta = build_metadata(config, model, distillation)
     md.write(meta, os.path.join(run, md.METADATA_FILENAME))
 
-    train_part = data.split("FER2013Train")
-    faces, dists, _ = train_part.labelled(config.mode)
-    if config.limit_train:
-        faces, dists = faces[: config.limit_train], dists[: config.limit_train]
     x_val, y_val = valid_arrays(data, meta, config.limit_valid)
     log(
         "model {}: {:.1f} M MACs, {:.2f} M parameters, input {}x{}".format(
@@ -225,9 +239,24 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         )
     )
     log("valid faces (majority): {}".format(len(x_val)))
+    if distillation is not None:
+        log(
+            "distillation: alpha {} of teacher {} ({})".format(
+                config.distill, config.teacher, ", ".join(distillation["models"])
+            )
+        )
 
     seq = FerPlusSequence(
-        faces, dists, config.mode, config.size, config.batch_size, config.augment, config.seed + len(rows), meta
+        faces,
+        dists,
+        config.mode,
+        config.size,
+        config.batch_size,
+        config.augment,
+        config.seed + len(rows),
+        meta,
+        teacher,
+        config.distill,
     )
     monitor = "val_accuracy" if config.select == "accuracy" else "val_balanced"
     best_so_far = max(float(r.get(monitor) or 0) for r in rows) if rows else None
