@@ -92,7 +92,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument(
         "--select",
         choices=SELECTIONS,
-        help="checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro recall) [{}]".format(
+        help="checkpoint choice on Valid: accuracy; balanced (mean of accuracy and macro recall); rule (the most "
+        "accurate epoch with macro recall >= 0.70 and every class >= 0.25, else the best balanced one) [{}]".format(
             d.select
         ),
     )

@@ -138,3 +138,36 @@ def test_a_teacher_for_other_faces_is_refused_naming_file_and_key(teacher_file, 
             train(config, log=lambda *_: None)
         assert path in str(err.value) and "'{}'".format(key) in str(err.value), str(err.value)
     assert not (tmp_path / "run" / "last.keras").exists()  # refused before any training
+
+
+class _FixedPredictions:
+    """Stands in for the model in ValidMetrics: returns the given one-hot predictions."""
+
+    def __init__(self, pred):
+        self.pred = np.eye(8)[pred]
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.pred
+
+
+def test_select_rule_ranks_epochs_meeting_the_default_rule_by_accuracy():
+    from train.trainer import SELECT_MONITORS, ValidMetrics
+
+    labels = np.repeat(np.arange(8), 4)  # 4 faces per class
+    y_val = np.eye(8)[labels]
+    every = labels.copy()
+    every[[0, 8, 12]] = 1  # one miss in three classes: every class >= 0.75
+    blind = labels.copy()
+    blind[28:32] = 0  # contempt never named: lowest class 0, so the rule is not met
+    logs = {}
+    for name, pred in (("every", every), ("blind", blind)):
+        cb = ValidMetrics(np.zeros((32, 48, 48, 1), np.float32), y_val)
+        cb.set_model(_FixedPredictions(pred))
+        entry: dict = {}
+        cb.on_epoch_end(0, entry)
+        logs[name] = entry
+    assert logs["every"]["val_min_recall"] == 0.75 and logs["blind"]["val_min_recall"] == 0.0
+    assert logs["every"]["val_rule"] == pytest.approx(29 / 32.0)  # meets it: its accuracy
+    assert logs["blind"]["val_rule"] == pytest.approx(logs["blind"]["val_balanced"] - 1.0)
+    assert logs["every"]["val_rule"] > logs["blind"]["val_rule"]
+    assert SELECT_MONITORS["rule"] == "val_rule"

@@ -19,7 +19,7 @@ ARCHITECTURES = (
 )
 
 
-SELECTIONS = ("accuracy", "balanced")
+SELECTIONS = ("accuracy", "balanced", "rule")
 
 
 @dataclasses.dataclass
@@ -43,7 +43,9 @@ class TrainConfig:
     verbose: int = 1
     init_from: str = ""  # start from these weights: a SavedModel from `fer-edge export`, or a .keras file
     logit_adjust: float = 0.0  # tau of the logit-adjusted loss (0: plain); counters the class imbalance
-    select: str = "accuracy"  # checkpoint choice on Valid: accuracy, or balanced (mean of accuracy and macro recall)
+    select: str = (
+        "accuracy"  # checkpoint choice on Valid: accuracy, balanced (mean of accuracy and macro recall) or rule
+    )
     teacher: str = ""  # teacher file from `fer-edge teacher` (soft targets for distillation)
     distill: float = 0.0  # alpha: target = alpha * teacher + (1 - alpha) * the mode's target
 
