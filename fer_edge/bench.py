@@ -229,39 +229,18 @@ PROCESS_VIDEO = (640, 480, 2)  # the whole-process comparison: a 640x480 video w
 
 def process_walls(video: str, peer_python: str | None, repeats: int = 3) -> dict[str, Any]:
     """Wall time of whole processes on ``video``, interleaved: `fer-edge run` (its default command
-    line but no broker) and the peer's script (fer's FER() on every frame), start-up included."""
-    ours = [
-        sys.executable,
-        "-m",
-        "fer_edge",
-        "run",
-        "--source",
-        video,
-        "--no-embedded-broker",
-        "--quiet",
-        "--data-dir",
-        "",
-        "--log-level",
-        "WARNING",
-    ]
-    peer = [peer_python, os.path.join(REPO, "fer_edge", "bench_peer.py"), "agent", video] if peer_python else None
-    times: dict[str, list[float]] = {"fer_edge": [], "peer": []}
-    for _ in range(repeats):
-        for key, cmd in (("fer_edge", ours), ("peer", peer)):
-            if cmd is None:
-                continue
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=peer_env(), timeout=1800)
-            if proc.returncode != 0:
-                raise RuntimeError("{} failed: {}".format(" ".join(cmd[:4]), proc.stderr[-2000:]))
-            times[key].append(time.perf_counter() - start)
+    line but no broker) and the peer's script (fer's FER() on every frame), start-up included
+    (``fer_edge.bench_video.run_walls``)."""
+    from .bench_video import run_walls
+
+    walls = run_walls({"fer_edge": (video, ())}, repeats, {"peer": (peer_python, video)} if peer_python else None)
     out: dict[str, Any] = {
         "video": os.path.basename(video),
-        "fer_edge_s": float(np.median(times["fer_edge"])),
-        "fer_edge_runs": [round(t, 2) for t in times["fer_edge"]],
+        "fer_edge_s": walls["fer_edge"]["wall_s"],
+        "fer_edge_runs": walls["fer_edge"]["runs"],
     }
-    if times["peer"]:
-        out.update(peer_s=float(np.median(times["peer"])), peer_runs=[round(t, 2) for t in times["peer"]])
+    if "peer" in walls:
+        out.update(peer_s=walls["peer"]["wall_s"], peer_runs=walls["peer"]["runs"])
         out["ratio"] = out["fer_edge_s"] / out["peer_s"]
     return out
 
