@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .broker import free_port
+
 CLIENTS = (1, 8, 32)
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -102,7 +97,7 @@ def run(
     options of `fer-edge serve` (e.g. ``["--detectors", "2"]``); ``browser_frames``: frames the in-browser
     pipeline runs on the same image after the server's rows (0: none)."""
     body = sample_body()
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "fer_edge", "serve", "--port", str(port), "--log-level", "WARNING"]
     if model:
         command += ["--model", model]

@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from .bench_serve import _client, _client_answer, _free_port, load_row, sample_body, started
+from .bench_serve import _client, _client_answer, load_row, sample_body, started
+from .broker import free_port
 
 RAY_VENV_PYTHON = os.path.join(".venv-ray", "bin", "python")
 
@@ -50,14 +51,14 @@ def run(
     per_client = max(4, requests // clients)
     model_flags = ["--model", model] if model else []
     rows, faces = [], None
-    port = _free_port()
+    port = free_port()
     plain = [sys.executable, "-m", "fer_edge", "serve", "--port", str(port), "--log-level", "WARNING"] + model_flags
     with started(plain, port):
         faces = json.loads(_client_answer(port, body))["faces"]
         rows.append(dict(service="fer-edge serve", **_measure(port, body, clients, per_client)))
     python = ray_interpreter(ray_python)
     for n in replicas:
-        port = _free_port()
+        port = free_port()
         command = [python, "-m", "fer_edge.serve.ray_local", "--replicas", str(n), "--port", str(port), "--"]
         with started(command + model_flags + ["--log-level", "WARNING"], port, timeout=240):
             answer = json.loads(_client_answer(port, body))["faces"]

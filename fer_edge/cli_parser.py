@@ -44,7 +44,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--mode", default="majority")
     p.set_defaults(func=handlers["data_stats"])
 
-    from train.config import ARCHITECTURES, SELECTIONS, TrainConfig
+    from train.config import ARCHITECTURES, RULE_MACRO_RECALL, RULE_MIN_RECALL, SELECTIONS, TrainConfig
     from train.labels import MODES
 
     d = TrainConfig()
@@ -93,8 +93,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         "--select",
         choices=SELECTIONS,
         help="checkpoint choice on Valid: accuracy; balanced (mean of accuracy and macro recall); rule (the most "
-        "accurate epoch with macro recall >= 0.70 and every class >= 0.25, else the best balanced one) [{}]".format(
-            d.select
+        "accurate epoch with macro recall >= {} and every class >= {}, else the best balanced one) [{}]".format(
+            RULE_MACRO_RECALL, RULE_MIN_RECALL, d.select
         ),
     )
     p.add_argument("--teacher", help="teacher file from `fer-edge teacher` (its faces must be this run's) [none]")

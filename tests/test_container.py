@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import pytest
 import container_recipe as recipe
 from edge.classifier import NAMED_MODELS
 from edge.detect.factory import NEURAL
+from fer_edge.broker import free_port
 from fer_edge.cli import build_parser
 from fer_edge.samples import astronaut_bgr
 
@@ -108,12 +108,6 @@ def test_cmd_is_fer_edge_serve_on_the_exposed_port_with_a_healthcheck_and_no_roo
             assert re.search(r":\d+\.\d+\.\d+", image), "{} is not pinned to a version".format(image)
     (install,) = [t for t in stage(steps, final, "RUN") if "pip install" in t]
     assert re.search(r"\[serve\]", install)  # the serve extra only
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shell(line, cwd, venv, timeout=300, env=None):

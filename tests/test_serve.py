@@ -3,7 +3,6 @@ input, the limits, the API key rule, and the same faces as `fer-edge image` (doc
 
 import asyncio
 import concurrent.futures
-import contextlib
 import http.client
 import io
 import json
@@ -23,6 +22,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
+from fer_edge.broker import free_port  # noqa: E402
 from fer_edge.samples import astronaut_bgr, faces_frame  # noqa: E402
 from fer_edge.serve.batching import CropBatcher  # noqa: E402
 from fer_edge.serve.decode import InputError, decode_image, image_size  # noqa: E402
@@ -31,12 +31,6 @@ from fer_edge.serve.metrics import ServeMetrics  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "k3y-for-the-tests-0123456789"
-
-
-def free_port():
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,17 +24,12 @@ pytest.importorskip(
     "ray.serve", reason="ray[serve] is not installed in this venv: `make ray-venv`, then `make test-ray`"
 )
 
+from fer_edge.broker import free_port  # noqa: E402
 from fer_edge.samples import astronaut_bgr  # noqa: E402
 from fer_edge.serve.auth import ServeConfigError  # noqa: E402
 from fer_edge.serve.ray_deployment import REPLICA_HEADER, check_flags, parse_flags  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(port, method, path, body=None, headers=None):

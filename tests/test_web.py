@@ -6,7 +6,6 @@ real photos, and the `web --out` app works offline (no request leaves localhost)
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_edge.broker import free_port
 from fer_edge.web.check import compare, parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,12 +64,6 @@ def photos(tmp_path_factory):
     return paths
 
 
-def _free_port():
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     """`fer-edge serve` requiring an API key (the page takes it in a field)."""
@@ -77,7 +71,7 @@ def server():
     key_file = os.path.join(tempfile.gettempdir(), "fer-edge-web-key-{}".format(uuid.uuid4().hex))
     with open(key_file, "w") as handle:
         handle.write(KEY + "\n")
-    port = _free_port()
+    port = free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fer_edge", "serve", "--port", str(port), "--api-key-file", key_file],

@@ -20,6 +20,9 @@ ARCHITECTURES = (
 
 
 SELECTIONS = ("accuracy", "balanced", "rule")
+# --select rule: the default model's rule (issue 22), macro recall and lowest class recall on Valid
+RULE_MACRO_RECALL = 0.70
+RULE_MIN_RECALL = 0.25
 
 
 @dataclasses.dataclass

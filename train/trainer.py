@@ -27,7 +27,7 @@ from edge.preprocess import prepare_faces
 
 from . import distribute
 from .augment import augment_batch
-from .config import TrainConfig
+from .config import RULE_MACRO_RECALL, RULE_MIN_RECALL, TrainConfig
 from .dataset import FerPlusData, read_source
 from .labels import EVAL_MODE, class_counts, training_target
 from .losses import training_loss
@@ -132,8 +132,6 @@ def init_weights(model: keras.Model, source: str, log: Callable[[str], None] = p
     return model
 
 
-RULE_MACRO_RECALL = 0.70  # --select rule: macro recall and lowest class recall an epoch must reach
-RULE_MIN_RECALL = 0.25
 SELECT_MONITORS = {"accuracy": "val_accuracy", "balanced": "val_balanced", "rule": "val_rule"}
 
 
