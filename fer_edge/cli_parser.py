@@ -118,7 +118,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     )
     p.add_argument("--data", required=True, help="FERPlus folder, .tar.gz or .npz cache")
     p.add_argument(
-        "--models", default="default,balanced", help="comma-separated shipped model names or ONNX paths [%(default)s]"
+        "--models", default="accurate,balanced", help="comma-separated shipped model names or ONNX paths [%(default)s]"
     )
     p.add_argument("--out", required=True, help="teacher file (.npz) to write")
     p.add_argument("--mode", choices=list(MODES), default="crossentropy", help="the trainer's label mode [%(default)s]")
@@ -276,7 +276,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--ray-python", dest="ray_python", help="serve --ray: a Python with ray[serve] (default: .venv-ray)")
     p.add_argument(
         "--models",
-        default="default,fast",
+        default="default,accurate,fast,fast-accurate,deep-emotion",
         help="models: comma-separated model names or ONNX paths (default: %(default)s)",
     )
     p.add_argument("--rounds", type=int, default=7, help="models: interleaved timing rounds (default %(default)s)")
@@ -306,7 +306,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--model",
-        help="a shipped model's name (default, fast, balanced, deep-emotion) for every target, or: jetson: the ONNX; "
+        help="a shipped model's name (default = balanced, accurate, fast, deep-emotion) for every target, or: jetson: the ONNX; "
         "deeplens: the model .tar.gz; greengrass: the emotion model, ONNX (or OpenVINO "
         ".xml for --platform deeplens) [default]",
     )

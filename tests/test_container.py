@@ -140,7 +140,7 @@ def test_the_recipe_builds_installs_and_serves(tmp_path, steps, capsys):
     (wheel,) = os.listdir(wheels)
     with zipfile.ZipFile(os.path.join(wheels, wheel)) as whl:
         names = whl.namelist()
-    assert "edge/models/ferplus-vgg13bn-48/onnx/model.onnx" in names
+    assert "edge/models/ferplus-vgg13bn-balanced-48/onnx/model.onnx" in names  # the default model
     assert "edge/models/blazeface-back-256/onnx/model.onnx" in names
     assert not [n for n in names if "/openvino/" in n or "saved_model" in n]
 

@@ -32,7 +32,7 @@ import pytest
 from fer_testdata import REPO, synthetic_faces
 
 OLD_VENVS = REPO / "build" / "old-pythons"
-SHIPPED = REPO / "models" / "ferplus-vgg13bn-48" / "saved_model"
+SHIPPED = REPO / "models" / "ferplus-vgg13bn-balanced-48" / "saved_model"  # the default model
 DEVICE_ENVS = REPO / "tests" / "device_envs"
 FACES = 96
 TF14_ATOL = 1e-5

@@ -39,7 +39,7 @@ DEVICE_ENVS = REPO / "tests" / "device_envs"
 PYTHONS = {"py36-device": "3.6.15", "py37-device": "3.7.16"}
 FRAMES = 6
 WAIT = 30.0
-SHIPPED_ONNX = REPO / "models" / "ferplus-vgg13bn-48" / "onnx" / "model.onnx"
+SHIPPED_ONNX = REPO / "models" / "ferplus-vgg13bn-balanced-48" / "onnx" / "model.onnx"  # the default model
 DETECTOR = REPO / "models" / "blazeface-back-256"
 
 broker = mosquitto_fixture()
@@ -118,7 +118,7 @@ def deeplens_root(tmp_path_factory):
     models = root / "models"
     models.mkdir()
     converter("openvino")(
-        str(REPO / "models" / "ferplus-vgg13bn-48" / "saved_model"),
+        str(REPO / "models" / "ferplus-vgg13bn-balanced-48" / "saved_model"),
         str(models / "openvino"),
         faces=synthetic_faces(16, seed=3),
     )
@@ -310,7 +310,7 @@ def test_jetson_bundle_agent_publishes_on_the_old_python(
     assert "ONNX Runtime" in out and '"frames": {}'.format(FRAMES) in out, out[-3000:]
     assert str(jetson_root / "model" / "model.onnx") in out and str(jetson_root / "model" / "detector.onnx") in out
     events = check_messages(messages, device)
-    assert all(e["model"]["id"] == "vgg13_bn_w0.5_flipavg" for e in events)
+    assert all(e["model"]["id"] == "vgg13_bn_w0.5_balanced_flipavg" for e in events)
     same_faces(events, host_runs["jetson"])
 
 

@@ -16,11 +16,11 @@ LIMIT = 256  # Train faces of the tiny runs (the teacher is made with the same -
 def teacher_file(small_ferplus_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "teacher.npz"
     proc = run_cli(
-        "teacher", "--data", small_ferplus_dir, "--models", "default,balanced", "--limit", LIMIT, "--out", out
+        "teacher", "--data", small_ferplus_dir, "--models", "accurate,balanced", "--limit", LIMIT, "--out", out
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{") :])
-    assert summary["faces"] == LIMIT and summary["models"] == ["default", "balanced"]
+    assert summary["faces"] == LIMIT and summary["models"] == ["accurate", "balanced"]
     return out
 
 
@@ -57,11 +57,11 @@ def test_teacher_file_is_the_geometric_mean_of_the_calibrated_shipped_models(tea
     with np.load(teacher_file) as f:
         assert str(f["mode"]) == "crossentropy" and int(f["count"]) == LIMIT
         assert str(f["faces_sha256"]) == faces_sha256(faces)
-        assert list(f["models"]) == ["default", "balanced"]
+        assert list(f["models"]) == ["accurate", "balanced"]
         assert np.all(f["temperatures"] > 0)  # both shipped models carry a calibration temperature
         probs = f["probs"]
     # the same probabilities by hand: each shipped model's calibrated output, then exp(mean log), renormalised
-    logs = [np.log(load_classifier(name, runtime="onnxruntime").predict(faces)) for name in ("default", "balanced")]
+    logs = [np.log(load_classifier(name, runtime="onnxruntime").predict(faces)) for name in ("accurate", "balanced")]
     expected = np.exp(np.mean(logs, axis=0))
     expected /= expected.sum(1, keepdims=True)
     np.testing.assert_allclose(probs, expected, atol=1e-5)
@@ -92,7 +92,7 @@ def test_tiny_distilled_run_records_its_teacher_and_resumes(teacher_file, small_
     assert metrics["epochs_run"] == 1
     distillation = md.read(str(run / "fer_edge.json"))["model"]["distillation"]
     assert distillation["teacher"] == str(teacher_file) and distillation["alpha"] == 0.5
-    assert distillation["models"] == ["default", "balanced"] and distillation["faces"] == LIMIT
+    assert distillation["models"] == ["accurate", "balanced"] and distillation["faces"] == LIMIT
     saved = TrainConfig.in_run(str(run))
     assert saved.teacher == str(teacher_file) and saved.distill == 0.5
     saved.epochs = 2

@@ -162,7 +162,7 @@ def test_archives_hold_what_the_agents_run_and_nothing_of_the_host(component):
         "edge/events/schema/emotion-event.schema.json",
         "deeplens/__init__.py",
         "deeplens/__main__.py",
-        "models/ferplus-vgg13bn-48/onnx/model.onnx",
+        "models/ferplus-vgg13bn-balanced-48/onnx/model.onnx",  # the default model
         "models/blazeface-back-256/openvino/model.xml",
         "models/blazeface-back-256/openvino/model.bin",
         "models/blazeface-back-256/openvino/model.xml.fer_edge.json",

@@ -691,7 +691,7 @@ def alive(agent):
 def test_run_view_state(running_agent):
     alive(running_agent)
     state = state_of(running_agent["url"])
-    assert state["device_id"] == "cam-view" and state["model"] == "vgg13_bn_w0.5_flipavg"
+    assert state["device_id"] == "cam-view" and state["model"] == "vgg13_bn_w0.5_balanced_flipavg"
     assert state["fps"] > 0 and state["frames"] > 0 and (state["width"], state["height"]) == (640, 480)
     assert len(state["faces"]) == 2 and {f["track_id"] for f in state["faces"]} == {1, 2}
     for face in state["faces"]:

@@ -464,6 +464,6 @@ def test_python_m_deeplens_takes_a_cameras_config(broker, videos, tmp_path):
         and "cameras: lens-a {} frames, lens-b {} frames".format(FRAMES_A, FRAMES_B) in proc.stdout
     ), proc.stdout[-2000:]
     assert all(
-        "agent {}: source {}, model vgg13_bn_w0.5_flipavg on openvino".format(d, v) in proc.stderr
+        "agent {}: source {}, model vgg13_bn_w0.5_balanced_flipavg on openvino".format(d, v) in proc.stderr
         for d, v in (("lens-a", videos[0]), ("lens-b", videos[1]))
     ), proc.stderr[-2000:]

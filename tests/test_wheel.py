@@ -87,6 +87,7 @@ def test_wheel_layout_has_one_namespace_for_host_code_and_the_shipped_models(whe
     for model in (
         "ferplus-vgg13bn-48",
         "ferplus-vgg13bn-third-48",
+        "ferplus-vgg13bn-third-balanced-48",
         "ferplus-vgg13bn-balanced-48",
         "blazeface-back-256",
         "blazeface-short-128",

@@ -51,8 +51,8 @@ OPTIONS = (
         "model",
         str,
         "",
-        "emotion model: an artifact (.onnx, .xml, .engine) or a shipped model's name (default, "
-        "fast, balanced, deep-emotion); empty: the default shipped model",
+        "emotion model: an artifact (.onnx, .xml, .engine) or a shipped model's name (default = "
+        "balanced, accurate, fast, deep-emotion); empty: the default model (balanced)",
     ),
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
     _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),
