@@ -75,6 +75,20 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument(
         "--no-augment", dest="augment", action="store_const", const=False, help="turn off the paper's augmentation [on]"
     )
+    p.add_argument(
+        "--aug-scale",
+        dest="aug_scale",
+        type=float,
+        help="augmentation: largest scale (or its inverse) per axis; 1.15 frames like the detector [{}]".format(
+            d.aug_scale
+        ),
+    )
+    p.add_argument(
+        "--aug-shift",
+        dest="aug_shift",
+        type=float,
+        help="augmentation: largest shift, a share of the side; 0.10 frames like the detector [{}]".format(d.aug_shift),
+    )
     p.add_argument("--seed", type=int, help="[{}]".format(d.seed))
     p.add_argument("--limit-train", dest="limit_train", type=int, help="first N training faces; 0: all [0]")
     p.add_argument("--limit-valid", dest="limit_valid", type=int, help="first N Valid faces; 0: all [0]")

@@ -95,3 +95,26 @@ def test_augmentation_varies_faces_within_the_paper_limits():
     # shifts are at most 8% (about 4 px): the bar's centre of mass stays near the middle
     cols = (out * np.arange(48)[None, None, :]).sum((1, 2)) / out.sum((1, 2))
     assert np.all(np.abs(cols - 23.5) < 6)
+
+
+def test_wider_augmentation_jitter_frames_faces_as_loosely_as_asked():
+    """--aug-scale/--aug-shift (framing jitter matched to the detector's crops) widen the paper's limits:
+    the bar's centre moves further, within the wider shift; the trainer's config refuses impossible values."""
+    from train.augment import augment_batch
+    from train.config import TrainConfig
+
+    img = np.zeros((48, 48), np.uint8)
+    img[:, 22:26] = 255  # a vertical bar through the middle
+    faces = np.stack([img] * 256)
+
+    def centres(**jitter):
+        out = augment_batch(faces, 48, 48, np.random.default_rng(1), flip=False, **jitter)
+        return (out * np.arange(48)[None, None, :]).sum((1, 2)) / out.sum((1, 2))
+
+    paper, wide = np.abs(centres() - 23.5), np.abs(centres(max_scale=1.15, max_shift=0.2) - 23.5)
+    assert paper.max() < 0.08 * 48 + 2.5 and wide.max() < 0.2 * 48 + 2.5  # rotation and skew move it a little
+    assert wide.max() > paper.max() + 2 and wide.mean() > paper.mean() * 1.5
+    with pytest.raises(ValueError, match="config 'aug_scale'"):
+        TrainConfig(aug_scale=0.9).validate()
+    with pytest.raises(ValueError, match="config 'aug_shift'"):
+        TrainConfig(aug_shift=0.6).validate()

@@ -52,12 +52,21 @@ def random_affine(
     return np.hstack([inverse, offset[:, None]])
 
 
-def augment_batch(faces: np.ndarray, out_h: int, out_w: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
-    """uint8 faces [N, h, w] -> float32 [N, out_h, out_w] randomly distorted (the paper's recipe)."""
+def augment_batch(
+    faces: np.ndarray,
+    out_h: int,
+    out_w: int,
+    rng: np.random.Generator,
+    flip: bool = True,
+    max_scale: float = MAX_SCALE,
+    max_shift: float = MAX_SHIFT,
+) -> np.ndarray:
+    """uint8 faces [N, h, w] -> float32 [N, out_h, out_w] randomly distorted (the paper's recipe; a wider
+    ``max_scale``/``max_shift`` frames the faces as loosely as a face detector's crops)."""
     n, in_h, in_w = faces.shape
     out = np.empty((n, out_h, out_w), dtype=np.float32)
     for i in range(n):
-        m = random_affine(rng, out_h, out_w, in_h, in_w)
+        m = random_affine(rng, out_h, out_w, in_h, in_w, max_shift=max_shift, max_scale=max_scale)
         warped = cv2.warpAffine(
             faces[i], m, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
         )

@@ -40,6 +40,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     patience: int = 10  # early stopping on Valid accuracy; 0 disables it
     augment: bool = True
+    aug_scale: float = 1.05  # augmentation: largest scale (or its inverse) per axis; the paper's 1.05
+    aug_shift: float = 0.08  # augmentation: largest shift, a share of the side; the paper's 0.08
     seed: int = 0
     limit_train: int = 0  # >0: only the first N training faces (smoke runs, tests)
     limit_valid: int = 0
@@ -76,6 +78,10 @@ class TrainConfig:
             raise ValueError("config 'distill': {} needs a teacher file (config 'teacher')".format(self.distill))
         if self.distill > 0 and self.mode == "multi_target":
             raise ValueError("config 'distill': the multi_target mode's targets are not distributions to mix")
+        if not 1.0 <= self.aug_scale <= 2.0:
+            raise ValueError("config 'aug_scale': {} is outside 1..2".format(self.aug_scale))
+        if not 0.0 <= self.aug_shift <= 0.5:
+            raise ValueError("config 'aug_shift': {} is outside 0..0.5".format(self.aug_shift))
         if self.lr <= 0:
             raise ValueError("config 'lr': must be positive, got {}".format(self.lr))
         return self

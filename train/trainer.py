@@ -26,7 +26,7 @@ from edge.labels import NUM_CLASSES
 from edge.preprocess import prepare_faces
 
 from . import distribute
-from .augment import augment_batch
+from .augment import MAX_SCALE, MAX_SHIFT, augment_batch
 from .config import RULE_MACRO_RECALL, RULE_MIN_RECALL, TrainConfig
 from .dataset import FerPlusData, read_source
 from .labels import EVAL_MODE, class_counts, training_target
@@ -52,10 +52,12 @@ class FerPlusSequence(keras.utils.PyDataset):
         meta: dict[str, Any],
         teacher: np.ndarray | None = None,
         distill: float = 0.0,
+        jitter: tuple[float, float] = (MAX_SCALE, MAX_SHIFT),
     ):
         super().__init__()
         self.faces, self.dists, self.mode = faces, dists, mode
         self.teacher, self.distill = teacher, distill
+        self.max_scale, self.max_shift = jitter
         self.size, self.batch_size, self.augment, self.meta = size, batch_size, augment, meta
         self.rng = np.random.default_rng(seed)
         self.on_epoch_end()
@@ -72,7 +74,9 @@ class FerPlusSequence(keras.utils.PyDataset):
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         if self.augment:
-            x = augment_batch(self.faces[idx], self.size, self.size, self.rng)[..., None]
+            x = augment_batch(
+                self.faces[idx], self.size, self.size, self.rng, max_scale=self.max_scale, max_shift=self.max_shift
+            )[..., None]
         else:
             x = prepare_faces(self.faces[idx], self.meta)
         return x, self.targets[idx]
@@ -264,6 +268,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         meta,
         teacher,
         config.distill,
+        (config.aug_scale, config.aug_shift),
     )
     monitor = SELECT_MONITORS[config.select]
     best_so_far = max(float(r.get(monitor) or 0) for r in rows) if rows else None
