@@ -309,7 +309,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
         args.model = resolve_model(
             args.model
-        )  # a shipped model's name (default = balanced, accurate, fast, deep-emotion) or a path
+        )  # a shipped model's name (default = balanced, accurate, fast, fast-accurate, deep-emotion) or a path
         return run_command(args)
     if args.target == "jetson":
         from fer_edge.bundles.jetson import build_bundle

@@ -320,7 +320,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--model",
-        help="a shipped model's name (default = balanced, accurate, fast, deep-emotion) for every target, or: jetson: the ONNX; "
+        help="a shipped model's name (default = balanced, accurate, fast, fast-accurate, deep-emotion) for every target, or: jetson: the ONNX; "
         "deeplens: the model .tar.gz; greengrass: the emotion model, ONNX (or OpenVINO "
         ".xml for --platform deeplens) [default]",
     )

@@ -12,7 +12,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     p.add_argument(
         "--model",
-        help="a shipped model's name (default = balanced, accurate, fast, deep-emotion) or a model file (default: the default model, balanced)",
+        help="a shipped model's name (default = balanced, accurate, fast, fast-accurate, deep-emotion) or a model file (default: the default model, balanced)",
     )
     p.add_argument("--runtime")
     p.add_argument(

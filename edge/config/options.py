@@ -52,7 +52,7 @@ OPTIONS = (
         str,
         "",
         "emotion model: an artifact (.onnx, .xml, .engine) or a shipped model's name (default = "
-        "balanced, accurate, fast, deep-emotion); empty: the default model (balanced)",
+        "balanced, accurate, fast, fast-accurate, deep-emotion); empty: the default model (balanced)",
     ),
     _opt("runtime", str, "", "inference runtime (onnxruntime, openvino, tensorrt); empty: best available"),
     _opt("detector", str, DEFAULT_DETECTOR, "face detector (blazeface-*: neural, on the model runtimes)", DETECTORS),
