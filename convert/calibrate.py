@@ -2,7 +2,7 @@
 
     python -m convert.calibrate [--data FERPLUS] [--model accurate --model balanced ...]
 
-For each model (a shipped name: ``balanced`` (the default), ``accurate``, ``fast``, ``fast-accurate``, ``deep-emotion``): the ONNX's own probabilities on
+For each model (a shipped name; all of ``edge.classifier.SHIPPED_NAMES`` by default): the ONNX's own probabilities on
 the majority-labelled Valid faces (through the backend, so a calibration already there is not
 applied twice), the temperature minimising their NLL (``train.calibration``), the ECE (15 bins)
 before and after, then the ``calibration`` section written into the ONNX's embedded metadata (only
@@ -22,17 +22,11 @@ import numpy as np
 
 from edge import metadata as md
 from edge.calibration import SECTION, apply_temperature
+from edge.classifier import NAMED_MODELS, SHIPPED_NAMES, named_model_path
 
 from .errors import ConversionError
 
 FIT_ON = "FER2013Valid"
-SHIPPED = (
-    "balanced",
-    "accurate",
-    "fast",
-    "fast-accurate",
-    "deep-emotion",
-)  # one name per shipped folder (`default` is `balanced`)
 
 
 def valid_set(data: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +119,6 @@ def write_onnx_calibration(onnx_path: str, calibration: dict[str, Any]) -> None:
 
 
 def calibrate_model(name: str, faces: np.ndarray, labels: np.ndarray, log: Callable[[str], None] = print) -> dict:
-    from edge.classifier import NAMED_MODELS, named_model_path
     from edge.shipped import MODELS_DIR
     from train import calibration as cal
 
@@ -174,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m convert.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="FER+ data (.tar.gz, folder or .npz; default: $FER_EDGE_DATA)")
-    parser.add_argument("--model", action="append", choices=SHIPPED, help="shipped model(s) (default: all)")
+    parser.add_argument("--model", action="append", choices=list(NAMED_MODELS), help="shipped model(s) (default: all)")
     args = parser.parse_args(argv)
     data = args.data or default_data_path()
     if not data:
@@ -182,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         faces, labels = valid_set(data)
-        for name in args.model or SHIPPED:
+        for name in args.model or SHIPPED_NAMES:
             calibrate_model(name, faces, labels)
     except (ConversionError, md.MetadataError, ValueError) as exc:
         print("calibrate: error: {}".format(exc), file=sys.stderr)

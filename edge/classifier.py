@@ -38,6 +38,8 @@ NAMED_MODELS = {
     # Deep-Emotion (issue 25): the attentional network of Minaee et al., a few hundred KB; not the default
     "deep-emotion": "deep-emotion-48",
 }
+# One name per shipped model (``balanced`` is the default's other name): what is measured and calibrated.
+SHIPPED_NAMES = tuple(name for name in NAMED_MODELS if name != "balanced")
 
 
 def named_model_path(name):

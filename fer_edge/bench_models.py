@@ -48,21 +48,22 @@ def _quality(predict, faces, labels):
 
 
 def run(
-    models: Sequence[str] = ("default", "accurate", "fast", "fast-accurate", "deep-emotion"),
+    models: Sequence[str] | None = None,
     data: str | None = None,
     rounds: int = 7,
     threads: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The report dict (rows per model and runtime, markdown)."""
+    """The report dict (rows per model and runtime, markdown); ``models``: names or paths (None: every
+    shipped model)."""
     from edge.backends.base import module_installed
-    from edge.classifier import load_classifier, resolve_model
+    from edge.classifier import SHIPPED_NAMES, load_classifier, resolve_model
     from fer_edge.bench import machine
 
     faces, labels = _faces(data)
     one, sixteen = faces[:1], faces[:16]
     entries = []
-    for name in models:
+    for name in models or SHIPPED_NAMES:
         path = resolve_model(name)
         for runtime in RUNTIMES:
             if not module_installed(runtime):

@@ -248,9 +248,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.section == "models":
         from . import bench_models
 
-        report = bench_models.run(
-            [m.strip() for m in args.models.split(",") if m.strip()], args.data, rounds=args.rounds
-        )
+        names = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+        report = bench_models.run(names or None, args.data, rounds=args.rounds)
         bench_models.write(report, args.json)
         print(report["markdown"])
         return 0

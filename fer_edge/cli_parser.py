@@ -290,8 +290,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--ray-python", dest="ray_python", help="serve --ray: a Python with ray[serve] (default: .venv-ray)")
     p.add_argument(
         "--models",
-        default="default,accurate,fast,fast-accurate,deep-emotion",
-        help="models: comma-separated model names or ONNX paths (default: %(default)s)",
+        help="models: comma-separated model names or ONNX paths (default: every shipped model)",
     )
     p.add_argument("--rounds", type=int, default=7, help="models: interleaved timing rounds (default %(default)s)")
     p.add_argument("--model", help="ONNX artifact (default: the shipped model)")

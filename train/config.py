@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+from .augment import MAX_SCALE, MAX_SHIFT
 from .labels import MODES
 
 # The architectures of train.models (named here so the CLI lists them without importing Keras).
@@ -40,8 +41,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     patience: int = 10  # early stopping on Valid accuracy; 0 disables it
     augment: bool = True
-    aug_scale: float = 1.05  # augmentation: largest scale (or its inverse) per axis; the paper's 1.05
-    aug_shift: float = 0.08  # augmentation: largest shift, a share of the side; the paper's 0.08
+    aug_scale: float = MAX_SCALE  # augmentation: largest scale (or its inverse) per axis (default: the paper's)
+    aug_shift: float = MAX_SHIFT  # augmentation: largest shift, a share of the side (default: the paper's)
     seed: int = 0
     limit_train: int = 0  # >0: only the first N training faces (smoke runs, tests)
     limit_valid: int = 0

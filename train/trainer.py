@@ -52,12 +52,13 @@ class FerPlusSequence(keras.utils.PyDataset):
         meta: dict[str, Any],
         teacher: np.ndarray | None = None,
         distill: float = 0.0,
-        jitter: tuple[float, float] = (MAX_SCALE, MAX_SHIFT),
+        max_scale: float = MAX_SCALE,
+        max_shift: float = MAX_SHIFT,
     ):
         super().__init__()
         self.faces, self.dists, self.mode = faces, dists, mode
         self.teacher, self.distill = teacher, distill
-        self.max_scale, self.max_shift = jitter
+        self.max_scale, self.max_shift = max_scale, max_shift
         self.size, self.batch_size, self.augment, self.meta = size, batch_size, augment, meta
         self.rng = np.random.default_rng(seed)
         self.on_epoch_end()
@@ -268,7 +269,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         meta,
         teacher,
         config.distill,
-        (config.aug_scale, config.aug_shift),
+        config.aug_scale,
+        config.aug_shift,
     )
     monitor = SELECT_MONITORS[config.select]
     best_so_far = max(float(r.get(monitor) or 0) for r in rows) if rows else None
