@@ -4,6 +4,7 @@ Host only: amqtt needs a current Python. Devices publish to a real broker (mosqu
 """
 
 import asyncio
+import random
 import socket
 import threading
 from typing import TYPE_CHECKING
@@ -12,10 +13,58 @@ if TYPE_CHECKING:
     from amqtt.broker import Broker
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+# Below Linux's ephemeral ports (32768-60999 unless configured) and above Ray's default worker
+# ports (10002-19999): nothing the OS hands out for port 0 lands here.
+QUIET_PORTS = (20000, 32768)
+
+
+def quiet_range(range_file: str = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """Ports [low, high) that the OS does not hand out as ephemeral ports, from ``QUIET_PORTS``.
+
+    A port picked by binding port 0 comes from the ephemeral range, where any process started
+    afterwards (Ray's GCS, raylet and agents, a client's outgoing connection) may take it before
+    the service told to listen there binds it: Ray Serve's proxy then fails with "Failed to bind".
+    """
+    low, high = QUIET_PORTS
+    try:
+        with open(range_file) as f:
+            first, last = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        return low, high
+    if first < high and last >= low:  # the ephemeral range overlaps: keep the part below it
+        high = max(low, first)
+    return low, high
+
+
+def free_port(host: str = "127.0.0.1", ports: tuple[int, int] | None = None, tries: int = 200) -> int:
+    """A TCP port on ``host`` free now, drawn from ``ports`` [low, high) (default: quiet_range()).
+
+    Falls back to the OS's pick (port 0) when that range is empty or ``tries`` draws find it full.
+    """
+    low, high = ports or quiet_range()
+    rng = random.SystemRandom()
+    for _ in range(tries if high > low else 0):
+        port = rng.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports (two free_port() calls may return the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 class EmbeddedBroker(object):

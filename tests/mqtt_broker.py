@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from fer_edge.broker import free_port as broker_free_port
+
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 HOST = "127.0.0.1"
 
@@ -55,10 +57,8 @@ def require_mosquitto():
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now, outside the ephemeral range (fer_edge.broker's)."""
+    return broker_free_port(HOST)
 
 
 def port_accepts(port, host=HOST, timeout=0.2):

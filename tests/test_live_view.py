@@ -767,10 +767,7 @@ def rss_kb(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", handle.read()).group(1))
 
 
-def test_run_view_page_in_headless_chromium(running_agent):
-    chromium = find_chromium()
-    alive(running_agent)
-    shot = str(running_agent["folder"] / "page.png")
+def chromium_screenshot(chromium, url, shot):
     profile = tempfile.mkdtemp(prefix="fer-edge-chromium-")
     try:
         proc = subprocess.run(
@@ -784,7 +781,7 @@ def test_run_view_page_in_headless_chromium(running_agent):
                 "--user-data-dir=" + profile,
                 "--window-size=1200,800",
                 "--screenshot=" + shot,
-                running_agent["url"],
+                url,
             ],
             capture_output=True,
             text=True,
@@ -794,17 +791,44 @@ def test_run_view_page_in_headless_chromium(running_agent):
         shutil.rmtree(profile, ignore_errors=True)
     assert proc.returncode == 0 and os.path.isfile(shot), proc.stderr[-2000:]
     page = cv2.imread(shot, cv2.IMREAD_COLOR)
-    assert page.shape[:2] == (800, 1200)
+    os.remove(shot)
+    return page
+
+
+def page_faults(page):
+    """What the screenshot of the live view page lacks (nothing: an empty list)."""
+    faults = []
+    if page.shape[:2] != (800, 1200):
+        return ["screenshot size {}".format(page.shape)]
     background = page[790, 1190].astype(int)  # the page's background colour (bottom right corner)
     stream = page[52 : 52 + 480, 12 : 12 + 640].astype(int)  # below the 40 px header, 12 px padding
-    assert np.abs(stream - background).max(axis=2).mean() > 30, "the stream's region looks like the page background"
-    assert stream.std() > 20, "the stream's region is blank"
+    if np.abs(stream - background).max(axis=2).mean() <= 30:
+        faults.append("the stream's region looks like the page background")
+    if stream.std() <= 20:
+        faults.append("the stream's region is blank")
     # and it is the video: the astronaut's orange suit (BGR about 40, 90, 220) fills the lower part
     suit = ((stream[..., 2] > 150) & (stream[..., 1] < 140) & (stream[..., 0] < 110)).mean()
-    assert suit > 0.05, suit
+    if suit <= 0.05:
+        faults.append("no astronaut's suit in the stream's region ({:.3f})".format(suit))
     # the state (faces, fps) was drawn as text beside the stream: darker pixels on the background
     side = page[52:400, 700:1190].astype(int)
-    assert (np.abs(side - background).max(axis=2) > 80).mean() > 0.01
+    if (np.abs(side - background).max(axis=2) > 80).mean() <= 0.01:
+        faults.append("no state drawn beside the stream")
+    return faults
+
+
+def test_run_view_page_in_headless_chromium(running_agent):
+    chromium = find_chromium()
+    alive(running_agent)
+    shot = str(running_agent["folder"] / "page.png")
+    # Chromium takes its screenshot once the page has loaded; the first stream frame and state poll
+    # may not have been drawn by then on a loaded machine: a later screenshot of the live page must show them
+    tries = []
+    for _ in range(3):
+        tries.append(page_faults(chromium_screenshot(chromium, running_agent["url"], shot)))
+        if not tries[-1]:
+            break
+    assert not tries[-1], tries
 
 
 def test_run_view_stops_cleanly_with_the_agent(running_agent):

@@ -24,7 +24,7 @@ pytest.importorskip(
     "ray.serve", reason="ray[serve] is not installed in this venv: `make ray-venv`, then `make test-ray`"
 )
 
-from fer_edge.broker import free_port  # noqa: E402
+from fer_edge.broker import free_ports  # noqa: E402
 from fer_edge.samples import astronaut_bgr  # noqa: E402
 from fer_edge.serve.auth import ServeConfigError  # noqa: E402
 from fer_edge.serve.ray_deployment import REPLICA_HEADER, check_flags, parse_flags  # noqa: E402
@@ -79,7 +79,7 @@ def stop(proc, log, timeout=60):
 def services():
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = dict(os.environ, PYTHONPATH=REPO, RAY_TMPDIR=ray_tmp, RAY_USAGE_STATS_ENABLED="0")
-    ray_port, plain_port = free_port(), free_port()
+    ray_port, plain_port = free_ports(2)
     ray_cmd = [sys.executable, "-m", "fer_edge.serve.ray_local", "--replicas", "2", "--port", str(ray_port)]
     plain_cmd = [sys.executable, "-m", "fer_edge", "serve", "--port", str(plain_port), "--log-level", "WARNING"]
     ray_service = start(ray_cmd, ray_port, env)
