@@ -86,11 +86,12 @@ $(OLD_VENVS)/%/.installed: tests/device_envs/%.txt tests/device_envs/build_venv.
 $(OLD_VENVS)/py37-mo2021/.installed: tests/device_envs/py37-mo2021-nodeps.txt
 
 # The house's gates: ruff (pycodestyle, pyflakes, bugbear, import order; pyproject.toml [tool.ruff]),
-# ruff's formatter, and mypy on the host packages (public functions annotated: tests/test_annotations.py).
+# ruff's formatter, and mypy on the host packages (public functions annotated: tests/test_annotations.py) and on
+# the device packages (every body checked; their shared attributes declared on the classes).
 lint: venv
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/ruff format --check --quiet .
-	$(VENV)/bin/mypy --no-error-summary train convert fer_edge
+	$(VENV)/bin/mypy --no-error-summary train convert fer_edge edge jetson deeplens
 
 # The documentation site (mkdocs.yml, docs/): every link and page checked; the site goes to build/site.
 docs: venv

@@ -34,11 +34,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m deeplens", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="agent config file (JSON, or INI with an [agent] section)")
     for option in BY_NAME.values():
-        kind = option.type if option.type is not str else None
         parser.add_argument(
             "--" + option.name.replace("_", "-"),
             dest=option.name,
-            type=kind,
+            type=option.type,
             default=None,
             help="{} (default: {!r})".format(option.help, option.default),
         )

@@ -50,6 +50,7 @@ import glob
 import logging
 import os
 import tarfile
+from typing import Any, Dict
 
 import numpy as np
 
@@ -114,11 +115,19 @@ def _tar_members(tar_path):
     return pbs[0], meta
 
 
+def _read_member(tar, name, tar_path):
+    """The bytes of the file ``name`` in the open tarball ``tar``."""
+    handle = tar.extractfile(name)
+    if handle is None:  # _tar_members lists regular files only
+        raise BackendError("{}: {} is not a regular file in the tarball".format(tar_path, name))
+    return handle.read()
+
+
 def tar_metadata(tar_path):
     """The metadata packed in a ``fer-edge convert deeplens`` tarball."""
     _, meta_name = _tar_members(tar_path)
     with tarfile.open(tar_path, "r:gz") as tar:
-        text = tar.extractfile(meta_name).read().decode("utf-8")
+        text = _read_member(tar, meta_name, tar_path).decode("utf-8")
     return md.loads(text, "{}:{}".format(tar_path, meta_name))
 
 
@@ -139,7 +148,7 @@ def extract_artifact(tar_path, folder=None):
         os.makedirs(folder)
     with tarfile.open(tar_path, "r:gz") as tar:
         for member in (pb_name, meta_name):
-            write_atomic(os.path.join(folder, os.path.basename(member)), tar.extractfile(member).read())
+            write_atomic(os.path.join(folder, os.path.basename(member)), _read_member(tar, member, tar_path))
     log.info("%s: extracted %s into %s", tar_path, os.path.basename(pb_name), folder)
     return pb_path
 
@@ -208,7 +217,7 @@ def mo_options(meta, gpu=True, aux=None):
     ``--img-channels`` for a model of other than 3 channels and ``--precision FP32`` on the CPU."""
     if aux is not None:
         return dict(aux)
-    options = {}
+    options: Dict[str, Any] = {}
     channels = int(meta["input"]["channels"])
     if channels != DEVICE_CHANNELS:
         options["--img-channels"] = channels

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from typing import IO, Any
 
 BLOCK = 1 << 20
 
@@ -31,7 +32,8 @@ def atomic_file(path, binary=False, mode=None):
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(tmp, flags, 0o666 if mode is None else mode)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+        handle: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with handle:
             yield handle
         os.replace(tmp, path)
     except BaseException:

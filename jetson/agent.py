@@ -244,11 +244,10 @@ def build_parser():
     parser.add_argument("--timeout", type=float, default=10.0, help="with --check-camera: seconds to wait")
     group = parser.add_argument_group("agent settings (override the config file)")
     for option in BY_NAME.values():
-        kind = option.type if option.type is not str else None
         group.add_argument(
             "--" + option.name.replace("_", "-"),
             dest=option.name,
-            type=kind,
+            type=option.type,
             default=None,
             help="{} (default: {!r})".format(option.help, option.default),
         )

@@ -6,6 +6,8 @@ A model TensorRT 8.2 cannot parse (e.g. an opset-16 export with ``GridSample``) 
 message naming the file, the operators and their nodes, and the opset, instead of a parser log.
 """
 
+from typing import Dict, List
+
 from edge.onnx_meta import GRAPH_FIELD, OnnxMetadataError, proto_fields
 from jetson import trt_ops
 
@@ -60,14 +62,14 @@ def read_operators(path):
     try:
         for field, wire, value in proto_fields(data, 0, len(data)):
             if field == OPSET_IMPORT_FIELD and wire == 2:
-                entry = {1: "", 2: 0}
+                domain, version = "", 0  # OperatorSetIdProto: domain (1), version (2)
                 for sub, sub_wire, sub_value in proto_fields(data, value[0], value[1]):
                     if sub == 1 and sub_wire == 2:
-                        entry[1] = _text(data, sub_value)
+                        domain = _text(data, sub_value)
                     elif sub == 2 and sub_wire == 0:
-                        entry[2] = sub_value
-                if entry[1] in DEFAULT_DOMAINS:
-                    opset = max(opset, entry[2])
+                        version = int(sub_value)
+                if domain in DEFAULT_DOMAINS:
+                    opset = max(opset, version)
             elif field == GRAPH_FIELD and wire == 2:
                 nodes.extend(_graph_nodes(data, value[0], value[1]))
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
@@ -83,7 +85,7 @@ def tensorrt_problems(path):
         problems.append(
             "opset {} (TensorRT {} parses up to {})".format(opset, trt_ops.TENSORRT_VERSION, trt_ops.MAX_OPSET)
         )
-    by_op = {}
+    by_op: Dict[str, List[str]] = {}
     for op, node in trt_ops.unsupported_nodes(nodes):
         by_op.setdefault(op, []).append(node or "(unnamed)")
     for op in sorted(by_op):

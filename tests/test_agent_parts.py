@@ -95,6 +95,9 @@ def test_live_source_drops_stale_frames_and_reconnects():
         def isOpened(self):
             return True
 
+        def get(self, prop):
+            return 0.0  # a camera that states no frame rate
+
         def read(self):
             self.n += 1
             time.sleep(0.002)

@@ -28,6 +28,7 @@ failed, AgentError. Python 3.6 compatible (device code).
 import logging
 import threading
 import time
+from typing import Any, Dict
 
 from edge.agent.loop import AgentError, CameraLoop
 from edge.detect.base import DetectorConfigError
@@ -202,7 +203,7 @@ def _summary(done, failed, counts):
             "errors": 0,
             "corrupt_frames": 0,
         }
-    summary = dict((key, sum(int(e.get(key, 0)) for e in per_camera.values())) for key in TOTALS)
+    summary: Dict[str, Any] = dict((key, sum(int(e.get(key, 0)) for e in per_camera.values())) for key in TOTALS)
     summary.update(counts)
     summary["cameras"] = per_camera
     if per_camera and all(e["state"] == "failed" for e in per_camera.values()):

@@ -25,6 +25,7 @@ import re
 import stat
 import threading
 import time
+from typing import Optional
 
 import cv2
 
@@ -66,9 +67,9 @@ class FrameSource(object):
     file source stopped before its announced end, else None)."""
 
     live = False
-    fps = None  # the source's frame rate when it says (video files, cameras), else None
+    fps: Optional[float] = None  # the source's frame rate when it says (video files, cameras), else None
     reconnects = 0
-    ended_early = None  # why a file source ended before its announced end (text), else None
+    ended_early: Optional[str] = None  # why a file source ended before its announced end (text), else None
 
     def __init__(self, uri):
         self.uri = uri
@@ -150,12 +151,12 @@ class VideoFileSource(FrameSource):
             log.warning("%s: the video states no frame rate; realtime ignored, frames as fast as they are read", uri)
         self.realtime = bool(realtime and self.fps)
         self.clock, self.sleep = clock, sleep
-        self.started = None
+        self.started: Optional[float] = None
 
     def _pace(self):
         if self.started is None:
             self.started = self.clock()
-        wait = self.started + self.index / self.fps - self.clock()
+        wait = self.started + self.index / (self.fps or 1.0) - self.clock()  # realtime: fps is known
         if wait > 0:
             self.sleep(wait)
 
@@ -194,7 +195,10 @@ class VideoFileSource(FrameSource):
 
 
 class LiveSource(FrameSource):
-    """A camera or stream read by a thread that keeps only the newest frame; reconnects."""
+    """A camera or stream read by a thread that keeps only the newest frame; reconnects.
+
+    ``opener()`` returns a capture with cv2.VideoCapture's ``isOpened()``, ``read()``, ``get(prop)``
+    and ``release()`` (None when it cannot open)."""
 
     live = True
 
@@ -208,7 +212,7 @@ class LiveSource(FrameSource):
         self.condition = threading.Condition()
         self.stopping = threading.Event()
         capture = opener()
-        if capture is not None and capture.isOpened() and hasattr(capture, "get"):
+        if capture is not None and capture.isOpened():
             fps = float(capture.get(cv2.CAP_PROP_FPS) or 0)
             self.fps = fps if 0 < fps < 1000 else None
         if capture is None or not capture.isOpened():

@@ -14,6 +14,7 @@ import difflib
 import json
 import os
 import socket
+from typing import Set
 
 from edge.config.cameras import check_cameras
 from edge.config.checks import VIEW_FILES, check_broker, check_ha_prefix, check_view_tls, refuse_url_password  # noqa: F401
@@ -76,7 +77,7 @@ def load_config(path=None, env=None, overrides=None):
     ``config["cameras"]``: the checked camera entries of a multi-camera file (``[]``: one camera,
     the top-level ``source`` and ``device_id``); ``edge.config.cameras.camera_configs`` merges them."""
     config = dict((o.name, o.default) for o in OPTIONS)
-    explicit = set()
+    explicit: Set[str] = set()
     cameras, cameras_where = None, None
     if path:
         values = dict(read_file(path))

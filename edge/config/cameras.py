@@ -8,6 +8,7 @@ device id, one client id, one live-view address or one annotated output are refu
 
 import json
 import os
+from typing import Any, Dict
 
 from edge.config.checks import check_broker, check_ha_prefix
 from edge.config.options import BY_NAME, CAMERAS_KEY, ConfigError, apply_values
@@ -79,7 +80,7 @@ def check_cameras(cameras, where, config, explicit=()):
         missing = [k for k in CAMERA_REQUIRED if not camera.get(k)]
         if missing:
             raise ConfigError("{}: key '{}' is required".format(here, missing[0]))
-        entry = {}
+        entry: Dict[str, Any] = {}
         apply_values(entry, camera, here)
         try:
             check_device_id(entry["device_id"])
@@ -116,7 +117,7 @@ def _refuse_shared(cameras, where, config):
         "annotate": "two cameras would write one file",
     }
     for key in ("device_id", "client_id", "view", "annotate"):
-        seen = {}
+        seen: Dict[Any, int] = {}
         for i, camera in enumerate(cameras):
             value = camera.get(key, config.get(key))
             origin = "" if key in camera else " (the top-level '{}')".format(key)

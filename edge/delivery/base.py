@@ -15,7 +15,7 @@ Three kinds of message:
 
 import abc
 
-from edge.delivery.url import DEFAULT_PREFIX, check_device_id, check_prefix, topics
+from edge.delivery.url import DEFAULT_PREFIX, Topics, check_device_id, check_prefix, topics
 from edge.events.payloads import status_payload, to_json
 
 TRACKS_KIND = "tracks"
@@ -47,8 +47,8 @@ class Publisher(abc.ABC):
     implements the abstract methods; the others have defaults for a publisher without a queue.
     """
 
-    device_id = None
-    topics = None
+    device_id: str
+    topics: Topics
 
     @abc.abstractmethod
     def start(self):
@@ -237,10 +237,7 @@ class PublisherWrapper(Publisher):
     def __init__(self, inner):
         self.inner = inner
         self.device_id = inner.device_id
-
-    @property
-    def topics(self):
-        return self.inner.topics
+        self.topics = inner.topics
 
     def start(self):
         self.inner.start()

@@ -179,7 +179,7 @@ class MqttPublisher(NetworkLoop, Publisher):
         self._started = False
         self._closing = False
         self._closed = False
-        self._deadline = None
+        self._deadline = 0.0  # when close() must be done (set by close())
         self._offline_sent = False
 
     def __repr__(self):

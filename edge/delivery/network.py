@@ -8,12 +8,18 @@ signatures). The other half (construction, ``start``/``close``, the ``publish_*`
 makes, counters) is in :mod:`edge.delivery.mqtt`; both share the publisher's attributes.
 """
 
+import collections
 import logging
+import random
+import threading
 import time
+from typing import Any, Dict, List, Optional, Set, Tuple
 
-from edge.delivery.client import backoff_delay, disconnect_rc, rc_text, rc_value, reason_failed
-from edge.delivery.retained import keep_unsent
+from edge.delivery.client import TakeoverWatch, backoff_delay, disconnect_rc, rc_text, rc_value, reason_failed
+from edge.delivery.outbox import Outbox
+from edge.delivery.retained import LatestValues, keep_unsent
 from edge.delivery.tls import describe_connect_problem
+from edge.delivery.url import MqttUrl, Topics
 from edge.events.payloads import status_payload, to_json
 
 log = logging.getLogger(__name__)
@@ -25,7 +31,51 @@ _monotonic = time.monotonic
 
 
 class NetworkLoop(object):
-    """The network-thread methods of the MQTT publisher (a mixin; see the module doc)."""
+    """The network-thread methods of the MQTT publisher (a mixin; see the module doc).
+
+    The attributes below are the publisher's (set in ``MqttPublisher.__init__`` and ``start``),
+    declared here for the methods of this half.
+    """
+
+    url: MqttUrl
+    device_id: str
+    topics: Topics
+    protocol: str
+    ack_timeout: float
+    reconnect_delay: Tuple[float, float]
+    max_inflight: int
+    last_error: Optional[str]
+    _ca_certs: Optional[str]
+    _certfile: Optional[str]
+    _outbox: Outbox
+    _latest: LatestValues
+    _takeover: TakeoverWatch
+    _rng: random.Random
+    _client: Any  # paho.mqtt.client.Client, once started
+    _mqtt: Any  # the paho.mqtt.client module, once started
+    _lock: threading.Condition
+    _wake: threading.Event
+    _connected_event: threading.Event
+    _session_up: bool
+    _announce: bool
+    _self_disconnect: bool
+    _disconnect_reason: Any
+    _inflight: "collections.OrderedDict[int, int]"
+    _progress_at: Optional[float]
+    _status_mids: Dict[int, str]
+    _offline_mid: Optional[int]
+    _stale_status: Optional[bytes]
+    _unsent_restored: bool
+    _early_acks: Set[int]
+    _early_refusals: Set[int]
+    _acked: List[int]
+    _counts: Dict[str, int]
+    _paho_error: Optional[str]
+    _refusal: Optional[str]
+    _warned_unreachable: bool
+    _closing: bool
+    _deadline: float  # set by close(), before _closing
+    _offline_sent: bool
 
     # -- the loop --
 

@@ -11,6 +11,7 @@ every acknowledgement, and disconnects.
 import os
 import threading
 import time
+from typing import Any, List, Set
 
 from edge.delivery.client import create_client, rc_text, rc_value
 from edge.delivery.url import parse_url
@@ -31,16 +32,17 @@ def publish_retained_once(url, messages, client_id=None, timeout=10.0, **client_
     url = parse_url(url)
     client = create_client(url, client_id or "fer-edge-admin-" + os.urandom(6).hex(), **client_options)
     done = threading.Condition()
-    state = {"connack": None, "acked": set()}
+    connacks: List[Any] = []  # the CONNACK's return code (paho 1.x int, 2.x ReasonCode)
+    acked: Set[int] = set()
 
     def on_connect(client, userdata, flags, rc, *args):
         with done:
-            state["connack"] = rc
+            connacks.append(rc)
             done.notify_all()
 
     def on_publish(client, userdata, mid, *args):
         with done:
-            state["acked"].add(mid)
+            acked.add(mid)
             done.notify_all()
 
     client.on_connect = on_connect
@@ -53,8 +55,8 @@ def publish_retained_once(url, messages, client_id=None, timeout=10.0, **client_
     client.loop_start()
     try:
         with done:
-            done.wait_for(lambda: state["connack"] is not None, max(0.0, deadline - time.monotonic()))
-            connack = state["connack"]
+            done.wait_for(lambda: bool(connacks), max(0.0, deadline - time.monotonic()))
+            connack = connacks[-1] if connacks else None
         if connack is None:
             raise ConnectionError(
                 "the broker {} did not accept the connection within {} s".format(url.redacted(), timeout)
@@ -63,11 +65,11 @@ def publish_retained_once(url, messages, client_id=None, timeout=10.0, **client_
             raise ConnectionError("refused by the broker {}: {}".format(url.redacted(), rc_text(connack, connack=True)))
         mids = set(client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in messages)
         with done:
-            acked = done.wait_for(lambda: mids <= state["acked"], max(0.0, deadline - time.monotonic()))
-        if not acked:
+            all_acked = done.wait_for(lambda: mids <= acked, max(0.0, deadline - time.monotonic()))
+        if not all_acked:
             raise ConnectionError(
                 "the broker {} acknowledged {} of {} messages within {} s".format(
-                    url.redacted(), len(mids & state["acked"]), len(mids), timeout
+                    url.redacted(), len(mids & acked), len(mids), timeout
                 )
             )
     finally:

@@ -18,12 +18,14 @@ same device id and data directory cannot use the file (it is locked): that agent
 import logging
 import os
 import sqlite3
+from typing import Any, Callable, Dict, List, Optional, Union
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not a Linux/macOS device
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
+from edge.delivery.room import DiskRoom
 from edge.delivery.store import (
     FORMAT_VERSION,
     UNSENT_RETAINED,
@@ -42,7 +44,25 @@ log = logging.getLogger(__name__)
 
 
 class QueueRecovery(object):
-    """The opening and failure methods of the outbox (a mixin; see the module doc)."""
+    """The opening and failure methods of the outbox (a mixin; see the module doc).
+
+    The attributes below are the outbox's (set in ``Outbox.__init__``), declared here for the
+    methods of this half.
+    """
+
+    path: Optional[str]
+    retry_interval: float
+    dropped: int
+    sent_upto: int
+    problems: List[str]
+    stream: Optional[str]
+    event_seq: int
+    store: Union[MemoryStore, SqliteStore]
+    _max_pages: Optional[int]
+    _clock: Callable[[], float]
+    _room: Optional[DiskRoom]
+    _lock_handle: Any
+    _fallback_at: Optional[float]
 
     def _problem(self, text):
         self.problems.append(text)
@@ -54,7 +74,7 @@ class QueueRecovery(object):
         try:
             # exist_ok: two agents starting together both see no folder and both create it
             os.makedirs(os.path.dirname(self.path), 0o700, exist_ok=True)
-            self._lock_file()
+            self._lock_file(self.path)
         except (OSError, IOError) as exc:
             self._problem("cannot use {} ({}); queuing in memory (not kept across restarts)".format(self.path, exc))
             self._fallback_at = self._clock()
@@ -68,10 +88,10 @@ class QueueRecovery(object):
             self._fallback_at = self._clock()
             return MemoryStore()
 
-    def _lock_file(self):
+    def _lock_file(self, path):
         if fcntl is None:
             return
-        handle = open(self.path + ".lock", "a")
+        handle = open(path + ".lock", "a")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (OSError, IOError):
@@ -88,7 +108,7 @@ class QueueRecovery(object):
         if meta.get("stream") and not self.stream:
             self.stream = meta["stream"]
         self.event_seq = max(self.event_seq, highest_event_seq(rows, meta))
-        salvaged_meta = {
+        salvaged_meta: Dict[str, Any] = {
             "stream": self.stream or meta.get("stream") or new_stream_id(),
             "event_seq": self.event_seq,
             "format": FORMAT_VERSION,
@@ -196,7 +216,7 @@ class QueueRecovery(object):
             return
         rows = self.store.all_rows()
         try:
-            end = self._room.fill(store, rows)
+            end = self._disk_room().fill(store, rows)
         except sqlite3.Error as exc:
             store.close()
             _remove_files(self.path)
@@ -209,7 +229,7 @@ class QueueRecovery(object):
             return
         if end:
             self.dropped += end
-            self._room.count(end)
+            self._disk_room().count(end)
             self._problem(
                 "back on disk in {} with the newest {} message(s) that fit; the {} oldest dropped for lack "
                 "of disk space".format(self.path, store.count, end)
@@ -219,6 +239,12 @@ class QueueRecovery(object):
         self.store = store
         self._fallback_at = None
 
+    def _disk_room(self):
+        """The disk's room keeper: only a queue with a file (``path``) has one."""
+        if self._room is None:
+            raise RuntimeError("outbox: an in-memory queue has no disk room")  # a bug: callers check the store
+        return self._room
+
     def _insert(self, row, meta):
         """Insert one row; into a file, within the space its disk has (:mod:`edge.delivery.room`
         drops the oldest rows when it needs room). SQLite errors other than a full disk are raised."""
@@ -227,13 +253,13 @@ class QueueRecovery(object):
             store.insert(row, meta)
             return
         oldest = lambda limit: store.sizes_after(self.sent_upto, limit)  # noqa: E731
-        self.dropped += self._room.before_insert(store, len(row.payload), oldest)
+        self.dropped += self._disk_room().before_insert(store, len(row.payload), oldest)
         try:
             store.insert(row, meta)
         except sqlite3.Error as exc:
             if not is_full(exc):
                 raise
-            self.dropped += self._room.after_full(store, exc, len(row.payload), oldest)
+            self.dropped += self._disk_room().after_full(store, exc, len(row.payload), oldest)
             store.insert(row, meta)  # a second failure moves the queue to memory (_failed)
 
     def _guard(self, action):

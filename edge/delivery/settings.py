@@ -15,7 +15,7 @@ from edge.delivery.client import DEFAULT_KEEPALIVE, DEFAULT_RECONNECT_DELAY
 
 DEFAULT_ACK_TIMEOUT = 10.0  # s without any acknowledgement while messages are in flight: the link is dead
 
-_Fields = collections.namedtuple(
+_Fields = collections.namedtuple(  # type: ignore[name-match]  # named for the repr
     "BrokerSettings",
     "url client_id username password ca_certs certfile keyfile alpn "
     "tls_insecure keepalive protocol qos reconnect_delay ack_timeout",

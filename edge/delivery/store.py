@@ -16,6 +16,7 @@ import re
 import sqlite3
 import stat
 import time
+from typing import Any, Dict, List
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,9 @@ def salvage(path):
     damage is cornered to single numbers, so one bad page costs only the rows stored on it.
     Never raises: an unreadable file gives ``([], {}, [])``.
     """
-    rows, meta, lost = [], {}, []
+    rows: List[Row] = []
+    meta: Dict[str, Any] = {}
+    lost: List[int] = []  # sequence numbers on damaged pages
     try:
         db = sqlite3.connect("file:{}?mode=ro".format(path), uri=True, timeout=2.0)
     except sqlite3.Error:

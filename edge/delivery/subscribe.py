@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from typing import Deque
 
 from edge.delivery.client import (
     DEFAULT_KEEPALIVE,
@@ -269,7 +270,7 @@ def queue_subscription(url, device_id="+", prefix=DEFAULT_PREFIX, kinds=TOPIC_KI
     """A started subscription feeding a queue: ``(sub, next_message(deadline, poll=0.5))``.
 
     ``options``: keyword arguments of :func:`subscribe`. Stop ``sub`` when done."""
-    received = collections.deque()
+    received: Deque[Message] = collections.deque()
     arrived = threading.Condition()
 
     def on_message(message):

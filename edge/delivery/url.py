@@ -33,7 +33,8 @@ MAX_DEVICE_ID_LENGTH = 128
 
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
-_UrlFields = collections.namedtuple("MqttUrl", "scheme host port username password tls")
+# named MqttUrl for the repr
+_UrlFields = collections.namedtuple("MqttUrl", "scheme host port username password tls")  # type: ignore[name-match]
 
 
 class MqttUrl(_UrlFields):

@@ -7,6 +7,11 @@ by name. Python 3.6 compatible (device code).
 """
 
 import abc
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # types only: the detectors import these modules themselves
+    from edge.detect.crops import CropMapping
+    from edge.detect.framing import KeypointFraming
 
 DEFAULT_MIN_FACE = 24
 
@@ -42,15 +47,15 @@ class FaceDetector(abc.ABC):
     ``edge.detect.scheduled.ScheduledDetector`` uses to follow faces in video.
     """
 
-    name = None
-    runtime = None
-    min_size = DEFAULT_MIN_FACE
-    mapping = None
-    framing = None
-    keypoint_framing = None
-    min_roll = 0.0
-    tiles = None
-    size = None
+    name: str = "detector"
+    runtime: str = "unknown"
+    min_size: int = DEFAULT_MIN_FACE
+    mapping: "Optional[CropMapping]" = None
+    framing: "Optional[KeypointFraming]" = None
+    keypoint_framing: "Optional[KeypointFraming]" = None
+    min_roll: float = 0.0
+    tiles: Any = None  # (cols, rows), "auto" or None
+    size: Optional[int] = None
 
     @abc.abstractmethod
     def detect(self, image):

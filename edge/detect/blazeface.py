@@ -15,6 +15,7 @@ rotation instead (``edge.detect.scheduled``), through :meth:`NeuralFaceDetector.
 """
 
 import copy
+from typing import Any, Dict
 
 import cv2
 import numpy as np
@@ -27,7 +28,7 @@ from edge.detect.framing import BLAZEFACE_KEYPOINTS, KeypointFraming
 from edge.detect.schedule import merge
 from edge.detect.tiling import AUTO, FACE_INPUT_PX, auto_tiles, check_tiles, parse_tiles, tile_regions
 
-DEFAULTS = {"score_threshold": 0.5, "nms_iou": 0.3, "tiles": AUTO, "tile_overlap": 0.25, "align": True}
+DEFAULTS: Dict[str, Any] = {"score_threshold": 0.5, "nms_iou": 0.3, "tiles": AUTO, "tile_overlap": 0.25, "align": True}
 MAX_BATCH = 9  # inputs per backend call (the Jetson's detector engine: the whole frame + 4x2 tiles)
 __all__ = ["MAX_BATCH", "NeuralFaceDetector", "letterbox", "parse_tiles", "tile_regions"]
 
@@ -53,6 +54,9 @@ class NeuralFaceDetector(FaceDetector):
     (``edge.backends``: ONNX Runtime, OpenVINO, or the Jetson's TensorRT engine); ``runtime`` is
     the backend's."""
 
+    size: int
+    mapping: CropMapping
+
     def __init__(
         self,
         backend,
@@ -65,6 +69,7 @@ class NeuralFaceDetector(FaceDetector):
         max_faces=50,
     ):
         self.backend = backend
+        self.runtime = backend.name
         meta = backend.meta
         md.check_kind(meta, md.FACE_DETECTOR, str(backend.path))
         det = meta["detector"]
@@ -130,10 +135,6 @@ class NeuralFaceDetector(FaceDetector):
             )
         if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(scores))):
             raise ModelFileError("{}: the detector's outputs are not finite (corrupt weights?)".format(where))
-
-    @property
-    def runtime(self):
-        return self.backend.name
 
     def with_tiles(self, tiles):
         """This detector with ``tiles`` ((cols, rows) or ``auto``): itself when it has them, else a copy on

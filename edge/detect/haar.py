@@ -66,6 +66,7 @@ class HaarDetector(FaceDetector):
 
     name = "haar"
     runtime = "opencv"
+    mapping: CropMapping
 
     def __init__(
         self,
@@ -103,5 +104,5 @@ class HaarDetector(FaceDetector):
         for box in found if len(found) else []:
             box = clip_xywh([v / factor for v in box], w, h)
             if box[2] >= self.min_size and box[3] >= self.min_size:
-                out.append(Detection(box, 1.0, self.mapping.region(box)))
+                out.append(Detection(box, 1.0, self.mapping.region(box), None))
         return out

@@ -8,6 +8,8 @@ new far face is found within one rotation: as many frames as tiles). The schedul
 and starts over when the frame size changes (a camera switching mode). Python 3.6 compatible.
 """
 
+from typing import Tuple
+
 from edge.detect.tiling import FACE_INPUT_PX, auto_tiles, tile_regions
 
 ROI_SCALE = 2.5  # a followed face's region: this many times its box side, centred on it
@@ -29,7 +31,7 @@ class DetectionSchedule(object):
         self.input_size = int(input_size)
         self.min_face = int(min_face)
         self.overlap = float(overlap)
-        self.size = None
+        self.size: Tuple[int, int] = (0, 0)  # (0, 0) until the first frame
         self.tiles = []
         self.next_tile = 0
         self.followed = []  # [[box (x, y, w, h), frames since found]]

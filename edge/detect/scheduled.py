@@ -24,14 +24,10 @@ class ScheduledDetector(FaceDetector):
                 "detector_tiles: the {} detector does not cut frames into regions".format(detector.name)
             )
         self.detector = detector
-        self.name, self.mapping = detector.name, detector.mapping
+        self.name, self.mapping, self.runtime = detector.name, detector.mapping, detector.runtime
         self.min_size, self.size = detector.min_size, detector.size
         self.tiles = AUTO
         self.schedule = DetectionSchedule(detector.size, detector.min_size)
-
-    @property
-    def runtime(self):
-        return self.detector.runtime
 
     def detect(self, image):
         image = np.asarray(image)

@@ -31,15 +31,15 @@ class YuNetDetector(FaceDetector):
             )
         self.detector = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold, nms_threshold, top_k)
         self.min_size = int(min_size)
-        self.size = None
+        self._frame_size = (0, 0)  # the frame size the detector's input is set to
 
     def detect(self, image):
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         h, w = image.shape[:2]
-        if self.size != (w, h):
+        if self._frame_size != (w, h):
             self.detector.setInputSize((w, h))
-            self.size = (w, h)
+            self._frame_size = (w, h)
         _, faces = self.detector.detect(image)
         out = []
         for row in faces if faces is not None else np.zeros((0, 15)):

@@ -305,7 +305,8 @@ class PayloadChecker(object):
         if not isinstance(data, dict):
             return "not a JSON object"
         expected = KIND_SCHEMAS.get(kind)
-        name = SCHEMA_IDS.get(data.get("schema")) if isinstance(data.get("schema"), str) else None
+        schema = data.get("schema")
+        name = SCHEMA_IDS.get(schema) if isinstance(schema, str) else None
         if name is None:
             if "schema" not in data:
                 return "no schema field"

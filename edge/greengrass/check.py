@@ -19,6 +19,7 @@ that a Python that is too old is told so instead of failing on syntax.
 """
 
 import sys
+from typing import List
 
 COMMON = (
     ("numpy", "numpy (pip install numpy; JetPack ships python3-numpy)"),
@@ -42,7 +43,9 @@ def installed(name):
 def check(target, version=None, found=installed):
     """(problems, warnings, notes): lists of text lines about running ``target`` here."""
     version = tuple(version or sys.version_info[:3])
-    problems, warnings, notes = [], [], []
+    problems: List[str] = []
+    warnings: List[str] = []
+    notes: List[str] = []
     if version[:2] < MIN_PYTHON:
         problems.append(
             "Python {} is too old: fer-edge's device code needs {}.{} or newer; install a newer "

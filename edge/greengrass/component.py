@@ -48,6 +48,7 @@ import json
 import os
 import re
 import sys
+from typing import Any, Dict
 
 from edge.config.agent import load_config
 from edge.config.options import BY_NAME, ConfigError, apply_values
@@ -92,7 +93,7 @@ def check_agent_settings(values, where=None):
                 "{}: unknown key '{}'{} (the keys are those of the agent config: `fer-edge run "
                 "--help`, docs/greengrass.md)".format(where, key, _closest(key, BY_NAME))
             )
-    out = {}
+    out: Dict[str, Any] = {}
     apply_values(out, values, where)
     return out
 

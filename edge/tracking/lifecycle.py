@@ -30,6 +30,7 @@ import binascii
 import collections
 import os
 import time
+from typing import Any, Deque, Dict
 
 from edge.events.payloads import face_entry, format_timestamp, state_payload, track_message
 
@@ -115,8 +116,8 @@ class TrackLifecycle(object):
         self.run_id = run_id or new_run_id()
         self.records = collections.OrderedDict()  # track_id -> _Record, live tracks only
         self.counts = {"new": 0, "update": 0, "end": 0, "state": 0}
-        self._frame = None
-        self._times = collections.deque()
+        self._frame: Any = None  # the agent's Frame being handled (None before the first)
+        self._times: Deque[float] = collections.deque()
         self._state_key = None
         self._state_sent_at = None
         self._fps = None  # (value, when) of the state's fps: None until measured
@@ -239,7 +240,7 @@ class TrackLifecycle(object):
 
     def in_view(self):
         """The stable emotions of the faces in view now (see the module doc): ``{label: count}``."""
-        counts = {}
+        counts: Dict[str, int] = {}
         for record in self._in_view_records():
             label = self.labels[self._label(record.track)]
             counts[label] = counts.get(label, 0) + 1

@@ -10,6 +10,7 @@ written as ``.webm``, or as MJPG ``.avi`` when neither exists, and the log says 
 
 import logging
 import os
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -91,10 +92,11 @@ CODECS = {
 def open_video_writer(path, fps, size):
     """(cv2.VideoWriter, path written, fourcc): the first codec this OpenCV build can write."""
     stem, ext = os.path.splitext(path)
-    tried = []
+    tried: List[str] = []
     for fourcc, out_ext in CODECS.get(ext.lower(), (("MJPG", ".avi"),)):
         target = stem + out_ext
-        writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
+        # cv2.VideoWriter_fourcc: in every OpenCV 4 (4.1 included), missing from opencv-python's type stubs
+        writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*fourcc), float(fps), size)  # type: ignore[attr-defined]
         if writer.isOpened():
             if target != path:
                 log.warning(
@@ -160,7 +162,7 @@ class AnnotatedWriter(FrameSink):
         self.fps = float(fps) if fps else DEFAULT_FPS
         self.writer = None
         self.fourcc = None
-        self.size = None  # (width, height) of the video
+        self.size: Optional[Tuple[int, int]] = None  # (width, height) of the video
         self.is_video = path.lower().endswith(tuple(CODECS))
         if not self.is_video:
             os.makedirs(path, exist_ok=True)
@@ -185,7 +187,7 @@ class AnnotatedWriter(FrameSink):
 
     def _write_video(self, index, image):
         h, w = image.shape[:2]
-        if self.writer is None:
+        if self.writer is None or self.size is None:
             self.size = (w, h)
             self.writer, self.path, self.fourcc = open_video_writer(self.requested, self.fps, self.size)
             log.info("annotated video %s: %s at %.2f fps, %dx%d", self.path, self.fourcc, self.fps, w, h)

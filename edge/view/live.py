@@ -36,6 +36,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any, Deque, Dict, Optional, Tuple
 
 import cv2
 
@@ -96,10 +97,10 @@ class LiveView(FrameSink):
         self._lock = threading.Lock()
         self._frame_ready = threading.Condition(self._lock)  # the encoder waits on it
         self._jpeg_ready = threading.Condition(self._lock)  # stream clients wait on it
-        self._latest = None  # (frames, index, image, faces, timestamp) of the newest frame
+        self._latest: Optional[Tuple[int, Any, Any, Any, Any]] = None  # (frames, index, image, faces, timestamp)
         self._encoded_of = 0  # ``frames`` value of the frame in the JPEG slot
-        self._jpeg = None  # (seq, frame index, bytes): the one JPEG slot
-        self._times = collections.deque(maxlen=60)
+        self._jpeg: Optional[Tuple[int, Any, bytes]] = None  # (seq, frame index, bytes): the one JPEG slot
+        self._times: Deque[float] = collections.deque(maxlen=60)
         self._sockets = set()
         self._stopping = threading.Event()
         self.access = Access(token or None)
@@ -114,7 +115,8 @@ class LiveView(FrameSink):
             raise LiveViewError(
                 "live view: cannot listen on {}:{} ({})".format(host, port, exc.strerror or exc)
             ) from exc
-        self.host, self.port = self._server.server_address[:2]
+        address = self._server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
         shown = "[{}]".format(self.host) if ":" in self.host else self.host
         if not is_loopback(self.host):
             if not self.access.required:
@@ -161,13 +163,7 @@ class LiveView(FrameSink):
         with self._lock:
             self.frames += 1
             self._times.append(now)
-            self._latest = (
-                self.frames,
-                getattr(frame, "index", self.frames - 1),
-                getattr(frame, "image", frame),
-                list(faces or ()),
-                getattr(frame, "timestamp", time.time()),
-            )
+            self._latest = (self.frames, frame.index, frame.image, list(faces or ()), frame.timestamp)
             if self.stream_clients:
                 self._frame_ready.notify()
 
@@ -216,10 +212,12 @@ class LiveView(FrameSink):
         """The ``/api/state`` object."""
         with self._lock:
             latest = self._latest
-        faces, index, stamp, size = [], None, None, (None, None)
+        faces: Any = []
+        index, stamp = None, None
+        size: Tuple[Optional[int], Optional[int]] = (None, None)
         if latest is not None:
             _, index, image, faces, stamp = latest
-            size = (int(image.shape[1]), int(image.shape[0])) if hasattr(image, "shape") else size
+            size = (int(image.shape[1]), int(image.shape[0]))
         out = {
             "device_id": self.device_id,
             "model": self.model_id,
@@ -246,7 +244,7 @@ class LiveView(FrameSink):
         return out
 
     def _publisher_state(self):
-        out = {}
+        out: Dict[str, Any] = {}
         publisher = self.publisher
         if publisher is None:
             return out
@@ -278,7 +276,10 @@ class LiveView(FrameSink):
                 self._stopping.wait(wait)
                 continue
             with self._lock:
-                number, index, image, faces, _ = self._latest
+                latest = self._latest
+                if latest is None:  # not reached: the wait above ends with a frame or at stop
+                    continue
+                number, index, image, faces, _ = latest
                 self._encoded_of = number
             try:
                 ok, jpeg = cv2.imencode(".jpg", draw(image, faces), [int(cv2.IMWRITE_JPEG_QUALITY), self.quality])

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import List, Tuple
 
 from edge.view.page import PAGE
 
@@ -80,7 +81,7 @@ def tls_handshake(context, sock, deadline):
                 wrapped.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                wait = ([wrapped], [])
+                wait: Tuple[List[ssl.SSLSocket], List[ssl.SSLSocket]] = ([wrapped], [])
             except ssl.SSLWantWriteError:
                 wait = ([], [wrapped])
             left = deadline - time.monotonic()
@@ -169,6 +170,7 @@ class HeaderDeadline(io.RawIOBase):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: ViewServer
     server_version = "fer-edge-live-view"
     protocol_version = "HTTP/1.0"
 
@@ -178,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.tls_socket = None
         if view.tls is not None:  # in this connection's thread: a slow handshake holds no other
             self.request = self.tls_socket = tls_handshake(view.tls, self.request, deadline)
-        self.timeout = view.client_timeout  # reads and sends time out: idle clients go
+        self.timeout = view.client_timeout  # type: ignore[misc]  # per connection: idle clients go
         BaseHTTPRequestHandler.setup(self)
         self.rfile.close()  # the socket's own reader, replaced by one with the header's deadline
         self.header_input = HeaderDeadline(self.connection, deadline, view.client_timeout)
