@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_edge.broker import free_port as broker_free_port
+from fer_edge.broker import free_port  # the tests import it from here too
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 HOST = "127.0.0.1"
@@ -54,11 +54,6 @@ def require_mosquitto():
     if path is None:
         pytest.skip("mosquitto broker not installed (apt-get install mosquitto; `make test` installs it)")
     return path
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that is free right now, outside the ephemeral range (fer_edge.broker's)."""
-    return broker_free_port(HOST)
 
 
 def port_accepts(port, host=HOST, timeout=0.2):
